@@ -1,0 +1,20 @@
+"""Data sources as LightningDataModules yielding batches {pixels, label, index}."""
+
+from datamodules.datamodule import DATA_SOURCES, ImageDataModule, ShardSampler
+from datamodules.images import UNLABELLED, DataError, ImageFileDataset, ImageList, collate_images
+from datamodules.sources import demo_images, folder_images
+from datamodules.transforms import evaluation_transform
+
+__all__ = [
+    "DATA_SOURCES",
+    "UNLABELLED",
+    "DataError",
+    "ImageDataModule",
+    "ImageFileDataset",
+    "ImageList",
+    "ShardSampler",
+    "collate_images",
+    "demo_images",
+    "evaluation_transform",
+    "folder_images",
+]

@@ -1,0 +1,93 @@
+"""Image files as a dataset of {pixels, label, index}; unreadable files become counted skips."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image, ImageOps
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from harness.errors import HarnessError
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+UNLABELLED = -1
+
+
+class DataError(HarnessError):
+    """A data directory that is missing, empty, or in a layout the loader does not recognise."""
+
+
+@dataclass(frozen=True)
+class ImageList:
+    """Files of a dataset with their labels (`UNLABELLED` when there are none) and class names."""
+
+    files: tuple[Path, ...]
+    labels: tuple[int, ...]
+    class_names: tuple[str, ...] = field(default=())
+
+    def __post_init__(self) -> None:
+        if len(self.files) != len(self.labels):
+            raise ValueError(f"{len(self.files)} files but {len(self.labels)} labels")
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.class_names)
+
+    def subset(self, positions: Sequence[int]) -> ImageList:
+        return ImageList(
+            tuple(self.files[i] for i in positions), tuple(self.labels[i] for i in positions), self.class_names
+        )
+
+
+def list_image_files(root: Path) -> list[Path]:
+    """Every image file under `root`, recursively, in sorted order (hidden files skipped)."""
+    return sorted(
+        path
+        for path in root.rglob("*")
+        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith(".")
+    )
+
+
+def load_rgb(path: Path) -> Image.Image:
+    """Decode an image as RGB, with its EXIF rotation applied."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with Image.open(path) as image:
+            image = ImageOps.exif_transpose(image)
+            return image.convert("RGB")
+
+
+class ImageFileDataset(Dataset[dict[str, Any]]):
+    """Samples `{"pixels", "label", "index"}`; a file that cannot be decoded gives `{"index", "error"}`."""
+
+    def __init__(self, images: ImageList, transform: Callable[[Image.Image], Tensor]) -> None:
+        self.images = images
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.images.files)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        path = self.images.files[index]
+        try:
+            pixels = self.transform(load_rgb(path))
+        except Exception as error:  # any decoder failure is a counted skip, never a crash
+            return {"index": index, "error": f"{path}: {type(error).__name__}: {error}"}
+        return {"pixels": pixels, "label": self.images.labels[index], "index": index}
+
+
+def collate_images(samples: list[dict[str, Any]]) -> dict[str, Any]:
+    """Stack the decodable samples; list the others under "skipped" as (index, reason)."""
+    good = [s for s in samples if "pixels" in s]
+    return {
+        "pixels": torch.stack([s["pixels"] for s in good]) if good else torch.empty(0, 3, 1, 1),
+        "label": torch.tensor([s["label"] for s in good], dtype=torch.long),
+        "index": torch.tensor([s["index"] for s in good], dtype=torch.long),
+        "skipped": [(s["index"], s["error"]) for s in samples if "pixels" not in s],
+    }

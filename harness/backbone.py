@@ -1,0 +1,106 @@
+"""A frozen DINOv2 model that returns the `Decomposition` of its [CLS] output in one forward pass."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.decomposition import HIDDEN_CLS, Decomposition, decompose_last_block
+from harness.tokens import TokenLayout
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a loaded backbone is and where it came from (recorded in results.json).
+
+    Attributes:
+        name: what the user asked for (torch.hub name, HF id, path or `random:...`).
+        source: "hub", "folder", "checkpoint" or "random".
+        location: the HF id or file path the weights came from ("" for random weights).
+        random_weights: True for test models; their numbers mean nothing.
+    """
+
+    name: str
+    source: str
+    location: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_registers: int
+    patch_size: int
+    swiglu: bool
+    random_weights: bool
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+class DecomposingBackbone(nn.Module):
+    """Frozen DINOv2 (HF `Dinov2Model` / `Dinov2WithRegistersModel`) that decomposes its [CLS] output.
+
+    The model runs once per call with its own fast attention (SDPA). Forward hooks keep the
+    last block's key and value projections; only that block's [CLS] query row is recomputed.
+
+    Args:
+        model: an HF DINOv2 model with the q_proj/k_proj/v_proj/o_proj attention layout.
+        info: what the model is, for results.json.
+
+    Calling it on `pixel_values` (batch, 3, height, width) returns a `Decomposition`.
+    """
+
+    def __init__(self, model: nn.Module, info: BackboneInfo) -> None:
+        super().__init__()
+        self.model = model.eval().requires_grad_(False)
+        self.info = info
+        self._captured: dict[str, Tensor] = {}
+        attention = self.last_block.attention
+        attention.k_proj.register_forward_hook(self._keep_keys)
+        attention.v_proj.register_forward_hook(self._keep_values)
+
+    @property
+    def last_block(self) -> nn.Module:
+        return self.model.encoder.layer[-1]
+
+    @property
+    def patch_size(self) -> int:
+        return self.info.patch_size
+
+    def train(self, mode: bool = True) -> DecomposingBackbone:
+        """The backbone stays in eval mode (no dropout, no drop-path) whatever Lightning asks."""
+        super().train(False)
+        return self
+
+    def _keep_keys(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        self._captured["keys"] = output
+
+    def _keep_values(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        self._captured["values"] = output
+
+    @torch.no_grad()
+    def forward(self, pixel_values: Tensor) -> Decomposition:
+        if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
+            raise ValueError(f"pixel_values must be (batch, 3, height, width), got {tuple(pixel_values.shape)}")
+        height, width = pixel_values.shape[-2:]
+        if height % self.patch_size or width % self.patch_size:
+            raise ValueError(
+                f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
+            )
+        layout = TokenLayout.for_image(height, width, self.patch_size, self.info.num_registers)
+        self._captured.clear()
+        outputs = self.model(pixel_values=pixel_values, output_hidden_states=True)
+        hidden_states = outputs.hidden_states  # embeddings, then the output of every block
+        tensors = decompose_last_block(
+            self.last_block,
+            self.model.layernorm,
+            block_input=hidden_states[-2],
+            keys=self._captured.pop("keys"),
+            values=self._captured.pop("values"),
+            layout=layout,
+        )
+        tensors[HIDDEN_CLS] = torch.stack([h[:, 0] for h in hidden_states], dim=1).float()
+        pooled = outputs.pooler_output.float()
+        pooler_error = (tensors["output/full"] - pooled).abs().max()
+        return Decomposition(tensors, layout, pooler_error)

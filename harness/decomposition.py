@@ -1,0 +1,207 @@
+"""The last block's [CLS] output split into contributions (DESIGN.md, "The decomposition").
+
+Notation as in DESIGN.md, for the last block with input x (batch, tokens, hidden):
+
+    u = norm1(x); a^h_j = softmax_j(q^h_[CLS] . k^h_j * scaling)      (post-softmax [CLS] row)
+    S_g = concat_h sum_{j in g} a^h_j v^h_j                             (group partial sums)
+    c_g = gamma1 * (W_o S_g),  c_b = gamma1 * b_o,  s = x_[CLS]         (contributions)
+    m = s + c_cls + c_register + c_patch + c_b                          (mid-block state)
+    f = final_norm(m + gamma2 * MLP(norm2(m)))                          (pooled output)
+
+Only the [CLS] query row is recomputed here; keys and values are the ones the model's own
+forward pass produced for the last block.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from types import MappingProxyType
+
+import torch
+from torch import Tensor, nn
+
+from harness.tokens import GROUPS, TokenLayout
+
+READOUTS: tuple[str, ...] = ("attention", "output")
+VARIANTS: tuple[str, ...] = ("full", "patch", "register", "cls", "skip")
+RENORMALISED_VARIANTS: tuple[str, ...] = ("patch", "register", "cls")
+RENORM_SUFFIX = "_renorm"
+HIDDEN_CLS = "hidden/cls"
+"""[CLS] hidden state after the embeddings and after every block: (batch, layers + 1, hidden)."""
+ATTENTION_MAP = "map/attention"
+"""Last-layer [CLS] attention over patches, averaged over heads: (batch, grid_height, grid_width)."""
+
+
+def variant_names(num_registers: int) -> tuple[str, ...]:
+    """Names of every `{readout}/{variant}` a model with `num_registers` registers has.
+
+    Models without registers have no register variants (their register group is empty).
+
+    >>> [n for n in variant_names(0) if n.startswith("attention/")]
+    ['attention/full', 'attention/patch', 'attention/cls', 'attention/skip', 'attention/patch_renorm', 'attention/cls_renorm']
+    """
+    plain = [v for v in VARIANTS if v != "register" or num_registers > 0]
+    renorm = [v + RENORM_SUFFIX for v in RENORMALISED_VARIANTS if v != "register" or num_registers > 0]
+    return tuple(f"{readout}/{v}" for readout in READOUTS for v in plain + renorm)
+
+
+def split_names() -> tuple[str, ...]:
+    """Names of the per-image attention split, one per token group."""
+    return tuple(f"split/{group}" for group in GROUPS)
+
+
+class Decomposition(Mapping[str, Tensor]):
+    """Read-only mapping from DESIGN.md names to the tensors of one batch.
+
+    Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}`
+    (batch), `hidden/cls` (batch, layers + 1, hidden) and `map/attention`
+    (batch, grid_height, grid_width).
+
+    Attributes:
+        layout: token positions of this batch.
+        pooler_error: max abs difference (0-dim tensor) between the reconstructed
+            `output/full` and the model's own pooled output; a built-in exactness check.
+    """
+
+    def __init__(self, tensors: Mapping[str, Tensor], layout: TokenLayout, pooler_error: Tensor) -> None:
+        self._tensors = MappingProxyType(dict(tensors))
+        self.layout = layout
+        self.pooler_error = pooler_error
+
+    def __getitem__(self, name: str) -> Tensor:
+        try:
+            return self._tensors[name]
+        except KeyError:
+            raise KeyError(f"{name!r} is not in this decomposition; it has {sorted(self._tensors)}") from None
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._tensors)
+
+    def __len__(self) -> int:
+        return len(self._tensors)
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """The `{readout}/{variant}` names present, in canonical order."""
+        return variant_names(self.layout.num_registers)
+
+
+def cls_attention(layer: nn.Module, block_input: Tensor, keys: Tensor) -> Tensor:
+    """Post-softmax attention of the [CLS] query over all tokens, per head.
+
+    Args:
+        layer: the HF DINOv2 block (`norm1`, `attention.q_proj`, ...).
+        block_input: x, the block's input (batch, tokens, hidden).
+        keys: the block's key projections (batch, tokens, hidden).
+
+    Returns:
+        a (batch, heads, tokens), float32, each row summing to 1.
+    """
+    attention = layer.attention
+    batch, tokens, _ = keys.shape
+    query_cls = _apply(attention.q_proj, _apply(layer.norm1, block_input[:, 0]))  # batch, hidden
+    query_cls = query_cls.view(batch, attention.num_attention_heads, 1, attention.head_dim)
+    keys = keys.float().view(batch, tokens, attention.num_attention_heads, attention.head_dim).transpose(1, 2)
+    logits = (query_cls @ keys.transpose(-1, -2)).squeeze(2) * attention.scaling  # batch, heads, tokens
+    return logits.softmax(dim=-1)
+
+
+def group_partial_sums(
+    weights: Tensor, values: Tensor, layout: TokenLayout, renormalise: bool
+) -> dict[str, Tensor]:
+    """S_g for every token group: the [CLS] attention output restricted to that group.
+
+    Args:
+        weights: a (batch, heads, tokens).
+        values: the block's value projections (batch, tokens, hidden).
+        layout: token positions.
+        renormalise: divide each head's S_g by that head's attention mass on the group
+            (softmax restricted to the group); an empty group stays 0.
+
+    Returns:
+        group name -> S_g (batch, hidden), heads concatenated in the model's order.
+    """
+    batch, heads, tokens = weights.shape
+    values = values.float().view(batch, tokens, heads, -1).transpose(1, 2)  # batch, heads, tokens, head_dim
+    sums = {}
+    for group in GROUPS:
+        span = layout.slice(group)
+        group_weights = weights[:, :, span]
+        partial = (group_weights.unsqueeze(2) @ values[:, :, span]).squeeze(2)  # batch, heads, head_dim
+        if renormalise:
+            mass = group_weights.sum(dim=-1, keepdim=True)
+            partial = torch.where(mass > 0, partial / mass.clamp_min(torch.finfo(mass.dtype).tiny), 0.0)
+        sums[group] = partial.reshape(batch, -1)
+    return sums
+
+
+def attention_readout(layer: nn.Module, partial_sums: Mapping[str, Tensor], skip: Tensor) -> dict[str, Tensor]:
+    """The attention-readout variants from group partial sums (residual excluded except in skip).
+
+    full = c_cls + c_register + c_patch + c_b; g = c_g + c_b for each group; skip = s.
+    """
+    output_projection = layer.attention.o_proj
+    gamma1 = layer.layer_scale1.lambda1.float()
+    weight = output_projection.weight.float()
+    bias_term = gamma1 * output_projection.bias.float()  # c_b
+    contributions = {group: gamma1 * (s @ weight.T) for group, s in partial_sums.items()}  # c_g
+    variants = {group: c + bias_term for group, c in contributions.items()}
+    variants["full"] = sum(contributions.values()) + bias_term
+    variants["skip"] = skip.float()
+    return variants
+
+
+def output_readout(layer: nn.Module, final_norm: nn.Module, state: Tensor) -> Tensor:
+    """final_norm(v + gamma2 * MLP(norm2(v))): a [CLS] state pushed through the rest of the block."""
+    residual = _apply(layer.layer_scale2, _apply(layer.mlp, _apply(layer.norm2, state)))
+    return _apply(final_norm, state + residual)
+
+
+def decompose_last_block(
+    layer: nn.Module, final_norm: nn.Module, block_input: Tensor, keys: Tensor, values: Tensor, layout: TokenLayout
+) -> dict[str, Tensor]:
+    """Every variant and split of DESIGN.md for one batch.
+
+    Args:
+        layer: the last HF DINOv2 block.
+        final_norm: the model's final layer norm.
+        block_input: x (batch, tokens, hidden).
+        keys: the last block's key projections (batch, tokens, hidden).
+        values: the last block's value projections (batch, tokens, hidden).
+        layout: token positions; must match the sequence length.
+
+    Returns:
+        name -> tensor for every `variant_names(layout.num_registers)`, `split/*` and
+        `map/attention`. `output/full` is f, the model's pooled output.
+    """
+    if block_input.shape[1] != layout.num_tokens:
+        raise ValueError(f"sequence has {block_input.shape[1]} tokens but the layout expects {layout.num_tokens}")
+    with torch.autocast(device_type=block_input.device.type, enabled=False):
+        weights = cls_attention(layer, block_input, keys)
+        skip = block_input[:, 0].float()
+        result: dict[str, Tensor] = {}
+        for renormalise, suffix in ((False, ""), (True, RENORM_SUFFIX)):
+            partial_sums = group_partial_sums(weights, values, layout, renormalise)
+            attention = attention_readout(layer, partial_sums, skip)
+            for variant, vector in attention.items():
+                if suffix and variant not in RENORMALISED_VARIANTS:
+                    continue
+                result[f"attention/{variant}{suffix}"] = vector
+        names = variant_names(layout.num_registers)
+        for name in names:
+            if name.startswith("attention/"):
+                variant = name.removeprefix("attention/")
+                state = skip + result["attention/full"] if variant == "full" else result[name]
+                result[f"output/{variant}"] = output_readout(layer, final_norm, state)
+        result = {name: result[name] for name in names}  # canonical order, empty groups dropped
+        for group in GROUPS:
+            result[f"split/{group}"] = weights[:, :, layout.slice(group)].sum(dim=-1).mean(dim=1)
+        patch_weights = weights[:, :, layout.slice("patch")].mean(dim=1)
+        result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
+    return result
+
+
+def _apply(module: nn.Module, inputs: Tensor) -> Tensor:
+    """Run `module` in its parameters' dtype and return float32 (exact math under any precision)."""
+    dtype = next(module.parameters()).dtype
+    return module(inputs.to(dtype)).float()

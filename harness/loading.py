@@ -1,0 +1,156 @@
+"""`load_backbone`: any DINOv2 by torch.hub name, HF id, local folder, original `.pth`, or random test model."""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import re
+from pathlib import Path
+
+import torch
+from torch import nn
+from transformers import (
+    AutoModel,
+    Dinov2Config,
+    Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersModel,
+)
+
+from harness.backbone import BackboneInfo, DecomposingBackbone
+from harness.checkpoint import load_original_checkpoint
+from harness.errors import BackboneUnavailableError, UnknownBackboneError
+
+log = logging.getLogger(__name__)
+
+HUB_MODELS: dict[str, str] = {
+    "dinov2_vits14": "facebook/dinov2-small",
+    "dinov2_vitb14": "facebook/dinov2-base",
+    "dinov2_vitl14": "facebook/dinov2-large",
+    "dinov2_vitg14": "facebook/dinov2-giant",
+    "dinov2_vits14_reg": "facebook/dinov2-with-registers-small",
+    "dinov2_vitb14_reg": "facebook/dinov2-with-registers-base",
+    "dinov2_vitl14_reg": "facebook/dinov2-with-registers-large",
+    "dinov2_vitg14_reg": "facebook/dinov2-with-registers-giant",
+}
+"""torch.hub name -> HF id (DESIGN.md, "Backbones")."""
+
+RANDOM_PREFIX = "random:"
+# (hidden, layers, heads, swiglu) of the released sizes; `tiny` is for tests and demos
+_ARCHITECTURES: dict[str, tuple[int, int, int, bool]] = {
+    "tiny": (64, 2, 4, False),
+    "dinov2_vits14": (384, 12, 6, False),
+    "dinov2_vitb14": (768, 12, 12, False),
+    "dinov2_vitl14": (1024, 24, 16, False),
+    "dinov2_vitg14": (1536, 40, 24, True),
+}
+RANDOM_MODELS: tuple[str, ...] = tuple(
+    f"{RANDOM_PREFIX}{arch}{suffix}" for arch in _ARCHITECTURES for suffix in ("", "_reg")
+)
+"""Random-weight models with the released architectures: for tests and benchmarks only."""
+
+_HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
+_CHECKPOINT_SUFFIXES = (".pth", ".pt")
+
+
+def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> DecomposingBackbone:
+    """Load a frozen DINOv2 that decomposes its [CLS] output.
+
+    Args:
+        name_or_path: a torch.hub name (`dinov2_vitg14_reg`), an HF id
+            (`facebook/dinov2-small`), a folder made by `save_pretrained`, an original
+            `dinov2_vit*14[_reg4]_pretrain.pth`, or `random:<arch>[_reg]` (random weights;
+            their numbers mean nothing).
+        num_heads: heads of a `.pth` checkpoint when not width / 64 (test models only).
+
+    Raises:
+        UnknownBackboneError: the name is none of the above; the message lists valid names.
+        BackboneUnavailableError: the hub cannot be reached and the weights are not cached.
+    """
+    name = str(name_or_path)
+    path = Path(name).expanduser()
+    if name.startswith(RANDOM_PREFIX):
+        model, source, location = _random_model(name), "random", ""
+    elif path.is_dir():
+        model, source, location = _from_pretrained(str(path), name), "folder", str(path.resolve())
+    elif path.is_file() and path.suffix in _CHECKPOINT_SUFFIXES:
+        model, source, location = load_original_checkpoint(path, num_heads), "checkpoint", str(path.resolve())
+    elif path.is_file():
+        raise UnknownBackboneError(f"{name} is a file but not a .pth checkpoint; expected {_CHECKPOINT_SUFFIXES}")
+    elif name in HUB_MODELS:
+        model, source, location = _from_pretrained(HUB_MODELS[name], name), "hub", HUB_MODELS[name]
+    elif _HF_ID.match(name) and not name.startswith(".") and path.suffix not in _CHECKPOINT_SUFFIXES:
+        model, source, location = _from_pretrained(name, name), "hub", name
+    else:
+        raise UnknownBackboneError(_unknown_message(name))
+    config = model.config
+    info = BackboneInfo(
+        name=name,
+        source=source,
+        location=location,
+        hidden_size=config.hidden_size,
+        num_layers=config.num_hidden_layers,
+        num_heads=config.num_attention_heads,
+        num_registers=getattr(config, "num_register_tokens", 0),
+        patch_size=config.patch_size,
+        swiglu=config.use_swiglu_ffn,
+        random_weights=source == "random",
+    )
+    if info.random_weights:
+        log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)
+    return DecomposingBackbone(model, info)
+
+
+def _from_pretrained(location: str, name: str) -> nn.Module:
+    """An HF DINOv2 model from the hub cache, the hub, or a local folder, with SDPA attention."""
+    hub_logger = logging.getLogger("huggingface_hub")
+    previous_level = hub_logger.level
+    hub_logger.setLevel(logging.ERROR)  # one clear line below instead of a retry log per attempt
+    try:
+        model = AutoModel.from_pretrained(location, attn_implementation="sdpa")
+    except OSError as error:
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise BackboneUnavailableError(
+            f"cannot load {name!r} ({location}): {reason} -- the Hugging Face hub is unreachable or the "
+            "weights are not cached; download them where the hub is reachable (they land in HF_HOME), "
+            "or pass a local folder made by save_pretrained or an original dinov2_*_pretrain.pth file"
+        ) from None
+    finally:
+        hub_logger.setLevel(previous_level)
+    if not isinstance(model, (Dinov2Model, Dinov2WithRegistersModel)):
+        raise UnknownBackboneError(f"{name!r} is a {type(model).__name__}, not a DINOv2 model")
+    return model
+
+
+def _random_model(name: str) -> nn.Module:
+    """A seeded random-weight DINOv2 of one of the released architectures (or `tiny`)."""
+    if name not in RANDOM_MODELS:
+        raise UnknownBackboneError(_unknown_message(name))
+    arch = name.removeprefix(RANDOM_PREFIX)
+    registers = arch.endswith("_reg")
+    hidden, layers, heads, swiglu = _ARCHITECTURES[arch.removesuffix("_reg")]
+    common = dict(
+        hidden_size=hidden,
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        use_swiglu_ffn=swiglu,
+        patch_size=14,
+        image_size=518,
+        layerscale_value=1.0,
+        attn_implementation="sdpa",
+    )
+    config = Dinov2WithRegistersConfig(num_register_tokens=4, **common) if registers else Dinov2Config(**common)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        model = Dinov2WithRegistersModel(config) if registers else Dinov2Model(config)
+    return model
+
+
+def _unknown_message(name: str) -> str:
+    valid = [*HUB_MODELS, *RANDOM_MODELS]
+    closest = difflib.get_close_matches(name, valid, n=1)
+    hint = f" Did you mean {closest[0]!r}?" if closest else ""
+    return (
+        f"unknown backbone {name!r}.{hint} Valid names: {', '.join(valid)}; "
+        "or an HF id (org/name), a local save_pretrained folder, or an original DINOv2 .pth file."
+    )

@@ -1,0 +1,82 @@
+"""The frozen-backbone LightningModule: one backbone pass per batch, every probe fed from it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import lightning as L
+import torch
+from torch import Tensor, nn
+from torchmetrics import MaxMetric
+
+from harness.backbone import DecomposingBackbone
+from harness.decomposition import split_names, variant_names
+from probes.base import Probe
+from probes.features import EvaluatedImages, FeatureStore
+
+
+class HarnessModule(L.LightningModule):
+    """Runs the backbone once per test batch and hands its `Decomposition` to every probe.
+
+    After `trainer.test`, on every rank: `results` (probe name -> value, DESIGN.md names),
+    `num_images` (distinct dataset indices evaluated), `skipped` (index, reason) of unreadable
+    images, `max_pooler_error`, and `features` when `keep_features` is set.
+
+    Args:
+        backbone: the decomposing backbone (frozen).
+        probes: probe name -> probe.
+        keep_features: gather every variant and split per image (for features.safetensors).
+    """
+
+    def __init__(self, backbone: DecomposingBackbone, probes: Mapping[str, Probe], keep_features: bool = False) -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.probes = nn.ModuleDict(dict(probes))
+        self.images = EvaluatedImages()
+        self.pooler_error = MaxMetric()
+        feature_names = (*variant_names(backbone.info.num_registers), *split_names())
+        self.features_store = FeatureStore(feature_names) if keep_features else None
+        self.results: dict[str, float] = {}
+        self.features: dict[str, Tensor] | None = None
+        self.num_images = 0
+        self.num_repeated = 0
+        self.max_pooler_error = float("nan")
+        self.skipped: list[tuple[int, str]] = []
+        self._local_skipped: list[tuple[int, str]] = []
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        self._local_skipped.extend(batch["skipped"])
+        if batch["index"].numel() == 0:
+            return
+        decomposition = self.backbone(batch["pixels"])
+        self.images.update(batch["index"])
+        self.pooler_error.update(decomposition.pooler_error)
+        for probe in self.probes.values():
+            probe.update(decomposition, batch["label"], batch["index"])
+        if self.features_store is not None:
+            self.features_store.update(decomposition, batch["label"], batch["index"])
+
+    def on_test_epoch_end(self) -> None:
+        # every compute() below synchronises across ranks, so every rank calls them in this order
+        distinct, repeated = self.images.compute()
+        self.num_images, self.num_repeated = int(distinct), int(repeated)
+        self.max_pooler_error = float(self.pooler_error.compute()) if self.num_images else float("nan")
+        self.results = {}
+        for probe in self.probes.values():
+            self.results.update(probe.compute())
+        if self.features_store is not None and self.num_images:
+            self.features = {name: t.cpu() for name, t in self.features_store.compute().items()}
+        self.skipped = sorted(_gather_objects(self._local_skipped))
+
+    def configure_optimizers(self) -> None:
+        return None
+
+
+def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:
+    """Concatenate a small picklable list from every rank (the list itself when not distributed)."""
+    if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+        return list(local)
+    gathered: list[list[tuple[int, str]] | None] = [None] * torch.distributed.get_world_size()
+    torch.distributed.all_gather_object(gathered, local)
+    return [item for part in gathered if part for item in part]

@@ -1,0 +1,30 @@
+"""Split probe (paper Fig 2a): mean and std of the per-image [CLS] attention split."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from torch import Tensor
+
+from probes.base import Probe
+from probes.split import AttentionSplit
+
+
+class SplitProbe(Probe):
+    """Results: `split/{cls,register,patch,register_vs_patch}/{mean,std}` over images."""
+
+    name = "split"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metric = AttentionSplit()
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        self.metric.update(decomposition["split/cls"], decomposition["split/register"], decomposition["split/patch"])
+
+    def compute(self) -> dict[str, float]:
+        results = {}
+        for group, (mean, std) in self.metric.compute().items():
+            results[f"split/{group}/mean"] = mean.item()
+            results[f"split/{group}/std"] = std.item()
+        return results
