@@ -20,6 +20,7 @@ from harness.errors import CheckpointFormatError
 HEAD_DIM = 64
 _BLOCK_KEY = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")  # also the chunked `blocks.<chunk>.<i>.` form
 _WRAPPER_PREFIXES = ("module.", "backbone.")
+_HEAD_PREFIXES = ("dino_head.", "ibot_head.", "head.")
 
 _TOP_LEVEL = {
     "cls_token": "embeddings.cls_token",
@@ -149,20 +150,24 @@ def _unwrap(state: object, path: Path) -> dict[str, Tensor]:
                 break
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointFormatError(f"{path} does not hold a state dict of tensors")
-    for prefix in _WRAPPER_PREFIXES:
-        if all(k.startswith(prefix) for k in state):
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
     # training checkpoints carry heads (dino_head, ibot_head) beside the backbone; drop them
-    return {k: v for k, v in state.items() if not k.startswith(("dino_head.", "ibot_head.", "head."))}
+    state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
 
 
-def _mlp_ratio(state: dict[str, Tensor], hidden_size: int, swiglu: bool) -> float:
+def _mlp_ratio(state: dict[str, Tensor], hidden_size: int, swiglu: bool) -> int:
     """MLP width / model width, as HF's config expects it (SwiGLU: before HF's 2/3 rounding)."""
     if not swiglu:
-        return _first(state, ".mlp.fc1.weight").shape[0] / hidden_size
+        mlp_width = _first(state, ".mlp.fc1.weight").shape[0]
+        if mlp_width % hidden_size:
+            raise CheckpointFormatError(f"MLP width {mlp_width} is not a whole multiple of width {hidden_size}")
+        return mlp_width // hidden_size
     swiglu_width = _first(state, ".mlp.w12.weight").shape[0] // 2
-    for ratio in (4.0, swiglu_width * 3 / (2 * hidden_size)):
-        if (int(int(hidden_size * ratio) * 2 / 3) + 7) // 8 * 8 == swiglu_width:
+    for ratio in range(1, 17):
+        if (int(hidden_size * ratio * 2 / 3) + 7) // 8 * 8 == swiglu_width:
             return ratio
     raise CheckpointFormatError(f"SwiGLU width {swiglu_width} matches no mlp_ratio for width {hidden_size}")
 

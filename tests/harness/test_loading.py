@@ -1,0 +1,79 @@
+"""Backbone names, folders and failures."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from torch.testing import assert_close
+from transformers import ViTConfig, ViTModel
+
+from harness import HUB_MODELS, RANDOM_MODELS, load_backbone
+from harness.errors import UnknownBackboneError
+from tests.conftest import tiny_model
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.parametrize("registers", [0, 4], ids=["plain", "registers"])
+def test_save_pretrained_folder_round_trip(registers: int, tmp_path: Path) -> None:
+    model = tiny_model(registers, swiglu=bool(registers))
+    model.save_pretrained(tmp_path / "model")
+    backbone = load_backbone(tmp_path / "model")
+    assert backbone.info.source == "folder" and backbone.info.num_registers == registers
+    assert backbone.model.config._attn_implementation == "sdpa"
+    assert not backbone.model.training
+    assert not any(p.requires_grad for p in backbone.parameters())
+    pixels = torch.randn(2, 3, 32, 32)
+    assert_close(backbone(pixels)["output/full"], model(pixel_values=pixels).pooler_output, atol=1e-5, rtol=1e-5)
+
+
+def test_random_models_have_the_released_architectures() -> None:
+    backbone = load_backbone("random:dinov2_vits14_reg")
+    info = backbone.info
+    assert (info.hidden_size, info.num_layers, info.num_heads, info.num_registers) == (384, 12, 6, 4)
+    assert info.random_weights and info.patch_size == 14
+    assert len(RANDOM_MODELS) == 10 and "random:tiny" in RANDOM_MODELS
+    again = load_backbone("random:dinov2_vits14_reg")
+    assert torch.equal(backbone.model.embeddings.cls_token, again.model.embeddings.cls_token)  # seeded
+
+
+def test_unknown_name_lists_names_and_closest_match() -> None:
+    with pytest.raises(UnknownBackboneError, match="Did you mean 'dinov2_vitg14_reg'") as error:
+        load_backbone("dinov2_vitg14_regs")
+    for name in HUB_MODELS:
+        assert name in str(error.value)
+    with pytest.raises(UnknownBackboneError, match="unknown backbone 'random:huge'"):
+        load_backbone("random:huge")
+
+
+def test_non_dinov2_folder_and_non_checkpoint_file_are_refused(tmp_path: Path) -> None:
+    ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(
+        tmp_path / "vit"
+    )
+    with pytest.raises(UnknownBackboneError, match="is a ViTModel, not a DINOv2 model"):
+        load_backbone(tmp_path / "vit")
+    (tmp_path / "weights.bin").write_bytes(b"")
+    with pytest.raises(UnknownBackboneError, match="not a .pth checkpoint"):
+        load_backbone(tmp_path / "weights.bin")
+
+
+def test_unreachable_hub_is_one_clear_line(tmp_path: Path) -> None:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "--backbone", "dinov2_vits14", "--output", str(tmp_path / "run")],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: cannot load 'dinov2_vits14' (facebook/dinov2-small)")
+    assert "local folder" in lines[0] and "Traceback" not in result.stderr
