@@ -1,0 +1,72 @@
+"""Streaming linear CKA against the Gram-matrix formula computed with numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from probes import LinearCKA
+
+
+def gram_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """CKA from centred Gram matrices (Kornblith et al. 2019, eq. for linear kernels)."""
+    n = x.shape[0]
+    centring = np.eye(n) - np.ones((n, n)) / n
+    k, l = centring @ x @ x.T @ centring, centring @ y @ y.T @ centring
+    return float(np.sum(k * l) / (np.linalg.norm(k) * np.linalg.norm(l)))
+
+
+def test_google_research_demo_value() -> None:
+    # representation_similarity demo: np.random.seed(1337); X = randn(100, 10); Y = randn(100, 10) + X
+    np.random.seed(1337)
+    x = np.random.randn(100, 10)
+    y = np.random.randn(100, 10) + x
+    metric = LinearCKA(10)
+    metric.update(torch.from_numpy(x), torch.from_numpy(y))
+    assert metric.compute().item() == pytest.approx(0.55761, abs=5e-6)
+
+
+@pytest.mark.parametrize("batch_size", [1, 7, 50], ids=lambda b: f"batch{b}")
+def test_batches_equal_all_at_once_reference(batch_size: int) -> None:
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(50, 12)) + 3.0
+    y = x[:, :8] @ rng.normal(size=(8, 6)) + 0.5 * rng.normal(size=(50, 6))
+    metric = LinearCKA(12, 6)
+    for start in range(0, 50, batch_size):
+        metric.update(torch.from_numpy(x[start : start + batch_size]).float(), torch.from_numpy(y[start : start + batch_size]).float())
+    assert metric.compute().item() == pytest.approx(gram_linear_cka(x, y), abs=1e-6)
+
+
+def test_invariances_and_reset() -> None:
+    x = torch.randn(40, 5, generator=torch.Generator().manual_seed(0))
+    rotation, _ = torch.linalg.qr(torch.randn(5, 5, generator=torch.Generator().manual_seed(1)))
+    metric = LinearCKA(5)
+    metric.update(x, 3.0 * x @ rotation + 2.0)
+    assert metric.compute().item() == pytest.approx(1.0, abs=1e-9)
+    metric.reset()
+    assert metric.n.item() == 0
+    clone = metric.clone()
+    clone.update(x, x)
+    assert metric.n.item() == 0 and clone.n.item() == 40
+
+
+def test_degenerate_inputs_give_nan_with_warning() -> None:
+    metric = LinearCKA(3)
+    metric.update(torch.ones(1, 3), torch.ones(1, 3))
+    with pytest.warns(UserWarning, match="at least 2 samples"):
+        assert torch.isnan(metric.compute())
+    metric = LinearCKA(3)
+    metric.update(torch.ones(5, 3), torch.randn(5, 3))
+    with pytest.warns(UserWarning, match="constant features"):
+        assert torch.isnan(metric.compute())
+
+
+def test_bad_shapes_are_refused() -> None:
+    metric = LinearCKA(4)
+    with pytest.raises(ValueError, match="expected feature sizes 4 and 4, got 3 and 4"):
+        metric.update(torch.zeros(2, 3), torch.zeros(2, 4))
+    with pytest.raises(ValueError, match="x has 2 samples but y has 3"):
+        metric.update(torch.zeros(2, 4), torch.zeros(3, 4))
+    with pytest.raises(ValueError, match="feature sizes must be positive"):
+        LinearCKA(0)

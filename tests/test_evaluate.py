@@ -1,0 +1,113 @@
+"""evaluate.py end to end, offline, on a saved tiny model and a folder of real photos."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from safetensors.numpy import load_file
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import evaluate
+from harness import variant_names
+from tests.conftest import tiny_model, write_photos
+from tests.probes.test_cka import gram_linear_cka
+
+
+@pytest.fixture(scope="module")
+def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("model") / "tiny-reg"
+    tiny_model(registers=4, swiglu=True, hidden=32, heads=2, patch=14, image=56).save_pretrained(folder)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    folder = tmp_path_factory.mktemp("photos")
+    write_photos(folder / "nested", 21)
+    (folder / "broken.jpg").write_bytes(b"")  # a zero-byte file: skipped and counted, never a crash
+    return folder
+
+
+@pytest.fixture(scope="module")
+def finished_run(model_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("run") / "out"
+    argv = [
+        "--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photo_dir), "--probe", "cka,split",
+        "--save-features", "--output", str(output), "--resolution", "56", "--batch-size", "4", "--num-workers", "0",
+    ]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    return output
+
+
+def test_results_describe_the_run(finished_run: Path, model_dir: Path) -> None:
+    summary = json.loads((finished_run / "results.json").read_text())
+    assert summary["backbone"]["source"] == "folder" and summary["backbone"]["num_registers"] == 4
+    assert summary["data"]["files"] == 22 and summary["data"]["num_images"] == 21
+    assert summary["data"]["num_skipped"] == 1 and "broken.jpg" in summary["data"]["skipped"][0]["reason"]
+    assert summary["run"]["max_pooler_error"] < 1e-4
+    expected = {f"cka/{v}" for v in variant_names(4) if not v.endswith("/full")}
+    expected |= {f"split/{g}/{s}" for g in ("cls", "register", "patch", "register_vs_patch") for s in ("mean", "std")}
+    assert set(summary["results"]) == expected
+
+
+def test_cka_equals_numpy_cka_of_saved_features(finished_run: Path) -> None:
+    summary = json.loads((finished_run / "results.json").read_text())
+    features = load_file(str(finished_run / "features.safetensors"))
+    assert features["index"].tolist() == [i for i in range(22) if i != 0]  # broken.jpg sorts first
+    for name, value in summary["results"].items():
+        if name.startswith("cka/"):
+            variant = name.removeprefix("cka/")
+            reference = variant.split("/")[0] + "/full"
+            expected = gram_linear_cka(features[reference].astype(np.float64), features[variant].astype(np.float64))
+            assert value == pytest.approx(expected, abs=1e-6), name
+
+
+def test_split_equals_numpy_of_saved_features(finished_run: Path) -> None:
+    summary = json.loads((finished_run / "results.json").read_text())
+    features = load_file(str(finished_run / "features.safetensors"))
+    for group in ("cls", "register", "patch"):
+        values = features[f"split/{group}"].astype(np.float64)
+        assert summary["results"][f"split/{group}/mean"] == pytest.approx(values.mean(), abs=1e-6)
+        assert summary["results"][f"split/{group}/std"] == pytest.approx(values.std(), abs=1e-6)
+
+
+def test_tensorboard_has_every_result(finished_run: Path) -> None:
+    summary = json.loads((finished_run / "results.json").read_text())
+    tags: set[str] = set()
+    for events in (finished_run / "tensorboard").glob("events.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["scalars"])
+    assert set(summary["results"]) <= tags
+
+
+def test_an_earlier_run_is_not_overwritten(finished_run: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (finished_run / "results.json").read_text()
+    argv = ["--backbone", str(model_dir), "--data", "demo", "--output", str(finished_run), "--resolution", "56"]
+    assert evaluate.main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (finished_run / "results.json").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--probe", "cka,bogus"], "unknown probe"),
+        (["--resolution", "50"], "not a multiple of the patch size 14"),
+        (["--data", "folder"], "needs --data-dir"),
+        (["--data", "folder", "--data-dir", "/nonexistent/photos"], "does not exist"),
+    ],
+    ids=["probe", "resolution", "no-dir", "missing-dir"],
+)
+def test_bad_options_are_one_line_errors(
+    extra: list[str], message: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--backbone", str(model_dir), "--output", str(tmp_path / "run"), *extra]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
+    assert not (tmp_path / "run" / "results.json").exists()
