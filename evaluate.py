@@ -16,7 +16,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-import lightning as L
+import lightning as L  # noqa: N812
 import torch
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -34,21 +34,33 @@ TENSORBOARD_DIR = "tensorboard"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--backbone", required=True, help="torch.hub name, HF id, local folder, .pth, or random:<arch>")
-    parser.add_argument("--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--backbone", required=True, help="torch.hub name, HF id, local folder, .pth, or random:<arch>"
+    )
+    parser.add_argument(
+        "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
+    )
     parser.add_argument("--data-dir", type=Path, help="folder of the data source")
     parser.add_argument(
         "--probe", default="all", help=f"comma list of {', '.join(PROBES)}, or 'all' (default: all)"
     )
     parser.add_argument("--output", type=Path, required=True, help="run folder to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace the results of an earlier run in --output")
-    parser.add_argument("--save-features", action="store_true", help=f"write every variant per image to {FEATURES_FILE}")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace the results of an earlier run in --output"
+    )
+    parser.add_argument(
+        "--save-features", action="store_true", help=f"write every variant per image to {FEATURES_FILE}"
+    )
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch and device")
     parser.add_argument("--limit", type=int, help="evaluate a seeded subset of this many images")
     parser.add_argument("--seed", type=int, default=0, help="seed of --limit")
     parser.add_argument("--resolution", type=int, default=224, help="crop size, a multiple of the patch size")
-    parser.add_argument("--num-workers", type=int, help="data loader workers per device (default: CPUs - 1, max 8)")
+    parser.add_argument(
+        "--num-workers", type=int, help="data loader workers per device (default: CPUs - 1, max 8)"
+    )
     parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
     parser.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 4, auto")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP")
@@ -61,7 +73,9 @@ def check_output_dir(output: Path, overwrite: bool) -> None:
     """Refuse to overwrite an earlier run unless asked to."""
     existing = [name for name in (RESULTS_FILE, FEATURES_FILE, TENSORBOARD_DIR) if (output / name).exists()]
     if existing and not overwrite:
-        raise HarnessError(f"{output} already holds a run ({', '.join(existing)}); pass --overwrite or another --output")
+        raise HarnessError(
+            f"{output} already holds a run ({', '.join(existing)}); pass --overwrite or another --output"
+        )
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -70,7 +84,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     probe_names = parse_probe_names(args.probe)
     backbone = load_backbone(args.backbone)
     if args.resolution % backbone.patch_size:
-        raise HarnessError(f"--resolution {args.resolution} is not a multiple of the patch size {backbone.patch_size}")
+        raise HarnessError(
+            f"--resolution {args.resolution} is not a multiple of the patch size {backbone.patch_size}"
+        )
     datamodule = ImageDataModule(
         args.data,
         data_dir=args.data_dir,
@@ -80,8 +96,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         limit=args.limit,
         seed=args.seed,
     )
-    module = HarnessModule(backbone, build_probes(probe_names, backbone.info), keep_features=args.save_features)
-    logger = TensorBoardLogger(save_dir=args.output, name=TENSORBOARD_DIR, version="", default_hp_metric=False)
+    module = HarnessModule(
+        backbone, build_probes(probe_names, backbone.info), keep_features=args.save_features
+    )
+    logger = TensorBoardLogger(
+        save_dir=args.output, name=TENSORBOARD_DIR, version="", default_hp_metric=False
+    )
     trainer = L.Trainer(
         accelerator=args.accelerator,
         devices=_devices(args.devices),
@@ -127,14 +147,21 @@ def write_outputs(
     output.mkdir(parents=True, exist_ok=True)
     (output / RESULTS_FILE).write_text(json.dumps(summary, indent=2, allow_nan=True) + "\n")
     if features is not None:
-        save_file({name: tensor.contiguous() for name, tensor in features.items()}, str(output / FEATURES_FILE))
+        save_file(
+            {name: tensor.contiguous() for name, tensor in features.items()}, str(output / FEATURES_FILE)
+        )
     hparams = {"backbone": summary["backbone"]["name"], "data": summary["data"]["source"]}
     logger.log_hyperparams(hparams, metrics=summary["results"])
     logger.log_metrics(summary["results"], step=0)
     logger.finalize("success")
     for name, value in summary["results"].items():
         log.info("%s = %.6f", name, value)
-    log.info("%d images (%d skipped); results in %s", summary["data"]["num_images"], summary["data"]["num_skipped"], output)
+    log.info(
+        "%d images (%d skipped); results in %s",
+        summary["data"]["num_images"],
+        summary["data"]["num_skipped"],
+        output,
+    )
 
 
 def _devices(text: str) -> int | str:

@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import lightning as L
+import lightning as L  # noqa: N812
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Sampler
 
@@ -78,7 +78,9 @@ class ImageDataModule(L.LightningDataModule):
         self.data_dir = data_dir
         self.resolution = resolution
         self.batch_size = batch_size
-        self.num_workers = num_workers if num_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
+        self.num_workers = (
+            num_workers if num_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
+        )
         self.limit = limit
         self.seed = seed
         self.images = self._list_images()
@@ -94,14 +96,15 @@ class ImageDataModule(L.LightningDataModule):
         self.dataset = ImageFileDataset(self.images, evaluation_transform(self.resolution))
 
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
-        rank, world_size = (self.trainer.global_rank, self.trainer.world_size) if self.trainer else (0, 1)
+        trainer = self.trainer
+        rank, world_size = (trainer.global_rank, trainer.world_size) if trainer else (0, 1)
         return DataLoader(
             self.dataset,
             batch_size=self.batch_size,
             sampler=ShardSampler(len(self.dataset), rank, world_size),
             num_workers=self.num_workers,
             collate_fn=collate_images,
-            pin_memory=bool(self.trainer) and isinstance(self.trainer.accelerator, CUDAAccelerator),
+            pin_memory=trainer is not None and isinstance(trainer.accelerator, CUDAAccelerator),
             persistent_workers=self.num_workers > 0,
         )
 

@@ -41,7 +41,9 @@ class ImageList:
 
     def subset(self, positions: Sequence[int]) -> ImageList:
         return ImageList(
-            tuple(self.files[i] for i in positions), tuple(self.labels[i] for i in positions), self.class_names
+            tuple(self.files[i] for i in positions),
+            tuple(self.labels[i] for i in positions),
+            self.class_names,
         )
 
 
@@ -59,8 +61,7 @@ def load_rgb(path: Path) -> Image.Image:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            image = ImageOps.exif_transpose(image)
-            return image.convert("RGB")
+            return ImageOps.exif_transpose(image).convert("RGB")
 
 
 class ImageFileDataset(Dataset[dict[str, Any]]):

@@ -19,7 +19,9 @@ def evaluation_transform(resolution: int = DEFAULT_RESOLUTION) -> transforms.Com
         raise ValueError(f"resolution must be positive, got {resolution}")
     return transforms.Compose(
         [
-            transforms.Resize(round(resolution * _RESIZE_RATIO), interpolation=transforms.InterpolationMode.BICUBIC),
+            transforms.Resize(
+                round(resolution * _RESIZE_RATIO), interpolation=transforms.InterpolationMode.BICUBIC
+            ),
             transforms.CenterCrop(resolution),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),

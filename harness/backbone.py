@@ -7,9 +7,12 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers import Dinov2Model, Dinov2WithRegistersModel
 
-from harness.decomposition import HIDDEN_CLS, Decomposition, decompose_last_block
+from harness.decomposition import HIDDEN_CLS, Decomposition, HFBlock, decompose_last_block
 from harness.tokens import TokenLayout
+
+HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
 
 
 @dataclass(frozen=True)
@@ -51,9 +54,9 @@ class DecomposingBackbone(nn.Module):
     Calling it on `pixel_values` (batch, 3, height, width) returns a `Decomposition`.
     """
 
-    def __init__(self, model: nn.Module, info: BackboneInfo) -> None:
+    def __init__(self, model: HFDinov2, info: BackboneInfo) -> None:
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model: HFDinov2 = model.eval().requires_grad_(False)
         self.info = info
         self._captured: dict[str, Tensor] = {}
         attention = self.last_block.attention
@@ -61,7 +64,7 @@ class DecomposingBackbone(nn.Module):
         attention.v_proj.register_forward_hook(self._keep_values)
 
     @property
-    def last_block(self) -> nn.Module:
+    def last_block(self) -> HFBlock:
         return self.model.encoder.layer[-1]
 
     @property
@@ -82,7 +85,9 @@ class DecomposingBackbone(nn.Module):
     @torch.no_grad()
     def forward(self, pixel_values: Tensor) -> Decomposition:
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
-            raise ValueError(f"pixel_values must be (batch, 3, height, width), got {tuple(pixel_values.shape)}")
+            raise ValueError(
+                f"pixel_values must be (batch, 3, height, width), got {tuple(pixel_values.shape)}"
+            )
         height, width = pixel_values.shape[-2:]
         if height % self.patch_size or width % self.patch_size:
             raise ValueError(

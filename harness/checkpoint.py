@@ -10,9 +10,10 @@ from __future__ import annotations
 import math
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
 from harness.errors import CheckpointFormatError
@@ -50,7 +51,9 @@ _IN_BLOCK = {
 }
 
 
-def load_original_checkpoint(path: Path, num_heads: int | None = None) -> nn.Module:
+def load_original_checkpoint(
+    path: Path, num_heads: int | None = None
+) -> Dinov2Model | Dinov2WithRegistersModel:
     """Read an original DINOv2 `.pth` (weights only) and return the equivalent HF model.
 
     Args:
@@ -63,23 +66,31 @@ def load_original_checkpoint(path: Path, num_heads: int | None = None) -> nn.Mod
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise CheckpointFormatError(f"cannot read {path} as a weights-only torch checkpoint: {error}") from None
+        raise CheckpointFormatError(
+            f"cannot read {path} as a weights-only torch checkpoint: {error}"
+        ) from None
     state = _unwrap(state, path)
     config = infer_config(state, num_heads)
-    model_class = Dinov2WithRegistersModel if isinstance(config, Dinov2WithRegistersConfig) else Dinov2Model
-    model = model_class(config)
+    model = (
+        Dinov2WithRegistersModel(config)
+        if isinstance(config, Dinov2WithRegistersConfig)
+        else Dinov2Model(config)
+    )
     converted = convert_state_dict(state)
     # the mask token is only used in training; some exports leave it out
     converted.setdefault("embeddings.mask_token", torch.zeros(1, config.hidden_size))
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
         raise CheckpointFormatError(
-            f"{path} does not match a DINOv2 model: missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+            f"{path} does not match a DINOv2 model: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     return model
 
 
-def infer_config(state: dict[str, Tensor], num_heads: int | None = None) -> Dinov2Config:
+def infer_config(
+    state: dict[str, Tensor], num_heads: int | None = None
+) -> Dinov2Config | Dinov2WithRegistersConfig:
     """The HF config of the architecture whose original-format weights are `state`."""
     for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
         if key not in state:
@@ -97,7 +108,7 @@ def infer_config(state: dict[str, Tensor], num_heads: int | None = None) -> Dino
     heads = num_heads if num_heads is not None else hidden_size // HEAD_DIM
     if heads < 1 or hidden_size % heads:
         raise CheckpointFormatError(f"width {hidden_size} cannot be split into {heads} heads")
-    common = dict(
+    common: dict[str, Any] = dict(
         hidden_size=hidden_size,
         num_hidden_layers=len(blocks),
         num_attention_heads=heads,
@@ -163,7 +174,9 @@ def _mlp_ratio(state: dict[str, Tensor], hidden_size: int, swiglu: bool) -> int:
     if not swiglu:
         mlp_width = _first(state, ".mlp.fc1.weight").shape[0]
         if mlp_width % hidden_size:
-            raise CheckpointFormatError(f"MLP width {mlp_width} is not a whole multiple of width {hidden_size}")
+            raise CheckpointFormatError(
+                f"MLP width {mlp_width} is not a whole multiple of width {hidden_size}"
+            )
         return mlp_width // hidden_size
     swiglu_width = _first(state, ".mlp.w12.weight").shape[0] // 2
     for ratio in range(1, 17):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from types import MappingProxyType
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -32,13 +33,17 @@ ATTENTION_MAP = "map/attention"
 """Last-layer [CLS] attention over patches, averaged over heads: (batch, grid_height, grid_width)."""
 
 
+HFBlock = Any
+"""An HF `Dinov2Layer` / `Dinov2WithRegistersLayer` (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...)."""
+
+
 def variant_names(num_registers: int) -> tuple[str, ...]:
     """Names of every `{readout}/{variant}` a model with `num_registers` registers has.
 
     Models without registers have no register variants (their register group is empty).
 
-    >>> [n for n in variant_names(0) if n.startswith("attention/")]
-    ['attention/full', 'attention/patch', 'attention/cls', 'attention/skip', 'attention/patch_renorm', 'attention/cls_renorm']
+    >>> [n.removeprefix("attention/") for n in variant_names(0) if n.startswith("attention/")]
+    ['full', 'patch', 'cls', 'skip', 'patch_renorm', 'cls_renorm']
     """
     plain = [v for v in VARIANTS if v != "register" or num_registers > 0]
     renorm = [v + RENORM_SUFFIX for v in RENORMALISED_VARIANTS if v != "register" or num_registers > 0]
@@ -86,7 +91,7 @@ class Decomposition(Mapping[str, Tensor]):
         return variant_names(self.layout.num_registers)
 
 
-def cls_attention(layer: nn.Module, block_input: Tensor, keys: Tensor) -> Tensor:
+def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
     """Post-softmax attention of the [CLS] query over all tokens, per head.
 
     Args:
@@ -135,7 +140,7 @@ def group_partial_sums(
     return sums
 
 
-def attention_readout(layer: nn.Module, partial_sums: Mapping[str, Tensor], skip: Tensor) -> dict[str, Tensor]:
+def attention_readout(layer: HFBlock, partial_sums: Mapping[str, Tensor], skip: Tensor) -> dict[str, Tensor]:
     """The attention-readout variants from group partial sums (residual excluded except in skip).
 
     full = c_cls + c_register + c_patch + c_b; g = c_g + c_b for each group; skip = s.
@@ -151,14 +156,19 @@ def attention_readout(layer: nn.Module, partial_sums: Mapping[str, Tensor], skip
     return variants
 
 
-def output_readout(layer: nn.Module, final_norm: nn.Module, state: Tensor) -> Tensor:
+def output_readout(layer: HFBlock, final_norm: nn.Module, state: Tensor) -> Tensor:
     """final_norm(v + gamma2 * MLP(norm2(v))): a [CLS] state pushed through the rest of the block."""
     residual = _apply(layer.layer_scale2, _apply(layer.mlp, _apply(layer.norm2, state)))
     return _apply(final_norm, state + residual)
 
 
 def decompose_last_block(
-    layer: nn.Module, final_norm: nn.Module, block_input: Tensor, keys: Tensor, values: Tensor, layout: TokenLayout
+    layer: nn.Module,
+    final_norm: nn.Module,
+    block_input: Tensor,
+    keys: Tensor,
+    values: Tensor,
+    layout: TokenLayout,
 ) -> dict[str, Tensor]:
     """Every variant and split of DESIGN.md for one batch.
 
@@ -175,7 +185,9 @@ def decompose_last_block(
         `map/attention`. `output/full` is f, the model's pooled output.
     """
     if block_input.shape[1] != layout.num_tokens:
-        raise ValueError(f"sequence has {block_input.shape[1]} tokens but the layout expects {layout.num_tokens}")
+        raise ValueError(
+            f"sequence has {block_input.shape[1]} tokens but the layout expects {layout.num_tokens}"
+        )
     with torch.autocast(device_type=block_input.device.type, enabled=False):
         weights = cls_attention(layer, block_input, keys)
         skip = block_input[:, 0].float()

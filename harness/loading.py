@@ -1,4 +1,4 @@
-"""`load_backbone`: any DINOv2 by torch.hub name, HF id, local folder, original `.pth`, or random test model."""
+"""`load_backbone`: any DINOv2 by torch.hub name, HF id, folder, original `.pth`, or random test model."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import difflib
 import logging
 import re
 from pathlib import Path
+from typing import Any
 
 import torch
-from torch import nn
 from transformers import (
     AutoModel,
     Dinov2Config,
@@ -17,7 +17,7 @@ from transformers import (
     Dinov2WithRegistersModel,
 )
 
-from harness.backbone import BackboneInfo, DecomposingBackbone
+from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoint import load_original_checkpoint
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
 
@@ -76,7 +76,9 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
     elif path.is_file() and path.suffix in _CHECKPOINT_SUFFIXES:
         model, source, location = load_original_checkpoint(path, num_heads), "checkpoint", str(path.resolve())
     elif path.is_file():
-        raise UnknownBackboneError(f"{name} is a file but not a .pth checkpoint; expected {_CHECKPOINT_SUFFIXES}")
+        raise UnknownBackboneError(
+            f"{name} is a file but not a .pth checkpoint; expected {_CHECKPOINT_SUFFIXES}"
+        )
     elif name in HUB_MODELS:
         model, source, location = _from_pretrained(HUB_MODELS[name], name), "hub", HUB_MODELS[name]
     elif _HF_ID.match(name) and not name.startswith(".") and path.suffix not in _CHECKPOINT_SUFFIXES:
@@ -92,7 +94,7 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
         num_layers=config.num_hidden_layers,
         num_heads=config.num_attention_heads,
         num_registers=getattr(config, "num_register_tokens", 0),
-        patch_size=config.patch_size,
+        patch_size=int(config.patch_size),  # type: ignore[arg-type]  # square patches in DINOv2
         swiglu=config.use_swiglu_ffn,
         random_weights=source == "random",
     )
@@ -101,7 +103,7 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
     return DecomposingBackbone(model, info)
 
 
-def _from_pretrained(location: str, name: str) -> nn.Module:
+def _from_pretrained(location: str, name: str) -> HFDinov2:
     """An HF DINOv2 model from the hub cache, the hub, or a local folder, with SDPA attention."""
     hub_logger = logging.getLogger("huggingface_hub")
     previous_level = hub_logger.level
@@ -122,14 +124,14 @@ def _from_pretrained(location: str, name: str) -> nn.Module:
     return model
 
 
-def _random_model(name: str) -> nn.Module:
+def _random_model(name: str) -> HFDinov2:
     """A seeded random-weight DINOv2 of one of the released architectures (or `tiny`)."""
     if name not in RANDOM_MODELS:
         raise UnknownBackboneError(_unknown_message(name))
     arch = name.removeprefix(RANDOM_PREFIX)
     registers = arch.endswith("_reg")
     hidden, layers, heads, swiglu = _ARCHITECTURES[arch.removesuffix("_reg")]
-    common = dict(
+    common: dict[str, Any] = dict(
         hidden_size=hidden,
         num_hidden_layers=layers,
         num_attention_heads=heads,
@@ -139,11 +141,11 @@ def _random_model(name: str) -> nn.Module:
         layerscale_value=1.0,
         attn_implementation="sdpa",
     )
-    config = Dinov2WithRegistersConfig(num_register_tokens=4, **common) if registers else Dinov2Config(**common)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(0)
-        model = Dinov2WithRegistersModel(config) if registers else Dinov2Model(config)
-    return model
+        if registers:
+            return Dinov2WithRegistersModel(Dinov2WithRegistersConfig(num_register_tokens=4, **common))
+        return Dinov2Model(Dinov2Config(**common))
 
 
 def _unknown_message(name: str) -> str:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, cast
 
-import lightning as L
+import lightning as L  # noqa: N812
 import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
@@ -29,7 +29,9 @@ class HarnessModule(L.LightningModule):
         keep_features: gather every variant and split per image (for features.safetensors).
     """
 
-    def __init__(self, backbone: DecomposingBackbone, probes: Mapping[str, Probe], keep_features: bool = False) -> None:
+    def __init__(
+        self, backbone: DecomposingBackbone, probes: Mapping[str, Probe], keep_features: bool = False
+    ) -> None:
         super().__init__()
         self.backbone = backbone
         self.probes = nn.ModuleDict(dict(probes))
@@ -52,7 +54,7 @@ class HarnessModule(L.LightningModule):
         decomposition = self.backbone(batch["pixels"])
         self.images.update(batch["index"])
         self.pooler_error.update(decomposition.pooler_error)
-        for probe in self.probes.values():
+        for probe in self._probes():
             probe.update(decomposition, batch["label"], batch["index"])
         if self.features_store is not None:
             self.features_store.update(decomposition, batch["label"], batch["index"])
@@ -63,7 +65,7 @@ class HarnessModule(L.LightningModule):
         self.num_images, self.num_repeated = int(distinct), int(repeated)
         self.max_pooler_error = float(self.pooler_error.compute()) if self.num_images else float("nan")
         self.results = {}
-        for probe in self.probes.values():
+        for probe in self._probes():
             self.results.update(probe.compute())
         if self.features_store is not None and self.num_images:
             self.features = {name: t.cpu() for name, t in self.features_store.compute().items()}
@@ -71,6 +73,9 @@ class HarnessModule(L.LightningModule):
 
     def configure_optimizers(self) -> None:
         return None
+
+    def _probes(self) -> list[Probe]:
+        return [cast(Probe, probe) for probe in self.probes.values()]
 
 
 def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:

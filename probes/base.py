@@ -6,6 +6,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Mapping
 
 from torch import Tensor, nn
+from torchmetrics import Metric
 
 
 class Probe(nn.Module, ABC):
@@ -29,7 +30,7 @@ class Probe(nn.Module, ABC):
     def reset(self) -> None:
         """Forget everything seen."""
         for module in self.modules():
-            if module is not self and hasattr(module, "reset"):
+            if isinstance(module, Metric):
                 module.reset()
 
 

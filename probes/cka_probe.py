@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 from torch import Tensor, nn
 
@@ -35,7 +36,10 @@ class CKAProbe(Probe):
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         for name, (reference, variant) in self.pairs.items():
-            self.metrics[module_key(name)].update(decomposition[reference], decomposition[variant])
+            self._metric(name).update(decomposition[reference], decomposition[variant])
 
     def compute(self) -> dict[str, float]:
-        return {name: self.metrics[module_key(name)].compute().item() for name in self.pairs}
+        return {name: self._metric(name).compute().item() for name in self.pairs}
+
+    def _metric(self, name: str) -> LinearCKA:
+        return cast(LinearCKA, self.metrics[module_key(name)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -66,6 +67,9 @@ class FeatureStore(Metric):
     higher_is_better = None
     full_state_update = False
 
+    index: list[Tensor]
+    label: list[Tensor]
+
     def __init__(self, names: Sequence[str]) -> None:
         super().__init__()
         self.names = tuple(names)
@@ -73,17 +77,20 @@ class FeatureStore(Metric):
             self.add_state(state, [], dist_reduce_fx="cat")
 
     def update(self, tensors: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        getattr(self, "index").append(indices.long())
-        getattr(self, "label").append(labels.long())
+        self.index.append(indices.long())
+        self.label.append(labels.long())
         for name in self.names:
-            getattr(self, module_key(name)).append(tensors[name].float())
+            self._rows(name).append(tensors[name].float())
 
     def compute(self) -> dict[str, Tensor]:
-        if not getattr(self, "index"):
+        if not self.index:
             raise ValueError("no image was stored")
-        index = dim_zero_cat(getattr(self, "index"))
+        index = dim_zero_cat(self.index)
         keep = _sort_by_index(index)
-        result = {"index": index[keep], "label": dim_zero_cat(getattr(self, "label"))[keep]}
+        result = {"index": index[keep], "label": dim_zero_cat(self.label)[keep]}
         for name in self.names:
-            result[name] = dim_zero_cat(getattr(self, module_key(name)))[keep]
+            result[name] = dim_zero_cat(self._rows(name))[keep]
         return result
+
+    def _rows(self, name: str) -> list[Tensor]:
+        return cast(list[Tensor], getattr(self, module_key(name)))

@@ -15,7 +15,11 @@ TWO_WAY = "register_vs_patch"
 def _attention_split_update(masses: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """n, per-column sums and sums of squares (float64) of (images, columns) masses."""
     masses = masses.double()
-    return torch.tensor(masses.shape[0], dtype=torch.float64, device=masses.device), masses.sum(0), masses.square().sum(0)
+    return (
+        torch.tensor(masses.shape[0], dtype=torch.float64, device=masses.device),
+        masses.sum(0),
+        masses.square().sum(0),
+    )
 
 
 def _attention_split_compute(n: Tensor, sums: Tensor, squares: Tensor) -> tuple[Tensor, Tensor]:

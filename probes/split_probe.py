@@ -20,7 +20,9 @@ class SplitProbe(Probe):
         self.metric = AttentionSplit()
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        self.metric.update(decomposition["split/cls"], decomposition["split/register"], decomposition["split/patch"])
+        self.metric.update(
+            decomposition["split/cls"], decomposition["split/register"], decomposition["split/patch"]
+        )
 
     def compute(self) -> dict[str, float]:
         results = {}

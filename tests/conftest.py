@@ -44,7 +44,11 @@ def tiny_model(
         layerscale_value=1.0,
         attn_implementation=attn_implementation,
     )
-    config = Dinov2WithRegistersConfig(num_register_tokens=registers, **common) if registers else Dinov2Config(**common)
+    config = (
+        Dinov2WithRegistersConfig(num_register_tokens=registers, **common)
+        if registers
+        else Dinov2Config(**common)
+    )
     torch.manual_seed(seed)
     model = (Dinov2WithRegistersModel if registers else Dinov2Model)(config).eval()
     with torch.no_grad():  # random init leaves biases at 0 and layer scales at 1: perturb them

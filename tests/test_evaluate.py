@@ -35,8 +35,9 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def finished_run(model_dir: Path, photo_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     output = tmp_path_factory.mktemp("run") / "out"
     argv = [
-        "--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photo_dir), "--probe", "cka,split",
-        "--save-features", "--output", str(output), "--resolution", "56", "--batch-size", "4", "--num-workers", "0",
+        "--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photo_dir),
+        "--probe", "cka,split", "--save-features", "--output", str(output),
+        "--resolution", "56", "--batch-size", "4", "--num-workers", "0",
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
     return output
@@ -49,7 +50,9 @@ def test_results_describe_the_run(finished_run: Path, model_dir: Path) -> None:
     assert summary["data"]["num_skipped"] == 1 and "broken.jpg" in summary["data"]["skipped"][0]["reason"]
     assert summary["run"]["max_pooler_error"] < 1e-4
     expected = {f"cka/{v}" for v in variant_names(4) if not v.endswith("/full")}
-    expected |= {f"split/{g}/{s}" for g in ("cls", "register", "patch", "register_vs_patch") for s in ("mean", "std")}
+    expected |= {
+        f"split/{g}/{s}" for g in ("cls", "register", "patch", "register_vs_patch") for s in ("mean", "std")
+    }
     assert set(summary["results"]) == expected
 
 
@@ -61,7 +64,9 @@ def test_cka_equals_numpy_cka_of_saved_features(finished_run: Path) -> None:
         if name.startswith("cka/"):
             variant = name.removeprefix("cka/")
             reference = variant.split("/")[0] + "/full"
-            expected = gram_linear_cka(features[reference].astype(np.float64), features[variant].astype(np.float64))
+            expected = gram_linear_cka(
+                features[reference].astype(np.float64), features[variant].astype(np.float64)
+            )
             assert value == pytest.approx(expected, abs=1e-6), name
 
 
@@ -84,9 +89,20 @@ def test_tensorboard_has_every_result(finished_run: Path) -> None:
     assert set(summary["results"]) <= tags
 
 
-def test_an_earlier_run_is_not_overwritten(finished_run: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_an_earlier_run_is_not_overwritten(
+    finished_run: Path, model_dir: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     before = (finished_run / "results.json").read_text()
-    argv = ["--backbone", str(model_dir), "--data", "demo", "--output", str(finished_run), "--resolution", "56"]
+    argv = [
+        "--backbone",
+        str(model_dir),
+        "--data",
+        "demo",
+        "--output",
+        str(finished_run),
+        "--resolution",
+        "56",
+    ]
     assert evaluate.main(argv) == 2
     assert "already holds a run" in capsys.readouterr().err
     assert (finished_run / "results.json").read_text() == before

@@ -96,7 +96,7 @@ def test_foreign_and_broken_files_are_refused(tmp_path: Path) -> None:
     state = to_original_format(tiny_model(0, False, hidden=64, heads=1))
     state["blocks.0.attn.extra"] = torch.zeros(1)
     torch.save(state, tmp_path / "extra.pth")
-    with pytest.raises(CheckpointFormatError, match="unexpected tensor 'blocks.0.attn.extra'"):
+    with pytest.raises(CheckpointFormatError, match=r"unexpected tensor 'blocks\.0\.attn\.extra'"):
         load_backbone(tmp_path / "extra.pth")
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointFormatError, match="no 'cls_token' tensor"):

@@ -12,7 +12,9 @@ from harness.tokens import TokenLayout
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 
 
-def group_attention_output(model: nn.Module, pixels: Tensor, group: str, layout: TokenLayout, renormalise: bool) -> Tensor:
+def group_attention_output(
+    model: nn.Module, pixels: Tensor, group: str, layout: TokenLayout, renormalise: bool
+) -> Tensor:
     """gamma1 * attention([CLS]) of the last block with values (or keys) outside `group` removed.
 
     Uses HF's own attention module: zeroing the values of the other groups gives the zeroed
@@ -28,6 +30,7 @@ def group_attention_output(model: nn.Module, pixels: Tensor, group: str, layout:
         mask[..., outside] = float("-inf")
         handle = None
     else:
+
         def zero_values(module: nn.Module, inputs: object, output: Tensor) -> Tensor:
             return output.masked_fill(outside[None, :, None], 0.0)
 
@@ -75,7 +78,9 @@ def test_mid_block_state_is_skip_plus_attention(registers: int, swiglu: bool, pi
 
 @pytest.mark.parametrize("renormalise", [False, True], ids=["zeroed", "renormalised"])
 @pytest.mark.parametrize(("registers", "swiglu"), ARCHITECTURES)
-def test_group_variants_match_hf_attention(registers: int, swiglu: bool, renormalise: bool, pixels: Tensor) -> None:
+def test_group_variants_match_hf_attention(
+    registers: int, swiglu: bool, renormalise: bool, pixels: Tensor
+) -> None:
     model = tiny_model(registers, swiglu, attn_implementation="eager")
     d = wrap(model)(pixels)
     suffix = "_renorm" if renormalise else ""
@@ -101,10 +106,14 @@ def test_output_readout_pushes_variant_through_block(registers: int, swiglu: boo
 def test_split_and_map_match_eager_attention_weights(registers: int, swiglu: bool, pixels: Tensor) -> None:
     model = tiny_model(registers, swiglu, attn_implementation="eager")
     d = wrap(model)(pixels)
-    weights = model(pixel_values=pixels, output_attentions=True).attentions[-1][:, :, 0]  # batch, heads, tokens
+    weights = model(pixel_values=pixels, output_attentions=True).attentions[-1][
+        :, :, 0
+    ]  # batch, heads, tokens
     layout = d.layout
     for group in GROUPS:
-        assert_close(d[f"split/{group}"], weights[:, :, layout.slice(group)].sum(-1).mean(1), atol=1e-6, rtol=1e-5)
+        assert_close(
+            d[f"split/{group}"], weights[:, :, layout.slice(group)].sum(-1).mean(1), atol=1e-6, rtol=1e-5
+        )
     total = d["split/cls"] + d["split/register"] + d["split/patch"]
     assert_close(total, torch.ones_like(total))
     expected_map = weights[:, :, layout.slice("patch")].mean(1).view(-1, 8, 10)  # 32 x 40 px, 4 px patches

@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 import pytest
 
 from harness.tokens import TokenLayout
@@ -8,7 +10,7 @@ def test_groups_tile_the_sequence(registers: int) -> None:
     layout = TokenLayout.for_image(224, 280, patch_size=14, num_registers=registers)
     spans = [layout.slice(g) for g in ("cls", "register", "patch")]
     assert spans[0].start == 0 and spans[-1].stop == layout.num_tokens
-    assert all(a.stop == b.start for a, b in zip(spans, spans[1:], strict=False))
+    assert all(a.stop == b.start for a, b in pairwise(spans))
     assert layout.num_tokens == 1 + registers + 16 * 20
 
 

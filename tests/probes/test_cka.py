@@ -13,8 +13,8 @@ def gram_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     """CKA from centred Gram matrices (Kornblith et al. 2019, eq. for linear kernels)."""
     n = x.shape[0]
     centring = np.eye(n) - np.ones((n, n)) / n
-    k, l = centring @ x @ x.T @ centring, centring @ y @ y.T @ centring
-    return float(np.sum(k * l) / (np.linalg.norm(k) * np.linalg.norm(l)))
+    gram_x, gram_y = centring @ x @ x.T @ centring, centring @ y @ y.T @ centring
+    return float(np.sum(gram_x * gram_y) / (np.linalg.norm(gram_x) * np.linalg.norm(gram_y)))
 
 
 def test_google_research_demo_value() -> None:
@@ -34,7 +34,10 @@ def test_batches_equal_all_at_once_reference(batch_size: int) -> None:
     y = x[:, :8] @ rng.normal(size=(8, 6)) + 0.5 * rng.normal(size=(50, 6))
     metric = LinearCKA(12, 6)
     for start in range(0, 50, batch_size):
-        metric.update(torch.from_numpy(x[start : start + batch_size]).float(), torch.from_numpy(y[start : start + batch_size]).float())
+        metric.update(
+            torch.from_numpy(x[start : start + batch_size]).float(),
+            torch.from_numpy(y[start : start + batch_size]).float(),
+        )
     assert metric.compute().item() == pytest.approx(gram_linear_cka(x, y), abs=1e-6)
 
 
