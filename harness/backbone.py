@@ -45,7 +45,8 @@ class DecomposingBackbone(nn.Module):
     """Frozen DINOv2 (HF `Dinov2Model` / `Dinov2WithRegistersModel`) that decomposes its [CLS] output.
 
     The model runs once per call with its own fast attention (SDPA). Forward hooks keep the
-    last block's key and value projections; only that block's [CLS] query row is recomputed.
+    last block's input, key and value projections, and the [CLS] row after every block; only
+    the last block's [CLS] query row is recomputed.
 
     Args:
         model: an HF DINOv2 model with the q_proj/k_proj/v_proj/o_proj attention layout.
@@ -58,7 +59,15 @@ class DecomposingBackbone(nn.Module):
         super().__init__()
         self.model: HFDinov2 = model.eval().requires_grad_(False)
         self.info = info
+        # filled by forward hooks during the model's own pass (no output_hidden_states: the
+        # intermediate sequences are freed as usual; only [CLS] rows and the last block stay)
+        self._recording = False
         self._captured: dict[str, Tensor] = {}
+        self._cls_rows: list[Tensor] = []
+        self.model.embeddings.register_forward_hook(self._keep_cls_row)
+        for layer in self.model.encoder.layer:
+            layer.register_forward_hook(self._keep_cls_row)
+        self.last_block.register_forward_pre_hook(self._keep_block_input)
         attention = self.last_block.attention
         attention.k_proj.register_forward_hook(self._keep_keys)
         attention.v_proj.register_forward_hook(self._keep_values)
@@ -76,11 +85,31 @@ class DecomposingBackbone(nn.Module):
         super().train(False)
         return self
 
+    def _keep_cls_row(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        if self._recording:
+            self._cls_rows.append(output[:, 0])
+
+    def _keep_block_input(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
+        if self._recording:
+            self._captured["block_input"] = inputs[0]
+
     def _keep_keys(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        self._captured["keys"] = output
+        if self._recording:
+            self._captured["keys"] = output
 
     def _keep_values(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        self._captured["values"] = output
+        if self._recording:
+            self._captured["values"] = output
+
+    def _run_model(self, pixel_values: Tensor) -> Tensor:
+        """The model's own forward pass, with the hooks recording; returns its pooled output."""
+        self._captured.clear()
+        self._cls_rows.clear()
+        self._recording = True
+        try:
+            return self.model(pixel_values=pixel_values).pooler_output
+        finally:
+            self._recording = False
 
     @torch.no_grad()
     def forward(self, pixel_values: Tensor) -> Decomposition:
@@ -94,18 +123,17 @@ class DecomposingBackbone(nn.Module):
                 f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
         layout = TokenLayout.for_image(height, width, self.patch_size, self.info.num_registers)
-        self._captured.clear()
-        outputs = self.model(pixel_values=pixel_values, output_hidden_states=True)
-        hidden_states = outputs.hidden_states  # embeddings, then the output of every block
+        pooled = self._run_model(pixel_values).float()
         tensors = decompose_last_block(
             self.last_block,
             self.model.layernorm,
-            block_input=hidden_states[-2],
+            block_input=self._captured.pop("block_input"),
             keys=self._captured.pop("keys"),
             values=self._captured.pop("values"),
             layout=layout,
         )
-        tensors[HIDDEN_CLS] = torch.stack([h[:, 0] for h in hidden_states], dim=1).float()
-        pooled = outputs.pooler_output.float()
+        # embeddings, then the output of every block: (batch, layers + 1, hidden)
+        tensors[HIDDEN_CLS] = torch.stack(self._cls_rows, dim=1).float()
+        self._cls_rows.clear()
         pooler_error = (tensors["output/full"] - pooled).abs().max()
         return Decomposition(tensors, layout, pooler_error)

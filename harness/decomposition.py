@@ -111,45 +111,56 @@ def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
     return logits.softmax(dim=-1)
 
 
-def group_partial_sums(
-    weights: Tensor, values: Tensor, layout: TokenLayout, renormalise: bool
-) -> dict[str, Tensor]:
-    """S_g for every token group: the [CLS] attention output restricted to that group.
+def group_partial_sums(weights: Tensor, values: Tensor, layout: TokenLayout) -> dict[str, Tensor]:
+    """S_g per head for every token group: the [CLS] attention output restricted to that group.
 
     Args:
         weights: a (batch, heads, tokens).
         values: the block's value projections (batch, tokens, hidden).
         layout: token positions.
-        renormalise: divide each head's S_g by that head's attention mass on the group
-            (softmax restricted to the group); an empty group stays 0.
 
     Returns:
-        group name -> S_g (batch, hidden), heads concatenated in the model's order.
+        group name -> sum_{j in g} a^h_j v^h_j (batch, heads, head_dim); 0 for an empty group.
     """
     batch, heads, tokens = weights.shape
     values = values.float().view(batch, tokens, heads, -1).transpose(1, 2)  # batch, heads, tokens, head_dim
-    sums = {}
-    for group in GROUPS:
-        span = layout.slice(group)
-        group_weights = weights[:, :, span]
-        partial = (group_weights.unsqueeze(2) @ values[:, :, span]).squeeze(2)  # batch, heads, head_dim
-        if renormalise:
-            mass = group_weights.sum(dim=-1, keepdim=True)
-            partial = torch.where(mass > 0, partial / mass.clamp_min(torch.finfo(mass.dtype).tiny), 0.0)
-        sums[group] = partial.reshape(batch, -1)
-    return sums
+    return {
+        group: (weights[:, :, layout.slice(group)].unsqueeze(2) @ values[:, :, layout.slice(group)]).squeeze(
+            2
+        )
+        for group in GROUPS
+    }
+
+
+def group_masses(weights: Tensor, layout: TokenLayout) -> dict[str, Tensor]:
+    """Attention mass of the [CLS] query on each group, per head: (batch, heads), summing to 1."""
+    return {group: weights[:, :, layout.slice(group)].sum(dim=-1) for group in GROUPS}
+
+
+def renormalise(partial_sums: Mapping[str, Tensor], masses: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """S_g divided per head by that head's mass on g (softmax restricted to g); empty groups stay 0."""
+    renormalised = {}
+    for group, partial in partial_sums.items():
+        mass = masses[group].unsqueeze(-1)  # batch, heads, 1
+        renormalised[group] = torch.where(
+            mass > 0, partial / mass.clamp_min(torch.finfo(mass.dtype).tiny), 0.0
+        )
+    return renormalised
 
 
 def attention_readout(layer: HFBlock, partial_sums: Mapping[str, Tensor], skip: Tensor) -> dict[str, Tensor]:
-    """The attention-readout variants from group partial sums (residual excluded except in skip).
+    """The attention-readout variants from per-head group partial sums (residual only in skip).
 
-    full = c_cls + c_register + c_patch + c_b; g = c_g + c_b for each group; skip = s.
+    full = c_cls + c_register + c_patch + c_b; g = c_g + c_b for each group; skip = s. Heads are
+    concatenated in the model's order before the output projection.
     """
     output_projection = layer.attention.o_proj
     gamma1 = layer.layer_scale1.lambda1.float()
     weight = output_projection.weight.float()
     bias_term = gamma1 * output_projection.bias.float()  # c_b
-    contributions = {group: gamma1 * (s @ weight.T) for group, s in partial_sums.items()}  # c_g
+    contributions = {  # c_g
+        group: gamma1 * (s.flatten(1) @ weight.T) for group, s in partial_sums.items()
+    }
     variants = {group: c + bias_term for group, c in contributions.items()}
     variants["full"] = sum(contributions.values()) + bias_term
     variants["skip"] = skip.float()
@@ -191,23 +202,21 @@ def decompose_last_block(
     with torch.autocast(device_type=block_input.device.type, enabled=False):
         weights = cls_attention(layer, block_input, keys)
         skip = block_input[:, 0].float()
-        result: dict[str, Tensor] = {}
-        for renormalise, suffix in ((False, ""), (True, RENORM_SUFFIX)):
-            partial_sums = group_partial_sums(weights, values, layout, renormalise)
-            attention = attention_readout(layer, partial_sums, skip)
-            for variant, vector in attention.items():
-                if suffix and variant not in RENORMALISED_VARIANTS:
-                    continue
-                result[f"attention/{variant}{suffix}"] = vector
-        names = variant_names(layout.num_registers)
-        for name in names:
-            if name.startswith("attention/"):
-                variant = name.removeprefix("attention/")
-                state = skip + result["attention/full"] if variant == "full" else result[name]
-                result[f"output/{variant}"] = output_readout(layer, final_norm, state)
-        result = {name: result[name] for name in names}  # canonical order, empty groups dropped
-        for group in GROUPS:
-            result[f"split/{group}"] = weights[:, :, layout.slice(group)].sum(dim=-1).mean(dim=1)
+        partial_sums = group_partial_sums(weights, values, layout)
+        masses = group_masses(weights, layout)
+        zeroed = attention_readout(layer, partial_sums, skip)
+        renormalised = attention_readout(layer, renormalise(partial_sums, masses), skip)
+        attention = {f"attention/{variant}": vector for variant, vector in zeroed.items()}
+        attention |= {f"attention/{v}{RENORM_SUFFIX}": renormalised[v] for v in RENORMALISED_VARIANTS}
+        names = [name for name in variant_names(layout.num_registers) if name.startswith("attention/")]
+        # output readout of every variant in one pass; output/full starts from m = s + attention/full
+        states = [skip + attention[name] if name == "attention/full" else attention[name] for name in names]
+        outputs = output_readout(layer, final_norm, torch.cat(states)).split(skip.shape[0])
+        result = {name: attention[name] for name in names}  # canonical order, empty groups dropped
+        result |= {
+            name.replace("attention/", "output/", 1): out for name, out in zip(names, outputs, strict=True)
+        }
+        result |= {f"split/{group}": mass.mean(dim=1) for group, mass in masses.items()}
         patch_weights = weights[:, :, layout.slice("patch")].mean(dim=1)
         result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
     return result
