@@ -22,6 +22,11 @@ def _sort_by_index(indices: Tensor) -> Tensor:
     return order[first]
 
 
+def _is_empty(state: list[Tensor] | Tensor) -> bool:
+    """A "cat" state is a list before synchronisation and one tensor after it."""
+    return len(state) == 0 if isinstance(state, list) else state.numel() == 0
+
+
 class EvaluatedImages(Metric):
     """Dataset indices of the images seen: `compute()` returns (distinct count, repeated count).
 
@@ -45,7 +50,7 @@ class EvaluatedImages(Metric):
         self.indices.append(indices.long())
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        if not self.indices:
+        if _is_empty(self.indices):
             return torch.tensor(0), torch.tensor(0)
         indices = dim_zero_cat(self.indices)
         distinct = torch.unique(indices).numel()
@@ -83,7 +88,7 @@ class FeatureStore(Metric):
             self._rows(name).append(tensors[name].float())
 
     def compute(self) -> dict[str, Tensor]:
-        if not self.index:
+        if _is_empty(self.index):
             raise ValueError("no image was stored")
         index = dim_zero_cat(self.index)
         keep = _sort_by_index(index)

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +17,8 @@ import evaluate
 from harness import variant_names
 from tests.conftest import tiny_model, write_photos
 from tests.probes.test_cka import gram_linear_cka
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -127,3 +132,38 @@ def test_bad_options_are_one_line_errors(
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0] and "Traceback" not in err
     assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_two_processes_give_the_single_process_numbers(
+    model_dir: Path, photo_dir: Path, tmp_path: Path
+) -> None:
+    """DDP on 2 CPU processes (gloo): 21 images, which 2 does not divide, each counted once.
+
+    Batch size 1 keeps every image's forward pass bit-identical in both runs (float32 matmuls
+    depend slightly on batch composition, and this tiny random model has near-constant
+    variants whose CKA amplifies that), so any difference left would be the reduction's.
+    """
+    summaries = []
+    for devices in ("1", "2"):
+        output = tmp_path / f"devices{devices}"
+        command = [
+            sys.executable, "evaluate.py", "--backbone", str(model_dir), "--data", "folder",
+            "--data-dir", str(photo_dir), "--probe", "all", "--output", str(output), "--resolution", "56",
+            "--batch-size", "1", "--num-workers", "0", "--accelerator", "cpu", "--devices", devices,
+            "--strategy", "ddp" if devices == "2" else "auto", "--save-features",
+        ]  # fmt: skip
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stderr[-3000:]
+        summaries.append(json.loads((output / "results.json").read_text()))
+    single, double = summaries
+    assert double["run"]["world_size"] == 2
+    assert single["data"]["num_images"] == double["data"]["num_images"] == 21
+    assert single["results"].keys() == double["results"].keys()
+    for name, value in single["results"].items():
+        assert double["results"][name] == pytest.approx(value, abs=1e-6), name
+    single_features = load_file(str(tmp_path / "devices1" / "features.safetensors"))
+    double_features = load_file(str(tmp_path / "devices2" / "features.safetensors"))
+    np.testing.assert_array_equal(single_features["index"], double_features["index"])
+    for name in single_features:
+        np.testing.assert_array_equal(single_features[name], double_features[name], err_msg=name)
