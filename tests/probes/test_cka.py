@@ -17,14 +17,49 @@ def gram_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
     return float(np.sum(gram_x * gram_y) / (np.linalg.norm(gram_x) * np.linalg.norm(gram_y)))
 
 
-def test_google_research_demo_value() -> None:
+def debiased_gram_cka(x: np.ndarray, y: np.ndarray) -> float:
+    """Debiased CKA from Gram matrices: unbiased HSIC (Song et al. 2012) of K = XX', L = YY'."""
+
+    def unbiased_hsic(gram_a: np.ndarray, gram_b: np.ndarray) -> float:
+        n = gram_a.shape[0]
+        a, b = gram_a.copy(), gram_b.copy()
+        np.fill_diagonal(a, 0.0)
+        np.fill_diagonal(b, 0.0)
+        ones = np.ones(n)
+        return float(
+            np.trace(a @ b)
+            + (ones @ a @ ones) * (ones @ b @ ones) / ((n - 1) * (n - 2))
+            - 2 / (n - 2) * (ones @ a @ b @ ones)
+        ) / (n * (n - 3))
+
+    gram_x, gram_y = x @ x.T, y @ y.T
+    return unbiased_hsic(gram_x, gram_y) / np.sqrt(
+        unbiased_hsic(gram_x, gram_x) * unbiased_hsic(gram_y, gram_y)
+    )
+
+
+@pytest.mark.parametrize(
+    ("debiased", "expected"), [(False, 0.55761), (True, 0.51346)], ids=["plain", "debiased"]
+)
+def test_google_research_demo_values(debiased: bool, expected: float) -> None:
     # representation_similarity demo: np.random.seed(1337); X = randn(100, 10); Y = randn(100, 10) + X
     np.random.seed(1337)
     x = np.random.randn(100, 10)
     y = np.random.randn(100, 10) + x
-    metric = LinearCKA(10)
-    metric.update(torch.from_numpy(x), torch.from_numpy(y))
-    assert metric.compute().item() == pytest.approx(0.55761, abs=5e-6)
+    metric = LinearCKA(10, debiased=debiased)
+    for start in range(0, 100, 30):
+        metric.update(torch.from_numpy(x[start : start + 30]), torch.from_numpy(y[start : start + 30]))
+    assert metric.compute().item() == pytest.approx(expected, abs=5e-6)
+
+
+def test_debiased_equals_gram_reference_on_shifted_features() -> None:
+    rng = np.random.default_rng(3)
+    x = rng.normal(size=(37, 9)) + 5.0
+    y = x[:, :4] @ rng.normal(size=(4, 7)) + rng.normal(size=(37, 7)) - 2.0
+    metric = LinearCKA(9, 7, debiased=True)
+    for start in range(0, 37, 8):
+        metric.update(torch.from_numpy(x[start : start + 8]), torch.from_numpy(y[start : start + 8]))
+    assert metric.compute().item() == pytest.approx(debiased_gram_cka(x, y), abs=1e-9)
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 50], ids=lambda b: f"batch{b}")
@@ -62,6 +97,10 @@ def test_degenerate_inputs_give_nan_with_warning() -> None:
     metric = LinearCKA(3)
     metric.update(torch.ones(5, 3), torch.randn(5, 3))
     with pytest.warns(UserWarning, match="constant features"):
+        assert torch.isnan(metric.compute())
+    metric = LinearCKA(3, debiased=True)
+    metric.update(torch.randn(3, 3), torch.randn(3, 3))
+    with pytest.warns(UserWarning, match="at least 4 samples"):
         assert torch.isnan(metric.compute())
 
 
