@@ -25,7 +25,7 @@ from safetensors.torch import save_file
 from datamodules import DATA_SOURCES, ImageDataModule
 from harness import HarnessError, load_backbone
 from harness.module import HarnessModule
-from probes import PROBES, build_probes, parse_probe_names
+from probes import PROBES, ProbeContext, build_probes, parse_probe_names
 
 log = logging.getLogger("evaluate")
 RESULTS_FILE = "results.json"
@@ -56,7 +56,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch and device")
     parser.add_argument("--limit", type=int, help="evaluate a seeded subset of this many images")
-    parser.add_argument("--seed", type=int, default=0, help="seed of --limit")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="seed of --limit, one-shot episodes, the ridge split"
+    )
+    parser.add_argument("--head", type=Path, help="linear head from train_probe.py for --probe linear")
+    parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
+    parser.add_argument("--shots", type=int, default=1, help="one-shot support images per class (default: 1)")
     parser.add_argument("--resolution", type=int, default=224, help="crop size, a multiple of the patch size")
     parser.add_argument(
         "--num-workers", type=int, help="data loader workers per device (default: CPUs - 1, max 8)"
@@ -81,7 +86,7 @@ def check_output_dir(output: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as `args` say; return (on every rank) what results.json holds."""
     check_output_dir(args.output, args.overwrite)
-    probe_names = parse_probe_names(args.probe)
+    parse_probe_names(args.probe)  # fail on a typo before loading anything
     backbone = load_backbone(args.backbone)
     if args.resolution % backbone.patch_size:
         raise HarnessError(
@@ -96,9 +101,12 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         limit=args.limit,
         seed=args.seed,
     )
-    module = HarnessModule(
-        backbone, build_probes(probe_names, backbone.info), keep_features=args.save_features
+    class_names = datamodule.images.class_names
+    probe_names = parse_probe_names(args.probe, labelled=bool(class_names))
+    context = ProbeContext(
+        backbone.info, class_names, args.resolution, args.seed, args.episodes, args.shots, args.head
     )
+    module = HarnessModule(backbone, build_probes(probe_names, context), keep_features=args.save_features)
     logger = TensorBoardLogger(
         save_dir=args.output, name=TENSORBOARD_DIR, version="", default_hp_metric=False
     )

@@ -13,7 +13,7 @@ from torchmetrics.utilities import dim_zero_cat
 from probes.base import module_key
 
 
-def _sort_by_index(indices: Tensor) -> Tensor:
+def first_of_each_index(indices: Tensor) -> Tensor:
     """Positions that put `indices` in ascending order, keeping the first copy of a repeated index."""
     order = torch.argsort(indices, stable=True)
     sorted_indices = indices[order]
@@ -22,7 +22,7 @@ def _sort_by_index(indices: Tensor) -> Tensor:
     return order[first]
 
 
-def _is_empty(state: list[Tensor] | Tensor) -> bool:
+def is_empty(state: list[Tensor] | Tensor) -> bool:
     """A "cat" state is a list before synchronisation and one tensor after it."""
     return len(state) == 0 if isinstance(state, list) else state.numel() == 0
 
@@ -50,7 +50,7 @@ class EvaluatedImages(Metric):
         self.indices.append(indices.long())
 
     def compute(self) -> tuple[Tensor, Tensor]:
-        if _is_empty(self.indices):
+        if is_empty(self.indices):
             return torch.tensor(0), torch.tensor(0)
         indices = dim_zero_cat(self.indices)
         distinct = torch.unique(indices).numel()
@@ -88,10 +88,10 @@ class FeatureStore(Metric):
             self._rows(name).append(tensors[name].float())
 
     def compute(self) -> dict[str, Tensor]:
-        if _is_empty(self.index):
+        if is_empty(self.index):
             raise ValueError("no image was stored")
         index = dim_zero_cat(self.index)
-        keep = _sort_by_index(index)
+        keep = first_of_each_index(index)
         result = {"index": index[keep], "label": dim_zero_cat(self.label)[keep]}
         for name in self.names:
             result[name] = dim_zero_cat(self._rows(name))[keep]

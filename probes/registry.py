@@ -1,36 +1,97 @@
-"""Probe names accepted by `--probe` and how each is built for a backbone."""
+"""Probe names accepted by `--probe` and how each is built for a run."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 
 from harness import BackboneInfo, variant_names
+from harness.errors import HarnessError
+from probes.accuracy_probes import LinearHeadProbe, OneShotProbe, RidgeProbe
 from probes.base import Probe
 from probes.cka_probe import CKAProbe
+from probes.linear_head import LinearHead
 from probes.split_probe import SplitProbe
 
-PROBES: dict[str, Callable[[BackboneInfo], Probe]] = {
-    "split": lambda info: SplitProbe(),
-    "cka": lambda info: CKAProbe(variant_names(info.num_registers), info.hidden_size),
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """What probes need to know about a run.
+
+    Attributes:
+        info: the backbone.
+        class_names: classes of the data (empty when unlabelled).
+        resolution: image size of the run.
+        seed: seed of every sampled choice (one-shot episodes, ridge split).
+        episodes: one-shot episodes.
+        shots: one-shot support images per class.
+        head: a head saved by train_probe.py for the `linear` probe (None: fit a ridge classifier).
+    """
+
+    info: BackboneInfo
+    class_names: tuple[str, ...] = ()
+    resolution: int = 224
+    seed: int = 0
+    episodes: int = 10
+    shots: int = 1
+    head: Path | None = None
+
+    @property
+    def output_variants(self) -> tuple[str, ...]:
+        return tuple(v for v in variant_names(self.info.num_registers) if v.startswith("output/"))
+
+
+def _linear(context: ProbeContext) -> Probe:
+    if context.head is None:
+        return RidgeProbe(
+            context.output_variants, context.info.hidden_size, len(context.class_names), context.seed
+        )
+    head = LinearHead.load(context.head)
+    head.check_compatible(context.info.name, context.class_names, context.resolution)
+    return LinearHeadProbe(head, context.output_variants)
+
+
+PROBES: dict[str, Callable[[ProbeContext], Probe]] = {
+    "split": lambda context: SplitProbe(),
+    "cka": lambda context: CKAProbe(variant_names(context.info.num_registers), context.info.hidden_size),
+    "cka_debiased": lambda context: CKAProbe(
+        variant_names(context.info.num_registers), context.info.hidden_size, debiased=True
+    ),
+    "oneshot": lambda context: OneShotProbe(
+        context.output_variants, context.episodes, context.shots, context.seed
+    ),
+    "linear": _linear,
 }
 """Every probe this version implements; `all` selects them all."""
 
+LABELLED_PROBES = frozenset({"oneshot", "linear"})
+"""Probes that need class labels."""
 
-def parse_probe_names(text: str) -> list[str]:
+
+def parse_probe_names(text: str, labelled: bool | None = None) -> list[str]:
     """`"cka,split"` or `"all"` -> probe names, validated, in the order given.
+
+    `all` on unlabelled data (`labelled=False`) leaves out the probes that need labels.
 
     >>> parse_probe_names("split, cka")
     ['split', 'cka']
     """
     names = [part.strip() for part in text.split(",") if part.strip()]
     if names == ["all"]:
-        return list(PROBES)
+        return [name for name in PROBES if labelled is not False or name not in LABELLED_PROBES]
     unknown = [name for name in names if name not in PROBES]
     if unknown or not names:
         raise ValueError(f"unknown probe(s) {unknown or text!r}; choose from {', '.join(PROBES)} or 'all'")
     return list(dict.fromkeys(names))
 
 
-def build_probes(names: Sequence[str], info: BackboneInfo) -> dict[str, Probe]:
-    """One fresh probe per name for the backbone described by `info`."""
-    return {name: PROBES[name](info) for name in names}
+def build_probes(names: Sequence[str], context: ProbeContext) -> dict[str, Probe]:
+    """One fresh probe per name; refuses label-needing probes on unlabelled data."""
+    needing_labels = [name for name in names if name in LABELLED_PROBES]
+    if needing_labels and not context.class_names:
+        raise HarnessError(
+            f"probe(s) {', '.join(needing_labels)} need class labels, and this data has none "
+            "(use a labelled source: a folder with one sub-folder per class, ImageNet)"
+        )
+    return {name: PROBES[name](context) for name in names}
