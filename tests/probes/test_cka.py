@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
 
 from probes import LinearCKA
+from tests.probes.tester import check_metric
 
 
 def gram_linear_cka(x: np.ndarray, y: np.ndarray) -> float:
@@ -112,3 +115,27 @@ def test_bad_shapes_are_refused() -> None:
         metric.update(torch.zeros(2, 4), torch.zeros(3, 4))
     with pytest.raises(ValueError, match="feature sizes must be positive"):
         LinearCKA(0)
+
+
+@pytest.mark.parametrize("debiased", [False, True], ids=["plain", "debiased"])
+def test_streamed_and_distributed_equal_the_gram_formula(debiased: bool) -> None:
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(45, 6))
+    y = np.tanh(x @ rng.normal(size=(6, 5))) + 0.3 * rng.normal(size=(45, 5))
+    reference = debiased_gram_cka(x, y) if debiased else gram_linear_cka(x, y)
+    batches = [(torch.from_numpy(x[s : s + 8]), torch.from_numpy(y[s : s + 8])) for s in range(0, 45, 8)]
+    check_metric(functools.partial(LinearCKA, 6, 5, debiased=debiased), batches, reference, atol=1e-9)
+
+
+@pytest.mark.parametrize("debiased", [False, True], ids=["plain", "debiased"])
+def test_large_mean_small_spread_stays_exact(debiased: bool) -> None:
+    """Features like DINOv2's (a large common component, a small per-image one) in float32."""
+    rng = np.random.default_rng(6)
+    spread = rng.normal(size=(60, 8))
+    x = (300.0 + 1e-2 * spread).astype(np.float32)
+    y = (-200.0 + 1e-2 * (spread[:, :5] + 0.5 * rng.normal(size=(60, 5)))).astype(np.float32)
+    centred_x, centred_y = x.astype(np.float64), y.astype(np.float64)
+    centred_x, centred_y = centred_x - centred_x.mean(0), centred_y - centred_y.mean(0)  # two-pass reference
+    reference = debiased_gram_cka(centred_x, centred_y) if debiased else gram_linear_cka(centred_x, centred_y)
+    batches = [(torch.from_numpy(x[s : s + 16]), torch.from_numpy(y[s : s + 16])) for s in range(0, 60, 16)]
+    check_metric(functools.partial(LinearCKA, 8, 5, debiased=debiased), batches, reference, atol=1e-9)

@@ -1,9 +1,13 @@
 from __future__ import annotations
 
+import functools
+
+import numpy as np
 import pytest
 import torch
 
 from probes import EvaluatedImages, FeatureStore
+from tests.probes.tester import check_metric
 
 
 def test_feature_store_orders_by_index_and_drops_repeats() -> None:
@@ -26,3 +30,19 @@ def test_evaluated_images_counts_repeats() -> None:
     metric.update(torch.tensor([0, 1, 2]))
     metric.update(torch.tensor([2]))
     assert [t.item() for t in metric.compute()] == [3, 1]
+
+
+def test_feature_store_tester_everywhere() -> None:
+    rng = np.random.default_rng(2)
+    indices = rng.permutation(40)[:23]
+    features = rng.normal(size=(23, 3)).astype(np.float32)
+    labels = rng.integers(0, 4, size=23)
+    batches = [
+        ({"output/patch": torch.from_numpy(features[s : s + 5])}, torch.from_numpy(labels[s : s + 5]),
+         torch.from_numpy(indices[s : s + 5]))
+        for s in range(0, 23, 5)
+    ]  # fmt: skip
+    order = np.argsort(indices)
+    reference = {"index": indices[order], "label": labels[order], "output/patch": features[order]}
+    check_metric(functools.partial(FeatureStore, ["output/patch"]), batches, reference, atol=0)
+    check_metric(EvaluatedImages, [(b[2],) for b in batches], (23, 0), atol=0)

@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from probes import AttentionSplit
+from tests.probes.tester import check_metric
 
 
 def test_mean_and_std_match_numpy_over_batches() -> None:
@@ -33,3 +34,17 @@ def test_no_registers_gives_zero_register_share() -> None:
 def test_shape_errors() -> None:
     with pytest.raises(ValueError, match="equal \\(images,\\) vectors"):
         AttentionSplit().update(torch.zeros(2), torch.zeros(3), torch.zeros(2))
+
+
+def test_split_tester_everywhere() -> None:
+    rng = np.random.default_rng(1)
+    masses = rng.dirichlet([0.5, 1.0, 4.0], size=17)
+    batches = [tuple(torch.from_numpy(masses[s : s + 4, i]) for i in range(3)) for s in range(0, 17, 4)]
+    two_way = masses[:, 1] / (masses[:, 1] + masses[:, 2])
+    reference = {
+        name: (column.mean(), column.std())
+        for name, column in zip(
+            ("cls", "register", "patch", "register_vs_patch"), [*masses.T, two_way], strict=True
+        )
+    }
+    check_metric(AttentionSplit, batches, reference, atol=1e-12)

@@ -1,0 +1,55 @@
+"""Ridge classifier probe against scikit-learn's RidgeClassifier."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+from sklearn.linear_model import RidgeClassifier
+
+from probes import RidgeAccuracy
+from probes.ridge import is_train_image
+from tests.probes.synthetic import LabelledFeatures, labelled_features
+from tests.probes.tester import check_metric
+
+
+def reference_ridge(data: LabelledFeatures, num_classes: int, relative_alpha: float, seed: int) -> dict:
+    train = is_train_image(torch.from_numpy(data.indices), seed, 0.5).numpy()
+    x_train = data.full[train].astype(np.float64)
+    centred = x_train - x_train.mean(0)
+    alpha = relative_alpha * np.trace(centred.T @ centred) / x_train.shape[1]
+    classifier = RidgeClassifier(alpha=alpha, solver="cholesky").fit(x_train, data.labels[train])
+    assert list(classifier.classes_) == list(range(num_classes))
+    result: dict = {"train_images": int(train.sum()), "test_images": int((~train).sum()), "alpha": alpha}
+    for variant, values in data.variants.items():
+        scores = classifier.decision_function(values[~train].astype(np.float64))
+        ranking = np.argsort(-scores, axis=1)
+        truth = data.labels[~train]
+        result[variant] = {
+            k: np.mean([t in row[:k] for t, row in zip(truth, ranking, strict=True)]) for k in (1, 5)
+        }
+    return result
+
+
+def test_ridge_matches_scikit_learn_everywhere() -> None:
+    data = labelled_features(num_classes=8, per_class=12, dims=10)
+    make = functools.partial(RidgeAccuracy, tuple(data.variants), 10, 8, relative_alpha=0.05, seed=1)
+    check_metric(make, data.batches(9), reference_ridge(data, 8, 0.05, seed=1), atol=1e-9)
+
+
+def test_split_is_a_function_of_the_index() -> None:
+    indices = torch.arange(1000)
+    train = is_train_image(indices, seed=0, train_fraction=0.5)
+    assert 450 < int(train.sum()) < 550
+    assert torch.equal(is_train_image(indices.flip(0), 0, 0.5), train.flip(0))
+    assert not torch.equal(is_train_image(indices, 1, 0.5), train)
+
+
+def test_labels_out_of_range_are_refused() -> None:
+    metric = RidgeAccuracy(["output/full"], dims=2, num_classes=3)
+    with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):
+        metric.update(
+            torch.zeros(2, 2), {"output/full": torch.zeros(2, 2)}, torch.tensor([0, 3]), torch.tensor([0, 1])
+        )
