@@ -37,6 +37,11 @@ class BackboneInfo:
     swiglu: bool
     random_weights: bool
 
+    @property
+    def identity(self) -> str:
+        """What the weights are, however they were named: HF id, absolute path, or the name."""
+        return self.location or self.name
+
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
 

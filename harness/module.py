@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
 import lightning as L  # noqa: N812
@@ -21,24 +21,24 @@ class HarnessModule(L.LightningModule):
 
     After `trainer.test`, on every rank: `results` (probe name -> value, DESIGN.md names),
     `num_images` (distinct dataset indices evaluated), `skipped` (index, reason) of unreadable
-    images, `max_pooler_error`, and `features` when `keep_features` is set.
+    images, `max_pooler_error`, and `features` (index, label and `feature_names` per image, in
+    index order) when `feature_names` is not empty.
 
     Args:
         backbone: the decomposing backbone (frozen).
         probes: probe name -> probe.
-        keep_features: gather every variant and split per image (for features.safetensors).
+        feature_names: decomposition names to gather per image (see `all_feature_names`).
     """
 
     def __init__(
-        self, backbone: DecomposingBackbone, probes: Mapping[str, Probe], keep_features: bool = False
+        self, backbone: DecomposingBackbone, probes: Mapping[str, Probe], feature_names: Sequence[str] = ()
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.probes = nn.ModuleDict(dict(probes))
         self.images = EvaluatedImages()
         self.pooler_error = MaxMetric()
-        feature_names = (*variant_names(backbone.info.num_registers), *split_names())
-        self.features_store = FeatureStore(feature_names) if keep_features else None
+        self.features_store = FeatureStore(feature_names) if feature_names else None
         self.results: dict[str, float] = {}
         self.features: dict[str, Tensor] | None = None
         self.num_images = 0
@@ -85,3 +85,8 @@ def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:
     gathered: list[list[tuple[int, str]] | None] = [None] * torch.distributed.get_world_size()
     torch.distributed.all_gather_object(gathered, local)
     return [item for part in gathered if part for item in part]
+
+
+def all_feature_names(backbone: DecomposingBackbone) -> tuple[str, ...]:
+    """Every variant and split of `backbone`: what features.safetensors holds."""
+    return (*variant_names(backbone.info.num_registers), *split_names())

@@ -48,7 +48,7 @@ def _linear(context: ProbeContext) -> Probe:
             context.output_variants, context.info.hidden_size, len(context.class_names), context.seed
         )
     head = LinearHead.load(context.head)
-    head.check_compatible(context.info.name, context.class_names, context.resolution)
+    head.check_compatible(context.info.identity, context.class_names, context.resolution)
     return LinearHeadProbe(head, context.output_variants)
 
 

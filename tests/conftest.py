@@ -98,3 +98,21 @@ def write_photos(folder: Path, count: int, size: tuple[int, int] = (64, 48), see
         crop.save(path)
         paths.append(path)
     return paths
+
+
+def write_labelled_photos(folder: Path, per_class: int = 8) -> tuple[str, ...]:
+    """Three classes, one sub-folder each, cut from three different photographs."""
+    import skimage.data
+    from sklearn.datasets import load_sample_images
+
+    sources = {"china": load_sample_images().images[0], "flower": load_sample_images().images[1]}
+    sources["astronaut"] = skimage.data.astronaut()
+    rng = np.random.default_rng(0)
+    for name, photo in sources.items():
+        (folder / name).mkdir(parents=True, exist_ok=True)
+        for i in range(per_class):
+            top, left = rng.integers(0, photo.shape[0] - 160), rng.integers(0, photo.shape[1] - 160)
+            Image.fromarray(photo[top : top + 160, left : left + 160]).resize((64, 64)).save(
+                folder / name / f"{i}.jpg"
+            )
+    return tuple(sorted(sources))

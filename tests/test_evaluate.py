@@ -15,7 +15,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 import evaluate
 from harness import variant_names
-from tests.conftest import tiny_model, write_photos
+from tests.conftest import tiny_model, write_labelled_photos, write_photos
 from tests.probes.test_cka import gram_linear_cka
 
 REPO = Path(__file__).resolve().parents[1]
@@ -143,6 +143,9 @@ def test_two_processes_give_the_single_process_numbers(
     depend slightly on batch composition, and this tiny random model has near-constant
     variants whose CKA amplifies that), so any difference left would be the reduction's.
     """
+    photo_dir = tmp_path / "photos"
+    write_labelled_photos(photo_dir, per_class=34)
+    (photo_dir / "china" / "0.jpg").unlink()  # 101 images
     summaries = []
     for devices in ("1", "2"):
         output = tmp_path / f"devices{devices}"
@@ -158,7 +161,9 @@ def test_two_processes_give_the_single_process_numbers(
         summaries.append(json.loads((output / "results.json").read_text()))
     single, double = summaries
     assert double["run"]["world_size"] == 2
-    assert single["data"]["num_images"] == double["data"]["num_images"] == 21
+    assert single["data"]["num_images"] == double["data"]["num_images"] == 101
+    assert any(name.startswith("oneshot/") for name in single["results"])
+    assert any(name.startswith("linear/") for name in single["results"])
     assert single["results"].keys() == double["results"].keys()
     for name, value in single["results"].items():
         assert double["results"][name] == pytest.approx(value, abs=1e-6), name

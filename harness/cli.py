@@ -1,0 +1,92 @@
+"""What evaluate.py and train_probe.py share: options, loading, the Trainer, one-line errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import lightning as L  # noqa: N812
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import Logger
+
+from datamodules import DATA_SOURCES, ImageDataModule
+from harness.backbone import DecomposingBackbone
+from harness.errors import HarnessError
+from harness.loading import load_backbone
+
+
+def add_input_arguments(parser: argparse.ArgumentParser) -> None:
+    """--backbone and the data options."""
+    parser.add_argument(
+        "--backbone", required=True, help="torch.hub name, HF id, local folder, .pth, or random:<arch>"
+    )
+    parser.add_argument(
+        "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
+    )
+    parser.add_argument("--data-dir", type=Path, help="folder of the data source")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch and device")
+    parser.add_argument("--limit", type=int, help="use a seeded subset of this many images")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every sampled choice (default: 0)")
+    parser.add_argument("--resolution", type=int, default=224, help="crop size, a multiple of the patch size")
+    parser.add_argument(
+        "--num-workers", type=int, help="data loader workers per device (default: CPUs - 1, max 8)"
+    )
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Lightning's device options."""
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
+    parser.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 4, auto")
+    parser.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+
+
+def load_inputs(args: argparse.Namespace) -> tuple[DecomposingBackbone, ImageDataModule]:
+    """The backbone and the data module the options name, checked against each other."""
+    backbone = load_backbone(args.backbone)
+    if args.resolution % backbone.patch_size:
+        raise HarnessError(
+            f"--resolution {args.resolution} is not a multiple of the patch size {backbone.patch_size}"
+        )
+    datamodule = ImageDataModule(
+        args.data,
+        data_dir=args.data_dir,
+        resolution=args.resolution,
+        batch_size=args.batch_size,
+        num_workers=args.num_workers,
+        limit=args.limit,
+        seed=args.seed,
+    )
+    return backbone, datamodule
+
+
+def make_trainer(args: argparse.Namespace, logger: Logger | bool = False) -> L.Trainer:
+    """A Trainer for the frozen-backbone pass: every image to exactly one rank, a progress bar."""
+    return L.Trainer(
+        accelerator=args.accelerator,
+        devices=int(args.devices) if str(args.devices).isdigit() else args.devices,
+        num_nodes=args.num_nodes,
+        strategy=args.strategy,
+        precision=args.precision,
+        logger=logger,
+        callbacks=[RichProgressBar()],
+        use_distributed_sampler=False,  # the data module's ShardSampler: no padding, no repeats
+        enable_checkpointing=False,
+        enable_model_summary=False,
+    )
+
+
+def run_main(run: Callable[[argparse.Namespace], Any], args: argparse.Namespace) -> int:
+    """Run an entry point; a user error is one line on stderr and exit status 2."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run(args)
+    except (HarnessError, ValueError) as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0

@@ -1,0 +1,71 @@
+"""Linear heads trained on cached frozen features, one per learning rate in a single pass."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import cast
+
+import lightning as L  # noqa: N812
+import torch
+from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
+from torch import Tensor, nn
+
+
+class LinearHeads(L.LightningModule):
+    """One linear classifier per learning rate, trained together on the same batches.
+
+    As in DINOv2's linear evaluation: SGD with momentum 0.9, a cosine learning-rate schedule
+    over all steps, heads initialised with N(0, 0.01) weights and zero bias. The loss is the
+    sum of every head's cross-entropy, so each head follows its own learning rate.
+
+    `accuracies(features, labels)` scores every head, to choose the learning rate.
+
+    Args:
+        dims: feature size.
+        num_classes: number of classes.
+        learning_rates: one head per value.
+        total_steps: optimiser steps of the whole run (for the cosine schedule).
+        weight_decay: L2 penalty of SGD.
+    """
+
+    def __init__(
+        self,
+        dims: int,
+        num_classes: int,
+        learning_rates: Sequence[float],
+        total_steps: int,
+        weight_decay: float = 0.0,
+    ) -> None:
+        super().__init__()
+        if not learning_rates or min(learning_rates) <= 0:
+            raise ValueError(f"learning rates must be positive, got {list(learning_rates)}")
+        self.learning_rates = tuple(learning_rates)
+        self.total_steps = max(1, total_steps)
+        self.weight_decay = weight_decay
+        self.heads = nn.ModuleList(nn.Linear(dims, num_classes) for _ in self.learning_rates)
+        for head in self.heads:
+            nn.init.normal_(cast(nn.Linear, head).weight, std=0.01)
+            nn.init.zeros_(cast(nn.Linear, head).bias)
+
+    def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:
+        features, labels = batch
+        losses = [nn.functional.cross_entropy(head(features), labels) for head in self.heads]
+        loss = torch.stack(losses).sum()
+        self.log("train/loss", loss / len(losses), prog_bar=True)
+        return loss
+
+    @torch.no_grad()
+    def accuracies(self, features: Tensor, labels: Tensor) -> list[float]:
+        """Top-1 accuracy of each head on (samples, dims) features, e.g. the validation part."""
+        features = features.to(self.device)
+        labels = labels.to(self.device)
+        return [(head(features).argmax(dim=-1) == labels).double().mean().item() for head in self.heads]
+
+    def configure_optimizers(self) -> OptimizerLRSchedulerConfig:
+        groups = [
+            {"params": head.parameters(), "lr": lr}
+            for head, lr in zip(self.heads, self.learning_rates, strict=True)
+        ]
+        optimizer = torch.optim.SGD(groups, momentum=0.9, weight_decay=self.weight_decay)
+        schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=self.total_steps)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,31 @@
+from __future__ import annotations
+
+import lightning as L  # noqa: N812
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader, TensorDataset
+
+from probes.linear_training import LinearHeads
+
+
+def test_heads_learn_separable_classes_and_score_like_numpy() -> None:
+    generator = torch.Generator().manual_seed(0)
+    centres = 4 * torch.randn(4, 8, generator=generator)
+    labels = torch.arange(4).repeat(50)
+    features = centres[labels] + torch.randn(200, 8, generator=generator)
+    loader = DataLoader(TensorDataset(features, labels), batch_size=32, shuffle=True, generator=generator)
+    heads = LinearHeads(8, 4, learning_rates=[1e-6, 0.1], total_steps=10 * len(loader))
+    trainer = L.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_checkpointing=False,
+                        enable_progress_bar=False, enable_model_summary=False)  # fmt: skip
+    trainer.fit(heads, train_dataloaders=loader)
+    accuracies = heads.accuracies(features, labels)
+    for head, accuracy in zip(heads.heads, accuracies, strict=True):
+        scores = features.numpy() @ head.weight.detach().numpy().T + head.bias.detach().numpy()
+        assert accuracy == pytest.approx(float(np.mean(scores.argmax(1) == labels.numpy())))
+    assert accuracies[1] > 0.95 and accuracies[1] > accuracies[0]  # a tiny rate barely moves
+
+
+def test_learning_rates_must_be_positive() -> None:
+    with pytest.raises(ValueError, match="learning rates must be positive"):
+        LinearHeads(4, 2, [0.1, 0.0], total_steps=1)

@@ -1,0 +1,140 @@
+"""train_probe.py then evaluate.py --probe linear, end to end, and the refusals around them."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.numpy import load_file
+
+import evaluate
+import train_probe
+from probes import LinearHead
+from tests.conftest import tiny_model, write_labelled_photos
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("linear")
+    tiny_model(registers=4, hidden=32, heads=2, patch=14, image=56).save_pretrained(root / "model")
+    write_labelled_photos(root / "train", per_class=10)
+    write_labelled_photos(root / "val", per_class=4)
+    common = [
+        "--backbone",
+        str(root / "model"),
+        "--resolution",
+        "56",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "8",
+    ]
+    argv = [*common, "--data", "folder", "--data-dir", str(root / "train"), "--output", str(root / "head.pt")]
+    assert (
+        train_probe.main([*argv, "--epochs", "5", "--val-fraction", "0.3", "--learning-rates", "0.01,0.1,1"])
+        == 0
+    )
+    return {"root": root, "model": root / "model", "head": root / "head.pt", "val": root / "val"}
+
+
+def common_args(setup: dict[str, Path]) -> list[str]:
+    return [
+        "--backbone",
+        str(setup["model"]),
+        "--resolution",
+        "56",
+        "--num-workers",
+        "0",
+        "--batch-size",
+        "8",
+    ]
+
+
+def test_head_records_what_it_was_trained_for(setup: dict[str, Path]) -> None:
+    head = LinearHead.load(setup["head"])
+    assert head.class_names == ("astronaut", "china", "flower")
+    assert head.backbone == str(setup["model"].resolve()) and head.feature == "output/full"
+    assert head.weight.shape == (3, 32) and head.learning_rate in (0.01, 0.1, 1.0)
+    assert 0.0 <= head.validation_top1 <= 1.0 and head.resolution == 56
+
+
+def test_evaluate_with_head_equals_numpy_accuracy(setup: dict[str, Path]) -> None:
+    output = setup["root"] / "evaluated"
+    argv = [*common_args(setup), "--data", "folder", "--data-dir", str(setup["val"]), "--probe", "linear"]
+    assert (
+        evaluate.main([*argv, "--head", str(setup["head"]), "--output", str(output), "--save-features"]) == 0
+    )
+    results = json.loads((output / "results.json").read_text())["results"]
+    features = load_file(str(output / "features.safetensors"))
+    head = LinearHead.load(setup["head"])
+    for variant in ("output/full", "output/patch", "output/register", "output/skip"):
+        scores = features[variant] @ head.weight.numpy().T + head.bias.numpy()
+        expected = float(np.mean(scores.argmax(1) == features["label"]))
+        assert results[f"linear/{variant}/top1"] == pytest.approx(expected, abs=1e-6), variant
+        assert results[f"linear/{variant}/top5"] == 1.0  # 3 classes: top-5 is every class
+
+
+def test_without_head_a_ridge_classifier_gives_a_number(setup: dict[str, Path], tmp_path: Path) -> None:
+    argv = [*common_args(setup), "--data", "folder", "--data-dir", str(setup["root"] / "train")]
+    assert evaluate.main([*argv, "--probe", "linear,oneshot", "--output", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    assert results["linear/train_images"] + results["linear/test_images"] == 30
+    assert 0.0 <= results["linear/output/full/top1"] <= 1.0
+    assert results["oneshot/classes"] == 3 and results["oneshot/episodes"] == 10
+
+
+def test_head_for_another_backbone_or_classes_is_refused(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--resolution", "56", "--num-workers", "0", "--probe", "linear", "--head", str(setup["head"])]
+    other_model = tmp_path / "other"
+    tiny_model(registers=4, hidden=32, heads=2, patch=14, image=56, seed=1).save_pretrained(other_model)
+    code = evaluate.main(
+        [*argv, "--backbone", str(other_model), "--data", "folder", "--data-dir", str(setup["val"]),
+         "--output", str(tmp_path / "a")]
+    )  # fmt: skip
+    assert code == 2 and "trained on backbone" in capsys.readouterr().err
+    two_classes = tmp_path / "two"
+    for name in ("china", "flower"):
+        (two_classes / name).mkdir(parents=True)
+        for image in (setup["val"] / name).iterdir():
+            (two_classes / name / image.name).write_bytes(image.read_bytes())
+    code = evaluate.main(
+        [*argv, "--backbone", str(setup["model"]), "--data", "folder", "--data-dir", str(two_classes),
+         "--output", str(tmp_path / "b")]
+    )  # fmt: skip
+    assert code == 2 and "trained on 3 classes" in capsys.readouterr().err
+
+
+def test_label_probes_on_unlabelled_data(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [*common_args(setup), "--data", "demo"]
+    assert evaluate.main([*argv, "--probe", "oneshot", "--output", str(tmp_path / "a")]) == 2
+    assert "need class labels" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists()  # refused before any image was processed
+    assert evaluate.main([*argv, "--probe", "all", "--output", str(tmp_path / "b")]) == 0
+    results = json.loads((tmp_path / "b" / "results.json").read_text())["results"]
+    assert any(name.startswith("cka/") for name in results) and not any(
+        name.startswith("oneshot/") for name in results
+    )
+
+
+def test_existing_head_is_not_overwritten(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
+    before = setup["head"].read_bytes()
+    argv = [
+        *common_args(setup),
+        "--data",
+        "folder",
+        "--data-dir",
+        str(setup["val"]),
+        "--output",
+        str(setup["head"]),
+    ]
+    assert train_probe.main(argv) == 2
+    assert "exists; pass --overwrite" in capsys.readouterr().err
+    assert setup["head"].read_bytes() == before
+    torch.testing.assert_close(LinearHead.load(setup["head"]).weight, LinearHead.load(setup["head"]).weight)
