@@ -83,6 +83,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "data": {
             **datamodule.describe(),
             "num_images": module.num_images,
+            "repeated_images": module.num_repeated,
             "num_skipped": len(module.skipped),
             "skipped": [{"index": index, "reason": reason} for index, reason in module.skipped],
         },

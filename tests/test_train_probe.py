@@ -16,41 +16,30 @@ from probes import LinearHead
 from tests.conftest import tiny_model, write_labelled_photos
 
 
+def common_args(model: Path) -> list[str]:
+    return ["--backbone", str(model), "--resolution", "56", "--num-workers", "0", "--batch-size", "8"]
+
+
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("linear")
     tiny_model(registers=4, hidden=32, heads=2, patch=14, image=56).save_pretrained(root / "model")
     write_labelled_photos(root / "train", per_class=10)
     write_labelled_photos(root / "val", per_class=4)
-    common = [
-        "--backbone",
-        str(root / "model"),
-        "--resolution",
-        "56",
-        "--num-workers",
-        "0",
-        "--batch-size",
-        "8",
+    argv = [
+        *common_args(root / "model"),
+        "--data",
+        "folder",
+        "--data-dir",
+        str(root / "train"),
+        "--output",
+        str(root / "head.pt"),
     ]
-    argv = [*common, "--data", "folder", "--data-dir", str(root / "train"), "--output", str(root / "head.pt")]
     assert (
         train_probe.main([*argv, "--epochs", "5", "--val-fraction", "0.3", "--learning-rates", "0.01,0.1,1"])
         == 0
     )
     return {"root": root, "model": root / "model", "head": root / "head.pt", "val": root / "val"}
-
-
-def common_args(setup: dict[str, Path]) -> list[str]:
-    return [
-        "--backbone",
-        str(setup["model"]),
-        "--resolution",
-        "56",
-        "--num-workers",
-        "0",
-        "--batch-size",
-        "8",
-    ]
 
 
 def test_head_records_what_it_was_trained_for(setup: dict[str, Path]) -> None:
@@ -63,7 +52,15 @@ def test_head_records_what_it_was_trained_for(setup: dict[str, Path]) -> None:
 
 def test_evaluate_with_head_equals_numpy_accuracy(setup: dict[str, Path]) -> None:
     output = setup["root"] / "evaluated"
-    argv = [*common_args(setup), "--data", "folder", "--data-dir", str(setup["val"]), "--probe", "linear"]
+    argv = [
+        *common_args(setup["model"]),
+        "--data",
+        "folder",
+        "--data-dir",
+        str(setup["val"]),
+        "--probe",
+        "linear",
+    ]
     assert (
         evaluate.main([*argv, "--head", str(setup["head"]), "--output", str(output), "--save-features"]) == 0
     )
@@ -78,7 +75,7 @@ def test_evaluate_with_head_equals_numpy_accuracy(setup: dict[str, Path]) -> Non
 
 
 def test_without_head_a_ridge_classifier_gives_a_number(setup: dict[str, Path], tmp_path: Path) -> None:
-    argv = [*common_args(setup), "--data", "folder", "--data-dir", str(setup["root"] / "train")]
+    argv = [*common_args(setup["model"]), "--data", "folder", "--data-dir", str(setup["root"] / "train")]
     assert evaluate.main([*argv, "--probe", "linear,oneshot", "--output", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
     assert results["linear/train_images"] + results["linear/test_images"] == 30
@@ -112,7 +109,7 @@ def test_head_for_another_backbone_or_classes_is_refused(
 def test_label_probes_on_unlabelled_data(
     setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    argv = [*common_args(setup), "--data", "demo"]
+    argv = [*common_args(setup["model"]), "--data", "demo"]
     assert evaluate.main([*argv, "--probe", "oneshot", "--output", str(tmp_path / "a")]) == 2
     assert "need class labels" in capsys.readouterr().err
     assert not (tmp_path / "a").exists()  # refused before any image was processed
@@ -126,7 +123,7 @@ def test_label_probes_on_unlabelled_data(
 def test_existing_head_is_not_overwritten(setup: dict[str, Path], capsys: pytest.CaptureFixture[str]) -> None:
     before = setup["head"].read_bytes()
     argv = [
-        *common_args(setup),
+        *common_args(setup["model"]),
         "--data",
         "folder",
         "--data-dir",
