@@ -124,12 +124,13 @@ def group_partial_sums(weights: Tensor, values: Tensor, layout: TokenLayout) -> 
     """
     batch, heads, tokens = weights.shape
     values = values.float().view(batch, tokens, heads, -1).transpose(1, 2)  # batch, heads, tokens, head_dim
-    return {
-        group: (weights[:, :, layout.slice(group)].unsqueeze(2) @ values[:, :, layout.slice(group)]).squeeze(
+    sums = {}
+    for group in GROUPS:
+        span = layout.slice(group)
+        sums[group] = (weights[:, :, span].unsqueeze(2) @ values[:, :, span]).squeeze(
             2
-        )
-        for group in GROUPS
-    }
+        )  # batch, heads, head_dim
+    return sums
 
 
 def group_masses(weights: Tensor, layout: TokenLayout) -> dict[str, Tensor]:
@@ -174,7 +175,7 @@ def output_readout(layer: HFBlock, final_norm: nn.Module, state: Tensor) -> Tens
 
 
 def decompose_last_block(
-    layer: nn.Module,
+    layer: HFBlock,
     final_norm: nn.Module,
     block_input: Tensor,
     keys: Tensor,
