@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import os
-import random
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -12,15 +11,35 @@ import lightning as L  # noqa: N812
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Sampler
 
+from datamodules.coco import coco_images, default_coco_root, download_coco
+from datamodules.imagenet import imagenet_images
 from datamodules.images import DataError, ImageFileDataset, ImageList, collate_images
 from datamodules.sources import demo_images, folder_images
-from datamodules.transforms import DEFAULT_RESOLUTION, evaluation_transform
+from datamodules.subsets import limit_images, per_class_images
+from datamodules.transforms import DEFAULT_RESOLUTION, evaluation_transform, resize_size
 
-DATA_SOURCES: dict[str, Callable[[Path | None], ImageList]] = {
-    "demo": lambda data_dir: demo_images(),
-    "folder": lambda data_dir: folder_images(_require_dir(data_dir, "folder")),
-}
-"""`--data` choices of this version."""
+DATA_SOURCES: tuple[str, ...] = ("demo", "folder", "coco", "imagenet")
+"""`--data` choices."""
+
+
+def list_source_images(
+    source: str, data_dir: Path | None, split: str = "val", download: bool = False
+) -> ImageList:
+    """The file list (and labels) of a data source, before any image is decoded."""
+    if download and source != "coco":
+        raise DataError(f"--download is only for --data coco, not {source}")
+    if source == "demo":
+        return demo_images()
+    if source == "folder":
+        return folder_images(_require_dir(data_dir, source))
+    if source == "coco":
+        root = data_dir if data_dir is not None else default_coco_root()
+        if download:
+            download_coco(root, split)
+        return coco_images(root, split)
+    if source == "imagenet":
+        return imagenet_images(_require_dir(data_dir, source), split)
+    raise DataError(f"unknown data source {source!r}; choose from {', '.join(DATA_SOURCES)}")
 
 
 class ShardSampler(Sampler[int]):
@@ -48,52 +67,59 @@ class ImageDataModule(L.LightningDataModule):
     """Images of one source, transformed for evaluation, sharded across ranks without repeats.
 
     Args:
-        source: a key of `DATA_SOURCES` ("demo", "folder").
-        data_dir: the folder to read, for sources that need one.
+        source: one of `DATA_SOURCES`.
+        data_dir: the folder to read (COCO: defaults to the download cache).
+        split: "val" or "train" (COCO, ImageNet).
+        download: fetch COCO's images first (resumable, checksummed).
         resolution: side of the centre crop in pixels.
         batch_size: images per batch and rank.
         num_workers: loader processes; None picks min(8, CPUs - 1).
-        limit: evaluate only this many images, chosen with `seed` from the file list.
-        seed: seed of the `limit` subset.
+        limit: evaluate only this many images, chosen with `seed` (stratified by class).
+        per_class: evaluate only this many images of each class, chosen with `seed`.
+        seed: seed of the subsets.
     """
 
     def __init__(
         self,
         source: str,
         data_dir: Path | None = None,
+        split: str = "val",
+        download: bool = False,
         resolution: int = DEFAULT_RESOLUTION,
         batch_size: int = 32,
         num_workers: int | None = None,
         limit: int | None = None,
+        per_class: int | None = None,
         seed: int = 0,
     ) -> None:
         super().__init__()
-        if source not in DATA_SOURCES:
-            raise DataError(f"unknown data source {source!r}; choose from {', '.join(DATA_SOURCES)}")
         if batch_size < 1:
             raise ValueError(f"batch size must be positive, got {batch_size}")
-        if limit is not None and limit < 1:
-            raise ValueError(f"limit must be positive, got {limit}")
         self.source = source
         self.data_dir = data_dir
+        self.split = split
         self.resolution = resolution
         self.batch_size = batch_size
         self.num_workers = (
             num_workers if num_workers is not None else min(8, max(0, (os.cpu_count() or 1) - 1))
         )
         self.limit = limit
+        self.per_class = per_class
         self.seed = seed
-        self.images = self._list_images()
+        self.images = self._list_images(download)
 
-    def _list_images(self) -> ImageList:
-        images = DATA_SOURCES[self.source](self.data_dir)
-        if self.limit is not None and self.limit < len(images.files):
-            chosen = sorted(random.Random(self.seed).sample(range(len(images.files)), self.limit))
-            images = images.subset(chosen)
+    def _list_images(self, download: bool) -> ImageList:
+        images = list_source_images(self.source, self.data_dir, self.split, download)
+        if self.per_class is not None:
+            images = per_class_images(images, self.per_class, self.seed)
+        if self.limit is not None:
+            images = limit_images(images, self.limit, self.seed)
         return images
 
     def setup(self, stage: str) -> None:
-        self.dataset = ImageFileDataset(self.images, evaluation_transform(self.resolution))
+        self.dataset = ImageFileDataset(
+            self.images, evaluation_transform(self.resolution), min_side=resize_size(self.resolution)
+        )
 
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
         trainer = self.trainer
@@ -113,11 +139,13 @@ class ImageDataModule(L.LightningDataModule):
         return {
             "source": self.source,
             "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
+            "split": self.split,
             "files": len(self.images.files),
             "labelled": self.images.labelled,
             "num_classes": len(self.images.class_names),
             "resolution": self.resolution,
             "limit": self.limit,
+            "per_class": self.per_class,
             "seed": self.seed,
         }
 

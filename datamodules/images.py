@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from PIL import Image, ImageOps
 from torch import Tensor
@@ -39,6 +40,10 @@ class ImageList:
     def labelled(self) -> bool:
         return bool(self.class_names)
 
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
     def subset(self, positions: Sequence[int]) -> ImageList:
         return ImageList(
             tuple(self.files[i] for i in positions),
@@ -56,20 +61,43 @@ def list_image_files(root: Path) -> list[Path]:
     )
 
 
-def load_rgb(path: Path) -> Image.Image:
-    """Decode an image as RGB, with its EXIF rotation applied."""
+def load_rgb(path: Path, min_side: int = 0) -> Image.Image:
+    """Decode an image as 8-bit RGB, with its EXIF rotation applied.
+
+    JPEGs are decoded at the smallest DCT scale whose shorter side still covers `min_side`
+    (a large speed-up for big photos, identical after the resize). CMYK, grayscale, palette and
+    RGBA images are converted (transparency composited on white); 16-bit and float images are
+    scaled to 8 bits rather than clipped.
+    """
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)
         with Image.open(path) as image:
-            return ImageOps.exif_transpose(image).convert("RGB")
+            if min_side and image.format == "JPEG":
+                image.draft("RGB", (min_side, min_side))
+            return _to_rgb(ImageOps.exif_transpose(image))
+
+
+def _to_rgb(image: Image.Image) -> Image.Image:
+    if image.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if image.mode.startswith("I;16") or values.max() > 255 else 255.0
+        image = Image.fromarray(np.clip(values / peak * 255.0, 0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
+        rgba = image.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(background, rgba).convert("RGB")
+    return image.convert("RGB")
 
 
 class ImageFileDataset(Dataset[dict[str, Any]]):
     """Samples `{"pixels", "label", "index"}`; a file that cannot be decoded gives `{"index", "error"}`."""
 
-    def __init__(self, images: ImageList, transform: Callable[[Image.Image], Tensor]) -> None:
+    def __init__(
+        self, images: ImageList, transform: Callable[[Image.Image], Tensor], min_side: int = 0
+    ) -> None:
         self.images = images
         self.transform = transform
+        self.min_side = min_side
 
     def __len__(self) -> int:
         return len(self.images.files)
@@ -77,7 +105,7 @@ class ImageFileDataset(Dataset[dict[str, Any]]):
     def __getitem__(self, index: int) -> dict[str, Any]:
         path = self.images.files[index]
         try:
-            pixels = self.transform(load_rgb(path))
+            pixels = self.transform(load_rgb(path, self.min_side))
         except Exception as error:  # any decoder failure is a counted skip, never a crash
             return {"index": index, "error": f"{path}: {type(error).__name__}: {error}"}
         return {"pixels": pixels, "label": self.images.labels[index], "index": index}

@@ -10,6 +10,11 @@ DEFAULT_RESOLUTION = 224
 _RESIZE_RATIO = 256 / 224
 
 
+def resize_size(resolution: int) -> int:
+    """Shorter side before the centre crop: resolution * 256 / 224 (256 at 224 px)."""
+    return round(resolution * _RESIZE_RATIO)
+
+
 def evaluation_transform(resolution: int = DEFAULT_RESOLUTION) -> transforms.Compose:
     """PIL image -> normalised (3, resolution, resolution) tensor.
 
@@ -19,9 +24,7 @@ def evaluation_transform(resolution: int = DEFAULT_RESOLUTION) -> transforms.Com
         raise ValueError(f"resolution must be positive, got {resolution}")
     return transforms.Compose(
         [
-            transforms.Resize(
-                round(resolution * _RESIZE_RATIO), interpolation=transforms.InterpolationMode.BICUBIC
-            ),
+            transforms.Resize(resize_size(resolution), interpolation=transforms.InterpolationMode.BICUBIC),
             transforms.CenterCrop(resolution),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),

@@ -27,9 +27,14 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
     )
-    parser.add_argument("--data-dir", type=Path, help="folder of the data source")
+    parser.add_argument(
+        "--data-dir", type=Path, help="folder of the data source (COCO: default download cache)"
+    )
+    parser.add_argument("--split", choices=("val", "train"), default="val", help="COCO / ImageNet split")
+    parser.add_argument("--download", action="store_true", help="fetch COCO val2017 first (resumable)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch and device")
-    parser.add_argument("--limit", type=int, help="use a seeded subset of this many images")
+    parser.add_argument("--limit", type=int, help="use a seeded subset of this many images (stratified)")
+    parser.add_argument("--per-class", type=int, help="use a seeded subset of this many images per class")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampled choice (default: 0)")
     parser.add_argument("--resolution", type=int, default=224, help="crop size, a multiple of the patch size")
     parser.add_argument(
@@ -48,20 +53,23 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_inputs(args: argparse.Namespace) -> tuple[DecomposingBackbone, ImageDataModule]:
     """The backbone and the data module the options name, checked against each other."""
-    backbone = load_backbone(args.backbone)
-    if args.resolution % backbone.patch_size:
-        raise HarnessError(
-            f"--resolution {args.resolution} is not a multiple of the patch size {backbone.patch_size}"
-        )
     datamodule = ImageDataModule(
         args.data,
         data_dir=args.data_dir,
+        split=args.split,
+        download=args.download,
         resolution=args.resolution,
         batch_size=args.batch_size,
         num_workers=args.num_workers,
         limit=args.limit,
+        per_class=args.per_class,
         seed=args.seed,
     )
+    backbone = load_backbone(args.backbone)  # after the data: a data error costs no model load
+    if args.resolution % backbone.patch_size:
+        raise HarnessError(
+            f"--resolution {args.resolution} is not a multiple of the patch size {backbone.patch_size}"
+        )
     return backbone, datamodule
 
 
