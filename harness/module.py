@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import warnings
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -14,6 +16,8 @@ from harness.backbone import DecomposingBackbone
 from harness.decomposition import split_names, variant_names
 from probes.base import Probe
 from probes.features import EvaluatedImages, FeatureStore
+
+log = logging.getLogger(__name__)
 
 
 class HarnessModule(L.LightningModule):
@@ -61,15 +65,20 @@ class HarnessModule(L.LightningModule):
 
     def on_test_epoch_end(self) -> None:
         # every compute() below synchronises across ranks, so every rank calls them in this order
-        distinct, repeated = self.images.compute()
+        with warnings.catch_warnings():  # a rank that got no image never called update()
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")
+            distinct, repeated = self.images.compute()
         self.num_images, self.num_repeated = int(distinct), int(repeated)
-        self.max_pooler_error = float(self.pooler_error.compute()) if self.num_images else float("nan")
+        self.skipped = sorted(_gather_objects(self._local_skipped))
         self.results = {}
+        if not self.num_images:  # the same on every rank: the count is synchronised
+            log.warning("no image could be evaluated (%d skipped); no probe results", len(self.skipped))
+            return
+        self.max_pooler_error = float(self.pooler_error.compute())
         for probe in self._probes():
             self.results.update(probe.compute())
-        if self.features_store is not None and self.num_images:
+        if self.features_store is not None:
             self.features = {name: t.cpu() for name, t in self.features_store.compute().items()}
-        self.skipped = sorted(_gather_objects(self._local_skipped))
 
     def configure_optimizers(self) -> None:
         return None
