@@ -92,8 +92,8 @@ def test_a_run_over_bad_files_completes_and_lists_them(tmp_path: Path) -> None:
     images = folder_images(tmp_path / "data")
     names = [path.name for path in images.files]
     argv = ["--backbone", str(model), "--data", "folder", "--data-dir", str(tmp_path / "data"),
-            "--probe", "split", "--resolution", "56", "--batch-size", "3", "--num-workers", "2", "--save-features", "--output",
-            str(tmp_path / "run")]  # fmt: skip
+            "--probe", "split", "--resolution", "56", "--batch-size", "3", "--num-workers", "2",
+            "--save-features", "--output", str(tmp_path / "run")]  # fmt: skip
     assert evaluate.main(argv) == 0
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["data"]["num_images"] == len(good) and summary["data"]["num_skipped"] == len(bad)
