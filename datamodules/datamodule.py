@@ -76,6 +76,8 @@ class ImageDataModule(L.LightningDataModule):
         num_workers: loader processes; None picks min(8, CPUs - 1).
         limit: evaluate only this many images, chosen with `seed` (stratified by class).
         per_class: evaluate only this many images of each class, chosen with `seed`.
+        fast_jpeg: decode large JPEGs at a reduced DCT scale (faster, not bit-identical to
+            DINOv2's transform; off by default).
         seed: seed of the subsets.
     """
 
@@ -91,6 +93,7 @@ class ImageDataModule(L.LightningDataModule):
         limit: int | None = None,
         per_class: int | None = None,
         seed: int = 0,
+        fast_jpeg: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1:
@@ -106,6 +109,7 @@ class ImageDataModule(L.LightningDataModule):
         self.limit = limit
         self.per_class = per_class
         self.seed = seed
+        self.fast_jpeg = fast_jpeg
         self.images = self._list_images(download)
 
     def _list_images(self, download: bool) -> ImageList:
@@ -118,7 +122,9 @@ class ImageDataModule(L.LightningDataModule):
 
     def setup(self, stage: str) -> None:
         self.dataset = ImageFileDataset(
-            self.images, evaluation_transform(self.resolution), min_side=resize_size(self.resolution)
+            self.images,
+            evaluation_transform(self.resolution),
+            min_side=resize_size(self.resolution) if self.fast_jpeg else 0,
         )
 
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
@@ -146,6 +152,7 @@ class ImageDataModule(L.LightningDataModule):
             "resolution": self.resolution,
             "limit": self.limit,
             "per_class": self.per_class,
+            "fast_jpeg": self.fast_jpeg,
             "seed": self.seed,
         }
 
