@@ -40,6 +40,7 @@ def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--num-workers", type=int, help="data loader workers per device (default: CPUs - 1, max 8)"
     )
+    parser.add_argument("--fast-jpeg", action="store_true", help="decode big JPEGs at reduced scale (faster)")
 
 
 def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
@@ -64,6 +65,7 @@ def load_inputs(args: argparse.Namespace) -> tuple[DecomposingBackbone, ImageDat
         limit=args.limit,
         per_class=args.per_class,
         seed=args.seed,
+        fast_jpeg=args.fast_jpeg,
     )
     backbone = load_backbone(args.backbone)  # after the data: a data error costs no model load
     if args.resolution % backbone.patch_size:
