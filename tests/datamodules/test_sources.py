@@ -81,3 +81,17 @@ def test_limit_is_a_seeded_subset(tmp_path: Path) -> None:
     other = ImageDataModule("folder", tmp_path, limit=4, seed=4).images.files
     assert first == again and len(first) == 4 and first != other
     assert torch.tensor([f.name for f in first].index(sorted(f.name for f in first)[0])) == 0
+
+
+def test_every_source_through_the_data_module(tmp_path: Path) -> None:
+    from tests.datamodules.test_imagenet import devkit_layout
+
+    write_photos(tmp_path / "coco" / "val2017", 3)
+    coco = ImageDataModule("coco", tmp_path / "coco")
+    assert len(coco.images.files) == 3 and not coco.images.labelled
+    imagenet = ImageDataModule("imagenet", devkit_layout(tmp_path / "imagenet"), per_class=1)
+    assert sorted(imagenet.images.labels) == [0, 1, 2] and imagenet.describe()["num_classes"] == 3
+    with pytest.raises(DataError, match="--download is only for --data coco"):
+        ImageDataModule("folder", tmp_path, download=True)
+    with pytest.raises(DataError, match="--data imagenet needs --data-dir"):
+        ImageDataModule("imagenet")
