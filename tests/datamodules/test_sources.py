@@ -95,3 +95,13 @@ def test_every_source_through_the_data_module(tmp_path: Path) -> None:
         ImageDataModule("folder", tmp_path, download=True)
     with pytest.raises(DataError, match="--data imagenet needs --data-dir"):
         ImageDataModule("imagenet")
+
+
+def test_higher_resolution_scales_the_resize() -> None:
+    from PIL import Image
+
+    from datamodules.transforms import resize_size
+
+    assert resize_size(224) == 256 and resize_size(448) == 512 and resize_size(518) == 592
+    pixels = evaluation_transform(448)(Image.new("RGB", (1000, 700)))
+    assert pixels.shape == (3, 448, 448)
