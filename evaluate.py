@@ -18,12 +18,13 @@ from typing import Any
 
 import torch
 from lightning.pytorch.loggers import TensorBoardLogger
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 
-from harness import HarnessError
+from harness import BackboneInfo, HarnessError
 from harness.cli import add_input_arguments, add_trainer_arguments, load_inputs, make_trainer, run_main
 from harness.module import HarnessModule, all_feature_names
 from probes import PROBES, ProbeContext, build_probes, parse_probe_names
+from probes.replay import replay_features
 
 log = logging.getLogger("evaluate")
 RESULTS_FILE = "results.json"
@@ -36,6 +37,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     add_input_arguments(parser)
+    parser.add_argument(
+        "--from-features", type=Path, help="re-run the probes from a run folder's features (no backbone)"
+    )
     parser.add_argument(
         "--probe", default="all", help=f"comma list of {', '.join(PROBES)}, or 'all' (default)"
     )
@@ -63,6 +67,8 @@ def check_output_dir(output: Path, overwrite: bool) -> None:
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as `args` say; return (on every rank) what results.json holds."""
     check_output_dir(args.output, args.overwrite)
+    if args.from_features is not None:
+        return run_from_features(args)
     parse_probe_names(args.probe)  # fail on a typo before loading anything
     backbone, datamodule = load_inputs(args)
     class_names = datamodule.images.class_names
@@ -100,6 +106,44 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     }
     if trainer.is_global_zero:
         write_outputs(args.output, summary, module.features, logger)
+    return summary
+
+
+def run_from_features(args: argparse.Namespace) -> dict[str, Any]:
+    """The probes of `args.probe` on the features an earlier `--save-features` run wrote."""
+    source = args.from_features
+    if not (source / FEATURES_FILE).is_file() or not (source / RESULTS_FILE).is_file():
+        raise HarnessError(
+            f"{source} holds no {FEATURES_FILE} and {RESULTS_FILE}; run with --save-features first"
+        )
+    if source.resolve() == args.output.resolve():
+        raise HarnessError("--output must differ from --from-features (the saved run stays as it is)")
+    earlier = json.loads((source / RESULTS_FILE).read_text())
+    info = BackboneInfo(**earlier["backbone"])
+    if args.backbone is not None and args.backbone not in (info.name, info.identity):
+        raise HarnessError(f"{source} holds features of {info.name!r}, not {args.backbone!r}")
+    class_names = tuple(earlier["data"].get("class_names", ()))
+    probe_names = parse_probe_names(args.probe, labelled=bool(class_names))
+    context = ProbeContext(
+        info, class_names, earlier["data"]["resolution"], args.seed, args.episodes, args.shots, args.head
+    )
+    started = time.perf_counter()
+    features = load_file(str(source / FEATURES_FILE))
+    results = replay_features(build_probes(probe_names, context), features)
+    summary = {
+        "backbone": earlier["backbone"],
+        "data": {**earlier["data"], "from_features": str(source.resolve())},
+        "run": {
+            "probes": probe_names,
+            "seconds": round(time.perf_counter() - started, 3),
+            "torch": torch.__version__,
+        },
+        "results": results,
+    }
+    logger = TensorBoardLogger(
+        save_dir=args.output, name=TENSORBOARD_DIR, version="", default_hp_metric=False
+    )
+    write_outputs(args.output, summary, None, logger)
     return summary
 
 

@@ -149,6 +149,7 @@ class ImageDataModule(L.LightningDataModule):
             "files": len(self.images.files),
             "labelled": self.images.labelled,
             "num_classes": len(self.images.class_names),
+            "class_names": list(self.images.class_names),
             "resolution": self.resolution,
             "limit": self.limit,
             "per_class": self.per_class,

@@ -21,9 +21,7 @@ from harness.loading import load_backbone
 
 def add_input_arguments(parser: argparse.ArgumentParser) -> None:
     """--backbone and the data options."""
-    parser.add_argument(
-        "--backbone", required=True, help="torch.hub name, HF id, local folder, .pth, or random:<arch>"
-    )
+    parser.add_argument("--backbone", help="torch.hub name, HF id, local folder, .pth, or random:<arch>")
     parser.add_argument(
         "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
     )
@@ -54,6 +52,8 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
 
 def load_inputs(args: argparse.Namespace) -> tuple[DecomposingBackbone, ImageDataModule]:
     """The backbone and the data module the options name, checked against each other."""
+    if args.backbone is None:
+        raise HarnessError("--backbone is required")
     datamodule = ImageDataModule(
         args.data,
         data_dir=args.data_dir,

@@ -172,3 +172,38 @@ def test_two_processes_give_the_single_process_numbers(
     np.testing.assert_array_equal(single_features["index"], double_features["index"])
     for name in single_features:
         np.testing.assert_array_equal(single_features[name], double_features[name], err_msg=name)
+
+
+def test_from_features_reproduces_the_run_that_saved_them(model_dir: Path, tmp_path: Path) -> None:
+    photos = tmp_path / "photos"
+    write_labelled_photos(photos, per_class=6)
+    common = ["--probe", "all", "--seed", "3", "--episodes", "4"]
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photos), "--resolution", "56",
+            "--batch-size", "5", "--num-workers", "0", "--save-features", *common]  # fmt: skip
+    assert evaluate.main([*argv, "--output", str(tmp_path / "saved")]) == 0
+    assert (
+        evaluate.main(
+            ["--from-features", str(tmp_path / "saved"), *common, "--output", str(tmp_path / "replayed")]
+        )
+        == 0
+    )
+    saved = json.loads((tmp_path / "saved" / "results.json").read_text())
+    replayed = json.loads((tmp_path / "replayed" / "results.json").read_text())
+    assert replayed["backbone"] == saved["backbone"]
+    assert replayed["data"]["from_features"] == str((tmp_path / "saved").resolve())
+    assert set(replayed["results"]) == set(saved["results"])
+    assert any(name.startswith(("oneshot/", "linear/", "cka_debiased/")) for name in saved["results"])
+    for name, value in saved["results"].items():
+        assert replayed["results"][name] == pytest.approx(value, abs=1e-10), name
+
+
+def test_from_features_needs_saved_features(
+    tmp_path: Path, finished_run: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert evaluate.main(["--from-features", str(tmp_path), "--output", str(tmp_path / "x")]) == 2
+    assert "run with --save-features first" in capsys.readouterr().err
+    assert (
+        evaluate.main(["--from-features", str(finished_run), "--output", str(finished_run), "--overwrite"])
+        == 2
+    )
+    assert "--output must differ" in capsys.readouterr().err

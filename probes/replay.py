@@ -1,0 +1,33 @@
+"""Probes re-run from saved per-image features (features.safetensors), without the backbone."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from probes.base import Probe
+
+
+def replay_features(
+    probes: Mapping[str, Probe], features: Mapping[str, Tensor], batch_size: int = 4096
+) -> dict[str, float]:
+    """Feed `features` (index, label and per-image tensors, one row per image) to `probes` in index order.
+
+    Every probe except attention maps needs only the per-image variants and splits, so the
+    results equal those of the run that saved the features (up to float64 summation order).
+    """
+    for required in ("index", "label"):
+        if required not in features:
+            raise ValueError(f"saved features lack {required!r}; they were not written by evaluate.py")
+    order = torch.argsort(features["index"])
+    rows = {name: tensor[order] for name, tensor in features.items()}
+    for start in range(0, len(order), batch_size):
+        batch = {name: tensor[start : start + batch_size] for name, tensor in rows.items()}
+        for probe in probes.values():
+            probe.update(batch, batch["label"], batch["index"])
+    results: dict[str, float] = {}
+    for probe in probes.values():
+        results.update(probe.compute())
+    return results
