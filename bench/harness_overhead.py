@@ -1,0 +1,116 @@
+"""The harness (one decomposing pass + every probe update) against a plain HF forward, same process.
+
+    python bench/harness_overhead.py [--backbones random:dinov2_vits14,random:dinov2_vitb14]
+                                     [--resolutions 224,518] [--batch-size 16] [--repeats 5]
+
+For each backbone and resolution, on the same inputs, timed in alternating rounds:
+- plain: the HF model's forward, `pooler_output` only (SDPA attention);
+- harness: `DecomposingBackbone` + the update of every probe (split, cka, cka_debiased,
+  oneshot, linear) on synthetic labels;
+- naive: the same model with eager attention and `output_attentions=True` (every layer's
+  attention weights materialised), skipped where those weights alone would exceed --naive-gib.
+Prints median seconds per batch and the median per-round ratios harness/plain and naive/plain,
+and the [CLS]-row recomputation alone (what the decomposition adds to the forward pass).
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import median_ratio, paired_times
+from harness import load_backbone
+from harness.decomposition import decompose_last_block
+from harness.tokens import TokenLayout
+from probes import PROBES, ProbeContext, build_probes
+
+
+def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_gib: float) -> str:
+    backbone = load_backbone(name)
+    info = backbone.info
+    pixels = torch.randn(batch_size, 3, resolution, resolution, generator=torch.Generator().manual_seed(0))
+    labels = torch.arange(batch_size) % 10
+    indices = torch.arange(batch_size)
+    context = ProbeContext(info, tuple(f"class{i}" for i in range(10)), resolution)
+    probes = build_probes(list(PROBES), context)
+
+    @torch.no_grad()
+    def plain() -> object:
+        return backbone.model(pixel_values=pixels).pooler_output
+
+    def harness() -> object:
+        decomposition = backbone(pixels)
+        for probe in probes.values():
+            probe.update(decomposition, labels, indices)
+        return decomposition
+
+    functions = {"plain": plain, "harness": harness}
+    tokens = 1 + info.num_registers + (resolution // info.patch_size) ** 2
+    attention_gib = info.num_layers * batch_size * info.num_heads * tokens**2 * 4 / 2**30
+    if attention_gib <= naive_gib:
+        eager = copy.deepcopy(backbone.model)
+        eager.set_attn_implementation("eager")
+
+        @torch.no_grad()
+        def naive() -> object:
+            return eager(pixel_values=pixels, output_attentions=True).attentions
+
+        functions["naive"] = naive
+    times = paired_times(functions, repeats)
+
+    with torch.no_grad():
+        backbone._run_model(pixels)
+    block_input, keys, values = (backbone._captured.pop(k) for k in ("block_input", "keys", "values"))
+    backbone._cls_rows.clear()
+    layout = TokenLayout.for_image(resolution, resolution, info.patch_size, info.num_registers)
+    row_times = paired_times(
+        {
+            "row": lambda: decompose_last_block(
+                backbone.last_block, backbone.model.layernorm, block_input, keys, values, layout
+            )
+        },
+        repeats,
+    )["row"]
+    plain_median = statistics.median(times["plain"])
+    harness_median = statistics.median(times["harness"])
+    parts = [
+        f"{name} {resolution}px batch {batch_size}: plain {plain_median:.3f} s",
+        f"harness {harness_median:.3f} s",
+        f"harness/plain {median_ratio(times['harness'], times['plain']):.3f}",
+    ]
+    if "naive" in times:
+        parts.append(f"naive {statistics.median(times['naive']):.3f} s")
+        parts.append(f"naive/plain {median_ratio(times['naive'], times['plain']):.3f}")
+    else:
+        parts.append(f"naive skipped (attention weights alone {attention_gib:.1f} GiB)")
+    row = statistics.median(row_times)
+    parts.append(f"[CLS]-row recomputation {row * 1e3:.1f} ms ({row / plain_median:.2%})")
+    return ", ".join(parts)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backbones", default="random:dinov2_vits14,random:dinov2_vitb14")
+    parser.add_argument("--resolutions", default="224,518")
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument(
+        "--naive-gib", type=float, default=6.0, help="skip naive above this much attention memory"
+    )
+    args = parser.parse_args()
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 on CPU", flush=True)
+    for name in args.backbones.split(","):
+        for resolution in (int(r) for r in args.resolutions.split(",")):
+            print(bench_one(name, resolution, args.batch_size, args.repeats, args.naive_gib), flush=True)
+
+
+if __name__ == "__main__":
+    main()
