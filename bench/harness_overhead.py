@@ -10,7 +10,9 @@ For each backbone and resolution, on the same inputs, timed in alternating round
 - naive: the same model with eager attention and `output_attentions=True` (every layer's
   attention weights materialised), skipped where those weights alone would exceed --naive-gib.
 Prints median seconds per batch and the median per-round ratios harness/plain and naive/plain,
-and the [CLS]-row recomputation alone (what the decomposition adds to the forward pass).
+the [CLS]-row recomputation alone (what the decomposition adds to the forward pass), and the
+ratio of floating-point operations counted by torch.profiler (harness/plain): a deterministic
+measure of the added work, where wall-time ratios on a shared 2-core VM scatter by +-10% per round.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import copy
 import statistics
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -29,6 +32,13 @@ from harness import load_backbone
 from harness.decomposition import decompose_last_block
 from harness.tokens import TokenLayout
 from probes import PROBES, ProbeContext, build_probes
+
+
+def counted_flops(function: Callable[[], object]) -> float:
+    """Floating-point operations of one call, as torch.profiler counts them (matmuls, convolutions)."""
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU], with_flops=True) as profile:
+        function()
+    return float(sum(event.flops for event in profile.key_averages()))
 
 
 def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_gib: float) -> str:
@@ -77,6 +87,7 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
         },
         repeats,
     )["row"]
+    flop_ratio = counted_flops(harness) / counted_flops(plain)
     plain_median = statistics.median(times["plain"])
     harness_median = statistics.median(times["harness"])
     parts = [
@@ -91,6 +102,7 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
         parts.append(f"naive skipped (attention weights alone {attention_gib:.1f} GiB)")
     row = statistics.median(row_times)
     parts.append(f"[CLS]-row recomputation {row * 1e3:.1f} ms ({row / plain_median:.2%})")
+    parts.append(f"FLOPs harness/plain {flop_ratio:.4f}")
     return ", ".join(parts)
 
 

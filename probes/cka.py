@@ -273,6 +273,11 @@ class LinearCKA(Metric):
     def compute(self) -> Tensor:
         return linear_cka_from_moments(self._combined_moments(), self.debiased)
 
+    def compute_estimate(self, debiased: bool) -> Tensor:
+        """Plain or debiased CKA of everything seen, synchronised across ranks like `compute`."""
+        with self.sync_context():
+            return linear_cka_from_moments(self._combined_moments(), debiased)
+
     def _per_rank(self, name: str) -> Tensor:
         """A state as (ranks, *shape): 1 row before synchronisation, one per rank after it."""
         return cast(Tensor, getattr(self, name)).view(-1, *self._shapes[name])

@@ -10,39 +10,54 @@ from torch import Tensor, nn
 from probes.base import Probe, module_key
 from probes.cka import LinearCKA
 
+ESTIMATORS = ("cka", "cka_debiased")
+"""Result prefixes: plain linear CKA and the debiased estimator (both from the same moments)."""
+
 
 class CKAProbe(Probe):
     """Linear CKA of `{readout}/full` against every other variant of the same readout.
 
-    Results: `cka/{readout}/{variant}` for each variant other than full
-    (`cka_debiased/...` with the debiased estimator).
+    Results: `{estimator}/{readout}/{variant}` for each variant other than full and each
+    estimator (`cka`, `cka_debiased`); both estimators read the same streamed moments, so asking
+    for both costs no more than one.
 
     Args:
         variants: the `{readout}/{variant}` names the backbone produces.
         hidden_size: feature size of every variant.
-        debiased: use the debiased CKA estimator.
+        estimators: which of `ESTIMATORS` to report.
     """
 
-    def __init__(self, variants: Sequence[str], hidden_size: int, debiased: bool = False) -> None:
+    def __init__(
+        self, variants: Sequence[str], hidden_size: int, estimators: Sequence[str] = ("cka",)
+    ) -> None:
         super().__init__()
-        self.name = "cka_debiased" if debiased else "cka"
-        self.pairs: dict[str, tuple[str, str]] = {}
+        unknown = set(estimators) - set(ESTIMATORS)
+        if unknown or not estimators:
+            raise ValueError(f"estimators must be among {ESTIMATORS}, got {list(estimators)}")
+        self.name = estimators[0]
+        self.estimators = tuple(estimators)
+        self.pairs: dict[str, str] = {}  # variant -> its reference
         for variant in variants:
             readout, kind = variant.split("/")
             if kind != "full":
-                self.pairs[f"{self.name}/{variant}"] = (f"{readout}/full", variant)
+                self.pairs[variant] = f"{readout}/full"
         if not self.pairs:
             raise ValueError(f"no variant to compare with the full output among {list(variants)}")
-        self.metrics = nn.ModuleDict(
-            {module_key(name): LinearCKA(hidden_size, debiased=debiased) for name in self.pairs}
-        )
+        self.metrics = nn.ModuleDict({module_key(variant): LinearCKA(hidden_size) for variant in self.pairs})
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        for name, (reference, variant) in self.pairs.items():
-            self._metric(name).update(decomposition[reference], decomposition[variant])
+        for variant, reference in self.pairs.items():
+            self._metric(variant).update(decomposition[reference], decomposition[variant])
 
     def compute(self) -> dict[str, float]:
-        return {name: self._metric(name).compute().item() for name in self.pairs}
+        results = {}
+        for variant in self.pairs:
+            metric = self._metric(variant)
+            for estimator in self.estimators:
+                results[f"{estimator}/{variant}"] = metric.compute_estimate(
+                    estimator == "cka_debiased"
+                ).item()
+        return results
 
-    def _metric(self, name: str) -> LinearCKA:
-        return cast(LinearCKA, self.metrics[module_key(name)])
+    def _metric(self, variant: str) -> LinearCKA:
+        return cast(LinearCKA, self.metrics[module_key(variant)])

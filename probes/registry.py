@@ -10,7 +10,7 @@ from harness import BackboneInfo, variant_names
 from harness.errors import HarnessError
 from probes.accuracy_probes import LinearHeadProbe, OneShotProbe, RidgeProbe
 from probes.base import Probe
-from probes.cka_probe import CKAProbe
+from probes.cka_probe import ESTIMATORS, CKAProbe
 from probes.linear_head import LinearHead
 from probes.split_probe import SplitProbe
 
@@ -56,7 +56,7 @@ PROBES: dict[str, Callable[[ProbeContext], Probe]] = {
     "split": lambda context: SplitProbe(),
     "cka": lambda context: CKAProbe(variant_names(context.info.num_registers), context.info.hidden_size),
     "cka_debiased": lambda context: CKAProbe(
-        variant_names(context.info.num_registers), context.info.hidden_size, debiased=True
+        variant_names(context.info.num_registers), context.info.hidden_size, estimators=("cka_debiased",)
     ),
     "oneshot": lambda context: OneShotProbe(
         context.output_variants, context.episodes, context.shots, context.seed
@@ -94,4 +94,10 @@ def build_probes(names: Sequence[str], context: ProbeContext) -> dict[str, Probe
             f"probe(s) {', '.join(needing_labels)} need class labels, and this data has none "
             "(use a labelled source: a folder with one sub-folder per class, ImageNet)"
         )
-    return {name: PROBES[name](context) for name in names}
+    probes = {name: PROBES[name](context) for name in names if name not in ESTIMATORS}
+    estimators = [name for name in names if name in ESTIMATORS]
+    if estimators:  # both CKA estimators read the same moments: one probe serves them
+        probes[estimators[0]] = CKAProbe(
+            variant_names(context.info.num_registers), context.info.hidden_size, estimators=estimators
+        )
+    return {name: probes[name] for name in names if name in probes}

@@ -1,0 +1,33 @@
+"""Under bf16 autocast the decomposition stays float32 and every metric accumulator float64."""
+
+from __future__ import annotations
+
+import torch
+from torchmetrics import Metric
+
+from probes import PROBES, ProbeContext, build_probes
+from tests.conftest import tiny_model, wrap
+
+
+def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
+    backbone = wrap(tiny_model(registers=4, swiglu=True))
+    probes = build_probes(list(PROBES), ProbeContext(backbone.info, ("a", "b", "c"), resolution=32))
+    pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        decomposition = backbone(pixels)
+        for probe in probes.values():
+            probe.update(decomposition, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
+    assert all(decomposition[name].dtype == torch.float32 for name in decomposition.variants)
+    dtypes = {
+        getattr(metric, name).dtype
+        for probe in probes.values()
+        for metric in probe.modules()
+        if isinstance(metric, Metric)
+        for name in metric._defaults
+        if isinstance(getattr(metric, name), torch.Tensor) and getattr(metric, name).is_floating_point()
+    }
+    assert dtypes == {torch.float64}
+    results = {name: value for probe in probes.values() for name, value in probe.compute().items()}
+    assert all(
+        torch.isfinite(torch.tensor(value)) for name, value in results.items() if name.startswith("cka/")
+    )
