@@ -9,7 +9,7 @@ import torch
 from torch import Tensor, nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
-from harness.decomposition import HIDDEN_CLS, Decomposition, HFBlock, decompose_last_block
+from harness.decomposition import HIDDEN_CLS, HIDDEN_CLS_COSINE, Decomposition, HFBlock, decompose_last_block
 from harness.tokens import TokenLayout
 
 HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
@@ -139,6 +139,9 @@ class DecomposingBackbone(nn.Module):
         )
         # embeddings, then the output of every block: (batch, layers + 1, hidden)
         tensors[HIDDEN_CLS] = torch.stack(self._cls_rows, dim=1).float()
+        tensors[HIDDEN_CLS_COSINE] = nn.functional.cosine_similarity(
+            tensors[HIDDEN_CLS].double(), tensors[HIDDEN_CLS][:, -1:].double(), dim=-1
+        ).float()
         self._cls_rows.clear()
         pooler_error = (tensors["output/full"] - pooled).abs().max()
         return Decomposition(tensors, layout, pooler_error)

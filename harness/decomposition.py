@@ -29,6 +29,8 @@ RENORMALISED_VARIANTS: tuple[str, ...] = ("patch", "register", "cls")
 RENORM_SUFFIX = "_renorm"
 HIDDEN_CLS = "hidden/cls"
 """[CLS] hidden state after the embeddings and after every block: (batch, layers + 1, hidden)."""
+HIDDEN_CLS_COSINE = "hidden/cls_cosine"
+"""Cosine of each `hidden/cls` state to the last block's [CLS] output: (batch, layers + 1)."""
 ATTENTION_MAP = "map/attention"
 """Last-layer [CLS] attention over patches, averaged over heads: (batch, grid_height, grid_width)."""
 
@@ -59,8 +61,8 @@ class Decomposition(Mapping[str, Tensor]):
     """Read-only mapping from DESIGN.md names to the tensors of one batch.
 
     Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}`
-    (batch), `hidden/cls` (batch, layers + 1, hidden) and `map/attention`
-    (batch, grid_height, grid_width).
+    (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine` (batch, layers + 1)
+    and `map/attention` (batch, grid_height, grid_width).
 
     Attributes:
         layout: token positions of this batch.

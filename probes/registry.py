@@ -11,7 +11,9 @@ from harness.errors import HarnessError
 from probes.accuracy_probes import LinearHeadProbe, OneShotProbe, RidgeProbe
 from probes.base import Probe
 from probes.cka_probe import ESTIMATORS, CKAProbe
+from probes.layerwise_probe import LayerwiseProbe
 from probes.linear_head import LinearHead
+from probes.norms_probe import NormsProbe
 from probes.split_probe import SplitProbe
 
 
@@ -58,6 +60,8 @@ PROBES: dict[str, Callable[[ProbeContext], Probe]] = {
     "cka_debiased": lambda context: CKAProbe(
         variant_names(context.info.num_registers), context.info.hidden_size, estimators=("cka_debiased",)
     ),
+    "norms": lambda context: NormsProbe(variant_names(context.info.num_registers)),
+    "layerwise": lambda context: LayerwiseProbe(context.info.num_layers),
     "oneshot": lambda context: OneShotProbe(
         context.output_variants, context.episodes, context.shots, context.seed
     ),

@@ -1,0 +1,41 @@
+"""Norms probe (paper Fig 5a): L2 norm of each contribution to the [CLS] output, over images."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from probes.base import Probe
+from probes.stats import ColumnStats
+
+
+class NormsProbe(Probe):
+    """Mean and std over images of ||v|| for every variant v (patch, register, cls, skip, full...).
+
+    Results: `norm/{readout}/{variant}` (mean) and `norm/{readout}/{variant}/std`; the paper's
+    panel compares `norm/attention/patch` with `norm/attention/skip`.
+
+    Args:
+        variants: the `{readout}/{variant}` names the backbone produces.
+    """
+
+    name = "norms"
+
+    def __init__(self, variants: Sequence[str]) -> None:
+        super().__init__()
+        self.variants = tuple(variants)
+        self.metric = ColumnStats(len(self.variants))
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        norms = torch.stack([decomposition[v].double().norm(dim=-1) for v in self.variants], dim=1)
+        self.metric.update(norms)
+
+    def compute(self) -> dict[str, float]:
+        mean, std = self.metric.compute()
+        results = {}
+        for column, variant in enumerate(self.variants):
+            results[f"norm/{variant}"] = mean[column].item()
+            results[f"norm/{variant}/std"] = std[column].item()
+        return results

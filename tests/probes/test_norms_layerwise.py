@@ -1,0 +1,59 @@
+"""Norms (Fig 5a) and layerwise (Fig 5b) probes against numpy and HF's own hidden states."""
+
+from __future__ import annotations
+
+import functools
+
+import numpy as np
+import pytest
+import torch
+
+from harness import variant_names
+from probes.layerwise_probe import LayerwiseProbe
+from probes.norms_probe import NormsProbe
+from probes.stats import ColumnStats
+from tests.conftest import ARCHITECTURES, tiny_model, wrap
+from tests.probes.tester import check_metric
+
+
+def test_column_stats_everywhere() -> None:
+    values = np.random.default_rng(4).normal(size=(19, 3)) * [1.0, 5.0, 0.1] + [0.0, 100.0, -3.0]
+    batches = [(torch.from_numpy(values[s : s + 4]),) for s in range(0, 19, 4)]
+    check_metric(functools.partial(ColumnStats, 3), batches, (values.mean(0), values.std(0)), atol=1e-9)
+
+
+@pytest.mark.parametrize(("registers", "swiglu"), ARCHITECTURES)
+def test_layerwise_equals_cosines_of_hf_hidden_states(registers: int, swiglu: bool) -> None:
+    model = tiny_model(registers, swiglu, layers=3)
+    backbone = wrap(model)
+    pixels = torch.randn(5, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    probe = LayerwiseProbe(num_layers=3)
+    probe.update(backbone(pixels), torch.zeros(5), torch.arange(5))
+    hidden = [
+        h[:, 0].detach().double().numpy()
+        for h in model(pixel_values=pixels, output_hidden_states=True).hidden_states
+    ]
+    last = hidden[-1]
+    results = probe.compute()
+    for layer, states in enumerate(hidden):
+        cosines = np.sum(states * last, 1) / (np.linalg.norm(states, axis=1) * np.linalg.norm(last, axis=1))
+        assert results[f"layerwise/{layer}"] == pytest.approx(cosines.mean(), abs=1e-6)
+        assert results[f"layerwise/{layer}/std"] == pytest.approx(cosines.std(), abs=1e-6)
+    assert results["layerwise/3"] == pytest.approx(1.0, abs=1e-6)
+
+
+def test_norms_equal_numpy_norms_of_the_variants() -> None:
+    backbone = wrap(tiny_model(4, False))
+    pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    decomposition = backbone(pixels)
+    probe = NormsProbe(variant_names(4))
+    probe.update(decomposition, torch.zeros(6), torch.arange(6))
+    probe.update(backbone(pixels[:2]), torch.zeros(2), torch.arange(6, 8))
+    results = probe.compute()
+    for variant in variant_names(4):
+        values = np.concatenate([decomposition[variant].numpy(), decomposition[variant][:2].numpy()]).astype(
+            np.float64
+        )
+        norms = np.linalg.norm(values, axis=1)
+        assert results[f"norm/{variant}"] == pytest.approx(norms.mean(), rel=1e-5), variant
+        assert results[f"norm/{variant}/std"] == pytest.approx(norms.std(), rel=1e-4, abs=1e-6), variant
