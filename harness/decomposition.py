@@ -33,6 +33,16 @@ HIDDEN_CLS_COSINE = "hidden/cls_cosine"
 """Cosine of each `hidden/cls` state to the last block's [CLS] output: (batch, layers + 1)."""
 ATTENTION_MAP = "map/attention"
 """Last-layer [CLS] attention over patches, averaged over heads: (batch, grid_height, grid_width)."""
+PENULTIMATE = (
+    "penultimate/top_token",
+    "penultimate/top_norm",
+    "penultimate/other_norm",
+    "penultimate/top_state",
+    "penultimate/top_state_norm1",
+)
+"""The highest-norm non-[CLS] token of the penultimate layer's output (= the last block's input):
+its sequence position (batch), its L2 norm (batch), the mean norm of the other non-[CLS] tokens
+(batch), its state (batch, hidden) and that state after the last block's norm1 (batch, hidden)."""
 
 
 HFBlock = Any
@@ -61,8 +71,8 @@ class Decomposition(Mapping[str, Tensor]):
     """Read-only mapping from DESIGN.md names to the tensors of one batch.
 
     Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}`
-    (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine` (batch, layers + 1)
-    and `map/attention` (batch, grid_height, grid_width).
+    (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine` (batch, layers + 1),
+    `map/attention` (batch, grid_height, grid_width) and the `PENULTIMATE` entries.
 
     Attributes:
         layout: token positions of this batch.
@@ -222,7 +232,19 @@ def decompose_last_block(
         result |= {f"split/{group}": mass.mean(dim=1) for group, mass in masses.items()}
         patch_weights = weights[:, :, layout.slice("patch")].mean(dim=1)
         result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
+        result |= highest_norm_token(layer, block_input)
     return result
+
+
+def highest_norm_token(layer: HFBlock, block_input: Tensor) -> dict[str, Tensor]:
+    """The `PENULTIMATE` entries: the non-[CLS] token of largest L2 norm in the last block's input."""
+    tokens = block_input[:, 1:].float()  # batch, registers + patches, hidden
+    norms = tokens.norm(dim=-1)
+    top_norm, top = norms.max(dim=1)
+    top_state = tokens[torch.arange(tokens.shape[0], device=tokens.device), top]
+    other_norm = (norms.sum(dim=1) - top_norm) / max(norms.shape[1] - 1, 1)
+    values = (top + 1, top_norm, other_norm, top_state, _apply(layer.norm1, top_state))
+    return dict(zip(PENULTIMATE, values, strict=True))
 
 
 def _apply(module: nn.Module, inputs: Tensor) -> Tensor:

@@ -13,7 +13,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from harness.backbone import DecomposingBackbone
-from harness.decomposition import HIDDEN_CLS_COSINE, split_names, variant_names
+from harness.decomposition import HIDDEN_CLS_COSINE, PENULTIMATE, split_names, variant_names
 from probes.base import Probe
 from probes.features import EvaluatedImages, FeatureStore
 
@@ -97,5 +97,5 @@ def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 
 def all_feature_names(backbone: DecomposingBackbone) -> tuple[str, ...]:
-    """Every variant, split and layerwise cosine of `backbone`: what features.safetensors holds."""
-    return (*variant_names(backbone.info.num_registers), *split_names(), HIDDEN_CLS_COSINE)
+    """Every per-image vector and number of `backbone`'s decomposition: what features.safetensors holds."""
+    return (*variant_names(backbone.info.num_registers), *split_names(), HIDDEN_CLS_COSINE, *PENULTIMATE)

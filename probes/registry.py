@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from harness import BackboneInfo, variant_names
+from harness import BackboneInfo, TokenLayout, variant_names
 from harness.errors import HarnessError
 from probes.accuracy_probes import LinearHeadProbe, OneShotProbe, RidgeProbe
 from probes.base import Probe
@@ -14,6 +14,7 @@ from probes.cka_probe import ESTIMATORS, CKAProbe
 from probes.layerwise_probe import LayerwiseProbe
 from probes.linear_head import LinearHead
 from probes.norms_probe import NormsProbe
+from probes.registers_probe import RegistersProbe
 from probes.split_probe import SplitProbe
 
 
@@ -40,6 +41,12 @@ class ProbeContext:
     head: Path | None = None
 
     @property
+    def num_tokens(self) -> int:
+        """Sequence length at this run's (square) resolution."""
+        side = self.resolution // self.info.patch_size
+        return TokenLayout(self.info.num_registers, side, side).num_tokens
+
+    @property
     def output_variants(self) -> tuple[str, ...]:
         return tuple(v for v in variant_names(self.info.num_registers) if v.startswith("output/"))
 
@@ -59,6 +66,9 @@ PROBES: dict[str, Callable[[ProbeContext], Probe]] = {
     "cka": lambda context: CKAProbe(variant_names(context.info.num_registers), context.info.hidden_size),
     "cka_debiased": lambda context: CKAProbe(
         variant_names(context.info.num_registers), context.info.hidden_size, estimators=("cka_debiased",)
+    ),
+    "registers": lambda context: RegistersProbe(
+        context.info.hidden_size, context.num_tokens, context.info.num_registers
     ),
     "norms": lambda context: NormsProbe(variant_names(context.info.num_registers)),
     "layerwise": lambda context: LayerwiseProbe(context.info.num_layers),

@@ -1,0 +1,114 @@
+"""Registers probe (paper Fig 2b): the highest-norm token of the penultimate layer, across images."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+from torchmetrics import Metric
+
+from harness.decomposition import PENULTIMATE
+from probes.base import Probe
+
+
+class HighNormToken(Metric):
+    """Statistics of the highest-norm non-[CLS] token (one per image) of the penultimate layer.
+
+    `update(position, norm, other_norm, state, state_norm1)` takes, per image, the token's
+    sequence position, its L2 norm, the mean norm of the other non-[CLS] tokens, its state and
+    that state after norm1. `compute()` returns:
+
+    - `top_in_registers`: share of images whose token is a register (positions 1..registers);
+    - `top_token`, `top_token_share`: the most frequent position and its share;
+    - `top_norm`, `other_norm`, `norm_ratio`: mean norms and their ratio;
+    - `pairwise_cosine`: mean cosine similarity of the token's state over all pairs of distinct
+      images, (||sum of unit states||^2 - n) / (n (n - 1)) (the paper: 0.9989 for ViT-g/14-reg);
+    - `top_dims_before`, `top_dims_after`: mean |activation| over the `top_dims` dimensions of
+      largest |mean state|, before and after norm1.
+
+    Args:
+        hidden_size: width of the states.
+        num_tokens: sequence length (1 + registers + patches).
+        num_registers: register tokens.
+        top_dims: how many dimensions the last two results average over.
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    n: Tensor
+    register_hits: Tensor
+    positions: Tensor
+    unit_sum: Tensor
+    state_sum: Tensor
+    state_norm1_sum: Tensor
+    norm_sum: Tensor
+    other_norm_sum: Tensor
+
+    def __init__(self, hidden_size: int, num_tokens: int, num_registers: int, top_dims: int = 100) -> None:
+        super().__init__()
+        if num_tokens < 2 or hidden_size < 1 or top_dims < 1:
+            raise ValueError(
+                f"need 2+ tokens, 1+ dims, top_dims >= 1; got {num_tokens}, {hidden_size}, {top_dims}"
+            )
+        self.num_registers, self.top_dims = num_registers, min(top_dims, hidden_size)
+        for name, shape in {
+            "n": (), "register_hits": (), "positions": (num_tokens,), "unit_sum": (hidden_size,),
+            "state_sum": (hidden_size,), "state_norm1_sum": (hidden_size,),
+            "norm_sum": (), "other_norm_sum": (),
+        }.items():  # fmt: skip
+            self.add_state(name, torch.zeros(shape, dtype=torch.float64), dist_reduce_fx="sum")
+
+    def update(
+        self, position: Tensor, norm: Tensor, other_norm: Tensor, state: Tensor, state_norm1: Tensor
+    ) -> None:
+        position = position.long()
+        if position.numel() and (position.min() < 1 or position.max() >= self.positions.shape[0]):
+            raise ValueError(f"token positions must lie in 1..{self.positions.shape[0] - 1}")
+        state = state.double()
+        self.n += position.numel()
+        self.register_hits += (position <= self.num_registers).sum()
+        self.positions += torch.bincount(position, minlength=self.positions.shape[0]).double()
+        self.unit_sum += torch.nn.functional.normalize(state, dim=-1).sum(0)
+        self.state_sum += state.sum(0)
+        self.state_norm1_sum += state_norm1.double().sum(0)
+        self.norm_sum += norm.double().sum()
+        self.other_norm_sum += other_norm.double().sum()
+
+    def compute(self) -> dict[str, float]:
+        n = self.n
+        if n < 2:
+            raise ValueError(f"the registers probe needs at least 2 images, got {int(n)}")
+        mean_state, mean_norm1 = self.state_sum / n, self.state_norm1_sum / n
+        dims = mean_state.abs().topk(self.top_dims).indices
+        top_norm, other_norm = self.norm_sum / n, self.other_norm_sum / n
+        return {
+            "top_in_registers": (self.register_hits / n).item(),
+            "top_token": int(self.positions.argmax()),
+            "top_token_share": (self.positions.max() / n).item(),
+            "top_norm": top_norm.item(),
+            "other_norm": other_norm.item(),
+            "norm_ratio": (top_norm / other_norm).item(),
+            "pairwise_cosine": ((self.unit_sum.square().sum() - n) / (n * (n - 1))).item(),
+            "top_dims_before": mean_state[dims].abs().mean().item(),
+            "top_dims_after": mean_norm1[dims].abs().mean().item(),
+        }
+
+
+class RegistersProbe(Probe):
+    """Results: `registers/{top_in_registers, top_token, top_token_share, top_norm, other_norm,
+    norm_ratio, pairwise_cosine, top_dims_before, top_dims_after}` (see `HighNormToken`)."""
+
+    name = "registers"
+
+    def __init__(self, hidden_size: int, num_tokens: int, num_registers: int) -> None:
+        super().__init__()
+        self.metric = HighNormToken(hidden_size, num_tokens, num_registers)
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        self.metric.update(*(decomposition[name] for name in PENULTIMATE))
+
+    def compute(self) -> dict[str, float]:
+        return {f"registers/{key}": float(value) for key, value in self.metric.compute().items()}
