@@ -21,8 +21,10 @@ def is_train_image(indices: Tensor, seed: int, train_fraction: float) -> Tensor:
     >>> is_train_image(torch.arange(6), seed=0, train_fraction=0.5).tolist()
     [False, False, False, True, True, True]
     """
-    state = indices.detach().cpu().numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(0x9E3779B97F4A7C15)
-    with np.errstate(over="ignore"):  # splitmix64: a well-mixed 64-bit hash
+    with np.errstate(over="ignore"):  # splitmix64: a well-mixed 64-bit hash, wrapping on purpose
+        state = indices.detach().cpu().numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(
+            0x9E3779B97F4A7C15
+        )
         state = state + np.uint64(0x9E3779B97F4A7C15)
         state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
         state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
