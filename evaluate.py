@@ -24,12 +24,14 @@ from harness import BackboneInfo, HarnessError
 from harness.cli import add_input_arguments, add_trainer_arguments, load_inputs, make_trainer, run_main
 from harness.module import HarnessModule, all_feature_names
 from probes import PROBES, ProbeContext, build_probes, parse_probe_names
+from probes.figures import run_figures
 from probes.replay import replay_features
 
 log = logging.getLogger("evaluate")
 RESULTS_FILE = "results.json"
 FEATURES_FILE = "features.safetensors"
 TENSORBOARD_DIR = "tensorboard"
+FIGURES_DIR = "figures"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -57,7 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def check_output_dir(output: Path, overwrite: bool) -> None:
     """Refuse to overwrite an earlier run unless asked to."""
-    existing = [name for name in (RESULTS_FILE, FEATURES_FILE, TENSORBOARD_DIR) if (output / name).exists()]
+    existing = [
+        name
+        for name in (RESULTS_FILE, FEATURES_FILE, TENSORBOARD_DIR, FIGURES_DIR)
+        if (output / name).exists()
+    ]
     if existing and not overwrite:
         raise HarnessError(
             f"{output} already holds a run ({', '.join(existing)}); pass --overwrite or another --output"
@@ -157,6 +163,7 @@ def write_outputs(
         save_file(
             {name: tensor.contiguous() for name, tensor in features.items()}, str(output / FEATURES_FILE)
         )
+    write_figures(output, summary, logger)
     hparams = {"backbone": summary["backbone"]["name"], "data": summary["data"]["source"]}
     logger.log_hyperparams(hparams, metrics=summary["results"])
     logger.log_metrics(summary["results"], step=0)
@@ -169,6 +176,17 @@ def write_outputs(
         summary["data"]["num_skipped"],
         output,
     )
+
+
+def write_figures(output: Path, summary: dict[str, Any], logger: TensorBoardLogger) -> None:
+    """DIR/figures/*.png, one per probe that has results, and the same figures in TensorBoard."""
+    figures = run_figures(summary["results"], summary["backbone"]["name"])
+    if not figures:
+        return
+    (output / FIGURES_DIR).mkdir(exist_ok=True)
+    for name, figure in figures.items():
+        figure.savefig(output / FIGURES_DIR / name, dpi=120)
+        logger.experiment.add_figure(f"figures/{Path(name).stem}", figure, close=True)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -207,3 +207,19 @@ def test_from_features_needs_saved_features(
         == 2
     )
     assert "--output must differ" in capsys.readouterr().err
+
+
+def test_figures_are_valid_pngs_and_in_tensorboard(finished_run: Path) -> None:
+    from PIL import Image
+
+    names = sorted(path.name for path in (finished_run / "figures").iterdir())
+    assert names == ["cka.png", "split.png"]  # the run asked for cka and split only
+    for name in names:
+        with Image.open(finished_run / "figures" / name) as image:
+            assert image.format == "PNG" and min(image.size) > 200
+    tags: set[str] = set()
+    for events in (finished_run / "tensorboard").glob("events.*"):
+        accumulator = EventAccumulator(str(events))
+        accumulator.Reload()
+        tags |= set(accumulator.Tags()["images"])
+    assert {"figures/cka", "figures/split"} <= tags
