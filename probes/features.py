@@ -27,6 +27,30 @@ def is_empty(state: list[Tensor] | Tensor) -> bool:
     return len(state) == 0 if isinstance(state, list) else state.numel() == 0
 
 
+def add_row_states(metric: Metric, names: Sequence[str]) -> None:
+    """One "cat" state per name: per-image rows, concatenated from every rank when synchronised."""
+    for name in names:
+        metric.add_state(module_key(name), [], dist_reduce_fx="cat")
+
+
+def _row_state(metric: Metric, name: str) -> list[Tensor]:
+    """A state made by `add_row_states`: a list before synchronisation, one tensor after it."""
+    return cast(list[Tensor], getattr(metric, module_key(name)))
+
+
+def append_rows(metric: Metric, rows: Mapping[str, Tensor]) -> None:
+    """Append one batch of rows to the states made by `add_row_states`."""
+    for name, values in rows.items():
+        _row_state(metric, name).append(values)
+
+
+def gathered_rows(metric: Metric, names: Sequence[str]) -> dict[str, Tensor]:
+    """The rows of `names` (a metric with an "index" row state): one per distinct dataset index,
+    in index order."""
+    keep = first_of_each_index(dim_zero_cat(_row_state(metric, "index")))
+    return {name: dim_zero_cat(_row_state(metric, name))[keep] for name in names}
+
+
 class EvaluatedImages(Metric):
     """Dataset indices of the images seen: `compute()` returns (distinct count, repeated count).
 
@@ -78,24 +102,13 @@ class FeatureStore(Metric):
     def __init__(self, names: Sequence[str]) -> None:
         super().__init__()
         self.names = tuple(names)
-        for state in ("index", "label", *map(module_key, self.names)):
-            self.add_state(state, [], dist_reduce_fx="cat")
+        add_row_states(self, ("index", "label", *self.names))
 
     def update(self, tensors: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        self.index.append(indices.long())
-        self.label.append(labels.long())
-        for name in self.names:
-            self._rows(name).append(tensors[name].float())
+        append_rows(self, {"index": indices.long(), "label": labels.long()})
+        append_rows(self, {name: tensors[name].float() for name in self.names})
 
     def compute(self) -> dict[str, Tensor]:
         if is_empty(self.index):
             raise ValueError("no image was stored")
-        index = dim_zero_cat(self.index)
-        keep = first_of_each_index(index)
-        result = {"index": index[keep], "label": dim_zero_cat(self.label)[keep]}
-        for name in self.names:
-            result[name] = dim_zero_cat(self._rows(name))[keep]
-        return result
-
-    def _rows(self, name: str) -> list[Tensor]:
-        return cast(list[Tensor], getattr(self, module_key(name)))
+        return gathered_rows(self, ("index", "label", *self.names))

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
-from probes.base import module_key
-from probes.features import first_of_each_index, is_empty
+from probes.features import add_row_states, append_rows, gathered_rows, is_empty
 
 
 def sample_episodes(
@@ -62,9 +59,18 @@ def _oneshot_compute(
     centroids = torch.nn.functional.normalize(normalised_support[support].mean(dim=2), dim=-1)  # ep, C, dims
     similarity = normalised_query[query] @ centroids.transpose(1, 2)  # episodes, queries, classes
     truth = torch.arange(similarity.shape[1], device=similarity.device)
-    ranking = similarity.argsort(dim=-1, descending=True)
-    correct_rank = (ranking == truth[None, :, None]).float().argmax(dim=-1)  # episodes, queries
+    correct_rank = true_class_rank(similarity, truth.expand(similarity.shape[:2]))  # episodes, queries
     return {k: (correct_rank < k).double().mean(dim=1) for k in top_k}
+
+
+def true_class_rank(scores: Tensor, truth: Tensor) -> Tensor:
+    """0-based rank of the true class among each row's scores (..., classes): top-k iff rank < k.
+
+    >>> true_class_rank(torch.tensor([[0.1, 0.7, 0.2], [0.5, 0.2, 0.3]]), torch.tensor([2, 0])).tolist()
+    [1, 0]
+    """
+    ranking = scores.argsort(dim=-1, descending=True)
+    return (ranking == truth.unsqueeze(-1)).float().argmax(dim=-1)
 
 
 class OneShotAccuracy(Metric):
@@ -90,7 +96,6 @@ class OneShotAccuracy(Metric):
 
     index: list[Tensor]
     label: list[Tensor]
-    full: list[Tensor]
 
     def __init__(
         self,
@@ -105,25 +110,21 @@ class OneShotAccuracy(Metric):
             raise ValueError(f"need episodes >= 1, shots >= 1, top_k >= 1; got {episodes}, {shots}, {top_k}")
         self.variants = tuple(variants)
         self.episodes, self.shots, self.seed, self.top_k = episodes, shots, seed, tuple(top_k)
-        for state in ("index", "label", "full", *map(module_key, self.variants)):
-            self.add_state(state, [], dist_reduce_fx="cat")
+        add_row_states(self, ("index", "label", "full", *self.variants))
 
     def update(self, full: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         if not full.shape[0] == labels.shape[0] == indices.shape[0]:
             raise ValueError(
                 f"{full.shape[0]} features, {labels.shape[0]} labels, {indices.shape[0]} indices"
             )
-        self.index.append(indices.long())
-        self.label.append(labels.long())
-        self.full.append(full.float())
-        for variant in self.variants:
-            self._rows(variant).append(queries[variant].float())
+        append_rows(self, {"index": indices.long(), "label": labels.long(), "full": full.float()})
+        append_rows(self, {variant: queries[variant].float() for variant in self.variants})
 
     def compute(self) -> dict[str, object]:
         if is_empty(self.index):
             raise ValueError("one-shot accuracy needs labelled images; none were seen")
-        keep = first_of_each_index(dim_zero_cat(self.index))
-        labels = dim_zero_cat(self.label)[keep]
+        rows = gathered_rows(self, ("label", "full", *self.variants))
+        labels, full = rows["label"], rows["full"]
         classes, support, query, skipped = sample_episodes(
             labels.cpu().numpy(), self.episodes, self.shots, self.seed
         )
@@ -132,18 +133,13 @@ class OneShotAccuracy(Metric):
             raise ValueError(
                 f"one-shot accuracy needs 2 classes with {self.shots + 1}+ images, got {len(classes)}"
             )
-        full = dim_zero_cat(self.full)[keep]
         support_rows, query_rows = (
             torch.from_numpy(support).to(full.device),
             torch.from_numpy(query).to(full.device),
         )
         for variant in self.variants:
-            queries = dim_zero_cat(self._rows(variant))[keep]
-            accuracy = _oneshot_compute(full, queries, support_rows, query_rows, self.top_k)
+            accuracy = _oneshot_compute(full, rows[variant], support_rows, query_rows, self.top_k)
             results[variant] = {
                 k: (acc.mean().cpu(), acc.std(correction=0).cpu()) for k, acc in accuracy.items()
             }
         return results
-
-    def _rows(self, variant: str) -> list[Tensor]:
-        return cast(list[Tensor], getattr(self, module_key(variant)))

@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import cast
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
-from torchmetrics.utilities import dim_zero_cat
 
-from probes.base import module_key
-from probes.features import first_of_each_index, is_empty
+from probes.features import add_row_states, append_rows, gathered_rows, is_empty
+from probes.oneshot import true_class_rank
 
 
 def is_train_image(indices: Tensor, seed: int, train_fraction: float) -> Tensor:
@@ -121,8 +119,7 @@ class RidgeAccuracy(Metric):
         self.add_state("sum_x", zeros(dims), dist_reduce_fx="sum")
         self.add_state("xx", zeros(dims, dims), dist_reduce_fx="sum")
         self.add_state("xy", zeros(dims, num_classes), dist_reduce_fx="sum")
-        for state in ("index", "label", *map(module_key, self.variants)):
-            self.add_state(state, [], dist_reduce_fx="cat")
+        add_row_states(self, ("index", "label", *self.variants))
 
     def update(self, full: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
@@ -135,10 +132,8 @@ class RidgeAccuracy(Metric):
         self.sum_x += sum_x
         self.xx += xx
         self.xy += xy
-        self.index.append(indices[~train].long())
-        self.label.append(labels[~train].long())
-        for variant in self.variants:
-            self._rows(variant).append(queries[variant][~train].float())
+        append_rows(self, {"index": indices[~train].long(), "label": labels[~train].long()})
+        append_rows(self, {variant: queries[variant][~train].float() for variant in self.variants})
 
     def compute(self) -> dict[str, object]:
         train_images = int(self.class_counts.sum())
@@ -147,15 +142,14 @@ class RidgeAccuracy(Metric):
         weight, bias, alpha = _ridge_solve(
             self.class_counts, self.sum_x, self.xx, self.xy, self.relative_alpha
         )
-        keep = first_of_each_index(dim_zero_cat(self.index))
-        labels = dim_zero_cat(self.label)[keep]
-        results: dict[str, object] = {"train_images": train_images, "test_images": len(keep), "alpha": alpha}
+        rows = gathered_rows(self, ("label", *self.variants))
+        labels = rows["label"]
+        results: dict[str, object] = {
+            "train_images": train_images,
+            "test_images": len(labels),
+            "alpha": alpha,
+        }
         for variant in self.variants:
-            scores = dim_zero_cat(self._rows(variant))[keep].double() @ weight + bias
-            ranking = scores.argsort(dim=-1, descending=True)
-            rank = (ranking == labels[:, None]).float().argmax(dim=-1)
+            rank = true_class_rank(rows[variant].double() @ weight + bias, labels)
             results[variant] = {k: (rank < k).double().mean().cpu() for k in self.top_k}
         return results
-
-    def _rows(self, variant: str) -> list[Tensor]:
-        return cast(list[Tensor], getattr(self, module_key(variant)))
