@@ -23,7 +23,7 @@ from safetensors.torch import load_file, save_file
 from harness import BackboneInfo, HarnessError
 from harness.cli import add_input_arguments, add_trainer_arguments, load_inputs, make_trainer, run_main
 from harness.module import HarnessModule, all_feature_names
-from probes import PROBES, ProbeContext, build_probes, parse_probe_names
+from probes import PROBES, Probe, ProbeContext, build_probes, parse_probe_names
 from probes.figures import run_figures
 from probes.replay import replay_features
 
@@ -70,6 +70,20 @@ def check_output_dir(output: Path, overwrite: bool) -> None:
         )
 
 
+def run_probes(
+    args: argparse.Namespace, info: BackboneInfo, class_names: tuple[str, ...], resolution: int
+) -> tuple[list[str], dict[str, Probe]]:
+    """The probes `--probe` names, built for this backbone, data and resolution."""
+    names = parse_probe_names(args.probe, labelled=bool(class_names))
+    context = ProbeContext(info, class_names, resolution, args.seed, args.episodes, args.shots, args.head)
+    return names, build_probes(names, context)
+
+
+def run_logger(output: Path) -> TensorBoardLogger:
+    """The TensorBoard run of a run folder (DIR/tensorboard; several folders overlay)."""
+    return TensorBoardLogger(save_dir=output, name=TENSORBOARD_DIR, version="", default_hp_metric=False)
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     """Evaluate as `args` say; return (on every rank) what results.json holds."""
     check_output_dir(args.output, args.overwrite)
@@ -77,16 +91,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         return run_from_features(args)
     parse_probe_names(args.probe)  # fail on a typo before loading anything
     backbone, datamodule = load_inputs(args)
-    class_names = datamodule.images.class_names
-    probe_names = parse_probe_names(args.probe, labelled=bool(class_names))
-    context = ProbeContext(
-        backbone.info, class_names, args.resolution, args.seed, args.episodes, args.shots, args.head
-    )
+    probe_names, probes = run_probes(args, backbone.info, datamodule.images.class_names, args.resolution)
     features = all_feature_names(backbone) if args.save_features else ()
-    module = HarnessModule(backbone, build_probes(probe_names, context), feature_names=features)
-    logger = TensorBoardLogger(
-        save_dir=args.output, name=TENSORBOARD_DIR, version="", default_hp_metric=False
-    )
+    module = HarnessModule(backbone, probes, feature_names=features)
+    logger = run_logger(args.output)
     trainer = make_trainer(args, logger)
     started = time.perf_counter()
     trainer.test(module, datamodule=datamodule, verbose=False)
@@ -129,13 +137,9 @@ def run_from_features(args: argparse.Namespace) -> dict[str, Any]:
     if args.backbone is not None and args.backbone not in (info.name, info.identity):
         raise HarnessError(f"{source} holds features of {info.name!r}, not {args.backbone!r}")
     class_names = tuple(earlier["data"].get("class_names", ()))
-    probe_names = parse_probe_names(args.probe, labelled=bool(class_names))
-    context = ProbeContext(
-        info, class_names, earlier["data"]["resolution"], args.seed, args.episodes, args.shots, args.head
-    )
+    probe_names, probes = run_probes(args, info, class_names, earlier["data"]["resolution"])
     started = time.perf_counter()
-    features = load_file(str(source / FEATURES_FILE))
-    results = replay_features(build_probes(probe_names, context), features)
+    results = replay_features(probes, load_file(str(source / FEATURES_FILE)))
     summary = {
         "backbone": earlier["backbone"],
         "data": {**earlier["data"], "from_features": str(source.resolve())},
@@ -146,10 +150,7 @@ def run_from_features(args: argparse.Namespace) -> dict[str, Any]:
         },
         "results": results,
     }
-    logger = TensorBoardLogger(
-        save_dir=args.output, name=TENSORBOARD_DIR, version="", default_hp_metric=False
-    )
-    write_outputs(args.output, summary, None, logger)
+    write_outputs(args.output, summary, None, run_logger(args.output))
     return summary
 
 

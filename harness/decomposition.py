@@ -139,9 +139,8 @@ def group_partial_sums(weights: Tensor, values: Tensor, layout: TokenLayout) -> 
     sums = {}
     for group in GROUPS:
         span = layout.slice(group)
-        sums[group] = (weights[:, :, span].unsqueeze(2) @ values[:, :, span]).squeeze(
-            2
-        )  # batch, heads, head_dim
+        group_weights = weights[:, :, span].unsqueeze(2)  # batch, heads, 1, group tokens
+        sums[group] = (group_weights @ values[:, :, span]).squeeze(2)  # batch, heads, head_dim
     return sums
 
 
