@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import torch
+from torch import Tensor
 from torchvision import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -30,3 +32,10 @@ def evaluation_transform(resolution: int = DEFAULT_RESOLUTION) -> transforms.Com
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
     )
+
+
+def to_uint8_image(pixels: Tensor) -> Tensor:
+    """Normalised (..., 3, H, W) pixels back to uint8 RGB, the inverse of the transform's last two steps."""
+    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
+    return (pixels.float() * std + mean).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)

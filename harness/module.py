@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -14,7 +15,7 @@ from torchmetrics import MaxMetric
 
 from harness.backbone import DecomposingBackbone
 from harness.decomposition import HIDDEN_CLS_COSINE, PENULTIMATE, split_names, variant_names
-from probes.base import Probe
+from probes.base import PIXELS, Probe
 from probes.features import EvaluatedImages, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -24,6 +25,7 @@ class HarnessModule(L.LightningModule):
     """Runs the backbone once per test batch and hands its `Decomposition` to every probe.
 
     After `trainer.test`, on every rank: `results` (probe name -> value, DESIGN.md names),
+    `arrays` (the probes' non-scalar results: histograms, per-image values, gallery images),
     `num_images` (distinct dataset indices evaluated), `skipped` (index, reason) of unreadable
     images, `max_pooler_error`, and `features` (index, label and `feature_names` per image, in
     index order) when `feature_names` is not empty.
@@ -44,6 +46,7 @@ class HarnessModule(L.LightningModule):
         self.pooler_error = MaxMetric()
         self.features_store = FeatureStore(feature_names) if feature_names else None
         self.results: dict[str, float] = {}
+        self.arrays: dict[str, Tensor] = {}
         self.features: dict[str, Tensor] | None = None
         self.num_images = 0
         self.num_repeated = 0
@@ -58,8 +61,9 @@ class HarnessModule(L.LightningModule):
         decomposition = self.backbone(batch["pixels"])
         self.images.update(batch["index"])
         self.pooler_error.update(decomposition.pooler_error)
+        inputs = ChainMap({PIXELS: batch["pixels"]}, decomposition)
         for probe in self._probes():
-            probe.update(decomposition, batch["label"], batch["index"])
+            probe.update(inputs, batch["label"], batch["index"])
         if self.features_store is not None:
             self.features_store.update(decomposition, batch["label"], batch["index"])
 
@@ -70,13 +74,14 @@ class HarnessModule(L.LightningModule):
             distinct, repeated = self.images.compute()
         self.num_images, self.num_repeated = int(distinct), int(repeated)
         self.skipped = sorted(_gather_objects(self._local_skipped))
-        self.results = {}
+        self.results, self.arrays = {}, {}
         if not self.num_images:  # the same on every rank: the count is synchronised
             log.warning("no image could be evaluated (%d skipped); no probe results", len(self.skipped))
             return
         self.max_pooler_error = float(self.pooler_error.compute())
         for probe in self._probes():
             self.results.update(probe.compute())
+            self.arrays.update({name: array.cpu() for name, array in probe.arrays().items()})
         if self.features_store is not None:
             self.features = {name: t.cpu() for name, t in self.features_store.compute().items()}
 

@@ -8,6 +8,9 @@ from collections.abc import Mapping
 from torch import Tensor, nn
 from torchmetrics import Metric
 
+PIXELS = "pixels"
+"""The batch's normalised images (batch, 3, H, W), next to the decomposition's names."""
+
 
 class Probe(nn.Module, ABC):
     """Consumes decompositions batch by batch; `compute` gives results under DESIGN.md names.
@@ -18,14 +21,25 @@ class Probe(nn.Module, ABC):
 
     name: str
     needs_labels: bool = False
+    needs_pixels: bool = False
+    """True for probes that read the batch's images (`PIXELS` in the mapping `update` gets); they
+    cannot be re-run from saved features."""
 
     @abstractmethod
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        """Add one batch: its decomposition, labels (-1 when unlabelled) and dataset indices."""
+        """Add one batch: its decomposition, labels (-1 when unlabelled) and dataset indices.
+
+        The decomposition mapping also holds `PIXELS`, the batch's normalised images, when the
+        backbone ran (not when features are replayed)."""
 
     @abstractmethod
     def compute(self) -> dict[str, float]:
         """Results of everything seen, synchronised across ranks, keyed by DESIGN.md names."""
+
+    def arrays(self) -> dict[str, Tensor]:
+        """Non-scalar results (histograms, per-image values, gallery images), synchronised like
+        `compute` and called after it; none by default."""
+        return {}
 
     def reset(self) -> None:
         """Forget everything seen."""

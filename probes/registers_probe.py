@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -25,7 +26,8 @@ class HighNormToken(Metric):
     - `pairwise_cosine`: mean cosine similarity of the token's state over all pairs of distinct
       images, (||sum of unit states||^2 - n) / (n (n - 1)) (the paper: 0.9989 for ViT-g/14-reg);
     - `top_dims_before`, `top_dims_after`: mean |activation| over the `top_dims` dimensions of
-      largest |mean state|, before and after norm1.
+      largest |mean state|, before and after norm1;
+    - `top_token_counts`: (num_tokens,) how many images have their token at each position.
 
     Args:
         hidden_size: width of the states.
@@ -77,7 +79,7 @@ class HighNormToken(Metric):
         self.norm_sum += norm.double().sum()
         self.other_norm_sum += other_norm.double().sum()
 
-    def compute(self) -> dict[str, float]:
+    def compute(self) -> dict[str, float | Tensor]:
         n = self.n
         if n < 2:
             raise ValueError(f"the registers probe needs at least 2 images, got {int(n)}")
@@ -94,12 +96,15 @@ class HighNormToken(Metric):
             "pairwise_cosine": ((self.unit_sum.square().sum() - n) / (n * (n - 1))).item(),
             "top_dims_before": mean_state[dims].abs().mean().item(),
             "top_dims_after": mean_norm1[dims].abs().mean().item(),
+            "top_token_counts": self.positions.clone(),
         }
 
 
 class RegistersProbe(Probe):
     """Results: `registers/{top_in_registers, top_token, top_token_share, top_norm, other_norm,
-    norm_ratio, pairwise_cosine, top_dims_before, top_dims_after}` (see `HighNormToken`)."""
+    norm_ratio, pairwise_cosine, top_dims_before, top_dims_after}` (see `HighNormToken`).
+
+    Arrays: `registers/top_token_counts`, images per position of the highest-norm token."""
 
     name = "registers"
 
@@ -111,4 +116,11 @@ class RegistersProbe(Probe):
         self.metric.update(*(decomposition[name] for name in PENULTIMATE))
 
     def compute(self) -> dict[str, float]:
-        return {f"registers/{key}": float(value) for key, value in self.metric.compute().items()}
+        return {
+            f"registers/{key}": float(value)
+            for key, value in self.metric.compute().items()
+            if not isinstance(value, Tensor)
+        }
+
+    def arrays(self) -> dict[str, Tensor]:
+        return {"registers/top_token_counts": cast(Tensor, self.metric.compute()["top_token_counts"])}

@@ -13,6 +13,7 @@ from probes.base import Probe
 from probes.cka_probe import ESTIMATORS, CKAProbe
 from probes.layerwise_probe import LayerwiseProbe
 from probes.linear_head import LinearHead
+from probes.maps_probe import MapsProbe
 from probes.norms_probe import NormsProbe
 from probes.registers_probe import RegistersProbe
 from probes.split_probe import SplitProbe
@@ -72,6 +73,7 @@ PROBES: dict[str, Callable[[ProbeContext], Probe]] = {
     ),
     "norms": lambda context: NormsProbe(variant_names(context.info.num_registers)),
     "layerwise": lambda context: LayerwiseProbe(context.info.num_layers),
+    "maps": lambda context: MapsProbe(),
     "oneshot": lambda context: OneShotProbe(
         context.output_variants, context.episodes, context.shots, context.seed
     ),
@@ -81,6 +83,8 @@ PROBES: dict[str, Callable[[ProbeContext], Probe]] = {
 
 LABELLED_PROBES = frozenset({"oneshot", "linear"})
 """Probes that need class labels."""
+PIXEL_PROBES = frozenset({"maps"})
+"""Probes that read the images themselves: they cannot be re-run from saved features."""
 
 
 def parse_probe_names(text: str, labelled: bool | None = None) -> list[str]:

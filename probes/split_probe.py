@@ -1,4 +1,4 @@
-"""Split probe (paper Fig 2a): mean and std of the per-image [CLS] attention split."""
+"""Split probe (paper Fig 2a): mean, std and histogram of the per-image [CLS] attention split."""
 
 from __future__ import annotations
 
@@ -11,7 +11,10 @@ from probes.split import AttentionSplit
 
 
 class SplitProbe(Probe):
-    """Results: `split/{cls,register,patch,register_vs_patch}/{mean,std}` over images."""
+    """Results: `split/{cls,register,patch,register_vs_patch}/{mean,std}` over images.
+
+    Arrays: `split/{group}/histogram` (image counts per bin) and `split/bin_edges`.
+    """
 
     name = "split"
 
@@ -26,7 +29,11 @@ class SplitProbe(Probe):
 
     def compute(self) -> dict[str, float]:
         results = {}
-        for group, (mean, std) in self.metric.compute().items():
-            results[f"split/{group}/mean"] = mean.item()
-            results[f"split/{group}/std"] = std.item()
+        for group, stats in self.metric.compute().items():
+            results[f"split/{group}/mean"] = stats.mean.item()
+            results[f"split/{group}/std"] = stats.std.item()
         return results
+
+    def arrays(self) -> dict[str, Tensor]:
+        arrays = {f"split/{group}/histogram": stats.counts for group, stats in self.metric.compute().items()}
+        return {**arrays, "split/bin_edges": self.metric.bin_edges}

@@ -58,6 +58,9 @@ def test_registers_probe_equals_numpy_on_hf_hidden_states(registers: int, swiglu
     results = probe.compute()
     for key, value in expected.items():
         assert results[f"registers/{key}"] == pytest.approx(value, rel=1e-5, abs=1e-6), key
+    top = np.linalg.norm(penultimate[:, 1:], axis=2).argmax(1) + 1
+    counts = probe.arrays()["registers/top_token_counts"]
+    assert counts.tolist() == np.bincount(top, minlength=num_tokens).tolist()
 
 
 def test_high_norm_token_everywhere() -> None:

@@ -1,0 +1,77 @@
+"""Maps probe (paper Fig 4): attention maps and, per image, how faithful they are to the output."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from datamodules.transforms import to_uint8_image
+from harness.decomposition import ATTENTION_MAP
+from probes.base import PIXELS, Probe
+from probes.faithfulness import Faithfulness
+
+READOUTS = ("attention", "output")
+"""Cosines are measured at both readouts; the gallery ranks images by the first."""
+
+
+def summarise(cosine: Tensor) -> dict[str, float]:
+    """Mean, std (ddof 0), median (numpy's), min, max and share of negative values of per-image cosines."""
+    return {
+        "mean": cosine.mean().item(),
+        "std": cosine.std(correction=0).item() if cosine.numel() > 1 else 0.0,
+        "median": torch.quantile(cosine, 0.5).item(),
+        "min": cosine.min().item(),
+        "max": cosine.max().item(),
+        "negative_share": (cosine < 0).double().mean().item(),
+    }
+
+
+class MapsProbe(Probe):
+    """Cosine between `{readout}/patch` and `{readout}/full` per image, and the maps of the extremes.
+
+    Results: `maps/{attention,output}/patch/{mean,std,median,min,max,negative_share}` over images.
+    Arrays: `maps/index` with `maps/{attention,output}/patch` (one cosine per image, index order),
+    and the gallery ranked by `attention/patch`: `maps/gallery/{index,cosine,map,image}` (least
+    faithful first, ascending, then most faithful, descending) and `maps/gallery/least` (how many
+    rows are least faithful).
+
+    Args:
+        gallery_size: least and most faithful images kept for the gallery.
+    """
+
+    name = "maps"
+    needs_pixels = True
+
+    def __init__(self, gallery_size: int = 6) -> None:
+        super().__init__()
+        self.metric = Faithfulness(gallery_size)
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        ranking, other = (
+            (decomposition[f"{readout}/full"], decomposition[f"{readout}/patch"]) for readout in READOUTS
+        )
+        images = to_uint8_image(decomposition[PIXELS])
+        self.metric.update(*ranking, *other, decomposition[ATTENTION_MAP], images, indices)
+
+    def compute(self) -> dict[str, float]:
+        rows, _ = self.metric.compute()
+        results = {}
+        for readout, column in zip(READOUTS, ("cosine", "other_cosine"), strict=True):
+            for stat, value in summarise(rows[column]).items():
+                results[f"maps/{readout}/patch/{stat}"] = value
+        return results
+
+    def arrays(self) -> dict[str, Tensor]:
+        rows, gallery = self.metric.compute()
+        return {
+            "maps/index": rows["index"],
+            "maps/attention/patch": rows["cosine"],
+            "maps/output/patch": rows["other_cosine"],
+            "maps/gallery/index": gallery.indices,
+            "maps/gallery/cosine": gallery.cosines,
+            "maps/gallery/map": gallery.maps,
+            "maps/gallery/image": gallery.images,
+            "maps/gallery/least": torch.tensor(gallery.least),
+        }
