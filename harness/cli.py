@@ -19,9 +19,14 @@ from harness.errors import HarnessError
 from harness.loading import load_backbone
 
 
-def add_input_arguments(parser: argparse.ArgumentParser) -> None:
-    """--backbone and the data options."""
-    parser.add_argument("--backbone", help="torch.hub name, HF id, local folder, .pth, or random:<arch>")
+def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool = False) -> None:
+    """--backbone (one, or with `several_backbones` one or more) and the data options."""
+    parser.add_argument(
+        "--backbone",
+        nargs="+" if several_backbones else None,
+        help="torch.hub name, HF id, local folder, .pth, or random:<arch>"
+        + (" (several: one run each, then their comparison)" if several_backbones else ""),
+    )
     parser.add_argument(
         "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
     )

@@ -1,8 +1,7 @@
-"""One figure per probe, drawn from the results of a run, reading like the paper's panels.
+"""One figure per probe, drawn from a finished run, reading like the paper's panels.
 
-Each function takes the run's results (DESIGN.md names -> numbers) and the backbone's name and
-returns a matplotlib Figure, or None when the run has no results for that probe.
-`run_figures` gives all of them by file name.
+Each function takes a `Run` (results, arrays, backbone) and returns a matplotlib Figure, or
+None when the run has no results for that probe. `run_figures` gives all of them by file name.
 """
 
 from __future__ import annotations
@@ -14,64 +13,224 @@ import matplotlib
 
 matplotlib.use("Agg")  # files only: no display is ever needed
 import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from probes.runs import Run
+
 Results = Mapping[str, float]
-_GROUP_COLOURS = {"cls": "#7f7f7f", "register": "#d62728", "patch": "#1f77b4"}
+GROUP_COLOURS = {"cls": "#7f7f7f", "register": "#d62728", "patch": "#1f77b4", "register_vs_patch": "#9467bd"}
+GROUP_LABELS = {
+    "cls": "[CLS]", "register": "registers", "patch": "patches",
+    "register_vs_patch": "registers / (registers + patches)",
+}  # fmt: skip
 
 
-def split_figure(results: Results, backbone: str) -> Figure | None:
-    """Fig 2a: mean share of the last-layer [CLS] attention on [CLS], registers and patches."""
+def run_title(run: Run) -> str:
+    """The backbone and the number of images, for every figure's title."""
+    return f"{run.backbone}, {run.num_images} images"
+
+
+def split_figure(run: Run) -> Figure | None:
+    """Fig 2a: the last-layer [CLS] attention split: mean share per group, distribution over images."""
+    results = run.results
     groups = [g for g in ("cls", "register", "patch") if f"split/{g}/mean" in results]
     if not groups:
         return None
-    figure, axis = plt.subplots(figsize=(4.5, 3.5))
+    histograms = "split/bin_edges" in run.arrays
+    figure, axes = plt.subplots(
+        1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
+    )
+    axis = axes[0, 0]
     means = [results[f"split/{g}/mean"] for g in groups]
     stds = [results[f"split/{g}/std"] for g in groups]
-    axis.bar(groups, means, yerr=stds, capsize=4, color=[_GROUP_COLOURS[g] for g in groups])
+    axis.bar(
+        [GROUP_LABELS[g] for g in groups],
+        means,
+        yerr=stds,
+        capsize=4,
+        color=[GROUP_COLOURS[g] for g in groups],
+    )
     axis.set_ylim(0, 1)
-    axis.set_ylabel("share of [CLS] attention")
+    axis.set_ylabel("share of [CLS] attention (mean ± std)")
     two_way = results.get("split/register_vs_patch/mean", float("nan"))
-    axis.set_title(
-        f"Last-layer [CLS] attention (mean ± std over images)\n{backbone}; "
-        f"registers / (registers + patches) = {two_way:.3f}",
+    axis.set_title(f"mean over images; registers / (registers + patches) = {two_way:.3f}", fontsize=9)
+    if histograms:
+        _split_histograms(axes[0, 1], run)
+    figure.suptitle(f"Last-layer [CLS] attention split (Fig 2a)\n{run_title(run)}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _split_histograms(axis: Axes, run: Run) -> None:
+    """Share of images per bin of each group's attention share (registers only when the model has them)."""
+    edges = run.arrays["split/bin_edges"].numpy()
+    registers = run.summary["backbone"]["num_registers"] > 0
+    groups = ["cls", "patch", *(["register", "register_vs_patch"] if registers else [])]
+    for group in groups:
+        counts = run.arrays[f"split/{group}/histogram"].numpy()
+        style = "--" if group == "register_vs_patch" else "-"
+        share = counts / max(counts.sum(), 1)
+        axis.stairs(share, edges, color=GROUP_COLOURS[group], label=GROUP_LABELS[group], linestyle=style)
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("share of [CLS] attention in one image")
+    axis.set_ylabel("share of images")
+    axis.set_title("distribution over images", fontsize=9)
+    axis.legend(fontsize=7)
+
+
+def registers_figure(run: Run) -> Figure | None:
+    """Fig 2b: where the highest-norm token of the penultimate layer sits, and its top dimensions before
+    and after norm1."""
+    results = run.results
+    if "registers/top_norm" not in results:
+        return None
+    figure, (where, dims) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+    counts = run.arrays.get("registers/top_token_counts")
+    if counts is not None:
+        labels, shares = _top_positions(run, counts.numpy())
+        where.bar(
+            range(len(labels)),
+            shares,
+            color=["#d62728" if s.startswith("reg") else "#1f77b4" for s in labels],
+        )
+        where.set_xticks(range(len(labels)), labels, rotation=40, ha="right", fontsize=8)
+    where.set_ylim(0, 1)
+    where.set_ylabel("share of images")
+    where.set_title(
+        f"which token has the highest norm (in registers: {results['registers/top_in_registers']:.2f});\n"
+        f"its norm / mean norm of the others = {results['registers/norm_ratio']:.2f}",
+        fontsize=9,
+    )
+    before, after = results["registers/top_dims_before"], results["registers/top_dims_after"]
+    dims.bar(["before norm1", "after norm1"], [before, after], color=["#d62728", "#ff9896"])
+    if min(before, after) > 0 and max(before, after) / min(before, after) > 20:
+        dims.set_yscale("log")
+    dims.set_ylabel("mean |activation|, top-100 dims")
+    dims.set_title(
+        f"mean pairwise cosine of the token across images = {results['registers/pairwise_cosine']:.4f}",
+        fontsize=9,
+    )
+    figure.suptitle(f"Highest-norm token of the penultimate layer (Fig 2b)\n{run_title(run)}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _top_positions(run: Run, counts: np.ndarray, shown: int = 8) -> tuple[list[str], list[float]]:
+    """Labels and image shares of the most frequent positions (registers by number, patches by row and
+    column), the rest summed as "other"."""
+    registers = run.summary["backbone"]["num_registers"]
+    columns = run.summary["data"]["resolution"] // run.summary["backbone"]["patch_size"]
+    order = [int(p) for p in np.argsort(-counts, kind="stable") if counts[p] > 0]
+    total = max(counts.sum(), 1)
+    labels, shares = [], []
+    for position in order[:shown]:
+        row, column = divmod(position - 1 - registers, columns)
+        labels.append(f"reg {position}" if position <= registers else f"patch ({row}, {column})")
+        shares.append(counts[position] / total)
+    if len(order) > shown:
+        labels.append(f"{len(order) - shown} other tokens")
+        shares.append(counts[order[shown:]].sum() / total)
+    return labels, shares
+
+
+def maps_figure(run: Run) -> Figure | None:
+    """Fig 4: attention maps of the least and most faithful images, with each image's cosine."""
+    if "maps/gallery/image" not in run.arrays:
+        return None
+    images, maps = run.arrays["maps/gallery/image"].numpy(), run.arrays["maps/gallery/map"].numpy()
+    indices, cosines = run.arrays["maps/gallery/index"].tolist(), run.arrays["maps/gallery/cosine"].tolist()
+    least = int(run.arrays["maps/gallery/least"])
+    rows = [("least faithful", range(least)), ("most faithful", range(least, len(indices)))]
+    columns = max(least, len(indices) - least)
+    figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.0), squeeze=False)
+    for row, (label, members) in enumerate(rows):
+        for column in range(columns):
+            axis = axes[row, column]
+            axis.set_xticks([])
+            axis.set_yticks([])
+            if column >= len(members):
+                axis.axis("off")
+                continue
+            i = members[column]
+            height, width = images[i].shape[1:]
+            attention = maps[i] - maps[i].min()
+            axis.imshow(images[i].transpose(1, 2, 0))
+            axis.imshow(attention / max(attention.max(), 1e-12), cmap="inferno", alpha=0.55,
+                        extent=(0, width, height, 0), interpolation="bilinear")  # fmt: skip
+            axis.set_title(f"image {indices[i]}\ncos = {cosines[i]:+.3f}", fontsize=8)
+            if column == 0:
+                axis.set_ylabel(label, fontsize=9)
+    figure.suptitle(
+        "Last-layer [CLS] attention over patches (mean over heads, per-image colour scale) (Fig 4)\n"
+        f"cos = cosine of attention/patch to attention/full; {run_title(run)}",
         fontsize=9,
     )
     figure.tight_layout()
     return figure
 
 
-def _variant_bars(results: Results, pattern: str, title: str, ylabel: str, backbone: str) -> Figure | None:
-    """Grouped bars of `{prefix}/{readout}/{variant}` results, one group per readout."""
-    found: dict[str, dict[str, float]] = {}
-    for name, value in results.items():
-        match = re.fullmatch(pattern, name)
-        if match:
-            found.setdefault(match.group("readout"), {})[match.group("variant")] = value
-    if not found:
+def faithfulness_figure(run: Run) -> Figure | None:
+    """Fig 4 over the whole run: distribution of the per-image cosine between patch-only and full output."""
+    if "maps/attention/patch" not in run.arrays:
         return None
-    readouts = sorted(found)
-    figure, axes = plt.subplots(1, len(readouts), figsize=(4.5 * len(readouts), 3.6), squeeze=False)
-    for axis, readout in zip(axes[0], readouts, strict=True):
-        variants = list(found[readout])
-        axis.bar(range(len(variants)), [found[readout][v] for v in variants], color="#4c72b0")
-        axis.set_xticks(range(len(variants)), variants, rotation=40, ha="right", fontsize=8)
-        axis.set_title(f"{readout} readout", fontsize=9)
-        axis.set_ylabel(ylabel)
-    figure.suptitle(f"{title}\n{backbone}", fontsize=10)
+    figure, axis = plt.subplots(figsize=(5.5, 3.6))
+    bins = np.linspace(-1, 1, 41).tolist()
+    for readout, colour in (("attention", "#1f77b4"), ("output", "#ff7f0e")):
+        cosine = run.arrays[f"maps/{readout}/patch"].numpy()
+        mean = run.results[f"maps/{readout}/patch/mean"]
+        axis.hist(cosine, bins=bins, weights=np.full(len(cosine), 1 / len(cosine)), histtype="step",
+                  linewidth=1.5, color=colour, label=f"{readout} readout (mean {mean:+.3f})")  # fmt: skip
+    axis.axvline(0, color="black", linewidth=0.6)
+    axis.set_xlim(-1, 1)
+    axis.set_xlabel("cosine of patch-only to full [CLS] output, per image")
+    axis.set_ylabel("share of images")
+    axis.legend(fontsize=8)
+    axis.set_title(f"How faithful are the attention maps? (Fig 4)\n{run_title(run)}", fontsize=10)
     figure.tight_layout()
     return figure
 
 
-def cka_figure(results: Results, backbone: str) -> Figure | None:
+def variant_values(results: Results, pattern: str) -> dict[str, dict[str, tuple[float, float]]]:
+    """readout -> variant -> (value, std) of every result matching `pattern` (groups `readout` and
+    `variant`); std from `NAME/std` or `NAME_std`, NaN when the probe gives none."""
+    found: dict[str, dict[str, tuple[float, float]]] = {}
+    for name, value in results.items():
+        match = re.fullmatch(pattern, name)
+        if match:
+            std = results.get(f"{name}/std", results.get(f"{name}_std", float("nan")))
+            found.setdefault(match.group("readout"), {})[match.group("variant")] = (value, std)
+    return found
+
+
+def _variant_bars(run: Run, pattern: str, title: str, ylabel: str) -> Figure | None:
+    """Bars of `{prefix}/{readout}/{variant}` results (± std where there is one), a panel per readout."""
+    found = variant_values(run.results, pattern)
+    if not found:
+        return None
+    readouts = sorted(found)
+    figure, axes = plt.subplots(1, len(readouts), figsize=(4.5 * len(readouts), 3.8), squeeze=False)
+    for axis, readout in zip(axes[0], readouts, strict=True):
+        variants = list(found[readout])
+        values, stds = zip(*found[readout].values(), strict=True)
+        axis.bar(range(len(variants)), values, yerr=np.nan_to_num(stds), capsize=3, color="#4c72b0")
+        axis.set_xticks(range(len(variants)), variants, rotation=40, ha="right", fontsize=8)
+        axis.set_title(f"{readout} readout", fontsize=9)
+        axis.set_ylabel(ylabel)
+    figure.suptitle(f"{title}\n{run_title(run)}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def cka_figure(run: Run) -> Figure | None:
     """Fig 3a / 6: linear CKA of the full output with each variant."""
     figure = _variant_bars(
-        results,
+        run,
         r"cka/(?P<readout>\w+)/(?P<variant>\w+)",
-        "Linear CKA with the full [CLS] output",
+        "Linear CKA with the full [CLS] output (Fig 3a, 6)",
         "CKA",
-        backbone,
     )
     if figure is not None:
         for axis in figure.axes:
@@ -79,58 +238,72 @@ def cka_figure(results: Results, backbone: str) -> Figure | None:
     return figure
 
 
-def oneshot_figure(results: Results, backbone: str) -> Figure | None:
-    """Fig 3b: one-shot top-5 accuracy of each variant against centroids of the full output.
+def oneshot_k(results: Results) -> int:
+    """5 (the paper's top-5), or 1 when there are 5 classes or fewer and top-5 is always 1."""
+    return 5 if results.get("oneshot/classes", 0) > 5 else 1
 
-    With 5 classes or fewer top-5 is always 1, so the figure shows top-1 instead.
-    """
-    classes = int(results.get("oneshot/classes", 0))
-    k = 5 if classes > 5 else 1
-    return _variant_bars(
-        results,
+
+def oneshot_figure(run: Run) -> Figure | None:
+    """Fig 3b: one-shot accuracy of each variant against centroids of the full output."""
+    classes, k = int(run.results.get("oneshot/classes", 0)), oneshot_k(run.results)
+    figure = _variant_bars(
+        run,
         rf"oneshot/(?P<readout>\w+)/(?P<variant>\w+)/top{k}",
-        f"One-shot top-{k} accuracy ({classes} classes, mean over episodes)",
+        f"One-shot top-{k} accuracy, {classes} classes (mean ± std over episodes) (Fig 3b)",
         f"top-{k} accuracy",
-        backbone,
     )
+    if figure is not None:
+        for axis in figure.axes:
+            axis.set_ylim(0, 1.05)
+            axis.axhline(min(k / max(classes, 1), 1.0), color="grey", linestyle=":", linewidth=1)
+    return figure
 
 
-def norms_figure(results: Results, backbone: str) -> Figure | None:
-    """Fig 5a: L2 norm of each contribution (attention readout: patch, register, cls against skip)."""
+def norms_figure(run: Run) -> Figure | None:
+    """Fig 5a: L2 norm of each contribution at the attention readout: patch, register, cls against skip."""
     return _variant_bars(
-        results, r"norm/(?P<readout>attention)/(?P<variant>\w+)", "L2 norm of each contribution to [CLS]",
-        "L2 norm (mean over images)", backbone,
+        run, r"norm/(?P<readout>attention)/(?P<variant>\w+)",
+        "L2 norm of each contribution to the [CLS] residual stream (Fig 5a)",
+        "L2 norm (mean ± std over images)",
     )  # fmt: skip
 
 
-def layerwise_figure(results: Results, backbone: str) -> Figure | None:
+def layerwise_figure(run: Run) -> Figure | None:
     """Fig 5b: cosine of the [CLS] state after each layer to the last layer's [CLS]."""
-    layers = sorted(int(m.group(1)) for name in results if (m := re.fullmatch(r"layerwise/(\d+)", name)))
+    layers = layerwise_layers(run.results)
     if not layers:
         return None
-    means = [results[f"layerwise/{layer}"] for layer in layers]
-    stds = [results[f"layerwise/{layer}/std"] for layer in layers]
-    figure, axis = plt.subplots(figsize=(5, 3.5))
+    means = [run.results[f"layerwise/{layer}"] for layer in layers]
+    stds = [run.results[f"layerwise/{layer}/std"] for layer in layers]
+    figure, axis = plt.subplots(figsize=(5, 3.6))
     axis.errorbar(layers, means, yerr=stds, marker="o", markersize=3, capsize=2)
     axis.set_xlabel("layer (0 = embeddings)")
     axis.xaxis.set_major_locator(MaxNLocator(integer=True))
-    axis.set_ylabel("cosine to last-layer [CLS]")
+    axis.set_ylabel("cosine to last-layer [CLS] (mean ± std)")
     axis.set_ylim(-1.05, 1.05)
-    axis.set_title(f"[CLS] across layers\n{backbone}", fontsize=10)
+    axis.set_title(f"[CLS] across layers (Fig 5b)\n{run_title(run)}", fontsize=10)
     figure.tight_layout()
     return figure
 
 
-FIGURES: dict[str, Callable[[Results, str], Figure | None]] = {
+def layerwise_layers(results: Results) -> list[int]:
+    """The layers with a `layerwise/{l}` result, in order."""
+    return sorted(int(m.group(1)) for name in results if (m := re.fullmatch(r"layerwise/(\d+)", name)))
+
+
+FIGURES: dict[str, Callable[[Run], Figure | None]] = {
     "split.png": split_figure,
+    "registers.png": registers_figure,
     "cka.png": cka_figure,
     "oneshot.png": oneshot_figure,
+    "maps.png": maps_figure,
+    "faithfulness.png": faithfulness_figure,
     "norms.png": norms_figure,
     "layerwise.png": layerwise_figure,
 }
 
 
-def run_figures(results: Results, backbone: str) -> dict[str, Figure]:
-    """Every figure the results allow, by file name."""
-    figures = {name: draw(results, backbone) for name, draw in FIGURES.items()}
+def run_figures(run: Run) -> dict[str, Figure]:
+    """Every figure the run's results allow, by file name."""
+    figures = {name: draw(run) for name, draw in FIGURES.items()}
     return {name: figure for name, figure in figures.items() if figure is not None}

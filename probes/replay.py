@@ -12,11 +12,12 @@ from probes.base import Probe
 
 def replay_features(
     probes: Mapping[str, Probe], features: Mapping[str, Tensor], batch_size: int = 4096
-) -> dict[str, float]:
+) -> tuple[dict[str, float], dict[str, Tensor]]:
     """Feed `features` (index, label and per-image tensors, one row per image) to `probes` in index order.
 
     Every probe except attention maps needs only the per-image variants and splits, so the
-    results equal those of the run that saved the features (up to float64 summation order).
+    results and arrays equal those of the run that saved the features (up to float64 summation
+    order).
     """
     for required in ("index", "label"):
         if required not in features:
@@ -28,6 +29,10 @@ def replay_features(
         for probe in probes.values():
             probe.update(batch, batch["label"], batch["index"])
     results: dict[str, float] = {}
+    arrays: dict[str, Tensor] = {}
     for probe in probes.values():
+        if probe.needs_pixels:
+            raise ValueError(f"the {probe.name} probe reads the images and cannot be re-run from features")
         results.update(probe.compute())
-    return results
+        arrays.update(probe.arrays())
+    return results, arrays

@@ -1,0 +1,194 @@
+"""Backbones side by side: the paper's cross-model figures and a table of every scalar per backbone.
+
+Runs are compared in the order given (e.g. S, B, L, g): each figure has the backbones along its
+x axis, as the paper's sweeps over model size do.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from matplotlib import pyplot as plt
+from matplotlib.figure import Figure
+
+from probes.figures import GROUP_COLOURS, GROUP_LABELS, layerwise_layers, oneshot_k, variant_values
+from probes.report import format_value, markdown_table, results_by_probe
+from probes.runs import Run
+
+COMPARISON_MARKDOWN = "comparison.md"
+COMPARISON_CSV = "comparison.csv"
+
+
+@dataclass(frozen=True)
+class Compared:
+    """One run of a comparison and the label it has in figures and tables (its folder's name)."""
+
+    label: str
+    run: Run
+
+
+def _models_axis(axis: plt.Axes, compared: Sequence[Compared]) -> None:
+    axis.set_xticks(range(len(compared)), [c.label for c in compared], rotation=30, ha="right", fontsize=8)
+    axis.set_xlim(-0.5, len(compared) - 0.5)
+
+
+def split_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Fig 2a across models: mean share of [CLS] attention on each group (± std over images)."""
+    if not any("split/patch/mean" in c.run.results for c in compared):
+        return None
+    groups = ("cls", "register", "patch", "register_vs_patch")
+    figure, axis = plt.subplots(figsize=(1.6 * len(compared) + 3, 3.8))
+    width = 0.8 / len(groups)
+    for g, group in enumerate(groups):
+        means = [c.run.results.get(f"split/{group}/mean", np.nan) for c in compared]
+        stds = [c.run.results.get(f"split/{group}/std", np.nan) for c in compared]
+        positions = np.arange(len(compared)) + (g - (len(groups) - 1) / 2) * width
+        axis.bar(positions, means, width, yerr=np.nan_to_num(stds), capsize=2, color=GROUP_COLOURS[group],
+                 label=GROUP_LABELS[group], hatch="//" if group == "register_vs_patch" else None)  # fmt: skip
+    _models_axis(axis, compared)
+    axis.set_ylim(0, 1)
+    axis.set_ylabel("share of [CLS] attention (mean ± std)")
+    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    axis.set_title("Last-layer [CLS] attention split per model (Fig 2a)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def _variant_sweep(
+    compared: Sequence[Compared], pattern: str, title: str, ylabel: str, ylim: tuple[float, float] | None
+) -> Figure | None:
+    """One line per variant across models (± std where the probe gives one), a panel per readout."""
+    found = [variant_values(c.run.results, pattern) for c in compared]
+    readouts = sorted({readout for values in found for readout in values})
+    if not readouts:
+        return None
+    figure, axes = plt.subplots(
+        1, len(readouts), figsize=(max(4.5, 1.3 * len(compared) + 3) * len(readouts), 4.0), squeeze=False
+    )
+    for axis, readout in zip(axes[0], readouts, strict=True):
+        variants = list(dict.fromkeys(v for values in found for v in values.get(readout, {})))
+        for variant in variants:
+            pairs = [values.get(readout, {}).get(variant, (np.nan, np.nan)) for values in found]
+            means, stds = np.array(pairs).T
+            style = "--" if "renorm" in variant else "-"
+            axis.errorbar(range(len(compared)), means, yerr=np.nan_to_num(stds), marker="o", markersize=4,
+                          capsize=2, label=variant, linestyle=style)  # fmt: skip
+        _models_axis(axis, compared)
+        if ylim is not None:
+            axis.set_ylim(*ylim)
+        axis.set_ylabel(ylabel)
+        axis.set_title(f"{readout} readout", fontsize=9)
+        axis.legend(fontsize=7)
+    figure.suptitle(title, fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def cka_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Fig 3a / 6 across models: linear CKA of the full output with each variant."""
+    return _variant_sweep(
+        compared, r"cka/(?P<readout>\w+)/(?P<variant>\w+)",
+        "Linear CKA with the full [CLS] output per model (Fig 3a, 6)", "CKA", (0, 1.05),
+    )  # fmt: skip
+
+
+def oneshot_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Fig 3b across models (top-5, or top-1 when a run has 5 classes or fewer)."""
+    k = min((oneshot_k(c.run.results) for c in compared if "oneshot/classes" in c.run.results), default=5)
+    return _variant_sweep(
+        compared, rf"oneshot/(?P<readout>\w+)/(?P<variant>\w+)/top{k}",
+        f"One-shot top-{k} accuracy per model (mean ± std over episodes) (Fig 3b)", f"top-{k} accuracy",
+        (0, 1.05),
+    )  # fmt: skip
+
+
+def norms_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Fig 5a across models: L2 norm of each contribution at the attention readout."""
+    return _variant_sweep(
+        compared, r"norm/(?P<readout>attention)/(?P<variant>\w+)",
+        "L2 norm of each contribution to the [CLS] residual stream per model (Fig 5a)",
+        "L2 norm (mean ± std over images)", None,
+    )  # fmt: skip
+
+
+def faithfulness_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Fig 4 across models: the per-image cosine of the patch-only to the full output (mean ± std)."""
+    return _variant_sweep(
+        compared, r"maps/(?P<readout>\w+)/(?P<variant>patch)/mean",
+        "Cosine of the patch-only to the full [CLS] output per model (mean ± std over images) (Fig 4)",
+        "cosine", (-1.05, 1.05),
+    )  # fmt: skip
+
+
+def layerwise_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Fig 5b across models: one curve per model over relative depth (models differ in depth)."""
+    curves = [(c, layerwise_layers(c.run.results)) for c in compared]
+    if not any(layers for _, layers in curves):
+        return None
+    figure, axis = plt.subplots(figsize=(6, 4))
+    for c, layers in curves:
+        if layers:
+            depth = np.array(layers) / max(layers)
+            axis.plot(depth, [c.run.results[f"layerwise/{layer}"] for layer in layers], marker="o",
+                      markersize=3, label=f"{c.label} ({max(layers)} layers)")  # fmt: skip
+    axis.set_xlabel("relative depth (layer / number of layers; 0 = embeddings)")
+    axis.set_ylabel("cosine to last-layer [CLS] (mean)")
+    axis.set_ylim(-1.05, 1.05)
+    axis.legend(fontsize=7)
+    axis.set_title("[CLS] across layers per model (Fig 5b)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
+    "compare_split.png": split_comparison,
+    "compare_cka.png": cka_comparison,
+    "compare_oneshot.png": oneshot_comparison,
+    "compare_faithfulness.png": faithfulness_comparison,
+    "compare_norms.png": norms_comparison,
+    "compare_layerwise.png": layerwise_comparison,
+}
+
+
+def comparison_figures(compared: Sequence[Compared]) -> dict[str, Figure]:
+    """Every cross-model figure the runs' results allow, by file name."""
+    figures = {name: draw(compared) for name, draw in COMPARISON_FIGURES.items()}
+    return {name: figure for name, figure in figures.items() if figure is not None}
+
+
+def scalar_names(compared: Sequence[Compared]) -> list[str]:
+    """Every result name of any run, in first-seen order."""
+    return list(dict.fromkeys(name for c in compared for name in c.run.results))
+
+
+def comparison_csv(compared: Sequence[Compared]) -> str:
+    """One row per backbone: its label, name, number of images, then every scalar (empty where absent)."""
+    names = scalar_names(compared)
+    buffer = io.StringIO()
+    writer = csv.writer(buffer, lineterminator="\n")
+    writer.writerow(["run", "backbone", "num_images", *names])
+    for c in compared:
+        values = [repr(c.run.results[n]) if n in c.run.results else "" for n in names]
+        writer.writerow([c.label, c.run.backbone, c.run.num_images, *values])
+    return buffer.getvalue()
+
+
+def comparison_markdown(compared: Sequence[Compared], figures: Sequence[str]) -> str:
+    """One table per probe with one row per backbone, then the figures (paths relative to the file)."""
+    lines = ["# Backbones compared", ""]
+    lines += markdown_table(
+        ("run", "backbone", "images", "data"),
+        ((c.label, c.run.backbone, c.run.num_images, c.run.summary["data"]["source"]) for c in compared),
+    )
+    for probe, names in results_by_probe(dict.fromkeys(scalar_names(compared), 0.0)).items():
+        rows = [[c.label, *(format_value(c.run.results[n]) if n in c.run.results else "" for n in names)]
+                for c in compared]  # fmt: skip
+        lines += ["", f"## {probe}", "", *markdown_table(("run", *names), rows)]
+    if figures:
+        lines += ["", "## Figures"]
+        lines += [line for path in figures for line in ("", f"![{path}]({path})")]
+    return "\n".join(lines) + "\n"
