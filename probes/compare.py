@@ -15,7 +15,15 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from probes.figures import GROUP_COLOURS, GROUP_LABELS, layerwise_layers, oneshot_k, variant_values
+from probes.figures import (
+    GROUP_COLOURS,
+    GROUP_LABELS,
+    error_bars,
+    layerwise_layers,
+    oneshot_k,
+    variant_colour,
+    variant_values,
+)
 from probes.report import format_value, markdown_table, results_by_probe
 from probes.runs import Run
 
@@ -47,7 +55,7 @@ def split_comparison(compared: Sequence[Compared]) -> Figure | None:
         means = [c.run.results.get(f"split/{group}/mean", np.nan) for c in compared]
         stds = [c.run.results.get(f"split/{group}/std", np.nan) for c in compared]
         positions = np.arange(len(compared)) + (g - (len(groups) - 1) / 2) * width
-        axis.bar(positions, means, width, yerr=np.nan_to_num(stds), capsize=2, color=GROUP_COLOURS[group],
+        axis.bar(positions, means, width, yerr=error_bars(stds), capsize=2, color=GROUP_COLOURS[group],
                  label=GROUP_LABELS[group], hatch="//" if group == "register_vs_patch" else None)  # fmt: skip
     _models_axis(axis, compared)
     axis.set_ylim(0, 1)
@@ -74,15 +82,15 @@ def _variant_sweep(
         for variant in variants:
             pairs = [values.get(readout, {}).get(variant, (np.nan, np.nan)) for values in found]
             means, stds = np.array(pairs).T
-            style = "--" if "renorm" in variant else "-"
-            axis.errorbar(range(len(compared)), means, yerr=np.nan_to_num(stds), marker="o", markersize=4,
-                          capsize=2, label=variant, linestyle=style)  # fmt: skip
+            style = dict(linestyle="--" if "renorm" in variant else "-", color=variant_colour(variant))
+            axis.errorbar(range(len(compared)), means, yerr=error_bars(stds), marker="o", markersize=4,
+                          capsize=2, label=variant, **style)  # fmt: skip
         _models_axis(axis, compared)
         if ylim is not None:
             axis.set_ylim(*ylim)
         axis.set_ylabel(ylabel)
         axis.set_title(f"{readout} readout", fontsize=9)
-        axis.legend(fontsize=7)
+        axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
     return figure
@@ -116,12 +124,24 @@ def norms_comparison(compared: Sequence[Compared]) -> Figure | None:
 
 
 def faithfulness_comparison(compared: Sequence[Compared]) -> Figure | None:
-    """Fig 4 across models: the per-image cosine of the patch-only to the full output (mean ± std)."""
-    return _variant_sweep(
-        compared, r"maps/(?P<readout>\w+)/(?P<variant>patch)/mean",
-        "Cosine of the patch-only to the full [CLS] output per model (mean ± std over images) (Fig 4)",
-        "cosine", (-1.05, 1.05),
-    )  # fmt: skip
+    """Fig 4 across models: the per-image cosine of the patch-only to the full output (mean ± std),
+    one line per readout."""
+    if not any("maps/attention/patch/mean" in c.run.results for c in compared):
+        return None
+    figure, axis = plt.subplots(figsize=(max(5.5, 1.3 * len(compared) + 3), 4.0))
+    for readout, colour in (("attention", "#1f77b4"), ("output", "#ff7f0e")):
+        means = [c.run.results.get(f"maps/{readout}/patch/mean", np.nan) for c in compared]
+        stds = [c.run.results.get(f"maps/{readout}/patch/std", np.nan) for c in compared]
+        axis.errorbar(range(len(compared)), means, yerr=error_bars(stds), marker="o", markersize=4, capsize=2,
+                      color=colour, label=f"{readout} readout")  # fmt: skip
+    axis.axhline(0, color="black", linewidth=0.6)
+    _models_axis(axis, compared)
+    axis.set_ylim(-1.05, 1.05)
+    axis.set_ylabel("cosine of patch-only to full output\n(mean ± std over images)")
+    axis.legend(fontsize=8)
+    axis.set_title("How faithful are the attention maps, per model? (Fig 4)", fontsize=10)
+    figure.tight_layout()
+    return figure
 
 
 def layerwise_comparison(compared: Sequence[Compared]) -> Figure | None:

@@ -7,7 +7,7 @@ None when the run has no results for that probe. `run_figures` gives all of them
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
 
@@ -22,6 +22,7 @@ from probes.runs import Run
 
 Results = Mapping[str, float]
 GROUP_COLOURS = {"cls": "#7f7f7f", "register": "#d62728", "patch": "#1f77b4", "register_vs_patch": "#9467bd"}
+VARIANT_COLOURS = {**GROUP_COLOURS, "full": "#2ca02c", "skip": "#ff7f0e"}
 GROUP_LABELS = {
     "cls": "[CLS]", "register": "registers", "patch": "patches",
     "register_vs_patch": "registers / (registers + patches)",
@@ -65,20 +66,24 @@ def split_figure(run: Run) -> Figure | None:
 
 
 def _split_histograms(axis: Axes, run: Run) -> None:
-    """Share of images per bin of each group's attention share (registers only when the model has them)."""
+    """One histogram row per group: the share of images in each bin of that group's attention share
+    (registers only when the model has them); bar heights are shares of images, scaled to the row."""
     edges = run.arrays["split/bin_edges"].numpy()
     registers = run.summary["backbone"]["num_registers"] > 0
     groups = ["cls", "patch", *(["register", "register_vs_patch"] if registers else [])]
-    for group in groups:
+    for row, group in enumerate(groups):
         counts = run.arrays[f"split/{group}/histogram"].numpy()
-        style = "--" if group == "register_vs_patch" else "-"
         share = counts / max(counts.sum(), 1)
-        axis.stairs(share, edges, color=GROUP_COLOURS[group], label=GROUP_LABELS[group], linestyle=style)
+        axis.bar(
+            edges[:-1], 0.9 * share, np.diff(edges), bottom=row, align="edge", color=GROUP_COLOURS[group]
+        )
+        axis.axhline(row, color="black", linewidth=0.5)
+    labels = [GROUP_LABELS[g].replace(" / ", " /\n") for g in groups]
+    axis.set_yticks(np.arange(len(groups)) + 0.45, labels, fontsize=8)
+    axis.set_ylim(0, len(groups))
     axis.set_xlim(0, 1)
     axis.set_xlabel("share of [CLS] attention in one image")
-    axis.set_ylabel("share of images")
-    axis.set_title("distribution over images", fontsize=9)
-    axis.legend(fontsize=7)
+    axis.set_title("distribution over images (bar height: share of images)", fontsize=9)
 
 
 def registers_figure(run: Run) -> Figure | None:
@@ -91,11 +96,10 @@ def registers_figure(run: Run) -> Figure | None:
     counts = run.arrays.get("registers/top_token_counts")
     if counts is not None:
         labels, shares = _top_positions(run, counts.numpy())
-        where.bar(
-            range(len(labels)),
-            shares,
-            color=["#d62728" if s.startswith("reg") else "#1f77b4" for s in labels],
-        )
+        colours = [GROUP_COLOURS["register" if s.startswith("reg") else "patch"] for s in labels]
+        if labels[-1].endswith("other tokens"):
+            colours[-1] = "#c7c7c7"
+        where.bar(range(len(labels)), shares, color=colours)
         where.set_xticks(range(len(labels)), labels, rotation=40, ha="right", fontsize=8)
     where.set_ylim(0, 1)
     where.set_ylabel("share of images")
@@ -108,9 +112,10 @@ def registers_figure(run: Run) -> Figure | None:
     dims.bar(["before norm1", "after norm1"], [before, after], color=["#d62728", "#ff9896"])
     if min(before, after) > 0 and max(before, after) / min(before, after) > 20:
         dims.set_yscale("log")
-    dims.set_ylabel("mean |activation|, top-100 dims")
+    top_dims = min(100, run.summary["backbone"]["hidden_size"])
+    dims.set_ylabel(f"mean |activation| of its top-{top_dims} dims")
     dims.set_title(
-        f"mean pairwise cosine of the token across images = {results['registers/pairwise_cosine']:.4f}",
+        f"mean pairwise cosine of the token\nacross images = {results['registers/pairwise_cosine']:.4f}",
         fontsize=9,
     )
     figure.suptitle(f"Highest-norm token of the penultimate layer (Fig 2b)\n{run_title(run)}", fontsize=10)
@@ -128,7 +133,7 @@ def _top_positions(run: Run, counts: np.ndarray, shown: int = 8) -> tuple[list[s
     labels, shares = [], []
     for position in order[:shown]:
         row, column = divmod(position - 1 - registers, columns)
-        labels.append(f"reg {position}" if position <= registers else f"patch ({row}, {column})")
+        labels.append(f"reg {position}" if position <= registers else f"patch r{row} c{column}")
         shares.append(counts[position] / total)
     if len(order) > shown:
         labels.append(f"{len(order) - shown} other tokens")
@@ -145,7 +150,7 @@ def maps_figure(run: Run) -> Figure | None:
     least = int(run.arrays["maps/gallery/least"])
     rows = [("least faithful", range(least)), ("most faithful", range(least, len(indices)))]
     columns = max(least, len(indices) - least)
-    figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.0), squeeze=False)
+    figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.8), squeeze=False)
     for row, (label, members) in enumerate(rows):
         for column in range(columns):
             axis = axes[row, column]
@@ -160,7 +165,7 @@ def maps_figure(run: Run) -> Figure | None:
             axis.imshow(images[i].transpose(1, 2, 0))
             axis.imshow(attention / max(attention.max(), 1e-12), cmap="inferno", alpha=0.55,
                         extent=(0, width, height, 0), interpolation="bilinear")  # fmt: skip
-            axis.set_title(f"image {indices[i]}\ncos = {cosines[i]:+.3f}", fontsize=8)
+            axis.set_title(f"image {indices[i]}\ncos = {cosines[i]:+.4f}", fontsize=8)
             if column == 0:
                 axis.set_ylabel(label, fontsize=9)
     figure.suptitle(
@@ -205,17 +210,30 @@ def variant_values(results: Results, pattern: str) -> dict[str, dict[str, tuple[
     return found
 
 
+def error_bars(stds: Sequence[float]) -> np.ndarray | None:
+    """Error bar lengths, 0 where a value has no std; None when none has one (no bars drawn)."""
+    array = np.asarray(stds, dtype=float)
+    return None if np.isnan(array).all() else np.nan_to_num(array)
+
+
+def variant_colour(variant: str) -> str:
+    """One colour per contribution, whichever readout or renormalisation."""
+    return VARIANT_COLOURS.get(variant.removesuffix("_renorm"), "#4c72b0")
+
+
 def _variant_bars(run: Run, pattern: str, title: str, ylabel: str) -> Figure | None:
     """Bars of `{prefix}/{readout}/{variant}` results (± std where there is one), a panel per readout."""
     found = variant_values(run.results, pattern)
     if not found:
         return None
     readouts = sorted(found)
-    figure, axes = plt.subplots(1, len(readouts), figsize=(4.5 * len(readouts), 3.8), squeeze=False)
+    figure, axes = plt.subplots(1, len(readouts), figsize=(max(5.0 * len(readouts), 6.5), 4.0), squeeze=False)
     for axis, readout in zip(axes[0], readouts, strict=True):
         variants = list(found[readout])
         values, stds = zip(*found[readout].values(), strict=True)
-        axis.bar(range(len(variants)), values, yerr=np.nan_to_num(stds), capsize=3, color="#4c72b0")
+        axis.bar(range(len(variants)), values, yerr=error_bars(stds), capsize=3,
+                 color=[variant_colour(v) for v in variants], edgecolor="black", linewidth=0.5,
+                 hatch=["//" if v.endswith("_renorm") else "" for v in variants])  # fmt: skip
         axis.set_xticks(range(len(variants)), variants, rotation=40, ha="right", fontsize=8)
         axis.set_title(f"{readout} readout", fontsize=9)
         axis.set_ylabel(ylabel)

@@ -7,9 +7,28 @@ from typing import Any
 
 from probes.runs import FAITHFULNESS_FILE, FIGURES_DIR, Run
 
+HEADLINES = (
+    (
+        "split/register_vs_patch/mean",
+        "[CLS] attention on registers / (registers + patches), mean over images",
+    ),
+    ("cka/output/patch", "CKA of the patch-only output with the full output"),
+    ("cka/output/register", "CKA of the register-only output with the full output"),
+    ("cka/output/skip", "CKA of the skip-only (residual) output with the full output"),
+    ("oneshot/output/patch/top5", "one-shot top-5 accuracy of the patch-only output"),
+    ("maps/attention/patch/mean", "cosine of patch-only to full contribution, mean over images"),
+    ("norm/attention/patch", "L2 norm of the patch contribution"),
+    ("norm/attention/skip", "L2 norm of the skip (residual) contribution"),
+    ("registers/top_in_registers", "share of images whose highest-norm penultimate token is a register"),
+    ("registers/pairwise_cosine", "mean pairwise cosine of that token across images"),
+)
+"""The paper's key numbers, shown first when the run has them."""
+
 
 def format_value(value: Any) -> str:
     """A number as a report shows it: integers plain, floats to 6 significant digits."""
+    if isinstance(value, (list, tuple)):
+        return ", ".join(str(item) for item in value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
     if isinstance(value, int) or (value == int(value) and abs(value) < 1e15):
@@ -46,6 +65,13 @@ def run_report(run: Run, figures: Sequence[str]) -> str:
     ]
     if summary["backbone"].get("random_weights"):
         lines += ["", "**Random weights: these numbers test the code and say nothing about DINOv2.**"]
+    headlines = [(name, text, run.results[name]) for name, text in HEADLINES if name in run.results]
+    if headlines:
+        lines += ["", "## Key numbers", "", *markdown_table(("result", "what", "value"), headlines)]
+    if figures:
+        lines += ["", "## Figures"]
+        for name in figures:
+            lines += ["", f"![{name}]({FIGURES_DIR}/{name})"]
     for section in ("backbone", "data", "run"):
         settings = {k: v for k, v in summary[section].items() if k not in ("skipped", "class_names")}
         lines += [
@@ -58,10 +84,6 @@ def run_report(run: Run, figures: Sequence[str]) -> str:
         lines += ["", f"## Results: {probe}", "", *markdown_table(("name", "value"), values.items())]
     if "maps/index" in run.arrays:
         lines += ["", f"Per-image cosines of the maps probe: [{FAITHFULNESS_FILE}]({FAITHFULNESS_FILE})."]
-    if figures:
-        lines += ["", "## Figures"]
-        for name in figures:
-            lines += ["", f"![{name}]({FIGURES_DIR}/{name})"]
     if data.get("skipped"):
         lines += ["", "## Skipped files", "", *markdown_table(
             ("index", "reason"), ((item["index"], item["reason"]) for item in data["skipped"])
