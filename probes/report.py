@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -26,12 +27,16 @@ HEADLINES = (
 
 
 def format_value(value: Any) -> str:
-    """A number as a report shows it: integers plain, floats to 6 significant digits."""
+    """A value as a report shows it: integers plain, floats to 6 significant digits, lists joined.
+
+    >>> [format_value(v) for v in (3, 2.0, 0.1234567, float("nan"), ["cka", "split"])]
+    ['3', '2', '0.123457', 'nan', 'cka, split']
+    """
     if isinstance(value, (list, tuple)):
         return ", ".join(str(item) for item in value)
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         return str(value)
-    if isinstance(value, int) or (value == int(value) and abs(value) < 1e15):
+    if isinstance(value, int) or (math.isfinite(value) and value == int(value) and abs(value) < 1e15):
         return str(int(value))
     return f"{value:.6g}"
 

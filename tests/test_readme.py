@@ -18,4 +18,4 @@ def test_readme_main_job_uses_real_options() -> None:
     line = next(line for line in readme.splitlines() if "evaluate.py --backbone" in line and "venv" in line)
     argv = line.split("evaluate.py", 1)[1].split()
     args = evaluate.parse_args(argv)
-    assert args.data == "demo" and args.backbone == "dinov2_vits14_reg"
+    assert args.data == "demo" and args.backbone == ["dinov2_vits14_reg"]

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections import ChainMap
+
 import torch
 from torchmetrics import Metric
 
 from probes import PROBES, ProbeContext, build_probes
+from probes.base import PIXELS
 from tests.conftest import tiny_model, wrap
 
 
@@ -16,7 +19,9 @@ def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         decomposition = backbone(pixels)
         for probe in probes.values():
-            probe.update(decomposition, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
+            probe.update(
+                ChainMap({PIXELS: pixels}, decomposition), torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
+            )
     assert all(decomposition[name].dtype == torch.float32 for name in decomposition.variants)
     dtypes = {
         getattr(metric, name).dtype

@@ -32,6 +32,6 @@ def test_probe_names() -> None:
     assert parse_probe_names("all", labelled=True) == list(PROBES)
     assert "oneshot" not in parse_probe_names("all", labelled=False)
     with pytest.raises(ValueError, match="unknown probe"):
-        parse_probe_names("cka,maps")
+        parse_probe_names("cka,attention_maps")
     with pytest.raises(ValueError, match="estimators must be among"):
         CKAProbe(["output/full", "output/patch"], 8, estimators=("cka_biased",))

@@ -1,0 +1,115 @@
+"""Backbones side by side: two tiny models (with and without registers) in one command, or their folders."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+import evaluate
+from tests.conftest import tiny_model, write_labelled_photos
+
+COMPARISON_FIGURES = {
+    "compare_split.png", "compare_cka.png", "compare_oneshot.png", "compare_faithfulness.png",
+    "compare_norms.png", "compare_layerwise.png",
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """`--backbone with-registers without-registers` on 12 labelled photos, every probe."""
+    root = tmp_path_factory.mktemp("sweep")
+    tiny_model(registers=4, hidden=32, layers=2, heads=2, patch=14, image=56).save_pretrained(root / "reg4")
+    tiny_model(registers=0, hidden=48, layers=3, heads=2, patch=14, image=56, swiglu=True).save_pretrained(
+        root / "plain"
+    )
+    write_labelled_photos(root / "photos", per_class=4)
+    argv = [
+        "--backbone", str(root / "reg4"), str(root / "plain"), "--data", "folder", "--data-dir",
+        str(root / "photos"), "--probe", "all", "--output", str(root / "out"), "--resolution", "56",
+        "--batch-size", "4", "--num-workers", "0",
+    ]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    return root / "out"
+
+
+def read_table(path: Path) -> list[dict[str, str]]:
+    with path.open() as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_each_backbone_gets_a_full_run_folder(sweep: Path) -> None:
+    for label, registers in (("reg4", 4), ("plain", 0)):
+        summary = json.loads((sweep / label / "results.json").read_text())
+        assert summary["backbone"]["num_registers"] == registers and summary["data"]["num_images"] == 12
+        assert (sweep / label / "report.md").is_file() and (sweep / label / "figures" / "maps.png").is_file()
+
+
+def test_table_has_one_row_per_backbone_with_every_scalar(sweep: Path) -> None:
+    rows = read_table(sweep / "comparison.csv")
+    assert [row["run"] for row in rows] == ["reg4", "plain"]
+    for row in rows:
+        summary = json.loads((sweep / row["run"] / "results.json").read_text())
+        for name, value in summary["results"].items():
+            assert float(row[name]) == value, name  # repr round-trips floats exactly
+    assert rows[0]["cka/output/register"] != "" and rows[1]["cka/output/register"] == ""  # no registers
+    markdown = (sweep / "comparison.md").read_text()
+    tables = [block for block in markdown.split("\n## ") if block.splitlines()[0] in ("split", "cka", "maps")]
+    assert len(tables) == 3
+    for table in tables:  # header, rule, one row per backbone
+        body = [line for line in table.splitlines() if line.startswith("|")]
+        assert len(body) == 4 and body[2].startswith("| reg4 |") and body[3].startswith("| plain |")
+
+
+def test_cross_model_figures_are_valid_pngs_and_in_tensorboard(sweep: Path) -> None:
+    assert {path.name for path in (sweep / "figures").iterdir()} == COMPARISON_FIGURES
+    for name in COMPARISON_FIGURES:
+        with Image.open(sweep / "figures" / name) as image:
+            image.verify()
+            assert image.format == "PNG" and min(image.size) > 300
+        assert f"(figures/{name})" in (sweep / "comparison.md").read_text()
+    accumulator = EventAccumulator(str(sweep / "tensorboard"))
+    accumulator.Reload()
+    assert {f"figures/{Path(name).stem}" for name in COMPARISON_FIGURES} <= set(accumulator.Tags()["images"])
+    steps = [event.step for event in accumulator.Scalars("cka/output/patch")]
+    assert steps == [0, 1]  # one point per backbone, in the order given: a sweep over models
+
+
+def test_compare_over_run_folders_gives_the_same_table(sweep: Path, tmp_path: Path) -> None:
+    argv = ["--compare", str(sweep / "reg4"), str(sweep / "plain"), "--output", str(tmp_path / "again")]
+    assert evaluate.main(argv) == 0
+    assert (tmp_path / "again" / "comparison.csv").read_text() == (sweep / "comparison.csv").read_text()
+    assert {path.name for path in (tmp_path / "again" / "figures").iterdir()} == COMPARISON_FIGURES
+
+
+def test_a_comparison_is_not_overwritten(sweep: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    before = (sweep / "comparison.csv").read_text()
+    argv = ["--compare", str(sweep / "reg4"), str(sweep / "plain"), "--output", str(sweep)]
+    assert evaluate.main(argv) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert (sweep / "comparison.csv").read_text() == before
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--compare", "RUN"], "at least two runs"),
+        (["--compare", "RUN", "NOWHERE"], "not a run folder"),
+        (["--backbone", "random:tiny", "random:tiny"], "each backbone once"),
+    ],
+    ids=["one-run", "not-a-run", "same-backbone-twice"],
+)
+def test_bad_comparisons_are_one_line_errors(
+    argv: list[str], message: str, sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        str(sweep / "reg4") if arg == "RUN" else str(tmp_path / arg) if arg == "NOWHERE" else arg
+        for arg in argv
+    ]
+    assert evaluate.main([*argv, "--output", str(tmp_path / "out")]) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and message in errors[0]
