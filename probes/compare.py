@@ -79,12 +79,13 @@ def _variant_sweep(
     )
     for axis, readout in zip(axes[0], readouts, strict=True):
         variants = list(dict.fromkeys(v for values in found for v in values.get(readout, {})))
-        for variant in variants:
+        for v, variant in enumerate(variants):
             pairs = [values.get(readout, {}).get(variant, (np.nan, np.nan)) for values in found]
             means, stds = np.array(pairs).T
+            dodge = (v - (len(variants) - 1) / 2) * 0.25 / len(variants)  # error bars side by side
             style = dict(linestyle="--" if "renorm" in variant else "-", color=variant_colour(variant))
-            axis.errorbar(range(len(compared)), means, yerr=error_bars(stds), marker="o", markersize=4,
-                          capsize=2, label=variant, **style)  # fmt: skip
+            axis.errorbar(np.arange(len(compared)) + dodge, means, yerr=error_bars(stds), marker="o",
+                          markersize=4, capsize=2, label=variant, **style)  # fmt: skip
         _models_axis(axis, compared)
         if ylim is not None:
             axis.set_ylim(*ylim)

@@ -273,7 +273,10 @@ def oneshot_figure(run: Run) -> Figure | None:
     if figure is not None:
         for axis in figure.axes:
             axis.set_ylim(0, 1.05)
-            axis.axhline(min(k / max(classes, 1), 1.0), color="grey", linestyle=":", linewidth=1)
+            axis.axhline(
+                min(k / max(classes, 1), 1.0), color="grey", linestyle=":", linewidth=1, label="chance"
+            )
+            axis.legend(fontsize=7, loc="upper right")
     return figure
 
 
