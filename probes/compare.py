@@ -19,6 +19,7 @@ from probes.figures import (
     GROUP_COLOURS,
     GROUP_LABELS,
     error_bars,
+    histogram_rows,
     layerwise_layers,
     oneshot_k,
     variant_colour,
@@ -45,11 +46,20 @@ def _models_axis(axis: plt.Axes, compared: Sequence[Compared]) -> None:
 
 
 def split_comparison(compared: Sequence[Compared]) -> Figure | None:
-    """Fig 2a across models: mean share of [CLS] attention on each group (± std over images)."""
+    """Fig 2a across models: mean share of [CLS] attention on each group (± std over images) and, for
+    models with registers, the distribution over images of registers / (registers + patches)."""
     if not any("split/patch/mean" in c.run.results for c in compared):
         return None
+    with_histograms = [
+        c for c in compared
+        if "split/bin_edges" in c.run.arrays and c.run.summary["backbone"]["num_registers"] > 0
+    ]  # fmt: skip
+    figure, axes = plt.subplots(
+        1, 2 if with_histograms else 1, figsize=(1.6 * len(compared) + (9 if with_histograms else 3), 4.0),
+        squeeze=False,
+    )  # fmt: skip
+    axis = axes[0, 0]
     groups = ("cls", "register", "patch", "register_vs_patch")
-    figure, axis = plt.subplots(figsize=(1.6 * len(compared) + 3, 3.8))
     width = 0.8 / len(groups)
     for g, group in enumerate(groups):
         means = [c.run.results.get(f"split/{group}/mean", np.nan) for c in compared]
@@ -58,10 +68,64 @@ def split_comparison(compared: Sequence[Compared]) -> Figure | None:
         axis.bar(positions, means, width, yerr=error_bars(stds), capsize=2, color=GROUP_COLOURS[group],
                  label=GROUP_LABELS[group], hatch="//" if group == "register_vs_patch" else None)  # fmt: skip
     _models_axis(axis, compared)
-    axis.set_ylim(0, 1)
+    axis.set_ylim(0, 1.3)  # room for the legend above the bars
+    axis.set_yticks(np.linspace(0, 1, 6))
     axis.set_ylabel("share of [CLS] attention (mean ± std)")
-    axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    axis.set_title("Last-layer [CLS] attention split per model (Fig 2a)", fontsize=10)
+    axis.legend(fontsize=7, loc="upper center", ncol=2)
+    axis.set_title("mean over images", fontsize=9)
+    if with_histograms:
+        rows = [
+            (
+                c.label,
+                c.run.arrays["split/register_vs_patch/histogram"].numpy(),
+                GROUP_COLOURS["register_vs_patch"],
+            )
+            for c in with_histograms
+        ]
+        histogram_rows(axes[0, 1], rows, with_histograms[0].run.arrays["split/bin_edges"].numpy())
+        axes[0, 1].set_xlabel("registers / (registers + patches) in one image")
+        axes[0, 1].set_title("distribution over images (models with registers)", fontsize=9)
+    figure.suptitle("Last-layer [CLS] attention split per model (Fig 2a)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
+def registers_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Fig 2b across models: the highest-norm penultimate token: how often a register, how alike
+    across images, how large; its top dimensions before and after norm1."""
+    present = [c for c in compared if "registers/top_norm" in c.run.results]
+    if not present:
+        return None
+    figure, (shares, ratio, dims) = plt.subplots(1, 3, figsize=(2.4 * len(compared) + 9, 4.0))
+    x = np.arange(len(compared))
+
+    def values(name: str) -> list[float]:
+        return [c.run.results.get(f"registers/{name}", np.nan) for c in compared]
+
+    shares.plot(x, values("top_in_registers"), marker="o", color=GROUP_COLOURS["register"],
+                label="share of images where it is a register")  # fmt: skip
+    shares.plot(
+        x, values("pairwise_cosine"), marker="s", color="black", label="mean pairwise cosine across images"
+    )
+    shares.set_ylim(-1.05, 1.3)
+    shares.set_yticks(np.linspace(-1, 1, 5))
+    shares.legend(fontsize=7, loc="upper center")
+    shares.set_title("which token, and how alike across images", fontsize=9)
+    ratios = values("norm_ratio")
+    ratio.plot(x, ratios, marker="o", color="#8c564b")
+    if np.isfinite(np.nanmax(ratios)):
+        ratio.set_ylim(0, 1.15 * np.nanmax(ratios))
+    ratio.set_ylabel("its norm / mean norm of the other tokens")
+    ratio.set_title("how much larger than the others", fontsize=9)
+    dims.plot(x, values("top_dims_before"), marker="o", color=GROUP_COLOURS["register"], label="before norm1")
+    dims.plot(x, values("top_dims_after"), marker="o", color="#ff9896", label="after norm1")
+    dims.set_yscale("log")
+    dims.set_ylabel("mean |activation| of its top dims")
+    dims.legend(fontsize=7)
+    dims.set_title("its largest dimensions", fontsize=9)
+    for axis in (shares, ratio, dims):
+        _models_axis(axis, compared)
+    figure.suptitle("Highest-norm token of the penultimate layer per model (Fig 2b)", fontsize=10)
     figure.tight_layout()
     return figure
 
@@ -167,6 +231,7 @@ def layerwise_comparison(compared: Sequence[Compared]) -> Figure | None:
 
 COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_split.png": split_comparison,
+    "compare_registers.png": registers_comparison,
     "compare_cka.png": cka_comparison,
     "compare_oneshot.png": oneshot_comparison,
     "compare_faithfulness.png": faithfulness_comparison,

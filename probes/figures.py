@@ -66,24 +66,27 @@ def split_figure(run: Run) -> Figure | None:
 
 
 def _split_histograms(axis: Axes, run: Run) -> None:
-    """One histogram row per group: the share of images in each bin of that group's attention share
-    (registers only when the model has them); bar heights are shares of images, scaled to the row."""
+    """The distribution of each group's share over images (registers only when the model has them)."""
     edges = run.arrays["split/bin_edges"].numpy()
     registers = run.summary["backbone"]["num_registers"] > 0
     groups = ["cls", "patch", *(["register", "register_vs_patch"] if registers else [])]
-    for row, group in enumerate(groups):
-        counts = run.arrays[f"split/{group}/histogram"].numpy()
-        share = counts / max(counts.sum(), 1)
-        axis.bar(
-            edges[:-1], 0.9 * share, np.diff(edges), bottom=row, align="edge", color=GROUP_COLOURS[group]
-        )
-        axis.axhline(row, color="black", linewidth=0.5)
-    labels = [GROUP_LABELS[g].replace(" / ", " /\n") for g in groups]
-    axis.set_yticks(np.arange(len(groups)) + 0.45, labels, fontsize=8)
-    axis.set_ylim(0, len(groups))
-    axis.set_xlim(0, 1)
+    rows = [(GROUP_LABELS[g], run.arrays[f"split/{g}/histogram"].numpy(), GROUP_COLOURS[g]) for g in groups]
+    histogram_rows(axis, rows, edges)
     axis.set_xlabel("share of [CLS] attention in one image")
     axis.set_title("distribution over images (bar height: share of images)", fontsize=9)
+
+
+def histogram_rows(axis: Axes, rows: Sequence[tuple[str, np.ndarray, str]], edges: np.ndarray) -> None:
+    """One histogram per row (label, counts, colour), stacked without overlap; bar height = share of
+    that row's images (a full row = 1)."""
+    for row, (_, counts, colour) in enumerate(rows):
+        share = counts / max(counts.sum(), 1)
+        axis.bar(edges[:-1], 0.9 * share, np.diff(edges), bottom=row, align="edge", color=colour)
+        axis.axhline(row, color="black", linewidth=0.5)
+    labels = [label.replace(" / ", " /\n") for label, _, _ in rows]
+    axis.set_yticks(np.arange(len(rows)) + 0.45, labels, fontsize=8)
+    axis.set_ylim(0, len(rows))
+    axis.set_xlim(edges[0], edges[-1])
 
 
 def registers_figure(run: Run) -> Figure | None:
