@@ -20,6 +20,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_ratio, paired_times
 from harness import load_backbone
 from probes import PROBES, ProbeContext, build_probes
+from probes.base import update_probes
 
 
 def main() -> None:
@@ -55,8 +56,7 @@ def main() -> None:
     def harness() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             decomposition = backbone(pixels)
-            for probe in probes.values():
-                probe.update(decomposition, labels, indices)
+            update_probes(probes.values(), decomposition, pixels, labels, indices)
         errors.append(float(decomposition.pooler_error))
         torch.cuda.synchronize()
 

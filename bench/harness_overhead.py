@@ -32,6 +32,7 @@ from harness import load_backbone
 from harness.decomposition import decompose_last_block
 from harness.tokens import TokenLayout
 from probes import PROBES, ProbeContext, build_probes
+from probes.base import update_probes
 
 
 def counted_flops(function: Callable[[], object]) -> float:
@@ -56,8 +57,7 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
 
     def harness() -> object:
         decomposition = backbone(pixels)
-        for probe in probes.values():
-            probe.update(decomposition, labels, indices)
+        update_probes(probes.values(), decomposition, pixels, labels, indices)
         return decomposition
 
     functions = {"plain": plain, "harness": harness}

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import logging
 import warnings
-from collections import ChainMap
 from collections.abc import Mapping, Sequence
 from typing import Any, cast
 
@@ -15,7 +14,7 @@ from torchmetrics import MaxMetric
 
 from harness.backbone import DecomposingBackbone
 from harness.decomposition import HIDDEN_CLS_COSINE, PENULTIMATE, split_names, variant_names
-from probes.base import PIXELS, Probe
+from probes.base import Probe, update_probes
 from probes.features import EvaluatedImages, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -61,9 +60,7 @@ class HarnessModule(L.LightningModule):
         decomposition = self.backbone(batch["pixels"])
         self.images.update(batch["index"])
         self.pooler_error.update(decomposition.pooler_error)
-        inputs = ChainMap({PIXELS: batch["pixels"]}, decomposition)
-        for probe in self._probes():
-            probe.update(inputs, batch["label"], batch["index"])
+        update_probes(self._probes(), decomposition, batch["pixels"], batch["label"], batch["index"])
         if self.features_store is not None:
             self.features_store.update(decomposition, batch["label"], batch["index"])
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from torch import Tensor, nn
 from torchmetrics import Metric
@@ -51,3 +51,16 @@ class Probe(nn.Module, ABC):
 def module_key(name: str) -> str:
     """A DESIGN.md name as an `nn.ModuleDict` key (which may not hold '/' or '.')."""
     return name.replace("/", "__")
+
+
+def update_probes(
+    probes: Iterable[Probe],
+    decomposition: Mapping[str, Tensor],
+    pixels: Tensor,
+    labels: Tensor,
+    indices: Tensor,
+) -> None:
+    """Feed one batch to every probe: its decomposition, with the batch's images under `PIXELS`."""
+    inputs = {**decomposition, PIXELS: pixels}  # references only: no tensor is copied
+    for probe in probes:
+        probe.update(inputs, labels, indices)
