@@ -5,8 +5,8 @@
 
 For each backbone and resolution, on the same inputs, timed in alternating rounds:
 - plain: the HF model's forward, `pooler_output` only (SDPA attention);
-- harness: `DecomposingBackbone` + the update of every probe (split, cka, cka_debiased,
-  oneshot, linear) on synthetic labels;
+- harness: `DecomposingBackbone` + the update of every probe (every name of PROBES: split,
+  cka, cka_debiased, registers, norms, layerwise, maps, oneshot, linear) on synthetic labels;
 - naive: the same model with eager attention and `output_attentions=True` (every layer's
   attention weights materialised), skipped where those weights alone would exceed --naive-gib.
 Prints median seconds per batch and the median per-round ratios harness/plain and naive/plain,

@@ -19,6 +19,7 @@ RUNS = [
     ["harness_overhead.py", "--repeats", "4"],
     ["cka_scaling.py", "--dims", "384", "--sizes", "1000,2000,4000,8000"],
     ["probe_compute.py"],
+    ["probe_updates.py"],
     ["data_loading.py"],
 ]
 

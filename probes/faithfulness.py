@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
@@ -35,6 +36,10 @@ class Gallery(NamedTuple):
     least: int
 
 
+def _unchanged(images: Tensor) -> Tensor:
+    return images
+
+
 def _gallery_state(name: str) -> str:
     return module_key(f"gallery/{name}")
 
@@ -59,16 +64,18 @@ class Faithfulness(Metric):
 
     `update(full, part, other_full, other_part, maps, images, indices)`: the full and partial
     vectors (images, hidden) of the ranking readout and of a second readout, the attention maps
-    (images, h, w), the images as uint8 (images, 3, H, W) and their dataset indices. Only the
-    `gallery_size` lowest- and highest-cosine images seen so far are kept with their maps and
-    pixels, so memory stays fixed; after synchronisation the global extremes are chosen among
-    every rank's candidates (a global extreme is always a candidate of its own rank).
+    (images, h, w), the images (images, ...) and their dataset indices. Only the `gallery_size`
+    lowest- and highest-cosine images seen so far are kept with their maps and pixels, so memory
+    stays fixed, and only the images that enter the gallery are passed through `to_image` (e.g.
+    normalised pixels to uint8); after synchronisation the global extremes are chosen among every
+    rank's candidates (a global extreme is always a candidate of its own rank).
 
     `compute()` returns `(rows, gallery)`: `rows` = {index, cosine, other_cosine}, one per
     distinct dataset index, in index order; `gallery` a `Gallery`.
 
     Args:
         gallery_size: how many of the least and of the most faithful images to keep.
+        to_image: turns a batch of the images `update` gets into what the gallery keeps.
     """
 
     is_differentiable = False
@@ -77,11 +84,12 @@ class Faithfulness(Metric):
 
     index: list[Tensor]
 
-    def __init__(self, gallery_size: int = 6) -> None:
+    def __init__(self, gallery_size: int = 6, to_image: Callable[[Tensor], Tensor] = _unchanged) -> None:
         super().__init__()
         if gallery_size < 1:
             raise ValueError(f"gallery_size must be at least 1, got {gallery_size}")
         self.gallery_size = gallery_size
+        self.to_image = to_image
         add_row_states(self, _ROWS)
         add_row_states(self, [_gallery_state(name) for name in _GALLERY])
 
@@ -95,23 +103,25 @@ class Faithfulness(Metric):
         images: Tensor,
         indices: Tensor,
     ) -> None:
-        if images.dtype != torch.uint8 or images.ndim != 4 or maps.ndim != 3:
+        if not full.shape[0] == maps.shape[0] == images.shape[0] == indices.shape[0] or maps.ndim != 3:
             raise ValueError(
-                f"expected uint8 (images, 3, H, W) pixels and (images, h, w) maps, got {images.dtype} "
-                f"{tuple(images.shape)} and {tuple(maps.shape)}"
+                f"expected (images, h, w) maps and one image, map and index per vector, got "
+                f"{tuple(full.shape)}, {tuple(maps.shape)}, {tuple(images.shape)}, {tuple(indices.shape)}"
             )
         indices = indices.long()
         cosine = cosine_similarity(full.double(), part.double(), dim=-1)
         other_cosine = cosine_similarity(other_full.double(), other_part.double(), dim=-1)
         append_rows(self, {"index": indices, "cosine": cosine, "other_cosine": other_cosine})
-        candidates = {"index": indices, "cosine": cosine, "map": maps.float(), "image": images}
+        kept = {name: getattr(self, _gallery_state(name)) for name in _GALLERY}
+        kept_count = kept["index"][0].shape[0] if kept["index"] else 0
+        all_cosines = torch.cat([*kept["cosine"], cosine])
+        keep = extremes(all_cosines, torch.cat([*kept["index"], indices]), self.gallery_size)
+        old, new = keep[keep < kept_count], keep[keep >= kept_count] - kept_count
+        entering = {"index": indices[new], "cosine": cosine[new], "map": maps[new].float()}
+        entering["image"] = self.to_image(images[new])
         for name in _GALLERY:
-            kept = getattr(self, _gallery_state(name))
-            if kept:
-                candidates[name] = torch.cat([kept[0], candidates[name]])
-        keep = extremes(candidates["cosine"], candidates["index"], self.gallery_size)
-        for name in _GALLERY:
-            setattr(self, _gallery_state(name), [candidates[name][keep]])
+            parts = [kept[name][0][old]] if kept_count else []
+            setattr(self, _gallery_state(name), [torch.cat([*parts, entering[name]])])
 
     def compute(self) -> tuple[dict[str, Tensor], Gallery]:
         if is_empty(self.index):

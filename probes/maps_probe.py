@@ -46,14 +46,13 @@ class MapsProbe(Probe):
 
     def __init__(self, gallery_size: int = 6) -> None:
         super().__init__()
-        self.metric = Faithfulness(gallery_size)
+        self.metric = Faithfulness(gallery_size, to_image=to_uint8_image)
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         ranking, other = (
             (decomposition[f"{readout}/full"], decomposition[f"{readout}/patch"]) for readout in READOUTS
         )
-        images = to_uint8_image(decomposition[PIXELS])
-        self.metric.update(*ranking, *other, decomposition[ATTENTION_MAP], images, indices)
+        self.metric.update(*ranking, *other, decomposition[ATTENTION_MAP], decomposition[PIXELS], indices)
 
     def compute(self) -> dict[str, float]:
         rows, _ = self.metric.compute()

@@ -119,7 +119,7 @@ def test_fewer_images_than_the_gallery() -> None:
 
 def test_bad_inputs_are_refused() -> None:
     full, part, other_full, other_part, maps, images, index = _synthetic_batches([2])[0]
-    with pytest.raises(ValueError, match="uint8"):
-        Faithfulness().update(full, part, other_full, other_part, maps, images.float(), index)
+    with pytest.raises(ValueError, match="one image, map and index per vector"):
+        Faithfulness().update(full, part, other_full, other_part, maps, images[:1], index)
     with pytest.raises(ValueError, match="saw no image"):
         Faithfulness().compute()

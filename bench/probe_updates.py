@@ -1,0 +1,64 @@
+"""What each probe's per-batch update costs next to the decomposing forward pass, same process.
+
+    python bench/probe_updates.py [--backbone random:dinov2_vits14] [--resolution 224]
+                                  [--batch-size 16] [--repeats 10]
+
+One decomposition of a random batch, then each probe (every name of PROBES) updated `--repeats`
+times with fresh dataset indices; prints the median milliseconds per batch and the share of one
+forward pass (median of `--repeats` forwards timed in alternation with the updates).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.common import paired_times
+from harness.loading import load_backbone
+from probes import PROBES, ProbeContext, build_probes
+from probes.base import PIXELS
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--backbone", default="random:dinov2_vits14")
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--repeats", type=int, default=10)
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    backbone = load_backbone(args.backbone)
+    pixels = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
+    classes = tuple(f"class{i}" for i in range(10))
+    probes = build_probes(list(PROBES), ProbeContext(backbone.info, classes, args.resolution))
+    labels = torch.arange(args.batch_size) % len(classes)
+    with torch.no_grad():
+        inputs = {**backbone(pixels), PIXELS: pixels}
+    batches = iter(range(1, 10**9))
+
+    def update(probe_name: str) -> None:
+        indices = torch.arange(args.batch_size) + args.batch_size * next(batches)
+        probes[probe_name].update(inputs, labels, indices)
+
+    functions = {"forward": torch.no_grad()(lambda: backbone(pixels))}
+    functions |= {name: (lambda name=name: update(name)) for name in probes}
+    times = paired_times(functions, args.repeats)
+    forward = statistics.median(times["forward"])
+    setting = (
+        f"{torch.get_num_threads()} threads; {args.backbone} {args.resolution}px batch {args.batch_size}"
+    )
+    print(f"torch {torch.__version__}, {setting}: decomposing forward {forward * 1000:.0f} ms")
+    for name in probes:
+        median = statistics.median(times[name])
+        print(f"  {name:>12}: {median * 1000:8.2f} ms per batch ({median / forward:.2%} of the forward)")
+
+
+if __name__ == "__main__":
+    main()
