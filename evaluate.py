@@ -121,6 +121,8 @@ def run_logger(output: Path) -> TensorBoardLogger:
 def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     """Evaluate or compare as `args` say; return (on every rank) what each results.json holds."""
     if args.compare is not None:
+        if args.backbone or args.from_features:
+            raise HarnessError("--compare reads finished runs: it takes no --backbone or --from-features")
         check_output_dir(args.output, args.overwrite, COMPARISON_FILES)
         compare_runs([(folder.name, load_run(folder)) for folder in args.compare], args.output)
         return []

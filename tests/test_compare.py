@@ -100,8 +100,9 @@ def test_a_comparison_is_not_overwritten(sweep: Path, capsys: pytest.CaptureFixt
         (["--compare", "RUN"], "at least two runs"),
         (["--compare", "RUN", "NOWHERE"], "not a run folder"),
         (["--backbone", "random:tiny", "random:tiny"], "each backbone once"),
+        (["--compare", "RUN", "RUN", "--backbone", "random:tiny"], "takes no --backbone"),
     ],
-    ids=["one-run", "not-a-run", "same-backbone-twice"],
+    ids=["one-run", "not-a-run", "same-backbone-twice", "compare-and-backbone"],
 )
 def test_bad_comparisons_are_one_line_errors(
     argv: list[str], message: str, sweep: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
