@@ -5,7 +5,9 @@
 
 One decomposition of a random batch, then each probe (every name of PROBES) updated `--repeats`
 times with fresh dataset indices; prints the median milliseconds per batch and the share of one
-forward pass (median of `--repeats` forwards timed in alternation with the updates).
+forward pass (median of `--repeats` forwards timed in alternation with the updates). Then the
+maps probe's gallery both ways on the same batch: every image converted to uint8 before the
+update (how it first worked) against only the images entering the gallery (how it works).
 """
 
 from __future__ import annotations
@@ -19,9 +21,12 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import paired_times
+from datamodules.transforms import to_uint8_image
+from harness.decomposition import ATTENTION_MAP
 from harness.loading import load_backbone
 from probes import PROBES, ProbeContext, build_probes
 from probes.base import PIXELS
+from probes.faithfulness import Faithfulness
 
 
 def main() -> None:
@@ -58,6 +63,28 @@ def main() -> None:
     for name in probes:
         median = statistics.median(times[name])
         print(f"  {name:>12}: {median * 1000:8.2f} ms per batch ({median / forward:.2%} of the forward)")
+    gallery_conversion(inputs, args.batch_size, args.repeats)
+
+
+def gallery_conversion(inputs: dict[str, torch.Tensor], batch_size: int, repeats: int) -> None:
+    """The maps gallery converting every image of a batch to uint8, or only those entering it."""
+    every, entering = Faithfulness(), Faithfulness(to_image=to_uint8_image)
+    vectors = [inputs[f"{readout}/{v}"] for readout in ("attention", "output") for v in ("full", "patch")]
+    batches = iter(range(1, 10**9))
+
+    def convert_every() -> None:
+        indices = torch.arange(batch_size) + batch_size * next(batches)
+        every.update(*vectors, inputs[ATTENTION_MAP], to_uint8_image(inputs[PIXELS]), indices)
+
+    def convert_entering() -> None:
+        indices = torch.arange(batch_size) + batch_size * next(batches)
+        entering.update(*vectors, inputs[ATTENTION_MAP], inputs[PIXELS], indices)
+
+    times = paired_times({"every": convert_every, "entering": convert_entering}, repeats)
+    before, after = statistics.median(times["every"]), statistics.median(times["entering"])
+    ratio = statistics.median(a / b for a, b in zip(times["entering"], times["every"], strict=True))
+    print(f"maps gallery: every image to uint8 {before * 1000:.2f} ms, entering images only "
+          f"{after * 1000:.2f} ms per batch (ratio {ratio:.3f})")  # fmt: skip
 
 
 if __name__ == "__main__":
