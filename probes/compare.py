@@ -16,12 +16,13 @@ from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
 from probes.figures import (
+    CKA_TITLES,
     GROUP_COLOURS,
     GROUP_LABELS,
     error_bars,
     histogram_rows,
     layerwise_layers,
-    oneshot_k,
+    top_k,
     variant_colour,
     variant_values,
 )
@@ -161,22 +162,35 @@ def _variant_sweep(
     return figure
 
 
-def cka_comparison(compared: Sequence[Compared]) -> Figure | None:
+def cka_comparison(compared: Sequence[Compared], estimator: str = "cka") -> Figure | None:
     """Fig 3a / 6 across models: linear CKA of the full output with each variant."""
     return _variant_sweep(
-        compared, r"cka/(?P<readout>\w+)/(?P<variant>\w+)",
-        "Linear CKA with the full [CLS] output per model (Fig 3a, 6)", "CKA", (0, 1.05),
+        compared, rf"{estimator}/(?P<readout>\w+)/(?P<variant>\w+)",
+        f"{CKA_TITLES[estimator]} with the full [CLS] output per model (Fig 3a, 6)", "CKA", (0, 1.05),
     )  # fmt: skip
+
+
+def _accuracy_sweep(
+    compared: Sequence[Compared], probe: str, classes: list[int], title: str
+) -> Figure | None:
+    """Top-k accuracy per variant across models; top-1 when any run has 5 classes or fewer."""
+    k = min((top_k(n) for n in classes if n), default=5)
+    pattern = rf"{probe}/(?P<readout>\w+)/(?P<variant>\w+)/top{k}"
+    return _variant_sweep(compared, pattern, title.format(k=k), f"top-{k} accuracy", (0, 1.05))
 
 
 def oneshot_comparison(compared: Sequence[Compared]) -> Figure | None:
     """Fig 3b across models (top-5, or top-1 when a run has 5 classes or fewer)."""
-    k = min((oneshot_k(c.run.results) for c in compared if "oneshot/classes" in c.run.results), default=5)
-    return _variant_sweep(
-        compared, rf"oneshot/(?P<readout>\w+)/(?P<variant>\w+)/top{k}",
-        f"One-shot top-{k} accuracy per model (mean ± std over episodes) (Fig 3b)", f"top-{k} accuracy",
-        (0, 1.05),
-    )  # fmt: skip
+    classes = [int(c.run.results.get("oneshot/classes", 0)) for c in compared]
+    title = "One-shot top-{k} accuracy per model (mean ± std over episodes) (Fig 3b)"
+    return _accuracy_sweep(compared, "oneshot", classes, title)
+
+
+def linear_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """The paper's card across models: a linear classifier fit on the full output, tested on variants."""
+    classes = [int(c.run.summary["data"].get("num_classes", 0)) for c in compared]
+    title = "Linear classifier fit on output/full: top-{k} accuracy of each variant per model"
+    return _accuracy_sweep(compared, "linear", classes, title)
 
 
 def norms_comparison(compared: Sequence[Compared]) -> Figure | None:
@@ -233,7 +247,9 @@ COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_split.png": split_comparison,
     "compare_registers.png": registers_comparison,
     "compare_cka.png": cka_comparison,
+    "compare_cka_debiased.png": lambda compared: cka_comparison(compared, "cka_debiased"),
     "compare_oneshot.png": oneshot_comparison,
+    "compare_linear.png": linear_comparison,
     "compare_faithfulness.png": faithfulness_comparison,
     "compare_norms.png": norms_comparison,
     "compare_layerwise.png": layerwise_comparison,

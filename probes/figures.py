@@ -245,12 +245,15 @@ def _variant_bars(run: Run, pattern: str, title: str, ylabel: str) -> Figure | N
     return figure
 
 
-def cka_figure(run: Run) -> Figure | None:
-    """Fig 3a / 6: linear CKA of the full output with each variant."""
+CKA_TITLES = {"cka": "Linear CKA", "cka_debiased": "Linear CKA (debiased estimator)"}
+
+
+def cka_figure(run: Run, estimator: str = "cka") -> Figure | None:
+    """Fig 3a / 6: linear CKA of the full output with each variant (`estimator`: cka or cka_debiased)."""
     figure = _variant_bars(
         run,
-        r"cka/(?P<readout>\w+)/(?P<variant>\w+)",
-        "Linear CKA with the full [CLS] output (Fig 3a, 6)",
+        rf"{estimator}/(?P<readout>\w+)/(?P<variant>\w+)",
+        f"{CKA_TITLES[estimator]} with the full [CLS] output (Fig 3a, 6)",
         "CKA",
     )
     if figure is not None:
@@ -259,28 +262,38 @@ def cka_figure(run: Run) -> Figure | None:
     return figure
 
 
-def oneshot_k(results: Results) -> int:
+def top_k(classes: int) -> int:
     """5 (the paper's top-5), or 1 when there are 5 classes or fewer and top-5 is always 1."""
-    return 5 if results.get("oneshot/classes", 0) > 5 else 1
+    return 5 if classes > 5 else 1
 
 
-def oneshot_figure(run: Run) -> Figure | None:
-    """Fig 3b: one-shot accuracy of each variant against centroids of the full output."""
-    classes, k = int(run.results.get("oneshot/classes", 0)), oneshot_k(run.results)
+def _accuracy_bars(run: Run, probe: str, classes: int, title: str) -> Figure | None:
+    """Top-k accuracy of each variant, with chance level (k / classes)."""
+    k = top_k(classes)
     figure = _variant_bars(
-        run,
-        rf"oneshot/(?P<readout>\w+)/(?P<variant>\w+)/top{k}",
-        f"One-shot top-{k} accuracy, {classes} classes (mean ± std over episodes) (Fig 3b)",
-        f"top-{k} accuracy",
+        run, rf"{probe}/(?P<readout>\w+)/(?P<variant>\w+)/top{k}", title.format(k=k), f"top-{k} accuracy"
     )
     if figure is not None:
         for axis in figure.axes:
             axis.set_ylim(0, 1.05)
-            axis.axhline(
-                min(k / max(classes, 1), 1.0), color="grey", linestyle=":", linewidth=1, label="chance"
-            )
+            chance = min(k / max(classes, 1), 1.0)
+            axis.axhline(chance, color="grey", linestyle=":", linewidth=1, label="chance")
             axis.legend(fontsize=7, loc="upper right")
     return figure
+
+
+def oneshot_figure(run: Run) -> Figure | None:
+    """Fig 3b: one-shot accuracy of each variant against centroids of the full output."""
+    classes = int(run.results.get("oneshot/classes", 0))
+    title = f"One-shot top-{{k}} accuracy, {classes} classes (mean ± std over episodes) (Fig 3b)"
+    return _accuracy_bars(run, "oneshot", classes, title)
+
+
+def linear_figure(run: Run) -> Figure | None:
+    """The paper's card: a linear classifier fit on the full output, tested on each variant."""
+    classes = int(run.summary["data"].get("num_classes", 0))
+    title = f"Linear classifier fit on output/full, top-{{k}} accuracy of each variant, {classes} classes"
+    return _accuracy_bars(run, "linear", classes, title)
 
 
 def norms_figure(run: Run) -> Figure | None:
@@ -319,7 +332,9 @@ FIGURES: dict[str, Callable[[Run], Figure | None]] = {
     "split.png": split_figure,
     "registers.png": registers_figure,
     "cka.png": cka_figure,
+    "cka_debiased.png": lambda run: cka_figure(run, "cka_debiased"),
     "oneshot.png": oneshot_figure,
+    "linear.png": linear_figure,
     "maps.png": maps_figure,
     "faithfulness.png": faithfulness_figure,
     "norms.png": norms_figure,

@@ -14,8 +14,9 @@ import evaluate
 from tests.conftest import tiny_model, write_labelled_photos
 
 COMPARISON_FIGURES = {
-    "compare_split.png", "compare_registers.png", "compare_cka.png", "compare_oneshot.png",
-    "compare_faithfulness.png", "compare_norms.png", "compare_layerwise.png",
+    "compare_split.png", "compare_registers.png", "compare_cka.png", "compare_cka_debiased.png",
+    "compare_oneshot.png", "compare_linear.png", "compare_faithfulness.png", "compare_norms.png",
+    "compare_layerwise.png",
 }  # fmt: skip
 
 

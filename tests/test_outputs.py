@@ -17,8 +17,8 @@ import evaluate
 from tests.conftest import tiny_model, write_labelled_photos
 
 EVERY_FIGURE = {
-    "split.png", "registers.png", "cka.png", "oneshot.png", "maps.png", "faithfulness.png", "norms.png",
-    "layerwise.png",
+    "split.png", "registers.png", "cka.png", "cka_debiased.png", "oneshot.png", "linear.png", "maps.png",
+    "faithfulness.png", "norms.png", "layerwise.png",
 }  # fmt: skip
 
 
