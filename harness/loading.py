@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub import constants as hf_constants
+from huggingface_hub.utils import get_session
 from transformers import (
     AutoModel,
     Dinov2Config,
@@ -80,9 +82,9 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
             f"{name} is a file but not a .pth checkpoint; expected {_CHECKPOINT_SUFFIXES}"
         )
     elif name in HUB_MODELS:
-        model, source, location = _from_pretrained(HUB_MODELS[name], name), "hub", HUB_MODELS[name]
+        model, source, location = _from_hub(HUB_MODELS[name], name), "hub", HUB_MODELS[name]
     elif _HF_ID.match(name) and not name.startswith(".") and path.suffix not in _CHECKPOINT_SUFFIXES:
-        model, source, location = _from_pretrained(name, name), "hub", name
+        model, source, location = _from_hub(name, name), "hub", name
     else:
         raise UnknownBackboneError(_unknown_message(name))
     config = model.config
@@ -103,20 +105,51 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
     return DecomposingBackbone(model, info)
 
 
-def _from_pretrained(location: str, name: str) -> HFDinov2:
+def _from_hub(hub_id: str, name: str) -> HFDinov2:
+    """An HF DINOv2 from the local cache when it is there (no network at all), else from the hub.
+
+    An unreachable hub is reported after one request, instead of after huggingface_hub's
+    retries (about 25 s).
+    """
+    try:
+        return _from_pretrained(hub_id, name, local_files_only=True)
+    except BackboneUnavailableError:
+        pass  # not cached: download
+    if not hf_constants.HF_HUB_OFFLINE and (problem := _hub_unreachable()):
+        raise BackboneUnavailableError(_unavailable_message(name, hub_id, problem))
+    return _from_pretrained(hub_id, name)
+
+
+def _hub_unreachable(timeout: float = 5.0) -> str | None:
+    """Why the hub cannot be reached (one HEAD request through huggingface_hub's own session, so
+    its proxy settings apply; no retries), or None when it answers at all."""
+    try:
+        get_session().head(hf_constants.ENDPOINT, timeout=timeout)
+    except Exception as error:  # DNS, refused, timeout, proxy, TLS: all mean "unreachable"
+        return f"{hf_constants.ENDPOINT} did not answer ({type(error).__name__}: {error})"
+    return None
+
+
+def _unavailable_message(name: str, location: str, reason: str) -> str:
+    return (
+        f"cannot load {name!r} ({location}): {reason} -- the Hugging Face hub is unreachable or the "
+        "weights are not cached; download them where the hub is reachable (they land in HF_HOME), "
+        "or pass a local folder made by save_pretrained or an original dinov2_*_pretrain.pth file"
+    )
+
+
+def _from_pretrained(location: str, name: str, local_files_only: bool = False) -> HFDinov2:
     """An HF DINOv2 model from the hub cache, the hub, or a local folder, with SDPA attention."""
     hub_logger = logging.getLogger("huggingface_hub")
     previous_level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # one clear line below instead of a retry log per attempt
     try:
-        model = AutoModel.from_pretrained(location, attn_implementation="sdpa")
+        model = AutoModel.from_pretrained(
+            location, attn_implementation="sdpa", local_files_only=local_files_only
+        )
     except OSError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BackboneUnavailableError(
-            f"cannot load {name!r} ({location}): {reason} -- the Hugging Face hub is unreachable or the "
-            "weights are not cached; download them where the hub is reachable (they land in HF_HOME), "
-            "or pass a local folder made by save_pretrained or an original dinov2_*_pretrain.pth file"
-        ) from None
+        raise BackboneUnavailableError(_unavailable_message(name, location, reason)) from None
     finally:
         hub_logger.setLevel(previous_level)
     if not isinstance(model, (Dinov2Model, Dinov2WithRegistersModel)):

@@ -64,8 +64,13 @@ def test_non_dinov2_folder_and_non_checkpoint_file_are_refused(tmp_path: Path) -
         load_backbone(tmp_path / "weights.bin")
 
 
-def test_unreachable_hub_is_one_clear_line(tmp_path: Path) -> None:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
+@pytest.mark.parametrize(
+    "hub_env",
+    [{"HF_HUB_OFFLINE": "1"}, {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9"}],
+    ids=["offline", "unreachable"],
+)
+def test_unreachable_hub_is_one_clear_line(tmp_path: Path, hub_env: dict[str, str]) -> None:
+    env = {**os.environ, **hub_env, "HF_HOME": str(tmp_path / "hf"), "PYTHONPATH": str(REPO)}
     result = subprocess.run(
         [sys.executable, "evaluate.py", "--backbone", "dinov2_vits14", "--output", str(tmp_path / "run")],
         cwd=REPO,
@@ -79,3 +84,24 @@ def test_unreachable_hub_is_one_clear_line(tmp_path: Path) -> None:
     assert len(lines) == 1, result.stderr
     assert lines[0].startswith("error: cannot load 'dinov2_vits14' (facebook/dinov2-small)")
     assert "local folder" in lines[0] and "Traceback" not in result.stderr
+
+
+def test_cached_hub_weights_load_without_any_network(tmp_path: Path) -> None:
+    """A hub id whose weights are in the HF cache loads with the hub unreachable and not offline."""
+    snapshot = tmp_path / "hf" / "hub" / "models--tester--tiny-dinov2" / "snapshots" / ("0" * 40)
+    tiny_model(registers=4, hidden=32, heads=2, patch=14, image=56).save_pretrained(snapshot)
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    hub = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, **hub, "PYTHONPATH": str(REPO)}
+    code = """
+import sys
+attempts = []
+sys.addaudithook(lambda event, args: attempts.append(event) if event.startswith("socket.") else None)
+from harness.loading import load_backbone
+info = load_backbone("tester/tiny-dinov2").info
+print(info.source, info.location, info.num_registers, len(attempts))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["hub", "tester/tiny-dinov2", "4", "0"]  # no socket was even opened
