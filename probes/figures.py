@@ -18,6 +18,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
+from probes.registers_probe import TOP_DIMS
 from probes.runs import Run
 
 Results = Mapping[str, float]
@@ -37,9 +38,10 @@ def run_title(run: Run) -> str:
 def split_figure(run: Run) -> Figure | None:
     """Fig 2a: the last-layer [CLS] attention split: mean share per group, distribution over images."""
     results = run.results
-    groups = [g for g in ("cls", "register", "patch") if f"split/{g}/mean" in results]
-    if not groups:
+    if "split/patch/mean" not in results:
         return None
+    registers = run.summary["backbone"]["num_registers"] > 0
+    groups = ["cls", *(["register"] if registers else []), "patch"]
     histograms = "split/bin_edges" in run.arrays
     figure, axes = plt.subplots(
         1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
@@ -56,19 +58,21 @@ def split_figure(run: Run) -> Figure | None:
     )
     axis.set_ylim(0, 1)
     axis.set_ylabel("share of [CLS] attention (mean ± std)")
-    two_way = results.get("split/register_vs_patch/mean", float("nan"))
-    axis.set_title(f"mean over images; registers / (registers + patches) = {two_way:.3f}", fontsize=9)
+    two_way = results["split/register_vs_patch/mean"]
+    axis.set_title(
+        f"mean over images; registers / (registers + patches) = {two_way:.3f}" if registers
+        else "mean over images (no registers in this model)", fontsize=9,
+    )  # fmt: skip
     if histograms:
-        _split_histograms(axes[0, 1], run)
+        _split_histograms(axes[0, 1], run, registers)
     figure.suptitle(f"Last-layer [CLS] attention split (Fig 2a)\n{run_title(run)}", fontsize=10)
     figure.tight_layout()
     return figure
 
 
-def _split_histograms(axis: Axes, run: Run) -> None:
+def _split_histograms(axis: Axes, run: Run, registers: bool) -> None:
     """The distribution of each group's share over images (registers only when the model has them)."""
     edges = run.arrays["split/bin_edges"].numpy()
-    registers = run.summary["backbone"]["num_registers"] > 0
     groups = ["cls", "patch", *(["register", "register_vs_patch"] if registers else [])]
     rows = [(GROUP_LABELS[g], run.arrays[f"split/{g}/histogram"].numpy(), GROUP_COLOURS[g]) for g in groups]
     histogram_rows(axis, rows, edges)
@@ -115,7 +119,7 @@ def registers_figure(run: Run) -> Figure | None:
     dims.bar(["before norm1", "after norm1"], [before, after], color=["#d62728", "#ff9896"])
     if min(before, after) > 0 and max(before, after) / min(before, after) > 20:
         dims.set_yscale("log")
-    top_dims = min(100, run.summary["backbone"]["hidden_size"])
+    top_dims = min(TOP_DIMS, run.summary["backbone"]["hidden_size"])
     dims.set_ylabel(f"mean |activation| of its top-{top_dims} dims")
     dims.set_title(
         f"mean pairwise cosine of the token\nacross images = {results['registers/pairwise_cosine']:.4f}",

@@ -12,6 +12,9 @@ from torchmetrics import Metric
 from harness.decomposition import PENULTIMATE
 from probes.base import Probe
 
+TOP_DIMS = 100
+"""Dimensions of the highest-norm token compared before and after norm1 (the paper's top-100)."""
+
 
 class HighNormToken(Metric):
     """Statistics of the highest-norm non-[CLS] token (one per image) of the penultimate layer.
@@ -49,7 +52,9 @@ class HighNormToken(Metric):
     norm_sum: Tensor
     other_norm_sum: Tensor
 
-    def __init__(self, hidden_size: int, num_tokens: int, num_registers: int, top_dims: int = 100) -> None:
+    def __init__(
+        self, hidden_size: int, num_tokens: int, num_registers: int, top_dims: int = TOP_DIMS
+    ) -> None:
         super().__init__()
         if num_tokens < 2 or hidden_size < 1 or top_dims < 1:
             raise ValueError(
