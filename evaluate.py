@@ -124,7 +124,12 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
         if args.backbone or args.from_features:
             raise HarnessError("--compare reads finished runs: it takes no --backbone or --from-features")
         check_output_dir(args.output, args.overwrite, COMPARISON_FILES)
-        compare_runs([(folder.name, load_run(folder)) for folder in args.compare], args.output)
+        names = [folder.name for folder in args.compare]
+        labels = names if len(set(names)) == len(names) else [str(folder) for folder in args.compare]
+        compare_runs(
+            [(label, load_run(folder)) for label, folder in zip(labels, args.compare, strict=True)],
+            args.output,
+        )
         return []
     backbones = args.backbone or [None]
     if len(backbones) == 1:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 from pathlib import Path
 
 import pytest
@@ -115,3 +116,18 @@ def test_bad_comparisons_are_one_line_errors(
     assert evaluate.main([*argv, "--output", str(tmp_path / "out")]) == 2
     errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
     assert len(errors) == 1 and message in errors[0]
+
+
+def test_runs_in_folders_of_the_same_name_keep_their_paths_as_labels(sweep: Path, tmp_path: Path) -> None:
+    for side, label in (("a", "reg4"), ("b", "plain")):
+        shutil.copytree(sweep / label, tmp_path / side / "run")
+    argv = [
+        "--compare",
+        str(tmp_path / "a" / "run"),
+        str(tmp_path / "b" / "run"),
+        "--output",
+        str(tmp_path / "c"),
+    ]
+    assert evaluate.main(argv) == 0
+    rows = read_table(tmp_path / "c" / "comparison.csv")
+    assert [row["run"] for row in rows] == [str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]
