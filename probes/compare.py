@@ -35,7 +35,8 @@ COMPARISON_CSV = "comparison.csv"
 
 @dataclass(frozen=True)
 class Compared:
-    """One run of a comparison and the label it has in figures and tables (its folder's name)."""
+    """One run of a comparison and the label it has in figures and tables (its folder's name, or its
+    path where names repeat)."""
 
     label: str
     run: Run
@@ -280,17 +281,18 @@ def comparison_csv(compared: Sequence[Compared]) -> str:
 
 
 def comparison_markdown(compared: Sequence[Compared], figures: Sequence[str]) -> str:
-    """One table per probe with one row per backbone, then the figures (paths relative to the file)."""
+    """The runs, the figures (paths relative to the file), then one table per probe with one row per
+    backbone."""
     lines = ["# Backbones compared", ""]
     lines += markdown_table(
         ("run", "backbone", "images", "data"),
         ((c.label, c.run.backbone, c.run.num_images, c.run.summary["data"]["source"]) for c in compared),
     )
+    if figures:
+        lines += ["", "## Figures"]
+        lines += [line for path in figures for line in ("", f"![{path}]({path})")]
     for probe, names in results_by_probe(dict.fromkeys(scalar_names(compared), 0.0)).items():
         rows = [[c.label, *(format_value(c.run.results[n]) if n in c.run.results else "" for n in names)]
                 for c in compared]  # fmt: skip
         lines += ["", f"## {probe}", "", *markdown_table(("run", *names), rows)]
-    if figures:
-        lines += ["", "## Figures"]
-        lines += [line for path in figures for line in ("", f"![{path}]({path})")]
     return "\n".join(lines) + "\n"
