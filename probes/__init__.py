@@ -4,9 +4,11 @@ from probes.accuracy_probes import LinearHeadProbe, OneShotProbe, RidgeProbe
 from probes.base import Probe
 from probes.cka import LinearCKA
 from probes.cka_probe import CKAProbe
+from probes.faithfulness import Faithfulness
 from probes.features import EvaluatedImages, FeatureStore
 from probes.layerwise_probe import LayerwiseProbe
 from probes.linear_head import LinearHead
+from probes.maps_probe import MapsProbe
 from probes.norms_probe import NormsProbe
 from probes.oneshot import OneShotAccuracy
 from probes.registers_probe import HighNormToken, RegistersProbe
@@ -23,12 +25,14 @@ __all__ = [
     "CKAProbe",
     "ColumnStats",
     "EvaluatedImages",
+    "Faithfulness",
     "FeatureStore",
     "HighNormToken",
     "LayerwiseProbe",
     "LinearCKA",
     "LinearHead",
     "LinearHeadProbe",
+    "MapsProbe",
     "NormsProbe",
     "OneShotAccuracy",
     "OneShotProbe",
