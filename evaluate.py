@@ -105,10 +105,17 @@ def check_output_dir(output: Path, overwrite: bool, names: tuple[str, ...] = RUN
 
 
 def run_probes(
-    args: argparse.Namespace, info: BackboneInfo, class_names: tuple[str, ...], resolution: int
+    args: argparse.Namespace,
+    info: BackboneInfo,
+    class_names: tuple[str, ...],
+    resolution: int,
+    pixels: bool = True,
 ) -> tuple[list[str], dict[str, Probe]]:
-    """The probes `--probe` names, built for this backbone, data and resolution."""
-    names = parse_probe_names(args.probe, labelled=bool(class_names))
+    """The probes `--probe` names, built for this backbone, data and resolution (`pixels=False`:
+    features are replayed, so the probes that read the images are left out of `all` or refused)."""
+    names = parse_probe_names(args.probe, labelled=bool(class_names), pixels=pixels)
+    if not pixels and (needing_pixels := [name for name in names if name in PIXEL_PROBES]):
+        raise HarnessError(f"probe(s) {', '.join(needing_pixels)} read the images: run with the backbone")
     context = ProbeContext(info, class_names, resolution, args.seed, args.episodes, args.shots, args.head)
     return names, build_probes(names, context)
 
@@ -142,7 +149,6 @@ def run(args: argparse.Namespace) -> list[dict[str, Any]]:
     for label in labels:
         check_output_dir(args.output / label, args.overwrite)
     check_output_dir(args.output, args.overwrite, COMPARISON_FILES)
-    parse_probe_names(args.probe)  # fail on a typo before loading anything
     summaries = []
     for label, backbone in zip(labels, backbones, strict=True):
         log.info("backbone %s -> %s", backbone, args.output / label)
@@ -215,13 +221,7 @@ def run_from_features(args: argparse.Namespace) -> dict[str, Any]:
     if args.backbone is not None and args.backbone not in (info.name, info.identity):
         raise HarnessError(f"{source} holds features of {info.name!r}, not {args.backbone!r}")
     class_names = tuple(earlier["data"].get("class_names", ()))
-    names = parse_probe_names(args.probe, labelled=bool(class_names))
-    if args.probe.strip() == "all":
-        names = [name for name in names if name not in PIXEL_PROBES]
-    elif needing_pixels := [name for name in names if name in PIXEL_PROBES]:
-        raise HarnessError(f"probe(s) {', '.join(needing_pixels)} read the images: run with the backbone")
-    replay = argparse.Namespace(**{**vars(args), "probe": ",".join(names)})
-    probe_names, probes = run_probes(replay, info, class_names, earlier["data"]["resolution"])
+    probe_names, probes = run_probes(args, info, class_names, earlier["data"]["resolution"], pixels=False)
     started = time.perf_counter()
     results, arrays = replay_features(probes, load_file(str(source / FEATURES_FILE)))
     summary = {

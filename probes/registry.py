@@ -87,17 +87,22 @@ PIXEL_PROBES = frozenset({"maps"})
 """Probes that read the images themselves: they cannot be re-run from saved features."""
 
 
-def parse_probe_names(text: str, labelled: bool | None = None) -> list[str]:
+def parse_probe_names(text: str, labelled: bool | None = None, pixels: bool = True) -> list[str]:
     """`"cka,split"` or `"all"` -> probe names, validated, in the order given.
 
-    `all` on unlabelled data (`labelled=False`) leaves out the probes that need labels.
+    `all` on unlabelled data (`labelled=False`) leaves out the probes that need labels, and
+    without images (`pixels=False`, features replayed) the probes that read them.
 
     >>> parse_probe_names("split, cka")
     ['split', 'cka']
     """
     names = [part.strip() for part in text.split(",") if part.strip()]
     if names == ["all"]:
-        return [name for name in PROBES if labelled is not False or name not in LABELLED_PROBES]
+        return [
+            name
+            for name in PROBES
+            if (labelled is not False or name not in LABELLED_PROBES) and (pixels or name not in PIXEL_PROBES)
+        ]
     unknown = [name for name in names if name not in PROBES]
     if unknown or not names:
         raise ValueError(f"unknown probe(s) {unknown or text!r}; choose from {', '.join(PROBES)} or 'all'")

@@ -31,6 +31,7 @@ def test_both_cka_estimators_share_one_set_of_moments() -> None:
 def test_probe_names() -> None:
     assert parse_probe_names("all", labelled=True) == list(PROBES)
     assert "oneshot" not in parse_probe_names("all", labelled=False)
+    assert "maps" not in parse_probe_names("all", pixels=False) and "maps" in parse_probe_names("all")
     with pytest.raises(ValueError, match="unknown probe"):
         parse_probe_names("cka,attention_maps")
     with pytest.raises(ValueError, match="estimators must be among"):
