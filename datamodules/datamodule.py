@@ -22,21 +22,30 @@ DATA_SOURCES: tuple[str, ...] = ("demo", "folder", "coco", "imagenet")
 """`--data` choices."""
 
 
-def list_source_images(
-    source: str, data_dir: Path | None, split: str = "val", download: bool = False
-) -> ImageList:
-    """The file list (and labels) of a data source, before any image is decoded."""
+LABELLED_SOURCES: tuple[str, ...] = ("folder", "imagenet")
+"""Sources that can have class labels (a folder only when every image lies in a class folder)."""
+
+
+def check_source(source: str, data_dir: Path | None, split: str = "val", download: bool = False) -> None:
+    """Refuse, before anything is listed or downloaded, options a source cannot take."""
+    if source not in DATA_SOURCES:
+        raise DataError(f"unknown data source {source!r}; choose from {', '.join(DATA_SOURCES)}")
     if download and source != "coco":
         raise DataError(f"--download is only for --data coco, not {source}")
+    if source in ("folder", "imagenet"):
+        folder = _require_dir(data_dir, source)
+        if not folder.is_dir():
+            raise DataError(f"data directory {folder} does not exist or is not a directory")
+
+
+def list_source_images(source: str, data_dir: Path | None, split: str, coco_root: Path) -> ImageList:
+    """The file list (and labels) of a data source, before any image is decoded."""
     if source == "demo":
         return demo_images()
     if source == "folder":
         return folder_images(_require_dir(data_dir, source))
     if source == "coco":
-        root = data_dir if data_dir is not None else default_coco_root()
-        if download:
-            download_coco(root, split)
-        return coco_images(root, split)
+        return coco_images(coco_root, split)
     if source == "imagenet":
         return imagenet_images(_require_dir(data_dir, source), split)
     raise DataError(f"unknown data source {source!r}; choose from {', '.join(DATA_SOURCES)}")
@@ -66,11 +75,16 @@ class ShardSampler(Sampler[int]):
 class ImageDataModule(L.LightningDataModule):
     """Images of one source, transformed for evaluation, sharded across ranks without repeats.
 
+    Follows Lightning's contract: `prepare_data` (once per node) downloads, `setup` (on every rank)
+    lists the files, deterministically, so every rank holds the same list, and builds the dataset.
+    The constructor only checks the options (and that the folders exist), so a bad option fails
+    before anything is loaded.
+
     Args:
         source: one of `DATA_SOURCES`.
         data_dir: the folder to read (COCO: defaults to the download cache).
         split: "val" or "train" (COCO, ImageNet).
-        download: fetch COCO's images first (resumable, checksummed).
+        download: fetch COCO's images in `prepare_data` (resumable, checksummed).
         resolution: side of the centre crop in pixels.
         batch_size: images per batch and rank.
         num_workers: loader processes; None picks min(8, CPUs - 1).
@@ -79,6 +93,9 @@ class ImageDataModule(L.LightningDataModule):
         fast_jpeg: decode large JPEGs at a reduced DCT scale (faster, not bit-identical to
             DINOv2's transform; off by default).
         seed: seed of the subsets.
+
+    Raises:
+        DataError: an unknown source, a missing folder, or an option the source cannot take.
     """
 
     def __init__(
@@ -96,11 +113,13 @@ class ImageDataModule(L.LightningDataModule):
         fast_jpeg: bool = False,
     ) -> None:
         super().__init__()
-        if batch_size < 1:
-            raise ValueError(f"batch size must be positive, got {batch_size}")
+        if batch_size < 1 or resolution < 1:
+            raise DataError(f"batch size and resolution must be positive, got {batch_size} and {resolution}")
+        check_source(source, data_dir, split, download)
         self.source = source
         self.data_dir = data_dir
         self.split = split
+        self.download = download
         self.resolution = resolution
         self.batch_size = batch_size
         self.num_workers = (
@@ -110,17 +129,34 @@ class ImageDataModule(L.LightningDataModule):
         self.per_class = per_class
         self.seed = seed
         self.fast_jpeg = fast_jpeg
-        self.images = self._list_images(download)
+        self._images: ImageList | None = None
 
-    def _list_images(self, download: bool) -> ImageList:
-        images = list_source_images(self.source, self.data_dir, self.split, download)
-        if self.per_class is not None:
-            images = per_class_images(images, self.per_class, self.seed)
-        if self.limit is not None:
-            images = limit_images(images, self.limit, self.seed)
-        return images
+    @property
+    def images(self) -> ImageList:
+        """The files, labels and class names evaluated (listed in `setup`)."""
+        if self._images is None:
+            raise RuntimeError("the images are listed in setup(); call prepare_data() and setup() first")
+        return self._images
+
+    @property
+    def class_names(self) -> tuple[str, ...]:
+        """Classes of the data (empty when unlabelled); known after `setup`."""
+        return self.images.class_names
+
+    def prepare_data(self) -> None:
+        """Download what `download` asks for (Lightning calls this once per node, before `setup`)."""
+        if self.download:
+            download_coco(self._coco_root(), self.split)
 
     def setup(self, stage: str) -> None:
+        """List the files (the same list on every rank: sorted, subsets seeded) and build the dataset."""
+        if self._images is None:
+            images = list_source_images(self.source, self.data_dir, self.split, self._coco_root())
+            if self.per_class is not None:
+                images = per_class_images(images, self.per_class, self.seed)
+            if self.limit is not None:
+                images = limit_images(images, self.limit, self.seed)
+            self._images = images
         self.dataset = ImageFileDataset(
             self.images,
             evaluation_transform(self.resolution),
@@ -156,6 +192,9 @@ class ImageDataModule(L.LightningDataModule):
             "fast_jpeg": self.fast_jpeg,
             "seed": self.seed,
         }
+
+    def _coco_root(self) -> Path:
+        return self.data_dir if self.data_dir is not None else default_coco_root()
 
 
 def _require_dir(data_dir: Path | None, source: str) -> Path:

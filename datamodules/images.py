@@ -14,13 +14,13 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from harness.errors import HarnessError
+from cls_decoupling.errors import UserError
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 UNLABELLED = -1
 
 
-class DataError(HarnessError):
+class DataError(UserError):
     """A data directory that is missing, empty, or in a layout the loader does not recognise."""
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from datamodules.images import ImageList
+from datamodules.images import DataError, ImageList
 
 
 def limit_images(images: ImageList, limit: int, seed: int) -> ImageList:
@@ -19,7 +19,7 @@ def limit_images(images: ImageList, limit: int, seed: int) -> ImageList:
     [0, 0, 1]
     """
     if limit < 1:
-        raise ValueError(f"--limit must be positive, got {limit}")
+        raise DataError(f"--limit must be positive, got {limit}")
     if limit >= len(images.files):
         return images
     rng = np.random.default_rng(seed)
@@ -41,9 +41,9 @@ def limit_images(images: ImageList, limit: int, seed: int) -> ImageList:
 def per_class_images(images: ImageList, per_class: int, seed: int) -> ImageList:
     """`per_class` images of every class (all of a smaller class), chosen with `seed`."""
     if per_class < 1:
-        raise ValueError(f"--per-class must be positive, got {per_class}")
+        raise DataError(f"--per-class must be positive, got {per_class}")
     if not images.labelled:
-        raise ValueError("--per-class needs labelled data (classes); this source has none")
+        raise DataError("--per-class needs labelled data (classes); this source has none")
     rng = np.random.default_rng(seed)
     labels = np.asarray(images.labels)
     chosen = []

@@ -1,22 +1,35 @@
-"""Frozen DINOv2 backbones whose last-layer [CLS] output is split into contributions."""
+"""Model side (docs/design.md#layers): frozen DINOv2 backbones whose last-layer [CLS] output is split into
+contributions, the LightningModule that runs them once per batch, and linear heads on their features."""
 
 from harness.backbone import BackboneInfo, DecomposingBackbone
-from harness.decomposition import Decomposition, split_names, variant_names
-from harness.errors import BackboneUnavailableError, HarnessError, UnknownBackboneError
+from harness.decomposition import PIXELS, Decomposition, split_names, variant_names
+from harness.errors import BackboneUnavailableError, UnknownBackboneError
+from harness.heads import HeadMismatchError, LinearHead, LinearHeads
 from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone
+from harness.module import Consumer, HarnessModule, all_feature_names, feed
+from harness.records import EvaluatedImages, FeatureStore
 from harness.tokens import GROUPS, TokenLayout
 
 __all__ = [
     "GROUPS",
     "HUB_MODELS",
+    "PIXELS",
     "RANDOM_MODELS",
     "BackboneInfo",
     "BackboneUnavailableError",
+    "Consumer",
     "DecomposingBackbone",
     "Decomposition",
-    "HarnessError",
+    "EvaluatedImages",
+    "FeatureStore",
+    "HarnessModule",
+    "HeadMismatchError",
+    "LinearHead",
+    "LinearHeads",
     "TokenLayout",
     "UnknownBackboneError",
+    "all_feature_names",
+    "feed",
     "load_backbone",
     "split_names",
     "variant_names",

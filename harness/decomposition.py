@@ -1,6 +1,6 @@
-"""The last block's [CLS] output split into contributions (DESIGN.md, "The decomposition").
+"""The last block's [CLS] output split into contributions (docs/design.md#the-decomposition).
 
-Notation as in DESIGN.md, for the last block with input x (batch, tokens, hidden):
+Notation as in docs/design.md, for the last block with input x (batch, tokens, hidden):
 
     u = norm1(x); a^h_j = softmax_j(q^h_[CLS] . k^h_j * scaling)      (post-softmax [CLS] row)
     S_g = concat_h sum_{j in g} a^h_j v^h_j                             (group partial sums)
@@ -31,6 +31,8 @@ HIDDEN_CLS = "hidden/cls"
 """[CLS] hidden state after the embeddings and after every block: (batch, layers + 1, hidden)."""
 HIDDEN_CLS_COSINE = "hidden/cls_cosine"
 """Cosine of each `hidden/cls` state to the last block's [CLS] output: (batch, layers + 1)."""
+PIXELS = "pixels"
+"""The batch's normalised images (batch, 3, H, W), handed to consumers next to the decomposition."""
 ATTENTION_MAP = "map/attention"
 """Last-layer [CLS] attention over patches, averaged over heads: (batch, grid_height, grid_width)."""
 PENULTIMATE = (
@@ -68,7 +70,7 @@ def split_names() -> tuple[str, ...]:
 
 
 class Decomposition(Mapping[str, Tensor]):
-    """Read-only mapping from DESIGN.md names to the tensors of one batch.
+    """Read-only mapping from the names of docs/design.md#names to the tensors of one batch.
 
     Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}`
     (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine` (batch, layers + 1),
@@ -193,7 +195,7 @@ def decompose_last_block(
     values: Tensor,
     layout: TokenLayout,
 ) -> dict[str, Tensor]:
-    """Every variant and split of DESIGN.md for one batch.
+    """Every variant and split of docs/design.md#the-decomposition for one batch.
 
     Args:
         layer: the last HF DINOv2 block.

@@ -1,17 +1,15 @@
-"""Errors a user can act on; entry scripts print them as one line, without a traceback."""
+"""Backbone errors a user can act on; the entry points print them as one line (cls_decoupling.errors)."""
+
+from cls_decoupling.errors import UserError
 
 
-class HarnessError(Exception):
-    """Base class of every error caused by user input (names, paths, data, options)."""
-
-
-class UnknownBackboneError(HarnessError, ValueError):
+class UnknownBackboneError(UserError, ValueError):
     """A backbone name that is neither a known name, an HF id, a local folder nor a checkpoint."""
 
 
-class BackboneUnavailableError(HarnessError, OSError):
+class BackboneUnavailableError(UserError, OSError):
     """Weights that exist in principle but cannot be reached (hub offline, nothing cached)."""
 
 
-class CheckpointFormatError(HarnessError, ValueError):
+class CheckpointFormatError(UserError, ValueError):
     """A `.pth` file that is not an original DINOv2 checkpoint this package can convert."""

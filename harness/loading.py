@@ -35,7 +35,7 @@ HUB_MODELS: dict[str, str] = {
     "dinov2_vitl14_reg": "facebook/dinov2-with-registers-large",
     "dinov2_vitg14_reg": "facebook/dinov2-with-registers-giant",
 }
-"""torch.hub name -> HF id (DESIGN.md, "Backbones")."""
+"""torch.hub name -> HF id (docs/design.md#backbones)."""
 
 RANDOM_PREFIX = "random:"
 # (hidden, layers, heads, swiglu) of the released sizes; `tiny` is for tests and demos

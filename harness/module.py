@@ -1,11 +1,11 @@
-"""The frozen-backbone LightningModule: one backbone pass per batch, every probe fed from it."""
+"""The frozen-backbone LightningModule: one backbone pass per batch, every consumer fed from it."""
 
 from __future__ import annotations
 
 import logging
 import warnings
-from collections.abc import Mapping, Sequence
-from typing import Any, cast
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, Protocol, cast
 
 import lightning as L  # noqa: N812
 import torch
@@ -13,34 +13,66 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from harness.backbone import DecomposingBackbone
-from harness.decomposition import HIDDEN_CLS_COSINE, PENULTIMATE, split_names, variant_names
-from probes.base import Probe, update_probes
-from probes.features import EvaluatedImages, FeatureStore
+from harness.decomposition import HIDDEN_CLS_COSINE, PENULTIMATE, PIXELS, split_names, variant_names
+from harness.records import EvaluatedImages, FeatureStore
 
 log = logging.getLogger(__name__)
 
 
-class HarnessModule(L.LightningModule):
-    """Runs the backbone once per test batch and hands its `Decomposition` to every probe.
+class Consumer(Protocol):
+    """What the module feeds: a module that takes batches and gives named results (a probe).
 
-    After `trainer.test`, on every rank: `results` (probe name -> value, DESIGN.md names),
-    `arrays` (the probes' non-scalar results: histograms, per-image values, gallery images),
+    `update` gets the batch's decomposition with its normalised images under `PIXELS`, its labels
+    (-1 when unlabelled) and dataset indices; `compute` and `arrays` synchronise across ranks.
+    """
+
+    def update(self, inputs: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None: ...
+
+    def compute(self) -> Mapping[str, float]: ...
+
+    def arrays(self) -> Mapping[str, Tensor]: ...
+
+
+ConsumerFactory = Callable[[tuple[str, ...]], Mapping[str, nn.Module]]
+"""Builds the consumers of a run from the data's class names (empty when unlabelled)."""
+
+
+def feed(consumers: Iterable[Consumer], decomposition: Mapping[str, Tensor], pixels: Tensor,
+         labels: Tensor, indices: Tensor) -> None:  # fmt: skip
+    """Feed one batch to every consumer: its decomposition, with the batch's images under `PIXELS`."""
+    inputs = {**decomposition, PIXELS: pixels}  # references only: no tensor is copied
+    for consumer in consumers:
+        consumer.update(inputs, labels, indices)
+
+
+class HarnessModule(L.LightningModule):
+    """Runs the backbone once per test batch and hands its `Decomposition` to every consumer.
+
+    The consumers are built in `setup`, once the data module has listed its images, from its
+    `class_names` (so probes that need labels see whether there are any).
+
+    After `trainer.test`, on every rank: `results` (name -> value, docs/design.md#names),
+    `arrays` (the consumers' non-scalar results: histograms, per-image values, gallery images),
     `num_images` (distinct dataset indices evaluated), `skipped` (index, reason) of unreadable
     images, `max_pooler_error`, and `features` (index, label and `feature_names` per image, in
     index order) when `feature_names` is not empty.
 
     Args:
         backbone: the decomposing backbone (frozen).
-        probes: probe name -> probe.
+        consumers: builds name -> consumer (e.g. probes) from the data's class names.
         feature_names: decomposition names to gather per image (see `all_feature_names`).
     """
 
     def __init__(
-        self, backbone: DecomposingBackbone, probes: Mapping[str, Probe], feature_names: Sequence[str] = ()
+        self,
+        backbone: DecomposingBackbone,
+        consumers: ConsumerFactory | None = None,
+        feature_names: Sequence[str] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.probes = nn.ModuleDict(dict(probes))
+        self.make_consumers = consumers
+        self.consumers = nn.ModuleDict()
         self.images = EvaluatedImages()
         self.pooler_error = MaxMetric()
         self.features_store = FeatureStore(feature_names) if feature_names else None
@@ -53,6 +85,12 @@ class HarnessModule(L.LightningModule):
         self.skipped: list[tuple[int, str]] = []
         self._local_skipped: list[tuple[int, str]] = []
 
+    def setup(self, stage: str) -> None:
+        if self.make_consumers is not None:
+            datamodule = getattr(self.trainer, "datamodule", None)
+            class_names = tuple(getattr(datamodule, "class_names", ()))
+            self.consumers = nn.ModuleDict(dict(self.make_consumers(class_names)))
+
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._local_skipped.extend(batch["skipped"])
         if batch["index"].numel() == 0:
@@ -60,7 +98,7 @@ class HarnessModule(L.LightningModule):
         decomposition = self.backbone(batch["pixels"])
         self.images.update(batch["index"])
         self.pooler_error.update(decomposition.pooler_error)
-        update_probes(self._probes(), decomposition, batch["pixels"], batch["label"], batch["index"])
+        feed(self._consumers(), decomposition, batch["pixels"], batch["label"], batch["index"])
         if self.features_store is not None:
             self.features_store.update(decomposition, batch["label"], batch["index"])
 
@@ -68,25 +106,25 @@ class HarnessModule(L.LightningModule):
         # every compute() below synchronises across ranks, so every rank calls them in this order
         with warnings.catch_warnings():  # a rank that got no image never called update()
             warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")
-            distinct, repeated = self.images.compute()
-        self.num_images, self.num_repeated = int(distinct), int(repeated)
+            counts = self.images.compute()
+        self.num_images, self.num_repeated = int(counts["distinct"]), int(counts["repeated"])
         self.skipped = sorted(_gather_objects(self._local_skipped))
         self.results, self.arrays = {}, {}
         if not self.num_images:  # the same on every rank: the count is synchronised
             log.warning("no image could be evaluated (%d skipped); no probe results", len(self.skipped))
             return
         self.max_pooler_error = float(self.pooler_error.compute())
-        for probe in self._probes():
-            self.results.update(probe.compute())
-            self.arrays.update({name: array.cpu() for name, array in probe.arrays().items()})
+        for consumer in self._consumers():
+            self.results.update(consumer.compute())
+            self.arrays.update({name: array.cpu() for name, array in consumer.arrays().items()})
         if self.features_store is not None:
             self.features = {name: t.cpu() for name, t in self.features_store.compute().items()}
 
     def configure_optimizers(self) -> None:
         return None
 
-    def _probes(self) -> list[Probe]:
-        return [cast(Probe, probe) for probe in self.probes.values()]
+    def _consumers(self) -> list[Consumer]:
+        return [cast(Consumer, consumer) for consumer in self.consumers.values()]
 
 
 def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:

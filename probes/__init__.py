@@ -1,47 +1,38 @@
-"""Probes: torchmetrics Metrics fed the decomposition of each batch; states reduce across ranks."""
+"""Probes (docs/design.md#layers): adapters from decomposition names to the metrics of
+`probes.metrics`, one per paper panel, each stating its own name, needs and result names; the
+registry derives `--probe` from them."""
 
-from probes.accuracy_probes import LinearHeadProbe, OneShotProbe, RidgeProbe
-from probes.base import Probe
-from probes.cka import LinearCKA
-from probes.cka_probe import CKAProbe
-from probes.faithfulness import Faithfulness
-from probes.features import EvaluatedImages, FeatureStore
-from probes.layerwise_probe import LayerwiseProbe
-from probes.linear_head import LinearHead
-from probes.maps_probe import MapsProbe
-from probes.norms_probe import NormsProbe
-from probes.oneshot import OneShotAccuracy
-from probes.registers_probe import HighNormToken, RegistersProbe
-from probes.registry import LABELLED_PROBES, PROBES, ProbeContext, build_probes, parse_probe_names
-from probes.ridge import RidgeAccuracy
-from probes.split import AttentionSplit
-from probes.split_probe import SplitProbe
-from probes.stats import ColumnStats
+from probes.base import FULL_OUTPUT, Probe, ProbeContext
+from probes.cka import CKAProbe, DebiasedCKAProbe
+from probes.layerwise import LayerwiseProbe
+from probes.linear import LinearHeadProbe, LinearProbe, RidgeProbe
+from probes.maps import MapsProbe
+from probes.norms import NormsProbe
+from probes.oneshot import OneShotProbe
+from probes.registers import RegistersProbe
+from probes.registry import PROBE_CLASSES, PROBES, ProbeSelectionError, build_probes, parse_probe_names
+from probes.replay import replay_features
+from probes.split import SplitProbe
 
 __all__ = [
-    "LABELLED_PROBES",
+    "FULL_OUTPUT",
     "PROBES",
-    "AttentionSplit",
+    "PROBE_CLASSES",
     "CKAProbe",
-    "ColumnStats",
-    "EvaluatedImages",
-    "Faithfulness",
-    "FeatureStore",
-    "HighNormToken",
+    "DebiasedCKAProbe",
     "LayerwiseProbe",
-    "LinearCKA",
-    "LinearHead",
     "LinearHeadProbe",
+    "LinearProbe",
     "MapsProbe",
     "NormsProbe",
-    "OneShotAccuracy",
     "OneShotProbe",
     "Probe",
     "ProbeContext",
+    "ProbeSelectionError",
     "RegistersProbe",
-    "RidgeAccuracy",
     "RidgeProbe",
     "SplitProbe",
     "build_probes",
     "parse_probe_names",
+    "replay_features",
 ]

@@ -1,45 +1,105 @@
-"""What every probe is: a module fed the `Decomposition` of each batch, reduced across ranks."""
+"""What every probe is: a module fed the decomposition of each batch, reduced across ranks, that states
+its own facts (name, what it needs, the names of its results, how it is built for a run)."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import ClassVar
 
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-PIXELS = "pixels"
-"""The batch's normalised images (batch, 3, H, W), next to the decomposition's names."""
+from harness import BackboneInfo, TokenLayout, variant_names
+
+FULL_OUTPUT = "output/full"
+"""The model's own [CLS] output: the reference of the label probes (centroids, classifiers)."""
+
+
+@dataclass(frozen=True)
+class ProbeContext:
+    """What probes need to know about a run.
+
+    Attributes:
+        info: the backbone.
+        class_names: classes of the data (empty when unlabelled).
+        resolution: image size of the run.
+        seed: seed of every sampled choice (one-shot episodes, ridge split).
+        episodes: one-shot episodes.
+        shots: one-shot support images per class.
+        head: a head saved by train_probe.py for the `linear` probe (None: fit a ridge classifier).
+    """
+
+    info: BackboneInfo
+    class_names: tuple[str, ...] = ()
+    resolution: int = 224
+    seed: int = 0
+    episodes: int = 10
+    shots: int = 1
+    head: Path | None = None
+
+    @property
+    def num_tokens(self) -> int:
+        """Sequence length at this run's (square) resolution."""
+        side = self.resolution // self.info.patch_size
+        return TokenLayout(self.info.num_registers, side, side).num_tokens
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every `{readout}/{variant}` the backbone produces."""
+        return variant_names(self.info.num_registers)
+
+    @property
+    def output_variants(self) -> tuple[str, ...]:
+        return tuple(v for v in self.variants if v.startswith("output/"))
 
 
 class Probe(nn.Module, ABC):
-    """Consumes decompositions batch by batch; `compute` gives results under DESIGN.md names.
+    """Consumes decompositions batch by batch; `compute` gives results under the names of
+    docs/design.md#names, each built by the class's own name functions.
 
-    Subclasses hold torchmetrics Metrics as attributes, so states move with the module's
-    device and reduce across DDP ranks in `compute`.
+    Subclasses hold torchmetrics Metrics as attributes, so states move with the module's device
+    and reduce across DDP ranks in `compute`. Class attributes are the probe's facts, read by the
+    registry, the outputs and `--from-features`:
+
+    Attributes:
+        name: the `--probe` name.
+        needs_labels: True for probes that need class labels (left out of `all` on unlabelled data).
+        needs_pixels: True for probes that read the batch's images (`harness.PIXELS`): they cannot be
+            re-run from saved features.
     """
 
-    name: str
-    needs_labels: bool = False
-    needs_pixels: bool = False
-    """True for probes that read the batch's images (`PIXELS` in the mapping `update` gets); they
-    cannot be re-run from saved features."""
+    name: ClassVar[str]
+    needs_labels: ClassVar[bool] = False
+    needs_pixels: ClassVar[bool] = False
+
+    @classmethod
+    @abstractmethod
+    def from_context(cls, context: ProbeContext) -> Probe:
+        """The probe built for a run's backbone, data and options."""
 
     @abstractmethod
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         """Add one batch: its decomposition, labels (-1 when unlabelled) and dataset indices.
 
-        The decomposition mapping also holds `PIXELS`, the batch's normalised images, when the
-        backbone ran (not when features are replayed)."""
+        The decomposition mapping also holds `harness.PIXELS`, the batch's normalised images, when
+        the backbone ran (not when features are replayed)."""
 
     @abstractmethod
     def compute(self) -> dict[str, float]:
-        """Results of everything seen, synchronised across ranks, keyed by DESIGN.md names."""
+        """Results of everything seen, synchronised across ranks, keyed by result name."""
 
     def arrays(self) -> dict[str, Tensor]:
         """Non-scalar results (histograms, per-image values, gallery images), synchronised like
         `compute` and called after it; none by default."""
         return {}
+
+    def absorb(self, other: Probe) -> bool:
+        """Take over `other`'s results when this probe's state already holds what it needs (both CKA
+        estimators read the same moments); False by default."""
+        return False
 
     def reset(self) -> None:
         """Forget everything seen."""
@@ -49,18 +109,5 @@ class Probe(nn.Module, ABC):
 
 
 def module_key(name: str) -> str:
-    """A DESIGN.md name as an `nn.ModuleDict` key (which may not hold '/' or '.')."""
+    """A result or variant name as an `nn.ModuleDict` key (which may not hold '/' or '.')."""
     return name.replace("/", "__")
-
-
-def update_probes(
-    probes: Iterable[Probe],
-    decomposition: Mapping[str, Tensor],
-    pixels: Tensor,
-    labels: Tensor,
-    indices: Tensor,
-) -> None:
-    """Feed one batch to every probe: its decomposition, with the batch's images under `PIXELS`."""
-    inputs = {**decomposition, PIXELS: pixels}  # references only: no tensor is copied
-    for probe in probes:
-        probe.update(inputs, labels, indices)

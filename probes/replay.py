@@ -7,6 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
+from cls_decoupling.errors import UserError
 from probes.base import Probe
 
 
@@ -15,13 +16,13 @@ def replay_features(
 ) -> tuple[dict[str, float], dict[str, Tensor]]:
     """Feed `features` (index, label and per-image tensors, one row per image) to `probes` in index order.
 
-    Every probe except attention maps needs only the per-image variants and splits, so the
-    results and arrays equal those of the run that saved the features (up to float64 summation
-    order).
+    Every probe that does not read the images (`needs_pixels`; `parse_probe_names(pixels=False)`
+    refuses those) needs only the per-image variants and splits, so the results and arrays equal
+    those of the run that saved the features (up to float64 summation order).
     """
     for required in ("index", "label"):
         if required not in features:
-            raise ValueError(f"saved features lack {required!r}; they were not written by evaluate.py")
+            raise UserError(f"saved features lack {required!r}; they were not written by evaluate.py")
     order = torch.argsort(features["index"])
     rows = {name: tensor[order] for name, tensor in features.items()}
     for start in range(0, len(order), batch_size):
@@ -31,8 +32,6 @@ def replay_features(
     results: dict[str, float] = {}
     arrays: dict[str, Tensor] = {}
     for probe in probes.values():
-        if probe.needs_pixels:
-            raise ValueError(f"the {probe.name} probe reads the images and cannot be re-run from features")
         results.update(probe.compute())
         arrays.update(probe.arrays())
     return results, arrays

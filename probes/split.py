@@ -1,73 +1,66 @@
-"""Attention split (paper Fig 2a): how the last-layer [CLS] attention divides among token groups."""
+"""Split probe (paper Fig 2a): mean, std and histogram of the per-image [CLS] attention split."""
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from harness.tokens import GROUPS
-from probes.stats import ColumnStats
+from harness import GROUPS, split_names
+from probes.base import Probe, ProbeContext
+from probes.metrics.shares import ShareHistogram
 
 TWO_WAY = "register_vs_patch"
 """The paper's two-way split: p_register / (p_register + p_patch), per image."""
-SPLIT_COLUMNS = (*GROUPS, TWO_WAY)
-DEFAULT_BINS = 20
 
 
-class SplitStats(NamedTuple):
-    """Mean, std (ddof 0) and histogram counts (bins,) over images of one share."""
+class SplitProbe(Probe):
+    """Head-averaged [CLS] attention mass on [CLS], registers and patches, and the paper's two-way split.
 
-    mean: Tensor
-    std: Tensor
-    counts: Tensor
-
-
-class AttentionSplit(ColumnStats):
-    """Mean, std and histogram over images of the [CLS] attention mass on [CLS], registers, patches.
-
-    `update(cls, register, patch)` takes the per-image masses (images,) of each group (each row
-    summing to 1); `compute()` returns `{cls, register, patch, register_vs_patch}` -> `SplitStats`
-    over all images seen: mean, std with ddof 0, and counts in `bins` equal bins of [0, 1]
-    (`bin_edges`), the last bin closed on the right, as numpy.histogram counts them.
-
-    >>> metric = AttentionSplit(bins=2)
-    >>> metric.update(torch.tensor([0.1, 0.3]), torch.tensor([0.6, 0.2]), torch.tensor([0.3, 0.5]))
-    >>> stats = metric.compute()["register"]
-    >>> round(stats.mean.item(), 6), round(stats.std.item(), 6), stats.counts.tolist()
-    (0.4, 0.2, [1.0, 1.0])
+    Results: `split/{cls,register,patch,register_vs_patch}/{mean,std}` over images (std ddof 0).
+    Arrays: `split/{column}/histogram` (images per bin of 20 equal bins of [0, 1]) and
+    `split/bin_edges`.
     """
 
-    counts: Tensor
+    name = "split"
+    COLUMNS: ClassVar[tuple[str, ...]] = (*GROUPS, TWO_WAY)
+    STATS: ClassVar[tuple[str, ...]] = ("mean", "std")
+    BIN_EDGES: ClassVar[str] = "split/bin_edges"
 
-    def __init__(self, bins: int = DEFAULT_BINS) -> None:
-        super().__init__(columns=len(SPLIT_COLUMNS))
-        if bins < 1:
-            raise ValueError(f"need at least one bin, got {bins}")
-        self.add_state(
-            "counts", torch.zeros(len(SPLIT_COLUMNS), bins, dtype=torch.float64), dist_reduce_fx="sum"
-        )
+    @staticmethod
+    def result_name(column: str, stat: str) -> str:
+        """`split/{column}/{stat}`, column in `COLUMNS`, stat in `STATS`."""
+        return f"split/{column}/{stat}"
 
-    @property
-    def bin_edges(self) -> Tensor:
-        """The `bins + 1` edges of the histogram bins, 0 to 1."""
-        return torch.linspace(0.0, 1.0, self.counts.shape[1] + 1, dtype=torch.float64)
+    @staticmethod
+    def histogram_name(column: str) -> str:
+        return f"split/{column}/histogram"
 
-    def update(self, cls: Tensor, register: Tensor, patch: Tensor) -> None:  # type: ignore[override]
-        if not cls.shape == register.shape == patch.shape or cls.ndim != 1:
-            raise ValueError(
-                f"masses must be equal (images,) vectors, got {tuple(cls.shape)}, "
-                f"{tuple(register.shape)}, {tuple(patch.shape)}"
-            )
+    @classmethod
+    def from_context(cls, context: ProbeContext) -> SplitProbe:
+        return cls()
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.metric = ShareHistogram(columns=len(self.COLUMNS))
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        cls, register, patch = (decomposition[name] for name in split_names())  # images, each
         outside_cls = register + patch
         two_way = torch.where(outside_cls > 0, register / outside_cls.clamp_min(1e-30), 0.0)
-        shares = torch.stack([cls, register, patch, two_way], dim=1)
-        super().update(shares)
-        inner_edges = self.bin_edges[1:-1].to(self.counts.device)
-        which = torch.bucketize(shares.double().clamp(0.0, 1.0), inner_edges, right=True)  # (images, columns)
-        self.counts.scatter_add_(1, which.T, torch.ones_like(which.T, dtype=torch.float64))
+        self.metric.update(torch.stack([cls, register, patch, two_way], dim=1))
 
-    def compute(self) -> dict[str, SplitStats]:  # type: ignore[override]
-        mean, std = super().compute()
-        return {name: SplitStats(mean[i], std[i], self.counts[i]) for i, name in enumerate(SPLIT_COLUMNS)}
+    def compute(self) -> dict[str, float]:
+        stats = self.metric.compute()
+        return {
+            self.result_name(column, stat): stats[stat][position].item()
+            for position, column in enumerate(self.COLUMNS)
+            for stat in self.STATS
+        }
+
+    def arrays(self) -> dict[str, Tensor]:
+        counts = self.metric.compute()["counts"]
+        arrays = {self.histogram_name(column): counts[i] for i, column in enumerate(self.COLUMNS)}
+        return {**arrays, self.BIN_EDGES: self.metric.bin_edges}

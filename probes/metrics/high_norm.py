@@ -1,27 +1,25 @@
-"""Registers probe (paper Fig 2b): the highest-norm token of the penultimate layer, across images."""
+"""The highest-norm token of a layer across images: where it sits, how large, how alike (Fig 2b)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import cast
+from typing import Any
 
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from harness.decomposition import PENULTIMATE
-from probes.base import Probe
+from cls_decoupling.errors import InsufficientDataError
 
 TOP_DIMS = 100
-"""Dimensions of the highest-norm token compared before and after norm1 (the paper's top-100)."""
+"""Dimensions of the token compared before and after the norm (the paper's top-100)."""
 
 
 class HighNormToken(Metric):
-    """Statistics of the highest-norm non-[CLS] token (one per image) of the penultimate layer.
+    """Statistics of one chosen token per image (e.g. the highest-norm non-[CLS] token of a layer).
 
     `update(position, norm, other_norm, state, state_norm1)` takes, per image, the token's
     sequence position, its L2 norm, the mean norm of the other non-[CLS] tokens, its state and
-    that state after norm1. `compute()` returns:
+    that state after a norm. `compute()` returns a dict of tensors:
 
     - `top_in_registers`: share of images whose token is a register (positions 1..registers);
     - `top_token`, `top_token_share`: the most frequent position and its share;
@@ -37,6 +35,7 @@ class HighNormToken(Metric):
         num_tokens: sequence length (1 + registers + patches).
         num_registers: register tokens.
         top_dims: how many dimensions the last two results average over.
+        kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
     """
 
     is_differentiable = False
@@ -53,9 +52,9 @@ class HighNormToken(Metric):
     other_norm_sum: Tensor
 
     def __init__(
-        self, hidden_size: int, num_tokens: int, num_registers: int, top_dims: int = TOP_DIMS
+        self, hidden_size: int, num_tokens: int, num_registers: int, top_dims: int = TOP_DIMS, **kwargs: Any
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         if num_tokens < 2 or hidden_size < 1 or top_dims < 1:
             raise ValueError(
                 f"need 2+ tokens, 1+ dims, top_dims >= 1; got {num_tokens}, {hidden_size}, {top_dims}"
@@ -84,48 +83,22 @@ class HighNormToken(Metric):
         self.norm_sum += norm.double().sum()
         self.other_norm_sum += other_norm.double().sum()
 
-    def compute(self) -> dict[str, float | Tensor]:
+    def compute(self) -> dict[str, Tensor]:
         n = self.n
         if n < 2:
-            raise ValueError(f"the registers probe needs at least 2 images, got {int(n)}")
+            raise InsufficientDataError(f"the registers probe needs at least 2 images, got {int(n)}")
         mean_state, mean_norm1 = self.state_sum / n, self.state_norm1_sum / n
         dims = mean_state.abs().topk(self.top_dims).indices
         top_norm, other_norm = self.norm_sum / n, self.other_norm_sum / n
         return {
-            "top_in_registers": (self.register_hits / n).item(),
-            "top_token": int(self.positions.argmax()),
-            "top_token_share": (self.positions.max() / n).item(),
-            "top_norm": top_norm.item(),
-            "other_norm": other_norm.item(),
-            "norm_ratio": (top_norm / other_norm).item(),
-            "pairwise_cosine": ((self.unit_sum.square().sum() - n) / (n * (n - 1))).item(),
-            "top_dims_before": mean_state[dims].abs().mean().item(),
-            "top_dims_after": mean_norm1[dims].abs().mean().item(),
+            "top_in_registers": self.register_hits / n,
+            "top_token": self.positions.argmax(),
+            "top_token_share": self.positions.max() / n,
+            "top_norm": top_norm,
+            "other_norm": other_norm,
+            "norm_ratio": top_norm / other_norm,
+            "pairwise_cosine": (self.unit_sum.square().sum() - n) / (n * (n - 1)),
+            "top_dims_before": mean_state[dims].abs().mean(),
+            "top_dims_after": mean_norm1[dims].abs().mean(),
             "top_token_counts": self.positions.clone(),
         }
-
-
-class RegistersProbe(Probe):
-    """Results: `registers/{top_in_registers, top_token, top_token_share, top_norm, other_norm,
-    norm_ratio, pairwise_cosine, top_dims_before, top_dims_after}` (see `HighNormToken`).
-
-    Arrays: `registers/top_token_counts`, images per position of the highest-norm token."""
-
-    name = "registers"
-
-    def __init__(self, hidden_size: int, num_tokens: int, num_registers: int) -> None:
-        super().__init__()
-        self.metric = HighNormToken(hidden_size, num_tokens, num_registers)
-
-    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        self.metric.update(*(decomposition[name] for name in PENULTIMATE))
-
-    def compute(self) -> dict[str, float]:
-        return {
-            f"registers/{key}": float(value)
-            for key, value in self.metric.compute().items()
-            if not isinstance(value, Tensor)
-        }
-
-    def arrays(self) -> dict[str, Tensor]:
-        return {"registers/top_token_counts": cast(Tensor, self.metric.compute()["top_token_counts"])}

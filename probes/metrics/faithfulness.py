@@ -1,9 +1,9 @@
-"""Faithfulness of attention maps (paper Fig 4): does the patch-only output point where the full one does?"""
+"""Per-sample cosine of a partial vector to the full one, with a bounded gallery of the extremes (Fig 4)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import NamedTuple
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -11,29 +11,18 @@ from torch.nn.functional import cosine_similarity
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from probes.base import module_key
-from probes.features import add_row_states, append_rows, first_of_each_index, gathered_rows, is_empty
+from cls_decoupling.errors import InsufficientDataError
+from probes.metrics.rows import (
+    add_row_states,
+    append_rows,
+    first_of_each_index,
+    gathered_rows,
+    is_empty,
+    row_state,
+)
 
 _ROWS = ("index", "cosine", "other_cosine")
 _GALLERY = ("index", "cosine", "map", "image")
-
-
-class Gallery(NamedTuple):
-    """Images of a run ordered by cosine: `least` faithful first (ascending), then `most` (descending).
-
-    Attributes:
-        indices: dataset indices (2k,).
-        cosines: their cosines (2k,).
-        maps: their attention maps over patches (2k, grid_height, grid_width).
-        images: their pixels as uint8 (2k, 3, height, width).
-        least: how many of the rows are the least faithful images (the rest are the most faithful).
-    """
-
-    indices: Tensor
-    cosines: Tensor
-    maps: Tensor
-    images: Tensor
-    least: int
 
 
 def _unchanged(images: Tensor) -> Tensor:
@@ -41,7 +30,7 @@ def _unchanged(images: Tensor) -> Tensor:
 
 
 def _gallery_state(name: str) -> str:
-    return module_key(f"gallery/{name}")
+    return f"gallery/{name}"
 
 
 def rank_rows(cosine: Tensor, index: Tensor) -> Tensor:
@@ -70,12 +59,16 @@ class Faithfulness(Metric):
     normalised pixels to uint8); after synchronisation the global extremes are chosen among every
     rank's candidates (a global extreme is always a candidate of its own rank).
 
-    `compute()` returns `(rows, gallery)`: `rows` = {index, cosine, other_cosine}, one per
-    distinct dataset index, in index order; `gallery` a `Gallery`.
+    `compute()` returns a dict of tensors: `index`, `cosine`, `other_cosine`, one per distinct
+    dataset index, in index order; and the gallery, images ordered by cosine, the least faithful
+    first (ascending), then the most faithful (descending): `gallery/index` (2k,),
+    `gallery/cosine` (2k,), `gallery/map` (2k, h, w), `gallery/image` (2k, ...) and
+    `gallery/least` (0-dim: how many rows are least faithful).
 
     Args:
         gallery_size: how many of the least and of the most faithful images to keep.
         to_image: turns a batch of the images `update` gets into what the gallery keeps.
+        kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
     """
 
     is_differentiable = False
@@ -84,8 +77,10 @@ class Faithfulness(Metric):
 
     index: list[Tensor]
 
-    def __init__(self, gallery_size: int = 6, to_image: Callable[[Tensor], Tensor] = _unchanged) -> None:
-        super().__init__()
+    def __init__(
+        self, gallery_size: int = 6, to_image: Callable[[Tensor], Tensor] = _unchanged, **kwargs: Any
+    ) -> None:
+        super().__init__(**kwargs)
         if gallery_size < 1:
             raise ValueError(f"gallery_size must be at least 1, got {gallery_size}")
         self.gallery_size = gallery_size
@@ -112,7 +107,8 @@ class Faithfulness(Metric):
         cosine = cosine_similarity(full.double(), part.double(), dim=-1)
         other_cosine = cosine_similarity(other_full.double(), other_part.double(), dim=-1)
         append_rows(self, {"index": indices, "cosine": cosine, "other_cosine": other_cosine})
-        kept = {name: getattr(self, _gallery_state(name)) for name in _GALLERY}
+        # the candidates kept so far, on this batch's device (compute_on_cpu moves them after update)
+        kept = {name: [t.to(cosine.device) for t in row_state(self, _gallery_state(name))] for name in _GALLERY}
         kept_count = kept["index"][0].shape[0] if kept["index"] else 0
         all_cosines = torch.cat([*kept["cosine"], cosine])
         keep = extremes(all_cosines, torch.cat([*kept["index"], indices]), self.gallery_size)
@@ -121,19 +117,17 @@ class Faithfulness(Metric):
         entering["image"] = self.to_image(images[new])
         for name in _GALLERY:
             parts = [kept[name][0][old]] if kept_count else []
-            setattr(self, _gallery_state(name), [torch.cat([*parts, entering[name]])])
+            row_state(self, _gallery_state(name))[:] = [torch.cat([*parts, entering[name]])]
 
-    def compute(self) -> tuple[dict[str, Tensor], Gallery]:
+    def compute(self) -> dict[str, Tensor]:
         if is_empty(self.index):
-            raise ValueError("the maps probe saw no image")
+            raise InsufficientDataError("the maps probe saw no image")
         rows = gathered_rows(self, _ROWS)
-        gallery = {name: dim_zero_cat(getattr(self, _gallery_state(name))) for name in _GALLERY}
+        gallery = {name: dim_zero_cat(row_state(self, _gallery_state(name))) for name in _GALLERY}
         distinct = first_of_each_index(gallery["index"])
         gallery = {name: tensor[distinct] for name, tensor in gallery.items()}
         order = rank_rows(gallery["cosine"], gallery["index"])
         k = min(self.gallery_size, order.numel() // 2)
         chosen = torch.cat([order[:k], order[k:].flip(0)[: self.gallery_size]])
-        chosen_rows = {name: tensor[chosen] for name, tensor in gallery.items()}
-        return rows, Gallery(
-            chosen_rows["index"], chosen_rows["cosine"], chosen_rows["map"], chosen_rows["image"], least=k
-        )
+        chosen_rows = {_gallery_state(name): tensor[chosen] for name, tensor in gallery.items()}
+        return {**rows, **chosen_rows, _gallery_state("least"): torch.tensor(k)}

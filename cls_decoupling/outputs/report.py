@@ -6,22 +6,27 @@ import math
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
-from probes.runs import FAITHFULNESS_FILE, FIGURES_DIR, Run
+from cls_decoupling.outputs.runs import FAITHFULNESS_FILE, FIGURES_DIR, Run
+from probes import CKAProbe, MapsProbe, NormsProbe, OneShotProbe, RegistersProbe
+from probes.split import TWO_WAY, SplitProbe
 
 HEADLINES = (
     (
-        "split/register_vs_patch/mean",
+        SplitProbe.result_name(TWO_WAY, "mean"),
         "[CLS] attention on registers / (registers + patches), mean over images",
     ),
-    ("cka/output/patch", "CKA of the patch-only output with the full output"),
-    ("cka/output/register", "CKA of the register-only output with the full output"),
-    ("cka/output/skip", "CKA of the skip-only (residual) output with the full output"),
-    ("oneshot/output/patch/top5", "one-shot top-5 accuracy of the patch-only output"),
-    ("maps/attention/patch/mean", "cosine of patch-only to full contribution, mean over images"),
-    ("norm/attention/patch", "L2 norm of the patch contribution"),
-    ("norm/attention/skip", "L2 norm of the skip (residual) contribution"),
-    ("registers/top_in_registers", "share of images whose highest-norm penultimate token is a register"),
-    ("registers/pairwise_cosine", "mean pairwise cosine of that token across images"),
+    (CKAProbe.result_name("cka", "output/patch"), "CKA of the patch-only output with the full output"),
+    (CKAProbe.result_name("cka", "output/register"), "CKA of the register-only output with the full output"),
+    (CKAProbe.result_name("cka", "output/skip"), "CKA of the skip-only (residual) output with the full output"),
+    (OneShotProbe.result_name("output/patch", 5), "one-shot top-5 accuracy of the patch-only output"),
+    (MapsProbe.result_name("attention", "mean"), "cosine of patch-only to full contribution, mean over images"),
+    (NormsProbe.result_name("attention/patch"), "L2 norm of the patch contribution"),
+    (NormsProbe.result_name("attention/skip"), "L2 norm of the skip (residual) contribution"),
+    (
+        RegistersProbe.result_name("top_in_registers"),
+        "share of images whose highest-norm penultimate token is a register",
+    ),
+    (RegistersProbe.result_name("pairwise_cosine"), "mean pairwise cosine of that token across images"),
 )
 """The paper's key numbers, shown first when the run has them."""
 
@@ -87,7 +92,7 @@ def run_report(run: Run, figures: Sequence[str]) -> str:
         ]
     for probe, values in results_by_probe(run.results).items():
         lines += ["", f"## Results: {probe}", "", *markdown_table(("name", "value"), values.items())]
-    if "maps/index" in run.arrays:
+    if MapsProbe.INDEX in run.arrays:
         lines += ["", f"Per-image cosines of the maps probe: [{FAITHFULNESS_FILE}]({FAITHFULNESS_FILE})."]
     if data.get("skipped"):
         lines += ["", "## Skipped files", "", *markdown_table(

@@ -15,10 +15,12 @@ import numpy as np
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
-from probes.figures import (
+from cls_decoupling.outputs.figures import (
     CKA_TITLES,
     GROUP_COLOURS,
     GROUP_LABELS,
+    NameOf,
+    accuracy_names,
     error_bars,
     histogram_rows,
     layerwise_layers,
@@ -26,8 +28,10 @@ from probes.figures import (
     variant_colour,
     variant_values,
 )
-from probes.report import format_value, markdown_table, results_by_probe
-from probes.runs import Run
+from cls_decoupling.outputs.report import format_value, markdown_table, results_by_probe
+from cls_decoupling.outputs.runs import Run
+from probes import CKAProbe, LayerwiseProbe, LinearProbe, MapsProbe, NormsProbe, OneShotProbe, RegistersProbe
+from probes.split import TWO_WAY, SplitProbe
 
 COMPARISON_MARKDOWN = "comparison.md"
 COMPARISON_CSV = "comparison.csv"
@@ -50,25 +54,22 @@ def _models_axis(axis: plt.Axes, compared: Sequence[Compared]) -> None:
 def split_comparison(compared: Sequence[Compared]) -> Figure | None:
     """Fig 2a across models: mean share of [CLS] attention on each group (± std over images) and, for
     models with registers, the distribution over images of registers / (registers + patches)."""
-    if not any("split/patch/mean" in c.run.results for c in compared):
+    if not any(SplitProbe.result_name("patch", "mean") in c.run.results for c in compared):
         return None
-    with_histograms = [
-        c for c in compared
-        if "split/bin_edges" in c.run.arrays and c.run.summary["backbone"]["num_registers"] > 0
-    ]  # fmt: skip
+    with_histograms = [c for c in compared if SplitProbe.BIN_EDGES in c.run.arrays and c.run.num_registers > 0]
     figure, axes = plt.subplots(
         1, 2 if with_histograms else 1, figsize=(1.6 * len(compared) + (9 if with_histograms else 3), 4.0),
         squeeze=False,
     )  # fmt: skip
     axis = axes[0, 0]
-    groups = ("cls", "register", "patch", "register_vs_patch")
+    groups = SplitProbe.COLUMNS
     width = 0.8 / len(groups)
     for g, group in enumerate(groups):
-        means = [c.run.results.get(f"split/{group}/mean", np.nan) for c in compared]
-        stds = [c.run.results.get(f"split/{group}/std", np.nan) for c in compared]
+        means = [c.run.results.get(SplitProbe.result_name(group, "mean"), np.nan) for c in compared]
+        stds = [c.run.results.get(SplitProbe.result_name(group, "std"), np.nan) for c in compared]
         positions = np.arange(len(compared)) + (g - (len(groups) - 1) / 2) * width
         axis.bar(positions, means, width, yerr=error_bars(stds), capsize=2, color=GROUP_COLOURS[group],
-                 label=GROUP_LABELS[group], hatch="//" if group == "register_vs_patch" else None)  # fmt: skip
+                 label=GROUP_LABELS[group], hatch="//" if group == TWO_WAY else None)  # fmt: skip
     _models_axis(axis, compared)
     axis.set_ylim(0, 1.3)  # room for the legend above the bars
     axis.set_yticks(np.linspace(0, 1, 6))
@@ -77,14 +78,10 @@ def split_comparison(compared: Sequence[Compared]) -> Figure | None:
     axis.set_title("mean over images", fontsize=9)
     if with_histograms:
         rows = [
-            (
-                c.label,
-                c.run.arrays["split/register_vs_patch/histogram"].numpy(),
-                GROUP_COLOURS["register_vs_patch"],
-            )
+            (c.label, c.run.arrays[SplitProbe.histogram_name(TWO_WAY)].numpy(), GROUP_COLOURS[TWO_WAY])
             for c in with_histograms
         ]
-        histogram_rows(axes[0, 1], rows, with_histograms[0].run.arrays["split/bin_edges"].numpy())
+        histogram_rows(axes[0, 1], rows, with_histograms[0].run.arrays[SplitProbe.BIN_EDGES].numpy())
         axes[0, 1].set_xlabel("registers / (registers + patches) in one image")
         axes[0, 1].set_title("distribution over images (models with registers)", fontsize=9)
     figure.suptitle("Last-layer [CLS] attention split per model (Fig 2a)", fontsize=10)
@@ -95,14 +92,14 @@ def split_comparison(compared: Sequence[Compared]) -> Figure | None:
 def registers_comparison(compared: Sequence[Compared]) -> Figure | None:
     """Fig 2b across models: the highest-norm penultimate token: how often a register, how alike
     across images, how large; its top dimensions before and after norm1."""
-    present = [c for c in compared if "registers/top_norm" in c.run.results]
+    present = [c for c in compared if RegistersProbe.result_name("top_norm") in c.run.results]
     if not present:
         return None
     figure, (shares, ratio, dims) = plt.subplots(1, 3, figsize=(2.4 * len(compared) + 9, 4.0))
     x = np.arange(len(compared))
 
     def values(name: str) -> list[float]:
-        return [c.run.results.get(f"registers/{name}", np.nan) for c in compared]
+        return [c.run.results.get(RegistersProbe.result_name(name), np.nan) for c in compared]
 
     shares.plot(x, values("top_in_registers"), marker="o", color=GROUP_COLOURS["register"],
                 label="share of images where it is a register")  # fmt: skip
@@ -133,20 +130,31 @@ def registers_comparison(compared: Sequence[Compared]) -> Figure | None:
 
 
 def _variant_sweep(
-    compared: Sequence[Compared], pattern: str, title: str, ylabel: str, ylim: tuple[float, float] | None
+    compared: Sequence[Compared],
+    names: tuple[NameOf, NameOf | None],
+    title: str,
+    ylabel: str,
+    ylim: tuple[float, float] | None,
+    readout: str | None = None,
 ) -> Figure | None:
-    """One line per variant across models (± std where the probe gives one), a panel per readout."""
-    found = [variant_values(c.run.results, pattern) for c in compared]
+    """One line per variant across models (± std where the probe gives one), a panel per readout (or
+    only `readout`); `names` gives a variant's result name and that of its std."""
+    found = [
+        variant_values(
+            c.run.results, [v for v in c.run.variants if readout is None or v.startswith(f"{readout}/")], *names
+        )
+        for c in compared
+    ]
     readouts = sorted({readout for values in found for readout in values})
     if not readouts:
         return None
     figure, axes = plt.subplots(
         1, len(readouts), figsize=(max(4.5, 1.3 * len(compared) + 3) * len(readouts), 4.0), squeeze=False
     )
-    for axis, readout in zip(axes[0], readouts, strict=True):
-        variants = list(dict.fromkeys(v for values in found for v in values.get(readout, {})))
+    for axis, panel in zip(axes[0], readouts, strict=True):
+        variants = list(dict.fromkeys(v for values in found for v in values.get(panel, {})))
         for v, variant in enumerate(variants):
-            pairs = [values.get(readout, {}).get(variant, (np.nan, np.nan)) for values in found]
+            pairs = [values.get(panel, {}).get(variant, (np.nan, np.nan)) for values in found]
             means, stds = np.array(pairs).T
             dodge = (v - (len(variants) - 1) / 2) * 0.25 / len(variants)  # error bars side by side
             style = dict(linestyle="--" if "renorm" in variant else "-", color=variant_colour(variant))
@@ -156,7 +164,7 @@ def _variant_sweep(
         if ylim is not None:
             axis.set_ylim(*ylim)
         axis.set_ylabel(ylabel)
-        axis.set_title(f"{readout} readout", fontsize=9)
+        axis.set_title(f"{panel} readout", fontsize=9)
         axis.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     figure.suptitle(title, fontsize=10)
     figure.tight_layout()
@@ -166,52 +174,51 @@ def _variant_sweep(
 def cka_comparison(compared: Sequence[Compared], estimator: str = "cka") -> Figure | None:
     """Fig 3a / 6 across models: linear CKA of the full output with each variant."""
     return _variant_sweep(
-        compared, rf"{estimator}/(?P<readout>\w+)/(?P<variant>\w+)",
+        compared, (lambda variant: CKAProbe.result_name(estimator, variant), None),
         f"{CKA_TITLES[estimator]} with the full [CLS] output per model (Fig 3a, 6)", "CKA", (0, 1.05),
     )  # fmt: skip
 
 
 def _accuracy_sweep(
-    compared: Sequence[Compared], probe: str, classes: list[int], title: str
+    compared: Sequence[Compared], probe: type[OneShotProbe | LinearProbe], classes: list[int], title: str
 ) -> Figure | None:
     """Top-k accuracy per variant across models; top-1 when any run has 5 classes or fewer."""
     k = min((top_k(n) for n in classes if n), default=5)
-    pattern = rf"{probe}/(?P<readout>\w+)/(?P<variant>\w+)/top{k}"
-    return _variant_sweep(compared, pattern, title.format(k=k), f"top-{k} accuracy", (0, 1.05))
+    return _variant_sweep(compared, accuracy_names(probe, k), title.format(k=k), f"top-{k} accuracy", (0, 1.05))
 
 
 def oneshot_comparison(compared: Sequence[Compared]) -> Figure | None:
     """Fig 3b across models (top-5, or top-1 when a run has 5 classes or fewer)."""
-    classes = [int(c.run.results.get("oneshot/classes", 0)) for c in compared]
+    classes = [int(c.run.results.get(OneShotProbe.CLASSES, 0)) for c in compared]
     title = "One-shot top-{k} accuracy per model (mean ± std over episodes) (Fig 3b)"
-    return _accuracy_sweep(compared, "oneshot", classes, title)
+    return _accuracy_sweep(compared, OneShotProbe, classes, title)
 
 
 def linear_comparison(compared: Sequence[Compared]) -> Figure | None:
     """The paper's card across models: a linear classifier fit on the full output, tested on variants."""
     classes = [int(c.run.summary["data"].get("num_classes", 0)) for c in compared]
     title = "Linear classifier fit on output/full: top-{k} accuracy of each variant per model"
-    return _accuracy_sweep(compared, "linear", classes, title)
+    return _accuracy_sweep(compared, LinearProbe, classes, title)
 
 
 def norms_comparison(compared: Sequence[Compared]) -> Figure | None:
     """Fig 5a across models: L2 norm of each contribution at the attention readout."""
     return _variant_sweep(
-        compared, r"norm/(?P<readout>attention)/(?P<variant>\w+)",
+        compared, (NormsProbe.result_name, NormsProbe.std_name),
         "L2 norm of each contribution to the [CLS] residual stream per model (Fig 5a)",
-        "L2 norm (mean ± std over images)", None,
+        "L2 norm (mean ± std over images)", None, readout="attention",
     )  # fmt: skip
 
 
 def faithfulness_comparison(compared: Sequence[Compared]) -> Figure | None:
     """Fig 4 across models: the per-image cosine of the patch-only to the full output (mean ± std),
     one line per readout."""
-    if not any("maps/attention/patch/mean" in c.run.results for c in compared):
+    if not any(MapsProbe.result_name("attention", "mean") in c.run.results for c in compared):
         return None
     figure, axis = plt.subplots(figsize=(max(5.5, 1.3 * len(compared) + 3), 4.0))
     for readout, colour in (("attention", "#1f77b4"), ("output", "#ff7f0e")):
-        means = [c.run.results.get(f"maps/{readout}/patch/mean", np.nan) for c in compared]
-        stds = [c.run.results.get(f"maps/{readout}/patch/std", np.nan) for c in compared]
+        means = [c.run.results.get(MapsProbe.result_name(readout, "mean"), np.nan) for c in compared]
+        stds = [c.run.results.get(MapsProbe.result_name(readout, "std"), np.nan) for c in compared]
         axis.errorbar(range(len(compared)), means, yerr=error_bars(stds), marker="o", markersize=4, capsize=2,
                       color=colour, label=f"{readout} readout")  # fmt: skip
     axis.axhline(0, color="black", linewidth=0.6)
@@ -226,14 +233,14 @@ def faithfulness_comparison(compared: Sequence[Compared]) -> Figure | None:
 
 def layerwise_comparison(compared: Sequence[Compared]) -> Figure | None:
     """Fig 5b across models: one curve per model over relative depth (models differ in depth)."""
-    curves = [(c, layerwise_layers(c.run.results)) for c in compared]
+    curves = [(c, layerwise_layers(c.run)) for c in compared]
     if not any(layers for _, layers in curves):
         return None
     figure, axis = plt.subplots(figsize=(6, 4))
     for c, layers in curves:
         if layers:
             depth = np.array(layers) / max(layers)
-            axis.plot(depth, [c.run.results[f"layerwise/{layer}"] for layer in layers], marker="o",
+            axis.plot(depth, [c.run.results[LayerwiseProbe.result_name(layer)] for layer in layers], marker="o",
                       markersize=3, label=f"{c.label} ({max(layers)} layers)")  # fmt: skip
     axis.set_xlabel("relative depth (layer / number of layers; 0 = embeddings)")
     axis.set_ylabel("cosine to last-layer [CLS] (mean)")

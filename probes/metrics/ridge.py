@@ -1,16 +1,18 @@
-"""Closed-form ridge classifier fit in the evaluation pass: a linear-probe number from one command."""
+"""Closed-form ridge classifier fit in one streaming pass: a linear-probe number without training."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from probes.features import add_row_states, append_rows, gathered_rows, is_empty
-from probes.oneshot import true_class_rank
+from cls_decoupling.errors import InsufficientDataError
+from probes.metrics.oneshot import true_class_rank
+from probes.metrics.rows import add_row_states, append_rows, gathered_rows, is_empty
 
 
 def is_train_image(indices: Tensor, seed: int, train_fraction: float) -> Tensor:
@@ -62,25 +64,52 @@ def _ridge_solve(
     return weight, mean_y - mean_x @ weight, alpha
 
 
+def ridge_accuracy(
+    train_features: Tensor,
+    train_labels: Tensor,
+    test_features: Tensor,
+    test_labels: Tensor,
+    num_classes: int,
+    relative_alpha: float = 1e-2,
+    top_k: Sequence[int] = (1, 5),
+) -> dict[str, Tensor]:
+    """Top-k accuracy on the test rows of a ridge classifier fit in closed form on the train rows.
+
+    Returns:
+        `top{k}` accuracies (float64 scalars) and the absolute `alpha` used.
+
+    >>> x = torch.tensor([[0.0, 1.0], [0.1, 0.9], [1.0, 0.0], [0.9, 0.2]])
+    >>> y = torch.tensor([0, 0, 1, 1])
+    >>> ridge_accuracy(x, y, x, y, num_classes=2, top_k=(1,))["top1"].item()
+    1.0
+    """
+    weight, bias, alpha = _ridge_solve(*_ridge_update(train_features, train_labels, num_classes), relative_alpha)
+    rank = true_class_rank(test_features.double() @ weight + bias, test_labels)
+    return {f"top{k}": (rank < k).double().mean().cpu() for k in top_k} | {
+        "alpha": torch.tensor(alpha, dtype=torch.float64)
+    }
+
+
 class RidgeAccuracy(Metric):
-    """Top-k accuracy of a ridge classifier fit on the full output of a seeded part of the images.
+    """Top-k accuracy of a ridge classifier fit on reference features of a seeded part of the samples.
 
-    An image is in the training part when `is_train_image(index, seed, train_fraction)`; its
-    full-output features enter fixed-size float64 sums (summed across ranks). The other images
-    are kept per variant and scored, after the fit, in `compute()`. The sums assume no image is
-    fed twice (the harness's sampler guarantees it); scored images are deduplicated by index.
+    A sample is in the training part when `is_train_image(index, seed, train_fraction)`; its
+    reference features enter fixed-size float64 sums (summed across ranks). The other samples
+    are kept per query and scored, after the fit, in `compute()`. The sums assume no sample is
+    fed twice (the harness's sampler guarantees it); scored samples are deduplicated by index.
 
-    `update(full, queries, labels, indices)` as `OneShotAccuracy`; `compute()` returns
-    `{variant: {k: accuracy}}`, plus `train_images`, `test_images` and `alpha`.
+    `update(reference, queries, labels, indices)` as `OneShotAccuracy`; `compute()` returns a
+    dict of tensors: `q/top{k}` per query name q, `train_images`, `test_images` and `alpha`.
 
     Args:
-        variants: names of the scored variants.
+        queries: names of the scored features.
         dims: feature size.
         num_classes: number of classes (labels in 0..num_classes-1).
         relative_alpha: ridge penalty relative to the mean feature variance.
-        train_fraction: expected share of images in the training part.
+        train_fraction: expected share of samples in the training part.
         seed: seed of the split.
         top_k: the accuracies reported.
+        kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
     """
 
     is_differentiable = False
@@ -96,22 +125,23 @@ class RidgeAccuracy(Metric):
 
     def __init__(
         self,
-        variants: Sequence[str],
+        queries: Sequence[str],
         dims: int,
         num_classes: int,
         relative_alpha: float = 1e-2,
         train_fraction: float = 0.5,
         seed: int = 0,
         top_k: Sequence[int] = (1, 5),
+        **kwargs: Any,
     ) -> None:
-        super().__init__()
+        super().__init__(**kwargs)
         if num_classes < 2 or dims < 1:
             raise ValueError(f"need at least 2 classes and 1 dim, got {num_classes} and {dims}")
         if not 0 < train_fraction < 1 or relative_alpha <= 0:
             raise ValueError(
                 f"need 0 < train_fraction < 1 and alpha > 0, got {train_fraction}, {relative_alpha}"
             )
-        self.variants = tuple(variants)
+        self.queries = tuple(queries)
         self.num_classes, self.relative_alpha = num_classes, relative_alpha
         self.train_fraction, self.seed, self.top_k = train_fraction, seed, tuple(top_k)
         zeros = lambda *shape: torch.zeros(*shape, dtype=torch.float64)  # noqa: E731
@@ -119,37 +149,39 @@ class RidgeAccuracy(Metric):
         self.add_state("sum_x", zeros(dims), dist_reduce_fx="sum")
         self.add_state("xx", zeros(dims, dims), dist_reduce_fx="sum")
         self.add_state("xy", zeros(dims, num_classes), dist_reduce_fx="sum")
-        add_row_states(self, ("index", "label", *self.variants))
+        add_row_states(self, ("index", "label", *self.queries))
 
-    def update(self, full: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+    def update(self, reference: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(
                 f"labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}"
             )
         train = is_train_image(indices, self.seed, self.train_fraction)
-        counts, sum_x, xx, xy = _ridge_update(full[train], labels[train], self.num_classes)
+        counts, sum_x, xx, xy = _ridge_update(reference[train], labels[train], self.num_classes)
         self.class_counts += counts
         self.sum_x += sum_x
         self.xx += xx
         self.xy += xy
         append_rows(self, {"index": indices[~train].long(), "label": labels[~train].long()})
-        append_rows(self, {variant: queries[variant][~train].float() for variant in self.variants})
+        append_rows(self, {name: queries[name][~train].float() for name in self.queries})
 
-    def compute(self) -> dict[str, object]:
+    def compute(self) -> dict[str, Tensor]:
         train_images = int(self.class_counts.sum())
         if train_images < 2 or is_empty(self.index):
-            raise ValueError(f"the ridge probe needs images in both parts; got {train_images} for training")
+            raise InsufficientDataError(
+                f"the ridge probe needs images in both parts; got {train_images} for training"
+            )
         weight, bias, alpha = _ridge_solve(
             self.class_counts, self.sum_x, self.xx, self.xy, self.relative_alpha
         )
-        rows = gathered_rows(self, ("label", *self.variants))
+        rows = gathered_rows(self, ("label", *self.queries))
         labels = rows["label"]
-        results: dict[str, object] = {
-            "train_images": train_images,
-            "test_images": len(labels),
-            "alpha": alpha,
+        results = {
+            "train_images": torch.tensor(train_images),
+            "test_images": torch.tensor(len(labels)),
+            "alpha": torch.tensor(alpha, dtype=torch.float64),
         }
-        for variant in self.variants:
-            rank = true_class_rank(rows[variant].double() @ weight + bias, labels)
-            results[variant] = {k: (rank < k).double().mean().cpu() for k in self.top_k}
+        for name in self.queries:
+            rank = true_class_rank(rows[name].double() @ weight + bias, labels)
+            results |= {f"{name}/top{k}": (rank < k).double().mean().cpu() for k in self.top_k}
         return results

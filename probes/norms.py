@@ -7,8 +7,8 @@ from collections.abc import Mapping, Sequence
 import torch
 from torch import Tensor
 
-from probes.base import Probe
-from probes.stats import ColumnStats
+from probes.base import Probe, ProbeContext
+from probes.metrics.stats import ColumnStats
 
 
 class NormsProbe(Probe):
@@ -23,6 +23,19 @@ class NormsProbe(Probe):
 
     name = "norms"
 
+    @staticmethod
+    def result_name(variant: str) -> str:
+        """`norm/{readout}/{variant}`: the mean norm over images."""
+        return f"norm/{variant}"
+
+    @staticmethod
+    def std_name(variant: str) -> str:
+        return f"norm/{variant}/std"
+
+    @classmethod
+    def from_context(cls, context: ProbeContext) -> NormsProbe:
+        return cls(context.variants)
+
     def __init__(self, variants: Sequence[str]) -> None:
         super().__init__()
         self.variants = tuple(variants)
@@ -33,9 +46,9 @@ class NormsProbe(Probe):
         self.metric.update(norms)
 
     def compute(self) -> dict[str, float]:
-        mean, std = self.metric.compute()
+        stats = self.metric.compute()
         results = {}
         for column, variant in enumerate(self.variants):
-            results[f"norm/{variant}"] = mean[column].item()
-            results[f"norm/{variant}/std"] = std[column].item()
+            results[self.result_name(variant)] = stats["mean"][column].item()
+            results[self.std_name(variant)] = stats["std"][column].item()
         return results

@@ -1,4 +1,4 @@
-"""A finished run as figures, reports and comparisons read it: from memory or from its folder."""
+"""A run folder (docs/design.md#outputs): what a finished run holds, read back or written."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from typing import Any
 from safetensors.torch import load_file
 from torch import Tensor
 
-from harness.errors import HarnessError
+from cls_decoupling.errors import UserError
+from harness import variant_names
 
 RESULTS_FILE = "results.json"
 ARRAYS_FILE = "arrays.safetensors"
@@ -51,11 +52,20 @@ class Run:
     def num_layers(self) -> int:
         return int(self.summary["backbone"]["num_layers"])
 
+    @property
+    def num_registers(self) -> int:
+        return int(self.summary["backbone"]["num_registers"])
+
+    @property
+    def variants(self) -> tuple[str, ...]:
+        """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
+        return variant_names(self.num_registers)
+
 
 def load_run(folder: Path) -> Run:
     """The run saved in `folder` by evaluate.py (results.json, and arrays.safetensors when written)."""
     results = folder / RESULTS_FILE
     if not results.is_file():
-        raise HarnessError(f"{folder} holds no {RESULTS_FILE}: not a run folder of evaluate.py")
+        raise UserError(f"{folder} holds no {RESULTS_FILE}: not a run folder of evaluate.py")
     arrays = folder / ARRAYS_FILE
     return Run(json.loads(results.read_text()), load_file(str(arrays)) if arrays.is_file() else {})

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from harness.decomposition import HIDDEN_CLS_COSINE
-from probes.base import Probe
-from probes.stats import ColumnStats
+from probes.base import Probe, ProbeContext
+from probes.metrics.stats import ColumnStats
 
 
 class LayerwiseProbe(Probe):
@@ -25,6 +25,19 @@ class LayerwiseProbe(Probe):
 
     name = "layerwise"
 
+    @staticmethod
+    def result_name(layer: int) -> str:
+        """`layerwise/{layer}`: the mean cosine over images (0 = embeddings)."""
+        return f"layerwise/{layer}"
+
+    @staticmethod
+    def std_name(layer: int) -> str:
+        return f"layerwise/{layer}/std"
+
+    @classmethod
+    def from_context(cls, context: ProbeContext) -> LayerwiseProbe:
+        return cls(context.info.num_layers)
+
     def __init__(self, num_layers: int) -> None:
         super().__init__()
         self.num_layers = num_layers
@@ -37,9 +50,9 @@ class LayerwiseProbe(Probe):
         self.metric.update(cosines)
 
     def compute(self) -> dict[str, float]:
-        mean, std = self.metric.compute()
+        stats = self.metric.compute()
         results = {}
         for layer in range(self.num_layers + 1):
-            results[f"layerwise/{layer}"] = mean[layer].item()
-            results[f"layerwise/{layer}/std"] = std[layer].item()
+            results[self.result_name(layer)] = stats["mean"][layer].item()
+            results[self.std_name(layer)] = stats["std"][layer].item()
         return results

@@ -2,11 +2,11 @@
 
 Each function takes a `Run` (results, arrays, backbone) and returns a matplotlib Figure, or
 None when the run has no results for that probe. `run_figures` gives all of them by file name.
+Result names come from the probe classes' name functions, never from parsing.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Mapping, Sequence
 
 import matplotlib
@@ -18,15 +18,18 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
-from probes.registers_probe import TOP_DIMS
-from probes.runs import Run
+from cls_decoupling.outputs.runs import Run
+from probes import CKAProbe, LayerwiseProbe, LinearProbe, MapsProbe, NormsProbe, OneShotProbe, RegistersProbe
+from probes.split import TWO_WAY, SplitProbe
 
 Results = Mapping[str, float]
-GROUP_COLOURS = {"cls": "#7f7f7f", "register": "#d62728", "patch": "#1f77b4", "register_vs_patch": "#9467bd"}
+NameOf = Callable[[str], str]
+"""A probe's result name of a `{readout}/{variant}` (e.g. `lambda v: CKAProbe.result_name("cka", v)`)."""
+GROUP_COLOURS = {"cls": "#7f7f7f", "register": "#d62728", "patch": "#1f77b4", TWO_WAY: "#9467bd"}
 VARIANT_COLOURS = {**GROUP_COLOURS, "full": "#2ca02c", "skip": "#ff7f0e"}
 GROUP_LABELS = {
     "cls": "[CLS]", "register": "registers", "patch": "patches",
-    "register_vs_patch": "registers / (registers + patches)",
+    TWO_WAY: "registers / (registers + patches)",
 }  # fmt: skip
 
 
@@ -38,17 +41,17 @@ def run_title(run: Run) -> str:
 def split_figure(run: Run) -> Figure | None:
     """Fig 2a: the last-layer [CLS] attention split: mean share per group, distribution over images."""
     results = run.results
-    if "split/patch/mean" not in results:
+    if SplitProbe.result_name("patch", "mean") not in results:
         return None
-    registers = run.summary["backbone"]["num_registers"] > 0
+    registers = run.num_registers > 0
     groups = ["cls", *(["register"] if registers else []), "patch"]
-    histograms = "split/bin_edges" in run.arrays
+    histograms = SplitProbe.BIN_EDGES in run.arrays
     figure, axes = plt.subplots(
         1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
     )
     axis = axes[0, 0]
-    means = [results[f"split/{g}/mean"] for g in groups]
-    stds = [results[f"split/{g}/std"] for g in groups]
+    means = [results[SplitProbe.result_name(g, "mean")] for g in groups]
+    stds = [results[SplitProbe.result_name(g, "std")] for g in groups]
     axis.bar(
         [GROUP_LABELS[g] for g in groups],
         means,
@@ -58,7 +61,7 @@ def split_figure(run: Run) -> Figure | None:
     )
     axis.set_ylim(0, 1)
     axis.set_ylabel("share of [CLS] attention (mean ± std)")
-    two_way = results["split/register_vs_patch/mean"]
+    two_way = results[SplitProbe.result_name(TWO_WAY, "mean")]
     axis.set_title(
         f"mean over images; registers / (registers + patches) = {two_way:.3f}" if registers
         else "mean over images (no registers in this model)", fontsize=9,
@@ -72,9 +75,11 @@ def split_figure(run: Run) -> Figure | None:
 
 def _split_histograms(axis: Axes, run: Run, registers: bool) -> None:
     """The distribution of each group's share over images (registers only when the model has them)."""
-    edges = run.arrays["split/bin_edges"].numpy()
-    groups = ["cls", "patch", *(["register", "register_vs_patch"] if registers else [])]
-    rows = [(GROUP_LABELS[g], run.arrays[f"split/{g}/histogram"].numpy(), GROUP_COLOURS[g]) for g in groups]
+    edges = run.arrays[SplitProbe.BIN_EDGES].numpy()
+    groups = ["cls", "patch", *(["register", TWO_WAY] if registers else [])]
+    rows = [
+        (GROUP_LABELS[g], run.arrays[SplitProbe.histogram_name(g)].numpy(), GROUP_COLOURS[g]) for g in groups
+    ]
     histogram_rows(axis, rows, edges)
     axis.set_xlabel("share of [CLS] attention in one image")
     axis.set_title("distribution over images (bar height: share of images)", fontsize=9)
@@ -96,11 +101,11 @@ def histogram_rows(axis: Axes, rows: Sequence[tuple[str, np.ndarray, str]], edge
 def registers_figure(run: Run) -> Figure | None:
     """Fig 2b: where the highest-norm token of the penultimate layer sits, and its top dimensions before
     and after norm1."""
-    results = run.results
-    if "registers/top_norm" not in results:
+    results = {key: run.results.get(RegistersProbe.result_name(key)) for key in RegistersProbe.RESULTS}
+    if results["top_norm"] is None:
         return None
     figure, (where, dims) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
-    counts = run.arrays.get("registers/top_token_counts")
+    counts = run.arrays.get(RegistersProbe.TOP_TOKEN_COUNTS)
     if counts is not None:
         labels, shares = _top_positions(run, counts.numpy())
         colours = [GROUP_COLOURS["register" if s.startswith("reg") else "patch"] for s in labels]
@@ -111,18 +116,18 @@ def registers_figure(run: Run) -> Figure | None:
     where.set_ylim(0, 1)
     where.set_ylabel("share of images")
     where.set_title(
-        f"which token has the highest norm (in registers: {results['registers/top_in_registers']:.2f});\n"
-        f"its norm / mean norm of the others = {results['registers/norm_ratio']:.2f}",
+        f"which token has the highest norm (in registers: {results['top_in_registers']:.2f});\n"
+        f"its norm / mean norm of the others = {results['norm_ratio']:.2f}",
         fontsize=9,
     )
-    before, after = results["registers/top_dims_before"], results["registers/top_dims_after"]
+    before, after = results["top_dims_before"], results["top_dims_after"]
     dims.bar(["before norm1", "after norm1"], [before, after], color=["#d62728", "#ff9896"])
     if min(before, after) > 0 and max(before, after) / min(before, after) > 20:
         dims.set_yscale("log")
-    top_dims = min(TOP_DIMS, run.summary["backbone"]["hidden_size"])
+    top_dims = min(RegistersProbe.TOP_DIMS, run.summary["backbone"]["hidden_size"])
     dims.set_ylabel(f"mean |activation| of its top-{top_dims} dims")
     dims.set_title(
-        f"mean pairwise cosine of the token\nacross images = {results['registers/pairwise_cosine']:.4f}",
+        f"mean pairwise cosine of the token\nacross images = {results['pairwise_cosine']:.4f}",
         fontsize=9,
     )
     figure.suptitle(f"Highest-norm token of the penultimate layer (Fig 2b)\n{run_title(run)}", fontsize=10)
@@ -133,7 +138,7 @@ def registers_figure(run: Run) -> Figure | None:
 def _top_positions(run: Run, counts: np.ndarray, shown: int = 8) -> tuple[list[str], list[float]]:
     """Labels and image shares of the most frequent positions (registers by number, patches by row and
     column), the rest summed as "other"."""
-    registers = run.summary["backbone"]["num_registers"]
+    registers = run.num_registers
     columns = run.summary["data"]["resolution"] // run.summary["backbone"]["patch_size"]
     order = [int(p) for p in np.argsort(-counts, kind="stable") if counts[p] > 0]
     total = max(counts.sum(), 1)
@@ -150,11 +155,12 @@ def _top_positions(run: Run, counts: np.ndarray, shown: int = 8) -> tuple[list[s
 
 def maps_figure(run: Run) -> Figure | None:
     """Fig 4: attention maps of the least and most faithful images, with each image's cosine."""
-    if "maps/gallery/image" not in run.arrays:
+    gallery = {part: run.arrays.get(MapsProbe.gallery_name(part)) for part in MapsProbe.GALLERY}
+    if gallery["image"] is None:
         return None
-    images, maps = run.arrays["maps/gallery/image"].numpy(), run.arrays["maps/gallery/map"].numpy()
-    indices, cosines = run.arrays["maps/gallery/index"].tolist(), run.arrays["maps/gallery/cosine"].tolist()
-    least = int(run.arrays["maps/gallery/least"])
+    images, maps = gallery["image"].numpy(), gallery["map"].numpy()
+    indices, cosines = gallery["index"].tolist(), gallery["cosine"].tolist()
+    least = int(gallery["least"])
     rows = [("least faithful", range(least)), ("most faithful", range(least, len(indices)))]
     columns = max(least, len(indices) - least)
     figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.8), squeeze=False)
@@ -186,13 +192,13 @@ def maps_figure(run: Run) -> Figure | None:
 
 def faithfulness_figure(run: Run) -> Figure | None:
     """Fig 4 over the whole run: distribution of the per-image cosine between patch-only and full output."""
-    if "maps/attention/patch" not in run.arrays:
+    if MapsProbe.cosine_name("attention") not in run.arrays:
         return None
     figure, axis = plt.subplots(figsize=(5.5, 3.6))
     bins = np.linspace(-1, 1, 41).tolist()
     for readout, colour in (("attention", "#1f77b4"), ("output", "#ff7f0e")):
-        cosine = run.arrays[f"maps/{readout}/patch"].numpy()
-        mean = run.results[f"maps/{readout}/patch/mean"]
+        cosine = run.arrays[MapsProbe.cosine_name(readout)].numpy()
+        mean = run.results[MapsProbe.result_name(readout, "mean")]
         axis.hist(cosine, bins=bins, weights=np.full(len(cosine), 1 / len(cosine)), histtype="step",
                   linewidth=1.5, color=colour, label=f"{readout} readout (mean {mean:+.3f})")  # fmt: skip
     axis.axvline(0, color="black", linewidth=0.6)
@@ -205,15 +211,17 @@ def faithfulness_figure(run: Run) -> Figure | None:
     return figure
 
 
-def variant_values(results: Results, pattern: str) -> dict[str, dict[str, tuple[float, float]]]:
-    """readout -> variant -> (value, std) of every result matching `pattern` (groups `readout` and
-    `variant`); std from `NAME/std` or `NAME_std`, NaN when the probe gives none."""
+def variant_values(
+    results: Results, variants: Sequence[str], name_of: NameOf, std_of: NameOf | None = None
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """readout -> variant -> (value, std) of the result `name_of(v)` of every variant v the run has;
+    std from `std_of(v)`, NaN when the probe gives none."""
     found: dict[str, dict[str, tuple[float, float]]] = {}
-    for name, value in results.items():
-        match = re.fullmatch(pattern, name)
-        if match:
-            std = results.get(f"{name}/std", results.get(f"{name}_std", float("nan")))
-            found.setdefault(match.group("readout"), {})[match.group("variant")] = (value, std)
+    for variant in variants:
+        if (name := name_of(variant)) in results:
+            std = results.get(std_of(variant), float("nan")) if std_of else float("nan")
+            readout, kind = variant.split("/", 1)
+            found.setdefault(readout, {})[kind] = (results[name], std)
     return found
 
 
@@ -228,21 +236,25 @@ def variant_colour(variant: str) -> str:
     return VARIANT_COLOURS.get(variant.removesuffix("_renorm"), "#4c72b0")
 
 
-def _variant_bars(run: Run, pattern: str, title: str, ylabel: str) -> Figure | None:
-    """Bars of `{prefix}/{readout}/{variant}` results (± std where there is one), a panel per readout."""
-    found = variant_values(run.results, pattern)
+def _variant_bars(
+    run: Run, name_of: NameOf, std_of: NameOf | None, title: str, ylabel: str, readout: str | None = None
+) -> Figure | None:
+    """Bars of a probe's per-variant results (± std where there is one), a panel per readout (or only
+    `readout`)."""
+    variants = [v for v in run.variants if readout is None or v.startswith(f"{readout}/")]
+    found = variant_values(run.results, variants, name_of, std_of)
     if not found:
         return None
     readouts = sorted(found)
     figure, axes = plt.subplots(1, len(readouts), figsize=(max(5.0 * len(readouts), 6.5), 4.0), squeeze=False)
-    for axis, readout in zip(axes[0], readouts, strict=True):
-        variants = list(found[readout])
-        values, stds = zip(*found[readout].values(), strict=True)
-        axis.bar(range(len(variants)), values, yerr=error_bars(stds), capsize=3,
-                 color=[variant_colour(v) for v in variants], edgecolor="black", linewidth=0.5,
-                 hatch=["//" if v.endswith("_renorm") else "" for v in variants])  # fmt: skip
-        axis.set_xticks(range(len(variants)), variants, rotation=40, ha="right", fontsize=8)
-        axis.set_title(f"{readout} readout", fontsize=9)
+    for axis, panel in zip(axes[0], readouts, strict=True):
+        kinds = list(found[panel])
+        values, stds = zip(*found[panel].values(), strict=True)
+        axis.bar(range(len(kinds)), values, yerr=error_bars(stds), capsize=3,
+                 color=[variant_colour(v) for v in kinds], edgecolor="black", linewidth=0.5,
+                 hatch=["//" if v.endswith("_renorm") else "" for v in kinds])  # fmt: skip
+        axis.set_xticks(range(len(kinds)), kinds, rotation=40, ha="right", fontsize=8)
+        axis.set_title(f"{panel} readout", fontsize=9)
         axis.set_ylabel(ylabel)
     figure.suptitle(f"{title}\n{run_title(run)}", fontsize=10)
     figure.tight_layout()
@@ -256,7 +268,8 @@ def cka_figure(run: Run, estimator: str = "cka") -> Figure | None:
     """Fig 3a / 6: linear CKA of the full output with each variant (`estimator`: cka or cka_debiased)."""
     figure = _variant_bars(
         run,
-        rf"{estimator}/(?P<readout>\w+)/(?P<variant>\w+)",
+        lambda variant: CKAProbe.result_name(estimator, variant),
+        None,
         f"{CKA_TITLES[estimator]} with the full [CLS] output (Fig 3a, 6)",
         "CKA",
     )
@@ -271,11 +284,11 @@ def top_k(classes: int) -> int:
     return 5 if classes > 5 else 1
 
 
-def _accuracy_bars(run: Run, probe: str, classes: int, title: str) -> Figure | None:
+def _accuracy_bars(run: Run, probe: type[OneShotProbe | LinearProbe], classes: int, title: str) -> Figure | None:
     """Top-k accuracy of each variant, with chance level (k / classes)."""
     k = top_k(classes)
     figure = _variant_bars(
-        run, rf"{probe}/(?P<readout>\w+)/(?P<variant>\w+)/top{k}", title.format(k=k), f"top-{k} accuracy"
+        run, *accuracy_names(probe, k), title.format(k=k), f"top-{k} accuracy"
     )
     if figure is not None:
         for axis in figure.axes:
@@ -286,36 +299,43 @@ def _accuracy_bars(run: Run, probe: str, classes: int, title: str) -> Figure | N
     return figure
 
 
+def accuracy_names(probe: type[OneShotProbe | LinearProbe], k: int) -> tuple[NameOf, NameOf | None]:
+    """The top-k result name of a variant, and of its std over episodes (one-shot only)."""
+    if issubclass(probe, OneShotProbe):
+        return (lambda v: OneShotProbe.result_name(v, k)), (lambda v: OneShotProbe.std_name(v, k))
+    return (lambda v: LinearProbe.result_name(v, k)), None
+
+
 def oneshot_figure(run: Run) -> Figure | None:
     """Fig 3b: one-shot accuracy of each variant against centroids of the full output."""
-    classes = int(run.results.get("oneshot/classes", 0))
+    classes = int(run.results.get(OneShotProbe.CLASSES, 0))
     title = f"One-shot top-{{k}} accuracy, {classes} classes (mean ± std over episodes) (Fig 3b)"
-    return _accuracy_bars(run, "oneshot", classes, title)
+    return _accuracy_bars(run, OneShotProbe, classes, title)
 
 
 def linear_figure(run: Run) -> Figure | None:
     """The paper's card: a linear classifier fit on the full output, tested on each variant."""
     classes = int(run.summary["data"].get("num_classes", 0))
     title = f"Linear classifier fit on output/full, top-{{k}} accuracy of each variant, {classes} classes"
-    return _accuracy_bars(run, "linear", classes, title)
+    return _accuracy_bars(run, LinearProbe, classes, title)
 
 
 def norms_figure(run: Run) -> Figure | None:
     """Fig 5a: L2 norm of each contribution at the attention readout: patch, register, cls against skip."""
     return _variant_bars(
-        run, r"norm/(?P<readout>attention)/(?P<variant>\w+)",
+        run, NormsProbe.result_name, NormsProbe.std_name,
         "L2 norm of each contribution to the [CLS] residual stream (Fig 5a)",
-        "L2 norm (mean ± std over images)",
+        "L2 norm (mean ± std over images)", readout="attention",
     )  # fmt: skip
 
 
 def layerwise_figure(run: Run) -> Figure | None:
     """Fig 5b: cosine of the [CLS] state after each layer to the last layer's [CLS]."""
-    layers = layerwise_layers(run.results)
+    layers = layerwise_layers(run)
     if not layers:
         return None
-    means = [run.results[f"layerwise/{layer}"] for layer in layers]
-    stds = [run.results[f"layerwise/{layer}/std"] for layer in layers]
+    means = [run.results[LayerwiseProbe.result_name(layer)] for layer in layers]
+    stds = [run.results[LayerwiseProbe.std_name(layer)] for layer in layers]
     figure, axis = plt.subplots(figsize=(5, 3.6))
     axis.errorbar(layers, means, yerr=stds, marker="o", markersize=3, capsize=2)
     axis.set_xlabel("layer (0 = embeddings)")
@@ -327,9 +347,9 @@ def layerwise_figure(run: Run) -> Figure | None:
     return figure
 
 
-def layerwise_layers(results: Results) -> list[int]:
-    """The layers with a `layerwise/{l}` result, in order."""
-    return sorted(int(m.group(1)) for name in results if (m := re.fullmatch(r"layerwise/(\d+)", name)))
+def layerwise_layers(run: Run) -> list[int]:
+    """The layers (0 = embeddings) with a layerwise result, in order."""
+    return [layer for layer in range(run.num_layers + 1) if LayerwiseProbe.result_name(layer) in run.results]
 
 
 FIGURES: dict[str, Callable[[Run], Figure | None]] = {

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import ClassVar
 
 import torch
 from torch import Tensor
 
 from datamodules.transforms import to_uint8_image
-from harness.decomposition import ATTENTION_MAP
-from probes.base import PIXELS, Probe
-from probes.faithfulness import Faithfulness
+from harness.decomposition import ATTENTION_MAP, PIXELS
+from probes.base import Probe, ProbeContext
+from probes.metrics.faithfulness import Faithfulness
 
 READOUTS = ("attention", "output")
 """Cosines are measured at both readouts; the gallery ranks images by the first."""
@@ -43,6 +44,29 @@ class MapsProbe(Probe):
 
     name = "maps"
     needs_pixels = True
+    READOUTS: ClassVar[tuple[str, ...]] = READOUTS
+    STATS: ClassVar[tuple[str, ...]] = ("mean", "std", "median", "min", "max", "negative_share")
+    INDEX: ClassVar[str] = "maps/index"
+    GALLERY: ClassVar[tuple[str, ...]] = ("index", "cosine", "map", "image", "least")
+
+    @staticmethod
+    def result_name(readout: str, stat: str) -> str:
+        """`maps/{readout}/patch/{stat}`, stat in `STATS`."""
+        return f"maps/{readout}/patch/{stat}"
+
+    @staticmethod
+    def cosine_name(readout: str) -> str:
+        """`maps/{readout}/patch`: the array of per-image cosines (in `INDEX` order)."""
+        return f"maps/{readout}/patch"
+
+    @staticmethod
+    def gallery_name(part: str) -> str:
+        """`maps/gallery/{part}`, part in `GALLERY`."""
+        return f"maps/gallery/{part}"
+
+    @classmethod
+    def from_context(cls, context: ProbeContext) -> MapsProbe:
+        return cls()
 
     def __init__(self, gallery_size: int = 6) -> None:
         super().__init__()
@@ -55,22 +79,15 @@ class MapsProbe(Probe):
         self.metric.update(*ranking, *other, decomposition[ATTENTION_MAP], decomposition[PIXELS], indices)
 
     def compute(self) -> dict[str, float]:
-        rows, _ = self.metric.compute()
+        rows = self.metric.compute()
         results = {}
         for readout, column in zip(READOUTS, ("cosine", "other_cosine"), strict=True):
             for stat, value in summarise(rows[column]).items():
-                results[f"maps/{readout}/patch/{stat}"] = value
+                results[self.result_name(readout, stat)] = value
         return results
 
     def arrays(self) -> dict[str, Tensor]:
-        rows, gallery = self.metric.compute()
-        return {
-            "maps/index": rows["index"],
-            "maps/attention/patch": rows["cosine"],
-            "maps/output/patch": rows["other_cosine"],
-            "maps/gallery/index": gallery.indices,
-            "maps/gallery/cosine": gallery.cosines,
-            "maps/gallery/map": gallery.maps,
-            "maps/gallery/image": gallery.images,
-            "maps/gallery/least": torch.tensor(gallery.least),
-        }
+        rows = self.metric.compute()
+        cosines = {self.cosine_name(r): rows[c] for r, c in zip(READOUTS, ("cosine", "other_cosine"), strict=True)}
+        gallery = {self.gallery_name(part): rows[f"gallery/{part}"] for part in self.GALLERY}
+        return {self.INDEX: rows["index"], **cosines, **gallery}

@@ -1,0 +1,262 @@
+"""Evaluate the patch integration assumption of a DINOv2 backbone on a set of images.
+
+    cls-evaluate --backbone dinov2_vits14_reg --data demo --probe cka,split --output runs/demo
+    cls-evaluate --backbone dinov2_vits14_reg dinov2_vitb14_reg --data demo --output runs/sweep
+    cls-evaluate --compare runs/a runs/b --output runs/a-vs-b
+
+(`python evaluate.py ...` from the repository root is the same command.) Writes DIR/results.json,
+DIR/report.md, DIR/figures/*.png, a TensorBoard run under DIR/tensorboard, the probes' arrays in
+DIR/arrays.safetensors, and with --save-features DIR/features.safetensors. Several backbones: one
+such run folder each under DIR, and their comparison in DIR. See README.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import re
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.pytorch.utilities import rank_zero_only
+from safetensors.torch import load_file
+
+from cls_decoupling.cli.options import (
+    DataOptions,
+    TrainerOptions,
+    add_input_arguments,
+    add_trainer_arguments,
+    load_checked_backbone,
+    run_main,
+)
+from cls_decoupling.errors import UserError
+from cls_decoupling.outputs import Run, check_output_dir, load_run, run_logger, write_comparison, write_run
+from cls_decoupling.outputs.runs import FEATURES_FILE, RESULTS_FILE
+from cls_decoupling.outputs.writing import COMPARISON_FILES
+from harness import BackboneInfo, HarnessModule, all_feature_names
+from probes import PROBES, Probe, ProbeContext, build_probes, parse_probe_names, replay_features
+
+log = logging.getLogger("evaluate")
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Which probes run and their settings."""
+
+    probe: str = "all"
+    seed: int = 0
+    episodes: int = 10
+    shots: int = 1
+    head: Path | None = None
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ProbeOptions:
+        return cls(args.probe, args.seed, args.episodes, args.shots, args.head)
+
+
+@dataclass
+class ProbeRequest:
+    """The probes of a run, built once the data's class names are known (in the module's `setup`);
+    `names` then holds the probe names that ran."""
+
+    options: ProbeOptions
+    info: BackboneInfo
+    resolution: int
+    pixels: bool = True
+    names: list[str] = field(default_factory=list)
+
+    def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
+        self.names = parse_probe_names(self.options.probe, labelled=bool(class_names), pixels=self.pixels)
+        options = self.options
+        context = ProbeContext(
+            self.info, class_names, self.resolution, options.seed, options.episodes, options.shots, options.head
+        )
+        return build_probes(self.names, context)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="cls-evaluate", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    add_input_arguments(parser, several_backbones=True)
+    parser.add_argument(
+        "--from-features", type=Path, help="re-run the probes from a run folder's features (no backbone)"
+    )
+    parser.add_argument(
+        "--compare", type=Path, nargs="+", metavar="RUN", help="compare finished run folders (no backbone)"
+    )
+    parser.add_argument(
+        "--probe", default="all", help=f"comma list of {', '.join(PROBES)}, or 'all' (default)"
+    )
+    parser.add_argument("--output", type=Path, required=True, help="run folder to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
+    parser.add_argument(
+        "--save-features", action="store_true", help=f"write every variant to {FEATURES_FILE}"
+    )
+    parser.add_argument("--head", type=Path, help="linear head from train_probe.py for --probe linear")
+    parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
+    parser.add_argument("--shots", type=int, default=1, help="one-shot support images per class (default: 1)")
+    add_trainer_arguments(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """The `cls-evaluate` command: options -> typed arguments of `evaluate`."""
+    args = parse_args(argv)
+    return run_main(
+        lambda: evaluate(
+            backbones=args.backbone,
+            output=args.output,
+            data=DataOptions.from_args(args),
+            probes=ProbeOptions.from_args(args),
+            trainer=TrainerOptions.from_args(args),
+            save_features=args.save_features,
+            overwrite=args.overwrite,
+            from_features=args.from_features,
+            compare=args.compare,
+        )
+    )
+
+
+def evaluate(
+    backbones: Sequence[str] | None,
+    output: Path,
+    data: DataOptions,
+    probes: ProbeOptions,
+    trainer: TrainerOptions,
+    save_features: bool = False,
+    overwrite: bool = False,
+    from_features: Path | None = None,
+    compare: Sequence[Path] | None = None,
+) -> list[dict[str, Any]]:
+    """Evaluate one or several backbones, re-run probes from saved features, or compare finished runs;
+    return (on every rank) what each results.json holds."""
+    if compare is not None:
+        if backbones or from_features:
+            raise UserError("--compare reads finished runs: it takes no --backbone or --from-features")
+        compare_folders(compare, output, overwrite)
+        return []
+    names = list(backbones or [None])
+    if len(names) == 1:
+        check_output_dir(output, overwrite)
+        if from_features is not None:
+            return [run_from_features(from_features, output, probes, names[0])]
+        return [run_one(names[0], output, data, probes, trainer, save_features)]
+    if from_features is not None:
+        raise UserError("--from-features takes one run; compare replayed runs with --compare")
+    labels = backbone_labels(backbones or [])
+    for label in labels:
+        check_output_dir(output / label, overwrite)
+    check_output_dir(output, overwrite, COMPARISON_FILES)
+    summaries = []
+    for label, backbone in zip(labels, names, strict=True):
+        log.info("backbone %s -> %s", backbone, output / label)
+        summaries.append(run_one(backbone, output / label, data, probes, trainer, save_features))
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+        write_comparison([(label, load_run(output / label)) for label in labels], output)
+    return summaries
+
+
+def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> None:
+    """Compare finished run folders, labelled by their names (or their paths where names repeat)."""
+    check_output_dir(output, overwrite, COMPARISON_FILES)
+    names = [folder.name for folder in folders]
+    labels = names if len(set(names)) == len(names) else [str(folder) for folder in folders]
+    write_comparison([(label, load_run(folder)) for label, folder in zip(labels, folders, strict=True)], output)
+
+
+def backbone_labels(backbones: Sequence[str]) -> list[str]:
+    """A folder name per backbone (`random:tiny_reg` -> `random_tiny_reg`, a path -> its last part)."""
+    labels = [
+        re.sub(r"[^\w.-]+", "_", Path(name).name if Path(name).exists() else name) for name in backbones
+    ]
+    if len(set(labels)) != len(labels):
+        raise UserError(f"each backbone once, please: {', '.join(backbones)} name the same run folders")
+    return labels
+
+
+def run_one(
+    backbone_name: str | None,
+    output: Path,
+    data: DataOptions,
+    probes: ProbeOptions,
+    trainer_options: TrainerOptions,
+    save_features: bool = False,
+) -> dict[str, Any]:
+    """Evaluate one backbone; write its run folder on rank 0."""
+    parse_probe_names(probes.probe)  # fail on a typo before loading anything
+    datamodule = data.datamodule()
+    backbone = load_checked_backbone(backbone_name, data.resolution)  # after the data options: no wasted load
+    request = ProbeRequest(probes, backbone.info, data.resolution)
+    features = all_feature_names(backbone) if save_features else ()
+    module = HarnessModule(backbone, request.build, feature_names=features)
+    logger = run_logger(output)
+    trainer = trainer_options.trainer(logger)
+    started = time.perf_counter()
+    trainer.test(module, datamodule=datamodule, verbose=False)
+    summary = {
+        "backbone": backbone.info.as_dict(),
+        "data": {
+            **datamodule.describe(),
+            "num_images": module.num_images,
+            "repeated_images": module.num_repeated,
+            "num_skipped": len(module.skipped),
+            "skipped": [{"index": index, "reason": reason} for index, reason in module.skipped],
+        },
+        "run": {
+            "probes": request.names,
+            "precision": trainer_options.precision,
+            "world_size": trainer.world_size,
+            "batch_size": data.batch_size,
+            "seconds": round(time.perf_counter() - started, 3),
+            "max_pooler_error": module.max_pooler_error,
+            "torch": torch.__version__,
+        },
+        "results": module.results,
+    }
+    if trainer.is_global_zero:
+        write_run(output, Run(summary, module.arrays), module.features, logger, datamodule.images.files)
+    return summary
+
+
+def run_from_features(
+    source: Path, output: Path, probes: ProbeOptions, backbone_name: str | None = None
+) -> dict[str, Any]:
+    """The probes of `probes` on the features an earlier `--save-features` run wrote to `source`."""
+    if not (source / FEATURES_FILE).is_file() or not (source / RESULTS_FILE).is_file():
+        raise UserError(f"{source} holds no {FEATURES_FILE} and {RESULTS_FILE}; run with --save-features first")
+    if source.resolve() == output.resolve():
+        raise UserError("--output must differ from --from-features (the saved run stays as it is)")
+    earlier = json.loads((source / RESULTS_FILE).read_text())
+    info = BackboneInfo(**earlier["backbone"])
+    if backbone_name is not None and backbone_name not in (info.name, info.identity):
+        raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
+    class_names = tuple(earlier["data"].get("class_names", ()))
+    request = ProbeRequest(probes, info, earlier["data"]["resolution"], pixels=False)
+    built = request.build(class_names)
+    started = time.perf_counter()
+    results, arrays = replay_features(built, _load_features(source / FEATURES_FILE))
+    summary = {
+        "backbone": earlier["backbone"],
+        "data": {**earlier["data"], "from_features": str(source.resolve())},
+        "run": {
+            "probes": request.names,
+            "seconds": round(time.perf_counter() - started, 3),
+            "torch": torch.__version__,
+        },
+        "results": results,
+    }
+    write_run(output, Run(summary, arrays), None, run_logger(output))
+    return summary
+
+
+def _load_features(path: Path) -> Mapping[str, torch.Tensor]:
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for a damaged file
+        raise UserError(f"cannot read {path}: {error}") from None

@@ -1,0 +1,145 @@
+"""What the entry points share: the options, their typed groups, the Trainer, one-line user errors."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import lightning as L  # noqa: N812
+from lightning.pytorch.callbacks import RichProgressBar
+from lightning.pytorch.loggers import Logger
+
+from cls_decoupling.errors import UserError
+from datamodules import DATA_SOURCES, ImageDataModule
+from harness import DecomposingBackbone, load_backbone
+
+
+@dataclass(frozen=True)
+class DataOptions:
+    """The data options, as `ImageDataModule` takes them."""
+
+    source: str = "demo"
+    data_dir: Path | None = None
+    split: str = "val"
+    download: bool = False
+    resolution: int = 224
+    batch_size: int = 32
+    num_workers: int | None = None
+    limit: int | None = None
+    per_class: int | None = None
+    seed: int = 0
+    fast_jpeg: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> DataOptions:
+        return cls(
+            source=args.data,
+            data_dir=args.data_dir,
+            split=args.split,
+            download=args.download,
+            resolution=args.resolution,
+            batch_size=args.batch_size,
+            num_workers=args.num_workers,
+            limit=args.limit,
+            per_class=args.per_class,
+            seed=args.seed,
+            fast_jpeg=args.fast_jpeg,
+        )
+
+    def datamodule(self) -> ImageDataModule:
+        """The data module (options checked; nothing listed or downloaded yet)."""
+        return ImageDataModule(**asdict(self))
+
+
+@dataclass(frozen=True)
+class TrainerOptions:
+    """Lightning's device options."""
+
+    accelerator: str = "auto"
+    devices: int | str = 1
+    num_nodes: int = 1
+    strategy: str = "auto"
+    precision: str = "32-true"
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> TrainerOptions:
+        devices = int(args.devices) if str(args.devices).isdigit() else args.devices
+        return cls(args.accelerator, devices, args.num_nodes, args.strategy, args.precision)
+
+    def trainer(self, logger: Logger | bool = False) -> L.Trainer:
+        """A Trainer for the frozen-backbone pass: every image to exactly one rank, a progress bar."""
+        return L.Trainer(
+            accelerator=self.accelerator,
+            devices=self.devices,
+            num_nodes=self.num_nodes,
+            strategy=self.strategy,
+            precision=self.precision,  # type: ignore[arg-type]  # Lightning checks the string
+            logger=logger,
+            callbacks=[RichProgressBar()],
+            use_distributed_sampler=False,  # the data module's ShardSampler: no padding, no repeats
+            enable_checkpointing=False,
+            enable_model_summary=False,
+        )
+
+
+def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool = False) -> None:
+    """--backbone (one, or with `several_backbones` one or more) and the data options."""
+    parser.add_argument(
+        "--backbone",
+        nargs="+" if several_backbones else None,
+        help="torch.hub name, HF id, local folder, .pth, or random:<arch>"
+        + (" (several: one run each, then their comparison)" if several_backbones else ""),
+    )
+    parser.add_argument(
+        "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
+    )
+    parser.add_argument(
+        "--data-dir", type=Path, help="folder of the data source (COCO: default download cache)"
+    )
+    parser.add_argument("--split", choices=("val", "train"), default="val", help="COCO / ImageNet split")
+    parser.add_argument("--download", action="store_true", help="fetch COCO val2017 first (resumable)")
+    parser.add_argument("--batch-size", type=int, default=32, help="images per batch and device")
+    parser.add_argument("--limit", type=int, help="use a seeded subset of this many images (stratified)")
+    parser.add_argument("--per-class", type=int, help="use a seeded subset of this many images per class")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every sampled choice (default: 0)")
+    parser.add_argument("--resolution", type=int, default=224, help="crop size, a multiple of the patch size")
+    parser.add_argument(
+        "--num-workers", type=int, help="data loader workers per device (default: CPUs - 1, max 8)"
+    )
+    parser.add_argument("--fast-jpeg", action="store_true", help="decode big JPEGs at reduced scale (faster)")
+
+
+def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
+    """Lightning's device options."""
+    parser.add_argument("--accelerator", default="auto", help="cpu, gpu, auto (Lightning)")
+    parser.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 4, auto")
+    parser.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP")
+    parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
+    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+
+
+def load_checked_backbone(name: str | None, resolution: int) -> DecomposingBackbone:
+    """The backbone `name` names, refused when the resolution is not a multiple of its patch size."""
+    if name is None:
+        raise UserError("--backbone is required")
+    backbone = load_backbone(name)
+    if resolution % backbone.patch_size:
+        raise UserError(f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}")
+    return backbone
+
+
+def run_main(run: Callable[[], Any]) -> int:
+    """Run an entry point; a `UserError` is one line on stderr and exit status 2 (anything else is a
+    bug and keeps its traceback)."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    try:
+        run()
+    except UserError as error:
+        print(f"error: {error}", file=sys.stderr)
+        return 2
+    return 0
