@@ -48,6 +48,11 @@ class SplitProbe(Probe):
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         cls, register, patch = (decomposition[name] for name in split_names())  # images, each
+        if not cls.shape == register.shape == patch.shape or cls.ndim != 1:
+            raise ValueError(
+                f"split masses must be equal (images,) vectors, got {tuple(cls.shape)}, "
+                f"{tuple(register.shape)}, {tuple(patch.shape)}"
+            )
         outside_cls = register + patch
         two_way = torch.where(outside_cls > 0, register / outside_cls.clamp_min(1e-30), 0.0)
         self.metric.update(torch.stack([cls, register, patch, two_way], dim=1))

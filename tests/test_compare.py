@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import evaluate
+from cls_decoupling.cli import evaluate
 from tests.conftest import tiny_model, write_labelled_photos
 
 COMPARISON_FIGURES = {

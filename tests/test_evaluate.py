@@ -13,10 +13,10 @@ import pytest
 from safetensors.numpy import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import evaluate
+from cls_decoupling.cli import evaluate
 from harness import variant_names
 from tests.conftest import tiny_model, write_labelled_photos, write_photos
-from tests.probes.test_cka import gram_linear_cka
+from tests.probes.metrics.test_cka import gram_linear_cka
 
 REPO = Path(__file__).resolve().parents[1]
 

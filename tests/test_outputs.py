@@ -13,7 +13,7 @@ from PIL import Image
 from safetensors.numpy import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-import evaluate
+from cls_decoupling.cli import evaluate
 from tests.conftest import tiny_model, write_labelled_photos
 
 EVERY_FIGURE = {

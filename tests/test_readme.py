@@ -12,7 +12,7 @@ def test_ci_runs_the_readme_test_command() -> None:
 
 
 def test_readme_main_job_uses_real_options() -> None:
-    import evaluate
+    from cls_decoupling.cli import evaluate
 
     readme = (REPO / "README.md").read_text()
     line = next(line for line in readme.splitlines() if "evaluate.py --backbone" in line and "venv" in line)

@@ -10,9 +10,8 @@ import pytest
 import torch
 from safetensors.numpy import load_file
 
-import evaluate
-import train_probe
-from probes import LinearHead
+from cls_decoupling.cli import evaluate, train_probe
+from harness import LinearHead
 from tests.conftest import tiny_model, write_labelled_photos
 
 

@@ -195,8 +195,7 @@ def run_one(
     request = ProbeRequest(probes, backbone.info, data.resolution)
     features = all_feature_names(backbone) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features)
-    logger = run_logger(output)
-    trainer = trainer_options.trainer(logger)
+    trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
     started = time.perf_counter()
     trainer.test(module, datamodule=datamodule, verbose=False)
     summary = {
@@ -220,7 +219,8 @@ def run_one(
         "results": module.results,
     }
     if trainer.is_global_zero:
-        write_run(output, Run(summary, module.arrays), module.features, logger, datamodule.images.files)
+        run = Run(summary, module.arrays)
+        write_run(output, run, module.features, run_logger(output), datamodule.images.files)
     return summary
 
 

@@ -92,7 +92,8 @@ def oneshot_accuracy(
     paired by row); episodes are drawn by `sample_episodes`.
 
     Returns:
-        `top{k}` and `top{k}_std`: mean and std (ddof 0) over episodes of the top-k accuracy.
+        `top{k}` and `top{k}_std`: mean and std (ddof 0) over episodes of the top-k accuracy, and
+        the counts `classes` (used) and `skipped_classes` (too few images).
 
     Raises:
         InsufficientDataError: fewer than 2 classes have `shots + 1` images.

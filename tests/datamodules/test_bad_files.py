@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 from safetensors.numpy import load_file
 
-import evaluate
+from cls_decoupling.cli import evaluate
 from datamodules import folder_images
 from datamodules.images import load_rgb
 from tests.conftest import tiny_model

@@ -74,11 +74,18 @@ def test_shards_cover_every_image_once(world_size: int) -> None:
     assert sorted(i for shard in shards for i in shard) == list(range(10))
 
 
+def listed(datamodule: ImageDataModule) -> ImageDataModule:
+    """What Lightning does before a run: prepare_data (downloads), then setup (lists the files)."""
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    return datamodule
+
+
 def test_limit_is_a_seeded_subset(tmp_path: Path) -> None:
     write_photos(tmp_path, 10)
-    first = ImageDataModule("folder", tmp_path, limit=4, seed=3).images.files
-    again = ImageDataModule("folder", tmp_path, limit=4, seed=3).images.files
-    other = ImageDataModule("folder", tmp_path, limit=4, seed=4).images.files
+    first = listed(ImageDataModule("folder", tmp_path, limit=4, seed=3)).images.files
+    again = listed(ImageDataModule("folder", tmp_path, limit=4, seed=3)).images.files
+    other = listed(ImageDataModule("folder", tmp_path, limit=4, seed=4)).images.files
     assert first == again and len(first) == 4 and first != other
     assert torch.tensor([f.name for f in first].index(sorted(f.name for f in first)[0])) == 0
 
@@ -87,9 +94,9 @@ def test_every_source_through_the_data_module(tmp_path: Path) -> None:
     from tests.datamodules.test_imagenet import devkit_layout
 
     write_photos(tmp_path / "coco" / "val2017", 3)
-    coco = ImageDataModule("coco", tmp_path / "coco")
+    coco = listed(ImageDataModule("coco", tmp_path / "coco"))
     assert len(coco.images.files) == 3 and not coco.images.labelled
-    imagenet = ImageDataModule("imagenet", devkit_layout(tmp_path / "imagenet"), per_class=1)
+    imagenet = listed(ImageDataModule("imagenet", devkit_layout(tmp_path / "imagenet"), per_class=1))
     assert sorted(imagenet.images.labels) == [0, 1, 2] and imagenet.describe()["num_classes"] == 3
     with pytest.raises(DataError, match="--download is only for --data coco"):
         ImageDataModule("folder", tmp_path, download=True)

@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from datamodules.images import UNLABELLED, ImageList
+from datamodules.images import UNLABELLED, DataError, ImageList
 from datamodules.subsets import limit_images, per_class_images
 
 
@@ -35,7 +35,7 @@ def test_limit_unlabelled_and_above_size() -> None:
 def test_per_class() -> None:
     subset = per_class_images(make_images({0: 6, 1: 2, 2: 9}), 3, seed=0)
     assert Counter(subset.labels) == {0: 3, 1: 2, 2: 3}
-    with pytest.raises(ValueError, match="needs labelled data"):
+    with pytest.raises(DataError, match="needs labelled data"):
         per_class_images(ImageList((Path("a.jpg"),), (UNLABELLED,)), 1, seed=0)
-    with pytest.raises(ValueError, match="--per-class must be positive"):
+    with pytest.raises(DataError, match="--per-class must be positive"):
         per_class_images(make_images({0: 2}), 0, seed=0)

@@ -12,8 +12,7 @@ import torch
 from torch.testing import assert_close
 from transformers import ViTConfig, ViTModel
 
-from harness import HUB_MODELS, RANDOM_MODELS, load_backbone
-from harness.errors import UnknownBackboneError
+from harness import HUB_MODELS, RANDOM_MODELS, UnknownBackboneError, load_backbone
 from tests.conftest import tiny_model
 
 REPO = Path(__file__).resolve().parents[2]

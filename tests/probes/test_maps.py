@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
-from probes.base import PIXELS
-from probes.faithfulness import Faithfulness
-from probes.maps_probe import MapsProbe
+from harness import PIXELS
+from probes import MapsProbe
+from probes.metrics import Faithfulness
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 from tests.probes.tester import check_metric
 
@@ -81,7 +81,7 @@ def _synthetic_batches(sizes: list[int], seed: int = 0) -> list[tuple[torch.Tens
     return batches
 
 
-def _reference(batches: list[tuple[torch.Tensor, ...]], k: int) -> tuple[dict[str, torch.Tensor], tuple]:
+def _reference(batches: list[tuple[torch.Tensor, ...]], k: int) -> dict[str, torch.Tensor]:
     """Everything kept, then one full sort: what the bounded per-rank candidates must reproduce."""
     full, part, other_full, other_part, maps, images, index = (
         torch.cat(c) for c in zip(*batches, strict=True)
@@ -92,7 +92,8 @@ def _reference(batches: list[tuple[torch.Tensor, ...]], k: int) -> tuple[dict[st
     rows = {"index": index[by_index], "cosine": cosine[by_index], "other_cosine": other[by_index]}
     ranked = torch.from_numpy(np.lexsort((index.numpy(), cosine.numpy())))  # cosine, then index
     chosen = torch.cat([ranked[:k], ranked.flip(0)[:k]])
-    return rows, (index[chosen], cosine[chosen], maps[chosen], images[chosen], k)
+    gallery = {"index": index[chosen], "cosine": cosine[chosen], "map": maps[chosen], "image": images[chosen]}
+    return rows | {f"gallery/{name}": value for name, value in gallery.items()} | {"gallery/least": k}
 
 
 def test_faithfulness_everywhere_equals_a_full_sort() -> None:
@@ -105,16 +106,16 @@ def test_ties_are_broken_by_dataset_index_on_every_split() -> None:
     for full, part, *_ in batches:  # every cosine exactly 1: the gallery is decided by index alone
         full.zero_()[:, 0] = 2.0
         part.copy_(full)
-    rows, gallery = _reference(batches, 2)
-    assert gallery[0].tolist() == [0, 1, 11, 10]
-    check_metric(functools.partial(Faithfulness, 2), batches, (rows, gallery), atol=1e-12)
+    reference = _reference(batches, 2)
+    assert reference["gallery/index"].tolist() == [0, 1, 11, 10]
+    check_metric(functools.partial(Faithfulness, 2), batches, reference, atol=1e-12)
 
 
 def test_fewer_images_than_the_gallery() -> None:
     metric = Faithfulness(gallery_size=4)
     metric.update(*_synthetic_batches([3])[0])
-    _, gallery = metric.compute()
-    assert gallery.least == 1 and sorted(gallery.indices.tolist()) == [0, 1, 2]
+    computed = metric.compute()
+    assert computed["gallery/least"] == 1 and sorted(computed["gallery/index"].tolist()) == [0, 1, 2]
 
 
 def test_bad_inputs_are_refused() -> None:

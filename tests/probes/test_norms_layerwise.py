@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from harness import variant_names
-from probes.layerwise_probe import LayerwiseProbe
-from probes.norms_probe import NormsProbe
-from probes.stats import ColumnStats
+from probes import LayerwiseProbe, NormsProbe
+from probes.metrics import ColumnStats, column_stats
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 from tests.probes.tester import check_metric
 
@@ -19,7 +18,11 @@ from tests.probes.tester import check_metric
 def test_column_stats_everywhere() -> None:
     values = np.random.default_rng(4).normal(size=(19, 3)) * [1.0, 5.0, 0.1] + [0.0, 100.0, -3.0]
     batches = [(torch.from_numpy(values[s : s + 4]),) for s in range(0, 19, 4)]
-    check_metric(functools.partial(ColumnStats, 3), batches, (values.mean(0), values.std(0)), atol=1e-9)
+    reference = {"mean": values.mean(0), "std": values.std(0)}
+    check_metric(functools.partial(ColumnStats, 3), batches, reference, atol=1e-9)
+    functional = column_stats(torch.from_numpy(values))
+    np.testing.assert_allclose(functional["mean"].numpy(), values.mean(0), atol=1e-12)
+    np.testing.assert_allclose(functional["std"].numpy(), values.std(0), atol=1e-12)
 
 
 @pytest.mark.parametrize(("registers", "swiglu"), ARCHITECTURES)

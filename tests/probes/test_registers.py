@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from harness.decomposition import PENULTIMATE
-from probes.registers_probe import HighNormToken, RegistersProbe
+from probes import RegistersProbe
+from probes.metrics import HighNormToken
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 from tests.probes.tester import check_metric
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from sklearn.neighbors import NearestCentroid
 
-from probes import OneShotAccuracy
+from probes.metrics import OneShotAccuracy, oneshot_accuracy
 from tests.probes.synthetic import LabelledFeatures, labelled_features
 from tests.probes.tester import check_metric
 
@@ -50,7 +50,9 @@ def reference_oneshot(data: LabelledFeatures, episodes: int, shots: int, seed: i
             accuracies[variant][5].append(float(np.mean([i in row for i, row in enumerate(top5)])))
     result: dict = {"classes": len(classes), "skipped_classes": len(np.unique(labels)) - len(classes)}
     for variant, by_k in accuracies.items():
-        result[variant] = {k: (np.mean(values), np.std(values)) for k, values in by_k.items()}
+        for k, values in by_k.items():
+            result[f"{variant}/top{k}"] = np.mean(values)
+            result[f"{variant}/top{k}_std"] = np.std(values)
     return result
 
 
@@ -69,7 +71,8 @@ def test_episodes_do_not_depend_on_batch_order() -> None:
         forward.update(*arguments)
     for arguments in reversed(data.batches(3)):
         backward.update(*arguments)
-    assert forward.compute() == backward.compute()
+    first, second = forward.compute(), backward.compute()
+    assert first.keys() == second.keys() and all(torch.equal(first[k], second[k]) for k in first)
 
 
 def test_small_classes_are_skipped_and_counted() -> None:
@@ -79,7 +82,7 @@ def test_small_classes_are_skipped_and_counted() -> None:
     metric.update(features, {"output/full": features}, labels, torch.arange(9))
     result = metric.compute()
     assert result["classes"] == 3 and result["skipped_classes"] == 1
-    assert result["output/full"][1][0].item() == 1.0
+    assert result["output/full/top1"].item() == 1.0
 
 
 def test_bad_arguments() -> None:
@@ -88,3 +91,29 @@ def test_bad_arguments() -> None:
     metric = OneShotAccuracy(["output/full"])
     with pytest.raises(ValueError, match="3 features, 2 labels"):
         metric.update(torch.zeros(3, 2), {"output/full": torch.zeros(3, 2)}, torch.zeros(2), torch.zeros(3))
+
+
+def test_functional_form_equals_the_metric() -> None:
+    data = labelled_features(num_classes=6, per_class=4)
+    variant = next(iter(data.variants))
+    metric = OneShotAccuracy([variant], episodes=3, seed=1)
+    for arguments in data.batches(5):
+        metric.update(*arguments)
+    order = np.argsort(data.indices)
+    functional = oneshot_accuracy(
+        torch.from_numpy(data.full[order]), torch.from_numpy(data.variants[variant][order]),
+        torch.from_numpy(data.labels[order]), episodes=3, seed=1,
+    )  # fmt: skip
+    computed = metric.compute()
+    assert set(functional) == {"classes", "skipped_classes", "top1", "top1_std", "top5", "top5_std"}
+    for name, value in functional.items():
+        assert torch.equal(value, computed[name if "classes" in name else f"{variant}/{name}"]), name
+
+
+def test_too_few_classes_is_a_user_error() -> None:
+    from cls_decoupling.errors import UserError
+
+    metric = OneShotAccuracy(["x"])
+    metric.update(torch.zeros(4, 2), {"x": torch.zeros(4, 2)}, torch.tensor([0, 0, 0, 1]), torch.arange(4))
+    with pytest.raises(UserError, match="needs 2 classes"):
+        metric.compute()

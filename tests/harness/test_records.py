@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 import torch
 
-from probes import EvaluatedImages, FeatureStore
+from harness import EvaluatedImages, FeatureStore
+from harness.records import one_row_per_index
+from probes.metrics.rows import first_of_each_index
 from tests.probes.tester import check_metric
 
 
@@ -29,7 +31,7 @@ def test_evaluated_images_counts_repeats() -> None:
     metric = EvaluatedImages()
     metric.update(torch.tensor([0, 1, 2]))
     metric.update(torch.tensor([2]))
-    assert [t.item() for t in metric.compute()] == [3, 1]
+    assert {name: t.item() for name, t in metric.compute().items()} == {"distinct": 3, "repeated": 1}
 
 
 def test_feature_store_tester_everywhere() -> None:
@@ -45,4 +47,12 @@ def test_feature_store_tester_everywhere() -> None:
     order = np.argsort(indices)
     reference = {"index": indices[order], "label": labels[order], "output/patch": features[order]}
     check_metric(functools.partial(FeatureStore, ["output/patch"]), batches, reference, atol=0)
-    check_metric(EvaluatedImages, [(b[2],) for b in batches], (23, 0), atol=0)
+    check_metric(EvaluatedImages, [(b[2],) for b in batches], {"distinct": 23, "repeated": 0}, atol=0)
+
+
+def test_one_row_per_index_agrees_with_the_metrics_deduplication() -> None:
+    """The harness's records and the metrics deduplicate by index the same way (first row, index order)."""
+    rng = np.random.default_rng(3)
+    for _ in range(20):
+        indices = torch.from_numpy(rng.integers(0, 12, size=int(rng.integers(1, 30))))
+        assert one_row_per_index(indices).tolist() == first_of_each_index(indices).tolist()

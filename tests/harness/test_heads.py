@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader, TensorDataset
 
-from probes.linear_training import LinearHeads
+from harness import LinearHeads
 
 
 def test_heads_learn_separable_classes_and_score_like_numpy() -> None:

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from probes import LinearCKA
+from probes.metrics import LinearCKA, linear_cka
 from tests.probes.tester import check_metric
 
 
@@ -139,3 +139,13 @@ def test_large_mean_small_spread_stays_exact(debiased: bool) -> None:
     reference = debiased_gram_cka(centred_x, centred_y) if debiased else gram_linear_cka(centred_x, centred_y)
     batches = [(torch.from_numpy(x[s : s + 16]), torch.from_numpy(y[s : s + 16])) for s in range(0, 60, 16)]
     check_metric(functools.partial(LinearCKA, 8, 5, debiased=debiased), batches, reference, atol=1e-9)
+
+
+@pytest.mark.parametrize("debiased", [False, True], ids=["plain", "debiased"])
+def test_functional_form_equals_the_gram_formula(debiased: bool) -> None:
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(40, 6))
+    y = x @ rng.normal(size=(6, 5)) + 0.5 * rng.normal(size=(40, 5))
+    reference = debiased_gram_cka(x, y) if debiased else gram_linear_cka(x, y)
+    value = linear_cka(torch.from_numpy(x), torch.from_numpy(y), debiased=debiased)
+    assert value.dtype == torch.float64 and value.item() == pytest.approx(reference, abs=1e-9)

@@ -9,8 +9,7 @@ import pytest
 import torch
 from sklearn.linear_model import RidgeClassifier
 
-from probes import RidgeAccuracy
-from probes.ridge import is_train_image
+from probes.metrics import RidgeAccuracy, is_train_image, ridge_accuracy
 from tests.probes.synthetic import LabelledFeatures, labelled_features
 from tests.probes.tester import check_metric
 
@@ -27,9 +26,8 @@ def reference_ridge(data: LabelledFeatures, num_classes: int, relative_alpha: fl
         scores = classifier.decision_function(values[~train].astype(np.float64))
         ranking = np.argsort(-scores, axis=1)
         truth = data.labels[~train]
-        result[variant] = {
-            k: np.mean([t in row[:k] for t, row in zip(truth, ranking, strict=True)]) for k in (1, 5)
-        }
+        for k in (1, 5):
+            result[f"{variant}/top{k}"] = np.mean([t in row[:k] for t, row in zip(truth, ranking, strict=True)])
     return result
 
 
@@ -53,3 +51,22 @@ def test_labels_out_of_range_are_refused() -> None:
         metric.update(
             torch.zeros(2, 2), {"output/full": torch.zeros(2, 2)}, torch.tensor([0, 3]), torch.tensor([0, 1])
         )
+
+
+def test_functional_form_equals_the_metric() -> None:
+    data = labelled_features(num_classes=4, per_class=10, dims=6)
+    variant = "output/patch"
+    metric = RidgeAccuracy([variant], dims=6, num_classes=4, seed=2)
+    for arguments in data.batches(7):
+        metric.update(*arguments)
+    computed = metric.compute()
+    train = is_train_image(torch.from_numpy(data.indices), 2, 0.5)
+    order = np.argsort(data.indices[~train.numpy()])
+    functional = ridge_accuracy(
+        torch.from_numpy(data.full)[train], torch.from_numpy(data.labels)[train],
+        torch.from_numpy(data.variants[variant])[~train][order], torch.from_numpy(data.labels)[~train][order],
+        num_classes=4,
+    )  # fmt: skip
+    assert functional["alpha"].item() == pytest.approx(computed["alpha"].item(), rel=1e-9)
+    for k in (1, 5):
+        assert functional[f"top{k}"].item() == pytest.approx(computed[f"{variant}/top{k}"].item(), abs=1e-12)
