@@ -22,7 +22,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probes import LinearCKA
+from probes.metrics import LinearCKA
 
 
 def features(n: int, dims: int) -> tuple[np.ndarray, np.ndarray]:

@@ -18,9 +18,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_ratio, paired_times
-from harness import load_backbone
+from harness import feed, load_backbone
 from probes import PROBES, ProbeContext, build_probes
-from probes.base import update_probes
 
 
 def main() -> None:
@@ -56,7 +55,7 @@ def main() -> None:
     def harness() -> None:
         with torch.autocast("cuda", dtype=torch.bfloat16):
             decomposition = backbone(pixels)
-            update_probes(probes.values(), decomposition, pixels, labels, indices)
+            feed(probes.values(), decomposition, pixels, labels, indices)
         errors.append(float(decomposition.pooler_error))
         torch.cuda.synchronize()
 

@@ -28,11 +28,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_ratio, paired_times
-from harness import load_backbone
+from harness import feed, load_backbone
 from harness.decomposition import decompose_last_block
 from harness.tokens import TokenLayout
 from probes import PROBES, ProbeContext, build_probes
-from probes.base import update_probes
 
 
 def counted_flops(function: Callable[[], object]) -> float:
@@ -57,7 +56,7 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
 
     def harness() -> object:
         decomposition = backbone(pixels)
-        update_probes(probes.values(), decomposition, pixels, labels, indices)
+        feed(probes.values(), decomposition, pixels, labels, indices)
         return decomposition
 
     functions = {"plain": plain, "harness": harness}

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from probes import LinearCKA, OneShotAccuracy, RidgeAccuracy
+from probes.metrics import LinearCKA, OneShotAccuracy, RidgeAccuracy
 
 
 def main() -> None:

@@ -22,11 +22,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import paired_times
 from datamodules.transforms import to_uint8_image
-from harness.decomposition import ATTENTION_MAP
+from harness.decomposition import ATTENTION_MAP, PIXELS
 from harness.loading import load_backbone
 from probes import PROBES, ProbeContext, build_probes
-from probes.base import PIXELS
-from probes.faithfulness import Faithfulness
+from probes.metrics import Faithfulness
 
 
 def main() -> None:

@@ -88,6 +88,8 @@ class MapsProbe(Probe):
 
     def arrays(self) -> dict[str, Tensor]:
         rows = self.metric.compute()
-        cosines = {self.cosine_name(r): rows[c] for r, c in zip(READOUTS, ("cosine", "other_cosine"), strict=True)}
+        cosines = {
+            self.cosine_name(r): rows[c] for r, c in zip(READOUTS, ("cosine", "other_cosine"), strict=True)
+        }
         gallery = {self.gallery_name(part): rows[f"gallery/{part}"] for part in self.GALLERY}
         return {self.INDEX: rows["index"], **cosines, **gallery}

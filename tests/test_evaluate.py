@@ -235,3 +235,22 @@ def test_figures_are_valid_pngs_and_in_tensorboard(finished_run: Path) -> None:
         accumulator.Reload()
         tags |= set(accumulator.Tags()["images"])
     assert {"figures/cka", "figures/split"} <= tags
+
+
+def test_only_user_errors_become_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A bug (any other exception) keeps its traceback instead of turning into `error: ...`."""
+    from cls_decoupling.cli import evaluate as cli
+    from cls_decoupling.errors import UserError
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise ValueError("a bug, not the user's doing")
+
+    monkeypatch.setattr(cli, "run_one", broken)
+    with pytest.raises(ValueError, match="a bug"):
+        cli.main(["--backbone", "random:tiny", "--output", str(tmp_path / "run")])
+
+    def refused(*args: object, **kwargs: object) -> None:
+        raise UserError("the user's doing")
+
+    monkeypatch.setattr(cli, "run_one", refused)
+    assert cli.main(["--backbone", "random:tiny", "--output", str(tmp_path / "run")]) == 2

@@ -74,7 +74,13 @@ class ProbeRequest:
         self.names = parse_probe_names(self.options.probe, labelled=bool(class_names), pixels=self.pixels)
         options = self.options
         context = ProbeContext(
-            self.info, class_names, self.resolution, options.seed, options.episodes, options.shots, options.head
+            self.info,
+            class_names,
+            self.resolution,
+            options.seed,
+            options.episodes,
+            options.shots,
+            options.head,
         )
         return build_probes(self.names, context)
 
@@ -141,7 +147,7 @@ def evaluate(
             raise UserError("--compare reads finished runs: it takes no --backbone or --from-features")
         compare_folders(compare, output, overwrite)
         return []
-    names = list(backbones or [None])
+    names: list[str | None] = [*backbones] if backbones else [None]
     if len(names) == 1:
         check_output_dir(output, overwrite)
         if from_features is not None:
@@ -167,7 +173,9 @@ def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> N
     check_output_dir(output, overwrite, COMPARISON_FILES)
     names = [folder.name for folder in folders]
     labels = names if len(set(names)) == len(names) else [str(folder) for folder in folders]
-    write_comparison([(label, load_run(folder)) for label, folder in zip(labels, folders, strict=True)], output)
+    write_comparison(
+        [(label, load_run(folder)) for label, folder in zip(labels, folders, strict=True)], output
+    )
 
 
 def backbone_labels(backbones: Sequence[str]) -> list[str]:
@@ -229,7 +237,9 @@ def run_from_features(
 ) -> dict[str, Any]:
     """The probes of `probes` on the features an earlier `--save-features` run wrote to `source`."""
     if not (source / FEATURES_FILE).is_file() or not (source / RESULTS_FILE).is_file():
-        raise UserError(f"{source} holds no {FEATURES_FILE} and {RESULTS_FILE}; run with --save-features first")
+        raise UserError(
+            f"{source} holds no {FEATURES_FILE} and {RESULTS_FILE}; run with --save-features first"
+        )
     if source.resolve() == output.resolve():
         raise UserError("--output must differ from --from-features (the saved run stays as it is)")
     earlier = json.loads((source / RESULTS_FILE).read_text())

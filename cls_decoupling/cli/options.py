@@ -129,7 +129,9 @@ def load_checked_backbone(name: str | None, resolution: int) -> DecomposingBackb
         raise UserError("--backbone is required")
     backbone = load_backbone(name)
     if resolution % backbone.patch_size:
-        raise UserError(f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}")
+        raise UserError(
+            f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}"
+        )
     return backbone
 
 

@@ -113,7 +113,10 @@ def train_probe(
     if not learning_rates or min(learning_rates) <= 0:
         raise UserError(f"learning rates must be positive, got {list(learning_rates)}")
     if data.source not in LABELLED_SOURCES:
-        raise UserError(f"training a classifier needs a labelled source ({', '.join(LABELLED_SOURCES)}), not {data.source}")
+        raise UserError(
+            f"training a classifier needs a labelled source "
+            f"({', '.join(LABELLED_SOURCES)}), not {data.source}"
+        )
     datamodule = data.datamodule()
     backbone = load_checked_backbone(backbone_name, data.resolution)
     extractor = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
@@ -121,7 +124,9 @@ def train_probe(
     extraction.test(extractor, datamodule=datamodule, verbose=False)
     class_names = datamodule.class_names
     if len(class_names) < 2:
-        raise UserError(f"training a classifier needs a labelled source with 2+ classes; {data.source} has none")
+        raise UserError(
+            f"training a classifier needs a labelled source with 2+ classes; {data.source} has none"
+        )
     if not extraction.is_global_zero or extractor.features is None:
         return None
     features, labels, indices = (
@@ -131,7 +136,9 @@ def train_probe(
     )
     train = is_train_image(indices, data.seed, 1 - val_fraction)
     if train.all() or not train.any():
-        raise UserError(f"{len(indices)} images leave no training or no validation part; adjust --val-fraction")
+        raise UserError(
+            f"{len(indices)} images leave no training or no validation part; adjust --val-fraction"
+        )
     log.info(
         "features of %d images: %d to train, %d to choose the learning rate",
         len(indices),

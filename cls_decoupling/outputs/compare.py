@@ -56,7 +56,9 @@ def split_comparison(compared: Sequence[Compared]) -> Figure | None:
     models with registers, the distribution over images of registers / (registers + patches)."""
     if not any(SplitProbe.result_name("patch", "mean") in c.run.results for c in compared):
         return None
-    with_histograms = [c for c in compared if SplitProbe.BIN_EDGES in c.run.arrays and c.run.num_registers > 0]
+    with_histograms = [
+        c for c in compared if SplitProbe.BIN_EDGES in c.run.arrays and c.run.num_registers > 0
+    ]
     figure, axes = plt.subplots(
         1, 2 if with_histograms else 1, figsize=(1.6 * len(compared) + (9 if with_histograms else 3), 4.0),
         squeeze=False,
@@ -141,7 +143,9 @@ def _variant_sweep(
     only `readout`); `names` gives a variant's result name and that of its std."""
     found = [
         variant_values(
-            c.run.results, [v for v in c.run.variants if readout is None or v.startswith(f"{readout}/")], *names
+            c.run.results,
+            [v for v in c.run.variants if readout is None or v.startswith(f"{readout}/")],
+            *names,
         )
         for c in compared
     ]
@@ -184,7 +188,9 @@ def _accuracy_sweep(
 ) -> Figure | None:
     """Top-k accuracy per variant across models; top-1 when any run has 5 classes or fewer."""
     k = min((top_k(n) for n in classes if n), default=5)
-    return _variant_sweep(compared, accuracy_names(probe, k), title.format(k=k), f"top-{k} accuracy", (0, 1.05))
+    return _variant_sweep(
+        compared, accuracy_names(probe, k), title.format(k=k), f"top-{k} accuracy", (0, 1.05)
+    )
 
 
 def oneshot_comparison(compared: Sequence[Compared]) -> Figure | None:
@@ -240,8 +246,8 @@ def layerwise_comparison(compared: Sequence[Compared]) -> Figure | None:
     for c, layers in curves:
         if layers:
             depth = np.array(layers) / max(layers)
-            axis.plot(depth, [c.run.results[LayerwiseProbe.result_name(layer)] for layer in layers], marker="o",
-                      markersize=3, label=f"{c.label} ({max(layers)} layers)")  # fmt: skip
+            means = [c.run.results[LayerwiseProbe.result_name(layer)] for layer in layers]
+            axis.plot(depth, means, marker="o", markersize=3, label=f"{c.label} ({max(layers)} layers)")
     axis.set_xlabel("relative depth (layer / number of layers; 0 = embeddings)")
     axis.set_ylabel("cosine to last-layer [CLS] (mean)")
     axis.set_ylim(-1.05, 1.05)

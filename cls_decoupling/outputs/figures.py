@@ -101,9 +101,9 @@ def histogram_rows(axis: Axes, rows: Sequence[tuple[str, np.ndarray, str]], edge
 def registers_figure(run: Run) -> Figure | None:
     """Fig 2b: where the highest-norm token of the penultimate layer sits, and its top dimensions before
     and after norm1."""
-    results = {key: run.results.get(RegistersProbe.result_name(key)) for key in RegistersProbe.RESULTS}
-    if results["top_norm"] is None:
+    if RegistersProbe.result_name("top_norm") not in run.results:
         return None
+    results = {key: run.results[RegistersProbe.result_name(key)] for key in RegistersProbe.RESULTS}
     figure, (where, dims) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
     counts = run.arrays.get(RegistersProbe.TOP_TOKEN_COUNTS)
     if counts is not None:
@@ -155,9 +155,9 @@ def _top_positions(run: Run, counts: np.ndarray, shown: int = 8) -> tuple[list[s
 
 def maps_figure(run: Run) -> Figure | None:
     """Fig 4: attention maps of the least and most faithful images, with each image's cosine."""
-    gallery = {part: run.arrays.get(MapsProbe.gallery_name(part)) for part in MapsProbe.GALLERY}
-    if gallery["image"] is None:
+    if MapsProbe.gallery_name("image") not in run.arrays:
         return None
+    gallery = {part: run.arrays[MapsProbe.gallery_name(part)] for part in MapsProbe.GALLERY}
     images, maps = gallery["image"].numpy(), gallery["map"].numpy()
     indices, cosines = gallery["index"].tolist(), gallery["cosine"].tolist()
     least = int(gallery["least"])
@@ -284,12 +284,12 @@ def top_k(classes: int) -> int:
     return 5 if classes > 5 else 1
 
 
-def _accuracy_bars(run: Run, probe: type[OneShotProbe | LinearProbe], classes: int, title: str) -> Figure | None:
+def _accuracy_bars(
+    run: Run, probe: type[OneShotProbe | LinearProbe], classes: int, title: str
+) -> Figure | None:
     """Top-k accuracy of each variant, with chance level (k / classes)."""
     k = top_k(classes)
-    figure = _variant_bars(
-        run, *accuracy_names(probe, k), title.format(k=k), f"top-{k} accuracy"
-    )
+    figure = _variant_bars(run, *accuracy_names(probe, k), title.format(k=k), f"top-{k} accuracy")
     if figure is not None:
         for axis in figure.axes:
             axis.set_ylim(0, 1.05)

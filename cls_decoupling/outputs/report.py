@@ -17,9 +17,15 @@ HEADLINES = (
     ),
     (CKAProbe.result_name("cka", "output/patch"), "CKA of the patch-only output with the full output"),
     (CKAProbe.result_name("cka", "output/register"), "CKA of the register-only output with the full output"),
-    (CKAProbe.result_name("cka", "output/skip"), "CKA of the skip-only (residual) output with the full output"),
+    (
+        CKAProbe.result_name("cka", "output/skip"),
+        "CKA of the skip-only (residual) output with the full output",
+    ),
     (OneShotProbe.result_name("output/patch", 5), "one-shot top-5 accuracy of the patch-only output"),
-    (MapsProbe.result_name("attention", "mean"), "cosine of patch-only to full contribution, mean over images"),
+    (
+        MapsProbe.result_name("attention", "mean"),
+        "cosine of patch-only to full contribution, mean over images",
+    ),
     (NormsProbe.result_name("attention/patch"), "L2 norm of the patch contribution"),
     (NormsProbe.result_name("attention/skip"), "L2 norm of the skip (residual) contribution"),
     (

@@ -244,9 +244,7 @@ class LinearCKA(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(
-        self, dims_x: int, dims_y: int | None = None, debiased: bool = False, **kwargs: Any
-    ) -> None:
+    def __init__(self, dims_x: int, dims_y: int | None = None, debiased: bool = False, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         dims_y = dims_x if dims_y is None else dims_y
         if dims_x < 1 or dims_y < 1:

@@ -108,7 +108,9 @@ class Faithfulness(Metric):
         other_cosine = cosine_similarity(other_full.double(), other_part.double(), dim=-1)
         append_rows(self, {"index": indices, "cosine": cosine, "other_cosine": other_cosine})
         # the candidates kept so far, on this batch's device (compute_on_cpu moves them after update)
-        kept = {name: [t.to(cosine.device) for t in row_state(self, _gallery_state(name))] for name in _GALLERY}
+        kept = {
+            name: [t.to(cosine.device) for t in row_state(self, _gallery_state(name))] for name in _GALLERY
+        }
         kept_count = kept["index"][0].shape[0] if kept["index"] else 0
         all_cosines = torch.cat([*kept["cosine"], cosine])
         keep = extremes(all_cosines, torch.cat([*kept["index"], indices]), self.gallery_size)

@@ -171,7 +171,9 @@ class OneShotAccuracy(Metric):
         self.episodes, self.shots, self.seed, self.top_k = episodes, shots, seed, tuple(top_k)
         add_row_states(self, ("index", "label", _REFERENCE, *self.queries))
 
-    def update(self, reference: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+    def update(
+        self, reference: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor
+    ) -> None:
         if not reference.shape[0] == labels.shape[0] == indices.shape[0]:
             raise ValueError(
                 f"{reference.shape[0]} features, {labels.shape[0]} labels, {indices.shape[0]} indices"

@@ -83,7 +83,9 @@ def ridge_accuracy(
     >>> ridge_accuracy(x, y, x, y, num_classes=2, top_k=(1,))["top1"].item()
     1.0
     """
-    weight, bias, alpha = _ridge_solve(*_ridge_update(train_features, train_labels, num_classes), relative_alpha)
+    weight, bias, alpha = _ridge_solve(
+        *_ridge_update(train_features, train_labels, num_classes), relative_alpha
+    )
     rank = true_class_rank(test_features.double() @ weight + bias, test_labels)
     return {f"top{k}": (rank < k).double().mean().cpu() for k in top_k} | {
         "alpha": torch.tensor(alpha, dtype=torch.float64)
@@ -151,7 +153,9 @@ class RidgeAccuracy(Metric):
         self.add_state("xy", zeros(dims, num_classes), dist_reduce_fx="sum")
         add_row_states(self, ("index", "label", *self.queries))
 
-    def update(self, reference: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+    def update(
+        self, reference: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor
+    ) -> None:
         if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(
                 f"labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}"

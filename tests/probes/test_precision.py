@@ -16,9 +16,7 @@ def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         decomposition = backbone(pixels)
-        feed(
-            probes.values(), decomposition, pixels, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6)
-        )
+        feed(probes.values(), decomposition, pixels, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
     assert all(decomposition[name].dtype == torch.float32 for name in decomposition.variants)
     dtypes = {
         getattr(metric, name).dtype

@@ -43,7 +43,7 @@ def test_both_cka_estimators_share_one_set_of_moments() -> None:
 
 
 def test_the_registry_is_derived_from_the_probe_classes() -> None:
-    assert PROBES == {probe.name: probe for probe in PROBE_CLASSES}
+    assert {probe.name: probe for probe in PROBE_CLASSES} == PROBES
     assert len(set(PROBES)) == len(PROBE_CLASSES)
     labelled = {name for name, probe in PROBES.items() if probe.needs_labels}
     pixels = {name for name, probe in PROBES.items() if probe.needs_pixels}

@@ -9,7 +9,10 @@ from probes.split import TWO_WAY
 
 
 def _decomposition(masses: np.ndarray) -> dict[str, torch.Tensor]:
-    return {f"split/{group}": torch.from_numpy(masses[:, i]) for i, group in enumerate(("cls", "register", "patch"))}
+    return {
+        f"split/{group}": torch.from_numpy(masses[:, i])
+        for i, group in enumerate(("cls", "register", "patch"))
+    }
 
 
 def test_split_probe_results_and_two_way_share_match_numpy() -> None:
@@ -21,7 +24,9 @@ def test_split_probe_results_and_two_way_share_match_numpy() -> None:
     results, arrays = probe.compute(), probe.arrays()
     two_way = masses[:, 1] / (masses[:, 1] + masses[:, 2])
     columns = {"cls": masses[:, 0], "register": masses[:, 1], "patch": masses[:, 2], TWO_WAY: two_way}
-    assert list(results) == [SplitProbe.result_name(c, s) for c in SplitProbe.COLUMNS for s in SplitProbe.STATS]
+    assert list(results) == [
+        SplitProbe.result_name(c, s) for c in SplitProbe.COLUMNS for s in SplitProbe.STATS
+    ]
     for column, values in columns.items():
         assert results[SplitProbe.result_name(column, "mean")] == pytest.approx(values.mean(), abs=1e-12)
         assert results[SplitProbe.result_name(column, "std")] == pytest.approx(values.std(), abs=1e-12)

@@ -27,7 +27,9 @@ def reference_ridge(data: LabelledFeatures, num_classes: int, relative_alpha: fl
         ranking = np.argsort(-scores, axis=1)
         truth = data.labels[~train]
         for k in (1, 5):
-            result[f"{variant}/top{k}"] = np.mean([t in row[:k] for t, row in zip(truth, ranking, strict=True)])
+            result[f"{variant}/top{k}"] = np.mean(
+                [t in row[:k] for t, row in zip(truth, ranking, strict=True)]
+            )
     return result
 
 
