@@ -24,6 +24,8 @@ class BackboneInfo:
         source: "hub", "folder", "checkpoint" or "random".
         location: the HF id or file path the weights came from ("" for random weights).
         random_weights: True for test models; their numbers mean nothing.
+        pos_interpolation: how the position grid is resized ("original": as the torch.hub models;
+            "hf": as transformers; `harness.positions`).
     """
 
     name: str
@@ -36,6 +38,7 @@ class BackboneInfo:
     patch_size: int
     swiglu: bool
     random_weights: bool
+    pos_interpolation: str = "hf"
 
     @property
     def identity(self) -> str:

@@ -22,6 +22,7 @@ from transformers import (
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoint import load_original_checkpoint
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
+from harness.positions import POS_INTERPOLATIONS, use_original_interpolation
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +56,9 @@ _HF_ID = re.compile(r"^[\w.-]+/[\w.-]+$")
 _CHECKPOINT_SUFFIXES = (".pth", ".pt")
 
 
-def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> DecomposingBackbone:
+def load_backbone(
+    name_or_path: str | Path, num_heads: int | None = None, pos_interpolation: str | None = None
+) -> DecomposingBackbone:
     """Load a frozen DINOv2 that decomposes its [CLS] output.
 
     Args:
@@ -64,12 +67,21 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
             `dinov2_vit*14[_reg4]_pretrain.pth`, or `random:<arch>[_reg]` (random weights;
             their numbers mean nothing).
         num_heads: heads of a `.pth` checkpoint when not width / 64 (test models only).
+        pos_interpolation: how the position grid is resized for other image sizes: "original"
+            (as the torch.hub models, `harness.positions`) or "hf" (as transformers). None: original
+            for torch.hub names, `.pth` files and random models, hf for HF ids and folders.
 
     Raises:
-        UnknownBackboneError: the name is none of the above; the message lists valid names.
+        UnknownBackboneError: the name is none of the above (or `pos_interpolation` is unknown);
+            the message lists valid names.
         BackboneUnavailableError: the hub cannot be reached and the weights are not cached.
     """
     name = str(name_or_path)
+    if pos_interpolation is not None and pos_interpolation not in POS_INTERPOLATIONS:
+        raise UnknownBackboneError(
+            f"unknown position interpolation {pos_interpolation!r}; "
+            f"choose from {', '.join(POS_INTERPOLATIONS)}"
+        )
     path = Path(name).expanduser()
     if name.startswith(RANDOM_PREFIX):
         model, source, location = _random_model(name), "random", ""
@@ -87,6 +99,10 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
         model, source, location = _from_hub(name, name), "hub", name
     else:
         raise UnknownBackboneError(_unknown_message(name))
+    if pos_interpolation is None:
+        pos_interpolation = "original" if source in ("random", "checkpoint") or name in HUB_MODELS else "hf"
+    if pos_interpolation == "original":
+        use_original_interpolation(model)
     config = model.config
     info = BackboneInfo(
         name=name,
@@ -99,6 +115,7 @@ def load_backbone(name_or_path: str | Path, num_heads: int | None = None) -> Dec
         patch_size=int(config.patch_size),  # type: ignore[arg-type]  # square patches in DINOv2
         swiglu=config.use_swiglu_ffn,
         random_weights=source == "random",
+        pos_interpolation=pos_interpolation,
     )
     if info.random_weights:
         log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)

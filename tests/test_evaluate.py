@@ -51,6 +51,7 @@ def finished_run(model_dir: Path, photo_dir: Path, tmp_path_factory: pytest.Temp
 def test_results_describe_the_run(finished_run: Path, model_dir: Path) -> None:
     summary = json.loads((finished_run / "results.json").read_text())
     assert summary["backbone"]["source"] == "folder" and summary["backbone"]["num_registers"] == 4
+    assert summary["backbone"]["pos_interpolation"] == "hf"  # transformers' resize for HF folders
     assert summary["data"]["files"] == 22 and summary["data"]["num_images"] == 21
     assert summary["data"]["num_skipped"] == 1 and "broken.jpg" in summary["data"]["skipped"][0]["reason"]
     assert summary["run"]["max_pooler_error"] < 1e-4
@@ -254,3 +255,11 @@ def test_only_user_errors_become_one_line(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     monkeypatch.setattr(cli, "run_one", refused)
     assert cli.main(["--backbone", "random:tiny", "--output", str(tmp_path / "run")]) == 2
+
+
+def test_the_position_interpolation_is_chosen_and_recorded(model_dir: Path, tmp_path: Path) -> None:
+    argv = ["--backbone", str(model_dir), "--data", "demo", "--limit", "3", "--probe", "split",
+            "--resolution", "42", "--num-workers", "0", "--pos-interpolation", "original"]  # fmt: skip
+    assert evaluate.main([*argv, "--output", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["backbone"]["pos_interpolation"] == "original" and summary["run"]["max_pooler_error"] < 1e-4

@@ -125,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
             overwrite=args.overwrite,
             from_features=args.from_features,
             compare=args.compare,
+            pos_interpolation=args.pos_interpolation,
         )
     )
 
@@ -139,6 +140,7 @@ def evaluate(
     overwrite: bool = False,
     from_features: Path | None = None,
     compare: Sequence[Path] | None = None,
+    pos_interpolation: str | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate one or several backbones, re-run probes from saved features, or compare finished runs;
     return (on every rank) what each results.json holds."""
@@ -152,7 +154,7 @@ def evaluate(
         check_output_dir(output, overwrite)
         if from_features is not None:
             return [run_from_features(from_features, output, probes, names[0])]
-        return [run_one(names[0], output, data, probes, trainer, save_features)]
+        return [run_one(names[0], output, data, probes, trainer, save_features, pos_interpolation)]
     if from_features is not None:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
     labels = backbone_labels(backbones or [])
@@ -162,7 +164,9 @@ def evaluate(
     summaries = []
     for label, backbone in zip(labels, names, strict=True):
         log.info("backbone %s -> %s", backbone, output / label)
-        summaries.append(run_one(backbone, output / label, data, probes, trainer, save_features))
+        summaries.append(
+            run_one(backbone, output / label, data, probes, trainer, save_features, pos_interpolation)
+        )
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         write_comparison([(label, load_run(output / label)) for label in labels], output)
     return summaries
@@ -195,11 +199,14 @@ def run_one(
     probes: ProbeOptions,
     trainer_options: TrainerOptions,
     save_features: bool = False,
+    pos_interpolation: str | None = None,
 ) -> dict[str, Any]:
-    """Evaluate one backbone; write its run folder on rank 0."""
+    """Evaluate one backbone; write its run folder on rank 0 (`pos_interpolation`: see
+    `harness.load_backbone`)."""
     parse_probe_names(probes.probe)  # fail on a typo before loading anything
     datamodule = data.datamodule()
-    backbone = load_checked_backbone(backbone_name, data.resolution)  # after the data options: no wasted load
+    # after the data options: a bad option costs no model load
+    backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation)
     request = ProbeRequest(probes, backbone.info, data.resolution)
     features = all_feature_names(backbone) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features)

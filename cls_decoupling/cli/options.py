@@ -17,6 +17,7 @@ from lightning.pytorch.loggers import Logger
 from cls_decoupling.errors import UserError
 from datamodules import DATA_SOURCES, ImageDataModule
 from harness import DecomposingBackbone, load_backbone
+from harness.positions import POS_INTERPOLATIONS
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,12 @@ def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool
         + (" (several: one run each, then their comparison)" if several_backbones else ""),
     )
     parser.add_argument(
+        "--pos-interpolation",
+        choices=POS_INTERPOLATIONS,
+        help="how the position grid is resized: original (torch.hub models; default for hub names, .pth "
+        "and random:) or hf (transformers; default for HF ids and folders)",
+    )
+    parser.add_argument(
         "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
     )
     parser.add_argument(
@@ -123,11 +130,13 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
 
 
-def load_checked_backbone(name: str | None, resolution: int) -> DecomposingBackbone:
+def load_checked_backbone(
+    name: str | None, resolution: int, pos_interpolation: str | None = None
+) -> DecomposingBackbone:
     """The backbone `name` names, refused when the resolution is not a multiple of its patch size."""
     if name is None:
         raise UserError("--backbone is required")
-    backbone = load_backbone(name)
+    backbone = load_backbone(name, pos_interpolation=pos_interpolation)
     if resolution % backbone.patch_size:
         raise UserError(
             f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}"

@@ -89,6 +89,7 @@ def main(argv: list[str] | None = None) -> int:
             weight_decay=args.weight_decay,
             val_fraction=args.val_fraction,
             overwrite=args.overwrite,
+            pos_interpolation=args.pos_interpolation,
         )
     )
 
@@ -104,6 +105,7 @@ def train_probe(
     weight_decay: float = 0.0,
     val_fraction: float = 0.1,
     overwrite: bool = False,
+    pos_interpolation: str | None = None,
 ) -> LinearHead | None:
     """Extract, train, choose, save; returns the head on the main process (None elsewhere)."""
     if output.exists() and not overwrite:
@@ -118,7 +120,7 @@ def train_probe(
             f"({', '.join(LABELLED_SOURCES)}), not {data.source}"
         )
     datamodule = data.datamodule()
-    backbone = load_checked_backbone(backbone_name, data.resolution)
+    backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation)
     extractor = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
     extraction = trainer.trainer()
     extraction.test(extractor, datamodule=datamodule, verbose=False)

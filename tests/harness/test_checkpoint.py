@@ -59,7 +59,7 @@ def test_original_checkpoint_gives_the_same_outputs(registers: int, swiglu: bool
     model = tiny_model(registers, swiglu, hidden=128, heads=2, layers=3, patch=4, image=32)
     path = tmp_path / "dinov2_test_pretrain.pth"
     torch.save(to_original_format(model), path)
-    loaded = load_backbone(path)
+    loaded = load_backbone(path, pos_interpolation="hf")  # the conversion alone; resizing: test_positions
     assert loaded.info.source == "checkpoint"
     assert (loaded.info.num_registers, loaded.info.swiglu, loaded.info.num_layers) == (registers, swiglu, 3)
     assert loaded.info.num_heads == 2 and loaded.info.patch_size == 4
@@ -88,7 +88,7 @@ def test_heads_override_for_narrow_test_models(tmp_path: Path) -> None:
     with pytest.raises(CheckpointFormatError, match="cannot be split into 0 heads"):
         load_backbone(path)
     pixels = torch.randn(1, 3, 32, 32)
-    loaded = load_backbone(path, num_heads=4)
+    loaded = load_backbone(path, num_heads=4, pos_interpolation="hf")
     assert_close(loaded.model(pixel_values=pixels).pooler_output, model(pixel_values=pixels).pooler_output)
 
 

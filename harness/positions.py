@@ -1,0 +1,81 @@
+"""How a DINOv2 resizes its pretrained position grid to other image sizes (docs/design.md#backbones).
+
+The released DINOv2 models are pretrained on a 37 x 37 patch grid (518 px). For an n_rows x n_cols
+grid, the original (torch.hub) implementation resizes it with bicubic interpolation:
+
+- models without registers: at scale factors ((n_rows + 0.1) / 37, (n_cols + 0.1) / 37), no
+  antialiasing (its `interpolate_offset=0.1`), so the sampling positions follow the scale factor,
+  not the size ratio;
+- models with registers: to the exact size (n_rows, n_cols), with antialiasing;
+
+and returns the grid unchanged when the sizes match and the image is square. transformers'
+`Dinov2Model` resizes to the exact size without antialiasing, so at 224 px it differs from the
+original model without registers (by ~14 % of the [CLS] output's scale, measured on random
+weights). `use_original_interpolation` makes an HF model resize as the original does.
+"""
+
+from __future__ import annotations
+
+import math
+import types
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+POS_INTERPOLATIONS: tuple[str, ...] = ("original", "hf")
+"""`original`: as the torch.hub models; `hf`: as transformers' DINOv2 classes."""
+
+ORIGINAL_OFFSET = 0.1
+"""The hub models' `interpolate_offset` without registers (0 with registers)."""
+
+
+def original_position_grid(grid: Tensor, rows: int, columns: int, offset: float, antialias: bool) -> Tensor:
+    """Resize a (side, side, dim) position grid to (rows, columns, dim) as the original DINOv2 does.
+
+    With `offset` > 0 the grid is resampled at scale factors ((rows + offset) / side,
+    (columns + offset) / side), else to the exact size; bicubic either way, in float32.
+    """
+    side = grid.shape[0]
+    if rows == columns == side:
+        return grid
+    channels_first = grid.float().permute(2, 0, 1).unsqueeze(0)  # 1, dim, side, side
+    if offset:
+        scale = ((rows + offset) / side, (columns + offset) / side)
+        resized = nn.functional.interpolate(
+            channels_first, scale_factor=scale, mode="bicubic", antialias=antialias
+        )
+    else:
+        resized = nn.functional.interpolate(
+            channels_first, size=(rows, columns), mode="bicubic", antialias=antialias
+        )
+    if tuple(resized.shape[-2:]) != (rows, columns):
+        raise ValueError(
+            f"resizing a {side}x{side} grid gave {tuple(resized.shape[-2:])}, not {(rows, columns)}"
+        )
+    return resized[0].permute(1, 2, 0).to(grid.dtype)
+
+
+def _interpolate_as_original(self: Any, embeddings: Tensor, height: int, width: int) -> Tensor:
+    """`Dinov2Embeddings.interpolate_pos_encoding` with the original resize (bound by
+    `use_original_interpolation`; `self` is the HF `Dinov2Embeddings` module)."""
+    position_embeddings = self.position_embeddings  # 1, 1 + side * side, dim
+    dim = position_embeddings.shape[-1]
+    side = math.isqrt(position_embeddings.shape[1] - 1)
+    patch_height, patch_width = self.patch_embeddings.patch_size
+    grid = position_embeddings[0, 1:].reshape(side, side, dim)
+    resized = original_position_grid(
+        grid, height // patch_height, width // patch_width, self.original_offset, self.original_antialias
+    )
+    return torch.cat([position_embeddings[:, :1], resized.reshape(1, -1, dim)], dim=1)
+
+
+def use_original_interpolation(model: nn.Module) -> None:
+    """Make an HF DINOv2 (with or without registers) resize its position grid as the torch.hub model
+    of the same kind does."""
+    registers = getattr(model.config, "num_register_tokens", 0) > 0
+    embeddings: Any = model.embeddings
+    embeddings.original_offset = 0.0 if registers else ORIGINAL_OFFSET
+    embeddings.original_antialias = registers
+    # a bound method, so copy.deepcopy and pickle carry it with the module they belong to
+    embeddings.interpolate_pos_encoding = types.MethodType(_interpolate_as_original, embeddings)
