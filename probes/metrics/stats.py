@@ -1,8 +1,13 @@
-"""Mean and standard deviation per column over all samples, from float64 sums reduced across ranks."""
+"""Mean and standard deviation per column over all samples, merged exactly across batches and ranks.
+
+Each rank keeps its count, mean and centred sum of squares (M2) per column in float64; batches and
+ranks are combined with Chan et al.'s parallel formula, which never subtracts two large sums, so a
+std of nearly constant values keeps its digits whatever the batch sizes or the number of ranks.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -10,17 +15,26 @@ from torchmetrics import Metric
 
 
 def _column_stats_update(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """n, per-column sums and sums of squares (float64) of (samples, columns) values."""
+    """n, per-column mean and centred sum of squares (float64) of (samples, columns) values."""
     values = values.double()
     count = torch.tensor(float(values.shape[0]), dtype=torch.float64, device=values.device)
-    return count, values.sum(0), values.square().sum(0)
+    mean = values.mean(0) if values.shape[0] else torch.zeros_like(values[0:1].sum(0))
+    return count, mean, (values - mean).square().sum(0)
 
 
-def _column_stats_compute(n: Tensor, sums: Tensor, squares: Tensor) -> dict[str, Tensor]:
+def merge_moments(counts: Tensor, means: Tensor, m2s: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Count, mean and M2 of the union of groups, from each group's (groups,), (groups, columns) and
+    (groups, columns): mean = sum n_k mean_k / n, M2 = sum M2_k + sum n_k (mean_k - mean)^2."""
+    n = counts.sum()
+    weights = (counts / n.clamp_min(1)).unsqueeze(1)
+    mean = (weights * means).sum(0)
+    m2 = m2s.sum(0) + (counts.unsqueeze(1) * (means - mean).square()).sum(0)
+    return n, mean, m2
+
+
+def _column_stats_compute(n: Tensor, mean: Tensor, m2: Tensor) -> dict[str, Tensor]:
     """Mean and population standard deviation (ddof 0) per column."""
-    mean = sums / n
-    variance = (squares / n - mean.square()).clamp_min(0.0)
-    return {"mean": mean, "std": variance.sqrt()}
+    return {"mean": mean, "std": (m2 / n).sqrt()}
 
 
 def column_stats(values: Tensor) -> dict[str, Tensor]:
@@ -36,7 +50,8 @@ class ColumnStats(Metric):
     """Mean and std (ddof 0) over samples of each column of (samples, columns) values.
 
     `update(values)` takes (samples, columns); `compute()` returns `{"mean", "std"}`, each
-    (columns,) float64, over every sample seen on every rank.
+    (columns,) float64, over every sample seen on every rank. Each state holds one row per rank
+    (its count, mean and M2), gathered and merged with `merge_moments` in `compute`.
 
     Args:
         columns: number of columns.
@@ -53,24 +68,31 @@ class ColumnStats(Metric):
     full_state_update = False
 
     n: Tensor
-    sums: Tensor
-    squares: Tensor
+    mean: Tensor
+    m2: Tensor
 
     def __init__(self, columns: int, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         if columns < 1:
             raise ValueError(f"need at least one column, got {columns}")
-        self.add_state("n", torch.zeros((), dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("sums", torch.zeros(columns, dtype=torch.float64), dist_reduce_fx="sum")
-        self.add_state("squares", torch.zeros(columns, dtype=torch.float64), dist_reduce_fx="sum")
+        self.columns = columns
+        self.add_state("n", torch.zeros(1, dtype=torch.float64), dist_reduce_fx="cat")
+        self.add_state("mean", torch.zeros(1, columns, dtype=torch.float64), dist_reduce_fx="cat")
+        self.add_state("m2", torch.zeros(1, columns, dtype=torch.float64), dist_reduce_fx="cat")
 
     def update(self, values: Tensor) -> None:
-        if values.ndim != 2 or values.shape[1] != self.sums.shape[0]:
-            raise ValueError(f"expected (samples, {self.sums.shape[0]}) values, got {tuple(values.shape)}")
-        n, sums, squares = _column_stats_update(values)
-        self.n += n
-        self.sums += sums
-        self.squares += squares
+        if values.ndim != 2 or values.shape[1] != self.columns:
+            raise ValueError(f"expected (samples, {self.columns}) values, got {tuple(values.shape)}")
+        count, mean, m2 = _column_stats_update(values)
+        n, merged_mean, merged_m2 = merge_moments(
+            torch.stack([self.n[0], count]), torch.stack([self.mean[0], mean]), torch.stack([self.m2[0], m2])
+        )
+        self.n, self.mean, self.m2 = n.view(1), merged_mean.view(1, -1), merged_m2.view(1, -1)
 
     def compute(self) -> dict[str, Tensor]:
-        return _column_stats_compute(self.n, self.sums, self.squares)
+        per_rank = (cast(Tensor, state).view(-1, *shape) for state, shape in self._rows())
+        return _column_stats_compute(*merge_moments(*per_rank))
+
+    def _rows(self) -> list[tuple[Tensor, tuple[int, ...]]]:
+        """The states with their per-rank shapes (one row before synchronisation, one per rank after)."""
+        return [(self.n, ()), (self.mean, (self.columns,)), (self.m2, (self.columns,))]

@@ -60,3 +60,18 @@ def test_norms_equal_numpy_norms_of_the_variants() -> None:
         norms = np.linalg.norm(values, axis=1)
         assert results[f"norm/{variant}"] == pytest.approx(norms.mean(), rel=1e-5), variant
         assert results[f"norm/{variant}/std"] == pytest.approx(norms.std(), rel=1e-4, abs=1e-6), variant
+
+
+@pytest.mark.parametrize(
+    "sizes", [[500], [1] * 7 + [493], [250, 250], [13, 487]], ids=lambda s: f"{len(s)}-batches"
+)
+def test_std_of_nearly_constant_values_keeps_its_digits(sizes: list[int]) -> None:
+    """Values of 1000 with a spread of 1e-5 (norms after a final LayerNorm look like this): the
+    sum-of-squares form E[x^2] - E[x]^2 loses every digit of such a std in float64; the merged
+    centred sums keep them, whatever the batches."""
+    values = 1000.0 + 1e-5 * np.random.default_rng(6).normal(size=(500, 2))
+    metric = ColumnStats(2)
+    for part in np.split(values, np.cumsum(sizes)[:-1]):
+        metric.update(torch.from_numpy(part))
+    std = metric.compute()["std"].numpy()
+    np.testing.assert_allclose(std, values.std(0), rtol=1e-6)
