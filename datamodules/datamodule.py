@@ -115,6 +115,8 @@ class ImageDataModule(L.LightningDataModule):
         super().__init__()
         if batch_size < 1 or resolution < 1:
             raise DataError(f"batch size and resolution must be positive, got {batch_size} and {resolution}")
+        if seed < 0:
+            raise DataError(f"--seed must be 0 or more, got {seed}")
         check_source(source, data_dir, split, download)
         self.source = source
         self.data_dir = data_dir

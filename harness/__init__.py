@@ -5,7 +5,7 @@ from harness.backbone import BackboneInfo, DecomposingBackbone
 from harness.decomposition import PIXELS, Decomposition, split_names, variant_names
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
 from harness.heads import HeadMismatchError, LinearHead, LinearHeads
-from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone
+from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone, resolve_backbone
 from harness.module import Consumer, HarnessModule, all_feature_names, feed
 from harness.records import EvaluatedImages, FeatureStore
 from harness.tokens import GROUPS, TokenLayout
@@ -31,6 +31,7 @@ __all__ = [
     "all_feature_names",
     "feed",
     "load_backbone",
+    "resolve_backbone",
     "split_names",
     "variant_names",
 ]

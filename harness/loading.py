@@ -82,23 +82,15 @@ def load_backbone(
             f"unknown position interpolation {pos_interpolation!r}; "
             f"choose from {', '.join(POS_INTERPOLATIONS)}"
         )
-    path = Path(name).expanduser()
-    if name.startswith(RANDOM_PREFIX):
-        model, source, location = _random_model(name), "random", ""
-    elif path.is_dir():
-        model, source, location = _from_pretrained(str(path), name), "folder", str(path.resolve())
-    elif path.is_file() and path.suffix in _CHECKPOINT_SUFFIXES:
-        model, source, location = load_original_checkpoint(path, num_heads), "checkpoint", str(path.resolve())
-    elif path.is_file():
-        raise UnknownBackboneError(
-            f"{name} is a file but not a .pth checkpoint; expected {_CHECKPOINT_SUFFIXES}"
-        )
-    elif name in HUB_MODELS:
-        model, source, location = _from_hub(HUB_MODELS[name], name), "hub", HUB_MODELS[name]
-    elif _HF_ID.match(name) and not name.startswith(".") and path.suffix not in _CHECKPOINT_SUFFIXES:
-        model, source, location = _from_hub(name, name), "hub", name
+    source, location = resolve_backbone(name)
+    if source == "random":
+        model = _random_model(name)
+    elif source == "folder":
+        model = _from_pretrained(location, name)
+    elif source == "checkpoint":
+        model = load_original_checkpoint(Path(location), num_heads)
     else:
-        raise UnknownBackboneError(_unknown_message(name))
+        model = _from_hub(location, name)
     if pos_interpolation is None:
         pos_interpolation = "original" if source in ("random", "checkpoint") or name in HUB_MODELS else "hf"
     if pos_interpolation == "original":
@@ -120,6 +112,35 @@ def load_backbone(
     if info.random_weights:
         log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)
     return DecomposingBackbone(model, info)
+
+
+def resolve_backbone(name: str) -> tuple[str, str]:
+    """Where a backbone name points, without loading anything: (source, location), source one of
+    "random", "folder", "checkpoint", "hub"; location the resolved path or HF id ("" for random).
+
+    Raises:
+        UnknownBackboneError: the name is no known name, existing folder or `.pth` file, or HF id.
+    """
+    path = Path(name).expanduser()
+    if name.startswith(RANDOM_PREFIX):
+        if name not in RANDOM_MODELS:
+            raise UnknownBackboneError(_unknown_message(name))
+        return "random", ""
+    if path.is_dir():
+        return "folder", str(path.resolve())
+    if path.is_file():
+        if path.suffix not in _CHECKPOINT_SUFFIXES:
+            raise UnknownBackboneError(
+                f"{name} is a file but not a .pth checkpoint; expected {_CHECKPOINT_SUFFIXES}"
+            )
+        return "checkpoint", str(path.resolve())
+    if path.suffix in _CHECKPOINT_SUFFIXES:
+        raise UnknownBackboneError(f"no checkpoint file {path} (it does not exist)")
+    if name in HUB_MODELS:
+        return "hub", HUB_MODELS[name]
+    if _HF_ID.match(name) and not name.startswith("."):
+        return "hub", name
+    raise UnknownBackboneError(_unknown_message(name))
 
 
 def _from_hub(hub_id: str, name: str) -> HFDinov2:
@@ -176,8 +197,6 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
 
 def _random_model(name: str) -> HFDinov2:
     """A seeded random-weight DINOv2 of one of the released architectures (or `tiny`)."""
-    if name not in RANDOM_MODELS:
-        raise UnknownBackboneError(_unknown_message(name))
     arch = name.removeprefix(RANDOM_PREFIX)
     registers = arch.endswith("_reg")
     hidden, layers, heads, swiglu = _ARCHITECTURES[arch.removesuffix("_reg")]

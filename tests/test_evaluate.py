@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -211,7 +212,12 @@ def test_from_features_needs_saved_features(
     tmp_path: Path, finished_run: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     assert evaluate.main(["--from-features", str(tmp_path), "--output", str(tmp_path / "x")]) == 2
-    assert "run with --save-features first" in capsys.readouterr().err
+    assert "holds no results.json: not a run folder" in capsys.readouterr().err
+    without = tmp_path / "without-features"
+    shutil.copytree(finished_run, without)
+    (without / "features.safetensors").unlink()
+    assert evaluate.main(["--from-features", str(without), "--output", str(tmp_path / "x")]) == 2
+    assert "holds no features.safetensors; run it with --save-features first" in capsys.readouterr().err
     argv = ["--from-features", str(finished_run), "--probe", "split,maps", "--output", str(tmp_path / "y")]
     assert evaluate.main(argv) == 2
     assert "maps read the images: run with the backbone" in capsys.readouterr().err

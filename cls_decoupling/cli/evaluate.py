@@ -13,7 +13,7 @@ such run folder each under DIR, and their comparison in DIR. See README.md.
 from __future__ import annotations
 
 import argparse
-import json
+import contextlib
 import logging
 import re
 import time
@@ -24,7 +24,6 @@ from typing import Any
 
 import torch
 from lightning.pytorch.utilities import rank_zero_only
-from safetensors.torch import load_file
 
 from cls_decoupling.cli.options import (
     DataOptions,
@@ -35,10 +34,19 @@ from cls_decoupling.cli.options import (
     run_main,
 )
 from cls_decoupling.errors import UserError
-from cls_decoupling.outputs import Run, check_output_dir, load_run, run_logger, write_comparison, write_run
+from cls_decoupling.outputs import (
+    Run,
+    check_output_dir,
+    load_run,
+    load_tensors,
+    output_lock,
+    run_logger,
+    write_comparison,
+    write_run,
+)
 from cls_decoupling.outputs.runs import FEATURES_FILE, RESULTS_FILE
 from cls_decoupling.outputs.writing import COMPARISON_FILES
-from harness import BackboneInfo, HarnessModule, all_feature_names
+from harness import BackboneInfo, HarnessModule, LinearHead, all_feature_names, resolve_backbone
 from probes import PROBES, Probe, ProbeContext, build_probes, parse_probe_names, replay_features
 
 log = logging.getLogger("evaluate")
@@ -143,38 +151,65 @@ def evaluate(
     pos_interpolation: str | None = None,
 ) -> list[dict[str, Any]]:
     """Evaluate one or several backbones, re-run probes from saved features, or compare finished runs;
-    return (on every rank) what each results.json holds."""
+    return (on every rank) what each results.json holds. Every option, backbone name, head and the
+    output folder are checked before any model loads; the output folder is locked while it is written."""
     if compare is not None:
         if backbones or from_features:
             raise UserError("--compare reads finished runs: it takes no --backbone or --from-features")
-        compare_folders(compare, output, overwrite)
+        with _locked(output):
+            compare_folders(compare, output, overwrite)
         return []
     names: list[str | None] = [*backbones] if backbones else [None]
-    if len(names) == 1:
-        check_output_dir(output, overwrite)
-        if from_features is not None:
-            return [run_from_features(from_features, output, probes, names[0])]
-        return [run_one(names[0], output, data, probes, trainer, save_features, pos_interpolation)]
-    if from_features is not None:
+    if from_features is not None and len(names) > 1:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
-    labels = backbone_labels(backbones or [])
-    for label in labels:
-        check_output_dir(output / label, overwrite)
-    check_output_dir(output, overwrite, COMPARISON_FILES)
-    summaries = []
-    for label, backbone in zip(labels, names, strict=True):
-        log.info("backbone %s -> %s", backbone, output / label)
-        summaries.append(
-            run_one(backbone, output / label, data, probes, trainer, save_features, pos_interpolation)
-        )
+    check_probe_options(probes)
+    if from_features is None:
+        for name in names:
+            if name is None:
+                raise UserError("--backbone is required")
+            resolve_backbone(name)  # a typo in any name, before the first backbone runs
+    with _locked(output):
+        if len(names) == 1:
+            check_output_dir(output, overwrite)
+            if from_features is not None:
+                return [run_from_features(from_features, output, probes, names[0])]
+            return [run_one(names[0], output, data, probes, trainer, save_features, pos_interpolation)]
+        labels = backbone_labels([name for name in names if name is not None])
+        for label in labels:
+            check_output_dir(output / label, overwrite)
+        check_output_dir(output, overwrite, COMPARISON_FILES, also=labels)
+        summaries = []
+        for label, backbone in zip(labels, names, strict=True):
+            log.info("backbone %s -> %s", backbone, output / label)
+            summaries.append(
+                run_one(backbone, output / label, data, probes, trainer, save_features, pos_interpolation)
+            )
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+            write_comparison([(label, load_run(output / label)) for label in labels], output)
+        return summaries
+
+
+def check_probe_options(probes: ProbeOptions) -> None:
+    """The probe list, and a head only where the linear probe will use it (readable, before any load)."""
+    names = parse_probe_names(probes.probe)
+    if probes.episodes < 1 or probes.shots < 1:
+        raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
+    if probes.head is not None:
+        if "linear" not in names:
+            raise UserError("--head is read by the linear probe only: add linear to --probe")
+        LinearHead.load(probes.head)
+
+
+def _locked(output: Path) -> contextlib.AbstractContextManager[None]:
+    """The output folder's lock on the process that writes (global rank 0); nothing on the others."""
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
-        write_comparison([(label, load_run(output / label)) for label in labels], output)
-    return summaries
+        return output_lock(output)
+    return contextlib.nullcontext()
 
 
 def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> None:
     """Compare finished run folders, labelled by their names (or their paths where names repeat)."""
-    check_output_dir(output, overwrite, COMPARISON_FILES)
+    check_output_dir(output, overwrite, COMPARISON_FILES, also=[folder.name for folder in folders])
     names = [folder.name for folder in folders]
     labels = names if len(set(names)) == len(names) else [str(folder) for folder in folders]
     write_comparison(
@@ -203,14 +238,14 @@ def run_one(
 ) -> dict[str, Any]:
     """Evaluate one backbone; write its run folder on rank 0 (`pos_interpolation`: see
     `harness.load_backbone`)."""
-    parse_probe_names(probes.probe)  # fail on a typo before loading anything
     datamodule = data.datamodule()
-    # after the data options: a bad option costs no model load
+    trainer_options.check()
+    # after the data and device options: a bad option costs no model load
     backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation)
+    trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
     request = ProbeRequest(probes, backbone.info, data.resolution)
     features = all_feature_names(backbone) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features)
-    trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
     started = time.perf_counter()
     trainer.test(module, datamodule=datamodule, verbose=False)
     summary = {
@@ -224,9 +259,12 @@ def run_one(
         },
         "run": {
             "probes": request.names,
-            "precision": trainer_options.precision,
+            "precision": str(trainer.precision),  # what ran (16-mixed on a CPU runs as bf16-mixed)
             "world_size": trainer.world_size,
             "batch_size": data.batch_size,
+            "episodes": probes.episodes,
+            "shots": probes.shots,
+            "head": str(probes.head.resolve()) if probes.head else None,
             "seconds": round(time.perf_counter() - started, 3),
             "max_pooler_error": module.max_pooler_error,
             "torch": torch.__version__,
@@ -234,22 +272,39 @@ def run_one(
         "results": module.results,
     }
     if trainer.is_global_zero:
-        run = Run(summary, module.arrays)
-        write_run(output, run, module.features, run_logger(output), datamodule.images.files)
+        write_finished(output, Run(summary, module.arrays), module.features, datamodule.images.files)
+    if not module.num_images:
+        example = f", e.g. {module.skipped[0][1]}" if module.skipped else ""
+        raise UserError(
+            f"no image could be read ({len(module.skipped)} skipped{example}); "
+            f"{output / RESULTS_FILE} lists them"
+        )
     return summary
+
+
+def write_finished(
+    output: Path, run: Run, features: Mapping[str, torch.Tensor] | None, files: Sequence[Path] = ()
+) -> None:
+    """Write a run folder; a full disk or a lost permission is one line (the folder stays unfinished)."""
+    try:
+        write_run(output, run, features, run_logger(output), files)
+    except OSError as error:
+        raise UserError(
+            f"could not write the run to {output}: {error.strerror or error}; "
+            "the folder holds no finished run"
+        ) from None
 
 
 def run_from_features(
     source: Path, output: Path, probes: ProbeOptions, backbone_name: str | None = None
 ) -> dict[str, Any]:
     """The probes of `probes` on the features an earlier `--save-features` run wrote to `source`."""
-    if not (source / FEATURES_FILE).is_file() or not (source / RESULTS_FILE).is_file():
-        raise UserError(
-            f"{source} holds no {FEATURES_FILE} and {RESULTS_FILE}; run with --save-features first"
-        )
+    earlier_run = load_run(source)  # a finished run folder, or one line saying why not
+    if not (source / FEATURES_FILE).is_file():
+        raise UserError(f"{source} holds no {FEATURES_FILE}; run it with --save-features first")
     if source.resolve() == output.resolve():
         raise UserError("--output must differ from --from-features (the saved run stays as it is)")
-    earlier = json.loads((source / RESULTS_FILE).read_text())
+    earlier = earlier_run.summary
     info = BackboneInfo(**earlier["backbone"])
     if backbone_name is not None and backbone_name not in (info.name, info.identity):
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
@@ -257,23 +312,18 @@ def run_from_features(
     request = ProbeRequest(probes, info, earlier["data"]["resolution"], pixels=False)
     built = request.build(class_names)
     started = time.perf_counter()
-    results, arrays = replay_features(built, _load_features(source / FEATURES_FILE))
+    results, arrays = replay_features(built, load_tensors(source / FEATURES_FILE))
     summary = {
         "backbone": earlier["backbone"],
         "data": {**earlier["data"], "from_features": str(source.resolve())},
         "run": {
             "probes": request.names,
+            "episodes": probes.episodes,
+            "shots": probes.shots,
             "seconds": round(time.perf_counter() - started, 3),
             "torch": torch.__version__,
         },
         "results": results,
     }
-    write_run(output, Run(summary, arrays), None, run_logger(output))
+    write_finished(output, Run(summary, arrays), None)
     return summary
-
-
-def _load_features(path: Path) -> Mapping[str, torch.Tensor]:
-    try:
-        return load_file(str(path))
-    except Exception as error:  # safetensors raises its own error types for a damaged file
-        raise UserError(f"cannot read {path}: {error}") from None

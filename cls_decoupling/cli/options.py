@@ -4,13 +4,16 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import sys
+import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import lightning as L  # noqa: N812
+from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
 
@@ -18,6 +21,9 @@ from cls_decoupling.errors import UserError
 from datamodules import DATA_SOURCES, ImageDataModule
 from harness import DecomposingBackbone, load_backbone
 from harness.positions import POS_INTERPOLATIONS
+
+PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
+"""Precisions of the backbone pass; `*-true` half precisions would cast the metrics' float64 states."""
 
 
 @dataclass(frozen=True)
@@ -72,20 +78,42 @@ class TrainerOptions:
         devices = int(args.devices) if str(args.devices).isdigit() else args.devices
         return cls(args.accelerator, devices, args.num_nodes, args.strategy, args.precision)
 
+    def check(self) -> None:
+        """Refuse device options Lightning cannot use, quietly (before any model loads)."""
+        lightning_loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
+        levels = [each.level for each in lightning_loggers]
+        try:
+            for each in lightning_loggers:
+                each.setLevel(logging.ERROR)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                self.trainer()
+        finally:
+            for each, level in zip(lightning_loggers, levels, strict=True):
+                each.setLevel(level)
+
     def trainer(self, logger: Logger | bool = False) -> L.Trainer:
-        """A Trainer for the frozen-backbone pass: every image to exactly one rank, a progress bar."""
-        return L.Trainer(
-            accelerator=self.accelerator,
-            devices=self.devices,
-            num_nodes=self.num_nodes,
-            strategy=self.strategy,
-            precision=self.precision,  # type: ignore[arg-type]  # Lightning checks the string
-            logger=logger,
-            callbacks=[RichProgressBar()],
-            use_distributed_sampler=False,  # the data module's ShardSampler: no padding, no repeats
-            enable_checkpointing=False,
-            enable_model_summary=False,
-        )
+        """A Trainer for the frozen-backbone pass: every image to exactly one rank, a progress bar.
+
+        Raises:
+            UserError: Lightning refuses the device options (no such accelerator, devices 0, ...).
+        """
+        try:
+            return L.Trainer(
+                accelerator=self.accelerator,
+                devices=self.devices,
+                num_nodes=self.num_nodes,
+                strategy=self.strategy,
+                precision=self.precision,  # type: ignore[arg-type]  # one of PRECISIONS
+                logger=logger,
+                callbacks=[RichProgressBar()],
+                use_distributed_sampler=False,  # the data module's ShardSampler: no padding, no repeats
+                enable_checkpointing=False,
+                enable_model_summary=False,
+            )
+        except (MisconfigurationException, TypeError, ValueError) as error:
+            first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"the device options do not work here: {first_line}") from None
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool = False) -> None:
@@ -127,7 +155,13 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--devices", default="1", help="devices per node (Lightning), e.g. 1, 4, auto")
     parser.add_argument("--num-nodes", type=int, default=1, help="nodes for multi-node DDP")
     parser.add_argument("--strategy", default="auto", help="Lightning strategy, e.g. ddp")
-    parser.add_argument("--precision", default="32-true", help="32-true, bf16-mixed, 16-mixed")
+    parser.add_argument(
+        "--precision",
+        choices=PRECISIONS,
+        default="32-true",
+        help="the backbone's precision; the decomposition and every metric stay float32 / float64 "
+        "(16-mixed runs as bf16-mixed on a CPU; results.json records what ran)",
+    )
 
 
 def load_checked_backbone(
@@ -144,13 +178,23 @@ def load_checked_backbone(
     return backbone
 
 
+def check_writable(folder: Path) -> None:
+    """Refuse, before any work, a folder (or its nearest existing ancestor) this process cannot write."""
+    existing = next((path for path in (folder, *folder.parents) if path.exists()), Path("."))
+    if not existing.is_dir() or not os.access(existing, os.W_OK):
+        raise UserError(f"cannot write to {folder}: {existing} is not a writable folder")
+
+
 def run_main(run: Callable[[], Any]) -> int:
-    """Run an entry point; a `UserError` is one line on stderr and exit status 2 (anything else is a
-    bug and keeps its traceback)."""
+    """Run an entry point; a `UserError` is one line on stderr and exit status 2, Ctrl-C one line and
+    130 (anything else is a bug and keeps its traceback)."""
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     try:
         run()
     except UserError as error:
         print(f"error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("error: interrupted; an unfinished output folder has no .complete marker", file=sys.stderr)
+        return 130
     return 0

@@ -28,6 +28,7 @@ from cls_decoupling.cli.options import (
     TrainerOptions,
     add_input_arguments,
     add_trainer_arguments,
+    check_writable,
     load_checked_backbone,
     run_main,
 )
@@ -108,8 +109,15 @@ def train_probe(
     pos_interpolation: str | None = None,
 ) -> LinearHead | None:
     """Extract, train, choose, save; returns the head on the main process (None elsewhere)."""
+    if output.is_dir():
+        raise UserError(f"--output {output} is a folder; name the head's file, e.g. {output / 'head.pt'}")
     if output.exists() and not overwrite:
         raise UserError(f"{output} exists; pass --overwrite or another --output")
+    if epochs < 1 or train_batch_size < 1:
+        raise UserError(
+            f"--epochs and --train-batch-size must be positive, got {epochs} and {train_batch_size}"
+        )
+    check_writable(output.parent)
     if not 0 < val_fraction < 1:
         raise UserError(f"--val-fraction must lie in (0, 1), got {val_fraction}")
     if not learning_rates or min(learning_rates) <= 0:
@@ -120,9 +128,10 @@ def train_probe(
             f"({', '.join(LABELLED_SOURCES)}), not {data.source}"
         )
     datamodule = data.datamodule()
+    trainer.check()
     backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation)
-    extractor = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
     extraction = trainer.trainer()
+    extractor = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
     extraction.test(extractor, datamodule=datamodule, verbose=False)
     class_names = datamodule.class_names
     if len(class_names) < 2:
@@ -192,7 +201,13 @@ def train_probe(
         learning_rate=learning_rates[best],
         validation_top1=accuracies[best],
     )
-    output.parent.mkdir(parents=True, exist_ok=True)
-    head.save(output)
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        head.save(partial)
+        partial.replace(output)  # the head file appears whole or not at all
+    except OSError as error:
+        partial.unlink(missing_ok=True)
+        raise UserError(f"could not write the head to {output}: {error.strerror or error}") from None
     log.info("saved the head to %s", output)
     return head

@@ -1,7 +1,23 @@
 """Outputs (docs/design.md#outputs): run folders and comparison folders, their figures, report.md and
 TensorBoard runs, drawn from a run's results with the probe classes' own result names."""
 
-from cls_decoupling.outputs.runs import Run, load_run
-from cls_decoupling.outputs.writing import check_output_dir, run_logger, write_comparison, write_run
+from cls_decoupling.outputs.runs import Run, is_complete, load_run, load_tensors
+from cls_decoupling.outputs.writing import (
+    check_output_dir,
+    output_lock,
+    run_logger,
+    write_comparison,
+    write_run,
+)
 
-__all__ = ["Run", "check_output_dir", "load_run", "run_logger", "write_comparison", "write_run"]
+__all__ = [
+    "Run",
+    "check_output_dir",
+    "is_complete",
+    "load_run",
+    "load_tensors",
+    "output_lock",
+    "run_logger",
+    "write_comparison",
+    "write_run",
+]

@@ -1,8 +1,14 @@
-"""A run folder (docs/design.md#outputs): what a finished run holds, read back or written."""
+"""A run folder (docs/design.md#outputs): what a finished run holds, read back or written.
+
+A folder is a finished run only when it holds the marker `.complete`, written last, after every
+other file; a folder without it (a run killed or failed while writing, or not a run at all) is
+refused by every command that reads runs.
+"""
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +27,8 @@ TENSORBOARD_DIR = "tensorboard"
 FIGURES_DIR = "figures"
 REPORT_FILE = "report.md"
 FAITHFULNESS_FILE = "faithfulness.csv"
+COMPLETE_MARKER = ".complete"
+"""Written last into a run (or comparison) folder: the folder is finished."""
 
 
 @dataclass(frozen=True)
@@ -62,10 +70,65 @@ class Run:
         return variant_names(self.num_registers)
 
 
+def is_complete(folder: Path) -> bool:
+    """Whether `folder` holds a finished run or comparison (its marker was written last)."""
+    return (folder / COMPLETE_MARKER).is_file()
+
+
 def load_run(folder: Path) -> Run:
-    """The run saved in `folder` by evaluate.py (results.json, and arrays.safetensors when written)."""
+    """The run saved in `folder` by evaluate.py (results.json, and arrays.safetensors when written).
+
+    Raises:
+        UserError: the folder holds no finished run, or one of its files cannot be read.
+    """
     results = folder / RESULTS_FILE
     if not results.is_file():
         raise UserError(f"{folder} holds no {RESULTS_FILE}: not a run folder of evaluate.py")
+    if not is_complete(folder):
+        raise UserError(
+            f"{folder} holds an unfinished run (no {COMPLETE_MARKER}: it was killed or failed while "
+            "writing, or written by a version before 0.2); run it again"
+        )
+    try:
+        summary = json.loads(results.read_text(), object_hook=_nulls_to_nan)
+    except (OSError, ValueError) as error:
+        raise UserError(f"cannot read {results}: {error}") from None
     arrays = folder / ARRAYS_FILE
-    return Run(json.loads(results.read_text()), load_file(str(arrays)) if arrays.is_file() else {})
+    return Run(summary, load_tensors(arrays) if arrays.is_file() else {})
+
+
+def load_tensors(path: Path) -> dict[str, Tensor]:
+    """A safetensors file, or one line saying why it cannot be read (truncated, not safetensors)."""
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own error types for a damaged file
+        raise UserError(f"cannot read {path}: {error}") from None
+
+
+def strict_json(summary: Mapping[str, Any]) -> tuple[str, list[str]]:
+    """results.json text with every non-finite number written as null (strict JSON), and where each was.
+
+    >>> strict_json({"results": {"a": float("nan"), "b": 1.5}})
+    ('{\\n  "results": {\\n    "a": null,\\n    "b": 1.5\\n  }\\n}\\n', ['results.a'])
+    """
+    undefined: list[str] = []
+
+    def clean(value: Any, where: str) -> Any:
+        if isinstance(value, float) and not math.isfinite(value):
+            undefined.append(where)
+            return None
+        if isinstance(value, Mapping):
+            return {key: clean(item, f"{where}.{key}" if where else key) for key, item in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [clean(item, f"{where}[{i}]") for i, item in enumerate(value)]
+        return value
+
+    cleaned = clean(summary, "")
+    return json.dumps(cleaned, indent=2, allow_nan=False) + "\n", undefined
+
+
+def _nulls_to_nan(mapping: dict[str, Any]) -> dict[str, Any]:
+    """Read back the results that `strict_json` wrote as null (undefined numbers) as NaN."""
+    if "results" in mapping and isinstance(mapping["results"], dict):
+        mapping["results"] = {k: math.nan if v is None else v for k, v in mapping["results"].items()}
+    return mapping

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import csv
-import json
 import logging
-from collections.abc import Mapping, Sequence
+import os
+import shutil
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 from lightning.pytorch.loggers import TensorBoardLogger
@@ -26,6 +28,7 @@ from cls_decoupling.outputs.figures import run_figures
 from cls_decoupling.outputs.report import run_report
 from cls_decoupling.outputs.runs import (
     ARRAYS_FILE,
+    COMPLETE_MARKER,
     FAITHFULNESS_FILE,
     FEATURES_FILE,
     FIGURES_DIR,
@@ -33,6 +36,8 @@ from cls_decoupling.outputs.runs import (
     RESULTS_FILE,
     TENSORBOARD_DIR,
     Run,
+    is_complete,
+    strict_json,
 )
 from probes import MapsProbe
 
@@ -51,13 +56,73 @@ RUN_FILES = (
 COMPARISON_FILES = (COMPARISON_MARKDOWN, COMPARISON_CSV, TENSORBOARD_DIR, FIGURES_DIR)
 
 
-def check_output_dir(output: Path, overwrite: bool, names: tuple[str, ...] = RUN_FILES) -> None:
-    """Refuse to overwrite an earlier run (or comparison) unless asked to."""
+def check_output_dir(
+    output: Path, overwrite: bool, names: tuple[str, ...] = RUN_FILES, also: Sequence[str] = ()
+) -> None:
+    """Refuse to write over an earlier run (or comparison) unless asked to, and with `overwrite` refuse
+    a folder that holds anything else (only a run's own files are ever replaced); `also` names other
+    entries the folder may hold (the run folders of a comparison)."""
+    if output.exists() and not output.is_dir():
+        raise UserError(f"--output {output} is a file, not a folder")
     existing = [name for name in names if (output / name).exists()]
     if existing and not overwrite:
+        state = "a run" if is_complete(output) else "an unfinished run (killed or failed while writing)"
         raise UserError(
-            f"{output} already holds a run ({', '.join(existing)}); pass --overwrite or another --output"
+            f"{output} already holds {state} ({', '.join(existing)}); pass --overwrite or another --output"
         )
+    if overwrite and output.is_dir():
+        known = {*names, COMPLETE_MARKER, *also}
+        foreign = sorted(entry.name for entry in output.iterdir() if entry.name not in known)
+        if foreign:
+            raise UserError(
+                f"{output} holds files that are not a run's ({', '.join(foreign[:5])}); "
+                "--overwrite replaces a run folder as a whole: choose another --output"
+            )
+
+
+@contextlib.contextmanager
+def output_lock(output: Path) -> Iterator[None]:
+    """Hold `parent/.NAME.lock` while a run writes to `output`: a second run into the same folder
+    refuses with one line; the lock goes when the run ends or its process dies."""
+    import fcntl  # POSIX only, like the launchers this tool runs under
+
+    lock_path = output.parent / f".{output.name}.lock"
+    try:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        handle = lock_path.open("a")
+    except OSError as error:
+        raise UserError(f"cannot write to {output.parent}: {error.strerror or error}") from None
+    try:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(
+                f"another run is writing to {output} (it holds {lock_path}); "
+                "wait for it or choose another --output"
+            ) from None
+        if output.is_dir() and not os.access(output, os.W_OK):
+            raise UserError(f"cannot write to {output}: permission denied")
+        yield
+    finally:
+        with contextlib.suppress(OSError):
+            lock_path.unlink()
+        handle.close()
+
+
+def _clear(output: Path, names: Sequence[str]) -> None:
+    """Remove the marker first (the folder reads as unfinished from here on), then a run's files."""
+    (output / COMPLETE_MARKER).unlink(missing_ok=True)
+    for name in names:
+        path = output / name
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+
+
+def _finish(output: Path) -> None:
+    """Write the marker, last: the folder is complete."""
+    (output / COMPLETE_MARKER).write_text("finished\n")
 
 
 def run_logger(output: Path) -> TensorBoardLogger:
@@ -73,9 +138,16 @@ def write_run(
     files: Sequence[Path] = (),
 ) -> None:
     """Everything a finished run writes: results.json, arrays, features, per-image faithfulness,
-    figures, report.md and the TensorBoard scalars and figures."""
+    figures, report.md and the TensorBoard scalars and figures; the folder's earlier run files first
+    go, and the marker comes last (the folder reads as unfinished until then). Undefined numbers are
+    written as null (strict JSON) and listed under `notes`."""
     output.mkdir(parents=True, exist_ok=True)
-    (output / RESULTS_FILE).write_text(json.dumps(run.summary, indent=2, allow_nan=True) + "\n")
+    _clear(output, RUN_FILES)
+    text, undefined = strict_json(run.summary)
+    if undefined:
+        notes = [f"{where} is undefined (NaN or infinite), written as null" for where in undefined]
+        text, _ = strict_json({**run.summary, "notes": notes})
+    (output / RESULTS_FILE).write_text(text)
     for name, tensors in ((ARRAYS_FILE, run.arrays), (FEATURES_FILE, features)):
         if tensors:
             save_file({key: tensor.contiguous() for key, tensor in tensors.items()}, str(output / name))
@@ -87,6 +159,7 @@ def write_run(
     logger.log_hyperparams(hparams, metrics=dict(run.results))
     logger.log_metrics(dict(run.results), step=0)
     logger.finalize("success")
+    _finish(output)
     for name, value in run.results.items():
         log.info("%s = %.6f", name, value)
     log.info(
@@ -122,6 +195,7 @@ def write_comparison(runs: Sequence[tuple[str, Run]], output: Path) -> None:
         raise UserError("a comparison needs at least two runs")
     compared = [Compared(label, run) for label, run in runs]
     output.mkdir(parents=True, exist_ok=True)
+    _clear(output, COMPARISON_FILES)
     logger = run_logger(output)
     figures = write_figures(output / FIGURES_DIR, comparison_figures(compared), logger)
     (output / COMPARISON_CSV).write_text(comparison_csv(compared))
@@ -131,4 +205,5 @@ def write_comparison(runs: Sequence[tuple[str, Run]], output: Path) -> None:
     for step, item in enumerate(compared):
         logger.log_metrics(dict(item.run.results), step=step)
     logger.finalize("success")
+    _finish(output)
     log.info("compared %s in %s", ", ".join(label for label, _ in runs), output)

@@ -106,7 +106,10 @@ def test_a_run_over_bad_files_completes_and_lists_them(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("kind", ["zero", "text"])
-def test_every_image_bad_is_still_a_clean_run(kind: str, tmp_path: Path) -> None:
+def test_every_image_bad_is_a_finished_run_and_a_failure(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The run folder lists every skipped file, but a pipeline sees the failure (exit 2, one line)."""
     folder = tmp_path / "data"
     folder.mkdir()
     (folder / "x.jpg").write_bytes(b"" if kind == "zero" else b"text")
@@ -114,7 +117,10 @@ def test_every_image_bad_is_still_a_clean_run(kind: str, tmp_path: Path) -> None
     tiny_model(hidden=32, heads=2, patch=14, image=56).save_pretrained(model)
     argv = ["--backbone", str(model), "--data", "folder", "--data-dir", str(folder), "--probe", "split",
             "--resolution", "56", "--num-workers", "0", "--output", str(tmp_path / "run")]  # fmt: skip
-    assert evaluate.main(argv) == 0
+    assert evaluate.main(argv) == 2
+    errors = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "no image could be read (1 skipped" in errors[0]
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["data"]["num_images"] == 0 and summary["data"]["num_skipped"] == 1
-    assert summary["results"] == {}
+    assert summary["results"] == {} and summary["run"]["max_pooler_error"] is None  # strict JSON
+    assert "run.max_pooler_error is undefined (NaN or infinite), written as null" in summary["notes"]
