@@ -1,0 +1,255 @@
+"""Bad options, damaged or unfinished run folders, concurrent runs and failures while writing: each is
+one line and a non-zero exit status, found before any model loads where it can be, and a run folder is
+complete (marker written last) or refused by everything that reads runs."""
+
+from __future__ import annotations
+
+import errno
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from cls_decoupling.cli import evaluate, train_probe
+from cls_decoupling.cli.options import run_main
+from cls_decoupling.outputs import output_lock
+from cls_decoupling.outputs.runs import COMPLETE_MARKER
+
+TINY = ["--data", "demo", "--limit", "4", "--resolution", "56", "--num-workers", "0", "--batch-size", "2"]
+
+
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    output = tmp_path_factory.mktemp("finished") / "run"
+    argv = ["--backbone", "random:tiny", *TINY, "--probe", "all", "--save-features", "--output", str(output)]
+    assert evaluate.main(argv) == 0
+    return output
+
+
+def one_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single `error:` line of a failed command (and no traceback)."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
+def copy_of(run: Path, tmp_path: Path, name: str = "copy") -> Path:
+    shutil.copytree(run, tmp_path / name)
+    return tmp_path / name
+
+
+def test_a_finished_run_has_its_marker_and_strict_json(finished: Path) -> None:
+    assert (finished / COMPLETE_MARKER).is_file()
+
+    def refuse(constant: str) -> None:
+        raise AssertionError(f"results.json holds {constant}")
+
+    json.loads((finished / "results.json").read_text(), parse_constant=refuse)
+
+
+def test_overwrite_replaces_the_run_as_a_whole(finished: Path, tmp_path: Path) -> None:
+    output = copy_of(finished, tmp_path)
+    assert (output / "features.safetensors").is_file() and (output / "faithfulness.csv").is_file()
+    argv = [
+        "--backbone",
+        "random:tiny_reg",
+        *TINY,
+        "--probe",
+        "split",
+        "--overwrite",
+        "--output",
+        str(output),
+    ]
+    assert evaluate.main(argv) == 0
+    assert sorted(path.name for path in (output / "figures").iterdir()) == ["split.png"]
+    assert not (output / "features.safetensors").exists() and not (output / "faithfulness.csv").exists()
+    assert (output / COMPLETE_MARKER).is_file()
+    assert json.loads((output / "results.json").read_text())["backbone"]["name"] == "random:tiny_reg"
+
+
+def test_an_unfinished_run_is_refused_by_every_reader(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    unfinished = copy_of(finished, tmp_path, "unfinished")
+    (unfinished / COMPLETE_MARKER).unlink()  # as a run killed while writing leaves it
+    assert evaluate.main(["--compare", str(finished), str(unfinished), "--output", str(tmp_path / "c")]) == 2
+    assert "holds an unfinished run" in one_error(capsys)
+    assert evaluate.main(["--from-features", str(unfinished), "--output", str(tmp_path / "r")]) == 2
+    assert "holds an unfinished run" in one_error(capsys)
+    assert evaluate.main(["--backbone", "random:tiny", *TINY, "--output", str(unfinished)]) == 2
+    assert "already holds an unfinished run" in one_error(capsys)
+
+
+def test_overwrite_never_deletes_files_that_are_not_a_runs(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = copy_of(finished, tmp_path)
+    (output / "my-notes.txt").write_text("mine")
+    argv = ["--backbone", "random:tiny", *TINY, "--probe", "split", "--overwrite", "--output", str(output)]
+    assert evaluate.main(argv) == 2
+    assert "holds files that are not a run's (my-notes.txt)" in one_error(capsys)
+    assert (output / "my-notes.txt").read_text() == "mine" and (output / "features.safetensors").is_file()
+
+
+def test_a_second_run_into_the_same_folder_refuses(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    output = tmp_path / "run"
+    with output_lock(output):  # a first run is writing
+        assert evaluate.main(["--backbone", "random:tiny", *TINY, "--output", str(output)]) == 2
+        assert "another run is writing to" in one_error(capsys)
+    assert not (tmp_path / ".run.lock").exists()  # released and removed when the first run ends
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--devices", "0"], "device options do not work here"),
+        (["--seed", "-1"], "--seed must be 0 or more"),
+        (["--resolution", "0"], "resolution must be positive"),
+        (["--probe", "split", "--head", "missing.pt"], "read by the linear probe only"),
+        (["--probe", "linear", "--head", "missing.pt"], "is not a linear head saved by train_probe.py"),
+        (["--episodes", "0"], "--episodes and --shots must be positive"),
+    ],
+    ids=["devices-0", "seed", "resolution", "head-without-linear", "missing-head", "episodes"],
+)
+def test_bad_options_fail_before_any_model_loads(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # an unreachable checkpoint path as the backbone: any load attempt would fail with another message
+    argv = [
+        "--backbone",
+        str(tmp_path / "never-loaded"),
+        "--data",
+        "demo",
+        *extra,
+        "--output",
+        str(tmp_path / "r"),
+    ]
+    (tmp_path / "never-loaded").mkdir()  # resolves as a folder, so names are checked, but no model in it
+    assert evaluate.main(argv) == 2
+    assert message in one_error(capsys)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_typo_in_any_backbone_is_found_before_the_first_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["--backbone", "random:tiny", "random:tinyy", *TINY, "--output", str(tmp_path / "sweep")]
+    assert evaluate.main(argv) == 2
+    assert "unknown backbone 'random:tinyy'" in one_error(capsys)
+    assert not (tmp_path / "sweep").exists()
+    assert evaluate.main(["--backbone", str(tmp_path / "model.pth"), "--output", str(tmp_path / "r")]) == 2
+    assert "no checkpoint file" in one_error(capsys)
+
+
+def test_output_locations_that_cannot_hold_a_run(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("")
+    assert evaluate.main(["--backbone", "random:tiny", *TINY, "--output", str(tmp_path / "a-file")]) == 2
+    assert "is a file, not a folder" in one_error(capsys)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="asks for a GPU where there is none")
+def test_a_gpu_that_is_not_there_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["--backbone", "random:tiny", *TINY, "--accelerator", "gpu", "--output", str(tmp_path / "r")]
+    assert evaluate.main(argv) == 2
+    assert "device options do not work here" in one_error(capsys)
+
+
+def test_half_precision_everywhere_is_refused_by_the_parser(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        evaluate.parse_args(["--backbone", "random:tiny", "--precision", "bf16-true", "--output", "x"])
+    assert exit_info.value.code == 2 and "invalid choice: 'bf16-true'" in capsys.readouterr().err
+
+
+def test_the_precision_that_ran_is_recorded(tmp_path: Path) -> None:
+    argv = ["--backbone", "random:tiny", *TINY, "--probe", "split", "--precision", "16-mixed"]
+    assert evaluate.main([*argv, "--output", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    expected = "16-mixed" if torch.cuda.is_available() else "bf16-mixed"  # fp16 AMP does not exist on CPUs
+    assert summary["run"]["precision"] == expected and summary["run"]["shots"] == 1
+
+
+def test_damaged_files_of_a_finished_run_are_one_line(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    truncated_arrays = copy_of(finished, tmp_path, "arrays")
+    data = (truncated_arrays / "arrays.safetensors").read_bytes()
+    (truncated_arrays / "arrays.safetensors").write_bytes(data[: len(data) // 2])
+    assert (
+        evaluate.main(["--compare", str(finished), str(truncated_arrays), "--output", str(tmp_path / "c")])
+        == 2
+    )
+    assert "cannot read" in (line := one_error(capsys)) and "arrays.safetensors" in line
+    truncated_json = copy_of(finished, tmp_path, "json")
+    text = (truncated_json / "results.json").read_text()
+    (truncated_json / "results.json").write_text(text[: len(text) // 2])
+    assert (
+        evaluate.main(["--compare", str(finished), str(truncated_json), "--output", str(tmp_path / "d")]) == 2
+    )
+    assert "cannot read" in (line := one_error(capsys)) and "results.json" in line
+    truncated_features = copy_of(finished, tmp_path, "features")
+    data = (truncated_features / "features.safetensors").read_bytes()
+    (truncated_features / "features.safetensors").write_bytes(data[:100])
+    assert evaluate.main(["--from-features", str(truncated_features), "--output", str(tmp_path / "e")]) == 2
+    assert "cannot read" in (line := one_error(capsys)) and "features.safetensors" in line
+
+
+def test_a_full_disk_while_writing_leaves_an_unfinished_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cls_decoupling.outputs import writing
+
+    def full_disk(*args: object, **kwargs: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(writing, "write_figures", full_disk)  # after results.json, before the marker
+    output = tmp_path / "run"
+    assert (
+        evaluate.main(["--backbone", "random:tiny", *TINY, "--probe", "split", "--output", str(output)]) == 2
+    )
+    assert "could not write the run" in (line := one_error(capsys)) and "No space left on device" in line
+    assert (output / "results.json").is_file() and not (output / COMPLETE_MARKER).exists()
+
+
+def test_ctrl_c_is_one_line_and_status_130(capsys: pytest.CaptureFixture[str]) -> None:
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    assert run_main(interrupted) == 130
+    assert "interrupted" in one_error(capsys)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--epochs", "0"], "--epochs and --train-batch-size must be positive"),
+        (["--train-batch-size", "0"], "--epochs and --train-batch-size must be positive"),
+        (["--learning-rates", "0"], "learning rates must be positive"),
+        (["--data", "demo"], "needs a labelled source"),
+    ],
+    ids=["epochs", "batch", "rates", "unlabelled"],
+)
+def test_train_probe_refuses_before_extracting(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "data" / "a").mkdir(parents=True)
+    argv = ["--backbone", "random:tiny", "--data", "folder", "--data-dir", str(tmp_path / "data"), *extra]
+    assert train_probe.main([*argv, "--output", str(tmp_path / "head.pt")]) == 2
+    assert message in one_error(capsys)
+    assert train_probe.main([*argv, "--output", str(tmp_path)]) == 2
+    assert "is a folder" in one_error(capsys)
+
+
+def test_undefined_numbers_are_null_and_noted(tmp_path: Path) -> None:
+    """One patch per image (14 px): the registers probe's norm ratio divides by zero, the debiased
+    CKA of 3 images is undefined; results.json stays strict JSON and says which numbers are missing."""
+    argv = ["--backbone", "random:tiny", "--data", "demo", "--limit", "3", "--resolution", "14"]
+    assert evaluate.main([*argv, "--num-workers", "0", "--output", str(tmp_path / "run")]) == 0
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["results"]["registers/norm_ratio"] is None
+    assert "results.registers/norm_ratio is undefined (NaN or infinite), written as null" in summary["notes"]
+    assert all(value is not None for name, value in summary["results"].items() if name.startswith("split/"))
