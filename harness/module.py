@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
+from cls_decoupling.errors import InsufficientDataError
 from harness.backbone import DecomposingBackbone
 from harness.decomposition import HIDDEN_CLS_COSINE, PENULTIMATE, PIXELS, split_names, variant_names
 from harness.records import EvaluatedImages, FeatureStore
@@ -54,8 +55,9 @@ class HarnessModule(L.LightningModule):
     After `trainer.test`, on every rank: `results` (name -> value, docs/design.md#names),
     `arrays` (the consumers' non-scalar results: histograms, per-image values, gallery images),
     `num_images` (distinct dataset indices evaluated), `skipped` (index, reason) of unreadable
-    images, `max_pooler_error`, and `features` (index, label and `feature_names` per image, in
-    index order) when `feature_names` is not empty.
+    images, `skipped_consumers` (name -> reason) of consumers that saw too little data to compute
+    (`InsufficientDataError`), `max_pooler_error`, and `features` (index, label and
+    `feature_names` per image, in index order) when `feature_names` is not empty.
 
     Args:
         backbone: the decomposing backbone (frozen).
@@ -83,6 +85,7 @@ class HarnessModule(L.LightningModule):
         self.num_repeated = 0
         self.max_pooler_error = float("nan")
         self.skipped: list[tuple[int, str]] = []
+        self.skipped_consumers: dict[str, str] = {}
         self._local_skipped: list[tuple[int, str]] = []
 
     def setup(self, stage: str) -> None:
@@ -114,11 +117,20 @@ class HarnessModule(L.LightningModule):
             log.warning("no image could be evaluated (%d skipped); no probe results", len(self.skipped))
             return
         self.max_pooler_error = float(self.pooler_error.compute())
-        for consumer in self._consumers():
-            self.results.update(consumer.compute())
-            self.arrays.update({name: array.cpu() for name, array in consumer.arrays().items()})
+        self.skipped_consumers = {}
+        for name, consumer in zip(self.consumers, self._consumers(), strict=True):
+            try:  # the same outcome on every rank: the states are synchronised
+                results, arrays = consumer.compute(), consumer.arrays()
+            except InsufficientDataError as error:  # too few images for this one; the others still count
+                log.warning("%s: skipped (%s)", name, error)
+                self.skipped_consumers[name] = str(error)
+                continue
+            self.results.update(results)
+            self.arrays.update({key: array.cpu() for key, array in arrays.items()})
         if self.features_store is not None:
-            self.features = {name: t.cpu() for name, t in self.features_store.compute().items()}
+            # torchmetrics squeezes one-element results to 0-dim: a run of one image keeps its row axis
+            rows = self.features_store.compute().items()
+            self.features = {name: torch.atleast_1d(t).cpu() for name, t in rows}
 
     def configure_optimizers(self) -> None:
         return None

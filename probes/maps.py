@@ -79,7 +79,7 @@ class MapsProbe(Probe):
         self.metric.update(*ranking, *other, decomposition[ATTENTION_MAP], decomposition[PIXELS], indices)
 
     def compute(self) -> dict[str, float]:
-        rows = self.metric.compute()
+        rows = self._rows()
         results = {}
         for readout, column in zip(READOUTS, ("cosine", "other_cosine"), strict=True):
             for stat, value in summarise(rows[column]).items():
@@ -87,9 +87,18 @@ class MapsProbe(Probe):
         return results
 
     def arrays(self) -> dict[str, Tensor]:
-        rows = self.metric.compute()
+        rows = self._rows()
         cosines = {
             self.cosine_name(r): rows[c] for r, c in zip(READOUTS, ("cosine", "other_cosine"), strict=True)
         }
         gallery = {self.gallery_name(part): rows[f"gallery/{part}"] for part in self.GALLERY}
         return {self.INDEX: rows["index"], **cosines, **gallery}
+
+    def _rows(self) -> dict[str, Tensor]:
+        """The metric's results with per-image rows kept 1-D (torchmetrics squeezes one-element
+        results to 0-dim, so a run of one image would lose its row axis)."""
+        rows = self.metric.compute()
+        return {
+            name: value if name == "gallery/least" else torch.atleast_1d(value)
+            for name, value in rows.items()
+        }

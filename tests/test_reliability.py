@@ -253,3 +253,29 @@ def test_undefined_numbers_are_null_and_noted(tmp_path: Path) -> None:
     assert summary["results"]["registers/norm_ratio"] is None
     assert "results.registers/norm_ratio is undefined (NaN or infinite), written as null" in summary["notes"]
     assert all(value is not None for name, value in summary["results"].items() if name.startswith("split/"))
+
+
+def test_a_probe_with_too_few_images_is_skipped_and_the_others_written(tmp_path: Path) -> None:
+    """One image: the registers probe cannot compute, the others (and the maps of that one image,
+    whose rows torchmetrics would squeeze to 0-dim) are written, on the run and on its replay."""
+    argv = [
+        "--backbone",
+        "random:tiny",
+        "--data",
+        "demo",
+        "--limit",
+        "1",
+        "--resolution",
+        "28",
+        "--save-features",
+    ]
+    assert evaluate.main([*argv, "--num-workers", "0", "--output", str(tmp_path / "run")]) == 0
+    assert evaluate.main(["--from-features", str(tmp_path / "run"), "--output", str(tmp_path / "again")]) == 0
+    reason = "the registers probe needs at least 2 images, got 1"
+    for folder in ("run", "again"):
+        summary = json.loads((tmp_path / folder / "results.json").read_text())
+        assert summary["run"]["skipped_probes"] == {"registers": reason}
+        assert "split/patch/mean" in summary["results"]
+        assert not any(name.startswith("registers/") for name in summary["results"])
+    rows = (tmp_path / "run" / "faithfulness.csv").read_text().splitlines()
+    assert len(rows) == 2 and rows[1].startswith("0,")

@@ -259,6 +259,7 @@ def run_one(
         },
         "run": {
             "probes": request.names,
+            "skipped_probes": module.skipped_consumers,
             "precision": str(trainer.precision),  # what ran (16-mixed on a CPU runs as bf16-mixed)
             "world_size": trainer.world_size,
             "batch_size": data.batch_size,
@@ -312,12 +313,13 @@ def run_from_features(
     request = ProbeRequest(probes, info, earlier["data"]["resolution"], pixels=False)
     built = request.build(class_names)
     started = time.perf_counter()
-    results, arrays = replay_features(built, load_tensors(source / FEATURES_FILE))
+    results, arrays, skipped_probes = replay_features(built, load_tensors(source / FEATURES_FILE))
     summary = {
         "backbone": earlier["backbone"],
         "data": {**earlier["data"], "from_features": str(source.resolve())},
         "run": {
             "probes": request.names,
+            "skipped_probes": skipped_probes,
             "episodes": probes.episodes,
             "shots": probes.shots,
             "seconds": round(time.perf_counter() - started, 3),
