@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from datamodules.images import DataError, ImageFileDataset, ImageList, collate_i
 from datamodules.sources import demo_images, folder_images
 from datamodules.subsets import limit_images, per_class_images
 from datamodules.transforms import DEFAULT_RESOLUTION, evaluation_transform, resize_size
+
+log = logging.getLogger(__name__)
 
 DATA_SOURCES: tuple[str, ...] = ("demo", "folder", "coco", "imagenet")
 """`--data` choices."""
@@ -157,6 +160,10 @@ class ImageDataModule(L.LightningDataModule):
             if self.per_class is not None:
                 images = per_class_images(images, self.per_class, self.seed)
             if self.limit is not None:
+                if self.limit > len(images.files):
+                    log.warning(
+                        "--limit %d: the data has only %d images; all are used", self.limit, len(images.files)
+                    )
                 images = limit_images(images, self.limit, self.seed)
             self._images = images
         self.dataset = ImageFileDataset(

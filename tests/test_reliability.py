@@ -43,6 +43,8 @@ def copy_of(run: Path, tmp_path: Path, name: str = "copy") -> Path:
 
 def test_a_finished_run_has_its_marker_and_strict_json(finished: Path) -> None:
     assert (finished / COMPLETE_MARKER).is_file()
+    modes = {path.name: path.stat().st_mode & 0o777 for path in finished.iterdir() if path.is_file()}
+    assert modes["arrays.safetensors"] == modes["features.safetensors"] == modes["results.json"], modes
 
     def refuse(constant: str) -> None:
         raise AssertionError(f"results.json holds {constant}")

@@ -150,7 +150,7 @@ def write_run(
     (output / RESULTS_FILE).write_text(text)
     for name, tensors in ((ARRAYS_FILE, run.arrays), (FEATURES_FILE, features)):
         if tensors:
-            save_file({key: tensor.contiguous() for key, tensor in tensors.items()}, str(output / name))
+            save_tensors(output / name, tensors)
     if MapsProbe.INDEX in run.arrays:
         write_faithfulness(output / FAITHFULNESS_FILE, run.arrays, files)
     figures = write_figures(output / FIGURES_DIR, run_figures(run), logger)
@@ -165,6 +165,15 @@ def write_run(
     log.info(
         "%d images (%d skipped); results in %s", run.num_images, run.summary["data"]["num_skipped"], output
     )
+
+
+def save_tensors(path: Path, tensors: Mapping[str, Tensor]) -> None:
+    """A safetensors file with the permissions of every other file of the run (safetensors itself
+    creates its files readable by their owner only)."""
+    save_file({key: tensor.contiguous() for key, tensor in tensors.items()}, str(path))
+    umask = os.umask(0)
+    os.umask(umask)
+    path.chmod(0o666 & ~umask)
 
 
 def write_faithfulness(path: Path, arrays: Mapping[str, Tensor], files: Sequence[Path]) -> None:
