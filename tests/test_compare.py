@@ -74,9 +74,10 @@ def test_cross_model_figures_are_valid_pngs_and_in_tensorboard(sweep: Path) -> N
             image.verify()
             assert image.format == "PNG" and min(image.size) > 300
         assert f"(figures/{name})" in (sweep / "comparison.md").read_text()
-    accumulator = EventAccumulator(str(sweep / "tensorboard"))
+    accumulator = EventAccumulator(str(sweep / "comparison"))
     accumulator.Reload()
     assert {f"figures/{Path(name).stem}" for name in COMPARISON_FIGURES} <= set(accumulator.Tags()["images"])
+    assert "backbones/text_summary" in accumulator.Tags()["tensors"]  # step -> backbone, in words
     steps = [event.step for event in accumulator.Scalars("cka/output/patch")]
     assert steps == [0, 1]  # one point per backbone, in the order given: a sweep over models
 

@@ -224,6 +224,10 @@ def backbone_labels(backbones: Sequence[str]) -> list[str]:
     ]
     if len(set(labels)) != len(labels):
         raise UserError(f"each backbone once, please: {', '.join(backbones)} name the same run folders")
+    if clashes := sorted(set(labels) & set(COMPARISON_FILES)):
+        raise UserError(
+            f"a backbone's run folder may not be named {', '.join(clashes)}: the comparison uses it"
+        )
     return labels
 
 

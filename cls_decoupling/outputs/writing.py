@@ -53,7 +53,10 @@ RUN_FILES = (
     FIGURES_DIR,
 )
 """What a run folder may hold: any of them present means the folder holds a run."""
-COMPARISON_FILES = (COMPARISON_MARKDOWN, COMPARISON_CSV, TENSORBOARD_DIR, FIGURES_DIR)
+COMPARISON_TENSORBOARD = "comparison"
+"""The comparison's TensorBoard run: `tensorboard --logdir DIR` lists it as `comparison`, beside
+each backbone's `<label>/tensorboard`."""
+COMPARISON_FILES = (COMPARISON_MARKDOWN, COMPARISON_CSV, COMPARISON_TENSORBOARD, FIGURES_DIR)
 
 
 def check_output_dir(
@@ -125,9 +128,9 @@ def _finish(output: Path) -> None:
     (output / COMPLETE_MARKER).write_text("finished\n")
 
 
-def run_logger(output: Path) -> TensorBoardLogger:
+def run_logger(output: Path, name: str = TENSORBOARD_DIR) -> TensorBoardLogger:
     """The TensorBoard run of a run folder (DIR/tensorboard; several folders overlay)."""
-    return TensorBoardLogger(save_dir=output, name=TENSORBOARD_DIR, version="", default_hp_metric=False)
+    return TensorBoardLogger(save_dir=output, name=name, version="", default_hp_metric=False)
 
 
 def write_run(
@@ -205,8 +208,12 @@ def write_comparison(runs: Sequence[tuple[str, Run]], output: Path) -> None:
     compared = [Compared(label, run) for label, run in runs]
     output.mkdir(parents=True, exist_ok=True)
     _clear(output, COMPARISON_FILES)
-    logger = run_logger(output)
+    logger = run_logger(output, COMPARISON_TENSORBOARD)
     figures = write_figures(output / FIGURES_DIR, comparison_figures(compared), logger)
+    steps = "\n".join(
+        f"| {step} | {item.label} | {item.run.backbone} |" for step, item in enumerate(compared)
+    )
+    logger.experiment.add_text("backbones", f"| step | run | backbone |\n|---|---|---|\n{steps}")
     (output / COMPARISON_CSV).write_text(comparison_csv(compared))
     (output / COMPARISON_MARKDOWN).write_text(
         comparison_markdown(compared, [f"{FIGURES_DIR}/{n}" for n in figures])
