@@ -20,6 +20,7 @@ RUNS = [
     ["cka_scaling.py", "--dims", "384", "--sizes", "1000,2000,4000,8000"],
     ["probe_compute.py"],
     ["probe_updates.py"],
+    ["probe_ops.py"],
     ["data_loading.py"],
 ]
 
