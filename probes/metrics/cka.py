@@ -260,6 +260,7 @@ class LinearCKA(Metric):
         }  # fmt: skip
         for name, shape in self._shapes.items():  # leading axis: one row per rank once gathered
             self.add_state(name, torch.zeros((1, *shape), dtype=torch.float64), dist_reduce_fx="cat")
+        self._shift_chosen = False
 
     def update(self, features_x: Tensor, features_y: Tensor) -> None:
         dims_x, dims_y = self._shapes["sum_x"][0], self._shapes["sum_y"][0]
@@ -279,12 +280,17 @@ class LinearCKA(Metric):
             return
         x, y = features_x.double(), features_y.double()
         shift_x, shift_y = self._per_rank("shift_x")[0], self._per_rank("shift_y")[0]
-        if self._per_rank("n")[0] == 0:  # this rank's shift: its first batch's mean
+        if not self._shift_chosen:  # this rank's shift: its first batch's mean (no device read)
             shift_x.copy_(x.mean(dim=0))
             shift_y.copy_(y.mean(dim=0))
+            self._shift_chosen = True
         batch = batch_moments(x - shift_x, y - shift_y)
         for name in MOMENTS:
             self._per_rank(name)[0] += getattr(batch, name)
+
+    def reset(self) -> None:
+        super().reset()
+        self._shift_chosen = False
 
     def compute(self) -> Tensor:
         return linear_cka_from_moments(self._combined_moments(), self.debiased)
