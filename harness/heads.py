@@ -30,6 +30,8 @@ class LinearHead:
         resolution: image size of the training features.
         learning_rate: the learning rate chosen on the validation part.
         validation_top1: top-1 accuracy of that choice on the validation part.
+        pos_interpolation: how the backbone resized its position grid ("hf" for heads saved before
+            the choice was recorded, when every HF-loaded backbone used transformers' resize).
     """
 
     weight: Tensor
@@ -40,6 +42,7 @@ class LinearHead:
     resolution: int
     learning_rate: float
     validation_top1: float
+    pos_interpolation: str = "hf"
 
     def save(self, path: Path) -> None:
         record = asdict(self) | {"class_names": list(self.class_names)}
@@ -54,8 +57,10 @@ class LinearHead:
         except (OSError, KeyError, TypeError, RuntimeError) as error:
             raise UserError(f"{path} is not a linear head saved by train_probe.py: {error}") from None
 
-    def check_compatible(self, backbone: str, class_names: tuple[str, ...], resolution: int) -> None:
-        """Refuse a head trained for another backbone or class list."""
+    def check_compatible(
+        self, backbone: str, class_names: tuple[str, ...], resolution: int, pos_interpolation: str
+    ) -> None:
+        """Refuse a head trained for another backbone, class list, resolution or position resize."""
         if backbone != self.backbone:
             raise HeadMismatchError(f"the head was trained on backbone {self.backbone!r}, not {backbone!r}")
         if class_names != self.class_names:
@@ -66,6 +71,11 @@ class LinearHead:
         if resolution != self.resolution:
             raise HeadMismatchError(
                 f"the head was trained at {self.resolution} px, this run uses {resolution} px"
+            )
+        if pos_interpolation != self.pos_interpolation and resolution != 518:
+            raise HeadMismatchError(
+                f"the head was trained with --pos-interpolation {self.pos_interpolation}, this run uses "
+                f"{pos_interpolation}: at {resolution} px their features differ"
             )
 
 

@@ -17,11 +17,14 @@ weights). `use_original_interpolation` makes an HF model resize as the original 
 from __future__ import annotations
 
 import math
-import types
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
+from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
+    Dinov2WithRegistersEmbeddings,
+)
 
 POS_INTERPOLATIONS: tuple[str, ...] = ("original", "hf")
 """`original`: as the torch.hub models; `hf`: as transformers' DINOv2 classes."""
@@ -56,26 +59,49 @@ def original_position_grid(grid: Tensor, rows: int, columns: int, offset: float,
     return resized[0].permute(1, 2, 0).to(grid.dtype)
 
 
-def _interpolate_as_original(self: Any, embeddings: Tensor, height: int, width: int) -> Tensor:
-    """`Dinov2Embeddings.interpolate_pos_encoding` with the original resize (bound by
-    `use_original_interpolation`; `self` is the HF `Dinov2Embeddings` module)."""
-    position_embeddings = self.position_embeddings  # 1, 1 + side * side, dim
-    dim = position_embeddings.shape[-1]
-    side = math.isqrt(position_embeddings.shape[1] - 1)
-    patch_height, patch_width = self.patch_embeddings.patch_size
-    grid = position_embeddings[0, 1:].reshape(side, side, dim)
-    resized = original_position_grid(
-        grid, height // patch_height, width // patch_width, self.original_offset, self.original_antialias
-    )
-    return torch.cat([position_embeddings[:, :1], resized.reshape(1, -1, dim)], dim=1)
+class _OriginalInterpolation:
+    """Mixin for HF DINOv2 embeddings: `interpolate_pos_encoding` with the original resize."""
+
+    position_embeddings: nn.Parameter
+    patch_embeddings: Any
+    original_offset: float
+    original_antialias: bool
+
+    def interpolate_pos_encoding(self, embeddings: Tensor, height: int, width: int) -> Tensor:
+        position_embeddings = self.position_embeddings  # 1, 1 + side * side, dim
+        dim = position_embeddings.shape[-1]
+        side = math.isqrt(position_embeddings.shape[1] - 1)
+        patch_height, patch_width = self.patch_embeddings.patch_size
+        grid = position_embeddings[0, 1:].reshape(side, side, dim)
+        resized = original_position_grid(
+            grid, height // patch_height, width // patch_width, self.original_offset, self.original_antialias
+        )
+        return torch.cat([position_embeddings[:, :1], resized.reshape(1, -1, dim)], dim=1)
+
+
+class OriginalDinov2Embeddings(_OriginalInterpolation, Dinov2Embeddings):
+    """`Dinov2Embeddings` resizing its position grid as the torch.hub models without registers do."""
+
+
+class OriginalDinov2WithRegistersEmbeddings(_OriginalInterpolation, Dinov2WithRegistersEmbeddings):
+    """`Dinov2WithRegistersEmbeddings` resizing its position grid as the torch.hub register models do."""
+
+
+_ORIGINAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
+    Dinov2Embeddings: OriginalDinov2Embeddings,
+    Dinov2WithRegistersEmbeddings: OriginalDinov2WithRegistersEmbeddings,
+}
 
 
 def use_original_interpolation(model: nn.Module) -> None:
     """Make an HF DINOv2 (with or without registers) resize its position grid as the torch.hub model
-    of the same kind does."""
-    registers = getattr(model.config, "num_register_tokens", 0) > 0
+    of the same kind does. The embeddings module changes class to a module-level subclass, so
+    copy.deepcopy, pickle and torch.save carry the choice."""
     embeddings: Any = model.embeddings
+    original = _ORIGINAL_CLASSES.get(type(embeddings))
+    if original is None:
+        raise TypeError(f"no original position interpolation for {type(embeddings).__name__}")
+    registers = getattr(model.config, "num_register_tokens", 0) > 0
     embeddings.original_offset = 0.0 if registers else ORIGINAL_OFFSET
     embeddings.original_antialias = registers
-    # a bound method, so copy.deepcopy and pickle carry it with the module they belong to
-    embeddings.interpolate_pos_encoding = types.MethodType(_interpolate_as_original, embeddings)
+    embeddings.__class__ = original

@@ -42,7 +42,9 @@ class LinearProbe(Probe):
                 context.output_variants, context.info.hidden_size, len(context.class_names), context.seed
             )
         head = LinearHead.load(context.head)
-        head.check_compatible(context.info.identity, context.class_names, context.resolution)
+        head.check_compatible(
+            context.info.identity, context.class_names, context.resolution, context.info.pos_interpolation
+        )
         return LinearHeadProbe(head, context.output_variants)
 
 

@@ -39,7 +39,8 @@ class ProbeSelectionError(UserError, ValueError):
 def parse_probe_names(text: str, labelled: bool | None = None, pixels: bool = True) -> list[str]:
     """`"cka,split"` or `"all"` -> probe names, validated, in the order given.
 
-    `all` on unlabelled data (`labelled=False`) leaves out the probes that need labels, and
+    `all` on unlabelled data (`labelled=False`: no labels, or one class) leaves out the probes that
+    need labels, and
     without images (`pixels=False`, features replayed) the probes that read them; naming a probe
     that reads the images without them is an error.
 
@@ -67,10 +68,11 @@ def build_probes(names: Sequence[str], context: ProbeContext) -> dict[str, Probe
     """One fresh probe per name (a probe that can serve another's results takes them over);
     refuses label-needing probes on unlabelled data."""
     needing_labels = [name for name in names if PROBES[name].needs_labels]
-    if needing_labels and not context.class_names:
+    if needing_labels and len(context.class_names) < 2:
+        has = f"{len(context.class_names)} class" if context.class_names else "none"
         raise ProbeSelectionError(
-            f"probe(s) {', '.join(needing_labels)} need class labels, and this data has none "
-            "(use a labelled source: a folder with one sub-folder per class, ImageNet)"
+            f"probe(s) {', '.join(needing_labels)} need class labels of 2 classes or more, and this data "
+            f"has {has} (use a labelled source: a folder with one sub-folder per class, ImageNet)"
         )
     probes: dict[str, Probe] = {}
     for name in names:

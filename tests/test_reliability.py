@@ -7,6 +7,7 @@ from __future__ import annotations
 import errno
 import json
 import shutil
+import signal
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,31 @@ def test_a_second_run_into_the_same_folder_refuses(
     with output_lock(output):  # a first run is writing
         assert evaluate.main(["--backbone", "random:tiny", *TINY, "--output", str(output)]) == 2
         assert "another run is writing to" in one_error(capsys)
-    assert not (tmp_path / ".run.lock").exists()  # released and removed when the first run ends
+        assert evaluate.main(["--backbone", "random:tiny", *TINY, "--output", str(output)]) == 2
+        assert "another run is writing to" in one_error(capsys)  # a refused run left the lock in place
+    with output_lock(output):  # released when the first run ended
+        pass
+
+
+def test_the_lock_sits_beside_the_folder_however_it_is_spelled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "run").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    with output_lock(Path(".")):
+        assert (tmp_path / ".run.lock").is_file() and not list((tmp_path / "run").iterdir())
+        assert evaluate.main(["--backbone", "random:tiny", *TINY, "--output", str(tmp_path / "run")]) == 2
+        assert "another run is writing to" in one_error(capsys)
+
+
+def test_a_comparison_never_writes_over_a_compared_run(
+    finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    inside = copy_of(finished, tmp_path, "comparison")  # a run folder named like the comparison's run
+    argv = ["--compare", str(inside), str(finished), "--output", str(tmp_path), "--overwrite"]
+    assert evaluate.main(argv) == 2
+    assert "would write over the run" in one_error(capsys)
+    assert (inside / COMPLETE_MARKER).is_file() and (inside / "results.json").is_file()
 
 
 @pytest.mark.parametrize(
@@ -115,8 +140,9 @@ def test_a_second_run_into_the_same_folder_refuses(
         (["--probe", "split", "--head", "missing.pt"], "read by the linear probe only"),
         (["--probe", "linear", "--head", "missing.pt"], "is not a linear head saved by train_probe.py"),
         (["--episodes", "0"], "--episodes and --shots must be positive"),
+        (["--strategy", "ddp_spawn"], "use --strategy ddp"),
     ],
-    ids=["devices-0", "seed", "resolution", "head-without-linear", "missing-head", "episodes"],
+    ids=["devices-0", "seed", "resolution", "head-without-linear", "missing-head", "episodes", "spawn"],
 )
 def test_bad_options_fail_before_any_model_loads(
     extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -225,6 +251,28 @@ def test_ctrl_c_is_one_line_and_status_130(capsys: pytest.CaptureFixture[str]) -
     assert "interrupted" in one_error(capsys)
 
 
+def test_ctrl_c_inside_the_pass_reaches_the_caller(tmp_path: Path) -> None:
+    """Lightning turns Ctrl-C during trainer.test into sys.exit(1); run_test gives it back as Ctrl-C."""
+    import lightning as L  # noqa: N812
+
+    from cls_decoupling.cli.options import TrainerOptions, run_test
+    from datamodules import ImageDataModule
+    from tests.conftest import write_photos
+
+    class Interrupted(L.LightningModule):
+        def test_step(self, batch: object, batch_idx: int) -> None:
+            raise KeyboardInterrupt
+
+    write_photos(tmp_path, 2)
+    data = ImageDataModule("folder", tmp_path, resolution=28, batch_size=1, num_workers=0)
+    handler = signal.getsignal(signal.SIGINT)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            run_test(TrainerOptions(accelerator="cpu").trainer(), Interrupted(), data)
+    finally:
+        signal.signal(signal.SIGINT, handler)  # Lightning ignores further Ctrl-C while it shuts down
+
+
 @pytest.mark.parametrize(
     ("extra", "message"),
     [
@@ -281,3 +329,29 @@ def test_a_probe_with_too_few_images_is_skipped_and_the_others_written(tmp_path:
         assert not any(name.startswith("registers/") for name in summary["results"])
     rows = (tmp_path / "run" / "faithfulness.csv").read_text().splitlines()
     assert len(rows) == 2 and rows[1].startswith("0,")
+
+
+def test_one_class_leaves_the_label_probes_out(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from tests.conftest import write_photos
+
+    write_photos(tmp_path / "data" / "only", 4)
+    argv = ["--backbone", "random:tiny", "--data", "folder", "--data-dir", str(tmp_path / "data"),
+            "--resolution", "28", "--num-workers", "0"]  # fmt: skip
+    assert evaluate.main([*argv, "--output", str(tmp_path / "all")]) == 0
+    probes = json.loads((tmp_path / "all" / "results.json").read_text())["run"]["probes"]
+    assert "linear" not in probes and "oneshot" not in probes and "split" in probes
+    assert evaluate.main([*argv, "--probe", "linear", "--output", str(tmp_path / "linear")]) == 2
+    assert "need class labels of 2 classes or more, and this data has 1 class" in one_error(capsys)
+
+
+def test_a_head_for_the_other_position_resize_is_refused(tmp_path: Path) -> None:
+    from harness import HeadMismatchError, LinearHead
+
+    head = LinearHead(
+        torch.zeros(2, 4), torch.zeros(2), "b", "output/full", ("x", "y"), 224, 0.1, 0.5, "original"
+    )
+    head.save(tmp_path / "head.pt")
+    loaded = LinearHead.load(tmp_path / "head.pt")
+    loaded.check_compatible("b", ("x", "y"), 224, "original")
+    with pytest.raises(HeadMismatchError, match="--pos-interpolation original"):
+        loaded.check_compatible("b", ("x", "y"), 224, "hf")

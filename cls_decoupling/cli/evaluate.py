@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import logging
+import os
 import re
 import time
 from collections.abc import Mapping, Sequence
@@ -32,6 +33,7 @@ from cls_decoupling.cli.options import (
     add_trainer_arguments,
     load_checked_backbone,
     run_main,
+    run_test,
 )
 from cls_decoupling.errors import UserError
 from cls_decoupling.outputs import (
@@ -39,12 +41,13 @@ from cls_decoupling.outputs import (
     check_output_dir,
     load_run,
     load_tensors,
+    mark_unfinished,
     output_lock,
     run_logger,
     write_comparison,
     write_run,
 )
-from cls_decoupling.outputs.runs import FEATURES_FILE, RESULTS_FILE
+from cls_decoupling.outputs.runs import FEATURES_FILE
 from cls_decoupling.outputs.writing import COMPARISON_FILES
 from harness import BackboneInfo, HarnessModule, LinearHead, all_feature_names, resolve_backbone
 from probes import PROBES, Probe, ProbeContext, build_probes, parse_probe_names, replay_features
@@ -79,7 +82,8 @@ class ProbeRequest:
     names: list[str] = field(default_factory=list)
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
-        self.names = parse_probe_names(self.options.probe, labelled=bool(class_names), pixels=self.pixels)
+        labelled = len(class_names) >= 2  # a classifier or a centroid ranking needs two classes
+        self.names = parse_probe_names(self.options.probe, labelled=labelled, pixels=self.pixels)
         options = self.options
         context = ProbeContext(
             self.info,
@@ -178,6 +182,8 @@ def evaluate(
         for label in labels:
             check_output_dir(output / label, overwrite)
         check_output_dir(output, overwrite, COMPARISON_FILES, also=labels)
+        if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+            mark_unfinished(output)  # an earlier comparison no longer describes the runs beside it
         summaries = []
         for label, backbone in zip(labels, names, strict=True):
             log.info("backbone %s -> %s", backbone, output / label)
@@ -201,14 +207,18 @@ def check_probe_options(probes: ProbeOptions) -> None:
 
 
 def _locked(output: Path) -> contextlib.AbstractContextManager[None]:
-    """The output folder's lock on the process that writes (global rank 0); nothing on the others."""
-    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+    """The output folder's lock on the process that writes (global rank 0: rank 0 of node 0, as the
+    launchers' environment says before the Trainer starts); nothing on the others."""
+    if rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0":  # type: ignore[attr-defined]
         return output_lock(output)
     return contextlib.nullcontext()
 
 
 def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> None:
     """Compare finished run folders, labelled by their names (or their paths where names repeat)."""
+    written = {(output / name).resolve() for name in COMPARISON_FILES} | {output.resolve()}
+    if clashes := [str(folder) for folder in folders if folder.resolve() in written]:
+        raise UserError(f"the comparison in {output} would write over the run {', '.join(clashes)}")
     check_output_dir(output, overwrite, COMPARISON_FILES, also=[folder.name for folder in folders])
     names = [folder.name for folder in folders]
     labels = names if len(set(names)) == len(names) else [str(folder) for folder in folders]
@@ -251,7 +261,10 @@ def run_one(
     features = all_feature_names(backbone) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features)
     started = time.perf_counter()
-    trainer.test(module, datamodule=datamodule, verbose=False)
+    run_test(trainer, module, datamodule)
+    if not module.num_images:  # nothing to report: an earlier run in `output` stays as it was
+        reasons = "; ".join(f"{index}: {reason}" for index, reason in module.skipped[:3])
+        raise UserError(f"no image could be read ({len(module.skipped)} skipped, e.g. {reasons})")
     summary = {
         "backbone": backbone.info.as_dict(),
         "data": {
@@ -278,12 +291,6 @@ def run_one(
     }
     if trainer.is_global_zero:
         write_finished(output, Run(summary, module.arrays), module.features, datamodule.images.files)
-    if not module.num_images:
-        example = f", e.g. {module.skipped[0][1]}" if module.skipped else ""
-        raise UserError(
-            f"no image could be read ({len(module.skipped)} skipped{example}); "
-            f"{output / RESULTS_FILE} lists them"
-        )
     return summary
 
 

@@ -80,6 +80,11 @@ class TrainerOptions:
 
     def check(self) -> None:
         """Refuse device options Lightning cannot use, quietly (before any model loads)."""
+        if "spawn" in self.strategy or "notebook" in self.strategy or "fork" in self.strategy:
+            raise UserError(
+                f"--strategy {self.strategy} starts its processes after the data are listed, in a way this "
+                "tool does not support; use --strategy ddp (or torchrun / SLURM)"
+            )
         lightning_loggers = [logging.getLogger(name) for name in ("lightning.pytorch", "lightning.fabric")]
         levels = [each.level for each in lightning_loggers]
         try:
@@ -176,6 +181,17 @@ def load_checked_backbone(
             f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}"
         )
     return backbone
+
+
+def run_test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> None:
+    """`trainer.test`, with Ctrl-C reaching the caller as KeyboardInterrupt (Lightning turns it into
+    `sys.exit(1)` after its own shutdown)."""
+    try:
+        trainer.test(module, datamodule=datamodule, verbose=False)
+    except SystemExit:
+        if trainer.interrupted:
+            raise KeyboardInterrupt from None
+        raise
 
 
 def check_writable(folder: Path) -> None:

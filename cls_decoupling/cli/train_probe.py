@@ -31,6 +31,7 @@ from cls_decoupling.cli.options import (
     check_writable,
     load_checked_backbone,
     run_main,
+    run_test,
 )
 from cls_decoupling.errors import UserError
 from datamodules import LABELLED_SOURCES
@@ -132,7 +133,7 @@ def train_probe(
     backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation)
     extraction = trainer.trainer()
     extractor = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
-    extraction.test(extractor, datamodule=datamodule, verbose=False)
+    run_test(extraction, extractor, datamodule)
     class_names = datamodule.class_names
     if len(class_names) < 2:
         raise UserError(
@@ -200,6 +201,7 @@ def train_probe(
         resolution=data.resolution,
         learning_rate=learning_rates[best],
         validation_top1=accuracies[best],
+        pos_interpolation=backbone.info.pos_interpolation,
     )
     partial = output.with_name(f".{output.name}.partial")
     try:

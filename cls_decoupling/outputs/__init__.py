@@ -4,6 +4,7 @@ TensorBoard runs, drawn from a run's results with the probe classes' own result 
 from cls_decoupling.outputs.runs import Run, is_complete, load_run, load_tensors
 from cls_decoupling.outputs.writing import (
     check_output_dir,
+    mark_unfinished,
     output_lock,
     run_logger,
     write_comparison,
@@ -16,6 +17,7 @@ __all__ = [
     "is_complete",
     "load_run",
     "load_tensors",
+    "mark_unfinished",
     "output_lock",
     "run_logger",
     "write_comparison",

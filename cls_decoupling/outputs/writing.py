@@ -85,17 +85,20 @@ def check_output_dir(
 
 @contextlib.contextmanager
 def output_lock(output: Path) -> Iterator[None]:
-    """Hold `parent/.NAME.lock` while a run writes to `output`: a second run into the same folder
-    refuses with one line; the lock goes when the run ends or its process dies."""
+    """Hold an exclusive flock on `.NAME.lock` beside the (resolved) output folder while a run writes
+    to it: a second run into the same folder refuses with one line; the kernel releases the lock when
+    the run ends or its process dies. The lock file stays (deleting it would let two runs lock two
+    different files of the same name)."""
     import fcntl  # POSIX only, like the launchers this tool runs under
 
-    lock_path = output.parent / f".{output.name}.lock"
+    folder = output.resolve()
+    lock_path = folder.parent / f".{folder.name}.lock"
     try:
-        output.parent.mkdir(parents=True, exist_ok=True)
+        folder.parent.mkdir(parents=True, exist_ok=True)
         handle = lock_path.open("a")
     except OSError as error:
-        raise UserError(f"cannot write to {output.parent}: {error.strerror or error}") from None
-    try:
+        raise UserError(f"cannot write to {folder.parent}: {error.strerror or error}") from None
+    with handle:
         try:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
@@ -103,18 +106,19 @@ def output_lock(output: Path) -> Iterator[None]:
                 f"another run is writing to {output} (it holds {lock_path}); "
                 "wait for it or choose another --output"
             ) from None
-        if output.is_dir() and not os.access(output, os.W_OK):
+        if folder.is_dir() and not os.access(folder, os.W_OK):
             raise UserError(f"cannot write to {output}: permission denied")
         yield
-    finally:
-        with contextlib.suppress(OSError):
-            lock_path.unlink()
-        handle.close()
+
+
+def mark_unfinished(output: Path) -> None:
+    """Remove a folder's marker: from now on it reads as unfinished (a sweep that replaces it)."""
+    (output / COMPLETE_MARKER).unlink(missing_ok=True)
 
 
 def _clear(output: Path, names: Sequence[str]) -> None:
     """Remove the marker first (the folder reads as unfinished from here on), then a run's files."""
-    (output / COMPLETE_MARKER).unlink(missing_ok=True)
+    mark_unfinished(output)
     for name in names:
         path = output / name
         if path.is_dir():

@@ -185,6 +185,7 @@ class RidgeAccuracy(Metric):
             "test_images": torch.tensor(len(labels)),
             "alpha": torch.tensor(alpha, dtype=torch.float64),
         }
+        weight, bias = weight.to(labels.device), bias.to(labels.device)  # rows may sit on the CPU
         for name in self.queries:
             rank = true_class_rank(rows[name].double() @ weight + bias, labels)
             results |= {f"{name}/top{k}": (rank < k).double().mean().cpu() for k in self.top_k}

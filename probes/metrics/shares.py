@@ -1,4 +1,5 @@
-"""Shares in [0, 1] over samples: mean, std and histogram per column, from sums reduced across ranks."""
+"""Shares in [0, 1] over samples: mean, std (merged as `ColumnStats`) and histogram counts (summed across
+ranks) per column."""
 
 from __future__ import annotations
 

@@ -84,8 +84,11 @@ class ColumnStats(Metric):
         if values.ndim != 2 or values.shape[1] != self.columns:
             raise ValueError(f"expected (samples, {self.columns}) values, got {tuple(values.shape)}")
         count, mean, m2 = _column_stats_update(values)
+        # every row held so far (one, or several after torchmetrics' forward/merge_state) and the batch
         n, merged_mean, merged_m2 = merge_moments(
-            torch.stack([self.n[0], count]), torch.stack([self.mean[0], mean]), torch.stack([self.m2[0], m2])
+            torch.cat([self.n.view(-1), count.view(1)]),
+            torch.cat([self.mean.view(-1, self.columns), mean.view(1, -1)]),
+            torch.cat([self.m2.view(-1, self.columns), m2.view(1, -1)]),
         )
         self.n, self.mean, self.m2 = n.view(1), merged_mean.view(1, -1), merged_m2.view(1, -1)
 

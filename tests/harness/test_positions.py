@@ -152,3 +152,16 @@ def test_defaults_by_source_and_the_choice_survives_a_copy(tmp_path: Path) -> No
     assert not torch.allclose(copied(pixels)["output/full"], backbone(pixels)["output/full"])
     with pytest.raises(ValueError, match="unknown position interpolation"):
         load_backbone("random:tiny", pos_interpolation="nearest")
+
+
+def test_the_original_resize_survives_pickle_and_torch_save(tmp_path: Path) -> None:
+    import pickle
+
+    backbone = load_backbone("random:tiny")
+    pixels = torch.randn(1, 3, 56, 70, generator=torch.Generator().manual_seed(4))
+    restored = pickle.loads(pickle.dumps(backbone))
+    torch.save(backbone, tmp_path / "backbone.pt")
+    loaded = torch.load(tmp_path / "backbone.pt", weights_only=False)
+    for other in (restored, loaded):
+        assert type(other.model.embeddings) is type(backbone.model.embeddings)
+        torch.testing.assert_close(other(pixels)["output/full"], backbone(pixels)["output/full"])

@@ -75,3 +75,16 @@ def test_std_of_nearly_constant_values_keeps_its_digits(sizes: list[int]) -> Non
         metric.update(torch.from_numpy(part))
     std = metric.compute()["std"].numpy()
     np.testing.assert_allclose(std, values.std(0), rtol=1e-6)
+
+
+def test_forward_and_update_mixed_count_every_sample() -> None:
+    """torchmetrics' forward merges a batch state into the running one as extra rows; the next update
+    must merge them all."""
+    values = torch.from_numpy(np.random.default_rng(8).normal(size=(10, 3)))
+    metric = ColumnStats(3)
+    metric(values[:3])
+    metric(values[3:6])
+    metric.update(values[6:])
+    stats = metric.compute()
+    np.testing.assert_allclose(stats["mean"].numpy(), values.numpy().mean(0), rtol=1e-12)
+    np.testing.assert_allclose(stats["std"].numpy(), values.numpy().std(0), rtol=1e-12)
