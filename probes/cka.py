@@ -5,10 +5,11 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import ClassVar, cast
 
+import torch
 from torch import Tensor, nn
 
 from probes.base import Probe, ProbeContext, module_key
-from probes.metrics.cka import LinearCKA
+from probes.metrics.cka import SharedReferenceCKA
 
 ESTIMATORS = ("cka", "cka_debiased")
 """Result prefixes: plain linear CKA and the debiased estimator (both from the same moments)."""
@@ -47,14 +48,23 @@ class CKAProbe(Probe):
         if unknown or not estimators:
             raise ValueError(f"estimators must be among {ESTIMATORS}, got {list(estimators)}")
         self.estimators = tuple(estimators)
-        self.pairs: dict[str, str] = {}  # variant -> its reference
+        self.pairs: dict[str, str] = {}  # variant -> its reference, in the order results are named
         for variant in variants:
             readout, kind = variant.split("/")
             if kind != "full":
                 self.pairs[variant] = f"{readout}/full"
         if not self.pairs:
             raise ValueError(f"no variant to compare with the full output among {list(variants)}")
-        self.metrics = nn.ModuleDict({module_key(variant): LinearCKA(hidden_size) for variant in self.pairs})
+        # one metric per reference: its moments summed once, every variant of its readout batched
+        self.compared: dict[str, tuple[str, ...]] = {}
+        for variant, reference in self.pairs.items():
+            self.compared[reference] = (*self.compared.get(reference, ()), variant)
+        self.metrics = nn.ModuleDict(
+            {
+                module_key(reference): SharedReferenceCKA(hidden_size, len(compared))
+                for reference, compared in self.compared.items()
+            }
+        )
 
     def absorb(self, other: Probe) -> bool:
         if not isinstance(other, CKAProbe) or other.pairs != self.pairs:
@@ -63,20 +73,27 @@ class CKAProbe(Probe):
         return True
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        for variant, reference in self.pairs.items():
-            self._metric(variant).update(decomposition[reference], decomposition[variant])
+        for reference, compared in self.compared.items():
+            features = torch.stack([decomposition[variant] for variant in compared])  # variants, images, dims
+            self._metric(reference).update(decomposition[reference], features)
 
     def compute(self) -> dict[str, float]:
-        results = {}
-        for variant in self.pairs:
-            metric = self._metric(variant)
+        estimates: dict[tuple[str, str], float] = {}
+        for reference, compared in self.compared.items():
+            metric = self._metric(reference)
             for estimator in self.estimators:
-                estimate = metric.compute_estimate(estimator == "cka_debiased")
-                results[self.result_name(estimator, variant)] = estimate.item()
-        return results
+                values = metric.compute_estimate(estimator == "cka_debiased").tolist()
+                estimates |= {
+                    (estimator, variant): value for variant, value in zip(compared, values, strict=True)
+                }
+        return {
+            self.result_name(estimator, variant): estimates[estimator, variant]
+            for variant in self.pairs
+            for estimator in self.estimators
+        }
 
-    def _metric(self, variant: str) -> LinearCKA:
-        return cast(LinearCKA, self.metrics[module_key(variant)])
+    def _metric(self, reference: str) -> SharedReferenceCKA:
+        return cast(SharedReferenceCKA, self.metrics[module_key(reference)])
 
 
 class DebiasedCKAProbe(CKAProbe):

@@ -1,7 +1,7 @@
 """Pure torchmetrics Metrics on tensors (docs/design.md#metrics): no model or probe names, every state
 reduced across ranks, torchmetrics' keyword arguments passed through, `compute()` returning tensors."""
 
-from probes.metrics.cka import LinearCKA, linear_cka
+from probes.metrics.cka import LinearCKA, SharedReferenceCKA, linear_cka
 from probes.metrics.faithfulness import Faithfulness
 from probes.metrics.high_norm import HighNormToken
 from probes.metrics.oneshot import OneShotAccuracy, oneshot_accuracy
@@ -17,6 +17,7 @@ __all__ = [
     "OneShotAccuracy",
     "RidgeAccuracy",
     "ShareHistogram",
+    "SharedReferenceCKA",
     "column_stats",
     "is_train_image",
     "linear_cka",

@@ -320,3 +320,131 @@ class LinearCKA(Metric):
             if counts[rank] > 0 or rank == 0
         ]
         return functools.reduce(add_moments, moved)
+
+
+_REFERENCE_MOMENTS = ("sum_x", "xx", "norms_xx", "norm_x_times_x")
+"""Moments of the reference alone: summed once however many features are compared with it."""
+_PAIR_MOMENTS = tuple(name for name in MOMENTS if name not in (*_REFERENCE_MOMENTS, "n"))
+"""Moments that involve a compared feature: one per feature (leading axis)."""
+
+
+class SharedReferenceCKA(Metric):
+    """Linear CKA of one reference against several features at once, each exactly as `LinearCKA`.
+
+    `update(reference, features)` takes (samples, dims) reference features and (features, samples,
+    dims) compared features, rows paired; `compute()` returns the CKA of the reference with each
+    feature, (features,) float64. The reference's own moments (sum, X'X, its squared norms) are
+    summed once per batch instead of once per pair, and every pair's moments come from batched
+    products: a handful of kernels per batch however many features (what a GPU wants).
+
+    Args:
+        dims: feature size of the reference and of every compared feature.
+        features: how many features are compared with the reference.
+        debiased: `compute()` gives the debiased estimator (`compute_estimate` gives either).
+        kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
+
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 2.0]])
+    >>> metric = SharedReferenceCKA(dims=2, features=2)
+    >>> metric.update(x, torch.stack([2 * x + 1, x[:, [1, 0]]]))
+    >>> [round(value, 6) for value in metric.compute().tolist()]
+    [1.0, 1.0]
+    """
+
+    is_differentiable = False
+    higher_is_better = None
+    full_state_update = False
+
+    def __init__(self, dims: int, features: int, debiased: bool = False, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if dims < 1 or features < 1:
+            raise ValueError(f"need dims and features >= 1, got {dims} and {features}")
+        self.debiased = debiased
+        k = features
+        self._shapes: dict[str, tuple[int, ...]] = {
+            "n": (), "shift_x": (dims,), "sum_x": (dims,), "xx": (dims, dims), "norms_xx": (),
+            "norm_x_times_x": (dims,), "shift_y": (k, dims), "sum_y": (k, dims), "yy": (k, dims, dims),
+            "xy": (k, dims, dims), "norms_xy": (k,), "norms_yy": (k,), "norm_x_times_y": (k, dims),
+            "norm_y_times_x": (k, dims), "norm_y_times_y": (k, dims),
+        }  # fmt: skip
+        for name, shape in self._shapes.items():  # leading axis: one row per rank once gathered
+            self.add_state(name, torch.zeros((1, *shape), dtype=torch.float64), dist_reduce_fx="cat")
+        self._shift_chosen = False
+
+    @property
+    def num_features(self) -> int:
+        return self._shapes["sum_y"][0]
+
+    def update(self, reference: Tensor, features: Tensor) -> None:
+        dims, k = self._shapes["sum_x"][0], self.num_features
+        if (
+            reference.ndim != 2
+            or features.shape != (k, reference.shape[0], dims)
+            or reference.shape[1] != dims
+        ):
+            raise ValueError(
+                f"expected (samples, {dims}) and ({k}, samples, {dims}) features, "
+                f"got {tuple(reference.shape)} and {tuple(features.shape)}"
+            )
+        if reference.shape[0] == 0:
+            return
+        x, ys = reference.double(), features.double()
+        state = {name: self._per_rank(name)[0] for name in self._shapes}
+        if not self._shift_chosen:  # this rank's shifts: its first batch's means (no device read)
+            state["shift_x"].copy_(x.mean(dim=0))
+            state["shift_y"].copy_(ys.mean(dim=1))
+            self._shift_chosen = True
+        x = x - state["shift_x"]  # samples, dims
+        ys = ys - state["shift_y"].unsqueeze(1)  # features, samples, dims
+        norm_x, norm_y = x.square().sum(dim=1), ys.square().sum(dim=2)  # (samples,), (features, samples)
+        state["n"] += x.shape[0]
+        state["sum_x"] += x.sum(dim=0)
+        state["xx"] += x.T @ x
+        state["norms_xx"] += norm_x @ norm_x
+        state["norm_x_times_x"] += norm_x @ x
+        state["sum_y"] += ys.sum(dim=1)
+        state["yy"] += ys.transpose(1, 2) @ ys
+        state["xy"] += x.T @ ys
+        state["norms_xy"] += norm_y @ norm_x
+        state["norms_yy"] += norm_y.square().sum(dim=1)
+        state["norm_x_times_y"] += norm_x @ ys
+        state["norm_y_times_x"] += norm_y @ x
+        state["norm_y_times_y"] += (norm_y.unsqueeze(1) @ ys).squeeze(1)
+
+    def reset(self) -> None:
+        super().reset()
+        self._shift_chosen = False
+
+    def compute(self) -> Tensor:
+        return self._estimates(self.debiased)
+
+    def compute_estimate(self, debiased: bool) -> Tensor:
+        """Plain or debiased CKA with each feature, synchronised across ranks like `compute`."""
+        with self.sync_context():
+            return self._estimates(debiased)
+
+    def _per_rank(self, name: str) -> Tensor:
+        """A state as (ranks, *shape): 1 row before synchronisation, one per rank after it."""
+        return cast(Tensor, getattr(self, name)).view(-1, *self._shapes[name])
+
+    def _estimates(self, debiased: bool) -> Tensor:
+        """Every rank's moments of each pair moved to one common shift, summed, and turned into CKA."""
+        counts = self._per_rank("n")
+        weights = counts / counts.sum().clamp_min(1)
+        shifts_x, shifts_y = self._per_rank("shift_x"), self._per_rank("shift_y")  # (r, d), (r, k, d)
+        common_x = weights @ shifts_x
+        ranks = [rank for rank in range(counts.shape[0]) if counts[rank] > 0 or rank == 0]
+        estimates = []
+        for pair in range(self.num_features):
+            common_y = weights @ shifts_y[:, pair]
+            moved = [
+                shift_moments(
+                    self._pair_moments(rank, pair), shifts_x[rank] - common_x, shifts_y[rank, pair] - common_y
+                )
+                for rank in ranks
+            ]
+            estimates.append(linear_cka_from_moments(functools.reduce(add_moments, moved), debiased))
+        return torch.stack(estimates)
+
+    def _pair_moments(self, rank: int, pair: int) -> Moments:
+        shared = {name: self._per_rank(name)[rank] for name in ("n", *_REFERENCE_MOMENTS)}
+        return Moments(**shared, **{name: self._per_rank(name)[rank, pair] for name in _PAIR_MOMENTS})

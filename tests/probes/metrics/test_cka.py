@@ -149,3 +149,41 @@ def test_functional_form_equals_the_gram_formula(debiased: bool) -> None:
     reference = debiased_gram_cka(x, y) if debiased else gram_linear_cka(x, y)
     value = linear_cka(torch.from_numpy(x), torch.from_numpy(y), debiased=debiased)
     assert value.dtype == torch.float64 and value.item() == pytest.approx(reference, abs=1e-9)
+
+
+def _shared_batches(seed: int = 9) -> tuple[list[tuple[torch.Tensor, torch.Tensor]], np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(31, 5)) + 40.0  # a large mean: the shifts matter
+    ys = np.stack([x @ rng.normal(size=(5, 5)) + rng.normal(size=(31, 5)) * s for s in (0.1, 1.0, 10.0)])
+    batches = [
+        (torch.from_numpy(x[start : start + 6]), torch.from_numpy(ys[:, start : start + 6]))
+        for start in range(0, 31, 6)
+    ]
+    return batches, x, ys
+
+
+@pytest.mark.parametrize("debiased", [False, True], ids=["plain", "debiased"])
+def test_shared_reference_equals_one_gram_cka_per_pair_everywhere(debiased: bool) -> None:
+    from probes.metrics import SharedReferenceCKA
+
+    batches, x, ys = _shared_batches()
+    reference = np.array([(debiased_gram_cka if debiased else gram_linear_cka)(x, y) for y in ys])
+    make = functools.partial(SharedReferenceCKA, 5, 3, debiased=debiased)
+    check_metric(make, batches, reference, atol=1e-8)  # the Gram formula itself loses ~4e-10 here
+
+
+def test_shared_reference_equals_linear_cka_pair_by_pair() -> None:
+    from probes.metrics import SharedReferenceCKA
+
+    batches, _, _ = _shared_batches(seed=10)
+    shared = SharedReferenceCKA(5, 3)
+    pairs = [LinearCKA(5) for _ in range(3)]
+    for x, ys in batches:
+        shared.update(x, ys)
+        for pair, metric in enumerate(pairs):
+            metric.update(x, ys[pair])
+    for debiased in (False, True):
+        expected = torch.stack([metric.compute_estimate(debiased) for metric in pairs])
+        torch.testing.assert_close(shared.compute_estimate(debiased), expected, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"expected \(samples, 5\) and \(3, samples, 5\)"):
+        shared.update(torch.zeros(4, 5), torch.zeros(2, 4, 5))
