@@ -20,6 +20,7 @@ from probes.metrics import (
     LinearCKA,
     OneShotAccuracy,
     RidgeAccuracy,
+    SharedReferenceCKA,
     ShareHistogram,
 )
 
@@ -37,6 +38,10 @@ EXAMPLES: dict[type[Metric], tuple[Callable[..., Metric], Callable[[], tuple[Any
     ColumnStats: (lambda **kw: ColumnStats(4, **kw), lambda: (_features(),)),
     ShareHistogram: (lambda **kw: ShareHistogram(4, **kw), lambda: (_features().sigmoid(),)),
     LinearCKA: (lambda **kw: LinearCKA(4, **kw), lambda: (_features(), _features() * 2)),
+    SharedReferenceCKA: (
+        lambda **kw: SharedReferenceCKA(4, 2, **kw),
+        lambda: (_features(), torch.stack([_features() * 2, _features().flip(0)])),
+    ),
     OneShotAccuracy: (lambda **kw: OneShotAccuracy(["q"], episodes=2, **kw), _labelled),
     RidgeAccuracy: (lambda **kw: RidgeAccuracy(["q"], 4, 3, **kw), _labelled),
     HighNormToken: (
