@@ -7,7 +7,8 @@ One decomposition of a random batch, then each probe (every name of PROBES) upda
 times with fresh dataset indices; prints the median milliseconds per batch and the share of one
 forward pass (median of `--repeats` forwards timed in alternation with the updates). Then the
 maps probe's gallery both ways on the same batch: every image converted to uint8 before the
-update (how it first worked) against only the images entering the gallery (how it works).
+update (how it first worked) against only the images entering the gallery (how it works); and
+the CKA update both ways: one LinearCKA per pair against one SharedReferenceCKA per readout.
 """
 
 from __future__ import annotations
@@ -22,10 +23,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import paired_times
 from datamodules.transforms import to_uint8_image
-from harness.decomposition import ATTENTION_MAP, PIXELS
+from harness.decomposition import ATTENTION_MAP, PIXELS, variant_names
 from harness.loading import load_backbone
 from probes import PROBES, ProbeContext, build_probes
-from probes.metrics import Faithfulness
+from probes.metrics import Faithfulness, LinearCKA, SharedReferenceCKA
 
 
 def main() -> None:
@@ -63,6 +64,33 @@ def main() -> None:
         median = statistics.median(times[name])
         print(f"  {name:>12}: {median * 1000:8.2f} ms per batch ({median / forward:.2%} of the forward)")
     gallery_conversion(inputs, args.batch_size, args.repeats)
+    cka_sharing(inputs, backbone.info.num_registers, args.repeats)
+
+
+def cka_sharing(inputs: dict[str, torch.Tensor], num_registers: int, repeats: int) -> None:
+    """The CKA update as one LinearCKA per (full, variant) pair (how it first worked) against one
+    SharedReferenceCKA per readout (how it works), on the same batch."""
+    pairs = [v for v in variant_names(num_registers) if not v.endswith("/full")]
+    dims = inputs[pairs[0]].shape[1]
+    per_pair = {variant: LinearCKA(dims) for variant in pairs}
+    readouts = {
+        readout: [v for v in pairs if v.startswith(f"{readout}/")] for readout in ("attention", "output")
+    }
+    shared = {readout: SharedReferenceCKA(dims, len(compared)) for readout, compared in readouts.items()}
+
+    def update_per_pair() -> None:
+        for variant, metric in per_pair.items():
+            metric.update(inputs[variant.split("/")[0] + "/full"], inputs[variant])
+
+    def update_shared() -> None:
+        for readout, compared in readouts.items():
+            shared[readout].update(inputs[f"{readout}/full"], torch.stack([inputs[v] for v in compared]))
+
+    times = paired_times({"per_pair": update_per_pair, "shared": update_shared}, repeats)
+    before, after = statistics.median(times["per_pair"]), statistics.median(times["shared"])
+    ratio = statistics.median(a / b for a, b in zip(times["shared"], times["per_pair"], strict=True))
+    print(f"cka: one LinearCKA per pair ({len(pairs)}) {before * 1000:.2f} ms, one SharedReferenceCKA per "
+          f"readout {after * 1000:.2f} ms per batch (ratio {ratio:.3f})")  # fmt: skip
 
 
 def gallery_conversion(inputs: dict[str, torch.Tensor], batch_size: int, repeats: int) -> None:
