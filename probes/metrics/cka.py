@@ -51,26 +51,6 @@ class Moments:
 MOMENTS = tuple(field.name for field in fields(Moments))
 
 
-def batch_moments(x: Tensor, y: Tensor) -> Moments:
-    """Moments of one batch of (samples, dims_x) and (samples, dims_y) float64 features."""
-    norm_x, norm_y = x.square().sum(dim=1), y.square().sum(dim=1)
-    return Moments(
-        n=torch.tensor(float(x.shape[0]), dtype=torch.float64, device=x.device),
-        sum_x=x.sum(dim=0),
-        sum_y=y.sum(dim=0),
-        xx=x.T @ x,
-        yy=y.T @ y,
-        xy=x.T @ y,
-        norms_xy=norm_x @ norm_y,
-        norms_xx=norm_x @ norm_x,
-        norms_yy=norm_y @ norm_y,
-        norm_x_times_x=norm_x @ x,
-        norm_x_times_y=norm_x @ y,
-        norm_y_times_x=norm_y @ x,
-        norm_y_times_y=norm_y @ y,
-    )
-
-
 def _shifted_cross(cross: Tensor, sum_a: Tensor, sum_b: Tensor, n: Tensor, da: Tensor, db: Tensor) -> Tensor:
     """sum (a_i + da)(b_i + db)' from sum a_i b_i'."""
     return cross + torch.outer(sum_a, db) + torch.outer(da, sum_b) + n * torch.outer(da, db)
@@ -215,113 +195,6 @@ def linear_cka(features_x: Tensor, features_y: Tensor, debiased: bool = False) -
     return metric.compute()
 
 
-class LinearCKA(Metric):
-    """Linear CKA between two feature sets, exact over all samples seen, in O(dims^2) memory.
-
-    `update(features_x, features_y)` takes (samples, dims_x) and (samples, dims_y) with rows
-    paired; `compute()` returns the CKA of everything seen (float64 scalar), equal to CKA
-    computed on all samples at once, on one process or many. Undefined cases (too few samples,
-    constant features) give NaN with a warning.
-
-    Each state holds one row per rank (moments relative to that rank's shift); the rows are
-    gathered across ranks and combined exactly in `compute`.
-
-    Args:
-        dims_x: feature size of x.
-        dims_y: feature size of y (defaults to dims_x).
-        debiased: the debiased estimator (unbiased HSIC; needs at least 4 samples).
-        kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
-
-    >>> metric = LinearCKA(dims_x=2)
-    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 2.0]])
-    >>> metric.update(x[:2], 2 * x[:2] + 1)
-    >>> metric.update(x[2:], 2 * x[2:] + 1)
-    >>> round(metric.compute().item(), 6)  # invariant to scaling and shifting
-    1.0
-    """
-
-    is_differentiable = False
-    higher_is_better = None
-    full_state_update = False
-
-    def __init__(self, dims_x: int, dims_y: int | None = None, debiased: bool = False, **kwargs: Any) -> None:
-        super().__init__(**kwargs)
-        dims_y = dims_x if dims_y is None else dims_y
-        if dims_x < 1 or dims_y < 1:
-            raise ValueError(f"feature sizes must be positive, got {dims_x} and {dims_y}")
-        self.debiased = debiased
-        self._shapes: dict[str, tuple[int, ...]] = {
-            "n": (), "sum_x": (dims_x,), "sum_y": (dims_y,),
-            "xx": (dims_x, dims_x), "yy": (dims_y, dims_y), "xy": (dims_x, dims_y),
-            "norms_xy": (), "norms_xx": (), "norms_yy": (),
-            "norm_x_times_x": (dims_x,), "norm_x_times_y": (dims_y,),
-            "norm_y_times_x": (dims_x,), "norm_y_times_y": (dims_y,),
-            "shift_x": (dims_x,), "shift_y": (dims_y,),
-        }  # fmt: skip
-        for name, shape in self._shapes.items():  # leading axis: one row per rank once gathered
-            self.add_state(name, torch.zeros((1, *shape), dtype=torch.float64), dist_reduce_fx="cat")
-        self._shift_chosen = False
-
-    def update(self, features_x: Tensor, features_y: Tensor) -> None:
-        dims_x, dims_y = self._shapes["sum_x"][0], self._shapes["sum_y"][0]
-        if features_x.ndim != 2 or features_y.ndim != 2:
-            raise ValueError(
-                "features must be (samples, dims), "
-                f"got {tuple(features_x.shape)} and {tuple(features_y.shape)}"
-            )
-        if features_x.shape[1] != dims_x or features_y.shape[1] != dims_y:
-            raise ValueError(
-                f"expected feature sizes {dims_x} and {dims_y}, "
-                f"got {features_x.shape[1]} and {features_y.shape[1]}"
-            )
-        if features_x.shape[0] != features_y.shape[0]:
-            raise ValueError(f"x has {features_x.shape[0]} samples but y has {features_y.shape[0]}")
-        if features_x.shape[0] == 0:
-            return
-        x, y = features_x.double(), features_y.double()
-        shift_x, shift_y = self._per_rank("shift_x")[0], self._per_rank("shift_y")[0]
-        if not self._shift_chosen:  # this rank's shift: its first batch's mean (no device read)
-            shift_x.copy_(x.mean(dim=0))
-            shift_y.copy_(y.mean(dim=0))
-            self._shift_chosen = True
-        batch = batch_moments(x - shift_x, y - shift_y)
-        for name in MOMENTS:
-            self._per_rank(name)[0] += getattr(batch, name)
-
-    def reset(self) -> None:
-        super().reset()
-        self._shift_chosen = False
-
-    def compute(self) -> Tensor:
-        return linear_cka_from_moments(self._combined_moments(), self.debiased)
-
-    def compute_estimate(self, debiased: bool) -> Tensor:
-        """Plain or debiased CKA of everything seen, synchronised across ranks like `compute`."""
-        with self.sync_context():
-            return linear_cka_from_moments(self._combined_moments(), debiased)
-
-    def _per_rank(self, name: str) -> Tensor:
-        """A state as (ranks, *shape): 1 row before synchronisation, one per rank after it."""
-        return cast(Tensor, getattr(self, name)).view(-1, *self._shapes[name])
-
-    def _combined_moments(self) -> Moments:
-        """Every rank's moments moved to one common shift (their count-weighted mean) and summed."""
-        counts = self._per_rank("n")
-        shifts_x, shifts_y = self._per_rank("shift_x"), self._per_rank("shift_y")
-        weights = counts / counts.sum().clamp_min(1)
-        common_x, common_y = weights @ shifts_x, weights @ shifts_y
-        moved = [
-            shift_moments(
-                Moments(**{name: self._per_rank(name)[rank] for name in MOMENTS}),
-                shifts_x[rank] - common_x,
-                shifts_y[rank] - common_y,
-            )
-            for rank in range(counts.shape[0])
-            if counts[rank] > 0 or rank == 0
-        ]
-        return functools.reduce(add_moments, moved)
-
-
 _REFERENCE_MOMENTS = ("sum_x", "xx", "norms_xx", "norm_x_times_x")
 """Moments of the reference alone: summed once however many features are compared with it."""
 _PAIR_MOMENTS = tuple(name for name in MOMENTS if name not in (*_REFERENCE_MOMENTS, "n"))
@@ -338,9 +211,10 @@ class SharedReferenceCKA(Metric):
     products: a handful of kernels per batch however many features (what a GPU wants).
 
     Args:
-        dims: feature size of the reference and of every compared feature.
+        dims: feature size of the reference.
         features: how many features are compared with the reference.
         debiased: `compute()` gives the debiased estimator (`compute_estimate` gives either).
+        dims_y: feature size of every compared feature (defaults to `dims`).
         kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
 
     >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 2.0]])
@@ -354,17 +228,21 @@ class SharedReferenceCKA(Metric):
     higher_is_better = None
     full_state_update = False
 
-    def __init__(self, dims: int, features: int, debiased: bool = False, **kwargs: Any) -> None:
+    def __init__(
+        self, dims: int, features: int, debiased: bool = False, dims_y: int | None = None, **kwargs: Any
+    ) -> None:
         super().__init__(**kwargs)
-        if dims < 1 or features < 1:
-            raise ValueError(f"need dims and features >= 1, got {dims} and {features}")
+        dx, dy, k = dims, dims if dims_y is None else dims_y, features
+        if dx < 1 or dy < 1 or k < 1:
+            raise ValueError(
+                f"feature sizes and the number of features must be positive, got {dx}, {dy}, {k}"
+            )
         self.debiased = debiased
-        k = features
         self._shapes: dict[str, tuple[int, ...]] = {
-            "n": (), "shift_x": (dims,), "sum_x": (dims,), "xx": (dims, dims), "norms_xx": (),
-            "norm_x_times_x": (dims,), "shift_y": (k, dims), "sum_y": (k, dims), "yy": (k, dims, dims),
-            "xy": (k, dims, dims), "norms_xy": (k,), "norms_yy": (k,), "norm_x_times_y": (k, dims),
-            "norm_y_times_x": (k, dims), "norm_y_times_y": (k, dims),
+            "n": (), "shift_x": (dx,), "sum_x": (dx,), "xx": (dx, dx), "norms_xx": (),
+            "norm_x_times_x": (dx,), "shift_y": (k, dy), "sum_y": (k, dy), "yy": (k, dy, dy),
+            "xy": (k, dx, dy), "norms_xy": (k,), "norms_yy": (k,), "norm_x_times_y": (k, dy),
+            "norm_y_times_x": (k, dx), "norm_y_times_y": (k, dy),
         }  # fmt: skip
         for name, shape in self._shapes.items():  # leading axis: one row per rank once gathered
             self.add_state(name, torch.zeros((1, *shape), dtype=torch.float64), dist_reduce_fx="cat")
@@ -375,14 +253,14 @@ class SharedReferenceCKA(Metric):
         return self._shapes["sum_y"][0]
 
     def update(self, reference: Tensor, features: Tensor) -> None:
-        dims, k = self._shapes["sum_x"][0], self.num_features
+        dims_x, (k, dims_y) = self._shapes["sum_x"][0], self._shapes["sum_y"]
         if (
             reference.ndim != 2
-            or features.shape != (k, reference.shape[0], dims)
-            or reference.shape[1] != dims
+            or features.shape != (k, reference.shape[0], dims_y)
+            or reference.shape[1] != dims_x
         ):
             raise ValueError(
-                f"expected (samples, {dims}) and ({k}, samples, {dims}) features, "
+                f"expected (samples, {dims_x}) and ({k}, samples, {dims_y}) features, "
                 f"got {tuple(reference.shape)} and {tuple(features.shape)}"
             )
         if reference.shape[0] == 0:
@@ -448,3 +326,58 @@ class SharedReferenceCKA(Metric):
     def _pair_moments(self, rank: int, pair: int) -> Moments:
         shared = {name: self._per_rank(name)[rank] for name in ("n", *_REFERENCE_MOMENTS)}
         return Moments(**shared, **{name: self._per_rank(name)[rank, pair] for name in _PAIR_MOMENTS})
+
+
+class LinearCKA(SharedReferenceCKA):
+    """Linear CKA between two feature sets, exact over all samples seen, in O(dims^2) memory.
+
+    `update(features_x, features_y)` takes (samples, dims_x) and (samples, dims_y) with rows
+    paired; `compute()` returns the CKA of everything seen (float64 scalar), equal to CKA
+    computed on all samples at once, on one process or many. Undefined cases (too few samples,
+    constant features) give NaN with a warning. It is `SharedReferenceCKA` with one feature.
+
+    Each state holds one row per rank (moments relative to that rank's shift); the rows are
+    gathered across ranks and combined exactly in `compute`.
+
+    Args:
+        dims_x: feature size of x.
+        dims_y: feature size of y (defaults to dims_x).
+        debiased: the debiased estimator (unbiased HSIC; needs at least 4 samples).
+        kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
+
+    >>> metric = LinearCKA(dims_x=2)
+    >>> x = torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 1.0], [3.0, 2.0]])
+    >>> metric.update(x[:2], 2 * x[:2] + 1)
+    >>> metric.update(x[2:], 2 * x[2:] + 1)
+    >>> round(metric.compute().item(), 6)  # invariant to scaling and shifting
+    1.0
+    """
+
+    def __init__(self, dims_x: int, dims_y: int | None = None, debiased: bool = False, **kwargs: Any) -> None:
+        dims_y = dims_x if dims_y is None else dims_y
+        if dims_x < 1 or dims_y < 1:
+            raise ValueError(f"feature sizes must be positive, got {dims_x} and {dims_y}")
+        super().__init__(dims_x, 1, debiased=debiased, dims_y=dims_y, **kwargs)
+
+    def update(self, features_x: Tensor, features_y: Tensor) -> None:
+        dims_x, dims_y = self._shapes["sum_x"][0], self._shapes["sum_y"][1]
+        if features_x.ndim != 2 or features_y.ndim != 2:
+            raise ValueError(
+                "features must be (samples, dims), "
+                f"got {tuple(features_x.shape)} and {tuple(features_y.shape)}"
+            )
+        if features_x.shape[1] != dims_x or features_y.shape[1] != dims_y:
+            raise ValueError(
+                f"expected feature sizes {dims_x} and {dims_y}, "
+                f"got {features_x.shape[1]} and {features_y.shape[1]}"
+            )
+        if features_x.shape[0] != features_y.shape[0]:
+            raise ValueError(f"x has {features_x.shape[0]} samples but y has {features_y.shape[0]}")
+        super().update(features_x, features_y.unsqueeze(0))
+
+    def compute(self) -> Tensor:
+        return super().compute()[0]
+
+    def compute_estimate(self, debiased: bool) -> Tensor:
+        """Plain or debiased CKA of everything seen, synchronised across ranks like `compute`."""
+        return super().compute_estimate(debiased)[0]
