@@ -105,11 +105,20 @@ def load_tensors(path: Path) -> dict[str, Tensor]:
         raise UserError(f"cannot read {path}: {error}") from None
 
 
-def strict_json(summary: Mapping[str, Any]) -> tuple[str, list[str]]:
-    """results.json text with every non-finite number written as null (strict JSON), and where each was.
+def strict_json(summary: Mapping[str, Any]) -> str:
+    """results.json text in strict JSON: every non-finite number written as null, and a `notes` list
+    saying where each one was.
 
-    >>> strict_json({"results": {"a": float("nan"), "b": 1.5}})
-    ('{\\n  "results": {\\n    "a": null,\\n    "b": 1.5\\n  }\\n}\\n', ['results.a'])
+    >>> print(strict_json({"results": {"a": float("nan"), "b": 1.5}}), end="")
+    {
+      "results": {
+        "a": null,
+        "b": 1.5
+      },
+      "notes": [
+        "results.a is undefined (NaN or infinite), written as null"
+      ]
+    }
     """
     undefined: list[str] = []
 
@@ -124,7 +133,9 @@ def strict_json(summary: Mapping[str, Any]) -> tuple[str, list[str]]:
         return value
 
     cleaned = clean(summary, "")
-    return json.dumps(cleaned, indent=2, allow_nan=False) + "\n", undefined
+    if undefined:
+        cleaned["notes"] = [f"{where} is undefined (NaN or infinite), written as null" for where in undefined]
+    return json.dumps(cleaned, indent=2, allow_nan=False) + "\n"
 
 
 def _nulls_to_nan(mapping: dict[str, Any]) -> dict[str, Any]:

@@ -150,11 +150,7 @@ def write_run(
     written as null (strict JSON) and listed under `notes`."""
     output.mkdir(parents=True, exist_ok=True)
     _clear(output, RUN_FILES)
-    text, undefined = strict_json(run.summary)
-    if undefined:
-        notes = [f"{where} is undefined (NaN or infinite), written as null" for where in undefined]
-        text, _ = strict_json({**run.summary, "notes": notes})
-    (output / RESULTS_FILE).write_text(text)
+    (output / RESULTS_FILE).write_text(strict_json(run.summary))
     for name, tensors in ((ARRAYS_FILE, run.arrays), (FEATURES_FILE, features)):
         if tensors:
             save_tensors(output / name, tensors)
