@@ -1,10 +1,42 @@
-"""Timing helpers shared by the benchmarks: paired, alternating, median."""
+"""What the benchmarks share: paired, alternating timing with medians, and one decomposed batch with
+every probe built for it."""
 
 from __future__ import annotations
 
 import statistics
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from harness import PIXELS, DecomposingBackbone, load_backbone
+from probes import PROBES, Probe, ProbeContext, build_probes
+
+
+@dataclass(frozen=True)
+class ProbedBatch:
+    """A backbone, one random batch, its decomposition (with the pixels), labels of 10 classes, and
+    every probe built for that backbone and resolution."""
+
+    backbone: DecomposingBackbone
+    pixels: Tensor
+    inputs: dict[str, Tensor]
+    labels: Tensor
+    probes: dict[str, Probe]
+
+
+def probed_batch(backbone_name: str, resolution: int, batch_size: int, classes: int = 10) -> ProbedBatch:
+    """The batch the probe benchmarks feed: seeded random pixels through `backbone_name`."""
+    torch.manual_seed(0)
+    backbone = load_backbone(backbone_name)
+    pixels = torch.randn(batch_size, 3, resolution, resolution)
+    class_names = tuple(f"class{i}" for i in range(classes))
+    probes = build_probes(list(PROBES), ProbeContext(backbone.info, class_names, resolution))
+    with torch.no_grad():
+        inputs = {**backbone(pixels), PIXELS: pixels}
+    return ProbedBatch(backbone, pixels, inputs, torch.arange(batch_size) % classes, probes)
 
 
 def paired_times(functions: dict[str, Callable[[], object]], repeats: int) -> dict[str, list[float]]:

@@ -20,8 +20,7 @@ import torch
 from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import PIXELS, load_backbone
-from probes import PROBES, ProbeContext, build_probes
+from bench.common import probed_batch
 
 HOST_COPIES = ("aten::item", "aten::_local_scalar_dense")
 
@@ -41,19 +40,13 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=224)
     parser.add_argument("--batch-size", type=int, default=16)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    backbone = load_backbone(args.backbone)
-    pixels = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
-    classes = tuple(f"class{i}" for i in range(10))
-    probes = build_probes(list(PROBES), ProbeContext(backbone.info, classes, args.resolution))
-    labels = torch.arange(args.batch_size) % len(classes)
-    with torch.no_grad():
-        inputs = {**backbone(pixels), PIXELS: pixels}
+    batch = probed_batch(args.backbone, args.resolution, args.batch_size)
+    inputs, labels = batch.inputs, batch.labels
     print(f"torch {torch.__version__}; {args.backbone} {args.resolution}px batch {args.batch_size}")
     print(f"{'probe':>12} {'aten ops':>9} {'distinct':>9} {'host copies':>12}")
     total = 0
-    for batch, (name, probe) in enumerate(probes.items()):
-        indices = torch.arange(args.batch_size) + 2 * args.batch_size * batch
+    for position, (name, probe) in enumerate(batch.probes.items()):
+        indices = torch.arange(args.batch_size) + 2 * args.batch_size * position
         probe.update(inputs, labels, indices)  # warm-up: first-batch work (shifts, buffers)
         ops = aten_ops(
             lambda probe=probe, indices=indices: probe.update(inputs, labels, indices + args.batch_size)

@@ -21,11 +21,9 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import paired_times
+from bench.common import paired_times, probed_batch
 from datamodules.transforms import to_uint8_image
 from harness.decomposition import ATTENTION_MAP, PIXELS, variant_names
-from harness.loading import load_backbone
-from probes import PROBES, ProbeContext, build_probes
 from probes.metrics import Faithfulness, LinearCKA, SharedReferenceCKA
 
 
@@ -38,14 +36,14 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=10)
     args = parser.parse_args()
-    torch.manual_seed(0)
-    backbone = load_backbone(args.backbone)
-    pixels = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
-    classes = tuple(f"class{i}" for i in range(10))
-    probes = build_probes(list(PROBES), ProbeContext(backbone.info, classes, args.resolution))
-    labels = torch.arange(args.batch_size) % len(classes)
-    with torch.no_grad():
-        inputs = {**backbone(pixels), PIXELS: pixels}
+    batch = probed_batch(args.backbone, args.resolution, args.batch_size)
+    backbone, pixels, inputs, labels, probes = (
+        batch.backbone,
+        batch.pixels,
+        batch.inputs,
+        batch.labels,
+        batch.probes,
+    )
     batches = iter(range(1, 10**9))
 
     def update(probe_name: str) -> None:
