@@ -40,6 +40,7 @@ from cls_decoupling.outputs import (
     Run,
     check_output_dir,
     load_run,
+    load_summary,
     load_tensors,
     mark_unfinished,
     output_lock,
@@ -311,12 +312,11 @@ def run_from_features(
     source: Path, output: Path, probes: ProbeOptions, backbone_name: str | None = None
 ) -> dict[str, Any]:
     """The probes of `probes` on the features an earlier `--save-features` run wrote to `source`."""
-    earlier_run = load_run(source)  # a finished run folder, or one line saying why not
+    earlier = load_summary(source)  # a finished run folder, or one line saying why not (its arrays unread)
     if not (source / FEATURES_FILE).is_file():
         raise UserError(f"{source} holds no {FEATURES_FILE}; run it with --save-features first")
     if source.resolve() == output.resolve():
         raise UserError("--output must differ from --from-features (the saved run stays as it is)")
-    earlier = earlier_run.summary
     info = BackboneInfo(**earlier["backbone"])
     if backbone_name is not None and backbone_name not in (info.name, info.identity):
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")

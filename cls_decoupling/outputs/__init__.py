@@ -1,7 +1,7 @@
 """Outputs (docs/design.md#outputs): run folders and comparison folders, their figures, report.md and
 TensorBoard runs, drawn from a run's results with the probe classes' own result names."""
 
-from cls_decoupling.outputs.runs import Run, is_complete, load_run, load_tensors
+from cls_decoupling.outputs.runs import Run, is_complete, load_run, load_summary, load_tensors
 from cls_decoupling.outputs.writing import (
     check_output_dir,
     mark_unfinished,
@@ -16,6 +16,7 @@ __all__ = [
     "check_output_dir",
     "is_complete",
     "load_run",
+    "load_summary",
     "load_tensors",
     "mark_unfinished",
     "output_lock",

@@ -81,6 +81,17 @@ def load_run(folder: Path) -> Run:
     Raises:
         UserError: the folder holds no finished run, or one of its files cannot be read.
     """
+    summary = load_summary(folder)
+    arrays = folder / ARRAYS_FILE
+    return Run(summary, load_tensors(arrays) if arrays.is_file() else {})
+
+
+def load_summary(folder: Path) -> dict[str, Any]:
+    """What results.json of the finished run in `folder` holds (undefined numbers as NaN).
+
+    Raises:
+        UserError: the folder holds no finished run, or its results.json cannot be read.
+    """
     results = folder / RESULTS_FILE
     if not results.is_file():
         raise UserError(f"{folder} holds no {RESULTS_FILE}: not a run folder of evaluate.py")
@@ -90,11 +101,10 @@ def load_run(folder: Path) -> Run:
             "writing, or written by a version before 0.2); run it again"
         )
     try:
-        summary = json.loads(results.read_text(), object_hook=_nulls_to_nan)
+        summary: dict[str, Any] = json.loads(results.read_text(), object_hook=_nulls_to_nan)
     except (OSError, ValueError) as error:
         raise UserError(f"cannot read {results}: {error}") from None
-    arrays = folder / ARRAYS_FILE
-    return Run(summary, load_tensors(arrays) if arrays.is_file() else {})
+    return summary
 
 
 def load_tensors(path: Path) -> dict[str, Tensor]:

@@ -7,7 +7,7 @@ std of nearly constant values keeps its digits whatever the batch sizes or the n
 
 from __future__ import annotations
 
-from typing import Any, cast
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -18,7 +18,7 @@ def _column_stats_update(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """n, per-column mean and centred sum of squares (float64) of (samples, columns) values."""
     values = values.double()
     count = torch.tensor(float(values.shape[0]), dtype=torch.float64, device=values.device)
-    mean = values.mean(0) if values.shape[0] else torch.zeros_like(values[0:1].sum(0))
+    mean = values.mean(0) if values.shape[0] else values.new_zeros(values.shape[1])
     return count, mean, (values - mean).square().sum(0)
 
 
@@ -93,9 +93,6 @@ class ColumnStats(Metric):
         self.n, self.mean, self.m2 = n.view(1), merged_mean.view(1, -1), merged_m2.view(1, -1)
 
     def compute(self) -> dict[str, Tensor]:
-        per_rank = (cast(Tensor, state).view(-1, *shape) for state, shape in self._rows())
+        # one row before synchronisation, one per rank after it
+        per_rank = self.n.view(-1), self.mean.view(-1, self.columns), self.m2.view(-1, self.columns)
         return _column_stats_compute(*merge_moments(*per_rank))
-
-    def _rows(self) -> list[tuple[Tensor, tuple[int, ...]]]:
-        """The states with their per-rank shapes (one row before synchronisation, one per rank after)."""
-        return [(self.n, ()), (self.mean, (self.columns,)), (self.m2, (self.columns,))]
