@@ -173,6 +173,7 @@ def evaluate(
             if name is None:
                 raise UserError("--backbone is required")
             resolve_backbone(name)  # a typo in any name, before the first backbone runs
+        trainer.check()  # the device options, once, before any model loads
     with _locked(output):
         if len(names) == 1:
             check_output_dir(output, overwrite)
@@ -252,10 +253,8 @@ def run_one(
     pos_interpolation: str | None = None,
 ) -> dict[str, Any]:
     """Evaluate one backbone; write its run folder on rank 0 (`pos_interpolation`: see
-    `harness.load_backbone`)."""
-    datamodule = data.datamodule()
-    trainer_options.check()
-    # after the data and device options: a bad option costs no model load
+    `harness.load_backbone`; `evaluate` has checked the device options)."""
+    datamodule = data.datamodule()  # after the data options: a bad one costs no model load
     backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation)
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
     request = ProbeRequest(probes, backbone.info, data.resolution)
