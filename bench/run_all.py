@@ -21,6 +21,7 @@ RUNS = [
     ["probe_compute.py"],
     ["probe_updates.py"],
     ["probe_ops.py"],
+    ["pos_interpolation.py"],
     ["data_loading.py"],
 ]
 
