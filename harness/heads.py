@@ -94,6 +94,7 @@ class LinearHeads(L.LightningModule):
         learning_rates: one head per value.
         total_steps: optimiser steps of the whole run (for the cosine schedule).
         weight_decay: L2 penalty of SGD.
+        seed: seed of the heads' initial weights (the same seed trains the same heads).
     """
 
     def __init__(
@@ -103,6 +104,7 @@ class LinearHeads(L.LightningModule):
         learning_rates: Sequence[float],
         total_steps: int,
         weight_decay: float = 0.0,
+        seed: int = 0,
     ) -> None:
         super().__init__()
         if not learning_rates or min(learning_rates) <= 0:
@@ -111,8 +113,9 @@ class LinearHeads(L.LightningModule):
         self.total_steps = max(1, total_steps)
         self.weight_decay = weight_decay
         self.heads = nn.ModuleList(nn.Linear(dims, num_classes) for _ in self.learning_rates)
+        generator = torch.Generator().manual_seed(seed)
         for head in self.heads:
-            nn.init.normal_(cast(nn.Linear, head).weight, std=0.01)
+            nn.init.normal_(cast(nn.Linear, head).weight, std=0.01, generator=generator)
             nn.init.zeros_(cast(nn.Linear, head).bias)
 
     def training_step(self, batch: tuple[Tensor, Tensor], batch_idx: int) -> Tensor:

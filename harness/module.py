@@ -14,7 +14,14 @@ from torchmetrics import MaxMetric
 
 from cls_decoupling.errors import InsufficientDataError
 from harness.backbone import DecomposingBackbone
-from harness.decomposition import HIDDEN_CLS_COSINE, PENULTIMATE, PIXELS, split_names, variant_names
+from harness.decomposition import (
+    HIDDEN_CLS_COSINE,
+    PENULTIMATE,
+    PIXELS,
+    Decomposition,
+    split_names,
+    variant_names,
+)
 from harness.records import EvaluatedImages, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +83,8 @@ class HarnessModule(L.LightningModule):
         self.make_consumers = consumers
         self.consumers = nn.ModuleDict()
         self.images = EvaluatedImages()
-        self.pooler_error = MaxMetric()
+        # no NaN check: it reads the device every batch; a NaN error still shows (max keeps it)
+        self.pooler_error = MaxMetric(nan_strategy="disable")
         self.features_store = FeatureStore(feature_names) if feature_names else None
         self.results: dict[str, float] = {}
         self.arrays: dict[str, Tensor] = {}
@@ -98,12 +106,15 @@ class HarnessModule(L.LightningModule):
         self._local_skipped.extend(batch["skipped"])
         if batch["index"].numel() == 0:
             return
-        decomposition = self.backbone(batch["pixels"])
-        self.images.update(batch["index"])
+        self.record(self.backbone(batch["pixels"]), batch["pixels"], batch["label"], batch["index"])
+
+    def record(self, decomposition: Decomposition, pixels: Tensor, labels: Tensor, indices: Tensor) -> None:
+        """Everything one batch updates (no value is read back from the device: tests/test_no_sync.py)."""
+        self.images.update(indices)
         self.pooler_error.update(decomposition.pooler_error)
-        feed(self._consumers(), decomposition, batch["pixels"], batch["label"], batch["index"])
+        feed(self._consumers(), decomposition, pixels, labels, indices)
         if self.features_store is not None:
-            self.features_store.update(decomposition, batch["label"], batch["index"])
+            self.features_store.update(decomposition, labels, indices)
 
     def on_test_epoch_end(self) -> None:
         # every compute() below synchronises across ranks, so every rank calls them in this order

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, cast
+from typing import ClassVar
 
+import torch
 from torch import Tensor, nn
-from torchmetrics.classification import MulticlassAccuracy
 
 from harness.heads import LinearHead
-from probes.base import FULL_OUTPUT, Probe, ProbeContext, module_key
+from probes.base import FULL_OUTPUT, Probe, ProbeContext
 from probes.metrics.ridge import RidgeAccuracy
+from probes.metrics.topk import TopKAccuracy
 
 TOP_K = (1, 5)
 
@@ -73,7 +74,7 @@ class RidgeProbe(LinearProbe):
 
 
 class LinearHeadProbe(LinearProbe):
-    """A head trained by train_probe.py applied to every variant."""
+    """A head trained by train_probe.py applied to every variant (all variants in one product)."""
 
     def __init__(self, head: LinearHead, variants: Sequence[str]) -> None:
         super().__init__()
@@ -83,28 +84,14 @@ class LinearHeadProbe(LinearProbe):
         self.classifier.bias.data.copy_(head.bias)
         self.classifier.requires_grad_(False)
         num_classes = head.weight.shape[0]
-        self.metrics = nn.ModuleDict(
-            {
-                module_key(self.result_name(variant, k)): MulticlassAccuracy(
-                    num_classes, top_k=min(k, num_classes), average="micro"
-                )
-                for variant in self.variants
-                for k in TOP_K
-            }
-        )
+        self.metric = TopKAccuracy(self.variants, tuple(min(k, num_classes) for k in TOP_K))
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        for variant in self.variants:
-            logits = self.classifier(decomposition[variant].to(self.classifier.weight.dtype))
-            for k in TOP_K:
-                self._metric(variant, k).update(logits, labels)
+        dtype = self.classifier.weight.dtype
+        features = torch.stack([decomposition[variant] for variant in self.variants]).to(dtype)
+        self.metric.update(self.classifier(features), labels)
 
     def compute(self) -> dict[str, float]:
-        return {
-            self.result_name(variant, k): self._metric(variant, k).compute().item()
-            for variant in self.variants
-            for k in TOP_K
-        }
-
-    def _metric(self, variant: str, k: int) -> MulticlassAccuracy:
-        return cast(MulticlassAccuracy, self.metrics[module_key(self.result_name(variant, k))])
+        computed = list(self.metric.compute().values())  # variants x ks, in that order
+        names = [self.result_name(variant, k) for variant in self.variants for k in TOP_K]
+        return {name: value.item() for name, value in zip(names, computed, strict=True)}

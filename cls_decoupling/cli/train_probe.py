@@ -171,6 +171,7 @@ def train_probe(
         learning_rates,
         epochs * len(train_loader),
         weight_decay,
+        seed=data.seed,
     )
     fitter = L.Trainer(
         max_epochs=epochs,

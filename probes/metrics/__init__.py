@@ -8,6 +8,7 @@ from probes.metrics.oneshot import OneShotAccuracy, oneshot_accuracy
 from probes.metrics.ridge import RidgeAccuracy, is_train_image, ridge_accuracy
 from probes.metrics.shares import ShareHistogram, share_histogram
 from probes.metrics.stats import ColumnStats, column_stats
+from probes.metrics.topk import TopKAccuracy
 
 __all__ = [
     "ColumnStats",
@@ -18,6 +19,7 @@ __all__ = [
     "RidgeAccuracy",
     "ShareHistogram",
     "SharedReferenceCKA",
+    "TopKAccuracy",
     "column_stats",
     "is_train_image",
     "linear_cka",

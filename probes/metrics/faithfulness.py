@@ -55,9 +55,10 @@ class Faithfulness(Metric):
     vectors (images, hidden) of the ranking readout and of a second readout, the attention maps
     (images, h, w), the images (images, ...) and their dataset indices. Only the `gallery_size`
     lowest- and highest-cosine images seen so far are kept with their maps and pixels, so memory
-    stays fixed, and only the images that enter the gallery are passed through `to_image` (e.g.
-    normalised pixels to uint8); after synchronisation the global extremes are chosen among every
-    rank's candidates (a global extreme is always a candidate of its own rank).
+    stays fixed, and only each batch's own extremes are passed through `to_image` (e.g.
+    normalised pixels to uint8); no update reads anything back from the device. After
+    synchronisation the global extremes are chosen among every rank's candidates (a global extreme
+    is always a candidate of its own rank).
 
     `compute()` returns a dict of tensors: `index`, `cosine`, `other_cosine`, one per distinct
     dataset index, in index order; and the gallery, images ordered by cosine, the least faithful
@@ -107,19 +108,21 @@ class Faithfulness(Metric):
         cosine = cosine_similarity(full.double(), part.double(), dim=-1)
         other_cosine = cosine_similarity(other_full.double(), other_part.double(), dim=-1)
         append_rows(self, {"index": indices, "cosine": cosine, "other_cosine": other_cosine})
+        # this batch's own extremes (a global extreme is always one of its batch's), then the
+        # extremes among them and the kept candidates: index tensors of known size, so nothing is
+        # read back from the device
+        chosen = extremes(cosine, indices, self.gallery_size)
+        entering = {"index": indices[chosen], "cosine": cosine[chosen], "map": maps[chosen].float()}
+        entering["image"] = self.to_image(images[chosen])
         # the candidates kept so far, on this batch's device (compute_on_cpu moves them after update)
-        kept = {
-            name: [t.to(cosine.device) for t in row_state(self, _gallery_state(name))] for name in _GALLERY
-        }
-        kept_count = kept["index"][0].shape[0] if kept["index"] else 0
-        all_cosines = torch.cat([*kept["cosine"], cosine])
-        keep = extremes(all_cosines, torch.cat([*kept["index"], indices]), self.gallery_size)
-        old, new = keep[keep < kept_count], keep[keep >= kept_count] - kept_count
-        entering = {"index": indices[new], "cosine": cosine[new], "map": maps[new].float()}
-        entering["image"] = self.to_image(images[new])
+        candidates = {
+            name: torch.cat([*(t.to(cosine.device) for t in row_state(self, _gallery_state(name))),
+                             entering[name]])
+            for name in _GALLERY
+        }  # fmt: skip
+        keep = extremes(candidates["cosine"], candidates["index"], self.gallery_size)
         for name in _GALLERY:
-            parts = [kept[name][0][old]] if kept_count else []
-            row_state(self, _gallery_state(name))[:] = [torch.cat([*parts, entering[name]])]
+            row_state(self, _gallery_state(name))[:] = [candidates[name][keep]]
 
     def compute(self) -> dict[str, Tensor]:
         if is_empty(self.index):

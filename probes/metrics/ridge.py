@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from torch import Tensor
 from torchmetrics import Metric
@@ -14,32 +13,47 @@ from cls_decoupling.errors import InsufficientDataError
 from probes.metrics.oneshot import true_class_rank
 from probes.metrics.rows import add_row_states, append_rows, gathered_rows, is_empty
 
+_GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
+"""splitmix64's constants."""
+
+
+def _as_int64(value: int) -> int:
+    """The low 64 bits of `value` as a signed 64-bit integer (what an int64 tensor holds)."""
+    value %= 1 << 64
+    return value - (1 << 64) if value >= 1 << 63 else value
+
+
+def _shift_right(state: Tensor, bits: int) -> Tensor:
+    """Logical right shift of int64 tensors read as unsigned 64-bit integers."""
+    return (state >> bits) & ((1 << (64 - bits)) - 1)
+
 
 def is_train_image(indices: Tensor, seed: int, train_fraction: float) -> Tensor:
     """Whether each dataset index belongs to the training part: a seeded hash of the index alone.
 
+    splitmix64 of index + seed * golden ratio, computed on the indices' device in int64 arithmetic
+    (which wraps like unsigned 64-bit arithmetic), so nothing is read back from an accelerator.
+
     >>> is_train_image(torch.arange(6), seed=0, train_fraction=0.5).tolist()
     [False, False, False, True, True, True]
     """
-    with np.errstate(over="ignore"):  # splitmix64: a well-mixed 64-bit hash, wrapping on purpose
-        state = indices.detach().cpu().numpy().astype(np.uint64) + np.uint64(seed) * np.uint64(
-            0x9E3779B97F4A7C15
-        )
-        state = state + np.uint64(0x9E3779B97F4A7C15)
-        state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        state = state ^ (state >> np.uint64(31))
-    uniform = (state >> np.uint64(11)).astype(np.float64) / float(1 << 53)
-    return torch.from_numpy(uniform < train_fraction).to(indices.device)
+    state = indices.long() + _as_int64(seed * _GOLDEN + _GOLDEN)
+    state = (state ^ _shift_right(state, 30)) * _as_int64(_MIX1)
+    state = (state ^ _shift_right(state, 27)) * _as_int64(_MIX2)
+    state = state ^ _shift_right(state, 31)
+    return _shift_right(state, 11).double() / float(1 << 53) < train_fraction
 
 
 def _ridge_update(
-    features: Tensor, labels: Tensor, num_classes: int
+    features: Tensor, labels: Tensor, num_classes: int, weight: Tensor | None = None
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """Class counts, sum x, X'X and X'Y (one-hot Y) of training rows, float64."""
+    """Class counts, sum x, X'X and X'Y (one-hot Y) of the rows, each row weighted by `weight` (0 or
+    1 selects rows without boolean indexing, whose size an accelerator would have to report), float64."""
     x = features.double()
-    targets = torch.nn.functional.one_hot(labels, num_classes).double()
-    return targets.sum(dim=0), x.sum(dim=0), x.T @ x, x.T @ targets
+    targets = (labels.unsqueeze(-1) == torch.arange(num_classes, device=labels.device)).double()
+    weighted = x if weight is None else x * weight.unsqueeze(-1)
+    weighted_targets = targets if weight is None else targets * weight.unsqueeze(-1)
+    return weighted_targets.sum(dim=0), weighted.sum(dim=0), weighted.T @ x, weighted.T @ targets
 
 
 def _ridge_solve(
@@ -96,8 +110,9 @@ class RidgeAccuracy(Metric):
     """Top-k accuracy of a ridge classifier fit on reference features of a seeded part of the samples.
 
     A sample is in the training part when `is_train_image(index, seed, train_fraction)`; its
-    reference features enter fixed-size float64 sums (summed across ranks). The other samples
-    are kept per query and scored, after the fit, in `compute()`. The sums assume no sample is
+    reference features enter fixed-size float64 sums (summed across ranks). Every sample's query
+    features are kept as rows; `compute()` scores the other samples after the fit (choosing them
+    per batch would need their number on the host). The sums assume no sample is
     fed twice (the harness's sampler guarantees it); scored samples are deduplicated by index.
 
     `update(reference, queries, labels, indices)` as `OneShotAccuracy`; `compute()` returns a
@@ -156,30 +171,34 @@ class RidgeAccuracy(Metric):
     def update(
         self, reference: Tensor, queries: Mapping[str, Tensor], labels: Tensor, indices: Tensor
     ) -> None:
-        if labels.numel() and (labels.min() < 0 or labels.max() >= self.num_classes):
+        # checked where it costs nothing; on an accelerator it would wait for the device every batch
+        on_host = labels.device.type == "cpu" and labels.numel()
+        if on_host and (labels.min() < 0 or labels.max() >= self.num_classes):
             raise ValueError(
                 f"labels must lie in 0..{self.num_classes - 1}, got {labels.min()}..{labels.max()}"
             )
         train = is_train_image(indices, self.seed, self.train_fraction)
-        counts, sum_x, xx, xy = _ridge_update(reference[train], labels[train], self.num_classes)
+        counts, sum_x, xx, xy = _ridge_update(reference, labels, self.num_classes, train.double())
         self.class_counts += counts
         self.sum_x += sum_x
         self.xx += xx
         self.xy += xy
-        append_rows(self, {"index": indices[~train].long(), "label": labels[~train].long()})
-        append_rows(self, {name: queries[name][~train].float() for name in self.queries})
+        # every image's rows (the test part is chosen in compute: selecting it here needs its size)
+        append_rows(self, {"index": indices.long(), "label": labels.long()})
+        append_rows(self, {name: queries[name].float() for name in self.queries})
 
     def compute(self) -> dict[str, Tensor]:
         train_images = int(self.class_counts.sum())
-        if train_images < 2 or is_empty(self.index):
+        rows = gathered_rows(self, ("index", "label", *self.queries)) if not is_empty(self.index) else {}
+        test = ~is_train_image(rows["index"], self.seed, self.train_fraction) if rows else None
+        if train_images < 2 or test is None or not bool(test.any()):
             raise InsufficientDataError(
                 f"the ridge probe needs images in both parts; got {train_images} for training"
             )
         weight, bias, alpha = _ridge_solve(
             self.class_counts, self.sum_x, self.xx, self.xy, self.relative_alpha
         )
-        rows = gathered_rows(self, ("label", *self.queries))
-        labels = rows["label"]
+        labels = rows["label"][test]
         results = {
             "train_images": torch.tensor(train_images),
             "test_images": torch.tensor(len(labels)),
@@ -187,6 +206,6 @@ class RidgeAccuracy(Metric):
         }
         weight, bias = weight.to(labels.device), bias.to(labels.device)  # rows may sit on the CPU
         for name in self.queries:
-            rank = true_class_rank(rows[name].double() @ weight + bias, labels)
+            rank = true_class_rank(rows[name][test].double() @ weight + bias, labels)
             results |= {f"{name}/top{k}": (rank < k).double().mean().cpu() for k in self.top_k}
         return results

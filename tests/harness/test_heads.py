@@ -29,3 +29,15 @@ def test_heads_learn_separable_classes_and_score_like_numpy() -> None:
 def test_learning_rates_must_be_positive() -> None:
     with pytest.raises(ValueError, match="learning rates must be positive"):
         LinearHeads(4, 2, [0.1, 0.0], total_steps=1)
+
+
+def test_heads_start_from_their_seed() -> None:
+    """The same seed gives the same initial heads whatever the global random state (train_probe.py
+    trained a different head each run before the seed reached the initialisation)."""
+    first = LinearHeads(6, 3, (0.1, 0.01), total_steps=4, seed=5)
+    torch.manual_seed(123)  # the global state must not matter
+    second = LinearHeads(6, 3, (0.1, 0.01), total_steps=4, seed=5)
+    other = LinearHeads(6, 3, (0.1, 0.01), total_steps=4, seed=6)
+    for a, b, c in zip(first.parameters(), second.parameters(), other.parameters(), strict=True):
+        assert torch.equal(a, b)
+        assert a.abs().sum() == 0 or not torch.equal(a, c)  # biases start at zero for every seed

@@ -22,6 +22,7 @@ from probes.metrics import (
     RidgeAccuracy,
     SharedReferenceCKA,
     ShareHistogram,
+    TopKAccuracy,
 )
 
 
@@ -56,6 +57,10 @@ EXAMPLES: dict[type[Metric], tuple[Callable[..., Metric], Callable[[], tuple[Any
             torch.rand(5, 3, 4, 4),
             torch.arange(5),
         ),
+    ),
+    TopKAccuracy: (
+        lambda **kw: TopKAccuracy(["a", "b"], (1, 2), **kw),
+        lambda: (torch.stack([_features(), _features().flip(0)]), torch.arange(12) % 4),
     ),
     EvaluatedImages: (lambda **kw: EvaluatedImages(**kw), lambda: (torch.arange(5),)),
     FeatureStore: (

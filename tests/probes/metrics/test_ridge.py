@@ -47,6 +47,28 @@ def test_split_is_a_function_of_the_index() -> None:
     assert not torch.equal(is_train_image(indices, 1, 0.5), train)
 
 
+def splitmix64_uniform(indices: np.ndarray, seed: int) -> np.ndarray:
+    """The split's hash written with numpy's unsigned 64-bit integers: splitmix64 of index + seed *
+    golden ratio (plus one golden step), its top 53 bits as a uniform number in [0, 1)."""
+    golden = np.uint64(0x9E3779B97F4A7C15)
+    with np.errstate(over="ignore"):
+        state = indices.astype(np.uint64) + np.uint64(seed) * golden + golden
+        state = (state ^ (state >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+        state = (state ^ (state >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+        state = state ^ (state >> np.uint64(31))
+    return (state >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7, 2**40 + 3])
+def test_split_equals_unsigned_splitmix64(seed: int) -> None:
+    """The int64 tensor hash (wrapping, logical shifts emulated) equals the unsigned one bit for bit."""
+    indices = np.concatenate([np.arange(5000), np.array([2**31 - 1, 2**40, 2**62 + 12345])])
+    for fraction in (0.5, 0.2):
+        expected = splitmix64_uniform(indices, seed) < fraction
+        got = is_train_image(torch.from_numpy(indices), seed, fraction).numpy()
+        np.testing.assert_array_equal(got, expected)
+
+
 def test_labels_out_of_range_are_refused() -> None:
     metric = RidgeAccuracy(["output/full"], dims=2, num_classes=3)
     with pytest.raises(ValueError, match=r"labels must lie in 0\.\.2"):
