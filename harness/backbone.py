@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import types
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -72,6 +73,7 @@ class DecomposingBackbone(nn.Module):
         self._recording = False
         self._captured: dict[str, Tensor] = {}
         self._cls_rows: list[Tensor] = []
+        self.compiled: str | None = None  # the torch.compile backend of the blocks (compile_blocks)
         self.model.embeddings.register_forward_hook(self._keep_cls_row)
         for layer in self.model.encoder.layer:
             layer.register_forward_hook(self._keep_cls_row)
@@ -87,6 +89,23 @@ class DecomposingBackbone(nn.Module):
     @property
     def patch_size(self) -> int:
         return self.info.patch_size
+
+    def compile_blocks(self, backend: str = "inductor") -> None:
+        """Run every block but the last under `torch.compile` (`backend`), off by default.
+
+        One compiled function serves all those blocks (their parameters are its inputs, so it is
+        traced once, plus once more when the batch size first changes); hooks stay outside it, so
+        the [CLS] rows are recorded as before, and the last block, whose projections the
+        decomposition reads, runs eagerly: the decomposition and its check against the pooled
+        output are unchanged.
+        """
+        blocks = list(self.model.encoder.layer)[:-1]
+        if not blocks:
+            return
+        compiled = torch.compile(type(blocks[0]).forward, backend=backend)
+        for block in blocks:
+            block.forward = types.MethodType(compiled, block)
+        self.compiled = backend
 
     def train(self, mode: bool = True) -> DecomposingBackbone:
         """The backbone stays in eval mode (no dropout, no drop-path) whatever Lightning asks."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, Protocol, cast
@@ -64,7 +65,9 @@ class HarnessModule(L.LightningModule):
     `num_images` (distinct dataset indices evaluated), `skipped` (index, reason) of unreadable
     images, `skipped_consumers` (name -> reason) of consumers that saw too little data to compute
     (`InsufficientDataError`), `max_pooler_error`, and `features` (index, label and
-    `feature_names` per image, in index order) when `feature_names` is not empty.
+    `feature_names` per image, in index order) when `feature_names` is not empty, and `stamps`
+    (`time.perf_counter()` on this rank when the first batch arrived, when the last was done on the
+    device, and when the results were computed: `first_batch`, `loop_end`, `computed`).
 
     Args:
         backbone: the decomposing backbone (frozen).
@@ -95,12 +98,16 @@ class HarnessModule(L.LightningModule):
         self.skipped: list[tuple[int, str]] = []
         self.skipped_consumers: dict[str, str] = {}
         self._local_skipped: list[tuple[int, str]] = []
+        self.stamps: dict[str, float] = {}
 
     def setup(self, stage: str) -> None:
         if self.make_consumers is not None:
             datamodule = getattr(self.trainer, "datamodule", None)
             class_names = tuple(getattr(datamodule, "class_names", ()))
             self.consumers = nn.ModuleDict(dict(self.make_consumers(class_names)))
+
+    def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self.stamps.setdefault("first_batch", time.perf_counter())
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._local_skipped.extend(batch["skipped"])
@@ -117,6 +124,15 @@ class HarnessModule(L.LightningModule):
             self.features_store.update(decomposition, labels, indices)
 
     def on_test_epoch_end(self) -> None:
+        if self.device.type == "cuda":  # the loop's time includes the work still queued on the device
+            torch.cuda.synchronize(self.device)
+        self.stamps["loop_end"] = time.perf_counter()
+        try:
+            self._compute()
+        finally:
+            self.stamps["computed"] = time.perf_counter()
+
+    def _compute(self) -> None:
         # every compute() below synchronises across ranks, so every rank calls them in this order
         with warnings.catch_warnings():  # a rank that got no image never called update()
             warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")

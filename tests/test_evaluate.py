@@ -271,3 +271,26 @@ def test_the_position_interpolation_is_chosen_and_recorded(model_dir: Path, tmp_
     assert (
         summary["backbone"]["pos_interpolation"] == "original" and summary["run"]["max_pooler_error"] < 1e-4
     )
+
+
+def test_compiled_backbone_gives_the_same_results(finished_run: Path, model_dir: Path, photo_dir: Path,
+                                                  tmp_path: Path) -> None:  # fmt: skip
+    """--compile runs the blocks under torch.compile (aot_eager here: no C++ compiler needed) and
+    records it; the numbers are the eager run's, and every phase of the run is timed."""
+    argv = [
+        "--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photo_dir),
+        "--probe", "cka,split", "--output", str(tmp_path / "compiled"), "--compile", "aot_eager",
+        "--resolution", "56", "--batch-size", "4", "--num-workers", "0",
+    ]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    eager = json.loads((finished_run / "results.json").read_text())
+    compiled = json.loads((tmp_path / "compiled" / "results.json").read_text())
+    assert eager["run"]["compile"] is None and compiled["run"]["compile"] == "aot_eager"
+    assert compiled["run"]["max_pooler_error"] < 1e-4
+    assert set(compiled["results"]) == set(eager["results"])
+    for name, value in eager["results"].items():
+        assert compiled["results"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
+    for summary in (eager, compiled):
+        timings = summary["run"]["timings"]
+        assert set(timings) == {"load", "start", "loop", "compute"}
+        assert all(seconds >= 0 for seconds in timings.values())

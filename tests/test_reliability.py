@@ -141,8 +141,18 @@ def test_a_comparison_never_writes_over_a_compared_run(
         (["--probe", "linear", "--head", "missing.pt"], "is not a linear head saved by train_probe.py"),
         (["--episodes", "0"], "--episodes and --shots must be positive"),
         (["--strategy", "ddp_spawn"], "use --strategy ddp"),
+        (["--compile", "no_such_backend"], "not a torch.compile backend"),
     ],
-    ids=["devices-0", "seed", "resolution", "head-without-linear", "missing-head", "episodes", "spawn"],
+    ids=[
+        "devices-0",
+        "seed",
+        "resolution",
+        "head-without-linear",
+        "missing-head",
+        "episodes",
+        "spawn",
+        "compile",
+    ],
 )
 def test_bad_options_fail_before_any_model_loads(
     extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]

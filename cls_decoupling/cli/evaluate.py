@@ -255,7 +255,10 @@ def run_one(
     """Evaluate one backbone; write its run folder on rank 0 (`pos_interpolation`: see
     `harness.load_backbone`; `evaluate` has checked the device options)."""
     datamodule = data.datamodule()  # after the data options: a bad one costs no model load
-    backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation)
+    loading = time.perf_counter()
+    backbone = load_checked_backbone(
+        backbone_name, data.resolution, pos_interpolation, trainer_options.compile
+    )
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
     request = ProbeRequest(probes, backbone.info, data.resolution)
     features = all_feature_names(backbone) if save_features else ()
@@ -284,6 +287,8 @@ def run_one(
             "shots": probes.shots,
             "head": str(probes.head.resolve()) if probes.head else None,
             "seconds": round(time.perf_counter() - started, 3),
+            "timings": run_timings(loading, started, module.stamps),
+            "compile": trainer_options.compile,
             "max_pooler_error": module.max_pooler_error,
             "torch": torch.__version__,
         },
@@ -292,6 +297,19 @@ def run_one(
     if trainer.is_global_zero:
         write_finished(output, Run(summary, module.arrays), module.features, datamodule.images.files)
     return summary
+
+
+def run_timings(loading: float, started: float, stamps: Mapping[str, float]) -> dict[str, float]:
+    """Seconds of each phase of a run on this rank: `load` (the backbone and the trainer), `start` (from
+    trainer.test to the first batch: moving the model, building the probes, starting the loader's
+    workers, the first batch's decoding), `loop` (first batch to the last one done on the device)
+    and `compute` (the probes' results, synchronised across ranks)."""
+    points = [loading, started, *(stamps.get(name) for name in ("first_batch", "loop_end", "computed"))]
+    return {
+        phase: round(end - begin, 3)
+        for phase, begin, end in zip(("load", "start", "loop", "compute"), points, points[1:], strict=False)
+        if begin is not None and end is not None
+    }
 
 
 def write_finished(

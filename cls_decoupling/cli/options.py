@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import lightning as L  # noqa: N812
+import torch
 from lightning.fabric.utilities.exceptions import MisconfigurationException
 from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
@@ -72,14 +73,18 @@ class TrainerOptions:
     num_nodes: int = 1
     strategy: str = "auto"
     precision: str = "32-true"
+    compile: str | None = None
+    """torch.compile backend of the backbone's blocks (None: eager)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> TrainerOptions:
         devices = int(args.devices) if str(args.devices).isdigit() else args.devices
-        return cls(args.accelerator, devices, args.num_nodes, args.strategy, args.precision)
+        return cls(args.accelerator, devices, args.num_nodes, args.strategy, args.precision, args.compile)
 
     def check(self) -> None:
         """Refuse device options Lightning cannot use, quietly (before any model loads)."""
+        if self.compile is not None and self.compile not in (backends := compile_backends()):
+            raise UserError(f"--compile {self.compile}: not a torch.compile backend ({', '.join(backends)})")
         if "spawn" in self.strategy or "notebook" in self.strategy or "fork" in self.strategy:
             raise UserError(
                 f"--strategy {self.strategy} starts its processes after the data are listed, in a way this "
@@ -119,6 +124,11 @@ class TrainerOptions:
         except (MisconfigurationException, TypeError, ValueError) as error:
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"the device options do not work here: {first_line}") from None
+
+
+def compile_backends() -> list[str]:
+    """The torch.compile backends this torch offers (inductor, eager, aot_eager, cudagraphs, ...)."""
+    return sorted(torch._dynamo.list_backends(exclude_tags=()))
 
 
 def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool = False) -> None:
@@ -167,12 +177,24 @@ def add_trainer_arguments(parser: argparse.ArgumentParser) -> None:
         help="the backbone's precision; the decomposition and every metric stay float32 / float64 "
         "(16-mixed runs as bf16-mixed on a CPU; results.json records what ran)",
     )
+    parser.add_argument(
+        "--compile",
+        nargs="?",
+        const="inductor",
+        metavar="BACKEND",
+        help="run the backbone's blocks (all but the last, which the decomposition reads) under "
+        "torch.compile; BACKEND defaults to inductor. Off by default: compiling takes a while",
+    )
 
 
 def load_checked_backbone(
-    name: str | None, resolution: int, pos_interpolation: str | None = None
+    name: str | None,
+    resolution: int,
+    pos_interpolation: str | None = None,
+    compile_backend: str | None = None,
 ) -> DecomposingBackbone:
-    """The backbone `name` names, refused when the resolution is not a multiple of its patch size."""
+    """The backbone `name` names, refused when the resolution is not a multiple of its patch size,
+    its blocks compiled with `compile_backend` when one is given."""
     if name is None:
         raise UserError("--backbone is required")
     backbone = load_backbone(name, pos_interpolation=pos_interpolation)
@@ -180,6 +202,8 @@ def load_checked_backbone(
         raise UserError(
             f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}"
         )
+    if compile_backend is not None:
+        backbone.compile_blocks(compile_backend)
     return backbone
 
 

@@ -176,3 +176,22 @@ def test_stays_in_eval_mode() -> None:
     backbone.train()
     assert not backbone.model.training
     assert not any(p.requires_grad for p in backbone.parameters())
+
+
+@pytest.mark.parametrize("backend", ["eager", "aot_eager"])
+def test_compiled_blocks_give_the_same_decomposition(backend: str, pixels: Tensor) -> None:
+    """`compile_blocks` leaves the hooks and the eager last block alone: every tensor as before."""
+    model = tiny_model(registers=4, layers=3)
+    backbone = wrap(model)
+    expected = backbone(pixels)
+    backbone.compile_blocks(backend)
+    assert backbone.compiled == backend
+    for batch in (pixels, pixels[:2], pixels):  # a new batch size retraces; the same one reuses
+        got = backbone(batch)
+        assert set(got) == set(expected)
+        for name, tensor in expected.items():
+            scale = float(tensor.abs().max()) or 1.0
+            assert_close(got[name], tensor[: batch.shape[0]], atol=1e-5 * scale, rtol=0, msg=name)
+        assert float(got.pooler_error) <= 1e-5 * float(got["output/full"].abs().max())
+    reference = model(pixel_values=pixels).pooler_output
+    assert_close(backbone(pixels)["output/full"], reference, atol=1e-5, rtol=1e-5)
