@@ -2,7 +2,7 @@
 
     python bench/run_all.py
 
-Takes about 25 minutes on a 2-core CPU (ViT-B at 518 px dominates). The GPU check runs only
+Takes about 25 minutes on a 2-core CPU (ViT-B at 518 px dominates). The GPU end-to-end benchmark runs only
 where CUDA is available.
 """
 
@@ -27,7 +27,7 @@ RUNS = [
 
 
 def main() -> None:
-    runs = RUNS + ([["gpu_check.py"]] if torch.cuda.is_available() else [])
+    runs = RUNS + ([["gpu_end_to_end.py"]] if torch.cuda.is_available() else [])
     for script, *arguments in runs:
         print(f"== {script} {' '.join(arguments)}", flush=True)
         subprocess.run([sys.executable, str(BENCH / script), *arguments], check=True)
