@@ -36,6 +36,10 @@ def evaluation_transform(resolution: int = DEFAULT_RESOLUTION) -> transforms.Com
 
 def to_uint8_image(pixels: Tensor) -> Tensor:
     """Normalised (..., 3, H, W) pixels back to uint8 RGB, the inverse of the transform's last two steps."""
-    mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
-    std = torch.tensor(IMAGENET_STD, dtype=torch.float32, device=pixels.device).view(3, 1, 1)
-    return (pixels.float() * std + mean).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)
+    # channel by channel with Python numbers: a mean/std tensor made here would be copied from the
+    # host to the pixels' device, which makes the host wait for the device
+    channels = [
+        pixels[..., channel, :, :].float() * std + mean
+        for channel, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+    ]
+    return torch.stack(channels, dim=-3).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)

@@ -1,10 +1,13 @@
-"""The per-batch path reads nothing back from the device (issue 12: no host-device synchronisation).
+"""The per-batch path never makes the host wait for the device (issue 12: no host-device syncs).
 
 On an accelerator, a value read back to the host (`.item()`, `if tensor`, `.cpu()`, boolean
-indexing, `bincount`, `one_hot`) makes the host wait for every queued kernel, so the next batch
-cannot be queued while this one runs. CI has no accelerator, so the same property is proved on
-tensors that hold no data: the backbone runs under FakeTensorMode and every per-batch update of the
-harness and every probe runs on the meta device, where any data-dependent operation raises.
+indexing, `bincount`, `one_hot`) makes the host wait for every queued kernel, and so does a tensor
+copied from the host (`torch.tensor(..., device=...)`, `.to(device)` of a host tensor: a blocking
+copy): the next batch cannot be queued while this one runs. CI has no accelerator, so the same
+property is proved on tensors that hold no data: the backbone runs under FakeTensorMode, every
+per-batch update of the harness and every probe runs on the meta device, where any data-dependent
+operation raises, and `HostToDeviceCopies` records every copy from the host onto that device.
+(On a GPU, bench/gpu_end_to_end.py checks the same with torch.cuda's sync debug mode.)
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import pytest
 import torch
 from torch import nn
 from torch._subclasses.fake_tensor import FakeTensorMode
+from torch.overrides import TorchFunctionMode
 from torchmetrics import MaxMetric
 
 from harness import Decomposition, HarnessModule, LinearHead, all_feature_names
@@ -23,6 +27,48 @@ from probes import PROBES, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 
 META = torch.device("meta")
+_MADE_FROM_HOST_DATA = (torch.tensor, torch.as_tensor, torch.asarray)
+_MOVES = (torch.Tensor.to, torch.Tensor.cuda, torch.Tensor.copy_)
+
+
+def _target_device(args: tuple[object, ...], kwargs: dict[str, object]) -> torch.device | None:
+    """The device a `Tensor.to(...)` call names (positionally, by keyword, or as a tensor's device)."""
+    for value in (kwargs.get("device"), *args):
+        if isinstance(value, (str, torch.device)):
+            try:
+                return torch.device(value)
+            except RuntimeError:  # a string that names no device
+                continue
+        if isinstance(value, torch.Tensor):
+            return value.device
+    return None
+
+
+class HostToDeviceCopies(TorchFunctionMode):
+    """Records (function name) every copy of host data onto `device` made through torch's Python API:
+    torch.tensor / as_tensor / asarray on that device, and .to / .cuda / .copy_ of a host tensor
+    onto it."""
+
+    def __init__(self, device: torch.device) -> None:
+        super().__init__()
+        self.device, self.copies = device, []  # type: ignore[var-annotated]
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _MADE_FROM_HOST_DATA and _target_device((), kwargs) == self.device:
+            self.copies.append(func.__name__)
+        elif func in _MOVES and args and isinstance(args[0], torch.Tensor):
+            source, target = (args[1], args[0]) if func is torch.Tensor.copy_ else (args[0], None)
+            target_device = (
+                target.device if isinstance(target, torch.Tensor) else _target_device(args[1:], kwargs)
+            )
+            if (
+                isinstance(source, torch.Tensor)
+                and source.device.type == "cpu"
+                and target_device == self.device
+            ):
+                self.copies.append(func.__name__)
+        return func(*args, **kwargs)
 
 
 @pytest.mark.parametrize("registers", [0, 4])
@@ -57,9 +103,23 @@ def test_every_probe_and_record_updates_without_reading_back(registers: int, tmp
     module.consumers = nn.ModuleDict({**probes, "linear_head": head_probe["linear"]})
     module.to(META)
     labels, indices = torch.arange(6, device=META) % 3, torch.arange(6, device=META)
-    for start in (0, 6):  # the second batch meets the states the first one left
-        module.record(decomposition, pixels, labels, indices + start)
+    with HostToDeviceCopies(META) as copies:
+        for start in (0, 6):  # the second batch meets the states the first one left
+            module.record(decomposition, pixels, labels, indices + start)
+    assert copies.copies == [], f"host-to-device copies in the per-batch path: {copies.copies}"
     assert set(variant_names(registers)) <= set(decomposition)
+
+
+def test_host_to_device_copies_are_caught() -> None:
+    """The copy check can fail: each way of copying host data onto the device is recorded."""
+    with HostToDeviceCopies(META) as copies:
+        torch.tensor([1.0, 2.0], device=META)
+        torch.ones(2).to(META)
+        torch.ones(2).to("meta", torch.float64)
+        torch.zeros(2, device=META).copy_(torch.ones(2))
+        torch.zeros(2, device=META) + 1  # a Python number is no copy
+        torch.ones(2, device=META).to(torch.float64)  # nor a dtype change on the device
+    assert copies.copies == ["tensor", "to", "to", "copy_"]
 
 
 def test_a_read_back_is_caught() -> None:

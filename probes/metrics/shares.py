@@ -13,9 +13,9 @@ from probes.metrics.stats import ColumnStats
 DEFAULT_BINS = 20
 
 
-def share_bin_edges(bins: int = DEFAULT_BINS) -> Tensor:
-    """The `bins + 1` edges of equal bins of [0, 1] (float64)."""
-    return torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64)
+def share_bin_edges(bins: int = DEFAULT_BINS, device: torch.device | None = None) -> Tensor:
+    """The `bins + 1` edges of equal bins of [0, 1] (float64), made on `device` (no host copy)."""
+    return torch.linspace(0.0, 1.0, bins + 1, dtype=torch.float64, device=device)
 
 
 def share_histogram(shares: Tensor, bins: int = DEFAULT_BINS) -> Tensor:
@@ -25,7 +25,7 @@ def share_histogram(shares: Tensor, bins: int = DEFAULT_BINS) -> Tensor:
     >>> share_histogram(torch.tensor([[0.0], [0.5], [1.0]]), bins=2).tolist()
     [[1.0, 2.0]]
     """
-    inner_edges = share_bin_edges(bins)[1:-1].to(shares.device)
+    inner_edges = share_bin_edges(bins, shares.device)[1:-1]
     which = torch.bucketize(shares.double().clamp(0.0, 1.0), inner_edges, right=True)  # samples, columns
     counts = torch.zeros(shares.shape[1], bins, dtype=torch.float64, device=shares.device)
     return counts.scatter_add_(1, which.T, torch.ones_like(which.T, dtype=torch.float64))

@@ -17,7 +17,7 @@ from torchmetrics import Metric
 def _column_stats_update(values: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """n, per-column mean and centred sum of squares (float64) of (samples, columns) values."""
     values = values.double()
-    count = torch.tensor(float(values.shape[0]), dtype=torch.float64, device=values.device)
+    count = values.new_full((), float(values.shape[0]))  # made on the device: torch.tensor would copy
     mean = values.mean(0) if values.shape[0] else values.new_zeros(values.shape[1])
     return count, mean, (values - mean).square().sum(0)
 

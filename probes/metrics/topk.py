@@ -56,8 +56,8 @@ class TopKAccuracy(Metric):
                 f"got {tuple(scores.shape)}"
             )
         rank = true_class_rank(scores, labels.long().expand(scores.shape[0], -1))
-        k = torch.tensor(self.top_k, device=rank.device)
-        self.correct += (rank.unsqueeze(-1) < k).sum(dim=1).double()
+        hits = torch.stack([(rank < k).sum(dim=1) for k in self.top_k], dim=-1)  # no host-made tensor
+        self.correct += hits.double()
         self.count += labels.shape[0]
 
     def compute(self) -> dict[str, Tensor]:
