@@ -66,8 +66,9 @@ class HarnessModule(L.LightningModule):
     images, `skipped_consumers` (name -> reason) of consumers that saw too little data to compute
     (`InsufficientDataError`), `max_pooler_error`, and `features` (index, label and
     `feature_names` per image, in index order) when `feature_names` is not empty, and `stamps`
-    (`time.perf_counter()` on this rank when the first batch arrived, when the last was done on the
-    device, and when the results were computed: `first_batch`, `loop_end`, `computed`).
+    (`time.perf_counter()` on this rank when the test loop started, with the model on its device and
+    the consumers built, when the first batch arrived, when the last was done on the device, and when
+    the results were computed: `test_start`, `first_batch`, `loop_end`, `computed`).
 
     Args:
         backbone: the decomposing backbone (frozen).
@@ -105,6 +106,9 @@ class HarnessModule(L.LightningModule):
             datamodule = getattr(self.trainer, "datamodule", None)
             class_names = tuple(getattr(datamodule, "class_names", ()))
             self.consumers = nn.ModuleDict(dict(self.make_consumers(class_names)))
+
+    def on_test_start(self) -> None:
+        self.stamps["test_start"] = time.perf_counter()  # the model is on its device, probes built
 
     def on_test_batch_start(self, batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
         self.stamps.setdefault("first_batch", time.perf_counter())

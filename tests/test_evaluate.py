@@ -292,5 +292,5 @@ def test_compiled_backbone_gives_the_same_results(finished_run: Path, model_dir:
         assert compiled["results"][name] == pytest.approx(value, rel=1e-4, abs=1e-5), name
     for summary in (eager, compiled):
         timings = summary["run"]["timings"]
-        assert set(timings) == {"load", "start", "loop", "compute"}
+        assert set(timings) == {"load", "setup", "first_batch", "loop", "compute"}
         assert all(seconds >= 0 for seconds in timings.values())

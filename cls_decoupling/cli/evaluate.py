@@ -300,14 +300,16 @@ def run_one(
 
 
 def run_timings(loading: float, started: float, stamps: Mapping[str, float]) -> dict[str, float]:
-    """Seconds of each phase of a run on this rank: `load` (the backbone and the trainer), `start` (from
-    trainer.test to the first batch: moving the model, building the probes, starting the loader's
-    workers, the first batch's decoding), `loop` (first batch to the last one done on the device)
-    and `compute` (the probes' results, synchronised across ranks)."""
-    points = [loading, started, *(stamps.get(name) for name in ("first_batch", "loop_end", "computed"))]
+    """Seconds of each phase of a run on this rank: `load` (the backbone and the trainer), `setup`
+    (trainer.test to the test loop: moving the model to its device, building the probes), `first_batch`
+    (starting the loader's workers, decoding the first batch), `loop` (first batch to the last one
+    done on the device) and `compute` (the probes' results, synchronised across ranks)."""
+    names = ("test_start", "first_batch", "loop_end", "computed")
+    points = [loading, started, *(stamps.get(name) for name in names)]
+    phases = ("load", "setup", "first_batch", "loop", "compute")
     return {
         phase: round(end - begin, 3)
-        for phase, begin, end in zip(("load", "start", "loop", "compute"), points, points[1:], strict=False)
+        for phase, begin, end in zip(phases, points, points[1:], strict=False)
         if begin is not None and end is not None
     }
 

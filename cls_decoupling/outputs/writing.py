@@ -10,8 +10,12 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
+import matplotlib.pyplot as plt
+import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor
 
@@ -190,14 +194,28 @@ def write_faithfulness(path: Path, arrays: Mapping[str, Tensor], files: Sequence
             writer.writerow([index, file, *(repr(arrays[c][row].item()) for c in columns)])
 
 
+FIGURE_DPI = 120
+"""Resolution of the PNG figures and their TensorBoard images."""
+
+
 def write_figures(folder: Path, figures: Mapping[str, Figure], logger: TensorBoardLogger) -> list[str]:
     """PNGs under `folder` and the same figures in TensorBoard (`figures/<name>`); their file names."""
     if figures:
         folder.mkdir(parents=True, exist_ok=True)
     for name, figure in figures.items():
-        figure.savefig(folder / name, dpi=120)
-        logger.experiment.add_figure(f"figures/{Path(name).stem}", figure, close=True)
+        pixels = render(figure, dpi=FIGURE_DPI)  # drawn once for both (savefig + add_figure drew twice)
+        Image.fromarray(pixels).save(folder / name)
+        logger.experiment.add_image(f"figures/{Path(name).stem}", pixels, dataformats="HWC")
+        plt.close(figure)
     return list(figures)
+
+
+def render(figure: Figure, dpi: int = FIGURE_DPI) -> np.ndarray:
+    """The figure drawn once at `dpi`: (height, width, 3) uint8 RGB."""
+    figure.set_dpi(dpi)
+    canvas = FigureCanvasAgg(figure)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba())[..., :3].copy()
 
 
 def write_comparison(runs: Sequence[tuple[str, Run]], output: Path) -> None:
