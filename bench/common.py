@@ -31,9 +31,11 @@ def probed_batch(backbone_name: str, resolution: int, batch_size: int, classes: 
     """The batch the probe benchmarks feed: seeded random pixels through `backbone_name`."""
     torch.manual_seed(0)
     backbone = load_backbone(backbone_name)
+    layers = tuple(range(1, backbone.info.num_layers + 1))
+    backbone.decompose_layers(layers)  # for the depth probe (--layers all)
     pixels = torch.randn(batch_size, 3, resolution, resolution)
     class_names = tuple(f"class{i}" for i in range(classes))
-    probes = build_probes(list(PROBES), ProbeContext(backbone.info, class_names, resolution))
+    probes = build_probes(list(PROBES), ProbeContext(backbone.info, class_names, resolution, layers=layers))
     with torch.no_grad():
         inputs = {**backbone(pixels), PIXELS: pixels}
     return ProbedBatch(backbone, pixels, inputs, torch.arange(batch_size) % classes, probes)

@@ -240,11 +240,11 @@ class Batch:
 
 def make_batch(backbone: Any, resolution: int, batch_size: int, device: torch.device) -> Batch:
     from harness import HarnessModule
-    from probes import PROBES, ProbeContext, build_probes
+    from probes import ProbeContext, build_probes, parse_probe_names
 
     module = HarnessModule(backbone)
     context = ProbeContext(backbone.info, tuple(f"class{i}" for i in range(CLASSES)), resolution)
-    module.consumers = torch.nn.ModuleDict(build_probes(list(PROBES), context))
+    module.consumers = torch.nn.ModuleDict(build_probes(parse_probe_names("all", layers=False), context))
     module.to(device)
     pixels = torch.randn(batch_size, 3, resolution, resolution, device=device)
     labels = torch.arange(batch_size, device=device) % CLASSES

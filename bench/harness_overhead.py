@@ -7,6 +7,8 @@ For each backbone and resolution, on the same inputs, timed in alternating round
 - plain: the HF model's forward, `pooler_output` only (SDPA attention);
 - harness: `DecomposingBackbone` + the update of every probe (every name of PROBES: split,
   cka, cka_debiased, registers, norms, layerwise, maps, oneshot, linear) on synthetic labels;
+- layers_all: `--layers all`, the decomposition of every block as it runs + the depth probe's
+  update (without the other probes: its own cost);
 - naive: the same model with eager attention and `output_attentions=True` (every layer's
   attention weights materialised), skipped where those weights alone would exceed --naive-gib.
 Prints median seconds per batch and the median per-round ratios harness/plain and naive/plain,
@@ -29,9 +31,9 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_ratio, paired_times
 from harness import feed, load_backbone
-from harness.decomposition import decompose_last_block
+from harness.decomposition import decompose_last_block, depth_quantities
 from harness.tokens import TokenLayout
-from probes import PROBES, ProbeContext, build_probes
+from probes import DepthProbe, ProbeContext, build_probes, parse_probe_names
 
 
 def counted_flops(function: Callable[[], object]) -> float:
@@ -48,7 +50,8 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
     labels = torch.arange(batch_size) % 10
     indices = torch.arange(batch_size)
     context = ProbeContext(info, tuple(f"class{i}" for i in range(10)), resolution)
-    probes = build_probes(list(PROBES), context)
+    probes = build_probes(parse_probe_names("all", layers=False), context)
+    depth = DepthProbe(tuple(range(1, info.num_layers + 1)), depth_quantities(info.num_registers))
 
     @torch.no_grad()
     def plain() -> object:
@@ -59,7 +62,15 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
         feed(probes.values(), decomposition, pixels, labels, indices)
         return decomposition
 
-    functions = {"plain": plain, "harness": harness}
+    every_layer = load_backbone(name)  # the same seeded weights, decomposing every block as it runs
+    every_layer.decompose_layers(range(1, info.num_layers + 1))
+
+    def harness_all_layers() -> object:  # --layers all: the decomposition at every block + the depth probe
+        decomposition = every_layer(pixels)
+        depth.update(decomposition, labels, indices)
+        return decomposition
+
+    functions = {"plain": plain, "harness": harness, "layers_all": harness_all_layers}
     tokens = 1 + info.num_registers + (resolution // info.patch_size) ** 2
     attention_gib = info.num_layers * batch_size * info.num_heads * tokens**2 * 4 / 2**30
     if attention_gib <= naive_gib:
@@ -93,6 +104,8 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
         f"{name} {resolution}px batch {batch_size}: plain {plain_median:.3f} s",
         f"harness {harness_median:.3f} s",
         f"harness/plain {median_ratio(times['harness'], times['plain']):.3f}",
+        f"--layers all (decomposition at every block + depth probe)/plain "
+        f"{median_ratio(times['layers_all'], times['plain']):.3f}",
     ]
     if "naive" in times:
         parts.append(f"naive {statistics.median(times['naive']):.3f} s")

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import types
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -10,7 +12,15 @@ import torch
 from torch import Tensor, nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
-from harness.decomposition import HIDDEN_CLS, HIDDEN_CLS_COSINE, Decomposition, HFBlock, decompose_last_block
+from harness.decomposition import (
+    DEPTH_PREFIX,
+    HIDDEN_CLS,
+    HIDDEN_CLS_COSINE,
+    Decomposition,
+    HFBlock,
+    decompose_block,
+    decompose_last_block,
+)
 from harness.tokens import TokenLayout
 
 HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
@@ -74,6 +84,12 @@ class DecomposingBackbone(nn.Module):
         self._captured: dict[str, Tensor] = {}
         self._cls_rows: list[Tensor] = []
         self.compiled: str | None = None  # the torch.compile backend of the blocks (compile_blocks)
+        self.depth_layers: tuple[int, ...] = ()  # blocks decomposed as they run (decompose_layers)
+        self._depth_handles: list[Any] = []
+        self._depth_captured: dict[tuple[int, str], Tensor] = {}
+        self._depth_rows: list[dict[str, Tensor]] = []
+        self._depth_errors: list[Tensor] = []
+        self._layout: TokenLayout | None = None
         self.model.embeddings.register_forward_hook(self._keep_cls_row)
         for layer in self.model.encoder.layer:
             layer.register_forward_hook(self._keep_cls_row)
@@ -90,16 +106,63 @@ class DecomposingBackbone(nn.Module):
     def patch_size(self) -> int:
         return self.info.patch_size
 
+    def decompose_layers(self, layers: Sequence[int]) -> None:
+        """Also decompose the [CLS] update of these blocks (1-based numbers) in every forward pass.
+
+        Each chosen block's input, keys and values are taken by hooks as the block runs, turned at
+        its end into the per-image `depth_quantities` (`decompose_block`) and dropped, so no two
+        blocks' keys and values are held at once. The decomposition then holds `depth/{quantity}`
+        (batch, len(layers)) in ascending block order, and its pooler error also covers each
+        chosen block's [CLS] output rebuilt from the decomposition.
+        """
+        count = self.info.num_layers
+        if any(not 1 <= number <= count for number in layers):
+            raise ValueError(f"layers are numbered 1..{count}, got {sorted(layers)}")
+        for handle in self._depth_handles:
+            handle.remove()
+        self._depth_handles = []
+        self.depth_layers = tuple(sorted(set(layers)))
+        for number in self.depth_layers:
+            block: HFBlock = self.model.encoder.layer[number - 1]
+            keep = functools.partial(self._keep_depth, number)
+            self._depth_handles += [
+                block.register_forward_pre_hook(lambda module, inputs, keep=keep: keep("input", inputs[0])),
+                block.attention.k_proj.register_forward_hook(
+                    lambda m, i, output, keep=keep: keep("keys", output)
+                ),
+                block.attention.v_proj.register_forward_hook(
+                    lambda m, i, output, keep=keep: keep("values", output)
+                ),
+                block.register_forward_hook(functools.partial(self._decompose_depth, number)),
+            ]
+
+    def _keep_depth(self, number: int, what: str, tensor: Tensor) -> None:
+        if self._recording:
+            self._depth_captured[(number, what)] = tensor
+
+    def _decompose_depth(self, number: int, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        if not self._recording or self._layout is None:
+            return
+        block_input, keys, values = (
+            self._depth_captured.pop((number, what)) for what in ("input", "keys", "values")
+        )
+        quantities, rebuilt = decompose_block(module, block_input, keys, values, self._layout)
+        self._depth_rows.append(quantities)
+        self._depth_errors.append((rebuilt - output[:, 0].float()).abs().max())
+
     def compile_blocks(self, backend: str = "inductor") -> None:
         """Run every block but the last under `torch.compile` (`backend`), off by default.
 
         One compiled function serves all those blocks (their parameters are its inputs, so it is
         traced once, plus once more when the batch size first changes); hooks stay outside it, so
         the [CLS] rows are recorded as before, and the last block, whose projections the
-        decomposition reads, runs eagerly: the decomposition and its check against the pooled
-        output are unchanged.
+        decomposition reads, runs eagerly (so do the blocks of `decompose_layers`, whose projections
+        are read too): the decomposition and its check against the pooled output are unchanged.
         """
-        blocks = list(self.model.encoder.layer)[:-1]
+        blocks = [
+            block for number, block in enumerate(self.model.encoder.layer, start=1)
+            if number < self.info.num_layers and number not in self.depth_layers
+        ]  # fmt: skip
         if not blocks:
             return
         compiled = torch.compile(type(blocks[0]).forward, backend=backend)
@@ -132,6 +195,9 @@ class DecomposingBackbone(nn.Module):
         """The model's own forward pass, with the hooks recording; returns its pooled output."""
         self._captured.clear()
         self._cls_rows.clear()
+        self._depth_captured.clear()
+        self._depth_rows.clear()
+        self._depth_errors.clear()
         self._recording = True
         try:
             return self.model(pixel_values=pixel_values).pooler_output
@@ -150,6 +216,7 @@ class DecomposingBackbone(nn.Module):
                 f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
         layout = TokenLayout.for_image(height, width, self.patch_size, self.info.num_registers)
+        self._layout = layout
         pooled = self._run_model(pixel_values).float()
         tensors = decompose_last_block(
             self.last_block,
@@ -166,4 +233,12 @@ class DecomposingBackbone(nn.Module):
         ).float()
         self._cls_rows.clear()
         pooler_error = (tensors["output/full"] - pooled).abs().max()
+        if self._depth_rows:  # one row per chosen block, in the order the blocks ran (ascending)
+            for quantity in self._depth_rows[0]:
+                tensors[DEPTH_PREFIX + quantity] = torch.stack(
+                    [row[quantity] for row in self._depth_rows], dim=1
+                )
+            pooler_error = torch.stack([pooler_error, *self._depth_errors]).max()
+            self._depth_rows.clear()
+            self._depth_errors.clear()
         return Decomposition(tensors, layout, pooler_error)

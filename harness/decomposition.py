@@ -47,6 +47,9 @@ its sequence position (batch), its L2 norm (batch), the mean norm of the other n
 (batch), its state (batch, hidden) and that state after the last block's norm1 (batch, hidden)."""
 
 
+DEPTH_PREFIX = "depth/"
+"""Per-layer entries (`--layers`): `depth/{quantity}` is (batch, chosen layers), see `depth_quantities`."""
+
 HFBlock = Any
 """An HF `Dinov2Layer` / `Dinov2WithRegistersLayer` (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...)."""
 
@@ -64,6 +67,58 @@ def variant_names(num_registers: int) -> tuple[str, ...]:
     return tuple(f"{readout}/{v}" for readout in READOUTS for v in plain + renorm)
 
 
+def depth_quantities(num_registers: int) -> tuple[str, ...]:
+    """What is measured per image at every chosen block l (docs/design.md#the-decomposition):
+
+    - `split/{group}`: the [CLS] query's attention mass on the group, mean over heads;
+    - `norm/{group}`: ||c_g||, the group's contribution to the [CLS] update; `norm/skip`: ||s||;
+    - `cosine/{variant}`: cosine of the variant's output readout (pushed through the rest of block
+      l, no final norm) to the block's own [CLS] output, for every group and the skip.
+
+    Models without registers have no register entries.
+
+    >>> depth_quantities(0)[:3]
+    ('split/cls', 'split/patch', 'norm/cls')
+    """
+    groups = [group for group in GROUPS if group != "register" or num_registers > 0]
+    return (
+        *(f"split/{group}" for group in groups),
+        *(f"norm/{group}" for group in groups),
+        "norm/skip",
+        *(f"cosine/{variant}" for variant in (*groups, "skip")),
+    )
+
+
+def parse_layers(text: str, num_layers: int | None = None) -> tuple[int, ...]:
+    """`--layers`: "last" (no per-layer decomposition: the last block is always decomposed), "all",
+    or a comma list of block numbers (1-based) -> the blocks to decompose as they run, ascending.
+    Without `num_layers` only the syntax is checked ("all" -> ()).
+
+    >>> parse_layers("3,1,3", 12), parse_layers("all", 3), parse_layers("last", 12)
+    ((1, 3), (1, 2, 3), ())
+
+    Raises:
+        ValueError: not one of those forms, or a block outside 1..num_layers.
+    """
+    text = text.strip()
+    if text == "last":
+        return ()
+    if text == "all":
+        return tuple(range(1, num_layers + 1)) if num_layers else ()
+    parts = [part.strip() for part in text.split(",")]
+    if not all(part.isdigit() and int(part) >= 1 for part in parts):
+        raise ValueError(f"--layers takes last, all or block numbers like 1,6,12; got {text!r}")
+    numbers = tuple(sorted({int(part) for part in parts}))
+    if num_layers is not None and numbers[-1] > num_layers:
+        raise ValueError(f"--layers {text}: this backbone has blocks 1..{num_layers}")
+    return numbers
+
+
+def depth_names(num_registers: int) -> tuple[str, ...]:
+    """The decomposition's per-layer entries: `depth/{quantity}` for every `depth_quantities`."""
+    return tuple(DEPTH_PREFIX + quantity for quantity in depth_quantities(num_registers))
+
+
 def split_names() -> tuple[str, ...]:
     """Names of the per-image attention split, one per token group."""
     return tuple(f"split/{group}" for group in GROUPS)
@@ -74,7 +129,8 @@ class Decomposition(Mapping[str, Tensor]):
 
     Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}`
     (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine` (batch, layers + 1),
-    `map/attention` (batch, grid_height, grid_width) and the `PENULTIMATE` entries.
+    `map/attention` (batch, grid_height, grid_width), the `PENULTIMATE` entries and, when blocks
+    are decomposed as they run (`--layers`), `depth/{quantity}` (batch, chosen blocks).
 
     Attributes:
         layout: token positions of this batch.
@@ -181,10 +237,40 @@ def attention_readout(layer: HFBlock, partial_sums: Mapping[str, Tensor], skip: 
     return variants
 
 
-def output_readout(layer: HFBlock, final_norm: nn.Module, state: Tensor) -> Tensor:
-    """final_norm(v + gamma2 * MLP(norm2(v))): a [CLS] state pushed through the rest of the block."""
+def output_readout(layer: HFBlock, final_norm: nn.Module | None, state: Tensor) -> Tensor:
+    """final_norm(v + gamma2 * MLP(norm2(v))): a [CLS] state pushed through the rest of the block
+    (without a final norm for a block other than the last)."""
     residual = _apply(layer.layer_scale2, _apply(layer.mlp, _apply(layer.norm2, state)))
-    return _apply(final_norm, state + residual)
+    return state + residual if final_norm is None else _apply(final_norm, state + residual)
+
+
+def decompose_block(
+    layer: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor, layout: TokenLayout
+) -> tuple[dict[str, Tensor], Tensor]:
+    """The `depth_quantities` of one block, per image, from its input, keys and values.
+
+    Returns:
+        quantity -> (batch,) float32, and the block's [CLS] output rebuilt from the
+        decomposition (s + attention/full through the rest of the block), (batch, hidden).
+    """
+    with torch.autocast(device_type=block_input.device.type, enabled=False):
+        weights = cls_attention(layer, block_input, keys)
+        skip = block_input[:, 0].float()
+        masses = group_masses(weights, layout)
+        zeroed = attention_readout(layer, group_partial_sums(weights, values, layout), skip)
+        bias_term = layer.layer_scale1.lambda1.float() * layer.attention.o_proj.bias.float()
+        groups = [group for group in GROUPS if group != "register" or layout.num_registers > 0]
+        states = [skip + zeroed["full"], *(zeroed[group] for group in groups), skip]
+        outputs = output_readout(layer, None, torch.cat(states)).split(skip.shape[0])
+        full = outputs[0]
+        result = {f"split/{group}": masses[group].mean(dim=1) for group in groups}
+        result |= {f"norm/{group}": (zeroed[group] - bias_term).norm(dim=-1) for group in groups}
+        result["norm/skip"] = skip.norm(dim=-1)
+        for variant, output in zip((*groups, "skip"), outputs[1:], strict=True):
+            result[f"cosine/{variant}"] = nn.functional.cosine_similarity(
+                output.double(), full.double(), dim=-1
+            ).float()
+    return result, full
 
 
 def decompose_last_block(

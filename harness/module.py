@@ -20,6 +20,7 @@ from harness.decomposition import (
     PENULTIMATE,
     PIXELS,
     Decomposition,
+    depth_names,
     split_names,
     variant_names,
 )
@@ -181,4 +182,11 @@ def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 def all_feature_names(backbone: DecomposingBackbone) -> tuple[str, ...]:
     """Every per-image vector and number of `backbone`'s decomposition: what features.safetensors holds."""
-    return (*variant_names(backbone.info.num_registers), *split_names(), HIDDEN_CLS_COSINE, *PENULTIMATE)
+    depth = depth_names(backbone.info.num_registers) if backbone.depth_layers else ()
+    return (
+        *variant_names(backbone.info.num_registers),
+        *split_names(),
+        HIDDEN_CLS_COSINE,
+        *PENULTIMATE,
+        *depth,
+    )

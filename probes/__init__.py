@@ -4,6 +4,7 @@ registry derives `--probe` from them."""
 
 from probes.base import FULL_OUTPUT, Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
+from probes.depth import DepthProbe
 from probes.layerwise import LayerwiseProbe
 from probes.linear import LinearHeadProbe, LinearProbe, RidgeProbe
 from probes.maps import MapsProbe
@@ -20,6 +21,7 @@ __all__ = [
     "PROBE_CLASSES",
     "CKAProbe",
     "DebiasedCKAProbe",
+    "DepthProbe",
     "LayerwiseProbe",
     "LinearHeadProbe",
     "LinearProbe",

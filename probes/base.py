@@ -30,6 +30,7 @@ class ProbeContext:
         episodes: one-shot episodes.
         shots: one-shot support images per class.
         head: a head saved by train_probe.py for the `linear` probe (None: fit a ridge classifier).
+        layers: the blocks decomposed as they run (`--layers`; 1-based, ascending), none by default.
     """
 
     info: BackboneInfo
@@ -39,6 +40,7 @@ class ProbeContext:
     episodes: int = 10
     shots: int = 1
     head: Path | None = None
+    layers: tuple[int, ...] = ()
 
     @property
     def num_tokens(self) -> int:
@@ -69,11 +71,14 @@ class Probe(nn.Module, ABC):
         needs_labels: True for probes that need class labels (left out of `all` on unlabelled data).
         needs_pixels: True for probes that read the batch's images (`harness.PIXELS`): they cannot be
             re-run from saved features.
+        needs_layers: True for probes that read the per-layer decomposition (`--layers`): left out
+            of `all` without it.
     """
 
     name: ClassVar[str]
     needs_labels: ClassVar[bool] = False
     needs_pixels: ClassVar[bool] = False
+    needs_layers: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from cls_decoupling.errors import UserError
 from probes.base import Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
+from probes.depth import DepthProbe
 from probes.layerwise import LayerwiseProbe
 from probes.linear import LinearProbe
 from probes.maps import MapsProbe
@@ -25,6 +26,7 @@ PROBE_CLASSES: tuple[type[Probe], ...] = (
     MapsProbe,
     OneShotProbe,
     LinearProbe,
+    DepthProbe,
 )
 """Every probe this version implements, in the order `all` runs them."""
 
@@ -36,13 +38,15 @@ class ProbeSelectionError(UserError, ValueError):
     """A `--probe` list that names unknown probes, or probes this run cannot feed."""
 
 
-def parse_probe_names(text: str, labelled: bool | None = None, pixels: bool = True) -> list[str]:
+def parse_probe_names(
+    text: str, labelled: bool | None = None, pixels: bool = True, layers: bool | None = None
+) -> list[str]:
     """`"cka,split"` or `"all"` -> probe names, validated, in the order given.
 
     `all` on unlabelled data (`labelled=False`: no labels, or one class) leaves out the probes that
-    need labels, and
-    without images (`pixels=False`, features replayed) the probes that read them; naming a probe
-    that reads the images without them is an error.
+    need labels, without images (`pixels=False`, features replayed) the probes that read them, and
+    without a per-layer decomposition (`layers=False`) the probes that read it; naming a probe that
+    reads the images without them, or the layers without them, is an error.
 
     >>> parse_probe_names("split, cka")
     ['split', 'cka']
@@ -52,7 +56,9 @@ def parse_probe_names(text: str, labelled: bool | None = None, pixels: bool = Tr
         return [
             name
             for name, probe in PROBES.items()
-            if (labelled is not False or not probe.needs_labels) and (pixels or not probe.needs_pixels)
+            if (labelled is not False or not probe.needs_labels)
+            and (pixels or not probe.needs_pixels)
+            and (layers is not False or not probe.needs_layers)
         ]
     unknown = [name for name in names if name not in PROBES]
     if unknown or not names:
@@ -61,6 +67,10 @@ def parse_probe_names(text: str, labelled: bool | None = None, pixels: bool = Tr
         )
     if not pixels and (reading := [name for name in names if PROBES[name].needs_pixels]):
         raise ProbeSelectionError(f"probe(s) {', '.join(reading)} read the images: run with the backbone")
+    if layers is False and (deep := [name for name in names if PROBES[name].needs_layers]):
+        raise ProbeSelectionError(
+            f"probe(s) {', '.join(deep)} read the per-layer decomposition: add --layers"
+        )
     return list(dict.fromkeys(names))
 
 

@@ -294,3 +294,45 @@ def test_compiled_backbone_gives_the_same_results(finished_run: Path, model_dir:
         timings = summary["run"]["timings"]
         assert set(timings) == {"load", "setup", "first_batch", "loop", "compute"}
         assert all(seconds >= 0 for seconds in timings.values())
+
+
+def test_layers_add_the_depth_probe_and_replay(model_dir: Path, photo_dir: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """--layers all decomposes every block: depth/layer{l}/... are the means of the saved per-image
+    values, depth.png is drawn, run.layers is recorded, and --from-features replays them."""
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photo_dir),
+            "--resolution", "56", "--batch-size", "4", "--num-workers", "0"]  # fmt: skip
+    saved = tmp_path / "saved"
+    assert (
+        evaluate.main([*argv, "--probe", "all", "--layers", "all", "--save-features", "--output", str(saved)])
+        == 0
+    )
+    summary = json.loads((saved / "results.json").read_text())
+    assert summary["run"]["layers"] == [1, 2] and "depth" in summary["run"]["probes"]
+    features = load_file(str(saved / "features.safetensors"))
+    for quantity in ("split/patch", "split/register", "norm/skip", "cosine/patch"):
+        values = features[f"depth/{quantity}"].astype(np.float64)  # images, blocks
+        for column, layer in enumerate((1, 2)):
+            assert summary["results"][f"depth/layer{layer}/{quantity}"] == pytest.approx(
+                values[:, column].mean(), rel=1e-6
+            )
+            assert summary["results"][f"depth/layer{layer}/{quantity}/std"] == pytest.approx(
+                values[:, column].std(), rel=1e-5, abs=1e-9
+            )
+    last = summary["results"]["depth/layer2/split/patch"]
+    assert last == pytest.approx(summary["results"]["split/patch/mean"], rel=1e-6)
+    assert (saved / "figures" / "depth.png").is_file()
+    replayed = tmp_path / "replayed"
+    assert evaluate.main(["--from-features", str(saved), "--probe", "depth", "--output", str(replayed)]) == 0
+    again = json.loads((replayed / "results.json").read_text())["results"]
+    assert set(again) == {name for name in summary["results"] if name.startswith("depth/")}
+    for name, value in again.items():
+        assert value == pytest.approx(summary["results"][name], rel=1e-9, abs=1e-15), name
+    for extra, message in (
+        (["--probe", "depth"], "read the per-layer decomposition: add --layers"),
+        (["--layers", "2,x"], "--layers takes last, all or block numbers"),
+        (["--layers", "3"], "this backbone has blocks 1..2"),
+    ):
+        assert evaluate.main([*argv, *extra, "--output", str(tmp_path / "refused")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused" / "results.json").exists()

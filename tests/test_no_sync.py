@@ -74,6 +74,7 @@ class HostToDeviceCopies(TorchFunctionMode):
 @pytest.mark.parametrize("registers", [0, 4])
 def test_backbone_forward_reads_nothing_back(registers: int) -> None:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
+    backbone.decompose_layers([1, 2])  # every block decomposed as it runs, too
     with FakeTensorMode(allow_non_fake_inputs=True):
         decomposition = backbone(torch.randn(3, 3, 56, 70))
     assert decomposition["output/full"].shape == (3, 32)
@@ -81,6 +82,7 @@ def test_backbone_forward_reads_nothing_back(registers: int) -> None:
 
 def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decomposition, torch.Tensor]:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
+    backbone.decompose_layers([1, 2])
     pixels = torch.randn(batch, 3, 56, 56)
     decomposition = backbone(pixels)
     module = HarnessModule(backbone, feature_names=all_feature_names(backbone))
@@ -92,7 +94,7 @@ def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decompos
 @pytest.mark.parametrize("registers", [0, 4])
 def test_every_probe_and_record_updates_without_reading_back(registers: int, tmp_path: Path) -> None:
     module, decomposition, pixels = _meta_batch(registers)
-    context = ProbeContext(module.backbone.info, ("a", "b", "c"), resolution=56)
+    context = ProbeContext(module.backbone.info, ("a", "b", "c"), resolution=56, layers=(1, 2))
     head_path = tmp_path / "head.pt"
     dims = module.backbone.info.hidden_size
     classes = ("a", "b", "c")

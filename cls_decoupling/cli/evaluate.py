@@ -50,7 +50,7 @@ from cls_decoupling.outputs import (
 )
 from cls_decoupling.outputs.runs import FEATURES_FILE
 from cls_decoupling.outputs.writing import COMPARISON_FILES
-from harness import BackboneInfo, HarnessModule, LinearHead, all_feature_names, resolve_backbone
+from harness import BackboneInfo, HarnessModule, LinearHead, all_feature_names, parse_layers, resolve_backbone
 from probes import PROBES, Probe, ProbeContext, build_probes, parse_probe_names, replay_features
 
 log = logging.getLogger("evaluate")
@@ -65,10 +65,11 @@ class ProbeOptions:
     episodes: int = 10
     shots: int = 1
     head: Path | None = None
+    layers: str = "last"
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProbeOptions:
-        return cls(args.probe, args.seed, args.episodes, args.shots, args.head)
+        return cls(args.probe, args.seed, args.episodes, args.shots, args.head, args.layers)
 
 
 @dataclass
@@ -80,11 +81,14 @@ class ProbeRequest:
     info: BackboneInfo
     resolution: int
     pixels: bool = True
+    layers: tuple[int, ...] = ()
     names: list[str] = field(default_factory=list)
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
         labelled = len(class_names) >= 2  # a classifier or a centroid ranking needs two classes
-        self.names = parse_probe_names(self.options.probe, labelled=labelled, pixels=self.pixels)
+        self.names = parse_probe_names(
+            self.options.probe, labelled=labelled, pixels=self.pixels, layers=bool(self.layers)
+        )
         options = self.options
         context = ProbeContext(
             self.info,
@@ -94,6 +98,7 @@ class ProbeRequest:
             options.episodes,
             options.shots,
             options.head,
+            self.layers,
         )
         return build_probes(self.names, context)
 
@@ -120,6 +125,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head", type=Path, help="linear head from train_probe.py for --probe linear")
     parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
     parser.add_argument("--shots", type=int, default=1, help="one-shot support images per class (default: 1)")
+    parser.add_argument(
+        "--layers",
+        default="last",
+        help="blocks to decompose as they run, besides the last: last (default: none more), all, or "
+        "block numbers like 1,6,12; adds the depth probe (depth/layer{l}/...)",
+    )
     add_trainer_arguments(parser)
     return parser.parse_args(argv)
 
@@ -167,7 +178,7 @@ def evaluate(
     names: list[str | None] = [*backbones] if backbones else [None]
     if from_features is not None and len(names) > 1:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
-    check_probe_options(probes)
+    check_probe_options(probes, replaying=from_features is not None)
     if from_features is None:
         for name in names:
             if name is None:
@@ -197,9 +208,16 @@ def evaluate(
         return summaries
 
 
-def check_probe_options(probes: ProbeOptions) -> None:
-    """The probe list, and a head only where the linear probe will use it (readable, before any load)."""
-    names = parse_probe_names(probes.probe)
+def check_probe_options(probes: ProbeOptions, replaying: bool = False) -> None:
+    """The probe list, --layers, and a head only where the linear probe will use it (readable, before
+    any load). A replay takes its layers from the saved run."""
+    try:
+        parse_layers(probes.layers)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if replaying and probes.layers != "last":
+        raise UserError("--from-features replays the layers its run decomposed; it takes no --layers")
+    names = parse_probe_names(probes.probe, layers=None if replaying else probes.layers != "last")
     if probes.episodes < 1 or probes.shots < 1:
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
     if probes.head is not None:
@@ -257,10 +275,10 @@ def run_one(
     datamodule = data.datamodule()  # after the data options: a bad one costs no model load
     loading = time.perf_counter()
     backbone = load_checked_backbone(
-        backbone_name, data.resolution, pos_interpolation, trainer_options.compile
+        backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
-    request = ProbeRequest(probes, backbone.info, data.resolution)
+    request = ProbeRequest(probes, backbone.info, data.resolution, layers=backbone.depth_layers)
     features = all_feature_names(backbone) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features)
     started = time.perf_counter()
@@ -289,6 +307,7 @@ def run_one(
             "seconds": round(time.perf_counter() - started, 3),
             "timings": run_timings(loading, started, module.stamps),
             "compile": trainer_options.compile,
+            "layers": list(backbone.depth_layers),
             "max_pooler_error": module.max_pooler_error,
             "torch": torch.__version__,
         },
@@ -340,7 +359,8 @@ def run_from_features(
     if backbone_name is not None and backbone_name not in (info.name, info.identity):
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
     class_names = tuple(earlier["data"].get("class_names", ()))
-    request = ProbeRequest(probes, info, earlier["data"]["resolution"], pixels=False)
+    layers = tuple(earlier["run"].get("layers", ()))
+    request = ProbeRequest(probes, info, earlier["data"]["resolution"], pixels=False, layers=layers)
     built = request.build(class_names)
     started = time.perf_counter()
     results, arrays, skipped_probes = replay_features(built, load_tensors(source / FEATURES_FILE))
@@ -352,6 +372,7 @@ def run_from_features(
             "skipped_probes": skipped_probes,
             "episodes": probes.episodes,
             "shots": probes.shots,
+            "layers": list(layers),
             "seconds": round(time.perf_counter() - started, 3),
             "torch": torch.__version__,
         },

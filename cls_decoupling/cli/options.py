@@ -20,7 +20,7 @@ from lightning.pytorch.loggers import Logger
 
 from cls_decoupling.errors import UserError
 from datamodules import DATA_SOURCES, ImageDataModule
-from harness import DecomposingBackbone, load_backbone
+from harness import DecomposingBackbone, load_backbone, parse_layers
 from harness.positions import POS_INTERPOLATIONS
 
 PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
@@ -192,9 +192,11 @@ def load_checked_backbone(
     resolution: int,
     pos_interpolation: str | None = None,
     compile_backend: str | None = None,
+    layers: str = "last",
 ) -> DecomposingBackbone:
     """The backbone `name` names, refused when the resolution is not a multiple of its patch size,
-    its blocks compiled with `compile_backend` when one is given."""
+    decomposing the `layers` (`harness.parse_layers`) as they run, its other blocks compiled with
+    `compile_backend` when one is given."""
     if name is None:
         raise UserError("--backbone is required")
     backbone = load_backbone(name, pos_interpolation=pos_interpolation)
@@ -202,7 +204,11 @@ def load_checked_backbone(
         raise UserError(
             f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}"
         )
-    if compile_backend is not None:
+    try:
+        backbone.decompose_layers(parse_layers(layers, backbone.info.num_layers))
+    except ValueError as error:
+        raise UserError(str(error)) from None
+    if compile_backend is not None:  # after decompose_layers: those blocks stay eager
         backbone.compile_blocks(compile_backend)
     return backbone
 

@@ -19,7 +19,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import MaxNLocator
 
 from cls_decoupling.outputs.runs import Run
-from probes import CKAProbe, LayerwiseProbe, LinearProbe, MapsProbe, NormsProbe, OneShotProbe, RegistersProbe
+from harness import GROUPS
+from probes import (
+    CKAProbe,
+    DepthProbe,
+    LayerwiseProbe,
+    LinearProbe,
+    MapsProbe,
+    NormsProbe,
+    OneShotProbe,
+    RegistersProbe,
+)
 from probes.split import TWO_WAY, SplitProbe
 
 Results = Mapping[str, float]
@@ -352,6 +362,48 @@ def layerwise_layers(run: Run) -> list[int]:
     return [layer for layer in range(run.num_layers + 1) if LayerwiseProbe.result_name(layer) in run.results]
 
 
+def depth_layers(run: Run) -> list[int]:
+    """The blocks (1-based) with depth results, in order."""
+    return [
+        layer for layer in range(1, run.num_layers + 1)
+        if DepthProbe.result_name(layer, "split/patch") in run.results
+    ]  # fmt: skip
+
+
+def depth_figure(run: Run) -> Figure | None:
+    """Per block: the [CLS] attention split, each contribution's norm against the skip's, and the
+    cosine of each variant's readout to the block's [CLS] output (one line per group)."""
+    layers = depth_layers(run)
+    if not layers:
+        return None
+    groups = [g for g in GROUPS if DepthProbe.result_name(layers[0], f"split/{g}") in run.results]
+    figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+
+    def over_depth(quantity: str) -> list[float]:
+        return [run.results[DepthProbe.result_name(layer, quantity)] for layer in layers]
+
+    for group in groups:
+        colour = variant_colour(group)
+        axes[0].plot(layers, over_depth(f"split/{group}"), marker="o", markersize=3,
+                     color=colour, label=group)  # fmt: skip
+        axes[1].plot(layers, list(np.divide(over_depth(f"norm/{group}"), over_depth("norm/skip"))),
+                     marker="o", markersize=3, color=colour, label=group)  # fmt: skip
+    for variant in (*groups, "skip"):
+        axes[2].plot(layers, over_depth(f"cosine/{variant}"), marker="o", markersize=3,
+                     color=variant_colour(variant), label=variant)  # fmt: skip
+    labels = ("[CLS] attention mass (mean)", "||contribution|| / ||skip|| (means)", "cosine to block output")
+    for axis, label in zip(axes, labels, strict=True):
+        axis.set_xlabel("block")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
+        axis.set_ylabel(label)
+        axis.legend(fontsize=7)
+    axes[0].set_ylim(-0.02, 1.02)
+    axes[2].set_ylim(-1.05, 1.05)
+    figure.suptitle(f"Where in depth is [CLS] built from the patches?\n{run_title(run)}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 FIGURES: dict[str, Callable[[Run], Figure | None]] = {
     "split.png": split_figure,
     "registers.png": registers_figure,
@@ -363,6 +415,7 @@ FIGURES: dict[str, Callable[[Run], Figure | None]] = {
     "faithfulness.png": faithfulness_figure,
     "norms.png": norms_figure,
     "layerwise.png": layerwise_figure,
+    "depth.png": depth_figure,
 }
 
 

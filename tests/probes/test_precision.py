@@ -12,7 +12,9 @@ from tests.conftest import tiny_model, wrap
 
 def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     backbone = wrap(tiny_model(registers=4, swiglu=True))
-    probes = build_probes(list(PROBES), ProbeContext(backbone.info, ("a", "b", "c"), resolution=32))
+    backbone.decompose_layers([1, 2])  # and the depth probe
+    context = ProbeContext(backbone.info, ("a", "b", "c"), resolution=32, layers=(1, 2))
+    probes = build_probes(list(PROBES), context)
     pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
         decomposition = backbone(pixels)

@@ -47,7 +47,8 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     assert len(set(PROBES)) == len(PROBE_CLASSES)
     labelled = {name for name, probe in PROBES.items() if probe.needs_labels}
     pixels = {name for name, probe in PROBES.items() if probe.needs_pixels}
-    assert labelled == {"oneshot", "linear"} and pixels == {"maps"}
+    layers = {name for name, probe in PROBES.items() if probe.needs_layers}
+    assert labelled == {"oneshot", "linear"} and pixels == {"maps"} and layers == {"depth"}
     assert parse_probe_names("all", labelled=False) == [n for n in PROBES if n not in labelled]
     assert parse_probe_names("all", pixels=False) == [n for n in PROBES if n not in pixels]
 
@@ -55,7 +56,7 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
 def test_every_probe_builds_from_the_context_and_names_its_results() -> None:
     """Each class's from_context gives a probe whose results all carry the probe's own name functions'
     prefixes (no name is made up elsewhere)."""
-    context = ProbeContext(INFO, ("a", "b", "c"), resolution=8)
+    context = ProbeContext(INFO, ("a", "b", "c"), resolution=8, layers=(1, 2))
     for name, cls in PROBES.items():
         probe = cls.from_context(context)
         assert isinstance(probe, cls) and probe.name == name
@@ -74,6 +75,9 @@ def test_linear_is_a_ridge_classifier_without_a_head_and_the_head_with_one(tmp_p
 
 def test_probe_names() -> None:
     assert parse_probe_names("all", labelled=True) == list(PROBES)
+    assert parse_probe_names("all", layers=False) == [name for name in PROBES if name != "depth"]
+    with pytest.raises(UserError, match="add --layers"):
+        parse_probe_names("split,depth", layers=False)
     assert "oneshot" not in parse_probe_names("all", labelled=False)
     assert "maps" not in parse_probe_names("all", pixels=False) and "maps" in parse_probe_names("all")
     with pytest.raises(UserError, match="unknown probe"):
