@@ -21,6 +21,7 @@ from cls_decoupling.outputs.figures import (
     GROUP_LABELS,
     NameOf,
     accuracy_names,
+    depth_layers,
     error_bars,
     histogram_rows,
     layerwise_layers,
@@ -30,7 +31,16 @@ from cls_decoupling.outputs.figures import (
 )
 from cls_decoupling.outputs.report import format_value, markdown_table, results_by_probe
 from cls_decoupling.outputs.runs import Run
-from probes import CKAProbe, LayerwiseProbe, LinearProbe, MapsProbe, NormsProbe, OneShotProbe, RegistersProbe
+from probes import (
+    CKAProbe,
+    DepthProbe,
+    LayerwiseProbe,
+    LinearProbe,
+    MapsProbe,
+    NormsProbe,
+    OneShotProbe,
+    RegistersProbe,
+)
 from probes.split import TWO_WAY, SplitProbe
 
 COMPARISON_MARKDOWN = "comparison.md"
@@ -257,6 +267,39 @@ def layerwise_comparison(compared: Sequence[Compared]) -> Figure | None:
     return figure
 
 
+def depth_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """The depth probe across models over relative depth: the patch share of the [CLS] attention,
+    the patch contribution's norm against the skip's, and the cosine of the patch-only readout to
+    each block's output; one curve per model."""
+    curves = [(c, depth_layers(c.run)) for c in compared]
+    if not any(layers for _, layers in curves):
+        return None
+    panels = (
+        ("split/patch", "[CLS] attention mass on patches"),
+        ("norm/patch", "||patch contribution|| / ||skip||"),
+        ("cosine/patch", "cosine of patch readout to block output"),
+    )
+    figure, axes = plt.subplots(1, len(panels), figsize=(14, 4))
+    for c, layers in curves:
+        if not layers:
+            continue
+        depth = np.array(layers) / c.run.num_layers
+
+        def means(quantity: str, run: Run = c.run, layers: list[int] = layers) -> np.ndarray:
+            return np.array([run.results[DepthProbe.result_name(layer, quantity)] for layer in layers])
+
+        values = (means("split/patch"), means("norm/patch") / means("norm/skip"), means("cosine/patch"))
+        for axis, curve in zip(axes, values, strict=True):
+            axis.plot(depth, curve, marker="o", markersize=3, label=f"{c.label} ({c.run.num_layers} blocks)")
+    for axis, (_, label) in zip(axes, panels, strict=True):
+        axis.set_xlabel("relative depth (block / number of blocks)")
+        axis.set_ylabel(label)
+        axis.legend(fontsize=7)
+    figure.suptitle("Where in depth is [CLS] built from the patches? (per model)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_split.png": split_comparison,
     "compare_registers.png": registers_comparison,
@@ -267,6 +310,7 @@ COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_faithfulness.png": faithfulness_comparison,
     "compare_norms.png": norms_comparison,
     "compare_layerwise.png": layerwise_comparison,
+    "compare_depth.png": depth_comparison,
 }
 
 
