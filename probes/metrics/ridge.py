@@ -10,38 +10,20 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from cls_decoupling.errors import InsufficientDataError
+from cls_decoupling.hashing import uniform_hash
 from probes.metrics.oneshot import true_class_rank
 from probes.metrics.rows import add_row_states, append_rows, gathered_rows, is_empty
-
-_GOLDEN, _MIX1, _MIX2 = 0x9E3779B97F4A7C15, 0xBF58476D1CE4E5B9, 0x94D049BB133111EB
-"""splitmix64's constants."""
-
-
-def _as_int64(value: int) -> int:
-    """The low 64 bits of `value` as a signed 64-bit integer (what an int64 tensor holds)."""
-    value %= 1 << 64
-    return value - (1 << 64) if value >= 1 << 63 else value
-
-
-def _shift_right(state: Tensor, bits: int) -> Tensor:
-    """Logical right shift of int64 tensors read as unsigned 64-bit integers."""
-    return (state >> bits) & ((1 << (64 - bits)) - 1)
 
 
 def is_train_image(indices: Tensor, seed: int, train_fraction: float) -> Tensor:
     """Whether each dataset index belongs to the training part: a seeded hash of the index alone.
 
-    splitmix64 of index + seed * golden ratio, computed on the indices' device in int64 arithmetic
-    (which wraps like unsigned 64-bit arithmetic), so nothing is read back from an accelerator.
+    (`cls_decoupling.hashing.uniform_hash`: computed on the indices' device, nothing read back.)
 
     >>> is_train_image(torch.arange(6), seed=0, train_fraction=0.5).tolist()
     [False, False, False, True, True, True]
     """
-    state = indices.long() + _as_int64(seed * _GOLDEN + _GOLDEN)
-    state = (state ^ _shift_right(state, 30)) * _as_int64(_MIX1)
-    state = (state ^ _shift_right(state, 27)) * _as_int64(_MIX2)
-    state = state ^ _shift_right(state, 31)
-    return _shift_right(state, 11).double() / float(1 << 53) < train_fraction
+    return uniform_hash(indices, seed) < train_fraction
 
 
 def _ridge_update(
