@@ -12,7 +12,11 @@ import torch
 from torch import Tensor, nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
+from cls_decoupling.hashing import uniform_hash
 from harness.decomposition import (
+    ATTENTION_MAP,
+    DELETION_ORDERS,
+    DELETION_PREFIX,
     DEPTH_PREFIX,
     HIDDEN_CLS,
     HIDDEN_CLS_COSINE,
@@ -90,6 +94,8 @@ class DecomposingBackbone(nn.Module):
         self._depth_rows: list[dict[str, Tensor]] = []
         self._depth_errors: list[Tensor] = []
         self._layout: TokenLayout | None = None
+        self.deletion_fractions: tuple[float, ...] = ()  # patches deleted per pass (enable_deletion)
+        self.deletion_seed = 0
         self.model.embeddings.register_forward_hook(self._keep_cls_row)
         for layer in self.model.encoder.layer:
             layer.register_forward_hook(self._keep_cls_row)
@@ -135,6 +141,45 @@ class DecomposingBackbone(nn.Module):
                 ),
                 block.register_forward_hook(functools.partial(self._decompose_depth, number)),
             ]
+
+    def enable_deletion(self, fractions: Sequence[float] = (0.1, 0.25, 0.5), seed: int = 0) -> None:
+        """Also measure, per image, how the pooled output changes when patches are deleted: for each
+        order of `DELETION_ORDERS` and fraction f, the round(f x patches) first patches of that order
+        are removed from the sequence after the embeddings, which equals masking their keys in every
+        layer (nothing attends to them, so nothing else depends on them), and the model runs again.
+        The decomposition then holds `deletion/{order}` (batch, fractions): the cosine of each such
+        pooled output to the full one. The random order hashes (seed, dataset index, patch), so
+        an image deletes the same patches in any batch, on any rank.
+        """
+        if not fractions or any(not 0 < f < 1 for f in fractions):
+            raise ValueError(f"deletion fractions must lie in (0, 1), got {list(fractions)}")
+        self.deletion_fractions, self.deletion_seed = tuple(fractions), seed
+
+    def _deletion(self, pixel_values: Tensor, attention_map: Tensor, pooled: Tensor,
+                  layout: TokenLayout, indices: Tensor) -> dict[str, Tensor]:  # fmt: skip
+        """`deletion/{order}` for one batch (see `enable_deletion`), with the hooks not recording."""
+        patches = layout.slice("patch")
+        count, first = patches.stop - patches.start, patches.start
+        keys = indices.long().unsqueeze(1) * count + torch.arange(count, device=indices.device)
+        orders = {
+            "top": attention_map.flatten(1).argsort(dim=1, descending=True, stable=True),
+            "random": uniform_hash(keys, self.deletion_seed).argsort(dim=1, stable=True),
+            "bottom": attention_map.flatten(1).argsort(dim=1, stable=True),
+        }
+        embeddings = self.model.embeddings(pixel_values)
+        batch, _, hidden = embeddings.shape
+        leading = torch.arange(first, device=embeddings.device).expand(3 * batch, first)  # [CLS], registers
+        by_order = torch.cat([orders[order] for order in DELETION_ORDERS])  # 3 batch, patches
+        repeated = embeddings.repeat(3, 1, 1)
+        cosines: list[Tensor] = []
+        for fraction in self.deletion_fractions:
+            kept = by_order[:, round(fraction * count) :].sort(dim=1).values + first
+            positions = torch.cat([leading, kept], dim=1)
+            tokens = repeated.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden))
+            output = self.model.layernorm(self.model.encoder(tokens).last_hidden_state[:, 0]).float()
+            cosines.append(nn.functional.cosine_similarity(output, pooled.repeat(3, 1), dim=-1))
+        per_order = torch.stack(cosines, dim=1).split(batch)  # 3 x (batch, fractions)
+        return {DELETION_PREFIX + order: c for order, c in zip(DELETION_ORDERS, per_order, strict=True)}
 
     def _keep_depth(self, number: int, what: str, tensor: Tensor) -> None:
         if self._recording:
@@ -205,7 +250,9 @@ class DecomposingBackbone(nn.Module):
             self._recording = False
 
     @torch.no_grad()
-    def forward(self, pixel_values: Tensor) -> Decomposition:
+    def forward(self, pixel_values: Tensor, indices: Tensor | None = None) -> Decomposition:
+        """The decomposition of one batch; `indices` (the images' dataset indices) seed the random
+        deletion order (default: 0, 1, ...)."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(
                 f"pixel_values must be (batch, 3, height, width), got {tuple(pixel_values.shape)}"
@@ -241,4 +288,8 @@ class DecomposingBackbone(nn.Module):
             pooler_error = torch.stack([pooler_error, *self._depth_errors]).max()
             self._depth_rows.clear()
             self._depth_errors.clear()
+        if self.deletion_fractions:
+            if indices is None:
+                indices = torch.arange(pixel_values.shape[0], device=pixel_values.device)
+            tensors |= self._deletion(pixel_values, tensors[ATTENTION_MAP], pooled, layout, indices)
         return Decomposition(tensors, layout, pooler_error)

@@ -50,6 +50,18 @@ its sequence position (batch), its L2 norm (batch), the mean norm of the other n
 DEPTH_PREFIX = "depth/"
 """Per-layer entries (`--layers`): `depth/{quantity}` is (batch, chosen layers), see `depth_quantities`."""
 
+DELETION_PREFIX = "deletion/"
+DELETION_ORDERS: tuple[str, ...] = ("top", "random", "bottom")
+"""Which patches `--probe deletion` removes first: the highest-ranked by the last-layer [CLS]
+attention (`map/attention`), seeded random ones (the control), the lowest-ranked."""
+
+
+def deletion_names() -> tuple[str, ...]:
+    """`deletion/{order}`: (batch, fractions) cosine of the pooled output without the deleted patches
+    to the pooled output with all of them."""
+    return tuple(DELETION_PREFIX + order for order in DELETION_ORDERS)
+
+
 HFBlock = Any
 """An HF `Dinov2Layer` / `Dinov2WithRegistersLayer` (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...)."""
 

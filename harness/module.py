@@ -118,7 +118,8 @@ class HarnessModule(L.LightningModule):
         self._local_skipped.extend(batch["skipped"])
         if batch["index"].numel() == 0:
             return
-        self.record(self.backbone(batch["pixels"]), batch["pixels"], batch["label"], batch["index"])
+        decomposition = self.backbone(batch["pixels"], batch["index"])
+        self.record(decomposition, batch["pixels"], batch["label"], batch["index"])
 
     def record(self, decomposition: Decomposition, pixels: Tensor, labels: Tensor, indices: Tensor) -> None:
         """Everything one batch updates (no value is read back from the device: tests/test_no_sync.py)."""

@@ -4,6 +4,7 @@ registry derives `--probe` from them."""
 
 from probes.base import FULL_OUTPUT, Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
+from probes.deletion import DeletionProbe
 from probes.depth import DepthProbe
 from probes.layerwise import LayerwiseProbe
 from probes.linear import LinearHeadProbe, LinearProbe, RidgeProbe
@@ -21,6 +22,7 @@ __all__ = [
     "PROBE_CLASSES",
     "CKAProbe",
     "DebiasedCKAProbe",
+    "DeletionProbe",
     "DepthProbe",
     "LayerwiseProbe",
     "LinearHeadProbe",

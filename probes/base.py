@@ -73,12 +73,14 @@ class Probe(nn.Module, ABC):
             re-run from saved features.
         needs_layers: True for probes that read the per-layer decomposition (`--layers`): left out
             of `all` without it.
+        opt_in: True for probes that cost extra forward passes: never part of `all`.
     """
 
     name: ClassVar[str]
     needs_labels: ClassVar[bool] = False
     needs_pixels: ClassVar[bool] = False
     needs_layers: ClassVar[bool] = False
+    opt_in: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

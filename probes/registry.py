@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from cls_decoupling.errors import UserError
 from probes.base import Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
+from probes.deletion import DeletionProbe
 from probes.depth import DepthProbe
 from probes.layerwise import LayerwiseProbe
 from probes.linear import LinearProbe
@@ -27,6 +28,7 @@ PROBE_CLASSES: tuple[type[Probe], ...] = (
     OneShotProbe,
     LinearProbe,
     DepthProbe,
+    DeletionProbe,
 )
 """Every probe this version implements, in the order `all` runs them."""
 
@@ -43,7 +45,8 @@ def parse_probe_names(
 ) -> list[str]:
     """`"cka,split"` or `"all"` -> probe names, validated, in the order given.
 
-    `all` on unlabelled data (`labelled=False`: no labels, or one class) leaves out the probes that
+    `all` never holds the opt-in probes (extra forward passes); on unlabelled data
+    (`labelled=False`: no labels, or one class) it leaves out the probes that
     need labels, without images (`pixels=False`, features replayed) the probes that read them, and
     without a per-layer decomposition (`layers=False`) the probes that read it; naming a probe that
     reads the images without them, or the layers without them, is an error.
@@ -56,7 +59,8 @@ def parse_probe_names(
         return [
             name
             for name, probe in PROBES.items()
-            if (labelled is not False or not probe.needs_labels)
+            if not probe.opt_in
+            and (labelled is not False or not probe.needs_labels)
             and (pixels or not probe.needs_pixels)
             and (layers is not False or not probe.needs_layers)
         ]

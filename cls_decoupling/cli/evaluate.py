@@ -51,7 +51,15 @@ from cls_decoupling.outputs import (
 from cls_decoupling.outputs.runs import FEATURES_FILE
 from cls_decoupling.outputs.writing import COMPARISON_FILES
 from harness import BackboneInfo, HarnessModule, LinearHead, all_feature_names, parse_layers, resolve_backbone
-from probes import PROBES, Probe, ProbeContext, build_probes, parse_probe_names, replay_features
+from probes import (
+    PROBES,
+    DeletionProbe,
+    Probe,
+    ProbeContext,
+    build_probes,
+    parse_probe_names,
+    replay_features,
+)
 
 log = logging.getLogger("evaluate")
 
@@ -277,6 +285,8 @@ def run_one(
     backbone = load_checked_backbone(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
+    if "deletion" in parse_probe_names(probes.probe):  # opt-in: the backbone's extra passes
+        backbone.enable_deletion(DeletionProbe.FRACTIONS, probes.seed)
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
     request = ProbeRequest(probes, backbone.info, data.resolution, layers=backbone.depth_layers)
     features = all_feature_names(backbone) if save_features else ()
