@@ -16,6 +16,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cls_decoupling.cli import evaluate
 from harness import variant_names
+from probes import parse_probe_names
 from tests.conftest import tiny_model, write_labelled_photos, write_photos
 from tests.probes.metrics.test_cka import gram_linear_cka
 
@@ -336,3 +337,17 @@ def test_layers_add_the_depth_probe_and_replay(model_dir: Path, photo_dir: Path,
         assert evaluate.main([*argv, *extra, "--output", str(tmp_path / "refused")]) == 2
         assert message in capsys.readouterr().err
         assert not (tmp_path / "refused" / "results.json").exists()
+
+
+def test_deletion_is_opt_in_and_written(model_dir: Path, photo_dir: Path, tmp_path: Path) -> None:
+    """--probe deletion runs the extra passes and writes its curves; `all` leaves it out."""
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photo_dir),
+            "--resolution", "56", "--batch-size", "4", "--num-workers", "0", "--seed", "2"]  # fmt: skip
+    assert evaluate.main([*argv, "--probe", "split,deletion", "--output", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    for order in ("top", "random", "bottom"):
+        for percent in (10, 25, 50):
+            assert -1.0 <= results[f"deletion/{order}/{percent}"] <= 1.0 + 1e-6
+    assert {"deletion/area/random_minus_top", "deletion/area/bottom_minus_top"} <= set(results)
+    assert (tmp_path / "run" / "figures" / "deletion.png").is_file()
+    assert "deletion" not in parse_probe_names("all")

@@ -21,6 +21,7 @@ from cls_decoupling.outputs.figures import (
     GROUP_LABELS,
     NameOf,
     accuracy_names,
+    deletion_curves,
     depth_layers,
     error_bars,
     histogram_rows,
@@ -33,6 +34,7 @@ from cls_decoupling.outputs.report import format_value, markdown_table, results_
 from cls_decoupling.outputs.runs import Run
 from probes import (
     CKAProbe,
+    DeletionProbe,
     DepthProbe,
     LayerwiseProbe,
     LinearProbe,
@@ -300,6 +302,29 @@ def depth_comparison(compared: Sequence[Compared]) -> Figure | None:
     return figure
 
 
+def deletion_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """The deletion test per model: the top-of-map curve (solid) and the random control (dashed)."""
+    curves = [(c, deletion_curves(c.run)) for c in compared]
+    if not any(found for _, found in curves):
+        return None
+    figure, axis = plt.subplots(figsize=(6.5, 4))
+    for index, (c, found) in enumerate(curves):
+        if not found:
+            continue
+        colour = f"C{index % 10}"
+        area = c.run.results[DeletionProbe.area_name("random")]
+        x, top, _ = found["top"]
+        axis.plot(x, top, marker="o", markersize=3, color=colour, label=f"{c.label}: top (area {area:+.3f})")
+        x, random, _ = found["random"]
+        axis.plot(x, random, linestyle="--", color=colour, linewidth=1)
+    axis.set_xlabel("share of patches deleted")
+    axis.set_ylabel("cosine to the full [CLS] output")
+    axis.legend(fontsize=7)
+    axis.set_title("Deleting the map's top patches (solid) vs random ones (dashed)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_split.png": split_comparison,
     "compare_registers.png": registers_comparison,
@@ -311,6 +336,7 @@ COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_norms.png": norms_comparison,
     "compare_layerwise.png": layerwise_comparison,
     "compare_depth.png": depth_comparison,
+    "compare_deletion.png": deletion_comparison,
 }
 
 

@@ -20,8 +20,10 @@ from matplotlib.ticker import MaxNLocator
 
 from cls_decoupling.outputs.runs import Run
 from harness import GROUPS
+from harness.decomposition import DELETION_ORDERS
 from probes import (
     CKAProbe,
+    DeletionProbe,
     DepthProbe,
     LayerwiseProbe,
     LinearProbe,
@@ -404,6 +406,46 @@ def depth_figure(run: Run) -> Figure | None:
     return figure
 
 
+DELETION_COLOURS = {"top": "#d62728", "random": "#7f7f7f", "bottom": "#1f77b4"}
+
+
+def deletion_curves(run: Run) -> dict[str, tuple[list[float], list[float], list[float]]]:
+    """order -> (deleted fractions from 0, mean cosines from 1, stds from 0) of the run's deletion
+    results; empty without them."""
+    fractions = [f for f in DeletionProbe.FRACTIONS if DeletionProbe.result_name("top", f) in run.results]
+    if not fractions:
+        return {}
+    return {
+        order: (
+            [0.0, *fractions],
+            [1.0, *(run.results[DeletionProbe.result_name(order, f)] for f in fractions)],
+            [0.0, *(run.results[DeletionProbe.std_name(order, f)] for f in fractions)],
+        )
+        for order in DELETION_ORDERS
+    }
+
+
+def deletion_figure(run: Run) -> Figure | None:
+    """The deletion test: cosine of the output without the deleted patches to the full one, over the
+    share deleted, for the map's top patches, random ones and its bottom ones."""
+    curves = deletion_curves(run)
+    if not curves:
+        return None
+    figure, axis = plt.subplots(figsize=(5.5, 3.8))
+    for order, (x, mean, std) in curves.items():
+        label = "random (seeded)" if order == "random" else f"{order} of the attention map"
+        axis.errorbar(x, mean, yerr=std, marker="o", markersize=3, capsize=2, color=DELETION_COLOURS[order],
+                      label=label)  # fmt: skip
+    area = run.results[DeletionProbe.area_name("random")]
+    axis.set_xlabel("share of patches deleted (keys masked in every layer)")
+    axis.set_ylabel("cosine to the full [CLS] output")
+    axis.legend(fontsize=8)
+    axis.set_title(f"Does the map show what the model used? area random - top {area:+.3f}\n{run_title(run)}",
+                   fontsize=10)  # fmt: skip
+    figure.tight_layout()
+    return figure
+
+
 FIGURES: dict[str, Callable[[Run], Figure | None]] = {
     "split.png": split_figure,
     "registers.png": registers_figure,
@@ -416,6 +458,7 @@ FIGURES: dict[str, Callable[[Run], Figure | None]] = {
     "norms.png": norms_figure,
     "layerwise.png": layerwise_figure,
     "depth.png": depth_figure,
+    "deletion.png": deletion_figure,
 }
 
 
