@@ -2,10 +2,11 @@
 `probes.metrics`, one per paper panel, each stating its own name, needs and result names; the
 registry derives `--probe` from them."""
 
-from probes.base import FULL_OUTPUT, Probe, ProbeContext
+from probes.base import FULL_OUTPUT, KnnBank, Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
 from probes.deletion import DeletionProbe
 from probes.depth import DepthProbe
+from probes.knn import KnnProbe
 from probes.layerwise import LayerwiseProbe
 from probes.linear import LinearHeadProbe, LinearProbe, RidgeProbe
 from probes.maps import MapsProbe
@@ -24,6 +25,8 @@ __all__ = [
     "DebiasedCKAProbe",
     "DeletionProbe",
     "DepthProbe",
+    "KnnBank",
+    "KnnProbe",
     "LayerwiseProbe",
     "LinearHeadProbe",
     "LinearProbe",

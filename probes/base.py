@@ -19,6 +19,15 @@ FULL_OUTPUT = "output/full"
 
 
 @dataclass(frozen=True)
+class KnnBank:
+    """`output/full` of labelled training images (rows, dims), their labels and class names."""
+
+    features: Tensor
+    labels: Tensor
+    class_names: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class ProbeContext:
     """What probes need to know about a run.
 
@@ -31,6 +40,7 @@ class ProbeContext:
         shots: one-shot support images per class.
         head: a head saved by train_probe.py for the `linear` probe (None: fit a ridge classifier).
         layers: the blocks decomposed as they run (`--layers`; 1-based, ascending), none by default.
+        bank: `output/full` of labelled training images for the `knn` probe (`--train-data`).
     """
 
     info: BackboneInfo
@@ -41,6 +51,7 @@ class ProbeContext:
     shots: int = 1
     head: Path | None = None
     layers: tuple[int, ...] = ()
+    bank: KnnBank | None = None
 
     @property
     def num_tokens(self) -> int:
@@ -74,6 +85,8 @@ class Probe(nn.Module, ABC):
         needs_layers: True for probes that read the per-layer decomposition (`--layers`): left out
             of `all` without it.
         opt_in: True for probes that cost extra forward passes: never part of `all`.
+        needs_bank: True for probes that read a bank of training features (`--train-data`): left
+            out of `all` without one.
     """
 
     name: ClassVar[str]
@@ -81,6 +94,7 @@ class Probe(nn.Module, ABC):
     needs_pixels: ClassVar[bool] = False
     needs_layers: ClassVar[bool] = False
     opt_in: ClassVar[bool] = False
+    needs_bank: ClassVar[bool] = False
 
     @classmethod
     @abstractmethod

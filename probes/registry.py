@@ -9,6 +9,7 @@ from probes.base import Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
 from probes.deletion import DeletionProbe
 from probes.depth import DepthProbe
+from probes.knn import KnnProbe
 from probes.layerwise import LayerwiseProbe
 from probes.linear import LinearProbe
 from probes.maps import MapsProbe
@@ -29,6 +30,7 @@ PROBE_CLASSES: tuple[type[Probe], ...] = (
     LinearProbe,
     DepthProbe,
     DeletionProbe,
+    KnnProbe,
 )
 """Every probe this version implements, in the order `all` runs them."""
 
@@ -41,15 +43,20 @@ class ProbeSelectionError(UserError, ValueError):
 
 
 def parse_probe_names(
-    text: str, labelled: bool | None = None, pixels: bool = True, layers: bool | None = None
+    text: str,
+    labelled: bool | None = None,
+    pixels: bool = True,
+    layers: bool | None = None,
+    bank: bool | None = None,
 ) -> list[str]:
     """`"cka,split"` or `"all"` -> probe names, validated, in the order given.
 
     `all` never holds the opt-in probes (extra forward passes); on unlabelled data
     (`labelled=False`: no labels, or one class) it leaves out the probes that
     need labels, without images (`pixels=False`, features replayed) the probes that read them, and
-    without a per-layer decomposition (`layers=False`) the probes that read it; naming a probe that
-    reads the images without them, or the layers without them, is an error.
+    without a per-layer decomposition (`layers=False`) the probes that read it, and without a bank of
+    training features (`bank=False`) the probes that query it; naming a probe that reads the images,
+    the layers or the bank without them is an error.
 
     >>> parse_probe_names("split, cka")
     ['split', 'cka']
@@ -63,6 +70,7 @@ def parse_probe_names(
             and (labelled is not False or not probe.needs_labels)
             and (pixels or not probe.needs_pixels)
             and (layers is not False or not probe.needs_layers)
+            and (bank is not False or not probe.needs_bank)
         ]
     unknown = [name for name in names if name not in PROBES]
     if unknown or not names:
