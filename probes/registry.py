@@ -83,6 +83,11 @@ def parse_probe_names(
         raise ProbeSelectionError(
             f"probe(s) {', '.join(deep)} read the per-layer decomposition: add --layers"
         )
+    if bank is False and (querying := [name for name in names if PROBES[name].needs_bank]):
+        raise ProbeSelectionError(
+            f"probe(s) {', '.join(querying)} query a bank of training features: "
+            "add --train-data and --train-dir"
+        )
     return list(dict.fromkeys(names))
 
 

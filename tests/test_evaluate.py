@@ -351,3 +351,38 @@ def test_deletion_is_opt_in_and_written(model_dir: Path, photo_dir: Path, tmp_pa
     assert {"deletion/area/random_minus_top", "deletion/area/bottom_minus_top"} <= set(results)
     assert (tmp_path / "run" / "figures" / "deletion.png").is_file()
     assert "deletion" not in parse_probe_names("all")
+
+
+def test_knn_bank_from_training_data(
+    model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--train-data builds the bank from output/full of the training images; the knn results equal a
+    numpy k-NN on the saved features (the same folder serves as training and evaluated data here)."""
+    from tests.probes.test_knn import numpy_knn_accuracy
+
+    photos = tmp_path / "photos"
+    write_labelled_photos(photos, per_class=5)
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photos), "--resolution", "56",
+            "--batch-size", "4", "--num-workers", "0"]  # fmt: skip
+    train = ["--train-data", "folder", "--train-dir", str(photos)]
+    output = tmp_path / "run"
+    assert evaluate.main([*argv, *train, "--probe", "knn", "--save-features", "--output", str(output)]) == 0
+    summary = json.loads((output / "results.json").read_text())
+    assert summary["data"]["train"]["num_images"] == 15 and summary["results"]["knn/bank_images"] == 15
+    features = load_file(str(output / "features.safetensors"))
+    bank, labels = features["output/full"].astype(np.float64), features["label"]
+    for variant in ("output/full", "output/patch", "output/skip"):
+        for k in (10, 20):
+            expected = numpy_knn_accuracy(bank, labels, features[variant].astype(np.float64), labels, 3, k, 1)
+            assert summary["results"][f"knn/{variant}/k{k}/top1"] == pytest.approx(expected, abs=1e-9), (
+                variant,
+                k,
+            )
+    assert evaluate.main([*argv, "--probe", "knn", "--output", str(tmp_path / "no-bank")]) == 2
+    assert "add --train-data and --train-dir" in capsys.readouterr().err
+    other = tmp_path / "other"
+    for name in ("x", "y"):
+        write_photos(other / name, 2)
+    assert evaluate.main([*argv, "--probe", "knn", "--train-data", "folder", "--train-dir", str(other),
+                          "--output", str(tmp_path / "mismatch")]) == 2  # fmt: skip
+    assert "the knn probe needs the same classes" in capsys.readouterr().err

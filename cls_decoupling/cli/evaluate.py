@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import logging
 import os
 import re
@@ -50,10 +51,21 @@ from cls_decoupling.outputs import (
 )
 from cls_decoupling.outputs.runs import FEATURES_FILE
 from cls_decoupling.outputs.writing import COMPARISON_FILES
-from harness import BackboneInfo, HarnessModule, LinearHead, all_feature_names, parse_layers, resolve_backbone
+from datamodules import LABELLED_SOURCES
+from harness import (
+    BackboneInfo,
+    DecomposingBackbone,
+    HarnessModule,
+    LinearHead,
+    all_feature_names,
+    parse_layers,
+    resolve_backbone,
+)
 from probes import (
+    FULL_OUTPUT,
     PROBES,
     DeletionProbe,
+    KnnBank,
     Probe,
     ProbeContext,
     build_probes,
@@ -74,10 +86,19 @@ class ProbeOptions:
     shots: int = 1
     head: Path | None = None
     layers: str = "last"
+    train: DataOptions | None = None
+    """The labelled training images whose `output/full` form the knn probe's bank (--train-data)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProbeOptions:
-        return cls(args.probe, args.seed, args.episodes, args.shots, args.head, args.layers)
+        train = None
+        if args.train_data is not None:
+            evaluated = DataOptions.from_args(args)
+            train = dataclasses.replace(
+                evaluated, source=args.train_data, data_dir=args.train_dir, split=args.train_split,
+                download=False, limit=None, per_class=args.train_per_class,
+            )  # fmt: skip
+        return cls(args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train)
 
 
 @dataclass
@@ -90,13 +111,23 @@ class ProbeRequest:
     resolution: int
     pixels: bool = True
     layers: tuple[int, ...] = ()
+    bank: KnnBank | None = None
     names: list[str] = field(default_factory=list)
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
         labelled = len(class_names) >= 2  # a classifier or a centroid ranking needs two classes
         self.names = parse_probe_names(
-            self.options.probe, labelled=labelled, pixels=self.pixels, layers=bool(self.layers)
+            self.options.probe,
+            labelled=labelled,
+            pixels=self.pixels,
+            layers=bool(self.layers),
+            bank=self.bank is not None,
         )
+        if self.bank is not None and "knn" in self.names and self.bank.class_names != class_names:
+            raise UserError(
+                f"the training data's classes ({', '.join(self.bank.class_names[:5])}, ...) are not the "
+                f"evaluated data's ({', '.join(class_names[:5])}, ...): the knn probe needs the same classes"
+            )
         options = self.options
         context = ProbeContext(
             self.info,
@@ -107,6 +138,7 @@ class ProbeRequest:
             options.shots,
             options.head,
             self.layers,
+            self.bank,
         )
         return build_probes(self.names, context)
 
@@ -133,6 +165,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--head", type=Path, help="linear head from train_probe.py for --probe linear")
     parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
     parser.add_argument("--shots", type=int, default=1, help="one-shot support images per class (default: 1)")
+    parser.add_argument(
+        "--train-data",
+        choices=sorted(LABELLED_SOURCES),
+        help="labelled training images whose output/full form the knn probe's bank (DINOv2's k-NN)",
+    )
+    parser.add_argument("--train-dir", type=Path, help="folder of --train-data")
+    parser.add_argument("--train-split", choices=("val", "train"), default="train", help="--train-data split")
+    parser.add_argument(
+        "--train-per-class", type=int, help="a seeded subset of this many training images per class"
+    )
     parser.add_argument(
         "--layers",
         default="last",
@@ -225,7 +267,15 @@ def check_probe_options(probes: ProbeOptions, replaying: bool = False) -> None:
         raise UserError(str(error)) from None
     if replaying and probes.layers != "last":
         raise UserError("--from-features replays the layers its run decomposed; it takes no --layers")
-    names = parse_probe_names(probes.probe, layers=None if replaying else probes.layers != "last")
+    if replaying and probes.train is not None:
+        raise UserError("--from-features has no backbone to build a k-NN bank with; drop --train-data")
+    names = parse_probe_names(
+        probes.probe,
+        layers=None if replaying else probes.layers != "last",
+        bank=None if replaying else probes.train is not None,
+    )
+    if probes.train is not None:
+        probes.train.datamodule()  # its options, before any model loads
     if probes.episodes < 1 or probes.shots < 1:
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
     if probes.head is not None:
@@ -287,8 +337,11 @@ def run_one(
     )
     if "deletion" in parse_probe_names(probes.probe):  # opt-in: the backbone's extra passes
         backbone.enable_deletion(DeletionProbe.FRACTIONS, probes.seed)
+    bank, train_description = None, None
+    if probes.train is not None:
+        bank, train_description = build_bank(backbone, probes.train, trainer_options)
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
-    request = ProbeRequest(probes, backbone.info, data.resolution, layers=backbone.depth_layers)
+    request = ProbeRequest(probes, backbone.info, data.resolution, layers=backbone.depth_layers, bank=bank)
     features = all_feature_names(backbone) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features)
     started = time.perf_counter()
@@ -304,6 +357,7 @@ def run_one(
             "repeated_images": module.num_repeated,
             "num_skipped": len(module.skipped),
             "skipped": [{"index": index, "reason": reason} for index, reason in module.skipped],
+            **({"train": train_description} if train_description else {}),
         },
         "run": {
             "probes": request.names,
@@ -326,6 +380,28 @@ def run_one(
     if trainer.is_global_zero:
         write_finished(output, Run(summary, module.arrays), module.features, datamodule.images.files)
     return summary
+
+
+def build_bank(
+    backbone: DecomposingBackbone, train: DataOptions, trainer_options: TrainerOptions
+) -> tuple[KnnBank, dict[str, Any]]:
+    """`output/full` of every training image (gathered on every rank: each holds the whole bank),
+    with what results.json records of the training data."""
+    datamodule = train.datamodule()
+    module = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
+    log.info("k-NN bank: %s images of %s", train.split, train.source)
+    run_test(trainer_options.trainer(), module, datamodule)
+    if module.features is None or not module.num_images:
+        raise UserError(f"no training image of {train.source} could be read for the k-NN bank")
+    if len(datamodule.class_names) < 2:
+        raise UserError(f"the k-NN bank needs labelled training data of 2+ classes; {train.source} has none")
+    features = module.features
+    bank = KnnBank(features[FULL_OUTPUT], features["label"], tuple(datamodule.class_names))
+    return bank, {
+        **datamodule.describe(),
+        "num_images": module.num_images,
+        "num_skipped": len(module.skipped),
+    }
 
 
 def run_timings(loading: float, started: float, stamps: Mapping[str, float]) -> dict[str, float]:
