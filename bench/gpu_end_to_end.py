@@ -244,7 +244,9 @@ def make_batch(backbone: Any, resolution: int, batch_size: int, device: torch.de
 
     module = HarnessModule(backbone)
     context = ProbeContext(backbone.info, tuple(f"class{i}" for i in range(CLASSES)), resolution)
-    module.consumers = torch.nn.ModuleDict(build_probes(parse_probe_names("all", layers=False), context))
+    module.consumers = torch.nn.ModuleDict(
+        build_probes(parse_probe_names("all", layers=False, bank=False), context)
+    )
     module.to(device)
     pixels = torch.randn(batch_size, 3, resolution, resolution, device=device)
     labels = torch.arange(batch_size, device=device) % CLASSES

@@ -50,7 +50,7 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
     labels = torch.arange(batch_size) % 10
     indices = torch.arange(batch_size)
     context = ProbeContext(info, tuple(f"class{i}" for i in range(10)), resolution)
-    probes = build_probes(parse_probe_names("all", layers=False), context)
+    probes = build_probes(parse_probe_names("all", layers=False, bank=False), context)
     depth = DepthProbe(tuple(range(1, info.num_layers + 1)), depth_quantities(info.num_registers))
 
     @torch.no_grad()

@@ -23,7 +23,7 @@ from torchmetrics import MaxMetric
 
 from harness import Decomposition, HarnessModule, LinearHead, all_feature_names
 from harness.decomposition import variant_names
-from probes import PROBES, ProbeContext, build_probes
+from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 
 META = torch.device("meta")
@@ -75,14 +75,16 @@ class HostToDeviceCopies(TorchFunctionMode):
 def test_backbone_forward_reads_nothing_back(registers: int) -> None:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
     backbone.decompose_layers([1, 2])  # every block decomposed as it runs, too
+    backbone.enable_deletion()  # and the deletion passes
     with FakeTensorMode(allow_non_fake_inputs=True):
-        decomposition = backbone(torch.randn(3, 3, 56, 70))
+        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3))
     assert decomposition["output/full"].shape == (3, 32)
 
 
 def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decomposition, torch.Tensor]:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
     backbone.decompose_layers([1, 2])
+    backbone.enable_deletion()
     pixels = torch.randn(batch, 3, 56, 56)
     decomposition = backbone(pixels)
     module = HarnessModule(backbone, feature_names=all_feature_names(backbone))
@@ -94,7 +96,8 @@ def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decompos
 @pytest.mark.parametrize("registers", [0, 4])
 def test_every_probe_and_record_updates_without_reading_back(registers: int, tmp_path: Path) -> None:
     module, decomposition, pixels = _meta_batch(registers)
-    context = ProbeContext(module.backbone.info, ("a", "b", "c"), resolution=56, layers=(1, 2))
+    bank = KnnBank(torch.randn(20, module.backbone.info.hidden_size), torch.arange(20) % 3, ("a", "b", "c"))
+    context = ProbeContext(module.backbone.info, ("a", "b", "c"), resolution=56, layers=(1, 2), bank=bank)
     head_path = tmp_path / "head.pt"
     dims = module.backbone.info.hidden_size
     classes = ("a", "b", "c")
