@@ -4,6 +4,7 @@ registry derives `--probe` from them."""
 
 from probes.base import FULL_OUTPUT, KnnBank, Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
+from probes.cka_layers import LayerCKAProbe
 from probes.deletion import DeletionProbe
 from probes.depth import DepthProbe
 from probes.knn import KnnProbe
@@ -27,6 +28,7 @@ __all__ = [
     "DepthProbe",
     "KnnBank",
     "KnnProbe",
+    "LayerCKAProbe",
     "LayerwiseProbe",
     "LinearHeadProbe",
     "LinearProbe",

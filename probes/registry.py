@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from cls_decoupling.errors import UserError
 from probes.base import Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
+from probes.cka_layers import LayerCKAProbe
 from probes.deletion import DeletionProbe
 from probes.depth import DepthProbe
 from probes.knn import KnnProbe
@@ -29,6 +30,7 @@ PROBE_CLASSES: tuple[type[Probe], ...] = (
     OneShotProbe,
     LinearProbe,
     DepthProbe,
+    LayerCKAProbe,
     DeletionProbe,
     KnnProbe,
 )

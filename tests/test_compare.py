@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from PIL import Image
+from safetensors.numpy import load_file, save_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from cls_decoupling.cli import evaluate
@@ -17,13 +18,14 @@ from tests.conftest import tiny_model, write_labelled_photos
 COMPARISON_FIGURES = {
     "compare_split.png", "compare_registers.png", "compare_cka.png", "compare_cka_debiased.png",
     "compare_oneshot.png", "compare_linear.png", "compare_faithfulness.png", "compare_norms.png",
-    "compare_layerwise.png",
+    "compare_layerwise.png", "compare_depth.png", "compare_cka_models.png",
 }  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """`--backbone with-registers without-registers` on 12 labelled photos, every probe."""
+    """`--backbone with-registers without-registers` on 12 labelled photos, every probe, every block
+    decomposed, features saved."""
     root = tmp_path_factory.mktemp("sweep")
     tiny_model(registers=4, hidden=32, layers=2, heads=2, patch=14, image=56).save_pretrained(root / "reg4")
     tiny_model(registers=0, hidden=48, layers=3, heads=2, patch=14, image=56, swiglu=True).save_pretrained(
@@ -33,7 +35,7 @@ def sweep(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = [
         "--backbone", str(root / "reg4"), str(root / "plain"), "--data", "folder", "--data-dir",
         str(root / "photos"), "--probe", "all", "--output", str(root / "out"), "--resolution", "56",
-        "--batch-size", "4", "--num-workers", "0",
+        "--batch-size", "4", "--num-workers", "0", "--layers", "all", "--save-features",
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
     return root / "out"
@@ -132,3 +134,35 @@ def test_runs_in_folders_of_the_same_name_keep_their_paths_as_labels(sweep: Path
     assert evaluate.main(argv) == 0
     rows = read_table(tmp_path / "c" / "comparison.csv")
     assert [row["run"] for row in rows] == [str(tmp_path / "a" / "run"), str(tmp_path / "b" / "run")]
+
+
+def test_model_cka_is_the_cka_of_the_saved_outputs(
+    sweep: Path, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """compare_cka_models.png holds linear_cka of output/full of the two runs on the same images; runs
+    on other images leave it out with one log line."""
+    from cls_decoupling.outputs.compare import Compared, model_cka
+    from cls_decoupling.outputs.runs import load_run
+    from tests.probes.metrics.test_cka import debiased_gram_cka, gram_linear_cka
+
+    runs = [Compared(name, load_run(sweep / name)) for name in ("reg4", "plain")]
+    found = model_cka(runs)
+    assert found is not None
+    labels, matrices = found
+    assert labels == ["reg4", "plain"]
+    first, second = (
+        load_file(str(sweep / name / "features.safetensors"))["output/full"].astype("float64")
+        for name in labels
+    )
+    assert matrices["cka"][0, 1] == pytest.approx(gram_linear_cka(first, second), rel=1e-9)
+    assert matrices["cka_debiased"][0, 1] == pytest.approx(
+        debiased_gram_cka(first, second), rel=1e-6, abs=1e-9
+    )
+    assert matrices["cka"][1, 0] == matrices["cka"][0, 1] and matrices["cka"][0, 0] == 1.0
+    shrunk = tmp_path / "fewer"
+    shutil.copytree(sweep / "plain", shrunk)
+    features = load_file(str(shrunk / "features.safetensors"))
+    save_file({name: array[:-1] for name, array in features.items()}, str(shrunk / "features.safetensors"))
+    with caplog.at_level("WARNING"):
+        assert model_cka([runs[0], Compared("fewer", load_run(shrunk))]) is None
+    assert "evaluated other images" in caplog.text

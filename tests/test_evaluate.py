@@ -156,7 +156,8 @@ def test_two_processes_give_the_single_process_numbers(
             sys.executable, "evaluate.py", "--backbone", str(model_dir), "--data", "folder",
             "--data-dir", str(photo_dir), "--probe", "all", "--output", str(output), "--resolution", "56",
             "--batch-size", "1", "--num-workers", "0", "--accelerator", "cpu", "--devices", devices,
-            "--strategy", "ddp" if devices == "2" else "auto", "--save-features",
+            "--strategy", "ddp" if devices == "2" else "auto", "--save-features", "--layers", "all",
+            "--train-data", "folder", "--train-dir", str(photo_dir),  # every rank holds the whole bank
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -167,6 +168,8 @@ def test_two_processes_give_the_single_process_numbers(
     assert single["data"]["num_images"] == double["data"]["num_images"] == 101
     assert any(name.startswith("oneshot/") for name in single["results"])
     assert any(name.startswith("linear/") for name in single["results"])
+    assert any(name.startswith("depth/") for name in single["results"])
+    assert single["results"]["knn/bank_images"] == double["results"]["knn/bank_images"] == 101
     assert single["results"].keys() == double["results"].keys()
     for name, value in single["results"].items():
         assert double["results"][name] == pytest.approx(value, abs=1e-6), name

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
+import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from matplotlib import pyplot as plt
 from matplotlib.figure import Figure
 
@@ -21,6 +24,7 @@ from cls_decoupling.outputs.figures import (
     GROUP_LABELS,
     NameOf,
     accuracy_names,
+    cka_heatmap,
     deletion_curves,
     depth_layers,
     error_bars,
@@ -33,6 +37,7 @@ from cls_decoupling.outputs.figures import (
 from cls_decoupling.outputs.report import format_value, markdown_table, results_by_probe
 from cls_decoupling.outputs.runs import Run
 from probes import (
+    FULL_OUTPUT,
     CKAProbe,
     DeletionProbe,
     DepthProbe,
@@ -43,7 +48,10 @@ from probes import (
     OneShotProbe,
     RegistersProbe,
 )
+from probes.metrics import linear_cka
 from probes.split import TWO_WAY, SplitProbe
+
+log = logging.getLogger(__name__)
 
 COMPARISON_MARKDOWN = "comparison.md"
 COMPARISON_CSV = "comparison.csv"
@@ -325,6 +333,46 @@ def deletion_comparison(compared: Sequence[Compared]) -> Figure | None:
     return figure
 
 
+def model_cka(compared: Sequence[Compared]) -> tuple[list[str], dict[str, np.ndarray]] | None:
+    """Model x model linear and debiased CKA of `output/full` over the same images (matched by dataset
+    index), from the runs' saved features; None (with one line in the log) when fewer than two runs
+    saved features or their image sets differ."""
+    found = [(c.label, c.run.saved_features(("index", FULL_OUTPUT))) for c in compared]
+    saved = [(label, features) for label, features in found if features and FULL_OUTPUT in features]
+    if len(saved) < 2:
+        return None
+    indices = saved[0][1]["index"]
+    if differing := [label for label, features in saved if not torch.equal(features["index"], indices)]:
+        log.warning("model x model CKA left out: %s evaluated other images than %s", ", ".join(differing),
+                    saved[0][0])  # fmt: skip
+        return None
+    labels = [label for label, _ in saved]
+    matrices = {}
+    for estimator in ("cka", "cka_debiased"):
+        matrix = np.eye(len(saved))
+        for i, j in itertools.combinations(range(len(saved)), 2):
+            value = linear_cka(
+                saved[i][1][FULL_OUTPUT], saved[j][1][FULL_OUTPUT], estimator == "cka_debiased"
+            )
+            matrix[i, j] = matrix[j, i] = float(value)
+        matrices[estimator] = matrix
+    return labels, matrices
+
+
+def model_cka_comparison(compared: Sequence[Compared]) -> Figure | None:
+    """Model x model CKA of `output/full` on the same images (runs with --save-features)."""
+    found = model_cka(compared)
+    if found is None:
+        return None
+    labels, matrices = found
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for axis, (estimator, matrix) in zip(axes, matrices.items(), strict=True):
+        cka_heatmap(axis, labels, matrix, f"{estimator.replace('_', ' ')} of output/full")
+    figure.suptitle("How alike are the models' [CLS] outputs? (same images)", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_split.png": split_comparison,
     "compare_registers.png": registers_comparison,
@@ -337,6 +385,7 @@ COMPARISON_FIGURES: dict[str, Callable[[Sequence[Compared]], Figure | None]] = {
     "compare_layerwise.png": layerwise_comparison,
     "compare_depth.png": depth_comparison,
     "compare_deletion.png": deletion_comparison,
+    "compare_cka_models.png": model_cka_comparison,
 }
 
 

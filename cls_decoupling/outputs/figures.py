@@ -8,6 +8,7 @@ Result names come from the probe classes' name functions, never from parsing.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import cast
 
 import matplotlib
 
@@ -25,6 +26,7 @@ from probes import (
     CKAProbe,
     DeletionProbe,
     DepthProbe,
+    LayerCKAProbe,
     LayerwiseProbe,
     LinearProbe,
     MapsProbe,
@@ -406,6 +408,49 @@ def depth_figure(run: Run) -> Figure | None:
     return figure
 
 
+def layer_cka_matrix(run: Run, estimator: str) -> tuple[list[int], np.ndarray] | None:
+    """The blocks and the symmetric block x block CKA matrix of `estimator` (1 on the diagonal)."""
+    prefix = f"{estimator}/"
+    pairs = [name.removeprefix(prefix).split("/") for name in run.results if name.startswith(prefix)]
+    layers = sorted({int(block) for pair in pairs for block in pair})
+    if len(layers) < 2:
+        return None
+    matrix = np.eye(len(layers))
+    for i, first in enumerate(layers):
+        for j, second in enumerate(layers[i + 1 :], start=i + 1):
+            matrix[i, j] = matrix[j, i] = run.results[LayerCKAProbe.result_name(estimator, first, second)]
+    return layers, matrix
+
+
+def cka_heatmap(axis: Axes, labels: Sequence[str], matrix: np.ndarray, title: str) -> None:
+    """One CKA matrix as a heatmap in [0, 1], values written in the cells when few."""
+    image = axis.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
+    axis.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 8 else 0, fontsize=7)
+    axis.set_yticks(range(len(labels)), labels, fontsize=7)
+    if len(labels) <= 12:
+        for (row, column), value in np.ndenumerate(matrix):
+            axis.text(column, row, f"{value:.2f}", ha="center", va="center", fontsize=6,
+                      color="white" if value < 0.6 else "black")  # fmt: skip
+    axis.set_title(title, fontsize=9)
+    axis.figure.colorbar(image, ax=axis, fraction=0.046)
+
+
+def layer_cka_figure(run: Run) -> Figure | None:
+    """CKA between the [CLS] states after the chosen blocks (linear and debiased)."""
+    matrices = {e: layer_cka_matrix(run, e) for e in LayerCKAProbe.ESTIMATORS}
+    if any(found is None for found in matrices.values()):
+        return None
+    figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    for axis, (estimator, found) in zip(axes, matrices.items(), strict=True):
+        layers, matrix = cast(tuple[list[int], np.ndarray], found)
+        cka_heatmap(axis, [str(layer) for layer in layers], matrix, estimator.replace("_", " "))
+        axis.set_xlabel("block")
+        axis.set_ylabel("block")
+    figure.suptitle(f"[CLS] states across blocks (CKA)\n{run_title(run)}", fontsize=10)
+    figure.tight_layout()
+    return figure
+
+
 DELETION_COLOURS = {"top": "#d62728", "random": "#7f7f7f", "bottom": "#1f77b4"}
 
 
@@ -459,6 +504,7 @@ FIGURES: dict[str, Callable[[Run], Figure | None]] = {
     "layerwise.png": layerwise_figure,
     "depth.png": depth_figure,
     "deletion.png": deletion_figure,
+    "cka_layers.png": layer_cka_figure,
 }
 
 

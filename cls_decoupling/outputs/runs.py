@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
@@ -42,6 +43,21 @@ class Run:
 
     summary: Mapping[str, Any]
     arrays: Mapping[str, Tensor] = field(default_factory=dict)
+    folder: Path | None = None
+    """Where the run was read from (None for a run built in memory)."""
+
+    def saved_features(self, names: Sequence[str]) -> dict[str, Tensor] | None:
+        """Only `names` of the run's features.safetensors (one row per image, in dataset-index order
+        with `index`), or None when the run saved none; a damaged file is one line."""
+        path = None if self.folder is None else self.folder / FEATURES_FILE
+        if path is None or not path.is_file():
+            return None
+        try:
+            with safe_open(str(path), framework="pt") as file:
+                present = set(file.keys())
+                return {name: file.get_tensor(name) for name in names if name in present}
+        except Exception as error:  # safetensors raises its own error types for a damaged file
+            raise UserError(f"cannot read {path}: {error}") from None
 
     @property
     def backbone(self) -> str:
@@ -83,7 +99,7 @@ def load_run(folder: Path) -> Run:
     """
     summary = load_summary(folder)
     arrays = folder / ARRAYS_FILE
-    return Run(summary, load_tensors(arrays) if arrays.is_file() else {})
+    return Run(summary, load_tensors(arrays) if arrays.is_file() else {}, folder)
 
 
 def load_summary(folder: Path) -> dict[str, Any]:

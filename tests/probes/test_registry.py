@@ -11,6 +11,7 @@ from probes import (
     PROBE_CLASSES,
     PROBES,
     CKAProbe,
+    KnnBank,
     LinearHeadProbe,
     MapsProbe,
     OneShotProbe,
@@ -48,15 +49,22 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     labelled = {name for name, probe in PROBES.items() if probe.needs_labels}
     pixels = {name for name, probe in PROBES.items() if probe.needs_pixels}
     layers = {name for name, probe in PROBES.items() if probe.needs_layers}
-    assert labelled == {"oneshot", "linear"} and pixels == {"maps"} and layers == {"depth"}
-    assert parse_probe_names("all", labelled=False) == [n for n in PROBES if n not in labelled]
-    assert parse_probe_names("all", pixels=False) == [n for n in PROBES if n not in pixels]
+    bank = {name for name, probe in PROBES.items() if probe.needs_bank}
+    opt_in = {name for name, probe in PROBES.items() if probe.opt_in}
+    assert labelled == {"oneshot", "linear", "knn"} and bank == {"knn"} and opt_in == {"deletion"}
+    assert pixels == {"maps", "deletion"} and layers == {"depth", "cka_layers"}
+    everything = [n for n in PROBES if n not in opt_in]
+    assert parse_probe_names("all") == everything
+    assert parse_probe_names("all", labelled=False) == [n for n in everything if n not in labelled]
+    assert parse_probe_names("all", pixels=False) == [n for n in everything if n not in pixels]
+    assert parse_probe_names("all", bank=False) == [n for n in everything if n not in bank]
 
 
 def test_every_probe_builds_from_the_context_and_names_its_results() -> None:
     """Each class's from_context gives a probe whose results all carry the probe's own name functions'
     prefixes (no name is made up elsewhere)."""
-    context = ProbeContext(INFO, ("a", "b", "c"), resolution=8, layers=(1, 2))
+    bank = KnnBank(torch.zeros(3, 8), torch.arange(3), ("a", "b", "c"))
+    context = ProbeContext(INFO, ("a", "b", "c"), resolution=8, layers=(1, 2), bank=bank)
     for name, cls in PROBES.items():
         probe = cls.from_context(context)
         assert isinstance(probe, cls) and probe.name == name
@@ -74,8 +82,12 @@ def test_linear_is_a_ridge_classifier_without_a_head_and_the_head_with_one(tmp_p
 
 
 def test_probe_names() -> None:
-    assert parse_probe_names("all", labelled=True) == list(PROBES)
-    assert parse_probe_names("all", layers=False) == [name for name in PROBES if name != "depth"]
+    assert parse_probe_names("all", labelled=True) == [name for name in PROBES if name != "deletion"]
+    assert parse_probe_names("all", layers=False) == [
+        name for name in PROBES if name not in ("depth", "cka_layers", "deletion")
+    ]
+    with pytest.raises(UserError, match="add --train-data"):
+        parse_probe_names("knn", bank=False)
     with pytest.raises(UserError, match="add --layers"):
         parse_probe_names("split,depth", layers=False)
     assert "oneshot" not in parse_probe_names("all", labelled=False)
