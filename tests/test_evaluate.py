@@ -179,7 +179,14 @@ def test_two_processes_give_the_single_process_numbers(
         double_arrays = load_file(str(tmp_path / "devices2" / file))
         assert single_arrays.keys() == double_arrays.keys()
         for name in single_arrays:  # histograms, per-image cosines, the gallery's images and maps
-            np.testing.assert_array_equal(single_arrays[name], double_arrays[name], err_msg=f"{file} {name}")
+            one, two = single_arrays[name], double_arrays[name]
+            if np.issubdtype(
+                one.dtype, np.floating
+            ):  # each process runs its own threads: last-bit differences
+                scale = float(np.abs(one).max()) if one.size else 1.0
+                np.testing.assert_allclose(two, one, rtol=0, atol=1e-6 * scale, err_msg=f"{file} {name}")
+            else:
+                np.testing.assert_array_equal(two, one, err_msg=f"{file} {name}")
 
 
 def test_from_features_reproduces_the_run_that_saved_them(model_dir: Path, tmp_path: Path) -> None:

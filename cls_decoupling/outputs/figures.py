@@ -425,7 +425,10 @@ def layer_cka_matrix(run: Run, estimator: str) -> tuple[list[int], np.ndarray] |
 def cka_heatmap(axis: Axes, labels: Sequence[str], matrix: np.ndarray, title: str) -> None:
     """One CKA matrix as a heatmap in [0, 1], values written in the cells when few."""
     image = axis.imshow(matrix, vmin=0.0, vmax=1.0, cmap="viridis")
-    axis.set_xticks(range(len(labels)), labels, rotation=90 if len(labels) > 8 else 0, fontsize=7)
+    rotation = 90 if len(labels) > 8 else 30 if max(len(label) for label in labels) > 6 else 0
+    axis.set_xticks(
+        range(len(labels)), labels, rotation=rotation, ha="right" if rotation else "center", fontsize=7
+    )
     axis.set_yticks(range(len(labels)), labels, fontsize=7)
     if len(labels) <= 12:
         for (row, column), value in np.ndenumerate(matrix):
