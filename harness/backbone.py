@@ -25,6 +25,7 @@ from harness.decomposition import (
     decompose_block,
     decompose_last_block,
 )
+from harness.families import Family, family_for
 from harness.tokens import TokenLayout
 
 HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
@@ -65,22 +66,24 @@ class BackboneInfo:
 
 
 class DecomposingBackbone(nn.Module):
-    """Frozen DINOv2 (HF `Dinov2Model` / `Dinov2WithRegistersModel`) that decomposes its [CLS] output.
+    """A frozen ViT (DINOv2, or any family of `harness.families`) that decomposes its [CLS] output.
 
     The model runs once per call with its own fast attention (SDPA). Forward hooks keep the
     last block's input, key and value projections, and the [CLS] row after every block; only
     the last block's [CLS] query row is recomputed.
 
     Args:
-        model: an HF DINOv2 model with the q_proj/k_proj/v_proj/o_proj attention layout.
+        model: an HF model of a family `harness.families` knows (DINOv2 with or without registers,
+            ViT); its adapter gives the blocks, norms and readout.
         info: what the model is, for results.json.
 
     Calling it on `pixel_values` (batch, 3, height, width) returns a `Decomposition`.
     """
 
-    def __init__(self, model: HFDinov2, info: BackboneInfo) -> None:
+    def __init__(self, model: nn.Module, info: BackboneInfo) -> None:
         super().__init__()
-        self.model: HFDinov2 = model.eval().requires_grad_(False)
+        self.model = model.eval().requires_grad_(False)
+        self.family: Family = family_for(model)  # where the blocks, norms and readout are
         self.info = info
         # filled by forward hooks during the model's own pass (no output_hidden_states: the
         # intermediate sequences are freed as usual; only [CLS] rows and the last block stay)
@@ -90,23 +93,25 @@ class DecomposingBackbone(nn.Module):
         self.compiled: str | None = None  # the torch.compile backend of the blocks (compile_blocks)
         self.depth_layers: tuple[int, ...] = ()  # blocks decomposed as they run (decompose_layers)
         self._depth_handles: list[Any] = []
+        self._depth_views: dict[int, HFBlock] = {}
         self._depth_captured: dict[tuple[int, str], Tensor] = {}
         self._depth_rows: list[dict[str, Tensor]] = []
         self._depth_errors: list[Tensor] = []
         self._layout: TokenLayout | None = None
         self.deletion_fractions: tuple[float, ...] = ()  # patches deleted per pass (enable_deletion)
         self.deletion_seed = 0
-        self.model.embeddings.register_forward_hook(self._keep_cls_row)
-        for layer in self.model.encoder.layer:
+        self.family.embeddings.register_forward_hook(self._keep_cls_row)
+        for layer in self.family.blocks:
             layer.register_forward_hook(self._keep_cls_row)
-        self.last_block.register_forward_pre_hook(self._keep_block_input)
+        self.family.blocks[-1].register_forward_pre_hook(self._keep_block_input)
         attention = self.last_block.attention
         attention.k_proj.register_forward_hook(self._keep_keys)
         attention.v_proj.register_forward_hook(self._keep_values)
 
     @property
     def last_block(self) -> HFBlock:
-        return self.model.encoder.layer[-1]
+        """The last block under the decomposition's names (its family's view)."""
+        return self.family.view(self.family.blocks[-1])
 
     @property
     def patch_size(self) -> int:
@@ -129,14 +134,15 @@ class DecomposingBackbone(nn.Module):
         self._depth_handles = []
         self.depth_layers = tuple(sorted(set(layers)))
         for number in self.depth_layers:
-            block: HFBlock = self.model.encoder.layer[number - 1]
+            block = self.family.blocks[number - 1]
+            view: HFBlock = self._depth_views.setdefault(number, self.family.view(block))
             keep = functools.partial(self._keep_depth, number)
             self._depth_handles += [
                 block.register_forward_pre_hook(lambda module, inputs, keep=keep: keep("input", inputs[0])),
-                block.attention.k_proj.register_forward_hook(
+                view.attention.k_proj.register_forward_hook(
                     lambda m, i, output, keep=keep: keep("keys", output)
                 ),
-                block.attention.v_proj.register_forward_hook(
+                view.attention.v_proj.register_forward_hook(
                     lambda m, i, output, keep=keep: keep("values", output)
                 ),
                 block.register_forward_hook(functools.partial(self._decompose_depth, number)),
@@ -166,7 +172,7 @@ class DecomposingBackbone(nn.Module):
             "random": uniform_hash(keys, self.deletion_seed).argsort(dim=1, stable=True),
             "bottom": attention_map.flatten(1).argsort(dim=1, stable=True),
         }
-        embeddings = self.model.embeddings(pixel_values)
+        embeddings = self.family.embed(pixel_values)
         batch, _, hidden = embeddings.shape
         leading = torch.arange(first, device=embeddings.device).expand(3 * batch, first)  # [CLS], registers
         by_order = torch.cat([orders[order] for order in DELETION_ORDERS])  # 3 batch, patches
@@ -176,7 +182,7 @@ class DecomposingBackbone(nn.Module):
             kept = by_order[:, round(fraction * count) :].sort(dim=1).values + first
             positions = torch.cat([leading, kept], dim=1)
             tokens = repeated.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden))
-            output = self.model.layernorm(self.model.encoder(tokens).last_hidden_state[:, 0]).float()
+            output = self.family.final_norm(self.family.encode(tokens)[:, 0]).float()
             cosines.append(nn.functional.cosine_similarity(output, pooled.repeat(3, 1), dim=-1))
         per_order = torch.stack(cosines, dim=1).split(batch)  # 3 x (batch, fractions)
         return {DELETION_PREFIX + order: c for order, c in zip(DELETION_ORDERS, per_order, strict=True)}
@@ -191,7 +197,9 @@ class DecomposingBackbone(nn.Module):
         block_input, keys, values = (
             self._depth_captured.pop((number, what)) for what in ("input", "keys", "values")
         )
-        quantities, rebuilt = decompose_block(module, block_input, keys, values, self._layout)
+        quantities, rebuilt = decompose_block(
+            self._depth_views[number], block_input, keys, values, self._layout
+        )
         self._depth_rows.append(quantities)
         self._depth_errors.append((rebuilt - output[:, 0].float()).abs().max())
 
@@ -205,7 +213,7 @@ class DecomposingBackbone(nn.Module):
         are read too): the decomposition and its check against the pooled output are unchanged.
         """
         blocks = [
-            block for number, block in enumerate(self.model.encoder.layer, start=1)
+            block for number, block in enumerate(self.family.blocks, start=1)
             if number < self.info.num_layers and number not in self.depth_layers
         ]  # fmt: skip
         if not blocks:
@@ -245,7 +253,7 @@ class DecomposingBackbone(nn.Module):
         self._depth_errors.clear()
         self._recording = True
         try:
-            return self.model(pixel_values=pixel_values).pooler_output
+            return self.family.pooled(pixel_values)
         finally:
             self._recording = False
 
@@ -267,7 +275,7 @@ class DecomposingBackbone(nn.Module):
         pooled = self._run_model(pixel_values).float()
         tensors = decompose_last_block(
             self.last_block,
-            self.model.layernorm,
+            self.family.final_norm,
             block_input=self._captured.pop("block_input"),
             keys=self._captured.pop("keys"),
             values=self._captured.pop("values"),

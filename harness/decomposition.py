@@ -347,6 +347,7 @@ def highest_norm_token(layer: HFBlock, block_input: Tensor) -> dict[str, Tensor]
 
 
 def _apply(module: nn.Module, inputs: Tensor) -> Tensor:
-    """Run `module` in its parameters' dtype and return float32 (exact math under any precision)."""
-    dtype = next(module.parameters()).dtype
-    return module(inputs.to(dtype)).float()
+    """Run `module` in its parameters' dtype (float32 without any) and return float32 (exact math
+    under any precision)."""
+    parameter = next(module.parameters(), None)
+    return module(inputs.to(torch.float32 if parameter is None else parameter.dtype)).float()

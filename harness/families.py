@@ -1,0 +1,171 @@
+"""One small adapter per ViT family: where its blocks, embeddings, final norm and [CLS] readout are,
+and a view of each block under the names the decomposition reads (docs/design.md#backbones).
+
+A block view exposes `norm1`, `attention.{q_proj, k_proj, v_proj, o_proj, num_attention_heads,
+head_dim, scaling}`, `layer_scale1` / `layer_scale2` (with `lambda1`), `norm2` and `mlp`, each the
+family's own module where it has one (so hooks on the view's projections fire in the model's own
+pass); families without layer scale get a unit scale.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from transformers import Dinov2Model, Dinov2WithRegistersModel, ViTModel
+
+
+class UnitScale(nn.Module):
+    """Layer scale of a family without one: gamma = 1 (no parameters: runs in its input's dtype)."""
+
+    def __init__(self, like: nn.Linear) -> None:
+        super().__init__()
+        self._like = [like]  # a reference, not a child: its size, device and dtype
+
+    @property
+    def lambda1(self) -> Tensor:
+        weight = self._like[0].weight
+        return torch.ones(weight.shape[0], device=weight.device, dtype=weight.dtype)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return inputs
+
+
+class Family(ABC):
+    """How one family's HF model maps onto the decomposition.
+
+    Attributes:
+        name: the family's name (results.json `backbone.family`).
+        model: the HF model.
+    """
+
+    name: ClassVar[str]
+    model_types: ClassVar[tuple[type[nn.Module], ...]]
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model: Any = model  # an HF model of one of `model_types`
+
+    @property
+    @abstractmethod
+    def blocks(self) -> Sequence[nn.Module]:
+        """The blocks the model runs, in order (forward hooks go on these)."""
+
+    @abstractmethod
+    def view(self, block: nn.Module) -> Any:
+        """`block` under the decomposition's names (see the module docstring)."""
+
+    @property
+    @abstractmethod
+    def embeddings(self) -> nn.Module:
+        """The module whose output is the token sequence entering the first block."""
+
+    @property
+    @abstractmethod
+    def final_norm(self) -> nn.Module:
+        """The norm after the last block, whose [CLS] row is the pooled output."""
+
+    @abstractmethod
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        """The token sequence entering the first block (batch, tokens, hidden)."""
+
+    @abstractmethod
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        """The model's own forward pass; its pooled [CLS] output (batch, hidden)."""
+
+    @abstractmethod
+    def encode(self, tokens: Tensor) -> Tensor:
+        """Every block on a token sequence: the last block's output, before the final norm."""
+
+
+class Dinov2Family(Family):
+    """HF `Dinov2Model` / `Dinov2WithRegistersModel`: its blocks already carry the names."""
+
+    name = "dinov2"
+    model_types = (Dinov2Model, Dinov2WithRegistersModel)
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.model.encoder.layer)
+
+    def view(self, block: nn.Module) -> Any:
+        return block
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.embeddings
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.model.layernorm
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        return self.model.embeddings(pixel_values)
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        return self.model(pixel_values=pixel_values).pooler_output
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        return self.model.encoder(tokens).last_hidden_state
+
+
+class _ViTBlockView:
+    """A transformers `ViTLayer` (q_proj ... o_proj attention, `mlp`) without layer scale."""
+
+    def __init__(self, block: Any) -> None:
+        self.norm1, self.norm2 = block.layernorm_before, block.layernorm_after
+        self.attention, self.mlp = block.attention, block.mlp
+        self.layer_scale1 = self.layer_scale2 = UnitScale(block.attention.o_proj)
+
+
+class ViTFamily(Family):
+    """transformers' `ViTModel` (ViT, DINO v1 in transformers' layout): no layer scale, no registers;
+    the [CLS] readout is the final layer norm's [CLS] row (not ViT's dense + tanh pooler)."""
+
+    name = "vit"
+    model_types = (ViTModel,)
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.model.layers)
+
+    def view(self, block: nn.Module) -> Any:
+        return _ViTBlockView(block)
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.embeddings
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.model.layernorm
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        return self.model.embeddings(pixel_values, interpolate_pos_encoding=True)
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        output = self.model(pixel_values=pixel_values, interpolate_pos_encoding=True)
+        return output.last_hidden_state[:, 0]  # after the final layer norm
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        for block in self.model.layers:
+            tokens = block(tokens)
+        return tokens
+
+
+FAMILIES: tuple[type[Family], ...] = (Dinov2Family, ViTFamily)
+
+
+def family_for(model: nn.Module) -> Family:
+    """The adapter of `model`'s family.
+
+    Raises:
+        ValueError: no adapter knows the model (the message names the supported families).
+    """
+    for family in FAMILIES:
+        if isinstance(model, family.model_types):
+            return family(model)
+    supported = ", ".join(t.__name__ for family in FAMILIES for t in family.model_types)
+    raise ValueError(f"{type(model).__name__} is not a supported ViT ({supported})")
