@@ -58,14 +58,16 @@ class Family(ABC):
         """`block` under the decomposition's names (see the module docstring)."""
 
     @property
-    @abstractmethod
     def embeddings(self) -> nn.Module:
-        """The module whose output is the token sequence entering the first block."""
+        """The module whose output is the token sequence entering the first block (transformers'
+        `embeddings` unless a family says otherwise)."""
+        return self.model.embeddings
 
     @property
-    @abstractmethod
     def final_norm(self) -> nn.Module:
-        """The norm after the last block, whose [CLS] row is the pooled output."""
+        """The norm after the last block, whose [CLS] row is the pooled output (transformers'
+        `layernorm` unless a family says otherwise)."""
+        return self.model.layernorm
 
     @abstractmethod
     def embed(self, pixel_values: Tensor) -> Tensor:
@@ -92,14 +94,6 @@ class Dinov2Family(Family):
 
     def view(self, block: nn.Module) -> Any:
         return block
-
-    @property
-    def embeddings(self) -> nn.Module:
-        return self.model.embeddings
-
-    @property
-    def final_norm(self) -> nn.Module:
-        return self.model.layernorm
 
     def embed(self, pixel_values: Tensor) -> Tensor:
         return self.model.embeddings(pixel_values)
@@ -133,14 +127,6 @@ class ViTFamily(Family):
 
     def view(self, block: nn.Module) -> Any:
         return _ViTBlockView(block)
-
-    @property
-    def embeddings(self) -> nn.Module:
-        return self.model.embeddings
-
-    @property
-    def final_norm(self) -> nn.Module:
-        return self.model.layernorm
 
     def embed(self, pixel_values: Tensor) -> Tensor:
         return self.model.embeddings(pixel_values, interpolate_pos_encoding=True)
