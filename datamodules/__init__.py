@@ -4,7 +4,7 @@
 from datamodules.datamodule import DATA_SOURCES, LABELLED_SOURCES, ImageDataModule, ShardSampler
 from datamodules.images import UNLABELLED, DataError, ImageFileDataset, ImageList, collate_images
 from datamodules.sources import demo_images, folder_images
-from datamodules.transforms import evaluation_transform
+from datamodules.transforms import Preprocessing, evaluation_transform
 
 __all__ = [
     "DATA_SOURCES",
@@ -14,6 +14,7 @@ __all__ = [
     "ImageDataModule",
     "ImageFileDataset",
     "ImageList",
+    "Preprocessing",
     "ShardSampler",
     "collate_images",
     "demo_images",

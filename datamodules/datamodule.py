@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Iterator
@@ -17,7 +18,7 @@ from datamodules.imagenet import imagenet_images
 from datamodules.images import DataError, ImageFileDataset, ImageList, collate_images
 from datamodules.sources import demo_images, folder_images
 from datamodules.subsets import limit_images, per_class_images
-from datamodules.transforms import DEFAULT_RESOLUTION, evaluation_transform, resize_size
+from datamodules.transforms import DEFAULT_RESOLUTION, Preprocessing, evaluation_transform, resize_size
 
 log = logging.getLogger(__name__)
 
@@ -134,6 +135,7 @@ class ImageDataModule(L.LightningDataModule):
         self.per_class = per_class
         self.seed = seed
         self.fast_jpeg = fast_jpeg
+        self.preprocessing = Preprocessing()  # DINOv2's; the backbone's family may set its own
         self._images: ImageList | None = None
 
     @property
@@ -168,7 +170,7 @@ class ImageDataModule(L.LightningDataModule):
             self._images = images
         self.dataset = ImageFileDataset(
             self.images,
-            evaluation_transform(self.resolution),
+            evaluation_transform(self.resolution, self.preprocessing),
             min_side=resize_size(self.resolution) if self.fast_jpeg else 0,
         )
 
@@ -199,6 +201,7 @@ class ImageDataModule(L.LightningDataModule):
             "limit": self.limit,
             "per_class": self.per_class,
             "fast_jpeg": self.fast_jpeg,
+            "preprocessing": dataclasses.asdict(self.preprocessing),
             "seed": self.seed,
         }
 

@@ -1,6 +1,10 @@
-"""DINOv2's evaluation transform: Resize(256, bicubic) -> CenterCrop(224) -> ImageNet mean/std."""
+"""Evaluation transforms: DINOv2's Resize(256, bicubic) -> CenterCrop(224) -> ImageNet mean/std by
+default, or another family's (`Preprocessing`: its normalisation and resize)."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
@@ -12,34 +16,70 @@ DEFAULT_RESOLUTION = 224
 _RESIZE_RATIO = 256 / 224
 
 
+RESIZES = ("shorter_crop", "square")
+INTERPOLATIONS = {
+    "bicubic": transforms.InterpolationMode.BICUBIC,
+    "bilinear": transforms.InterpolationMode.BILINEAR,
+}
+
+
+@dataclass(frozen=True)
+class Preprocessing:
+    """How a model family prepares an image (its processor's settings).
+
+    Attributes:
+        mean, std: the normalisation per RGB channel.
+        resize: "shorter_crop" (the shorter side to resolution * 256 / 224, then a centre crop:
+            DINOv2's evaluation) or "square" (straight to resolution x resolution: ViT's processor).
+        interpolation: "bicubic" or "bilinear".
+    """
+
+    mean: tuple[float, ...] = IMAGENET_MEAN
+    std: tuple[float, ...] = IMAGENET_STD
+    resize: str = "shorter_crop"
+    interpolation: str = "bicubic"
+
+    def __post_init__(self) -> None:
+        if self.resize not in RESIZES or self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"unknown resize {self.resize!r} or interpolation {self.interpolation!r}")
+        if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
+            raise ValueError(f"need 3 means and 3 positive stds, got {self.mean}, {self.std}")
+
+
 def resize_size(resolution: int) -> int:
     """Shorter side before the centre crop: resolution * 256 / 224 (256 at 224 px)."""
     return round(resolution * _RESIZE_RATIO)
 
 
-def evaluation_transform(resolution: int = DEFAULT_RESOLUTION) -> transforms.Compose:
+def evaluation_transform(
+    resolution: int = DEFAULT_RESOLUTION, preprocessing: Preprocessing = Preprocessing()
+) -> transforms.Compose:
     """PIL image -> normalised (3, resolution, resolution) tensor.
 
-    The shorter side is resized to resolution * 256 / 224 (256 at 224 px), then centre-cropped.
+    By default (DINOv2) the shorter side is resized to resolution * 256 / 224 (256 at 224 px), then
+    centre-cropped; `preprocessing` gives another family's resize and normalisation.
     """
     if resolution < 1:
         raise ValueError(f"resolution must be positive, got {resolution}")
+    interpolation = INTERPOLATIONS[preprocessing.interpolation]
+    if preprocessing.resize == "square":
+        resize = [transforms.Resize((resolution, resolution), interpolation=interpolation)]
+    else:
+        resize = [transforms.Resize(resize_size(resolution), interpolation=interpolation),
+                  transforms.CenterCrop(resolution)]  # fmt: skip
     return transforms.Compose(
-        [
-            transforms.Resize(resize_size(resolution), interpolation=transforms.InterpolationMode.BICUBIC),
-            transforms.CenterCrop(resolution),
-            transforms.ToTensor(),
-            transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
-        ]
+        [*resize, transforms.ToTensor(), transforms.Normalize(preprocessing.mean, preprocessing.std)]
     )
 
 
-def to_uint8_image(pixels: Tensor) -> Tensor:
+def to_uint8_image(
+    pixels: Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> Tensor:
     """Normalised (..., 3, H, W) pixels back to uint8 RGB, the inverse of the transform's last two steps."""
     # channel by channel with Python numbers: a mean/std tensor made here would be copied from the
     # host to the pixels' device, which makes the host wait for the device
     channels = [
-        pixels[..., channel, :, :].float() * std + mean
-        for channel, (mean, std) in enumerate(zip(IMAGENET_MEAN, IMAGENET_STD, strict=True))
+        pixels[..., channel, :, :].float() * channel_std + channel_mean
+        for channel, (channel_mean, channel_std) in enumerate(zip(mean, std, strict=True))
     ]
     return torch.stack(channels, dim=-3).clamp(0.0, 1.0).mul(255.0).round().to(torch.uint8)

@@ -42,6 +42,9 @@ class BackboneInfo:
         random_weights: True for test models; their numbers mean nothing.
         pos_interpolation: how the position grid is resized ("original": as the torch.hub models;
             "hf": as transformers; `harness.positions`).
+        family: the adapter of `harness.families` ("dinov2", "vit").
+        image_mean, image_std, resize, interpolation: how the family prepares images (its
+            processor: normalisation, "shorter_crop" or "square" resize, "bicubic" or "bilinear").
     """
 
     name: str
@@ -55,6 +58,11 @@ class BackboneInfo:
     swiglu: bool
     random_weights: bool
     pos_interpolation: str = "hf"
+    family: str = "dinov2"
+    image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # ImageNet's, as DINOv2's evaluation
+    image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
+    resize: str = "shorter_crop"
+    interpolation: str = "bicubic"
 
     @property
     def identity(self) -> str:

@@ -44,6 +44,9 @@ class Family(ABC):
 
     name: ClassVar[str]
     model_types: ClassVar[tuple[type[nn.Module], ...]]
+    preprocessing: ClassVar[dict[str, Any]]
+    """The family's default image preparation (`BackboneInfo.image_mean` ... `interpolation`),
+    where a checkpoint has no processor config of its own."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model: Any = model  # an HF model of one of `model_types`
@@ -87,6 +90,10 @@ class Dinov2Family(Family):
 
     name = "dinov2"
     model_types = (Dinov2Model, Dinov2WithRegistersModel)
+    preprocessing: ClassVar[dict[str, Any]] = {
+        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
+        "resize": "shorter_crop", "interpolation": "bicubic",
+    }  # fmt: skip
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -120,6 +127,10 @@ class ViTFamily(Family):
 
     name = "vit"
     model_types = (ViTModel,)
+    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' ViTImageProcessor
+        "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5),
+        "resize": "square", "interpolation": "bilinear",
+    }  # fmt: skip
 
     @property
     def blocks(self) -> Sequence[nn.Module]:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import json
 import logging
 import re
 from pathlib import Path
@@ -10,6 +12,7 @@ from typing import Any
 
 import torch
 from huggingface_hub import constants as hf_constants
+from huggingface_hub import hf_hub_download
 from huggingface_hub.utils import get_session
 from transformers import (
     AutoModel,
@@ -22,6 +25,7 @@ from transformers import (
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoint import load_original_checkpoint
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
+from harness.families import Dinov2Family, Family, family_for
 from harness.positions import POS_INTERPOLATIONS, use_original_interpolation
 
 log = logging.getLogger(__name__)
@@ -91,6 +95,11 @@ def load_backbone(
         model = load_original_checkpoint(Path(location), num_heads)
     else:
         model = _from_hub(location, name)
+    family = family_for(model)
+    if family.name != Dinov2Family.name and pos_interpolation == "original":
+        raise UnknownBackboneError(
+            f"--pos-interpolation original is DINOv2's; {name!r} is a {family.name} model (its own resize)"
+        )
     if pos_interpolation is None:
         pos_interpolation = "original" if source in ("random", "checkpoint") or name in HUB_MODELS else "hf"
     if pos_interpolation == "original":
@@ -104,10 +113,12 @@ def load_backbone(
         num_layers=config.num_hidden_layers,
         num_heads=config.num_attention_heads,
         num_registers=getattr(config, "num_register_tokens", 0),
-        patch_size=int(config.patch_size),  # type: ignore[arg-type]  # square patches in DINOv2
-        swiglu=config.use_swiglu_ffn,
+        patch_size=int(config.patch_size),  # type: ignore[arg-type]  # square patches
+        swiglu=getattr(config, "use_swiglu_ffn", False),
         random_weights=source == "random",
         pos_interpolation=pos_interpolation,
+        family=family.name,
+        **preprocessing_of(family, source, location),
     )
     if info.random_weights:
         log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)
@@ -190,9 +201,41 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
         raise BackboneUnavailableError(_unavailable_message(name, location, reason)) from None
     finally:
         hub_logger.setLevel(previous_level)
-    if not isinstance(model, (Dinov2Model, Dinov2WithRegistersModel)):
-        raise UnknownBackboneError(f"{name!r} is a {type(model).__name__}, not a DINOv2 model")
+    try:
+        family_for(model)
+    except ValueError as error:
+        raise UnknownBackboneError(f"{name!r}: {error}") from None
     return model
+
+
+PROCESSOR_CONFIG = "preprocessor_config.json"
+_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes in transformers' processor configs
+
+
+def preprocessing_of(family: Family, source: str, location: str) -> dict[str, Any]:
+    """How the model's images are prepared: DINOv2's evaluation for DINOv2 (the paper's protocol, at
+    any resolution); for another family its processor config where the checkpoint has one (a
+    folder, or the hub), else the family's default (`Family.preprocessing`)."""
+    settings = dict(family.preprocessing)
+    if family.name == Dinov2Family.name:
+        return settings
+    path: Path | None = None
+    if source == "folder":
+        path = Path(location) / PROCESSOR_CONFIG
+    elif source == "hub":
+        with contextlib.suppress(Exception):  # not cached and no hub: the family's default
+            offline = _hub_unreachable() is not None
+            path = Path(hf_hub_download(location, PROCESSOR_CONFIG, local_files_only=offline))
+    if path is None or not path.is_file():
+        log.info("%s: no %s; the %s family's default preprocessing", location, PROCESSOR_CONFIG, family.name)
+        return settings
+    config = json.loads(path.read_text())
+    if "image_mean" in config and "image_std" in config:
+        settings["image_mean"] = tuple(config["image_mean"])
+        settings["image_std"] = tuple(config["image_std"])
+    settings["interpolation"] = _RESAMPLE.get(config.get("resample"), settings["interpolation"])
+    settings["resize"] = "shorter_crop" if config.get("do_center_crop") else "square"
+    return settings
 
 
 def _random_model(name: str) -> HFDinov2:

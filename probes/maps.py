@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import functools
+from collections.abc import Mapping, Sequence
 from typing import ClassVar
 
 import torch
 from torch import Tensor
 
-from datamodules.transforms import to_uint8_image
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from harness.decomposition import ATTENTION_MAP, PIXELS
 from probes.base import Probe, ProbeContext
 from probes.metrics.faithfulness import Faithfulness
@@ -66,11 +67,18 @@ class MapsProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> MapsProbe:
-        return cls()
+        return cls(mean=context.info.image_mean, std=context.info.image_std)
 
-    def __init__(self, gallery_size: int = 6) -> None:
+    def __init__(
+        self,
+        gallery_size: int = 6,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+    ) -> None:
         super().__init__()
-        self.metric = Faithfulness(gallery_size, to_image=to_uint8_image)
+        # the gallery's pixels back to uint8 with the normalisation the backbone's family used
+        to_image = functools.partial(to_uint8_image, mean=tuple(mean), std=tuple(std))
+        self.metric = Faithfulness(gallery_size, to_image=to_image)
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         ranking, other = (

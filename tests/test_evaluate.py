@@ -396,3 +396,40 @@ def test_knn_bank_from_training_data(
     assert evaluate.main([*argv, "--probe", "knn", "--train-data", "folder", "--train-dir", str(other),
                           "--output", str(tmp_path / "mismatch")]) == 2  # fmt: skip
     assert "the knn probe needs the same classes" in capsys.readouterr().err
+
+
+def test_a_vit_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> None:
+    """A transformers ViT folder (DINO v1's layout) through evaluate.py: its family and preprocessing
+    are recorded, and output/full is the model's own [CLS] output on images prepared its way
+    (resized square, bilinear, mean/std 0.5), computed here with torchvision and PIL directly."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+    from transformers import ViTConfig, ViTModel
+
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=56, patch_size=14)  # fmt: skip
+    torch.manual_seed(0)
+    model = ViTModel(config, add_pooling_layer=False).eval()
+    model.save_pretrained(tmp_path / "vit")
+    photos = write_photos(tmp_path / "photos", 5)
+    output = tmp_path / "run"
+    argv = ["--backbone", str(tmp_path / "vit"), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
+            "--probe", "all", "--save-features", "--resolution", "56", "--batch-size", "2",
+            "--num-workers", "0", "--output", str(output)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    summary = json.loads((output / "results.json").read_text())
+    assert summary["backbone"]["family"] == "vit" and summary["backbone"]["image_std"] == [0.5, 0.5, 0.5]
+    assert summary["data"]["preprocessing"] == {
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize": "square", "interpolation": "bilinear"
+    }  # fmt: skip
+    assert summary["run"]["max_pooler_error"] < 1e-4
+    prepare = transforms.Compose([
+        transforms.Resize((56, 56), interpolation=transforms.InterpolationMode.BILINEAR),
+        transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
+    ])  # fmt: skip
+    pixels = torch.stack([prepare(Image.open(path).convert("RGB")) for path in sorted(photos)])
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).last_hidden_state[:, 0].numpy()
+    features = load_file(str(output / "features.safetensors"))
+    np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())

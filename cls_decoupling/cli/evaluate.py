@@ -33,6 +33,7 @@ from cls_decoupling.cli.options import (
     add_input_arguments,
     add_trainer_arguments,
     load_checked_backbone,
+    prepare_for,
     run_main,
     run_test,
 )
@@ -345,7 +346,7 @@ def run_one(
     features = all_feature_names(backbone) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features)
     started = time.perf_counter()
-    run_test(trainer, module, datamodule)
+    run_test(trainer, module, prepare_for(datamodule, backbone))
     if not module.num_images:  # nothing to report: an earlier run in `output` stays as it was
         reasons = "; ".join(f"{index}: {reason}" for index, reason in module.skipped[:3])
         raise UserError(f"no image could be read ({len(module.skipped)} skipped, e.g. {reasons})")
@@ -390,7 +391,7 @@ def build_bank(
     datamodule = train.datamodule()
     module = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
     log.info("k-NN bank: %s images of %s", train.split, train.source)
-    run_test(trainer_options.trainer(), module, datamodule)
+    run_test(trainer_options.trainer(), module, prepare_for(datamodule, backbone))
     if module.features is None or not module.num_images:
         raise UserError(f"no training image of {train.source} could be read for the k-NN bank")
     if len(datamodule.class_names) < 2:

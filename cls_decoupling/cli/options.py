@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
 
 from cls_decoupling.errors import UserError
-from datamodules import DATA_SOURCES, ImageDataModule
+from datamodules import DATA_SOURCES, ImageDataModule, Preprocessing
 from harness import DecomposingBackbone, load_backbone, parse_layers
 from harness.positions import POS_INTERPOLATIONS
 
@@ -211,6 +211,13 @@ def load_checked_backbone(
     if compile_backend is not None:  # after decompose_layers: those blocks stay eager
         backbone.compile_blocks(compile_backend)
     return backbone
+
+
+def prepare_for(datamodule: ImageDataModule, backbone: DecomposingBackbone) -> ImageDataModule:
+    """The data prepared as the backbone's family prepares images (its normalisation and resize)."""
+    info = backbone.info
+    datamodule.preprocessing = Preprocessing(info.image_mean, info.image_std, info.resize, info.interpolation)
+    return datamodule
 
 
 def run_test(trainer: L.Trainer, module: L.LightningModule, datamodule: L.LightningDataModule) -> None:

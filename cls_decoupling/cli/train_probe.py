@@ -30,6 +30,7 @@ from cls_decoupling.cli.options import (
     add_trainer_arguments,
     check_writable,
     load_checked_backbone,
+    prepare_for,
     run_main,
     run_test,
 )
@@ -133,7 +134,7 @@ def train_probe(
     backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation, trainer.compile)
     extraction = trainer.trainer()
     extractor = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
-    run_test(extraction, extractor, datamodule)
+    run_test(extraction, extractor, prepare_for(datamodule, backbone))
     class_names = datamodule.class_names
     if len(class_names) < 2:
         raise UserError(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from torch.testing import assert_close
-from transformers import ViTConfig, ViTModel
+from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
 
 from harness import HUB_MODELS, RANDOM_MODELS, UnknownBackboneError, load_backbone
 from tests.conftest import tiny_model
@@ -52,15 +53,43 @@ def test_unknown_name_lists_names_and_closest_match() -> None:
         load_backbone("random:huge")
 
 
-def test_non_dinov2_folder_and_non_checkpoint_file_are_refused(tmp_path: Path) -> None:
-    ViTModel(
-        ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-    ).save_pretrained(tmp_path / "vit")
-    with pytest.raises(UnknownBackboneError, match="is a ViTModel, not a DINOv2 model"):
-        load_backbone(tmp_path / "vit")
+def test_unsupported_folder_and_non_checkpoint_file_are_refused(tmp_path: Path) -> None:
+    CLIPVisionModel(
+        CLIPVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "clip")
+    with pytest.raises(UnknownBackboneError, match=r"CLIPVisionModel is not a supported ViT \(Dinov2Model"):
+        load_backbone(tmp_path / "clip")
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(UnknownBackboneError, match=r"not a \.pth checkpoint"):
         load_backbone(tmp_path / "weights.bin")
+
+
+def test_a_vit_folder_loads_with_its_own_preprocessing(tmp_path: Path) -> None:
+    """A transformers ViT folder is the vit family, prepared as its processor config says (or as
+    transformers' ViTImageProcessor by default); DINOv2's position resize is refused for it."""
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                       image_size=56, patch_size=14)  # fmt: skip
+    ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    backbone = load_backbone(tmp_path / "vit")
+    info = backbone.info
+    assert (info.family, info.num_registers, info.patch_size, info.pos_interpolation) == ("vit", 0, 14, "hf")
+    assert (info.image_mean, info.image_std, info.resize, info.interpolation) == (
+        (0.5, 0.5, 0.5),
+        (0.5, 0.5, 0.5),
+        "square",
+        "bilinear",
+    )
+    processor = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3,
+                 "do_center_crop": True}  # fmt: skip
+    (tmp_path / "vit" / "preprocessor_config.json").write_text(json.dumps(processor))
+    info = load_backbone(tmp_path / "vit").info
+    assert (info.image_mean, info.resize, info.interpolation) == (
+        (0.485, 0.456, 0.406),
+        "shorter_crop",
+        "bicubic",
+    )
+    with pytest.raises(UnknownBackboneError, match="--pos-interpolation original is DINOv2's"):
+        load_backbone(tmp_path / "vit", pos_interpolation="original")
 
 
 @pytest.mark.parametrize(
