@@ -29,7 +29,7 @@ class Preprocessing:
 
     Attributes:
         mean, std: the normalisation per RGB channel.
-        resize: "shorter_crop" (the shorter side to resolution * 256 / 224, then a centre crop:
+        resize: "shorter_crop" (the shorter side to resolution x `resize_ratio`, then a centre crop:
             DINOv2's evaluation) or "square" (straight to resolution x resolution: ViT's processor).
         interpolation: "bicubic" or "bilinear".
     """
@@ -38,6 +38,8 @@ class Preprocessing:
     std: tuple[float, ...] = IMAGENET_STD
     resize: str = "shorter_crop"
     interpolation: str = "bicubic"
+    resize_ratio: float = _RESIZE_RATIO
+    """Shorter side before the centre crop, relative to the crop (256 / 224 for DINOv2, 1 for CLIP)."""
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZES or self.interpolation not in INTERPOLATIONS:
@@ -65,8 +67,11 @@ def evaluation_transform(
     if preprocessing.resize == "square":
         resize = [transforms.Resize((resolution, resolution), interpolation=interpolation)]
     else:
-        resize = [transforms.Resize(resize_size(resolution), interpolation=interpolation),
-                  transforms.CenterCrop(resolution)]  # fmt: skip
+        shorter_side = round(resolution * preprocessing.resize_ratio)
+        resize = [
+            transforms.Resize(shorter_side, interpolation=interpolation),
+            transforms.CenterCrop(resolution),
+        ]
     return transforms.Compose(
         [*resize, transforms.ToTensor(), transforms.Normalize(preprocessing.mean, preprocessing.std)]
     )

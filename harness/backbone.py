@@ -43,8 +43,9 @@ class BackboneInfo:
         pos_interpolation: how the position grid is resized ("original": as the torch.hub models;
             "hf": as transformers; `harness.positions`).
         family: the adapter of `harness.families` ("dinov2", "vit").
-        image_mean, image_std, resize, interpolation: how the family prepares images (its
-            processor: normalisation, "shorter_crop" or "square" resize, "bicubic" or "bilinear").
+        image_mean, image_std, resize, interpolation, resize_ratio: how the family prepares images
+            (its processor: normalisation, "shorter_crop" (the shorter side to resolution x
+            resize_ratio, then a centre crop) or "square" resize, "bicubic" or "bilinear").
     """
 
     name: str
@@ -63,6 +64,7 @@ class BackboneInfo:
     image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
     resize: str = "shorter_crop"
     interpolation: str = "bicubic"
+    resize_ratio: float = 256 / 224
 
     @property
     def identity(self) -> str:

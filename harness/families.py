@@ -15,7 +15,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from transformers import Dinov2Model, Dinov2WithRegistersModel, ViTModel
+from transformers import CLIPVisionModel, Dinov2Model, Dinov2WithRegistersModel, ViTModel
 
 
 class UnitScale(nn.Module):
@@ -92,7 +92,7 @@ class Dinov2Family(Family):
     model_types = (Dinov2Model, Dinov2WithRegistersModel)
     preprocessing: ClassVar[dict[str, Any]] = {
         "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "shorter_crop", "interpolation": "bicubic",
+        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
     }  # fmt: skip
 
     @property
@@ -129,7 +129,7 @@ class ViTFamily(Family):
     model_types = (ViTModel,)
     preprocessing: ClassVar[dict[str, Any]] = {  # transformers' ViTImageProcessor
         "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5),
-        "resize": "square", "interpolation": "bilinear",
+        "resize": "square", "interpolation": "bilinear", "resize_ratio": 1.0,
     }  # fmt: skip
 
     @property
@@ -152,7 +152,64 @@ class ViTFamily(Family):
         return tokens
 
 
-FAMILIES: tuple[type[Family], ...] = (Dinov2Family, ViTFamily)
+class _CLIPAttentionView:
+    """transformers' `CLIPAttention` under the decomposition's names (`out_proj` -> `o_proj`, ...)."""
+
+    def __init__(self, attention: Any) -> None:
+        self.q_proj, self.k_proj, self.v_proj = attention.q_proj, attention.k_proj, attention.v_proj
+        self.o_proj = attention.out_proj
+        self.num_attention_heads, self.head_dim = attention.num_heads, attention.head_dim
+        self.scaling = attention.scale
+
+
+class _CLIPBlockView:
+    """A transformers `CLIPEncoderLayer`: no layer scale."""
+
+    def __init__(self, block: Any) -> None:
+        self.norm1, self.norm2, self.mlp = block.layer_norm1, block.layer_norm2, block.mlp
+        self.attention = _CLIPAttentionView(block.self_attn)
+        self.layer_scale1 = self.layer_scale2 = UnitScale(block.self_attn.out_proj)
+
+
+class CLIPFamily(Family):
+    """transformers' `CLIPVisionModel` (the CLIP image tower): `pre_layrnorm` on the embeddings (the
+    sequence entering the first block is after it), no layer scale, no registers; the readout is
+    `post_layernorm` of the [CLS] row (the pooled output; the projection to the joint space,
+    `visual_projection`, is not applied)."""
+
+    name = "clip"
+    model_types = (CLIPVisionModel,)
+    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' CLIPImageProcessor
+        "image_mean": (0.48145466, 0.4578275, 0.40821073), "image_std": (0.26862954, 0.26130258, 0.27577711),
+        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 1.0,
+    }  # fmt: skip
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.model.encoder.layers)
+
+    def view(self, block: nn.Module) -> Any:
+        return _CLIPBlockView(block)
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.pre_layrnorm
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.model.post_layernorm
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        return self.model.pre_layrnorm(self.model.embeddings(pixel_values, interpolate_pos_encoding=True))
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        return self.model(pixel_values=pixel_values, interpolate_pos_encoding=True).pooler_output
+
+    def encode(self, tokens: Tensor) -> Tensor:
+        return self.model.encoder(tokens).last_hidden_state
+
+
+FAMILIES: tuple[type[Family], ...] = (Dinov2Family, ViTFamily, CLIPFamily)
 
 
 def family_for(model: nn.Module) -> Family:

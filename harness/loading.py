@@ -235,6 +235,12 @@ def preprocessing_of(family: Family, source: str, location: str) -> dict[str, An
         settings["image_std"] = tuple(config["image_std"])
     settings["interpolation"] = _RESAMPLE.get(config.get("resample"), settings["interpolation"])
     settings["resize"] = "shorter_crop" if config.get("do_center_crop") else "square"
+    size, crop = config.get("size"), config.get("crop_size")
+    sizes_given = (
+        isinstance(size, dict) and "shortest_edge" in size and isinstance(crop, dict) and "height" in crop
+    )
+    if settings["resize"] == "shorter_crop" and sizes_given:
+        settings["resize_ratio"] = size["shortest_edge"] / crop["height"]
     return settings
 
 

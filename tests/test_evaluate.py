@@ -421,7 +421,8 @@ def test_a_vit_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> Non
     summary = json.loads((output / "results.json").read_text())
     assert summary["backbone"]["family"] == "vit" and summary["backbone"]["image_std"] == [0.5, 0.5, 0.5]
     assert summary["data"]["preprocessing"] == {
-        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize": "square", "interpolation": "bilinear"
+        "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize": "square", "interpolation": "bilinear",
+        "resize_ratio": 1.0,
     }  # fmt: skip
     assert summary["run"]["max_pooler_error"] < 1e-4
     prepare = transforms.Compose([

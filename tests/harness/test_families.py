@@ -6,11 +6,11 @@ import pytest
 import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
-from transformers import ViTConfig, ViTModel
+from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
 
 from harness import BackboneInfo, DecomposingBackbone
 from harness.decomposition import DEPTH_PREFIX
-from harness.families import ViTFamily, family_for
+from harness.families import CLIPFamily, ViTFamily, family_for
 
 
 def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTModel:
@@ -106,5 +106,57 @@ def test_vit_deletion_and_compiled_blocks(pixels: Tensor) -> None:
 
 
 def test_an_unknown_model_is_named() -> None:
-    with pytest.raises(ValueError, match=r"Linear is not a supported ViT \(Dinov2Model, .*ViTModel\)"):
+    with pytest.raises(
+        ValueError, match=r"Linear is not a supported ViT \(Dinov2Model, .*ViTModel, CLIPVisionModel\)"
+    ):
         family_for(nn.Linear(2, 2))
+
+
+def tiny_clip() -> CLIPVisionModel:
+    """A seeded random transformers CLIP image tower with non-trivial biases."""
+    config = CLIPVisionConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4,
+                              intermediate_size=64, image_size=32, patch_size=4)  # fmt: skip
+    torch.manual_seed(0)
+    model = CLIPVisionModel(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "embedding" in name:
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    return model
+
+
+@torch.no_grad()
+def test_clip_output_full_split_and_every_block(pixels: Tensor) -> None:
+    """CLIP's pooled output (post_layernorm of [CLS]) is output/full; every block's split is the [CLS]
+    softmax of its own q/k projections after pre_layrnorm; deletion and compiled blocks agree."""
+    model = tiny_clip()
+    info = BackboneInfo("tiny-clip", "random", "", 32, 3, 4, 0, 4, False, True, family="clip")
+    backbone = DecomposingBackbone(model, info)
+    assert isinstance(backbone.family, CLIPFamily)
+    backbone.decompose_layers([1, 2, 3])
+    decomposition = backbone(pixels)
+    expected = model(pixel_values=pixels, interpolate_pos_encoding=True).pooler_output
+    scale = float(expected.abs().max())
+    assert_close(decomposition["output/full"], expected, atol=1e-5 * scale, rtol=0)
+    assert float(decomposition.pooler_error) < 1e-5 * scale
+    bias = model.encoder.layers[-1].self_attn.out_proj.bias
+    groups = decomposition["attention/cls"] + decomposition["attention/patch"]
+    assert_close(groups - bias, decomposition["attention/full"], atol=1e-5 * scale, rtol=0)
+    state = model.pre_layrnorm(model.embeddings(pixels, interpolate_pos_encoding=True))
+    assert_close(decomposition["hidden/cls"][:, 0], state[:, 0])  # the sequence entering block 1
+    layout = decomposition.layout
+    for column, block in enumerate(model.encoder.layers):
+        attention = block.self_attn
+        normed = block.layer_norm1(state)
+        batch, tokens, _ = normed.shape
+        query = attention.q_proj(normed[:, :1]).view(batch, 1, -1, attention.head_dim).transpose(1, 2)
+        keys = attention.k_proj(normed).view(batch, tokens, -1, attention.head_dim).transpose(1, 2)
+        weights = ((query @ keys.transpose(-1, -2)) * attention.scale).softmax(-1)[:, :, 0]
+        mass = weights[:, :, layout.slice("patch")].sum(-1).mean(1)
+        assert_close(decomposition[f"{DEPTH_PREFIX}split/patch"][:, column], mass, atol=1e-6, rtol=0)
+        state = block(state, None)
+    backbone.enable_deletion((0.5,))
+    backbone.compile_blocks("eager")
+    again = backbone(pixels)
+    assert_close(again["output/full"], decomposition["output/full"], atol=1e-5 * scale, rtol=0)
+    assert again["deletion/top"].shape == (3, 1)

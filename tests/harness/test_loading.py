@@ -11,7 +11,14 @@ from pathlib import Path
 import pytest
 import torch
 from torch.testing import assert_close
-from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+    ViTConfig,
+    ViTModel,
+)
 
 from harness import HUB_MODELS, RANDOM_MODELS, UnknownBackboneError, load_backbone
 from tests.conftest import tiny_model
@@ -54,11 +61,11 @@ def test_unknown_name_lists_names_and_closest_match() -> None:
 
 
 def test_unsupported_folder_and_non_checkpoint_file_are_refused(tmp_path: Path) -> None:
-    CLIPVisionModel(
-        CLIPVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
-    ).save_pretrained(tmp_path / "clip")
-    with pytest.raises(UnknownBackboneError, match=r"CLIPVisionModel is not a supported ViT \(Dinov2Model"):
-        load_backbone(tmp_path / "clip")
+    SiglipVisionModel(  # no [CLS] token: out of scope
+        SiglipVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "siglip")
+    with pytest.raises(UnknownBackboneError, match=r"SiglipVisionModel is not a supported ViT \(Dinov2Model"):
+        load_backbone(tmp_path / "siglip")
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(UnknownBackboneError, match=r"not a \.pth checkpoint"):
         load_backbone(tmp_path / "weights.bin")
@@ -90,6 +97,25 @@ def test_a_vit_folder_loads_with_its_own_preprocessing(tmp_path: Path) -> None:
     )
     with pytest.raises(UnknownBackboneError, match="--pos-interpolation original is DINOv2's"):
         load_backbone(tmp_path / "vit", pos_interpolation="original")
+
+
+def test_a_clip_folder_takes_its_processors_resize(tmp_path: Path) -> None:
+    """CLIP's processor resizes the shorter side to the crop size (ratio 1, not DINOv2's 256 / 224)."""
+    config = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=32, image_size=56, patch_size=14)  # fmt: skip
+    CLIPVisionModel(config).save_pretrained(tmp_path / "clip")
+    processor = {"image_mean": [0.48145466, 0.4578275, 0.40821073],
+                 "image_std": [0.26862954, 0.26130258, 0.27577711], "resample": 3, "do_center_crop": True,
+                 "size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}}  # fmt: skip
+    (tmp_path / "clip" / "preprocessor_config.json").write_text(json.dumps(processor))
+    info = load_backbone(tmp_path / "clip").info
+    assert (info.family, info.resize, info.resize_ratio, info.interpolation) == (
+        "clip",
+        "shorter_crop",
+        1.0,
+        "bicubic",
+    )
+    assert info.image_std == (0.26862954, 0.26130258, 0.27577711)
 
 
 @pytest.mark.parametrize(
