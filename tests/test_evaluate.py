@@ -434,3 +434,37 @@ def test_a_vit_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> Non
         expected = model(pixel_values=pixels).last_hidden_state[:, 0].numpy()
     features = load_file(str(output / "features.safetensors"))
     np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_clip_tower_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> None:
+    """A transformers CLIP image tower through evaluate.py: output/full is its pooled output on images
+    prepared as CLIP's processor does (shorter side to the crop size, bicubic, centre crop, CLIP's
+    mean/std), computed here with torchvision and PIL directly."""
+    import torch
+    from PIL import Image
+    from torchvision import transforms
+    from transformers import CLIPVisionConfig, CLIPVisionModel
+
+    config = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                              intermediate_size=64, image_size=56, patch_size=14)  # fmt: skip
+    torch.manual_seed(0)
+    model = CLIPVisionModel(config).eval()
+    model.save_pretrained(tmp_path / "clip")
+    photos = write_photos(tmp_path / "photos", 4, size=(80, 60))
+    output = tmp_path / "run"
+    argv = ["--backbone", str(tmp_path / "clip"), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
+            "--probe", "split,norms", "--save-features", "--resolution", "56", "--batch-size", "2",
+            "--num-workers", "0", "--output", str(output)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    summary = json.loads((output / "results.json").read_text())
+    assert summary["backbone"]["family"] == "clip" and summary["data"]["preprocessing"]["resize_ratio"] == 1.0
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    prepare = transforms.Compose([
+        transforms.Resize(56, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(56),
+        transforms.ToTensor(), transforms.Normalize(mean, std),
+    ])  # fmt: skip
+    pixels = torch.stack([prepare(Image.open(path).convert("RGB")) for path in sorted(photos)])
+    with torch.no_grad():
+        expected = model(pixel_values=pixels).pooler_output.numpy()
+    features = load_file(str(output / "features.safetensors"))
+    np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
