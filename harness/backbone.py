@@ -15,6 +15,7 @@ from transformers import Dinov2Model, Dinov2WithRegistersModel
 from cls_decoupling.hashing import uniform_hash
 from harness.decomposition import (
     ATTENTION_MAP,
+    DELETION_FRACTIONS,
     DELETION_ORDERS,
     DELETION_PREFIX,
     DEPTH_PREFIX,
@@ -25,7 +26,7 @@ from harness.decomposition import (
     decompose_block,
     decompose_last_block,
 )
-from harness.families import Family, family_for
+from harness.families import Dinov2Family, Family, family_for
 from harness.tokens import TokenLayout
 
 HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
@@ -60,11 +61,12 @@ class BackboneInfo:
     random_weights: bool
     pos_interpolation: str = "hf"
     family: str = "dinov2"
-    image_mean: tuple[float, ...] = (0.485, 0.456, 0.406)  # ImageNet's, as DINOv2's evaluation
-    image_std: tuple[float, ...] = (0.229, 0.224, 0.225)
-    resize: str = "shorter_crop"
-    interpolation: str = "bicubic"
-    resize_ratio: float = 256 / 224
+    # DINOv2's evaluation by default (results.json written before the families had none of these)
+    image_mean: tuple[float, ...] = Dinov2Family.preprocessing["image_mean"]
+    image_std: tuple[float, ...] = Dinov2Family.preprocessing["image_std"]
+    resize: str = Dinov2Family.preprocessing["resize"]
+    interpolation: str = Dinov2Family.preprocessing["interpolation"]
+    resize_ratio: float = Dinov2Family.preprocessing["resize_ratio"]
 
     @property
     def identity(self) -> str:
@@ -103,7 +105,7 @@ class DecomposingBackbone(nn.Module):
         self.compiled: str | None = None  # the torch.compile backend of the blocks (compile_blocks)
         self.depth_layers: tuple[int, ...] = ()  # blocks decomposed as they run (decompose_layers)
         self._depth_handles: list[Any] = []
-        self._depth_views: dict[int, HFBlock] = {}
+        self._views: dict[int, HFBlock] = {}  # block number -> its family's view, made once
         self._depth_captured: dict[tuple[int, str], Tensor] = {}
         self._depth_rows: list[dict[str, Tensor]] = []
         self._depth_errors: list[Tensor] = []
@@ -121,7 +123,13 @@ class DecomposingBackbone(nn.Module):
     @property
     def last_block(self) -> HFBlock:
         """The last block under the decomposition's names (its family's view)."""
-        return self.family.view(self.family.blocks[-1])
+        return self._view(self.info.num_layers)
+
+    def _view(self, number: int) -> HFBlock:
+        """Block `number` (1-based) under the decomposition's names, made once (not per batch)."""
+        if number not in self._views:
+            self._views[number] = self.family.view(self.family.blocks[number - 1])
+        return self._views[number]
 
     @property
     def patch_size(self) -> int:
@@ -145,7 +153,7 @@ class DecomposingBackbone(nn.Module):
         self.depth_layers = tuple(sorted(set(layers)))
         for number in self.depth_layers:
             block = self.family.blocks[number - 1]
-            view: HFBlock = self._depth_views.setdefault(number, self.family.view(block))
+            view = self._view(number)
             keep = functools.partial(self._keep_depth, number)
             self._depth_handles += [
                 block.register_forward_pre_hook(lambda module, inputs, keep=keep: keep("input", inputs[0])),
@@ -158,7 +166,7 @@ class DecomposingBackbone(nn.Module):
                 block.register_forward_hook(functools.partial(self._decompose_depth, number)),
             ]
 
-    def enable_deletion(self, fractions: Sequence[float] = (0.1, 0.25, 0.5), seed: int = 0) -> None:
+    def enable_deletion(self, fractions: Sequence[float] = DELETION_FRACTIONS, seed: int = 0) -> None:
         """Also measure, per image, how the pooled output changes when patches are deleted: for each
         order of `DELETION_ORDERS` and fraction f, the round(f x patches) first patches of that order
         are removed from the sequence after the embeddings, which equals masking their keys in every
@@ -207,9 +215,7 @@ class DecomposingBackbone(nn.Module):
         block_input, keys, values = (
             self._depth_captured.pop((number, what)) for what in ("input", "keys", "values")
         )
-        quantities, rebuilt = decompose_block(
-            self._depth_views[number], block_input, keys, values, self._layout
-        )
+        quantities, rebuilt = decompose_block(self._view(number), block_input, keys, values, self._layout)
         self._depth_rows.append(quantities)
         self._depth_errors.append((rebuilt - output[:, 0].float()).abs().max())
 

@@ -51,6 +51,8 @@ DEPTH_PREFIX = "depth/"
 """Per-layer entries (`--layers`): `depth/{quantity}` is (batch, chosen layers), see `depth_quantities`."""
 
 DELETION_PREFIX = "deletion/"
+DELETION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5)
+"""Shares of the patches `--probe deletion` deletes (10 / 25 / 50 %)."""
 DELETION_ORDERS: tuple[str, ...] = ("top", "random", "bottom")
 """Which patches `--probe deletion` removes first: the highest-ranked by the last-layer [CLS]
 attention (`map/attention`), seeded random ones (the control), the lowest-ranked."""
@@ -79,6 +81,11 @@ def variant_names(num_registers: int) -> tuple[str, ...]:
     return tuple(f"{readout}/{v}" for readout in READOUTS for v in plain + renorm)
 
 
+def present_groups(num_registers: int) -> list[str]:
+    """The token groups a model has (no register group without registers), in `GROUPS` order."""
+    return [group for group in GROUPS if group != "register" or num_registers > 0]
+
+
 def depth_quantities(num_registers: int) -> tuple[str, ...]:
     """What is measured per image at every chosen block l (docs/design.md#the-decomposition):
 
@@ -92,7 +99,7 @@ def depth_quantities(num_registers: int) -> tuple[str, ...]:
     >>> depth_quantities(0)[:3]
     ('split/cls', 'split/patch', 'norm/cls')
     """
-    groups = [group for group in GROUPS if group != "register" or num_registers > 0]
+    groups = present_groups(num_registers)
     return (
         *(f"split/{group}" for group in groups),
         *(f"norm/{group}" for group in groups),
@@ -271,7 +278,7 @@ def decompose_block(
         masses = group_masses(weights, layout)
         zeroed = attention_readout(layer, group_partial_sums(weights, values, layout), skip)
         bias_term = layer.layer_scale1.lambda1.float() * layer.attention.o_proj.bias.float()
-        groups = [group for group in GROUPS if group != "register" or layout.num_registers > 0]
+        groups = present_groups(layout.num_registers)
         states = [skip + zeroed["full"], *(zeroed[group] for group in groups), skip]
         outputs = output_readout(layer, None, torch.cat(states)).split(skip.shape[0])
         full = outputs[0]

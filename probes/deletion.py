@@ -10,12 +10,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness.decomposition import DELETION_ORDERS, DELETION_PREFIX
+from harness.decomposition import DELETION_FRACTIONS, DELETION_ORDERS, DELETION_PREFIX
 from probes.base import Probe, ProbeContext
 from probes.metrics.stats import ColumnStats
-
-DELETION_FRACTIONS = (0.1, 0.25, 0.5)
-"""Shares of the patches deleted (the issue's 10 / 25 / 50 %)."""
 
 
 class DeletionProbe(Probe):

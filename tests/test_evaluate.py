@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
+from PIL import Image
 from safetensors.numpy import load_file
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
@@ -398,12 +400,31 @@ def test_knn_bank_from_training_data(
     assert "the knn probe needs the same classes" in capsys.readouterr().err
 
 
+def evaluate_saved_model(
+    model: object, tmp_path: Path, probes: str, photo_size: tuple[int, int], count: int
+) -> tuple[dict, dict[str, np.ndarray], list[Path]]:
+    """Save `model`, run evaluate.py on `count` photos at 56 px with --save-features: results.json,
+    the saved features, and the photos in dataset-index order."""
+    model.save_pretrained(tmp_path / "model")  # type: ignore[attr-defined]
+    photos = sorted(write_photos(tmp_path / "photos", count, size=photo_size))
+    output = tmp_path / "run"
+    argv = ["--backbone", str(tmp_path / "model"), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
+            "--probe", probes, "--save-features", "--resolution", "56", "--batch-size", "2",
+            "--num-workers", "0", "--output", str(output)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    summary = json.loads((output / "results.json").read_text())
+    return summary, load_file(str(output / "features.safetensors")), photos
+
+
+def prepared(photos: list[Path], prepare: object) -> torch.Tensor:
+    """The photos as one batch, each read with PIL and passed through `prepare` (a torchvision transform)."""
+    return torch.stack([prepare(Image.open(path).convert("RGB")) for path in photos])  # type: ignore[operator]
+
+
 def test_a_vit_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> None:
     """A transformers ViT folder (DINO v1's layout) through evaluate.py: its family and preprocessing
     are recorded, and output/full is the model's own [CLS] output on images prepared its way
     (resized square, bilinear, mean/std 0.5), computed here with torchvision and PIL directly."""
-    import torch
-    from PIL import Image
     from torchvision import transforms
     from transformers import ViTConfig, ViTModel
 
@@ -411,14 +432,7 @@ def test_a_vit_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> Non
                        image_size=56, patch_size=14)  # fmt: skip
     torch.manual_seed(0)
     model = ViTModel(config, add_pooling_layer=False).eval()
-    model.save_pretrained(tmp_path / "vit")
-    photos = write_photos(tmp_path / "photos", 5)
-    output = tmp_path / "run"
-    argv = ["--backbone", str(tmp_path / "vit"), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
-            "--probe", "all", "--save-features", "--resolution", "56", "--batch-size", "2",
-            "--num-workers", "0", "--output", str(output)]  # fmt: skip
-    assert evaluate.main(argv) == 0
-    summary = json.loads((output / "results.json").read_text())
+    summary, features, photos = evaluate_saved_model(model, tmp_path, "all", (64, 48), 5)
     assert summary["backbone"]["family"] == "vit" and summary["backbone"]["image_std"] == [0.5, 0.5, 0.5]
     assert summary["data"]["preprocessing"] == {
         "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5], "resize": "square", "interpolation": "bilinear",
@@ -429,10 +443,8 @@ def test_a_vit_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> Non
         transforms.Resize((56, 56), interpolation=transforms.InterpolationMode.BILINEAR),
         transforms.ToTensor(), transforms.Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)),
     ])  # fmt: skip
-    pixels = torch.stack([prepare(Image.open(path).convert("RGB")) for path in sorted(photos)])
     with torch.no_grad():
-        expected = model(pixel_values=pixels).last_hidden_state[:, 0].numpy()
-    features = load_file(str(output / "features.safetensors"))
+        expected = model(pixel_values=prepared(photos, prepare)).last_hidden_state[:, 0].numpy()
     np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
@@ -440,8 +452,6 @@ def test_a_clip_tower_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path)
     """A transformers CLIP image tower through evaluate.py: output/full is its pooled output on images
     prepared as CLIP's processor does (shorter side to the crop size, bicubic, centre crop, CLIP's
     mean/std), computed here with torchvision and PIL directly."""
-    import torch
-    from PIL import Image
     from torchvision import transforms
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
@@ -449,22 +459,13 @@ def test_a_clip_tower_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path)
                               intermediate_size=64, image_size=56, patch_size=14)  # fmt: skip
     torch.manual_seed(0)
     model = CLIPVisionModel(config).eval()
-    model.save_pretrained(tmp_path / "clip")
-    photos = write_photos(tmp_path / "photos", 4, size=(80, 60))
-    output = tmp_path / "run"
-    argv = ["--backbone", str(tmp_path / "clip"), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
-            "--probe", "split,norms", "--save-features", "--resolution", "56", "--batch-size", "2",
-            "--num-workers", "0", "--output", str(output)]  # fmt: skip
-    assert evaluate.main(argv) == 0
-    summary = json.loads((output / "results.json").read_text())
+    summary, features, photos = evaluate_saved_model(model, tmp_path, "split,norms", (80, 60), 4)
     assert summary["backbone"]["family"] == "clip" and summary["data"]["preprocessing"]["resize_ratio"] == 1.0
     mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
     prepare = transforms.Compose([
         transforms.Resize(56, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(56),
         transforms.ToTensor(), transforms.Normalize(mean, std),
     ])  # fmt: skip
-    pixels = torch.stack([prepare(Image.open(path).convert("RGB")) for path in sorted(photos)])
     with torch.no_grad():
-        expected = model(pixel_values=pixels).pooler_output.numpy()
-    features = load_file(str(output / "features.safetensors"))
+        expected = model(pixel_values=prepared(photos, prepare)).pooler_output.numpy()
     np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
