@@ -18,7 +18,7 @@ from datamodules.imagenet import imagenet_images
 from datamodules.images import DataError, ImageFileDataset, ImageList, collate_images
 from datamodules.sources import demo_images, folder_images
 from datamodules.subsets import limit_images, per_class_images
-from datamodules.transforms import DEFAULT_RESOLUTION, Preprocessing, evaluation_transform, resize_size
+from datamodules.transforms import DEFAULT_RESOLUTION, Preprocessing, evaluation_transform
 
 log = logging.getLogger(__name__)
 
@@ -171,7 +171,8 @@ class ImageDataModule(L.LightningDataModule):
         self.dataset = ImageFileDataset(
             self.images,
             evaluation_transform(self.resolution, self.preprocessing),
-            min_side=resize_size(self.resolution) if self.fast_jpeg else 0,
+            # decode big JPEGs no smaller than this family's resize needs
+            min_side=self.preprocessing.shorter_side(self.resolution) if self.fast_jpeg else 0,
         )
 
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:

@@ -47,6 +47,10 @@ class Preprocessing:
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError(f"need 3 means and 3 positive stds, got {self.mean}, {self.std}")
 
+    def shorter_side(self, resolution: int) -> int:
+        """The shorter side the image is resized to before the crop (the crop itself for "square")."""
+        return round(resolution * self.resize_ratio) if self.resize == "shorter_crop" else resolution
+
 
 def resize_size(resolution: int) -> int:
     """Shorter side before the centre crop: resolution * 256 / 224 (256 at 224 px)."""
@@ -67,9 +71,8 @@ def evaluation_transform(
     if preprocessing.resize == "square":
         resize = [transforms.Resize((resolution, resolution), interpolation=interpolation)]
     else:
-        shorter_side = round(resolution * preprocessing.resize_ratio)
         resize = [
-            transforms.Resize(shorter_side, interpolation=interpolation),
+            transforms.Resize(preprocessing.shorter_side(resolution), interpolation=interpolation),
             transforms.CenterCrop(resolution),
         ]
     return transforms.Compose(
