@@ -197,10 +197,10 @@ class DecomposingBackbone(nn.Module):
         repeated = embeddings.repeat(3, 1, 1)
         cosines: list[Tensor] = []
         for fraction in self.deletion_fractions:
-            kept = by_order[:, round(fraction * count) :].sort(dim=1).values + first
-            positions = torch.cat([leading, kept], dim=1)
+            kept = by_order[:, round(fraction * count) :].sort(dim=1).values  # patch numbers
+            positions = torch.cat([leading, kept + first], dim=1)
             tokens = repeated.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden))
-            output = self.family.final_norm(self.family.encode(tokens)[:, 0]).float()
+            output = self.family.final_norm(self.family.encode(tokens, layout, kept)[:, 0]).float()
             cosines.append(nn.functional.cosine_similarity(output, pooled.repeat(3, 1), dim=-1))
         per_order = torch.stack(cosines, dim=1).split(batch)  # 3 x (batch, fractions)
         return {DELETION_PREFIX + order: c for order, c in zip(DELETION_ORDERS, per_order, strict=True)}
@@ -215,6 +215,7 @@ class DecomposingBackbone(nn.Module):
         block_input, keys, values = (
             self._depth_captured.pop((number, what)) for what in ("input", "keys", "values")
         )
+        keys = self.family.attention_keys(keys, self._layout)
         quantities, rebuilt = decompose_block(self._view(number), block_input, keys, values, self._layout)
         self._depth_rows.append(quantities)
         self._depth_errors.append((rebuilt - output[:, 0].float()).abs().max())
@@ -293,7 +294,7 @@ class DecomposingBackbone(nn.Module):
             self.last_block,
             self.family.final_norm,
             block_input=self._captured.pop("block_input"),
-            keys=self._captured.pop("keys"),
+            keys=self.family.attention_keys(self._captured.pop("keys"), layout),
             values=self._captured.pop("values"),
             layout=layout,
         )

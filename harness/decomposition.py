@@ -246,7 +246,7 @@ def attention_readout(layer: HFBlock, partial_sums: Mapping[str, Tensor], skip: 
     output_projection = layer.attention.o_proj
     gamma1 = layer.layer_scale1.lambda1.float()
     weight = output_projection.weight.float()
-    bias_term = gamma1 * output_projection.bias.float()  # c_b
+    bias_term = output_bias_term(layer)  # c_b
     contributions = {  # c_g
         group: gamma1 * (s.flatten(1) @ weight.T) for group, s in partial_sums.items()
     }
@@ -254,6 +254,13 @@ def attention_readout(layer: HFBlock, partial_sums: Mapping[str, Tensor], skip: 
     variants["full"] = sum(contributions.values()) + bias_term
     variants["skip"] = skip.float()
     return variants
+
+
+def output_bias_term(layer: HFBlock) -> Tensor:
+    """c_b = gamma1 * b_o (zeros for an output projection without a bias), float32."""
+    gamma1 = layer.layer_scale1.lambda1.float()
+    bias = layer.attention.o_proj.bias
+    return gamma1 * bias.float() if bias is not None else torch.zeros_like(gamma1)
 
 
 def output_readout(layer: HFBlock, final_norm: nn.Module | None, state: Tensor) -> Tensor:
@@ -277,7 +284,7 @@ def decompose_block(
         skip = block_input[:, 0].float()
         masses = group_masses(weights, layout)
         zeroed = attention_readout(layer, group_partial_sums(weights, values, layout), skip)
-        bias_term = layer.layer_scale1.lambda1.float() * layer.attention.o_proj.bias.float()
+        bias_term = output_bias_term(layer)
         groups = present_groups(layout.num_registers)
         states = [skip + zeroed["full"], *(zeroed[group] for group in groups), skip]
         outputs = output_readout(layer, None, torch.cat(states)).split(skip.shape[0])

@@ -11,11 +11,14 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
-from transformers import CLIPVisionModel, Dinov2Model, Dinov2WithRegistersModel, ViTModel
+from transformers import CLIPVisionModel, Dinov2Model, Dinov2WithRegistersModel, DINOv3ViTModel, ViTModel
+
+from harness.tokens import TokenLayout
 
 
 class UnitScale(nn.Module):
@@ -57,7 +60,7 @@ class Family(ABC):
         """The blocks the model runs, in order (forward hooks go on these)."""
 
     @abstractmethod
-    def view(self, block: nn.Module) -> Any:
+    def view(self, block: Any) -> Any:
         """`block` under the decomposition's names (see the module docstring)."""
 
     @property
@@ -81,8 +84,21 @@ class Family(ABC):
         """The model's own forward pass; its pooled [CLS] output (batch, hidden)."""
 
     @abstractmethod
-    def encode(self, tokens: Tensor) -> Tensor:
-        """Every block on a token sequence: the last block's output, before the final norm."""
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
+        """Every block on a token sequence: the last block's output, before the final norm.
+
+        Args:
+            tokens: (batch, tokens, hidden), [CLS] and registers first.
+            layout: the token layout of the image the sequence came from.
+            patches: (batch, kept) which patches of `layout`'s grid the sequence's patch tokens are,
+                when some were deleted (None: all of them, in order). Only families whose blocks
+                read positions (RoPE) need it.
+        """
+
+    def attention_keys(self, keys: Tensor, layout: TokenLayout) -> Tensor:
+        """The keys as the softmax sees them (batch, tokens, hidden), from a block's key projections:
+        the projections themselves, unless the family rotates them (RoPE)."""
+        return keys
 
 
 class Dinov2Family(Family):
@@ -99,7 +115,7 @@ class Dinov2Family(Family):
     def blocks(self) -> Sequence[nn.Module]:
         return list(self.model.encoder.layer)
 
-    def view(self, block: nn.Module) -> Any:
+    def view(self, block: Any) -> Any:
         return block
 
     def embed(self, pixel_values: Tensor) -> Tensor:
@@ -108,17 +124,39 @@ class Dinov2Family(Family):
     def pooled(self, pixel_values: Tensor) -> Tensor:
         return self.model(pixel_values=pixel_values).pooler_output
 
-    def encode(self, tokens: Tensor) -> Tensor:
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         return self.model.encoder(tokens).last_hidden_state
 
 
-class _ViTBlockView:
-    """A transformers `ViTLayer` (q_proj ... o_proj attention, `mlp`) without layer scale."""
+@dataclass(frozen=True)
+class AttentionView:
+    """An attention module under the decomposition's names (its own projection modules)."""
 
-    def __init__(self, block: Any) -> None:
-        self.norm1, self.norm2 = block.layernorm_before, block.layernorm_after
-        self.attention, self.mlp = block.attention, block.mlp
-        self.layer_scale1 = self.layer_scale2 = UnitScale(block.attention.o_proj)
+    q_proj: nn.Module
+    k_proj: nn.Module
+    v_proj: nn.Module
+    o_proj: nn.Module
+    num_attention_heads: int
+    head_dim: int
+    scaling: float
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """A pre-norm block under the decomposition's names: x + ls1(attn(norm1(x))), then
+    v + ls2(mlp(norm2(v)))."""
+
+    norm1: nn.Module
+    attention: AttentionView
+    layer_scale1: nn.Module
+    norm2: nn.Module
+    mlp: nn.Module
+    layer_scale2: nn.Module
+
+
+def _attention_view(attention: Any, o_proj: nn.Module, heads: int, scaling: float) -> AttentionView:
+    return AttentionView(attention.q_proj, attention.k_proj, attention.v_proj, o_proj,
+                         heads, attention.head_dim, scaling)  # fmt: skip
 
 
 class ViTFamily(Family):
@@ -136,8 +174,11 @@ class ViTFamily(Family):
     def blocks(self) -> Sequence[nn.Module]:
         return list(self.model.layers)
 
-    def view(self, block: nn.Module) -> Any:
-        return _ViTBlockView(block)
+    def view(self, block: Any) -> Any:
+        attention = block.attention
+        unit = UnitScale(attention.o_proj)
+        view = _attention_view(attention, attention.o_proj, attention.num_attention_heads, attention.scaling)
+        return BlockView(block.layernorm_before, view, unit, block.layernorm_after, block.mlp, unit)
 
     def embed(self, pixel_values: Tensor) -> Tensor:
         return self.model.embeddings(pixel_values, interpolate_pos_encoding=True)
@@ -146,29 +187,10 @@ class ViTFamily(Family):
         output = self.model(pixel_values=pixel_values, interpolate_pos_encoding=True)
         return output.last_hidden_state[:, 0]  # after the final layer norm
 
-    def encode(self, tokens: Tensor) -> Tensor:
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         for block in self.model.layers:
             tokens = block(tokens)
         return tokens
-
-
-class _CLIPAttentionView:
-    """transformers' `CLIPAttention` under the decomposition's names (`out_proj` -> `o_proj`, ...)."""
-
-    def __init__(self, attention: Any) -> None:
-        self.q_proj, self.k_proj, self.v_proj = attention.q_proj, attention.k_proj, attention.v_proj
-        self.o_proj = attention.out_proj
-        self.num_attention_heads, self.head_dim = attention.num_heads, attention.head_dim
-        self.scaling = attention.scale
-
-
-class _CLIPBlockView:
-    """A transformers `CLIPEncoderLayer`: no layer scale."""
-
-    def __init__(self, block: Any) -> None:
-        self.norm1, self.norm2, self.mlp = block.layer_norm1, block.layer_norm2, block.mlp
-        self.attention = _CLIPAttentionView(block.self_attn)
-        self.layer_scale1 = self.layer_scale2 = UnitScale(block.self_attn.out_proj)
 
 
 class CLIPFamily(Family):
@@ -188,8 +210,11 @@ class CLIPFamily(Family):
     def blocks(self) -> Sequence[nn.Module]:
         return list(self.model.encoder.layers)
 
-    def view(self, block: nn.Module) -> Any:
-        return _CLIPBlockView(block)
+    def view(self, block: Any) -> Any:
+        attention = block.self_attn
+        unit = UnitScale(attention.out_proj)
+        view = _attention_view(attention, attention.out_proj, attention.num_heads, attention.scale)
+        return BlockView(block.layer_norm1, view, unit, block.layer_norm2, block.mlp, unit)
 
     @property
     def embeddings(self) -> nn.Module:
@@ -205,11 +230,73 @@ class CLIPFamily(Family):
     def pooled(self, pixel_values: Tensor) -> Tensor:
         return self.model(pixel_values=pixel_values, interpolate_pos_encoding=True).pooler_output
 
-    def encode(self, tokens: Tensor) -> Tensor:
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         return self.model.encoder(tokens).last_hidden_state
 
 
-FAMILIES: tuple[type[Family], ...] = (Dinov2Family, ViTFamily, CLIPFamily)
+def _rotate_half(x: Tensor) -> Tensor:
+    first, second = x.chunk(2, dim=-1)
+    return torch.cat((-second, first), dim=-1)
+
+
+class Dinov3Family(Family):
+    """transformers' `DINOv3ViTModel`: [CLS], registers, patches; layer scale; RoPE on the patch
+    queries and keys only ([CLS] and registers unrotated), so the [CLS] query is the projection and
+    the keys enter its softmax rotated, exactly as the model rotates them (`attention_keys`); values
+    are never rotated. The readout is the final norm's [CLS] row (the pooled output)."""
+
+    name = "dinov3"
+    model_types = (DINOv3ViTModel,)
+    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' DINOv3ViTImageProcessorFast
+        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
+        "resize": "square", "interpolation": "bilinear", "resize_ratio": 1.0,
+    }  # fmt: skip
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.model.model.layer)
+
+    def view(self, block: Any) -> Any:
+        attention = block.attention
+        view = _attention_view(attention, attention.o_proj, attention.num_heads, attention.scaling)
+        return BlockView(block.norm1, view, block.layer_scale1, block.norm2, block.mlp, block.layer_scale2)
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.model.norm
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        weight = self.model.embeddings.patch_embeddings.weight
+        return self.model.embeddings(pixel_values.to(weight.dtype))
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        return self.model(pixel_values=pixel_values).pooler_output
+
+    def rope(self, layout: TokenLayout, device: torch.device) -> tuple[Tensor, Tensor]:
+        """The model's own (cos, sin) for `layout`'s patch grid, (patches, head_dim) each, in the
+        weights' dtype (its RoPE module reads only the image's size, device and dtype)."""
+        dtype = self.model.embeddings.patch_embeddings.weight.dtype
+        patch = self.model.config.patch_size
+        size = (1, 3, layout.grid_height * patch, layout.grid_width * patch)
+        return self.model.rope_embeddings(torch.zeros((), device=device, dtype=dtype).expand(size))
+
+    def attention_keys(self, keys: Tensor, layout: TokenLayout) -> Tensor:
+        cos, sin = (part.float() for part in self.rope(layout, keys.device))
+        batch, tokens, hidden = keys.shape
+        per_head = keys.float().view(batch, tokens, -1, cos.shape[-1])  # batch, tokens, heads, head_dim
+        prefix, patches = per_head.split((tokens - cos.shape[0], cos.shape[0]), dim=1)
+        cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # patches, 1, head_dim
+        rotated = patches * cos + _rotate_half(patches) * sin
+        return torch.cat((prefix, rotated), dim=1).view(batch, tokens, hidden)
+
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
+        cos, sin = self.rope(layout, tokens.device)
+        if patches is not None:  # each row's own patches: (batch, 1, kept, head_dim) against its heads
+            cos, sin = cos[patches].unsqueeze(1), sin[patches].unsqueeze(1)
+        return self.model.model(tokens, position_embeddings=(cos, sin)).last_hidden_state
+
+
+FAMILIES: tuple[type[Family], ...] = (Dinov2Family, Dinov3Family, ViTFamily, CLIPFamily)
 
 
 def family_for(model: nn.Module) -> Family:

@@ -39,8 +39,14 @@ HUB_MODELS: dict[str, str] = {
     "dinov2_vitb14_reg": "facebook/dinov2-with-registers-base",
     "dinov2_vitl14_reg": "facebook/dinov2-with-registers-large",
     "dinov2_vitg14_reg": "facebook/dinov2-with-registers-giant",
+    **{
+        f"dinov3_{size}": f"facebook/dinov3-{size}-pretrain-lvd1689m"
+        for size in ("vits16", "vits16plus", "vitb16", "vitl16", "vith16plus", "vit7b16")
+    },
+    "dinov3_vitl16_sat": "facebook/dinov3-vitl16-pretrain-sat493m",
+    "dinov3_vit7b16_sat": "facebook/dinov3-vit7b16-pretrain-sat493m",
 }
-"""torch.hub name -> HF id (docs/design.md#backbones)."""
+"""Short name (torch.hub's for DINOv2 and DINOv3) -> HF id (docs/design.md#backbones)."""
 
 RANDOM_PREFIX = "random:"
 # (hidden, layers, heads, swiglu) of the released sizes; `tiny` is for tests and demos
@@ -101,7 +107,8 @@ def load_backbone(
             f"--pos-interpolation original is DINOv2's; {name!r} is a {family.name} model (its own resize)"
         )
     if pos_interpolation is None:
-        pos_interpolation = "original" if source in ("random", "checkpoint") or name in HUB_MODELS else "hf"
+        original = source in ("random", "checkpoint") or name in HUB_MODELS
+        pos_interpolation = "original" if original and family.name == Dinov2Family.name else "hf"
     if pos_interpolation == "original":
         use_original_interpolation(model)
     config = model.config
@@ -114,7 +121,7 @@ def load_backbone(
         num_heads=config.num_attention_heads,
         num_registers=getattr(config, "num_register_tokens", 0),
         patch_size=int(config.patch_size),  # type: ignore[arg-type]  # square patches
-        swiglu=getattr(config, "use_swiglu_ffn", False),
+        swiglu=getattr(config, "use_swiglu_ffn", False) or getattr(config, "use_gated_mlp", False),
         random_weights=source == "random",
         pos_interpolation=pos_interpolation,
         family=family.name,

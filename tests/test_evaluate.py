@@ -469,3 +469,30 @@ def test_a_clip_tower_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path)
     with torch.no_grad():
         expected = model(pixel_values=prepared(photos, prepare)).pooler_output.numpy()
     np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_dinov3_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> None:
+    """A transformers DINOv3 folder (4 registers, RoPE) through evaluate.py --probe all: output/full is
+    its pooled output on images prepared as its processor does (square bilinear resize, ImageNet
+    mean/std), computed here with torchvision and PIL directly; its register variants are reported."""
+    from torchvision import transforms
+    from transformers import DINOv3ViTConfig, DINOv3ViTModel
+
+    config = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                             image_size=56, patch_size=14, num_register_tokens=4)  # fmt: skip
+    torch.manual_seed(0)
+    model = DINOv3ViTModel(config).eval()
+    summary, features, photos = evaluate_saved_model(model, tmp_path, "all", (64, 48), 5)
+    backbone = summary["backbone"]
+    assert (backbone["family"], backbone["num_registers"]) == ("dinov3", 4)
+    assert backbone["pos_interpolation"] == "hf"
+    assert summary["data"]["preprocessing"]["resize"] == "square"
+    assert summary["run"]["max_pooler_error"] < 1e-4
+    assert "cka/output/register" in summary["results"] and "split/register/mean" in summary["results"]
+    prepare = transforms.Compose([
+        transforms.Resize((56, 56), interpolation=transforms.InterpolationMode.BILINEAR),
+        transforms.ToTensor(), transforms.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    ])  # fmt: skip
+    with torch.no_grad():
+        expected = model(pixel_values=prepared(photos, prepare)).pooler_output.numpy()
+    np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())

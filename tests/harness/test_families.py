@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
-from transformers import CLIPVisionConfig, CLIPVisionModel, ViTConfig, ViTModel
+from transformers import (
+    CLIPVisionConfig,
+    CLIPVisionModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
+    ViTConfig,
+    ViTModel,
+)
 
 from harness import BackboneInfo, DecomposingBackbone
 from harness.decomposition import DEPTH_PREFIX
-from harness.families import CLIPFamily, ViTFamily, family_for
+from harness.families import CLIPFamily, Dinov3Family, ViTFamily, family_for
 
 
 def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTModel:
@@ -27,10 +36,11 @@ def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTMod
     return model
 
 
-def wrap_vit(model: ViTModel) -> DecomposingBackbone:
+def wrap(model: nn.Module, family: str, registers: int = 0) -> DecomposingBackbone:
     config = model.config
-    info = BackboneInfo("tiny-vit", "random", "", config.hidden_size, config.num_hidden_layers,
-                        config.num_attention_heads, 0, config.patch_size, False, True)  # fmt: skip
+    info = BackboneInfo(f"tiny-{family}", "random", "", config.hidden_size, config.num_hidden_layers,
+                        config.num_attention_heads, registers, config.patch_size, False, True,
+                        family=family)  # fmt: skip
     return DecomposingBackbone(model, info)
 
 
@@ -38,7 +48,7 @@ def wrap_vit(model: ViTModel) -> DecomposingBackbone:
 @torch.no_grad()
 def test_vit_output_full_is_the_models_own_cls_output(qkv_bias: bool, pixels: Tensor) -> None:
     model = tiny_vit(qkv_bias=qkv_bias)
-    backbone = wrap_vit(model)
+    backbone = wrap(model, "vit")
     assert isinstance(backbone.family, ViTFamily)
     decomposition = backbone(pixels)  # 32 x 40: position embeddings interpolated, as the model does
     expected = model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state[:, 0]
@@ -73,7 +83,7 @@ def cls_attention_weights(block: nn.Module, block_input: Tensor) -> Tensor:
 @torch.no_grad()
 def test_vit_split_is_its_own_attention_and_every_block_decomposes(pixels: Tensor) -> None:
     model = tiny_vit()
-    backbone = wrap_vit(model)
+    backbone = wrap(model, "vit")
     backbone.decompose_layers([1, 2, 3])
     decomposition = backbone(pixels)
     states = block_states(model, pixels)
@@ -95,7 +105,7 @@ def test_vit_split_is_its_own_attention_and_every_block_decomposes(pixels: Tenso
 
 @torch.no_grad()
 def test_vit_deletion_and_compiled_blocks(pixels: Tensor) -> None:
-    backbone = wrap_vit(tiny_vit())
+    backbone = wrap(tiny_vit(), "vit")
     expected = backbone(pixels)
     backbone.enable_deletion((0.25, 0.5))
     backbone.compile_blocks("eager")
@@ -107,7 +117,7 @@ def test_vit_deletion_and_compiled_blocks(pixels: Tensor) -> None:
 
 def test_an_unknown_model_is_named() -> None:
     with pytest.raises(
-        ValueError, match=r"Linear is not a supported ViT \(Dinov2Model, .*ViTModel, CLIPVisionModel\)"
+        ValueError, match=r"Linear is not a supported ViT \(Dinov2Model, .*DINOv3ViTModel, ViTModel, CLIP"
     ):
         family_for(nn.Linear(2, 2))
 
@@ -160,3 +170,80 @@ def test_clip_output_full_split_and_every_block(pixels: Tensor) -> None:
     again = backbone(pixels)
     assert_close(again["output/full"], decomposition["output/full"], atol=1e-5 * scale, rtol=0)
     assert again["deletion/top"].shape == (3, 1)
+
+
+def tiny_dinov3(attn_implementation: str = "sdpa", **overrides: Any) -> DINOv3ViTModel:
+    """A seeded random transformers DINOv3 ViT (4 registers, RoPE, layer scale) with non-trivial
+    biases, tokens and layer scales."""
+    settings: dict[str, Any] = dict(
+        hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64, image_size=32,
+        patch_size=4, num_register_tokens=4, attn_implementation=attn_implementation,
+    )  # fmt: skip
+    config = DINOv3ViTConfig(**(settings | overrides))
+    torch.manual_seed(0)
+    model = DINOv3ViTModel(config).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("bias", "lambda1")) or "token" in name:
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    return model
+
+
+@pytest.mark.parametrize(
+    "overrides", [{}, {"use_gated_mlp": True, "key_bias": True}, {"num_register_tokens": 0}]
+)
+@torch.no_grad()
+def test_dinov3_output_full_and_split_are_the_models_own(overrides: dict[str, Any], pixels: Tensor) -> None:
+    """output/full is DINOv3's pooled output; every block's split is the model's own eager [CLS]
+    attention row (RoPE applied to the patch keys as the model applies it); the zeroed variants sum to
+    full with the bias term once."""
+    model = tiny_dinov3("eager", **overrides)
+    registers = model.config.num_register_tokens
+    backbone = wrap(model, "dinov3", registers)
+    assert isinstance(backbone.family, Dinov3Family)
+    backbone.decompose_layers([1, 2, 3])
+    decomposition = backbone(pixels)
+    own = model(pixel_values=pixels, output_attentions=True)
+    scale = float(own.pooler_output.abs().max())
+    assert_close(decomposition["output/full"], own.pooler_output, atol=1e-5 * scale, rtol=0)
+    assert float(decomposition.pooler_error) < 1e-5 * scale
+    layout = decomposition.layout
+    assert layout.num_registers == registers
+    for column, attentions in enumerate(own.attentions):
+        for group in ("cls", "register", "patch"):
+            mass = attentions[:, :, 0, layout.slice(group)].sum(-1).mean(1)
+            if group != "register" or registers:
+                got = decomposition[f"{DEPTH_PREFIX}split/{group}"][:, column]
+                assert_close(got, mass, atol=1e-6, rtol=0, msg=f"block {column + 1} {group}")
+            if column == len(own.attentions) - 1:
+                assert_close(decomposition[f"split/{group}"], mass, atol=1e-6, rtol=0)
+    last = model.model.layer[-1]
+    bias = last.layer_scale1.lambda1 * last.attention.o_proj.bias
+    present = [g for g in ("cls", "register", "patch") if g != "register" or registers]
+    groups = sum(decomposition[f"attention/{g}"] for g in present)
+    full = decomposition["attention/full"]
+    assert_close(groups - (len(present) - 1) * bias, full, atol=1e-5 * scale, rtol=0)
+
+
+@torch.no_grad()
+def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None:
+    """Deleting patches from a RoPE model keeps every kept patch's own rotation: the pooled output equals
+    the full sequence run with the deleted patches' keys masked in every block."""
+    model = tiny_dinov3("eager")
+    backbone = wrap(model, "dinov3", 4)
+    backbone.enable_deletion((0.5,))
+    decomposition = backbone(pixels)
+    layout = decomposition.layout
+    order = decomposition["map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
+    deleted = order[:, : round(0.5 * layout.num_patches)] + layout.slice("patch").start
+    mask = torch.zeros(pixels.shape[0], 1, 1, layout.num_tokens)
+    mask.scatter_(3, deleted[:, None, None, :], float("-inf"))
+    state = model.embeddings(pixels)
+    rope = model.rope_embeddings(pixels)
+    for block in model.model.layer:
+        state = block(state, attention_mask=mask, position_embeddings=rope)
+    masked = model.norm(state)[:, 0]
+    expected = nn.functional.cosine_similarity(masked, model(pixel_values=pixels).pooler_output)
+    assert_close(decomposition["deletion/top"][:, 0], expected, atol=1e-5, rtol=0)
+    backbone.compile_blocks("eager")
+    assert_close(backbone(pixels)["deletion/top"], decomposition["deletion/top"], atol=1e-5, rtol=0)

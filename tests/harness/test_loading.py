@@ -14,13 +14,15 @@ from torch.testing import assert_close
 from transformers import (
     CLIPVisionConfig,
     CLIPVisionModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
     SiglipVisionConfig,
     SiglipVisionModel,
     ViTConfig,
     ViTModel,
 )
 
-from harness import HUB_MODELS, RANDOM_MODELS, UnknownBackboneError, load_backbone
+from harness import HUB_MODELS, RANDOM_MODELS, UnknownBackboneError, load_backbone, resolve_backbone
 from tests.conftest import tiny_model
 
 REPO = Path(__file__).resolve().parents[2]
@@ -116,6 +118,22 @@ def test_a_clip_folder_takes_its_processors_resize(tmp_path: Path) -> None:
         "bicubic",
     )
     assert info.image_std == (0.26862954, 0.26130258, 0.27577711)
+
+
+def test_a_dinov3_folder_and_the_dinov3_short_names(tmp_path: Path) -> None:
+    """A DINOv3 folder is the dinov3 family with its registers and gated MLP; the short names of the
+    released DINOv3 models point at their HF ids; DINOv2's position resize is refused (RoPE)."""
+    config = DINOv3ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                             intermediate_size=32, image_size=32, patch_size=16, num_register_tokens=4,
+                             use_gated_mlp=True)  # fmt: skip
+    DINOv3ViTModel(config).save_pretrained(tmp_path / "dinov3")
+    info = load_backbone(tmp_path / "dinov3").info
+    assert (info.family, info.num_registers, info.patch_size, info.swiglu) == ("dinov3", 4, 16, True)
+    assert (info.pos_interpolation, info.resize, info.interpolation) == ("hf", "square", "bilinear")
+    with pytest.raises(UnknownBackboneError, match="is a dinov3 model"):
+        load_backbone(tmp_path / "dinov3", pos_interpolation="original")
+    assert resolve_backbone("dinov3_vitb16") == ("hub", "facebook/dinov3-vitb16-pretrain-lvd1689m")
+    assert resolve_backbone("dinov3_vit7b16_sat") == ("hub", "facebook/dinov3-vit7b16-pretrain-sat493m")
 
 
 @pytest.mark.parametrize(
