@@ -10,9 +10,10 @@ import re
 from pathlib import Path
 from typing import Any
 
+import timm
 import torch
 from huggingface_hub import constants as hf_constants
-from huggingface_hub import hf_hub_download
+from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import get_session
 from transformers import (
     AutoModel,
@@ -25,7 +26,7 @@ from transformers import (
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoint import load_original_checkpoint
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
-from harness.families import Dinov2Family, Family, family_for
+from harness.families import Dinov2Family, Family, TimmFamily, family_for
 from harness.positions import POS_INTERPOLATIONS, use_original_interpolation
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,12 @@ HUB_MODELS: dict[str, str] = {
     "dinov3_vit7b16_sat": "facebook/dinov3-vit7b16-pretrain-sat493m",
 }
 """Short name (torch.hub's for DINOv2 and DINOv3) -> HF id (docs/design.md#backbones)."""
+
+TIMM_PREFIX = "timm:"
+"""`timm:<model>[.<tag>]`: a timm model with its pretrained weights (e.g.
+`timm:deit3_base_patch16_224.fb_in22k_ft_in1k`, the paper's appendix DeiT III)."""
+TIMM_CONFIG_KEY = "architecture"  # what marks a folder in timm's hub layout (config.json)
+_TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
 RANDOM_PREFIX = "random:"
 # (hidden, layers, heads, swiglu) of the released sizes; `tiny` is for tests and demos
@@ -93,10 +100,14 @@ def load_backbone(
             f"choose from {', '.join(POS_INTERPOLATIONS)}"
         )
     source, location = resolve_backbone(name)
+    model: torch.nn.Module
     if source == "random":
         model = _random_model(name)
     elif source == "folder":
-        model = _from_pretrained(location, name)
+        timm_folder = is_timm_folder(location)
+        model = _from_timm_folder(location, name) if timm_folder else _from_pretrained(location, name)
+    elif source == "timm":
+        model = _from_timm(location, name)
     elif source == "checkpoint":
         model = load_original_checkpoint(Path(location), num_heads)
     else:
@@ -109,19 +120,15 @@ def load_backbone(
     if pos_interpolation is None:
         original = source in ("random", "checkpoint") or name in HUB_MODELS
         pos_interpolation = "original" if original and family.name == Dinov2Family.name else "hf"
+    if family.name == TimmFamily.name:
+        pos_interpolation = "timm"  # the model's own resize (timm's resample_abs_pos_embed)
     if pos_interpolation == "original":
         use_original_interpolation(model)
-    config = model.config
     info = BackboneInfo(
         name=name,
         source=source,
         location=location,
-        hidden_size=config.hidden_size,
-        num_layers=config.num_hidden_layers,
-        num_heads=config.num_attention_heads,
-        num_registers=getattr(config, "num_register_tokens", 0),
-        patch_size=int(config.patch_size),  # type: ignore[arg-type]  # square patches
-        swiglu=getattr(config, "use_swiglu_ffn", False) or getattr(config, "use_gated_mlp", False),
+        **family.architecture(),
         random_weights=source == "random",
         pos_interpolation=pos_interpolation,
         family=family.name,
@@ -134,7 +141,8 @@ def load_backbone(
 
 def resolve_backbone(name: str) -> tuple[str, str]:
     """Where a backbone name points, without loading anything: (source, location), source one of
-    "random", "folder", "checkpoint", "hub"; location the resolved path or HF id ("" for random).
+    "random", "folder", "checkpoint", "hub", "timm"; location the resolved path, HF id or timm name
+    ("" for random).
 
     Raises:
         UnknownBackboneError: the name is no known name, existing folder or `.pth` file, or HF id.
@@ -144,6 +152,8 @@ def resolve_backbone(name: str) -> tuple[str, str]:
         if name not in RANDOM_MODELS:
             raise UnknownBackboneError(_unknown_message(name))
         return "random", ""
+    if name.startswith(TIMM_PREFIX):
+        return "timm", _timm_name(name.removeprefix(TIMM_PREFIX))
     if path.is_dir():
         return "folder", str(path.resolve())
     if path.is_file():
@@ -161,8 +171,8 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     raise UnknownBackboneError(_unknown_message(name))
 
 
-def _from_hub(hub_id: str, name: str) -> HFDinov2:
-    """An HF DINOv2 from the local cache when it is there (no network at all), else from the hub.
+def _from_hub(hub_id: str, name: str) -> torch.nn.Module:
+    """An HF model from the local cache when it is there (no network at all), else from the hub.
 
     An unreachable hub is reported after one request, instead of after huggingface_hub's
     retries (about 25 s).
@@ -174,6 +184,84 @@ def _from_hub(hub_id: str, name: str) -> HFDinov2:
     if not hf_constants.HF_HUB_OFFLINE and (problem := _hub_unreachable()):
         raise BackboneUnavailableError(_unavailable_message(name, hub_id, problem))
     return _from_pretrained(hub_id, name)
+
+
+def _timm_name(model: str) -> str:
+    """A timm model name with a pretrained tag, as timm knows it.
+
+    Raises:
+        UnknownBackboneError: timm has no such model (the message suggests the closest).
+    """
+    if timm.is_model(model) and timm.models.get_pretrained_cfg(model) is not None:
+        return model
+    names = timm.list_pretrained()
+    closest = [n for n in names if n.startswith(model)][:1] or difflib.get_close_matches(model, names, n=1)
+    hint = f" Did you mean 'timm:{closest[0]}'?" if closest else ""
+    raise UnknownBackboneError(f"timm has no pretrained model {model!r}.{hint} (see timm.list_pretrained())")
+
+
+def is_timm_folder(folder: str | Path) -> bool:
+    """A folder in timm's hub layout (save_for_hf): its config.json names the `architecture`."""
+    config = Path(folder) / "config.json"
+    with contextlib.suppress(OSError, ValueError):
+        return TIMM_CONFIG_KEY in json.loads(config.read_text())
+    return False
+
+
+def _from_timm(model: str, name: str) -> torch.nn.Module:
+    """A timm model with its pretrained weights from the HF cache (no network) or the hub."""
+    config = timm.models.get_pretrained_cfg(model)
+    hub_id = config.hf_hub_id if config is not None else None
+    if not hub_id:
+        raise BackboneUnavailableError(f"cannot load {name!r}: timm keeps its weights outside the HF hub")
+    offline = hf_constants.HF_HUB_OFFLINE
+    file = _cached_file(hub_id)
+    if file is None:
+        if not offline and (problem := _hub_unreachable()):
+            raise BackboneUnavailableError(_unavailable_message(name, hub_id, problem))
+        file = _downloaded_file(hub_id, name)
+    overlay = {"file": file}
+    built = timm.create_model(model, pretrained=True, pretrained_cfg_overlay=overlay, dynamic_img_size=True)
+    return _checked(built, name)
+
+
+def _cached_file(hub_id: str) -> str | None:
+    """The weights of `hub_id` in the HF cache (a file lookup: no request at all), or None."""
+    for filename in _TIMM_WEIGHTS:
+        found = try_to_load_from_cache(hub_id, filename)
+        if isinstance(found, str):
+            return found
+    return None
+
+
+def _downloaded_file(hub_id: str, name: str) -> str:
+    reason = "offline (HF_HUB_OFFLINE)"
+    if not hf_constants.HF_HUB_OFFLINE:
+        for filename in _TIMM_WEIGHTS:
+            try:
+                return hf_hub_download(hub_id, filename)
+            except Exception as error:
+                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    raise BackboneUnavailableError(_unavailable_message(name, hub_id, reason))
+
+
+def _from_timm_folder(folder: str, name: str) -> torch.nn.Module:
+    """A timm model from a folder in timm's hub layout (config.json, model.safetensors)."""
+    try:
+        built = timm.create_model(f"local-dir:{folder}", pretrained=True, dynamic_img_size=True)
+    except (OSError, RuntimeError, KeyError, ValueError) as error:
+        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+        raise UnknownBackboneError(f"{name!r} is not a loadable timm folder: {first}") from None
+    return _checked(built, name)
+
+
+def _checked(model: torch.nn.Module, name: str) -> torch.nn.Module:
+    """`model` if a family of harness.families reads it, else one line naming what is supported."""
+    try:
+        family_for(model)
+    except ValueError as error:
+        raise UnknownBackboneError(f"{name!r}: {error}") from None
+    return model
 
 
 def _hub_unreachable(timeout: float = 5.0) -> str | None:
@@ -194,8 +282,9 @@ def _unavailable_message(name: str, location: str, reason: str) -> str:
     )
 
 
-def _from_pretrained(location: str, name: str, local_files_only: bool = False) -> HFDinov2:
-    """An HF DINOv2 model from the hub cache, the hub, or a local folder, with SDPA attention."""
+def _from_pretrained(location: str, name: str, local_files_only: bool = False) -> torch.nn.Module:
+    """An HF model of a supported family from the hub cache, the hub, or a local folder, with SDPA
+    attention."""
     hub_logger = logging.getLogger("huggingface_hub")
     previous_level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # one clear line below instead of a retry log per attempt
@@ -208,11 +297,7 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
         raise BackboneUnavailableError(_unavailable_message(name, location, reason)) from None
     finally:
         hub_logger.setLevel(previous_level)
-    try:
-        family_for(model)
-    except ValueError as error:
-        raise UnknownBackboneError(f"{name!r}: {error}") from None
-    return model
+    return _checked(model, name)
 
 
 PROCESSOR_CONFIG = "preprocessor_config.json"
@@ -226,13 +311,19 @@ def preprocessing_of(family: Family, source: str, location: str) -> dict[str, An
     settings = dict(family.preprocessing)
     if family.name == Dinov2Family.name:
         return settings
+    if (own := family.own_preprocessing()) is not None:
+        return own
     path: Path | None = None
     if source == "folder":
         path = Path(location) / PROCESSOR_CONFIG
     elif source == "hub":
-        with contextlib.suppress(Exception):  # not cached and no hub: the family's default
-            offline = _hub_unreachable() is not None
-            path = Path(hf_hub_download(location, PROCESSOR_CONFIG, local_files_only=offline))
+        cached = try_to_load_from_cache(location, PROCESSOR_CONFIG)  # a file lookup, no request
+        if isinstance(cached, str):
+            path = Path(cached)
+        else:
+            with contextlib.suppress(Exception):  # not cached and no hub: the family's default
+                offline = _hub_unreachable() is not None
+                path = Path(hf_hub_download(location, PROCESSOR_CONFIG, local_files_only=offline))
     if path is None or not path.is_file():
         log.info("%s: no %s; the %s family's default preprocessing", location, PROCESSOR_CONFIG, family.name)
         return settings

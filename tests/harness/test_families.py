@@ -37,10 +37,10 @@ def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTMod
 
 
 def wrap(model: nn.Module, family: str, registers: int = 0) -> DecomposingBackbone:
-    config = model.config
-    info = BackboneInfo(f"tiny-{family}", "random", "", config.hidden_size, config.num_hidden_layers,
-                        config.num_attention_heads, registers, config.patch_size, False, True,
-                        family=family)  # fmt: skip
+    """`model` as the harness loads it (its family's architecture, random weights)."""
+    architecture = family_for(model).architecture()
+    assert architecture["num_registers"] == registers
+    info = BackboneInfo(f"tiny-{family}", "random", "", **architecture, random_weights=True, family=family)
     return DecomposingBackbone(model, info)
 
 
@@ -247,3 +247,102 @@ def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None
     assert_close(decomposition["deletion/top"][:, 0], expected, atol=1e-5, rtol=0)
     backbone.compile_blocks("eager")
     assert_close(backbone(pixels)["deletion/top"], decomposition["deletion/top"], atol=1e-5, rtol=0)
+
+
+def tiny_timm(**overrides: Any) -> nn.Module:
+    """A seeded random timm VisionTransformer (dynamic image size) with non-trivial biases, tokens and
+    layer scales."""
+    import timm
+
+    settings: dict[str, Any] = dict(depth=3, embed_dim=32, num_heads=4, img_size=32, patch_size=4,
+                                    dynamic_img_size=True)  # fmt: skip
+    torch.manual_seed(0)
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, **(settings | overrides)).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith(("bias", "gamma")) or "token" in name:
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    return model
+
+
+TIMM_VARIANTS = {
+    "plain": {},
+    "deit3": {"init_values": 0.5, "no_embed_class": True},  # DeiT III: layer scale, no [CLS] position
+    "registers": {"init_values": 0.5, "reg_tokens": 4, "fc_norm": True},
+    "qk_norm": {"qk_norm": True, "qkv_bias": False},
+}
+
+
+@pytest.mark.parametrize("variant", TIMM_VARIANTS)
+@torch.no_grad()
+def test_timm_output_full_split_and_every_block(variant: str, pixels: Tensor) -> None:
+    """A timm ViT's pre-logits output is output/full; every block's split is the [CLS] softmax computed
+    here from its fused qkv projection (q_norm / k_norm applied); the zeroed variants sum to full with
+    the bias term once; hidden/cls starts after norm_pre."""
+    model = tiny_timm(**TIMM_VARIANTS[variant])
+    registers = model.num_reg_tokens
+    backbone = wrap(model, "timm", registers)
+    backbone.decompose_layers([1, 2, 3])
+    decomposition = backbone(pixels)
+    expected = model.forward_head(model.forward_features(pixels), pre_logits=True)
+    scale = float(expected.abs().max())
+    assert_close(decomposition["output/full"], expected, atol=1e-5 * scale, rtol=0)
+    assert float(decomposition.pooler_error) < 1e-5 * scale
+    state = model.norm_pre(model._pos_embed(model.patch_embed(pixels)))
+    assert_close(decomposition["hidden/cls"][:, 0], state[:, 0])
+    layout = decomposition.layout
+    present = [g for g in ("cls", "register", "patch") if g != "register" or registers]
+    for column, block in enumerate(model.blocks):
+        attention = block.attn
+        qkv = attention.qkv(block.norm1(state)).unflatten(-1, (3, attention.num_heads, -1))
+        query, keys = attention.q_norm(qkv[:, :1, 0]), attention.k_norm(qkv[:, :, 1])
+        weights = torch.einsum("bqhd,bkhd->bhqk", query, keys).mul(attention.scale).softmax(-1)[:, :, 0]
+        for group in present:
+            mass = weights[:, :, layout.slice(group)].sum(-1).mean(1)
+            got = decomposition[f"{DEPTH_PREFIX}split/{group}"][:, column]
+            assert_close(got, mass, atol=1e-6, rtol=0, msg=f"block {column + 1} {group}")
+        state = block(state)
+    last = model.blocks[-1]
+    gamma = last.ls1.gamma if hasattr(last.ls1, "gamma") else 1.0
+    bias = gamma * last.attn.proj.bias
+    groups = sum(decomposition[f"attention/{g}"] for g in present)
+    full = decomposition["attention/full"]
+    assert_close(groups - (len(present) - 1) * bias, full, atol=1e-5 * scale, rtol=0)
+
+
+@torch.no_grad()
+def test_timm_deletion_equals_masking_and_compiled_blocks_agree(pixels: Tensor) -> None:
+    model = tiny_timm(**TIMM_VARIANTS["registers"])
+    backbone = wrap(model, "timm", 4)
+    backbone.enable_deletion((0.25,))
+    decomposition = backbone(pixels)
+    layout = decomposition.layout
+    order = decomposition["map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
+    deleted = order[:, : round(0.25 * layout.num_patches)] + layout.slice("patch").start
+    mask = torch.zeros(pixels.shape[0], 1, 1, layout.num_tokens)
+    mask.scatter_(3, deleted[:, None, None, :], float("-inf"))
+    masked = model.forward_head(model.forward_features(pixels, attn_mask=mask), pre_logits=True)
+    own = model.forward_head(model.forward_features(pixels), pre_logits=True)
+    expected = nn.functional.cosine_similarity(masked, own)
+    assert_close(decomposition["deletion/top"][:, 0], expected, atol=1e-5, rtol=0)
+    backbone.compile_blocks("eager")
+    again = backbone(pixels)
+    for name, tensor in decomposition.items():
+        assert_close(again[name], tensor, atol=1e-5 * (float(tensor.abs().max()) or 1.0), rtol=0, msg=name)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "problem"),
+    [
+        ({"global_pool": "avg"}, "pools with 'avg'"),
+        ({"class_token": False, "global_pool": "avg"}, "no \\[CLS\\] token"),
+        ({"block_fn": "ResPostBlock"}, "ResPostBlock blocks"),
+    ],
+)
+def test_timm_models_the_decomposition_cannot_read_are_named(overrides: dict[str, Any], problem: str) -> None:
+    from timm.models.vision_transformer import ResPostBlock
+
+    if overrides.get("block_fn") == "ResPostBlock":
+        overrides = {"block_fn": ResPostBlock}
+    with pytest.raises(ValueError, match=f"VisionTransformer \\(.*{problem}.*\\) is not a supported ViT"):
+        family_for(tiny_timm(**overrides))

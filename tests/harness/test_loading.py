@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch import nn
 from torch.testing import assert_close
 from transformers import (
     CLIPVisionConfig,
@@ -177,3 +178,90 @@ print(info.source, info.location, info.num_registers, len(attempts))
     result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
     assert result.returncode == 0, result.stderr[-2000:]
     assert result.stdout.split() == ["hub", "tester/tiny-dinov2", "4", "0"]  # no socket was even opened
+
+
+def tiny_timm_folder(
+    folder: Path, architecture: str = "deit3_small_patch16_224.fb_in22k_ft_in1k"
+) -> nn.Module:
+    """A random timm model of `architecture` shrunk to 2 blocks of width 32, saved in timm's hub layout."""
+    import timm
+    from timm.models import save_for_hf
+
+    arguments = {"depth": 2, "embed_dim": 32, "num_heads": 2, "img_size": 32}
+    torch.manual_seed(0)
+    model = timm.create_model(architecture, pretrained=False, **arguments).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("gamma"):
+                parameter.fill_(0.5)  # DeiT III's init (1e-6) would hide the blocks
+    save_for_hf(model, str(folder), model_args=arguments, safe_serialization=True)
+    return model
+
+
+def test_a_timm_folder_loads_with_its_pretrained_config(tmp_path: Path) -> None:
+    """A folder in timm's hub layout (save_for_hf) is the timm family, prepared as its pretrained
+    config says (DeiT III: crop_pct 1.0, bicubic), any image size (timm's own position resize);
+    output/full equals the model's pre-logits output."""
+    model = tiny_timm_folder(tmp_path / "deit3")
+    backbone = load_backbone(tmp_path / "deit3")
+    info = backbone.info
+    assert (info.family, info.source, info.pos_interpolation) == ("timm", "folder", "timm")
+    assert (info.hidden_size, info.num_layers, info.num_heads, info.patch_size) == (32, 2, 2, 16)
+    assert (info.resize, info.resize_ratio, info.interpolation) == ("shorter_crop", 1.0, "bicubic")
+    import timm
+
+    pixels = torch.randn(2, 3, 48, 64)
+    dynamic = timm.create_model("deit3_small_patch16_224", depth=2, embed_dim=32, num_heads=2, img_size=32,
+                                dynamic_img_size=True).eval()  # fmt: skip
+    dynamic.load_state_dict(model.state_dict())
+    with torch.no_grad():
+        expected = dynamic.forward_head(dynamic.forward_features(pixels), pre_logits=True)
+    decomposition = backbone(pixels)
+    assert_close(decomposition["output/full"], expected, atol=1e-5 * float(expected.abs().max()), rtol=0)
+
+
+def test_timm_names_are_checked_before_anything_loads() -> None:
+    assert resolve_backbone("timm:deit3_base_patch16_224.fb_in22k_ft_in1k") == (
+        "timm",
+        "deit3_base_patch16_224.fb_in22k_ft_in1k",
+    )
+    with pytest.raises(UnknownBackboneError, match=r"Did you mean 'timm:deit3_base_patch16_224\."):
+        load_backbone("timm:deit3_base_patch16")
+
+
+def test_cached_timm_weights_load_without_any_network(tmp_path: Path) -> None:
+    """`timm:<name>` whose weights are in the HF cache loads with the hub unreachable and not offline;
+    without them, it is one line."""
+    import timm
+    from safetensors.torch import save_file
+
+    name = "vit_tiny_patch16_224.augreg_in21k_ft_in1k"
+    snapshot = (
+        tmp_path / "hf" / "hub" / "models--timm--vit_tiny_patch16_224.augreg_in21k_ft_in1k" / "snapshots"
+    )
+    snapshot = snapshot / ("0" * 40)
+    snapshot.mkdir(parents=True)
+    torch.manual_seed(0)
+    save_file(timm.create_model(name, pretrained=False).state_dict(), str(snapshot / "model.safetensors"))
+    (snapshot.parents[1] / "refs").mkdir()
+    (snapshot.parents[1] / "refs" / "main").write_text("0" * 40)
+    hub = {"HF_HUB_OFFLINE": "0", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    env = {**os.environ, **hub, "PYTHONPATH": str(REPO)}
+    code = f"""
+import sys
+attempts = []
+sys.addaudithook(lambda event, args: attempts.append(event) if event.startswith("socket.") else None)
+from harness.loading import load_backbone
+info = load_backbone("timm:{name}").info
+print(info.source, info.family, info.hidden_size, info.num_layers, len(attempts))
+"""
+    result = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=env, capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.split() == ["timm", "timm", "192", "12", "0"]  # no socket was even opened
+    uncached = "timm:deit3_small_patch16_224.fb_in22k_ft_in1k"
+    result = subprocess.run(
+        [sys.executable, "evaluate.py", "--backbone", uncached, "--output", str(tmp_path / "run")],
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert result.stderr.startswith(f"error: cannot load '{uncached}' (timm/deit3_small_patch16_224")
