@@ -1,4 +1,6 @@
-"""Original DINOv2 checkpoints (`dinov2_vit*14[_reg4]_pretrain.pth`) converted to HF models on load.
+"""Original DINOv2 checkpoints (`dinov2_vit*14[_reg4]_pretrain.pth`) converted to HF models on load;
+also DINO v1 and iBOT checkpoints, whose plain ViT (no layer scale, the same `blocks.N.attn.qkv`
+layout and position interpolation) is a DINOv2 model with unit layer scale.
 
 The architecture is read off the tensors: width from `cls_token`, depth from `blocks.N`,
 patch size from `patch_embed.proj`, registers from `register_tokens`, SwiGLU from `mlp.w12`,
@@ -26,6 +28,7 @@ _HEAD_PREFIXES = ("dino_head.", "ibot_head.", "head.")
 _TOP_LEVEL = {
     "cls_token": "embeddings.cls_token",
     "mask_token": "embeddings.mask_token",
+    "masked_embed": "embeddings.mask_token",  # iBOT's name
     "pos_embed": "embeddings.position_embeddings",
     "register_tokens": "embeddings.register_tokens",
     "patch_embed.proj.weight": "embeddings.patch_embeddings.projection.weight",
@@ -79,6 +82,10 @@ def load_original_checkpoint(
     converted = convert_state_dict(state)
     # the mask token is only used in training; some exports leave it out
     converted.setdefault("embeddings.mask_token", torch.zeros(1, config.hidden_size))
+    if not has_layer_scale(state):  # DINO v1 / iBOT: x + attn(norm1(x)), i.e. gamma = 1
+        for block in range(config.num_hidden_layers):
+            for scale in ("layer_scale1", "layer_scale2"):
+                converted[f"encoder.layer.{block}.{scale}.lambda1"] = torch.ones(config.hidden_size)
     missing, unexpected = model.load_state_dict(converted, strict=False)
     if missing or unexpected:
         raise CheckpointFormatError(
@@ -86,6 +93,21 @@ def load_original_checkpoint(
             f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
         )
     return model
+
+
+def has_layer_scale(state: dict[str, Tensor]) -> bool:
+    """DINOv2's blocks scale their branches (`ls1.gamma`); DINO v1's and iBOT's do not."""
+    return any(key.endswith(".ls1.gamma") for key in state)
+
+
+PLAIN_FAMILY = "dino"
+"""results.json's family of a checkpoint without layer scale (DINO v1 / iBOT layout)."""
+
+
+def is_plain(model: Dinov2Model | Dinov2WithRegistersModel) -> bool:
+    """Every layer scale is exactly 1: a plain pre-norm ViT (what a DINO v1 / iBOT checkpoint loads as)."""
+    return all(bool((block.layer_scale1.lambda1 == 1).all() and (block.layer_scale2.lambda1 == 1).all())
+               for block in model.encoder.layer)  # fmt: skip
 
 
 def infer_config(

@@ -24,7 +24,7 @@ from transformers import (
 )
 
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
-from harness.checkpoint import load_original_checkpoint
+from harness.checkpoint import PLAIN_FAMILY, is_plain, load_original_checkpoint
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
 from harness.families import Dinov2Family, Family, TimmFamily, family_for
 from harness.positions import POS_INTERPOLATIONS, use_original_interpolation
@@ -109,10 +109,13 @@ def load_backbone(
     elif source == "timm":
         model = _from_timm(location, name)
     elif source == "checkpoint":
-        model = load_original_checkpoint(Path(location), num_heads)
+        model = checkpoint = load_original_checkpoint(Path(location), num_heads)
     else:
         model = _from_hub(location, name)
     family = family_for(model)
+    family_name = family.name
+    if source == "checkpoint" and is_plain(checkpoint):
+        family_name = PLAIN_FAMILY  # DINO v1 / iBOT: DINOv2's blocks with unit layer scale
     if family.name != Dinov2Family.name and pos_interpolation == "original":
         raise UnknownBackboneError(
             f"--pos-interpolation original is DINOv2's; {name!r} is a {family.name} model (its own resize)"
@@ -131,7 +134,7 @@ def load_backbone(
         **family.architecture(),
         random_weights=source == "random",
         pos_interpolation=pos_interpolation,
-        family=family.name,
+        family=family_name,
         **preprocessing_of(family, source, location),
     )
     if info.random_weights:

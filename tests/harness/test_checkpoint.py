@@ -104,3 +104,35 @@ def test_foreign_and_broken_files_are_refused(tmp_path: Path) -> None:
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointFormatError, match="cannot read"):
         load_backbone(tmp_path / "garbage.pth")
+
+
+@pytest.mark.parametrize("wrapper", ["bare", "teacher"])
+def test_dino_v1_and_ibot_checkpoints_load_as_plain_vits(wrapper: str, tmp_path: Path) -> None:
+    """DINO v1 / iBOT checkpoints (the same `blocks.N.attn.qkv` layout, no layer scale; training
+    checkpoints wrap the teacher with `backbone.` and carry a head) give timm's ViT of the same weights,
+    an independent implementation, and are recorded as family dino."""
+    import timm
+
+    torch.manual_seed(0)
+    reference = timm.create_model("vit_small_patch16_224", pretrained=False, depth=2, embed_dim=128,
+                                  num_heads=2, img_size=32, patch_size=8, num_classes=0).eval()  # fmt: skip
+    with torch.no_grad():
+        for name, parameter in reference.named_parameters():
+            if name.endswith("bias") or "token" in name or "pos_embed" in name:
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    state = {k: v.clone() for k, v in reference.state_dict().items()}
+    state["masked_embed"] = torch.zeros(1, 128)  # iBOT's mask token
+    if wrapper == "teacher":
+        state = {f"backbone.{k}": v for k, v in state.items()} | {"head.last_layer.weight": torch.zeros(2, 2)}
+        state = {"teacher": state, "epoch": torch.tensor(100)}
+    path = tmp_path / "dino_deitsmall8_pretrain.pth"
+    torch.save(state, path)
+    loaded = load_backbone(path)
+    info = loaded.info
+    assert (info.family, info.num_layers, info.num_heads, info.patch_size) == ("dino", 2, 2, 8)
+    assert info.pos_interpolation == "original" and info.resize_ratio == 256 / 224  # DINO's evaluation
+    pixels = torch.randn(2, 3, 32, 32)  # the native grid: no position resize on either side
+    with torch.no_grad():
+        expected = reference(pixels)
+    decomposition = loaded(pixels)
+    assert_close(decomposition["output/full"], expected, atol=1e-5 * float(expected.abs().max()), rtol=0)
