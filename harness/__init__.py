@@ -2,7 +2,7 @@
 contributions, the LightningModule that runs them once per batch, and linear heads on their features."""
 
 from harness.backbone import BackboneInfo, DecomposingBackbone
-from harness.decomposition import PIXELS, Decomposition, parse_layers, split_names, variant_names
+from harness.decomposition import PIXELS, PROJECTION, Decomposition, parse_layers, split_names, variant_names
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
 from harness.heads import HeadMismatchError, LinearHead, LinearHeads
 from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone, resolve_backbone
@@ -14,6 +14,7 @@ __all__ = [
     "GROUPS",
     "HUB_MODELS",
     "PIXELS",
+    "PROJECTION",
     "RANDOM_MODELS",
     "BackboneInfo",
     "BackboneUnavailableError",

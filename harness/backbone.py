@@ -25,6 +25,7 @@ from harness.decomposition import (
     HFBlock,
     decompose_block,
     decompose_last_block,
+    projection_readout,
 )
 from harness.families import Dinov2Family, Family, family_for
 from harness.tokens import TokenLayout
@@ -43,10 +44,13 @@ class BackboneInfo:
         random_weights: True for test models; their numbers mean nothing.
         pos_interpolation: how the position grid is resized ("original": as the torch.hub models;
             "hf": as transformers; `harness.positions`).
-        family: the adapter of `harness.families` ("dinov2", "vit").
+        family: the adapter of `harness.families` ("dinov2", "dinov3", "vit", "clip", "timm"), or
+            "dino" for a DINO v1 / iBOT checkpoint.
         image_mean, image_std, resize, interpolation, resize_ratio: how the family prepares images
             (its processor: normalisation, "shorter_crop" (the shorter side to resolution x
             resize_ratio, then a centre crop) or "square" resize, "bicubic" or "bilinear").
+        projection_dim: width of the `projection/{variant}` readout (CLIP's visual_projection), 0
+            for models without a projection.
     """
 
     name: str
@@ -67,6 +71,7 @@ class BackboneInfo:
     resize: str = Dinov2Family.preprocessing["resize"]
     interpolation: str = Dinov2Family.preprocessing["interpolation"]
     resize_ratio: float = Dinov2Family.preprocessing["resize_ratio"]
+    projection_dim: int = 0  # width of the projection readout (CLIP's visual_projection); 0: none
 
     @property
     def identity(self) -> str:
@@ -298,6 +303,8 @@ class DecomposingBackbone(nn.Module):
             values=self._captured.pop("values"),
             layout=layout,
         )
+        if self.family.projection is not None:
+            tensors |= projection_readout(self.family.projection, tensors)
         # embeddings, then the output of every block: (batch, layers + 1, hidden)
         tensors[HIDDEN_CLS] = torch.stack(self._cls_rows, dim=1).float()
         tensors[HIDDEN_CLS_COSINE] = nn.functional.cosine_similarity(

@@ -106,8 +106,8 @@ PLAIN_FAMILY = "dino"
 
 def is_plain(model: Dinov2Model | Dinov2WithRegistersModel) -> bool:
     """Every layer scale is exactly 1: a plain pre-norm ViT (what a DINO v1 / iBOT checkpoint loads as)."""
-    return all(bool((block.layer_scale1.lambda1 == 1).all() and (block.layer_scale2.lambda1 == 1).all())
-               for block in model.encoder.layer)  # fmt: skip
+    gammas = [p for name, p in model.named_parameters() if name.endswith(".lambda1")]
+    return all(bool(torch.all(gamma == 1)) for gamma in gammas)
 
 
 def infer_config(

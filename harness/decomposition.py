@@ -24,6 +24,9 @@ from torch import Tensor, nn
 from harness.tokens import GROUPS, TokenLayout
 
 READOUTS: tuple[str, ...] = ("attention", "output")
+PROJECTION = "projection"
+"""The third readout of models with a projection to a joint space (CLIP's `visual_projection`):
+`projection/{variant}` = P `output/{variant}` (CKA is not invariant to P, so both are reported)."""
 VARIANTS: tuple[str, ...] = ("full", "patch", "register", "cls", "skip")
 RENORMALISED_VARIANTS: tuple[str, ...] = ("patch", "register", "cls")
 RENORM_SUFFIX = "_renorm"
@@ -68,8 +71,9 @@ HFBlock = Any
 """An HF `Dinov2Layer` / `Dinov2WithRegistersLayer` (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...)."""
 
 
-def variant_names(num_registers: int) -> tuple[str, ...]:
-    """Names of every `{readout}/{variant}` a model with `num_registers` registers has.
+def variant_names(num_registers: int, projection: bool = False) -> tuple[str, ...]:
+    """Names of every `{readout}/{variant}` a model with `num_registers` registers has (and the
+    `projection/{variant}` readout when it has a projection).
 
     Models without registers have no register variants (their register group is empty).
 
@@ -78,7 +82,8 @@ def variant_names(num_registers: int) -> tuple[str, ...]:
     """
     plain = [v for v in VARIANTS if v != "register" or num_registers > 0]
     renorm = [v + RENORM_SUFFIX for v in RENORMALISED_VARIANTS if v != "register" or num_registers > 0]
-    return tuple(f"{readout}/{v}" for readout in READOUTS for v in plain + renorm)
+    readouts = READOUTS + ((PROJECTION,) if projection else ())
+    return tuple(f"{readout}/{v}" for readout in readouts for v in plain + renorm)
 
 
 def present_groups(num_registers: int) -> list[str]:
@@ -177,7 +182,7 @@ class Decomposition(Mapping[str, Tensor]):
     @property
     def variants(self) -> tuple[str, ...]:
         """The `{readout}/{variant}` names present, in canonical order."""
-        return variant_names(self.layout.num_registers)
+        return variant_names(self.layout.num_registers, f"{PROJECTION}/full" in self._tensors)
 
 
 def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
@@ -347,6 +352,16 @@ def decompose_last_block(
         result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
         result |= highest_norm_token(layer, block_input)
     return result
+
+
+def projection_readout(projection: nn.Module, outputs: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """`projection/{variant}` = P `output/{variant}` for every output variant (float32 math)."""
+    names = [name for name in outputs if name.startswith("output/")]
+    with torch.autocast(device_type=outputs[names[0]].device.type, enabled=False):
+        projected = _apply(projection, torch.stack([outputs[name] for name in names]))
+    return {
+        name.replace("output/", f"{PROJECTION}/", 1): row for name, row in zip(names, projected, strict=True)
+    }
 
 
 def highest_norm_token(layer: HFBlock, block_input: Tensor) -> dict[str, Tensor]:

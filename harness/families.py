@@ -20,7 +20,14 @@ from timm.layers.attention import Attention as TimmAttention
 from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
-from transformers import CLIPVisionModel, Dinov2Model, Dinov2WithRegistersModel, DINOv3ViTModel, ViTModel
+from transformers import (
+    CLIPVisionModel,
+    CLIPVisionModelWithProjection,
+    Dinov2Model,
+    Dinov2WithRegistersModel,
+    DINOv3ViTModel,
+    ViTModel,
+)
 
 from harness.tokens import TokenLayout
 
@@ -74,6 +81,7 @@ class Family(ABC):
             "num_registers": getattr(config, "num_register_tokens", 0),
             "patch_size": int(config.patch_size),  # square patches
             "swiglu": getattr(config, "use_swiglu_ffn", False) or getattr(config, "use_gated_mlp", False),
+            "projection_dim": self.projection.out_features if self.projection is not None else 0,
         }
 
     @property
@@ -90,6 +98,12 @@ class Family(ABC):
         """The module whose output is the token sequence entering the first block (transformers'
         `embeddings` unless a family says otherwise)."""
         return self.model.embeddings
+
+    @property
+    def projection(self) -> nn.Module | None:
+        """A linear map of the pooled output into a joint space (CLIP's `visual_projection`), read
+        as the `projection` readout; None for most families."""
+        return None
 
     @property
     def final_norm(self) -> nn.Module:
@@ -216,21 +230,27 @@ class ViTFamily(Family):
 
 
 class CLIPFamily(Family):
-    """transformers' `CLIPVisionModel` (the CLIP image tower): `pre_layrnorm` on the embeddings (the
-    sequence entering the first block is after it), no layer scale, no registers; the readout is
-    `post_layernorm` of the [CLS] row (the pooled output; the projection to the joint space,
-    `visual_projection`, is not applied)."""
+    """transformers' CLIP image tower (`CLIPVisionModel`, or `CLIPVisionModelWithProjection`, which
+    also holds `visual_projection`): `pre_layrnorm` on the embeddings (the sequence entering the
+    first block is after it), no layer scale, no registers; the readout is `post_layernorm` of the
+    [CLS] row (the pooled output), and with the projection a third readout, `projection/{variant}`
+    (the image embedding CLIP compares with text)."""
 
     name = "clip"
-    model_types = (CLIPVisionModel,)
+    model_types = (CLIPVisionModel, CLIPVisionModelWithProjection)
     preprocessing: ClassVar[dict[str, Any]] = {  # transformers' CLIPImageProcessor
         "image_mean": (0.48145466, 0.4578275, 0.40821073), "image_std": (0.26862954, 0.26130258, 0.27577711),
         "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 1.0,
     }  # fmt: skip
 
     @property
+    def tower(self) -> Any:
+        """The vision transformer (embeddings, pre_layrnorm, encoder, post_layernorm)."""
+        return getattr(self.model, "vision_model", self.model)
+
+    @property
     def blocks(self) -> Sequence[nn.Module]:
-        return list(self.model.encoder.layers)
+        return list(self.tower.encoder.layers)
 
     def view(self, block: Any) -> Any:
         attention = block.self_attn
@@ -240,20 +260,24 @@ class CLIPFamily(Family):
 
     @property
     def embeddings(self) -> nn.Module:
-        return self.model.pre_layrnorm
+        return self.tower.pre_layrnorm
 
     @property
     def final_norm(self) -> nn.Module:
-        return self.model.post_layernorm
+        return self.tower.post_layernorm
+
+    @property
+    def projection(self) -> nn.Module | None:
+        return getattr(self.model, "visual_projection", None)
 
     def embed(self, pixel_values: Tensor) -> Tensor:
-        return self.model.pre_layrnorm(self.model.embeddings(pixel_values, interpolate_pos_encoding=True))
+        return self.tower.pre_layrnorm(self.tower.embeddings(pixel_values, interpolate_pos_encoding=True))
 
     def pooled(self, pixel_values: Tensor) -> Tensor:
-        return self.model(pixel_values=pixel_values, interpolate_pos_encoding=True).pooler_output
+        return self.tower(pixel_values=pixel_values, interpolate_pos_encoding=True).pooler_output
 
     def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
-        return self.model.encoder(tokens).last_hidden_state
+        return self.tower.encoder(tokens).last_hidden_state
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -424,6 +448,7 @@ class TimmFamily(Family):
             "num_registers": model.num_reg_tokens,
             "patch_size": patch_height,
             "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
+            "projection_dim": 0,
         }
 
     @property

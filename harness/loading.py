@@ -16,11 +16,14 @@ from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import get_session
 from transformers import (
+    AutoConfig,
     AutoModel,
+    CLIPVisionModelWithProjection,
     Dinov2Config,
     Dinov2Model,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
+    PreTrainedModel,
 )
 
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
@@ -46,8 +49,20 @@ HUB_MODELS: dict[str, str] = {
     },
     "dinov3_vitl16_sat": "facebook/dinov3-vitl16-pretrain-sat493m",
     "dinov3_vit7b16_sat": "facebook/dinov3-vit7b16-pretrain-sat493m",
+    "clip_vitb32": "openai/clip-vit-base-patch32",
+    "clip_vitb16": "openai/clip-vit-base-patch16",
+    "clip_vitl14": "openai/clip-vit-large-patch14",
+    "clip_vitl14_336": "openai/clip-vit-large-patch14-336",
 }
-"""Short name (torch.hub's for DINOv2 and DINOv3) -> HF id (docs/design.md#backbones)."""
+"""Short name (torch.hub's for DINOv2 and DINOv3; OpenAI's CLIP image towers) -> HF id
+(docs/design.md#backbones)."""
+
+_LOAD_AS: dict[str, type[PreTrainedModel]] = {
+    "CLIPModel": CLIPVisionModelWithProjection,  # a whole CLIP: its image tower and projection
+    "CLIPVisionModelWithProjection": CLIPVisionModelWithProjection,
+}
+"""transformers class to load a checkpoint with, by the architecture its config names (AutoModel
+otherwise)."""
 
 TIMM_PREFIX = "timm:"
 """`timm:<model>[.<tag>]`: a timm model with its pretrained weights (e.g.
@@ -292,8 +307,14 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
     previous_level = hub_logger.level
     hub_logger.setLevel(logging.ERROR)  # one clear line below instead of a retry log per attempt
     try:
-        model = AutoModel.from_pretrained(
-            location, attn_implementation="sdpa", local_files_only=local_files_only
+        config = AutoConfig.from_pretrained(location, local_files_only=local_files_only)
+        architecture = (getattr(config, "architectures", None) or [""])[0]
+        extra = {}
+        if architecture == "CLIPModel":  # the image tower's config, with the whole model's projection
+            extra["config"] = config.vision_config
+            extra["config"].projection_dim = config.projection_dim
+        model = _LOAD_AS.get(architecture, AutoModel).from_pretrained(
+            location, attn_implementation="sdpa", local_files_only=local_files_only, **extra
         )
     except OSError as error:
         reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__

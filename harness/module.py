@@ -185,7 +185,7 @@ def all_feature_names(backbone: DecomposingBackbone) -> tuple[str, ...]:
     """Every per-image vector and number of `backbone`'s decomposition: what features.safetensors holds."""
     depth = depth_names(backbone.info.num_registers) if backbone.depth_layers else ()
     return (
-        *variant_names(backbone.info.num_registers),
+        *variant_names(backbone.info.num_registers, backbone.info.projection_dim > 0),
         *split_names(),
         HIDDEN_CLS_COSINE,
         *PENULTIMATE,

@@ -12,7 +12,7 @@ from typing import ClassVar
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from harness import BackboneInfo, TokenLayout, variant_names
+from harness import PROJECTION, BackboneInfo, TokenLayout, variant_names
 
 FULL_OUTPUT = "output/full"
 """The model's own [CLS] output: the reference of the label probes (centroids, classifiers)."""
@@ -62,7 +62,11 @@ class ProbeContext:
     @property
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the backbone produces."""
-        return variant_names(self.info.num_registers)
+        return variant_names(self.info.num_registers, self.info.projection_dim > 0)
+
+    def width(self, variant: str) -> int:
+        """Feature size of a `{readout}/{variant}` (the projection readout has its own)."""
+        return self.info.projection_dim if variant.startswith(f"{PROJECTION}/") else self.info.hidden_size
 
     @property
     def output_variants(self) -> tuple[str, ...]:

@@ -24,7 +24,7 @@ class CKAProbe(Probe):
 
     Args:
         variants: the `{readout}/{variant}` names the backbone produces.
-        hidden_size: feature size of every variant.
+        widths: feature size of every variant (one number), or of each readout's full output.
         estimators: which of `ESTIMATORS` to report.
     """
 
@@ -38,10 +38,11 @@ class CKAProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> CKAProbe:
-        return cls(context.variants, context.info.hidden_size, estimators=(cls.name,))
+        widths = {variant: context.width(variant) for variant in context.variants}
+        return cls(context.variants, widths, estimators=(cls.name,))
 
     def __init__(
-        self, variants: Sequence[str], hidden_size: int, estimators: Sequence[str] = ("cka",)
+        self, variants: Sequence[str], widths: int | Mapping[str, int], estimators: Sequence[str] = ("cka",)
     ) -> None:
         super().__init__()
         unknown = set(estimators) - set(ESTIMATORS)
@@ -61,7 +62,9 @@ class CKAProbe(Probe):
             self.compared[reference] = (*self.compared.get(reference, ()), variant)
         self.metrics = nn.ModuleDict(
             {
-                module_key(reference): SharedReferenceCKA(hidden_size, len(compared))
+                module_key(reference): SharedReferenceCKA(
+                    widths if isinstance(widths, int) else widths[reference], len(compared)
+                )
                 for reference, compared in self.compared.items()
             }
         )

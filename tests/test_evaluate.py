@@ -496,3 +496,38 @@ def test_a_dinov3_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> 
     with torch.no_grad():
         expected = model(pixel_values=prepared(photos, prepare)).pooler_output.numpy()
     np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+
+
+def test_a_whole_clip_runs_with_its_projection_readout(tmp_path: Path) -> None:
+    """A whole CLIP checkpoint (text and image towers) loads as its image tower with the projection:
+    every probe also reports the projection readout, whose full variant is CLIP's own image embedding
+    (`get_image_features`) on images prepared as its processor does; the figures get its panel."""
+    from torchvision import transforms
+    from transformers import CLIPConfig, CLIPModel
+
+    vision = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
+              "image_size": 56, "patch_size": 14}  # fmt: skip
+    text = {"hidden_size": 16, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 32}
+    torch.manual_seed(0)
+    model = CLIPModel(CLIPConfig(vision_config=vision, text_config=text, projection_dim=24)).eval()
+    summary, features, photos = evaluate_saved_model(model, tmp_path, "all", (80, 60), 6)
+    assert summary["backbone"]["family"] == "clip" and summary["backbone"]["projection_dim"] == 24
+    results = summary["results"]
+    for name in ("cka/projection/patch", "cka/output/patch", "norm/projection/skip"):
+        assert name in results, name
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    prepare = transforms.Compose([
+        transforms.Resize(56, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(56),
+        transforms.ToTensor(), transforms.Normalize(mean, std),
+    ])  # fmt: skip
+    with torch.no_grad():
+        expected = model.get_image_features(pixel_values=prepared(photos, prepare)).pooler_output.numpy()
+    got = features["projection/full"]
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
+    assert (tmp_path / "run" / "figures" / "cka.png").is_file()
+    again = tmp_path / "again"
+    argv = ["--from-features", str(tmp_path / "run"), "--probe", "cka,norms", "--output", str(again)]
+    assert evaluate.main(argv) == 0
+    replayed = json.loads((again / "results.json").read_text())["results"]
+    for name in ("cka/projection/patch", "norm/projection/skip"):
+        assert replayed[name] == pytest.approx(results[name], rel=1e-6), name

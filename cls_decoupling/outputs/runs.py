@@ -83,7 +83,7 @@ class Run:
     @property
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
-        return variant_names(self.num_registers)
+        return variant_names(self.num_registers, self.summary["backbone"].get("projection_dim", 0) > 0)
 
 
 def is_complete(folder: Path) -> bool:

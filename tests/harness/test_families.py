@@ -346,3 +346,27 @@ def test_timm_models_the_decomposition_cannot_read_are_named(overrides: dict[str
         overrides = {"block_fn": ResPostBlock}
     with pytest.raises(ValueError, match=f"VisionTransformer \\(.*{problem}.*\\) is not a supported ViT"):
         family_for(tiny_timm(**overrides))
+
+
+@torch.no_grad()
+def test_clip_projection_is_a_third_readout(pixels: Tensor) -> None:
+    """With CLIP's visual_projection, projection/full is the model's own image embedding and every
+    projection/{variant} is the projection of output/{variant}."""
+    from transformers import CLIPVisionModelWithProjection
+
+    config = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                              intermediate_size=64, image_size=32, patch_size=4,
+                              projection_dim=24)  # fmt: skip
+    torch.manual_seed(0)
+    model = CLIPVisionModelWithProjection(config).eval()
+    backbone = wrap(model, "clip")
+    assert backbone.info.projection_dim == 24
+    decomposition = backbone(pixels)
+    embeds = model(pixel_values=pixels, interpolate_pos_encoding=True).image_embeds
+    assert_close(decomposition["projection/full"], embeds, atol=1e-5 * float(embeds.abs().max()), rtol=0)
+    projected = [v for v in decomposition.variants if v.startswith("projection/")]
+    assert len(projected) == len([v for v in decomposition.variants if v.startswith("output/")]) == 6
+    for name in projected:
+        output = decomposition[name.replace("projection/", "output/")]
+        assert_close(decomposition[name], output @ model.visual_projection.weight.T, msg=name)
+    assert "projection/full" not in wrap(tiny_clip(), "clip")(pixels)
