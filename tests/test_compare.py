@@ -14,6 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 
 from cls_decoupling.cli import evaluate
 from tests.conftest import tiny_model, write_labelled_photos
+from tests.families import FAMILY_FOLDERS, save_family_models
 
 COMPARISON_FIGURES = {
     "compare_split.png", "compare_registers.png", "compare_cka.png", "compare_cka_debiased.png",
@@ -166,3 +167,32 @@ def test_model_cka_is_the_cka_of_the_saved_outputs(
     with caplog.at_level("WARNING"):
         assert model_cka([runs[0], Compared("fewer", load_run(shrunk))]) is None
     assert "evaluated other images" in caplog.text
+
+
+def test_a_comparison_across_families(tmp_path: Path) -> None:
+    """One random model of every family in one command: each run records its family and is exact
+    (pooler error), the comparison has a row each, and the per-layer figures put every model on one
+    relative-depth axis."""
+    paths = save_family_models(tmp_path / "models")
+    argv = [
+        "--backbone", *map(str, paths.values()), "--data", "demo",
+        "--probe", "split,cka,norms,layerwise,depth", "--layers", "all", "--output", str(tmp_path / "out"), "--resolution", "56", "--batch-size", "8",
+        "--num-workers", "0",
+    ]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    rows = read_table(tmp_path / "out" / "comparison.csv")
+    assert [row["run"] for row in rows] == list(FAMILY_FOLDERS)
+    for label, family in FAMILY_FOLDERS.items():
+        summary = json.loads((tmp_path / "out" / label / "results.json").read_text())
+        assert summary["backbone"]["family"] == family, label
+        assert summary["run"]["max_pooler_error"] < 1e-4, label
+        assert (
+            abs(sum(summary["results"][f"split/{g}/mean"] for g in ("cls", "register", "patch")) - 1) < 1e-5
+        )
+    clip = json.loads((tmp_path / "out" / "clip" / "results.json").read_text())["results"]
+    assert "cka/projection/patch" in clip and rows[2]["cka/projection/patch"] != ""
+    assert rows[0]["cka/projection/patch"] == ""  # only CLIP has the projection readout
+    overview = (tmp_path / "out" / "comparison.md").read_text()
+    assert "| clip | " in overview and " | clip | 16 | demo |" in overview  # run, backbone, family, ...
+    for name in ("compare_split.png", "compare_cka.png", "compare_layerwise.png", "compare_depth.png"):
+        assert (tmp_path / "out" / "figures" / name).is_file(), name

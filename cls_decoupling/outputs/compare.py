@@ -417,8 +417,11 @@ def comparison_markdown(compared: Sequence[Compared], figures: Sequence[str]) ->
     backbone."""
     lines = ["# Backbones compared", ""]
     lines += markdown_table(
-        ("run", "backbone", "images", "data"),
-        ((c.label, c.run.backbone, c.run.num_images, c.run.summary["data"]["source"]) for c in compared),
+        ("run", "backbone", "family", "images", "data"),
+        (
+            (c.label, c.run.backbone, c.run.family, c.run.num_images, c.run.summary["data"]["source"])
+            for c in compared
+        ),
     )
     if figures:
         lines += ["", "## Figures"]

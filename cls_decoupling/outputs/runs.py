@@ -77,6 +77,11 @@ class Run:
         return int(self.summary["backbone"]["num_layers"])
 
     @property
+    def family(self) -> str:
+        """The backbone's family (results.json written before families were recorded: DINOv2)."""
+        return str(self.summary["backbone"].get("family", "dinov2"))
+
+    @property
     def num_registers(self) -> int:
         return int(self.summary["backbone"]["num_registers"])
 
