@@ -176,8 +176,8 @@ def test_a_comparison_across_families(tmp_path: Path) -> None:
     paths = save_family_models(tmp_path / "models")
     argv = [
         "--backbone", *map(str, paths.values()), "--data", "demo",
-        "--probe", "split,cka,norms,layerwise,depth", "--layers", "all", "--output", str(tmp_path / "out"), "--resolution", "56", "--batch-size", "8",
-        "--num-workers", "0",
+        "--probe", "split,cka,norms,layerwise,depth", "--layers", "all", "--output", str(tmp_path / "out"),
+        "--resolution", "56", "--batch-size", "8", "--num-workers", "0",
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
     rows = read_table(tmp_path / "out" / "comparison.csv")
