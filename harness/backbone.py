@@ -51,6 +51,8 @@ class BackboneInfo:
             resize_ratio, then a centre crop) or "square" resize, "bicubic" or "bilinear").
         projection_dim: width of the `projection/{variant}` readout (CLIP's visual_projection), 0
             for models without a projection.
+        num_distillation: distillation tokens right after [CLS] (1 for a distilled DeiT): their own
+            token group.
     """
 
     name: str
@@ -72,6 +74,7 @@ class BackboneInfo:
     interpolation: str = Dinov2Family.preprocessing["interpolation"]
     resize_ratio: float = Dinov2Family.preprocessing["resize_ratio"]
     projection_dim: int = 0  # width of the projection readout (CLIP's visual_projection); 0: none
+    num_distillation: int = 0  # distillation tokens after [CLS] (a distilled DeiT: 1)
 
     @property
     def identity(self) -> str:
@@ -292,7 +295,10 @@ class DecomposingBackbone(nn.Module):
             raise ValueError(
                 f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
-        layout = TokenLayout.for_image(height, width, self.patch_size, self.info.num_registers)
+        info = self.info
+        layout = TokenLayout.for_image(
+            height, width, info.patch_size, info.num_registers, info.num_distillation
+        )
         self._layout = layout
         pooled = self._run_model(pixel_values).float()
         tensors = decompose_last_block(

@@ -21,14 +21,14 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
-from harness.tokens import GROUPS, TokenLayout
+from harness.tokens import GROUPS, TokenLayout, present_groups, split_groups
 
 READOUTS: tuple[str, ...] = ("attention", "output")
 PROJECTION = "projection"
 """The third readout of models with a projection to a joint space (CLIP's `visual_projection`):
 `projection/{variant}` = P `output/{variant}` (CKA is not invariant to P, so both are reported)."""
-VARIANTS: tuple[str, ...] = ("full", "patch", "register", "cls", "skip")
-RENORMALISED_VARIANTS: tuple[str, ...] = ("patch", "register", "cls")
+VARIANTS: tuple[str, ...] = ("full", "patch", "register", "cls", "distillation", "skip")
+RENORMALISED_VARIANTS: tuple[str, ...] = ("patch", "register", "cls", "distillation")
 RENORM_SUFFIX = "_renorm"
 HIDDEN_CLS = "hidden/cls"
 """[CLS] hidden state after the embeddings and after every block: (batch, layers + 1, hidden)."""
@@ -71,27 +71,25 @@ HFBlock = Any
 """An HF `Dinov2Layer` / `Dinov2WithRegistersLayer` (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...)."""
 
 
-def variant_names(num_registers: int, projection: bool = False) -> tuple[str, ...]:
-    """Names of every `{readout}/{variant}` a model with `num_registers` registers has (and the
-    `projection/{variant}` readout when it has a projection).
+def variant_names(num_registers: int, projection: bool = False, num_distillation: int = 0) -> tuple[str, ...]:
+    """Names of every `{readout}/{variant}` a model with `num_registers` registers (and
+    `num_distillation` distillation tokens) has, and the `projection/{variant}` readout when it has a
+    projection.
 
-    Models without registers have no register variants (their register group is empty).
+    Models without registers have no register variants (their register group is empty); only
+    distilled models have distillation variants.
 
     >>> [n.removeprefix("attention/") for n in variant_names(0) if n.startswith("attention/")]
     ['full', 'patch', 'cls', 'skip', 'patch_renorm', 'cls_renorm']
     """
-    plain = [v for v in VARIANTS if v != "register" or num_registers > 0]
-    renorm = [v + RENORM_SUFFIX for v in RENORMALISED_VARIANTS if v != "register" or num_registers > 0]
+    groups = present_groups(num_registers, num_distillation)
+    plain = [v for v in VARIANTS if v not in GROUPS or v in groups]
+    renorm = [v + RENORM_SUFFIX for v in RENORMALISED_VARIANTS if v in groups]
     readouts = READOUTS + ((PROJECTION,) if projection else ())
     return tuple(f"{readout}/{v}" for readout in readouts for v in plain + renorm)
 
 
-def present_groups(num_registers: int) -> list[str]:
-    """The token groups a model has (no register group without registers), in `GROUPS` order."""
-    return [group for group in GROUPS if group != "register" or num_registers > 0]
-
-
-def depth_quantities(num_registers: int) -> tuple[str, ...]:
+def depth_quantities(num_registers: int, num_distillation: int = 0) -> tuple[str, ...]:
     """What is measured per image at every chosen block l (docs/design.md#the-decomposition):
 
     - `split/{group}`: the [CLS] query's attention mass on the group, mean over heads;
@@ -99,12 +97,12 @@ def depth_quantities(num_registers: int) -> tuple[str, ...]:
     - `cosine/{variant}`: cosine of the variant's output readout (pushed through the rest of block
       l, no final norm) to the block's own [CLS] output, for every group and the skip.
 
-    Models without registers have no register entries.
+    Models without registers have no register entries (nor distillation entries without one).
 
     >>> depth_quantities(0)[:3]
     ('split/cls', 'split/patch', 'norm/cls')
     """
-    groups = present_groups(num_registers)
+    groups = present_groups(num_registers, num_distillation)
     return (
         *(f"split/{group}" for group in groups),
         *(f"norm/{group}" for group in groups),
@@ -138,20 +136,21 @@ def parse_layers(text: str, num_layers: int | None = None) -> tuple[int, ...]:
     return numbers
 
 
-def depth_names(num_registers: int) -> tuple[str, ...]:
+def depth_names(num_registers: int, num_distillation: int = 0) -> tuple[str, ...]:
     """The decomposition's per-layer entries: `depth/{quantity}` for every `depth_quantities`."""
-    return tuple(DEPTH_PREFIX + quantity for quantity in depth_quantities(num_registers))
+    return tuple(DEPTH_PREFIX + q for q in depth_quantities(num_registers, num_distillation))
 
 
-def split_names() -> tuple[str, ...]:
-    """Names of the per-image attention split, one per token group."""
-    return tuple(f"split/{group}" for group in GROUPS)
+def split_names(num_distillation: int = 0) -> tuple[str, ...]:
+    """Names of the per-image attention split, one per group of `split_groups`."""
+    return tuple(f"split/{group}" for group in split_groups(num_distillation))
 
 
 class Decomposition(Mapping[str, Tensor]):
     """Read-only mapping from the names of docs/design.md#names to the tensors of one batch.
 
-    Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}`
+    Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}` (and
+    `split/distillation` for a distilled model)
     (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine` (batch, layers + 1),
     `map/attention` (batch, grid_height, grid_width), the `PENULTIMATE` entries and, when blocks
     are decomposed as they run (`--layers`), `depth/{quantity}` (batch, chosen blocks).
@@ -182,7 +181,10 @@ class Decomposition(Mapping[str, Tensor]):
     @property
     def variants(self) -> tuple[str, ...]:
         """The `{readout}/{variant}` names present, in canonical order."""
-        return variant_names(self.layout.num_registers, f"{PROJECTION}/full" in self._tensors)
+        layout = self.layout
+        return variant_names(
+            layout.num_registers, f"{PROJECTION}/full" in self._tensors, layout.num_distillation
+        )
 
 
 def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
@@ -290,7 +292,7 @@ def decompose_block(
         masses = group_masses(weights, layout)
         zeroed = attention_readout(layer, group_partial_sums(weights, values, layout), skip)
         bias_term = output_bias_term(layer)
-        groups = present_groups(layout.num_registers)
+        groups = layout.groups
         states = [skip + zeroed["full"], *(zeroed[group] for group in groups), skip]
         outputs = output_readout(layer, None, torch.cat(states)).split(skip.shape[0])
         full = outputs[0]
@@ -339,7 +341,8 @@ def decompose_last_block(
         renormalised = attention_readout(layer, renormalise(partial_sums, masses), skip)
         attention = {f"attention/{variant}": vector for variant, vector in zeroed.items()}
         attention |= {f"attention/{v}{RENORM_SUFFIX}": renormalised[v] for v in RENORMALISED_VARIANTS}
-        names = [name for name in variant_names(layout.num_registers) if name.startswith("attention/")]
+        every = variant_names(layout.num_registers, num_distillation=layout.num_distillation)
+        names = [name for name in every if name.startswith("attention/")]
         # output readout of every variant in one pass; output/full starts from m = s + attention/full
         states = [skip + attention[name] if name == "attention/full" else attention[name] for name in names]
         outputs = output_readout(layer, final_norm, torch.cat(states)).split(skip.shape[0])
@@ -347,7 +350,7 @@ def decompose_last_block(
         result |= {
             name.replace("attention/", "output/", 1): out for name, out in zip(names, outputs, strict=True)
         }
-        result |= {f"split/{group}": mass.mean(dim=1) for group, mass in masses.items()}
+        result |= {f"split/{g}": masses[g].mean(dim=1) for g in split_groups(layout.num_distillation)}
         patch_weights = weights[:, :, layout.slice("patch")].mean(dim=1)
         result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
         result |= highest_norm_token(layer, block_input)

@@ -23,6 +23,7 @@ from torch import Tensor, nn
 from transformers import (
     CLIPVisionModel,
     CLIPVisionModelWithProjection,
+    DeiTModel,
     Dinov2Model,
     Dinov2WithRegistersModel,
     DINOv3ViTModel,
@@ -82,6 +83,7 @@ class Family(ABC):
             "patch_size": int(config.patch_size),  # square patches
             "swiglu": getattr(config, "use_swiglu_ffn", False) or getattr(config, "use_gated_mlp", False),
             "projection_dim": self.projection.out_features if self.projection is not None else 0,
+            "num_distillation": 0,
         }
 
     @property
@@ -200,7 +202,7 @@ class ViTFamily(Family):
     the [CLS] readout is the final layer norm's [CLS] row (not ViT's dense + tanh pooler)."""
 
     name = "vit"
-    model_types = (ViTModel,)
+    model_types: ClassVar[tuple[type[nn.Module], ...]] = (ViTModel,)
     preprocessing: ClassVar[dict[str, Any]] = {  # transformers' ViTImageProcessor
         "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5),
         "resize": "square", "interpolation": "bilinear", "resize_ratio": 1.0,
@@ -278,6 +280,23 @@ class CLIPFamily(Family):
 
     def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         return self.tower.encoder(tokens).last_hidden_state
+
+
+class DeiTFamily(ViTFamily):
+    """transformers' `DeiTModel` (a distilled DeiT): ViT's blocks, with a distillation token right after
+    [CLS], its own token group (`distillation` variants and split share). The readout is the final
+    layer norm's [CLS] row (DeiT's classifier averages the [CLS] and distillation heads; the [CLS]
+    output is what this tool decomposes)."""
+
+    name = "deit"
+    model_types = (DeiTModel,)
+    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' DeiTImageProcessor
+        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
+        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
+    }  # fmt: skip
+
+    def architecture(self) -> dict[str, Any]:
+        return super().architecture() | {"num_distillation": 1}
 
 
 def _rotate_half(x: Tensor) -> Tensor:
@@ -449,6 +468,7 @@ class TimmFamily(Family):
             "patch_size": patch_height,
             "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
             "projection_dim": 0,
+            "num_distillation": 0,
         }
 
     @property
@@ -489,7 +509,9 @@ class TimmFamily(Family):
         return self.model.blocks(tokens)
 
 
-FAMILIES: tuple[type[Family], ...] = (Dinov2Family, Dinov3Family, ViTFamily, CLIPFamily, TimmFamily)
+FAMILIES: tuple[type[Family], ...] = (
+    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, TimmFamily,
+)  # fmt: skip
 
 
 def family_for(model: nn.Module) -> Family:

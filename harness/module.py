@@ -183,10 +183,11 @@ def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:
 
 def all_feature_names(backbone: DecomposingBackbone) -> tuple[str, ...]:
     """Every per-image vector and number of `backbone`'s decomposition: what features.safetensors holds."""
-    depth = depth_names(backbone.info.num_registers) if backbone.depth_layers else ()
+    info = backbone.info
+    depth = depth_names(info.num_registers, info.num_distillation) if backbone.depth_layers else ()
     return (
-        *variant_names(backbone.info.num_registers, backbone.info.projection_dim > 0),
-        *split_names(),
+        *variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation),
+        *split_names(info.num_distillation),
         HIDDEN_CLS_COSINE,
         *PENULTIMATE,
         *depth,

@@ -1,4 +1,4 @@
-"""Token bookkeeping: where [CLS], register and patch tokens sit in a DINOv2 sequence.
+"""Token bookkeeping: where [CLS], distillation, register and patch tokens sit in a ViT sequence.
 
 This is the only place in the package that knows token positions; everything else asks a
 `TokenLayout` for a slice by group name.
@@ -8,8 +8,27 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-GROUPS: tuple[str, ...] = ("cls", "register", "patch")
-"""Token groups in sequence order (HF / DINOv2 order: [CLS], registers, patches)."""
+GROUPS: tuple[str, ...] = ("cls", "distillation", "register", "patch")
+"""Token groups in sequence order: [CLS], the distillation token (distilled DeiT), registers, patches."""
+
+
+def present_groups(num_registers: int, num_distillation: int = 0) -> tuple[str, ...]:
+    """The token groups a model has, in `GROUPS` order (no register or distillation group without
+    such tokens).
+
+    >>> present_groups(0), present_groups(4, 1)
+    (('cls', 'patch'), ('cls', 'distillation', 'register', 'patch'))
+    """
+    empty = {"register"} if num_registers == 0 else set()
+    empty |= {"distillation"} if num_distillation == 0 else set()
+    return tuple(group for group in GROUPS if group not in empty)
+
+
+def split_groups(num_distillation: int = 0) -> tuple[str, ...]:
+    """The groups the attention split reports: [CLS], registers and patches for every model (the
+    register share is 0 without registers, as the paper reports it), the distillation token where
+    there is one."""
+    return tuple(group for group in GROUPS if group != "distillation" or num_distillation > 0)
 
 
 @dataclass(frozen=True)
@@ -20,6 +39,7 @@ class TokenLayout:
         num_registers: register tokens after [CLS] (0 for models without registers).
         grid_height: patch rows, image height // patch size.
         grid_width: patch columns, image width // patch size.
+        num_distillation: distillation tokens right after [CLS] (1 for a distilled DeiT, else 0).
 
     >>> layout = TokenLayout(num_registers=4, grid_height=16, grid_width=16)
     >>> layout.num_tokens, layout.slice("register"), layout.slice("patch")
@@ -29,31 +49,47 @@ class TokenLayout:
     num_registers: int
     grid_height: int
     grid_width: int
+    num_distillation: int = 0
 
     def __post_init__(self) -> None:
-        if self.num_registers < 0 or self.grid_height < 1 or self.grid_width < 1:
+        if min(self.num_registers, self.num_distillation) < 0 or self.grid_height < 1 or self.grid_width < 1:
             raise ValueError(f"invalid token layout: {self}")
 
     @classmethod
-    def for_image(cls, height: int, width: int, patch_size: int, num_registers: int) -> TokenLayout:
+    def for_image(
+        cls, height: int, width: int, patch_size: int, num_registers: int, num_distillation: int = 0
+    ) -> TokenLayout:
         """Layout of an image of `height` x `width` pixels cut into `patch_size` patches."""
-        return cls(num_registers, height // patch_size, width // patch_size)
+        return cls(num_registers, height // patch_size, width // patch_size, num_distillation)
 
     @property
     def num_patches(self) -> int:
         return self.grid_height * self.grid_width
 
     @property
+    def num_prefix(self) -> int:
+        """Tokens before the patches: [CLS], distillation, registers."""
+        return 1 + self.num_distillation + self.num_registers
+
+    @property
     def num_tokens(self) -> int:
-        """1 [CLS] + registers + patches."""
-        return 1 + self.num_registers + self.num_patches
+        """1 [CLS] + distillation + registers + patches."""
+        return self.num_prefix + self.num_patches
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The non-empty groups, in sequence order."""
+        return present_groups(self.num_registers, self.num_distillation)
 
     def slice(self, group: str) -> slice:
-        """Sequence positions of `group` ("cls", "register" or "patch")."""
+        """Sequence positions of `group` (one of `GROUPS`; empty for a group the model lacks)."""
+        registers_start = 1 + self.num_distillation
         if group == "cls":
             return slice(0, 1)
+        if group == "distillation":
+            return slice(1, registers_start)
         if group == "register":
-            return slice(1, 1 + self.num_registers)
+            return slice(registers_start, self.num_prefix)
         if group == "patch":
-            return slice(1 + self.num_registers, self.num_tokens)
+            return slice(self.num_prefix, self.num_tokens)
         raise ValueError(f"unknown token group {group!r}; expected one of {GROUPS}")

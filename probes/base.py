@@ -57,12 +57,13 @@ class ProbeContext:
     def num_tokens(self) -> int:
         """Sequence length at this run's (square) resolution."""
         side = self.resolution // self.info.patch_size
-        return TokenLayout(self.info.num_registers, side, side).num_tokens
+        return TokenLayout(self.info.num_registers, side, side, self.info.num_distillation).num_tokens
 
     @property
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the backbone produces."""
-        return variant_names(self.info.num_registers, self.info.projection_dim > 0)
+        info = self.info
+        return variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation)
 
     def width(self, variant: str) -> int:
         """Feature size of a `{readout}/{variant}` (the projection readout has its own)."""

@@ -40,7 +40,8 @@ class DepthProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> DepthProbe:
-        return cls(context.layers, depth_quantities(context.info.num_registers))
+        info = context.info
+        return cls(context.layers, depth_quantities(info.num_registers, info.num_distillation))
 
     def __init__(self, layers: Sequence[int], quantities: Sequence[str]) -> None:
         super().__init__()

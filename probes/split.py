@@ -8,7 +8,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor
 
-from harness import GROUPS, split_names
+from harness import split_names
+from harness.tokens import split_groups
 from probes.base import Probe, ProbeContext
 from probes.metrics.shares import ShareHistogram
 
@@ -17,15 +18,21 @@ TWO_WAY = "register_vs_patch"
 
 
 class SplitProbe(Probe):
-    """Head-averaged [CLS] attention mass on [CLS], registers and patches, and the paper's two-way split.
+    """Head-averaged [CLS] attention mass on [CLS], registers and patches (and a distilled model's
+    distillation token), and the paper's two-way split.
 
-    Results: `split/{cls,register,patch,register_vs_patch}/{mean,std}` over images (std ddof 0).
+    Results: `split/{cls,register,patch,register_vs_patch}/{mean,std}` over images (std ddof 0),
+    and `split/distillation/{mean,std}` for a distilled model.
     Arrays: `split/{column}/histogram` (images per bin of 20 equal bins of [0, 1]) and
     `split/bin_edges`.
+
+    Args:
+        num_distillation: distillation tokens of the model (its own column when there is one).
     """
 
     name = "split"
-    COLUMNS: ClassVar[tuple[str, ...]] = (*GROUPS, TWO_WAY)
+    COLUMNS: ClassVar[tuple[str, ...]] = (*split_groups(), TWO_WAY)
+    """The columns of every model; a distilled model's probe adds `distillation`."""
     STATS: ClassVar[tuple[str, ...]] = ("mean", "std")
     BIN_EDGES: ClassVar[str] = "split/bin_edges"
 
@@ -40,32 +47,33 @@ class SplitProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> SplitProbe:
-        return cls()
+        return cls(context.info.num_distillation)
 
-    def __init__(self) -> None:
+    def __init__(self, num_distillation: int = 0) -> None:
         super().__init__()
-        self.metric = ShareHistogram(columns=len(self.COLUMNS))
+        self.names = split_names(num_distillation)
+        self.columns = (*split_groups(num_distillation), TWO_WAY)
+        self.metric = ShareHistogram(columns=len(self.columns))
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        cls, register, patch = (decomposition[name] for name in split_names())  # images, each
-        if not cls.shape == register.shape == patch.shape or cls.ndim != 1:
-            raise ValueError(
-                f"split masses must be equal (images,) vectors, got {tuple(cls.shape)}, "
-                f"{tuple(register.shape)}, {tuple(patch.shape)}"
-            )
+        masses = {name: decomposition[name] for name in self.names}  # images, each
+        shapes = {tuple(mass.shape) for mass in masses.values()}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 1:
+            raise ValueError(f"split masses must be equal (images,) vectors, got {sorted(shapes)}")
+        register, patch = masses["split/register"], masses["split/patch"]
         outside_cls = register + patch
         two_way = torch.where(outside_cls > 0, register / outside_cls.clamp_min(1e-30), 0.0)
-        self.metric.update(torch.stack([cls, register, patch, two_way], dim=1))
+        self.metric.update(torch.stack([*masses.values(), two_way], dim=1))
 
     def compute(self) -> dict[str, float]:
         stats = self.metric.compute()
         return {
             self.result_name(column, stat): stats[stat][position].item()
-            for position, column in enumerate(self.COLUMNS)
+            for position, column in enumerate(self.columns)
             for stat in self.STATS
         }
 
     def arrays(self) -> dict[str, Tensor]:
         counts = self.metric.compute()["counts"]
-        arrays = {self.histogram_name(column): counts[i] for i, column in enumerate(self.COLUMNS)}
+        arrays = {self.histogram_name(column): counts[i] for i, column in enumerate(self.columns)}
         return {**arrays, self.BIN_EDGES: self.metric.bin_edges}

@@ -9,13 +9,22 @@ import timm
 import torch
 from timm.models import save_for_hf
 from torch import nn
-from transformers import CLIPConfig, CLIPModel, DINOv3ViTConfig, DINOv3ViTModel, ViTConfig, ViTModel
+from transformers import (
+    CLIPConfig,
+    CLIPModel,
+    DeiTConfig,
+    DeiTModel,
+    DINOv3ViTConfig,
+    DINOv3ViTModel,
+    ViTConfig,
+    ViTModel,
+)
 
 from tests.conftest import tiny_model
 
 FAMILY_FOLDERS: dict[str, str] = {
-    "dinov2_reg": "dinov2", "dinov3": "dinov3", "clip": "clip", "vit": "vit", "deit3": "timm",
-    "dino.pth": "dino",
+    "dinov2_reg": "dinov2", "dinov3": "dinov3", "clip": "clip", "vit": "vit", "deit": "deit",
+    "deit3": "timm", "dino.pth": "dino",
 }  # fmt: skip
 """The saved name of each model -> the family its results.json records."""
 
@@ -56,6 +65,9 @@ def save_family_models(
     torch.manual_seed(3)
     vit = ViTModel(ViTConfig(**common), add_pooling_layer=False)
     _perturbed(vit, 3).save_pretrained(paths["vit"])
+    torch.manual_seed(6)
+    deit = DeiTModel(DeiTConfig(**common), add_pooling_layer=False)  # distilled: [CLS], distillation, patches
+    _perturbed(deit, 6).save_pretrained(paths["deit"])
     shape = {"depth": layers, "embed_dim": hidden, "num_heads": heads, "img_size": image, "patch_size": patch}
     torch.manual_seed(4)
     deit3 = _perturbed(timm.create_model("deit3_small_patch16_224.fb_in22k_ft_in1k", **shape), 4)

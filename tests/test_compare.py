@@ -186,11 +186,14 @@ def test_a_comparison_across_families(tmp_path: Path) -> None:
         summary = json.loads((tmp_path / "out" / label / "results.json").read_text())
         assert summary["backbone"]["family"] == family, label
         assert summary["run"]["max_pooler_error"] < 1e-4, label
-        assert (
-            abs(sum(summary["results"][f"split/{g}/mean"] for g in ("cls", "register", "patch")) - 1) < 1e-5
-        )
+        groups = ("cls", "distillation", "register", "patch")
+        shares = [summary["results"].get(f"split/{g}/mean", 0.0) for g in groups]
+        assert abs(sum(shares) - 1) < 1e-5, label
     clip = json.loads((tmp_path / "out" / "clip" / "results.json").read_text())["results"]
     assert "cka/projection/patch" in clip and rows[2]["cka/projection/patch"] != ""
+    deit = json.loads((tmp_path / "out" / "deit" / "results.json").read_text())["results"]
+    assert deit["split/distillation/mean"] > 0 and "cka/output/distillation" in deit
+    assert rows[0]["split/distillation/mean"] == ""  # only the distilled DeiT has the group
     assert rows[0]["cka/projection/patch"] == ""  # only CLIP has the projection readout
     overview = (tmp_path / "out" / "comparison.md").read_text()
     assert "| clip | " in overview and " | clip | 16 | demo |" in overview  # run, backbone, family, ...

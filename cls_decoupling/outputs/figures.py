@@ -39,10 +39,13 @@ from probes.split import TWO_WAY, SplitProbe
 Results = Mapping[str, float]
 NameOf = Callable[[str], str]
 """A probe's result name of a `{readout}/{variant}` (e.g. `lambda v: CKAProbe.result_name("cka", v)`)."""
-GROUP_COLOURS = {"cls": "#7f7f7f", "register": "#d62728", "patch": "#1f77b4", TWO_WAY: "#9467bd"}
+GROUP_COLOURS = {
+    "cls": "#7f7f7f", "distillation": "#8c564b", "register": "#d62728", "patch": "#1f77b4",
+    TWO_WAY: "#9467bd",
+}  # fmt: skip
 VARIANT_COLOURS = {**GROUP_COLOURS, "full": "#2ca02c", "skip": "#ff7f0e"}
 GROUP_LABELS = {
-    "cls": "[CLS]", "register": "registers", "patch": "patches",
+    "cls": "[CLS]", "distillation": "distillation", "register": "registers", "patch": "patches",
     TWO_WAY: "registers / (registers + patches)",
 }  # fmt: skip
 
@@ -58,7 +61,8 @@ def split_figure(run: Run) -> Figure | None:
     if SplitProbe.result_name("patch", "mean") not in results:
         return None
     registers = run.num_registers > 0
-    groups = ["cls", *(["register"] if registers else []), "patch"]
+    distilled = SplitProbe.result_name("distillation", "mean") in results
+    groups = ["cls", *(["distillation"] if distilled else []), *(["register"] if registers else []), "patch"]
     histograms = SplitProbe.BIN_EDGES in run.arrays
     figure, axes = plt.subplots(
         1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
@@ -91,6 +95,8 @@ def _split_histograms(axis: Axes, run: Run, registers: bool) -> None:
     """The distribution of each group's share over images (registers only when the model has them)."""
     edges = run.arrays[SplitProbe.BIN_EDGES].numpy()
     groups = ["cls", "patch", *(["register", TWO_WAY] if registers else [])]
+    if SplitProbe.histogram_name("distillation") in run.arrays:
+        groups.insert(1, "distillation")
     rows = [
         (GROUP_LABELS[g], run.arrays[SplitProbe.histogram_name(g)].numpy(), GROUP_COLOURS[g]) for g in groups
     ]
@@ -122,7 +128,7 @@ def registers_figure(run: Run) -> Figure | None:
     counts = run.arrays.get(RegistersProbe.TOP_TOKEN_COUNTS)
     if counts is not None:
         labels, shares = _top_positions(run, counts.numpy())
-        colours = [GROUP_COLOURS["register" if s.startswith("reg") else "patch"] for s in labels]
+        colours = [GROUP_COLOURS[_position_group(label)] for label in labels]
         if labels[-1].endswith("other tokens"):
             colours[-1] = "#c7c7c7"
         where.bar(range(len(labels)), shares, color=colours)
@@ -149,17 +155,27 @@ def registers_figure(run: Run) -> Figure | None:
     return figure
 
 
+def _position_group(label: str) -> str:
+    """The group of a `_top_positions` label."""
+    return "register" if label.startswith("reg") else "distillation" if label == "distillation" else "patch"
+
+
 def _top_positions(run: Run, counts: np.ndarray, shown: int = 8) -> tuple[list[str], list[float]]:
     """Labels and image shares of the most frequent positions (registers by number, patches by row and
     column), the rest summed as "other"."""
-    registers = run.num_registers
+    registers, distillation = run.num_registers, run.summary["backbone"].get("num_distillation", 0)
     columns = run.summary["data"]["resolution"] // run.summary["backbone"]["patch_size"]
     order = [int(p) for p in np.argsort(-counts, kind="stable") if counts[p] > 0]
     total = max(counts.sum(), 1)
     labels, shares = [], []
     for position in order[:shown]:
-        row, column = divmod(position - 1 - registers, columns)
-        labels.append(f"reg {position}" if position <= registers else f"patch r{row} c{column}")
+        row, column = divmod(position - 1 - distillation - registers, columns)
+        if position <= distillation:
+            labels.append("distillation")
+        elif position <= distillation + registers:
+            labels.append(f"reg {position - distillation}")
+        else:
+            labels.append(f"patch r{row} c{column}")
         shares.append(counts[position] / total)
     if len(order) > shown:
         labels.append(f"{len(order) - shown} other tokens")

@@ -88,7 +88,9 @@ class Run:
     @property
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
-        return variant_names(self.num_registers, self.summary["backbone"].get("projection_dim", 0) > 0)
+        backbone = self.summary["backbone"]
+        projection = backbone.get("projection_dim", 0) > 0
+        return variant_names(self.num_registers, projection, backbone.get("num_distillation", 0))
 
 
 def is_complete(folder: Path) -> bool:

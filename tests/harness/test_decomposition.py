@@ -7,8 +7,8 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from harness import GROUPS, variant_names
-from harness.tokens import TokenLayout
+from harness import variant_names
+from harness.tokens import TokenLayout, split_groups
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 
 
@@ -58,7 +58,7 @@ def test_zeroed_variants_add_up_to_full(registers: int, swiglu: bool, pixels: Te
     d = wrap(model)(pixels)
     last = model.encoder.layer[-1]
     bias_term = last.layer_scale1.lambda1 * last.attention.o_proj.bias
-    groups = [g for g in GROUPS if g != "register" or registers]
+    groups = d.layout.groups
     # each group variant carries c_b once; the full output carries it once in total
     summed = sum(d[f"attention/{g}"] for g in groups) - (len(groups) - 1) * bias_term
     assert_close(summed, d["attention/full"], atol=1e-5, rtol=1e-5)
@@ -84,9 +84,7 @@ def test_group_variants_match_hf_attention(
     model = tiny_model(registers, swiglu, attn_implementation="eager")
     d = wrap(model)(pixels)
     suffix = "_renorm" if renormalise else ""
-    for group in GROUPS:
-        if group == "register" and not registers:
-            continue
+    for group in d.layout.groups:
         expected = group_attention_output(model, pixels, group, d.layout, renormalise)
         assert_close(d[f"attention/{group}{suffix}"], expected, atol=1e-5, rtol=1e-5, msg=group)
 
@@ -110,7 +108,7 @@ def test_split_and_map_match_eager_attention_weights(registers: int, swiglu: boo
         :, :, 0
     ]  # batch, heads, tokens
     layout = d.layout
-    for group in GROUPS:
+    for group in split_groups():
         assert_close(
             d[f"split/{group}"], weights[:, :, layout.slice(group)].sum(-1).mean(1), atol=1e-6, rtol=1e-5
         )

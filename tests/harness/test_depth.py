@@ -9,7 +9,7 @@ from torch.testing import assert_close
 
 from harness import parse_layers
 from harness.decomposition import DEPTH_PREFIX, depth_quantities
-from harness.tokens import GROUPS, TokenLayout
+from harness.tokens import TokenLayout, present_groups
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 
 
@@ -54,7 +54,7 @@ def test_every_block_against_hf(registers: int, swiglu: bool, pixels: Tensor) ->
     decomposition = backbone(pixels)
     hidden = model(pixel_values=pixels, output_hidden_states=True, output_attentions=True)
     layout = decomposition.layout
-    groups = [g for g in GROUPS if g != "register" or registers]
+    groups = present_groups(registers)
     assert {n for n in decomposition if n.startswith(DEPTH_PREFIX)} == {
         DEPTH_PREFIX + q for q in depth_quantities(registers)
     }

@@ -117,7 +117,7 @@ def test_vit_deletion_and_compiled_blocks(pixels: Tensor) -> None:
 
 def test_an_unknown_model_is_named() -> None:
     with pytest.raises(
-        ValueError, match=r"Linear is not a supported ViT \(Dinov2Model, .*DINOv3ViTModel, ViTModel, CLIP"
+        ValueError, match=r"Linear is not a supported ViT \(Dinov2Model, .*DINOv3ViTModel, ViTModel, DeiTModel, CLIP"
     ):
         family_for(nn.Linear(2, 2))
 
@@ -370,3 +370,47 @@ def test_clip_projection_is_a_third_readout(pixels: Tensor) -> None:
         output = decomposition[name.replace("projection/", "output/")]
         assert_close(decomposition[name], output @ model.visual_projection.weight.T, msg=name)
     assert "projection/full" not in wrap(tiny_clip(), "clip")(pixels)
+
+
+@torch.no_grad()
+def test_a_distilled_deit_has_its_own_distillation_group(pixels: Tensor) -> None:
+    """DeiT's distillation token (position 1) is its own group: its split share is the [CLS] softmax mass
+    on it from the block's own q/k projections, its zeroed variant is the attention output from its
+    value alone, and [CLS] + distillation + patch shares sum to 1."""
+    from transformers import DeiTConfig, DeiTModel
+
+    config = DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                        image_size=32, patch_size=4)  # fmt: skip
+    torch.manual_seed(0)
+    model = DeiTModel(config, add_pooling_layer=False).eval()
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "token" in name:
+                parameter.add_(0.5 * torch.randn_like(parameter))
+    backbone = wrap(model, "deit")
+    assert backbone.info.num_distillation == 1
+    backbone.decompose_layers([1, 2, 3])
+    decomposition = backbone(pixels)
+    layout = decomposition.layout
+    assert layout.groups == ("cls", "distillation", "patch") and layout.slice("distillation") == slice(1, 2)
+    expected = model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state[:, 0]
+    scale = float(expected.abs().max())
+    assert_close(decomposition["output/full"], expected, atol=1e-5 * scale, rtol=0)
+    assert float(decomposition.pooler_error) < 1e-5 * scale
+    state = model.embeddings(pixels, interpolate_pos_encoding=True)
+    for column, block in enumerate(model.layers):
+        weights = cls_attention_weights(block, state)
+        for group in layout.groups:
+            mass = weights[:, :, layout.slice(group)].sum(-1).mean(1)
+            got = decomposition[f"{DEPTH_PREFIX}split/{group}"][:, column]
+            assert_close(got, mass, atol=1e-6, rtol=0, msg=f"block {column + 1} {group}")
+        if column < len(model.layers) - 1:
+            state = block(state)
+    values = model.layers[-1].attention.v_proj(model.layers[-1].layernorm_before(state))
+    heads = weights.shape[1]
+    per_head = values[:, 1].view(-1, heads, 32 // heads) * weights[:, :, 1:2]  # the distillation token alone
+    own = model.layers[-1].attention.o_proj(per_head.flatten(1))
+    assert_close(decomposition["attention/distillation"], own, atol=1e-5 * scale, rtol=0)
+    total = sum(decomposition[f"split/{g}"] for g in ("cls", "distillation", "register", "patch"))
+    assert_close(total, torch.ones_like(total))
+    assert {"output/distillation", "output/distillation_renorm"} <= set(decomposition.variants)
