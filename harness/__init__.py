@@ -1,4 +1,4 @@
-"""Model side (docs/design.md#layers): frozen DINOv2 backbones whose last-layer [CLS] output is split into
+"""Model side (docs/design.md#layers): frozen ViT backbones (every family of `harness.families`) whose last-layer [CLS] output is split into
 contributions, the LightningModule that runs them once per batch, and linear heads on their features."""
 
 from harness.backbone import BackboneInfo, DecomposingBackbone

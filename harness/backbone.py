@@ -1,4 +1,5 @@
-"""A frozen DINOv2 model that returns the `Decomposition` of its [CLS] output in one forward pass."""
+"""A frozen ViT (any family of `harness.families`) that returns the `Decomposition` of its [CLS]
+output in one forward pass."""
 
 from __future__ import annotations
 
@@ -93,8 +94,8 @@ class DecomposingBackbone(nn.Module):
     the last block's [CLS] query row is recomputed.
 
     Args:
-        model: an HF model of a family `harness.families` knows (DINOv2 with or without registers,
-            ViT); its adapter gives the blocks, norms and readout.
+        model: a model of a family `harness.families` knows (DINOv2, DINOv3, ViT, DeiT, CLIP, timm
+            ViT); its adapter gives the blocks, norms, keys and readouts.
         info: what the model is, for results.json.
 
     Calling it on `pixel_values` (batch, 3, height, width) returns a `Decomposition`.

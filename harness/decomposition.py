@@ -68,7 +68,8 @@ def deletion_names() -> tuple[str, ...]:
 
 
 HFBlock = Any
-"""An HF `Dinov2Layer` / `Dinov2WithRegistersLayer` (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...)."""
+"""A block under the decomposition's names (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...): an HF
+`Dinov2Layer` itself, or a family's `harness.families.BlockView`."""
 
 
 def variant_names(num_registers: int, projection: bool = False, num_distillation: int = 0) -> tuple[str, ...]:
@@ -191,7 +192,7 @@ def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
     """Post-softmax attention of the [CLS] query over all tokens, per head.
 
     Args:
-        layer: the HF DINOv2 block (`norm1`, `attention.q_proj`, ...).
+        layer: the block (`HFBlock`: `norm1`, `attention.q_proj`, ...).
         block_input: x, the block's input (batch, tokens, hidden).
         keys: the block's key projections (batch, tokens, hidden).
 
@@ -317,7 +318,7 @@ def decompose_last_block(
     """Every variant and split of docs/design.md#the-decomposition for one batch.
 
     Args:
-        layer: the last HF DINOv2 block.
+        layer: the last block (`HFBlock`).
         final_norm: the model's final layer norm.
         block_input: x (batch, tokens, hidden).
         keys: the last block's key projections (batch, tokens, hidden).

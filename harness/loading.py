@@ -1,4 +1,5 @@
-"""`load_backbone`: any DINOv2 by torch.hub name, HF id, folder, original `.pth`, or random test model."""
+"""`load_backbone`: a ViT of any family in `harness.families` by short name, HF id, `timm:` name,
+folder, original `.pth`, or random test model."""
 
 from __future__ import annotations
 
@@ -91,13 +92,13 @@ _CHECKPOINT_SUFFIXES = (".pth", ".pt")
 def load_backbone(
     name_or_path: str | Path, num_heads: int | None = None, pos_interpolation: str | None = None
 ) -> DecomposingBackbone:
-    """Load a frozen DINOv2 that decomposes its [CLS] output.
+    """Load a frozen ViT that decomposes its [CLS] output.
 
     Args:
-        name_or_path: a torch.hub name (`dinov2_vitg14_reg`), an HF id
-            (`facebook/dinov2-small`), a folder made by `save_pretrained`, an original
-            `dinov2_vit*14[_reg4]_pretrain.pth`, or `random:<arch>[_reg]` (random weights;
-            their numbers mean nothing).
+        name_or_path: a short name of `HUB_MODELS` (`dinov2_vitg14_reg`, `dinov3_vitb16`,
+            `clip_vitb16`), an HF id (`facebook/dinov2-small`), `timm:<model>[.<tag>]`, a folder
+            made by `save_pretrained` or in timm's hub layout, an original DINOv2 / DINO / iBOT
+            `.pth`, or `random:<arch>[_reg]` (random weights; their numbers mean nothing).
         num_heads: heads of a `.pth` checkpoint when not width / 64 (test models only).
         pos_interpolation: how the position grid is resized for other image sizes: "original"
             (as the torch.hub models, `harness.positions`) or "hf" (as transformers). None: original
