@@ -1,5 +1,6 @@
-"""Model side (docs/design.md#layers): frozen ViT backbones (every family of `harness.families`) whose last-layer [CLS] output is split into
-contributions, the LightningModule that runs them once per batch, and linear heads on their features."""
+"""Model side (docs/design.md#layers): frozen ViT backbones (every family of `harness.families`) whose
+last-layer [CLS] output is split into contributions, the LightningModule that runs them once per batch,
+and linear heads on their features."""
 
 from harness.backbone import BackboneInfo, DecomposingBackbone
 from harness.decomposition import PIXELS, PROJECTION, Decomposition, parse_layers, split_names, variant_names

@@ -310,7 +310,9 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
     try:
         config = AutoConfig.from_pretrained(location, local_files_only=local_files_only)
         architecture = (getattr(config, "architectures", None) or [""])[0]
-        extra = {}
+        extra: dict[str, Any] = {}
+        if config.model_type in ("vit", "deit"):  # ViT's / DeiT's tanh pooler: not the readout, not loaded
+            extra["add_pooling_layer"] = False
         if architecture == "CLIPModel":  # the image tower's config, with the whole model's projection
             extra["config"] = config.vision_config
             extra["config"].projection_dim = config.projection_dim
