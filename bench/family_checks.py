@@ -1,7 +1,7 @@
 """Per family, on a small random model saved as a user would have it: how far the decomposition is
 from the model's own computation.
 
-    python bench/family_checks.py [--hidden 64] [--layers 3]
+    python bench/family_checks.py [--hidden 64] [--layers 3] [--image 56] [--keep DIR]
 
 Each model of tests/families.py is loaded with `load_backbone` (the real loading path) and run on
 two non-square images (56 x 70 px, 14 px patches). Printed per family, float32 on CPU:
@@ -12,6 +12,9 @@ two non-square images (56 x 70 px, 14 px patches). Printed per family, float32 o
   where the model's own [CLS] attention row comes from its eager attention (`output_attentions`;
   timm: the softmax its non-fused attention computes, read at `attn_drop`). The DINO `.pth` is
   compared with timm's ViT of the same weights instead (an independent implementation).
+
+With `--keep DIR` the models stay in DIR, one per family, for a comparison run such as
+`python evaluate.py --backbone DIR/* --data demo --layers all --output runs/families`.
 """
 
 from __future__ import annotations
@@ -66,11 +69,11 @@ def timm_reference(path: Path, pixels: Tensor) -> Tensor:
 
 
 @torch.no_grad()
-def check(name: str, path: Path) -> str:
+def check(name: str, path: Path, image: int) -> str:
     backbone = load_backbone(path)
     backbone.decompose_layers(range(1, backbone.info.num_layers + 1))
     generator = torch.Generator().manual_seed(0)
-    shape = (2, 3, 56, 56) if name == "dino.pth" else (2, 3, 56, 70)  # the .pth reference: its own grid
+    shape = (2, 3, image, image) if name == "dino.pth" else (2, 3, 56, 70)  # the .pth reference: its grid
     pixels = torch.randn(shape, generator=generator)
     decomposition = backbone(pixels)
     own = timm_reference(path, pixels) if name == "dino.pth" else backbone.family.pooled(pixels)
@@ -99,16 +102,21 @@ def main() -> None:
     )
     parser.add_argument("--hidden", type=int, default=64, help="width (a multiple of 64)")
     parser.add_argument("--layers", type=int, default=3)
+    parser.add_argument("--image", type=int, default=56, help="pretraining image size (14 px patches)")
+    parser.add_argument("--keep", type=Path, help="save the models in this new folder, and keep them")
     args = parser.parse_args()
-    with tempfile.TemporaryDirectory() as folder:
+    if args.keep is not None and args.keep.exists():
+        parser.error(f"{args.keep} exists; --keep takes a new folder")
+    with tempfile.TemporaryDirectory() as temporary:
+        folder, heads = args.keep or Path(temporary), args.hidden // 64
         paths = save_family_models(
-            Path(folder), hidden=args.hidden, layers=args.layers, heads=args.hidden // 64
+            folder, hidden=args.hidden, layers=args.layers, heads=heads, image=args.image
         )
         print("| model | family | max abs output/full - own | own scale | projection/full - image embedding "
               "| max abs split - own attention mass | groups |")  # fmt: skip
         print("|---|---|---|---|---|---|---|")
         for name in FAMILY_FOLDERS:
-            print(check(name, paths[name]))
+            print(check(name, paths[name], args.image))
 
 
 if __name__ == "__main__":
