@@ -68,6 +68,7 @@ otherwise)."""
 TIMM_PREFIX = "timm:"
 """`timm:<model>[.<tag>]`: a timm model with its pretrained weights (e.g.
 `timm:deit3_base_patch16_224.fb_in22k_ft_in1k`, the paper's appendix DeiT III)."""
+TIMM_HUB_ORG = "timm/"  # `timm/<model>.<tag>` on the hub is `timm:<model>.<tag>`
 TIMM_CONFIG_KEY = "architecture"  # what marks a folder in timm's hub layout (config.json)
 _TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
@@ -173,6 +174,8 @@ def resolve_backbone(name: str) -> tuple[str, str]:
         return "random", ""
     if name.startswith(TIMM_PREFIX):
         return "timm", _timm_name(name.removeprefix(TIMM_PREFIX))
+    if name.startswith(TIMM_HUB_ORG) and not path.exists():  # timm's own hub copy: the same model
+        return "timm", _timm_name(name.removeprefix(TIMM_HUB_ORG))
     if path.is_dir():
         return "folder", str(path.resolve())
     if path.is_file():
@@ -260,7 +263,7 @@ def _downloaded_file(hub_id: str, name: str) -> str:
             try:
                 return hf_hub_download(hub_id, filename)
             except Exception as error:
-                reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+                reason = first_line(error)
     raise BackboneUnavailableError(_unavailable_message(name, hub_id, reason))
 
 
@@ -269,8 +272,7 @@ def _from_timm_folder(folder: str, name: str) -> torch.nn.Module:
     try:
         built = timm.create_model(f"local-dir:{folder}", pretrained=True, dynamic_img_size=True)
     except (OSError, RuntimeError, KeyError, ValueError) as error:
-        first = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise UnknownBackboneError(f"{name!r} is not a loadable timm folder: {first}") from None
+        raise UnknownBackboneError(f"{name!r} is not a loadable timm folder: {first_line(error)}") from None
     return _checked(built, name)
 
 
@@ -281,6 +283,12 @@ def _checked(model: torch.nn.Module, name: str) -> torch.nn.Module:
     except ValueError as error:
         raise UnknownBackboneError(f"{name!r}: {error}") from None
     return model
+
+
+def first_line(error: BaseException) -> str:
+    """An exception's message in one line (its type's name when it has none)."""
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _hub_unreachable(timeout: float = 5.0) -> str | None:
@@ -320,8 +328,10 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
             location, attn_implementation="sdpa", local_files_only=local_files_only, **extra
         )
     except OSError as error:
-        reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-        raise BackboneUnavailableError(_unavailable_message(name, location, reason)) from None
+        raise BackboneUnavailableError(_unavailable_message(name, location, first_line(error))) from None
+    except (ValueError, KeyError) as error:  # a config transformers does not know
+        problem = first_line(error)
+        raise UnknownBackboneError(f"{name!r} is not a model transformers can load: {problem}") from None
     finally:
         hub_logger.setLevel(previous_level)
     return _checked(model, name)

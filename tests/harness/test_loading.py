@@ -69,6 +69,10 @@ def test_unsupported_folder_and_non_checkpoint_file_are_refused(tmp_path: Path) 
     ).save_pretrained(tmp_path / "siglip")
     with pytest.raises(UnknownBackboneError, match=r"SiglipVisionModel is not a supported ViT \(Dinov2Model"):
         load_backbone(tmp_path / "siglip")
+    (tmp_path / "unknown").mkdir()
+    (tmp_path / "unknown" / "config.json").write_text('{"hidden_size": 8}')
+    with pytest.raises(UnknownBackboneError, match=r"is not a model transformers can load: Unrecognized"):
+        load_backbone(tmp_path / "unknown")
     (tmp_path / "weights.bin").write_bytes(b"")
     with pytest.raises(UnknownBackboneError, match=r"not a \.pth checkpoint"):
         load_backbone(tmp_path / "weights.bin")
@@ -222,6 +226,10 @@ def test_a_timm_folder_loads_with_its_pretrained_config(tmp_path: Path) -> None:
 
 def test_timm_names_are_checked_before_anything_loads() -> None:
     assert resolve_backbone("timm:deit3_base_patch16_224.fb_in22k_ft_in1k") == (
+        "timm",
+        "deit3_base_patch16_224.fb_in22k_ft_in1k",
+    )
+    assert resolve_backbone("timm/deit3_base_patch16_224.fb_in22k_ft_in1k") == (  # timm's hub copy
         "timm",
         "deit3_base_patch16_224.fb_in22k_ft_in1k",
     )
