@@ -1,4 +1,4 @@
-"""Evaluate the patch integration assumption of a DINOv2 backbone on a set of images.
+"""Evaluate the patch integration assumption of a ViT backbone (any supported family) on a set of images.
 
     cls-evaluate --backbone dinov2_vits14_reg --data demo --probe cka,split --output runs/demo
     cls-evaluate --backbone dinov2_vits14_reg dinov2_vitb14_reg --data demo --output runs/sweep

@@ -80,7 +80,10 @@ def run_report(run: Run, figures: Sequence[str]) -> str:
         '(README.md, "What it computes").',
     ]
     if summary["backbone"].get("random_weights"):
-        lines += ["", "**Random weights: these numbers test the code and say nothing about DINOv2.**"]
+        lines += [
+            "",
+            "**Random weights: these numbers test the code and say nothing about any trained model.**",
+        ]
     headlines = [(name, text, run.results[name]) for name, text in HEADLINES if name in run.results]
     if headlines:
         lines += ["", "## Key numbers", "", *markdown_table(("result", "what", "value"), headlines)]
