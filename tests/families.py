@@ -29,7 +29,7 @@ FAMILY_FOLDERS: dict[str, str] = {
 """The saved name of each model -> the family its results.json records."""
 
 
-def _perturbed(model: nn.Module, seed: int) -> nn.Module:
+def perturbed(model: nn.Module, seed: int) -> nn.Module:
     """Biases, tokens and layer scales moved off their init (0 / 1 / tiny), so every family's groups
     contribute something; seeded."""
     generator = torch.Generator().manual_seed(seed)
@@ -57,22 +57,22 @@ def save_family_models(
     dinov2.save_pretrained(paths["dinov2_reg"])
     torch.manual_seed(1)
     dinov3 = DINOv3ViTModel(DINOv3ViTConfig(**common, num_register_tokens=4, layerscale_value=0.5))
-    _perturbed(dinov3, 1).save_pretrained(paths["dinov3"])
+    perturbed(dinov3, 1).save_pretrained(paths["dinov3"])
     torch.manual_seed(2)
     text = {"hidden_size": 32, "num_hidden_layers": 1, "num_attention_heads": 2, "intermediate_size": 64}
     clip = CLIPModel(CLIPConfig(vision_config=common, text_config=text, projection_dim=hidden // 2))
-    _perturbed(clip, 2).save_pretrained(paths["clip"])
+    perturbed(clip, 2).save_pretrained(paths["clip"])
     torch.manual_seed(3)
     vit = ViTModel(ViTConfig(**common), add_pooling_layer=False)
-    _perturbed(vit, 3).save_pretrained(paths["vit"])
+    perturbed(vit, 3).save_pretrained(paths["vit"])
     torch.manual_seed(6)
     deit = DeiTModel(DeiTConfig(**common), add_pooling_layer=False)  # distilled: [CLS], distillation, patches
-    _perturbed(deit, 6).save_pretrained(paths["deit"])
+    perturbed(deit, 6).save_pretrained(paths["deit"])
     shape = {"depth": layers, "embed_dim": hidden, "num_heads": heads, "img_size": image, "patch_size": patch}
     torch.manual_seed(4)
-    deit3 = _perturbed(timm.create_model("deit3_small_patch16_224.fb_in22k_ft_in1k", **shape), 4)
+    deit3 = perturbed(timm.create_model("deit3_small_patch16_224.fb_in22k_ft_in1k", **shape), 4)
     save_for_hf(deit3, str(paths["deit3"]), model_args=shape, safe_serialization=True)
     torch.manual_seed(5)  # DINO v1's layout is timm's ViT without layer scale, heads of 64
-    dino = _perturbed(timm.create_model("vit_small_patch16_224", **shape, num_classes=0), 5)
+    dino = perturbed(timm.create_model("vit_small_patch16_224", **shape, num_classes=0), 5)
     torch.save(dino.state_dict(), paths["dino.pth"])
     return paths

@@ -448,11 +448,22 @@ def test_a_vit_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> Non
     np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
+def clip_preparation(size: int = 56) -> object:
+    """CLIP's processor in torchvision: shorter side to `size` (bicubic), centre crop, CLIP's mean/std."""
+    from torchvision import transforms
+
+    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+    bicubic = transforms.InterpolationMode.BICUBIC
+    return transforms.Compose([
+        transforms.Resize(size, interpolation=bicubic), transforms.CenterCrop(size),
+        transforms.ToTensor(), transforms.Normalize(mean, std),
+    ])  # fmt: skip
+
+
 def test_a_clip_tower_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path) -> None:
     """A transformers CLIP image tower through evaluate.py: output/full is its pooled output on images
     prepared as CLIP's processor does (shorter side to the crop size, bicubic, centre crop, CLIP's
     mean/std), computed here with torchvision and PIL directly."""
-    from torchvision import transforms
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
     config = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
@@ -461,13 +472,8 @@ def test_a_clip_tower_runs_end_to_end_with_its_own_preprocessing(tmp_path: Path)
     model = CLIPVisionModel(config).eval()
     summary, features, photos = evaluate_saved_model(model, tmp_path, "split,norms", (80, 60), 4)
     assert summary["backbone"]["family"] == "clip" and summary["data"]["preprocessing"]["resize_ratio"] == 1.0
-    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-    prepare = transforms.Compose([
-        transforms.Resize(56, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(56),
-        transforms.ToTensor(), transforms.Normalize(mean, std),
-    ])  # fmt: skip
     with torch.no_grad():
-        expected = model(pixel_values=prepared(photos, prepare)).pooler_output.numpy()
+        expected = model(pixel_values=prepared(photos, clip_preparation())).pooler_output.numpy()
     np.testing.assert_allclose(features["output/full"], expected, rtol=0, atol=1e-5 * np.abs(expected).max())
 
 
@@ -502,7 +508,6 @@ def test_a_whole_clip_runs_with_its_projection_readout(tmp_path: Path) -> None:
     """A whole CLIP checkpoint (text and image towers) loads as its image tower with the projection:
     every probe also reports the projection readout, whose full variant is CLIP's own image embedding
     (`get_image_features`) on images prepared as its processor does; the figures get its panel."""
-    from torchvision import transforms
     from transformers import CLIPConfig, CLIPModel
 
     vision = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64,
@@ -515,13 +520,9 @@ def test_a_whole_clip_runs_with_its_projection_readout(tmp_path: Path) -> None:
     results = summary["results"]
     for name in ("cka/projection/patch", "cka/output/patch", "norm/projection/skip"):
         assert name in results, name
-    mean, std = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
-    prepare = transforms.Compose([
-        transforms.Resize(56, interpolation=transforms.InterpolationMode.BICUBIC), transforms.CenterCrop(56),
-        transforms.ToTensor(), transforms.Normalize(mean, std),
-    ])  # fmt: skip
     with torch.no_grad():
-        expected = model.get_image_features(pixel_values=prepared(photos, prepare)).pooler_output.numpy()
+        pixels = prepared(photos, clip_preparation())
+        expected = model.get_image_features(pixel_values=pixels).pooler_output.numpy()
     got = features["projection/full"]
     np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5 * np.abs(expected).max())
     assert (tmp_path / "run" / "figures" / "cka.png").is_file()

@@ -17,9 +17,10 @@ from transformers import (
     ViTModel,
 )
 
-from harness import BackboneInfo, DecomposingBackbone
+from harness import BackboneInfo, DecomposingBackbone, Decomposition
 from harness.decomposition import DEPTH_PREFIX
 from harness.families import CLIPFamily, Dinov3Family, ViTFamily, family_for
+from tests.families import perturbed
 
 
 def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTModel:
@@ -28,12 +29,7 @@ def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTMod
                        image_size=32, patch_size=4, qkv_bias=qkv_bias,
                        attn_implementation=attn_implementation)  # fmt: skip
     torch.manual_seed(0)
-    model = ViTModel(config, add_pooling_layer=False).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias") or "token" in name:
-                parameter.add_(0.5 * torch.randn_like(parameter))
-    return model
+    return perturbed(ViTModel(config, add_pooling_layer=False), seed=0)
 
 
 def wrap(model: nn.Module, family: str, registers: int = 0) -> DecomposingBackbone:
@@ -180,12 +176,7 @@ def tiny_dinov3(attn_implementation: str = "sdpa", **overrides: Any) -> DINOv3Vi
     )  # fmt: skip
     config = DINOv3ViTConfig(**(settings | overrides))
     torch.manual_seed(0)
-    model = DINOv3ViTModel(config).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith(("bias", "lambda1")) or "token" in name:
-                parameter.add_(0.5 * torch.randn_like(parameter))
-    return model
+    return perturbed(DINOv3ViTModel(config), seed=0)
 
 
 @pytest.mark.parametrize(
@@ -224,6 +215,16 @@ def test_dinov3_output_full_and_split_are_the_models_own(overrides: dict[str, An
     assert_close(groups - (len(present) - 1) * bias, full, atol=1e-5 * scale, rtol=0)
 
 
+def top_deleted_mask(decomposition: Decomposition, fraction: float) -> Tensor:
+    """An additive key mask (batch, 1, 1, tokens): -inf on the `fraction` of patches the [CLS] attention
+    map ranks highest (what `--probe deletion` deletes first), 0 elsewhere."""
+    layout = decomposition.layout
+    order = decomposition["map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
+    deleted = order[:, : round(fraction * layout.num_patches)] + layout.slice("patch").start
+    mask = torch.zeros(order.shape[0], 1, 1, layout.num_tokens)
+    return mask.scatter_(3, deleted[:, None, None, :], float("-inf"))
+
+
 @torch.no_grad()
 def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None:
     """Deleting patches from a RoPE model keeps every kept patch's own rotation: the pooled output equals
@@ -232,11 +233,7 @@ def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None
     backbone = wrap(model, "dinov3", 4)
     backbone.enable_deletion((0.5,))
     decomposition = backbone(pixels)
-    layout = decomposition.layout
-    order = decomposition["map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
-    deleted = order[:, : round(0.5 * layout.num_patches)] + layout.slice("patch").start
-    mask = torch.zeros(pixels.shape[0], 1, 1, layout.num_tokens)
-    mask.scatter_(3, deleted[:, None, None, :], float("-inf"))
+    mask = top_deleted_mask(decomposition, 0.5)
     state = model.embeddings(pixels)
     rope = model.rope_embeddings(pixels)
     for block in model.model.layer:
@@ -256,12 +253,8 @@ def tiny_timm(**overrides: Any) -> nn.Module:
     settings: dict[str, Any] = dict(depth=3, embed_dim=32, num_heads=4, img_size=32, patch_size=4,
                                     dynamic_img_size=True)  # fmt: skip
     torch.manual_seed(0)
-    model = timm.create_model("vit_small_patch16_224", pretrained=False, **(settings | overrides)).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith(("bias", "gamma")) or "token" in name:
-                parameter.add_(0.5 * torch.randn_like(parameter))
-    return model
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, **(settings | overrides))
+    return perturbed(model, seed=0)
 
 
 TIMM_VARIANTS = {
@@ -315,11 +308,7 @@ def test_timm_deletion_equals_masking_and_compiled_blocks_agree(pixels: Tensor) 
     backbone = wrap(model, "timm", 4)
     backbone.enable_deletion((0.25,))
     decomposition = backbone(pixels)
-    layout = decomposition.layout
-    order = decomposition["map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
-    deleted = order[:, : round(0.25 * layout.num_patches)] + layout.slice("patch").start
-    mask = torch.zeros(pixels.shape[0], 1, 1, layout.num_tokens)
-    mask.scatter_(3, deleted[:, None, None, :], float("-inf"))
+    mask = top_deleted_mask(decomposition, 0.25)
     masked = model.forward_head(model.forward_features(pixels, attn_mask=mask), pre_logits=True)
     own = model.forward_head(model.forward_features(pixels), pre_logits=True)
     expected = nn.functional.cosine_similarity(masked, own)
@@ -381,11 +370,7 @@ def test_a_distilled_deit_has_its_own_distillation_group(pixels: Tensor) -> None
     config = DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
                         image_size=32, patch_size=4)  # fmt: skip
     torch.manual_seed(0)
-    model = DeiTModel(config, add_pooling_layer=False).eval()
-    with torch.no_grad():
-        for name, parameter in model.named_parameters():
-            if name.endswith("bias") or "token" in name:
-                parameter.add_(0.5 * torch.randn_like(parameter))
+    model = perturbed(DeiTModel(config, add_pooling_layer=False), seed=0)
     backbone = wrap(model, "deit")
     assert backbone.info.num_distillation == 1
     backbone.decompose_layers([1, 2, 3])
