@@ -44,7 +44,7 @@ class BackboneInfo:
         location: the HF id or file path the weights came from ("" for random weights).
         random_weights: True for test models; their numbers mean nothing.
         pos_interpolation: how the position grid is resized ("original": as the torch.hub models;
-            "hf": as transformers; `harness.positions`).
+            "hf": as transformers; "timm": as timm; `harness.positions`).
         family: the adapter of `harness.families` ("dinov2", "dinov3", "vit", "clip", "timm"), or
             "dino" for a DINO v1 / iBOT checkpoint.
         image_mean, image_std, resize, interpolation, resize_ratio: how the family prepares images

@@ -150,11 +150,11 @@ def split_names(num_distillation: int = 0) -> tuple[str, ...]:
 class Decomposition(Mapping[str, Tensor]):
     """Read-only mapping from the names of docs/design.md#names to the tensors of one batch.
 
-    Keys: every name of `variant_names` (batch, hidden), every `split/{cls,register,patch}` (and
-    `split/distillation` for a distilled model)
-    (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine` (batch, layers + 1),
-    `map/attention` (batch, grid_height, grid_width), the `PENULTIMATE` entries and, when blocks
-    are decomposed as they run (`--layers`), `depth/{quantity}` (batch, chosen blocks).
+    Keys: every name of `variant_names` (batch, hidden) (`projection/*`: batch, projection), every
+    `split_names` entry (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine`
+    (batch, layers + 1), `map/attention` (batch, grid_height, grid_width), the `PENULTIMATE` entries
+    and, when blocks are decomposed as they run (`--layers`), `depth/{quantity}` (batch, chosen
+    blocks).
 
     Attributes:
         layout: token positions of this batch.

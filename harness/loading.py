@@ -101,9 +101,10 @@ def load_backbone(
             made by `save_pretrained` or in timm's hub layout, an original DINOv2 / DINO / iBOT
             `.pth`, or `random:<arch>[_reg]` (random weights; their numbers mean nothing).
         num_heads: heads of a `.pth` checkpoint when not width / 64 (test models only).
-        pos_interpolation: how the position grid is resized for other image sizes: "original"
+        pos_interpolation: how a DINOv2 position grid is resized for other image sizes: "original"
             (as the torch.hub models, `harness.positions`) or "hf" (as transformers). None: original
-            for torch.hub names, `.pth` files and random models, hf for HF ids and folders.
+            for torch.hub names, `.pth` files and random models, hf for HF ids and folders. Other
+            families resize as the model itself does (recorded as "hf", or "timm" for timm models).
 
     Raises:
         UnknownBackboneError: the name is none of the above (or `pos_interpolation` is unknown);
@@ -242,9 +243,7 @@ def _from_timm(model: str, name: str) -> torch.nn.Module:
         if not offline and (problem := _hub_unreachable()):
             raise BackboneUnavailableError(_unavailable_message(name, hub_id, problem))
         file = _downloaded_file(hub_id, name)
-    overlay = {"file": file}
-    built = timm.create_model(model, pretrained=True, pretrained_cfg_overlay=overlay, dynamic_img_size=True)
-    return _checked(built, name)
+    return _created_timm(name, model, pretrained_cfg_overlay={"file": file})
 
 
 def _cached_file(hub_id: str) -> str | None:
@@ -269,10 +268,16 @@ def _downloaded_file(hub_id: str, name: str) -> str:
 
 def _from_timm_folder(folder: str, name: str) -> torch.nn.Module:
     """A timm model from a folder in timm's hub layout (config.json, model.safetensors)."""
+    return _created_timm(name, f"local-dir:{folder}")
+
+
+def _created_timm(name: str, model: str, **options: Any) -> torch.nn.Module:
+    """`timm.create_model(model)` with its weights, any image size; a file timm cannot read, or a model
+    no family reads, is one line."""
     try:
-        built = timm.create_model(f"local-dir:{folder}", pretrained=True, dynamic_img_size=True)
+        built = timm.create_model(model, pretrained=True, dynamic_img_size=True, **options)
     except (OSError, RuntimeError, KeyError, ValueError) as error:
-        raise UnknownBackboneError(f"{name!r} is not a loadable timm folder: {first_line(error)}") from None
+        raise UnknownBackboneError(f"{name!r}: timm cannot load it: {first_line(error)}") from None
     return _checked(built, name)
 
 
