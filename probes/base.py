@@ -90,6 +90,8 @@ class Probe(nn.Module, ABC):
         needs_layers: True for probes that read the per-layer decomposition (`--layers`): left out
             of `all` without it.
         opt_in: True for probes that cost extra forward passes: never part of `all`.
+        needs_hidden_states: True for probes that read `hidden/cls` (every block's [CLS] state),
+            which features.safetensors does not hold: they cannot be re-run from saved features.
         needs_bank: True for probes that read a bank of training features (`--train-data`): left
             out of `all` without one.
     """
@@ -100,6 +102,12 @@ class Probe(nn.Module, ABC):
     needs_layers: ClassVar[bool] = False
     opt_in: ClassVar[bool] = False
     needs_bank: ClassVar[bool] = False
+    needs_hidden_states: ClassVar[bool] = False
+
+    @classmethod
+    def replayable(cls) -> bool:
+        """Whether `--from-features` can feed it: it reads neither the images nor the hidden states."""
+        return not cls.needs_pixels and not cls.needs_hidden_states
 
     @classmethod
     @abstractmethod

@@ -25,6 +25,7 @@ class LayerCKAProbe(Probe):
 
     name = "cka_layers"
     needs_layers = True
+    needs_hidden_states = True  # hidden/cls: not in features.safetensors
     ESTIMATORS: ClassVar[tuple[str, ...]] = ("cka_layers", "cka_layers_debiased")
 
     @staticmethod

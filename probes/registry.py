@@ -55,7 +55,8 @@ def parse_probe_names(
 
     `all` never holds the opt-in probes (extra forward passes); on unlabelled data
     (`labelled=False`: no labels, or one class) it leaves out the probes that
-    need labels, without images (`pixels=False`, features replayed) the probes that read them, and
+    need labels, without images (`pixels=False`, features replayed) the probes that read them or
+    the hidden states (`Probe.replayable`), and
     without a per-layer decomposition (`layers=False`) the probes that read it, and without a bank of
     training features (`bank=False`) the probes that query it; naming a probe that reads the images,
     the layers or the bank without them is an error.
@@ -70,7 +71,7 @@ def parse_probe_names(
             for name, probe in PROBES.items()
             if not probe.opt_in
             and (labelled is not False or not probe.needs_labels)
-            and (pixels or not probe.needs_pixels)
+            and (pixels or probe.replayable())
             and (layers is not False or not probe.needs_layers)
             and (bank is not False or not probe.needs_bank)
         ]
@@ -79,8 +80,11 @@ def parse_probe_names(
         raise ProbeSelectionError(
             f"unknown probe(s) {unknown or text!r}; choose from {', '.join(PROBES)} or 'all'"
         )
-    if not pixels and (reading := [name for name in names if PROBES[name].needs_pixels]):
-        raise ProbeSelectionError(f"probe(s) {', '.join(reading)} read the images: run with the backbone")
+    if not pixels and (reading := [name for name in names if not PROBES[name].replayable()]):
+        raise ProbeSelectionError(
+            f"probe(s) {', '.join(reading)} read the images or the [CLS] hidden states, which saved "
+            "features do not hold: run with the backbone"
+        )
     if layers is False and (deep := [name for name in names if PROBES[name].needs_layers]):
         raise ProbeSelectionError(
             f"probe(s) {', '.join(deep)} read the per-layer decomposition: add --layers"

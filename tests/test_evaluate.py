@@ -233,7 +233,7 @@ def test_from_features_needs_saved_features(
     assert "holds no features.safetensors; run it with --save-features first" in capsys.readouterr().err
     argv = ["--from-features", str(finished_run), "--probe", "split,maps", "--output", str(tmp_path / "y")]
     assert evaluate.main(argv) == 2
-    assert "maps read the images: run with the backbone" in capsys.readouterr().err
+    assert "maps read the images or the [CLS] hidden states" in capsys.readouterr().err
     assert (
         evaluate.main(["--from-features", str(finished_run), "--output", str(finished_run), "--overwrite"])
         == 2
@@ -341,6 +341,10 @@ def test_layers_add_the_depth_probe_and_replay(model_dir: Path, photo_dir: Path,
     assert set(again) == {name for name in summary["results"] if name.startswith("depth/")}
     for name, value in again.items():
         assert value == pytest.approx(summary["results"][name], rel=1e-9, abs=1e-15), name
+    everything = tmp_path / "replayed-all"  # `all` leaves out what needs the hidden states (cka_layers)
+    assert evaluate.main(["--from-features", str(saved), "--output", str(everything)]) == 0
+    replayed_probes = json.loads((everything / "results.json").read_text())["run"]["probes"]
+    assert "depth" in replayed_probes and "cka_layers" not in replayed_probes
     for extra, message in (
         (["--probe", "depth"], "read the per-layer decomposition: add --layers"),
         (["--layers", "2,x"], "--layers takes last, all or block numbers"),

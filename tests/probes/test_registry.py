@@ -48,15 +48,17 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     assert len(set(PROBES)) == len(PROBE_CLASSES)
     labelled = {name for name, probe in PROBES.items() if probe.needs_labels}
     pixels = {name for name, probe in PROBES.items() if probe.needs_pixels}
+    unsaved = {name for name, probe in PROBES.items() if not probe.replayable()}
     layers = {name for name, probe in PROBES.items() if probe.needs_layers}
     bank = {name for name, probe in PROBES.items() if probe.needs_bank}
     opt_in = {name for name, probe in PROBES.items() if probe.opt_in}
     assert labelled == {"oneshot", "linear", "knn"} and bank == {"knn"} and opt_in == {"deletion"}
     assert pixels == {"maps", "deletion"} and layers == {"depth", "cka_layers"}
+    assert unsaved == pixels | {"cka_layers"}
     everything = [n for n in PROBES if n not in opt_in]
     assert parse_probe_names("all") == everything
     assert parse_probe_names("all", labelled=False) == [n for n in everything if n not in labelled]
-    assert parse_probe_names("all", pixels=False) == [n for n in everything if n not in pixels]
+    assert parse_probe_names("all", pixels=False) == [n for n in everything if n not in unsaved]
     assert parse_probe_names("all", bank=False) == [n for n in everything if n not in bank]
 
 
@@ -94,8 +96,12 @@ def test_probe_names() -> None:
     assert "maps" not in parse_probe_names("all", pixels=False) and "maps" in parse_probe_names("all")
     with pytest.raises(UserError, match="unknown probe"):
         parse_probe_names("cka,attention_maps")
-    with pytest.raises(UserError, match="maps read the images: run with the backbone"):
+    with pytest.raises(UserError, match=r"maps read the images or the \[CLS\] hidden states, .*: run with"):
         parse_probe_names("split,maps", pixels=False)
+    assert "cka_layers" not in parse_probe_names("all", pixels=False, layers=True)  # hidden/cls: not saved
+    assert "depth" in parse_probe_names("all", pixels=False, layers=True)
+    with pytest.raises(UserError, match=r"cka_layers read the images or the \[CLS\] hidden states"):
+        parse_probe_names("cka_layers", pixels=False, layers=True)
     with pytest.raises(UserError, match="need class labels"):
         build_probes(["oneshot"], ProbeContext(INFO))
     with pytest.raises(ValueError, match="estimators must be among"):
