@@ -37,11 +37,14 @@ class RegistersProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> RegistersProbe:
-        return cls(context.info.hidden_size, context.num_tokens, context.info.num_registers)
+        info = context.info
+        return cls(info.hidden_size, context.num_tokens, info.num_registers, 1 + info.num_distillation)
 
-    def __init__(self, hidden_size: int, num_tokens: int, num_registers: int) -> None:
+    def __init__(
+        self, hidden_size: int, num_tokens: int, num_registers: int, first_register: int = 1
+    ) -> None:
         super().__init__()
-        self.metric = HighNormToken(hidden_size, num_tokens, num_registers)
+        self.metric = HighNormToken(hidden_size, num_tokens, num_registers, first_register=first_register)
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         self.metric.update(*(decomposition[name] for name in PENULTIMATE))

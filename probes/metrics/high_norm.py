@@ -34,6 +34,7 @@ class HighNormToken(Metric):
         hidden_size: width of the states.
         num_tokens: sequence length (1 + registers + patches).
         num_registers: register tokens.
+        first_register: the first register's position (1, after [CLS]; 2 after a distillation token).
         top_dims: how many dimensions the last two results average over.
         kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
     """
@@ -52,7 +53,13 @@ class HighNormToken(Metric):
     other_norm_sum: Tensor
 
     def __init__(
-        self, hidden_size: int, num_tokens: int, num_registers: int, top_dims: int = TOP_DIMS, **kwargs: Any
+        self,
+        hidden_size: int,
+        num_tokens: int,
+        num_registers: int,
+        top_dims: int = TOP_DIMS,
+        first_register: int = 1,
+        **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
         if num_tokens < 2 or hidden_size < 1 or top_dims < 1:
@@ -60,6 +67,7 @@ class HighNormToken(Metric):
                 f"need 2+ tokens, 1+ dims, top_dims >= 1; got {num_tokens}, {hidden_size}, {top_dims}"
             )
         self.num_registers, self.top_dims = num_registers, min(top_dims, hidden_size)
+        self.first_register = first_register
         for name, shape in {
             "n": (), "register_hits": (), "positions": (num_tokens,), "unit_sum": (hidden_size,),
             "state_sum": (hidden_size,), "state_norm1_sum": (hidden_size,),
@@ -78,7 +86,8 @@ class HighNormToken(Metric):
             raise ValueError(f"token positions must lie in 1..{self.positions.shape[0] - 1}")
         state = state.double()
         self.n += position.numel()
-        self.register_hits += (position <= self.num_registers).sum()
+        first = self.first_register
+        self.register_hits += ((position >= first) & (position < first + self.num_registers)).sum()
         # index_add_, not bincount: bincount reads the largest value back to the host
         self.positions.index_add_(0, position, torch.ones_like(position, dtype=self.positions.dtype))
         self.unit_sum += torch.nn.functional.normalize(state, dim=-1).sum(0)

@@ -73,3 +73,13 @@ def test_high_norm_token_everywhere() -> None:
     whole = HighNormToken(32, 69, 4)
     whole.update(*columns)
     check_metric(functools.partial(HighNormToken, 32, 69, 4), batches, whole.compute(), atol=1e-9)
+
+
+def test_register_hits_start_after_a_distillation_token() -> None:
+    """With a distillation token at position 1, registers sit at 2..r+1: a top token at position 1 is
+    not a register hit, one at r+1 is."""
+    metric = HighNormToken(4, 10, 2, first_register=2)
+    positions = torch.tensor([1, 2, 3, 4])  # distillation, register, register, first patch
+    states = torch.randn(4, 4, generator=torch.Generator().manual_seed(0))
+    metric.update(positions, torch.ones(4), torch.ones(4), states, states)
+    assert float(metric.compute()["top_in_registers"]) == pytest.approx(0.5)
