@@ -16,7 +16,7 @@ DEFAULT_RESOLUTION = 224
 _RESIZE_RATIO = 256 / 224
 
 
-RESIZES = ("shorter_crop", "square")
+RESIZES = ("shorter_crop", "square", "square_crop")
 INTERPOLATIONS = {
     "bicubic": transforms.InterpolationMode.BICUBIC,
     "bilinear": transforms.InterpolationMode.BILINEAR,
@@ -30,7 +30,9 @@ class Preprocessing:
     Attributes:
         mean, std: the normalisation per RGB channel.
         resize: "shorter_crop" (the shorter side to resolution x `resize_ratio`, then a centre crop:
-            DINOv2's evaluation) or "square" (straight to resolution x resolution: ViT's processor).
+            DINOv2's evaluation), "square" (straight to resolution x resolution: ViT's processor) or
+            "square_crop" (to a square of resolution x `resize_ratio`, then a centre crop: DeiT's
+            processor, timm's "squash" crop mode).
         interpolation: "bicubic" or "bilinear".
     """
 
@@ -39,7 +41,7 @@ class Preprocessing:
     resize: str = "shorter_crop"
     interpolation: str = "bicubic"
     resize_ratio: float = _RESIZE_RATIO
-    """Shorter side before the centre crop, relative to the crop (256 / 224 for DINOv2, 1 for CLIP)."""
+    """Side before the centre crop, relative to the crop (256 / 224 for DINOv2, 1 for CLIP)."""
 
     def __post_init__(self) -> None:
         if self.resize not in RESIZES or self.interpolation not in INTERPOLATIONS:
@@ -49,7 +51,7 @@ class Preprocessing:
 
     def shorter_side(self, resolution: int) -> int:
         """The shorter side the image is resized to before the crop (the crop itself for "square")."""
-        return round(resolution * self.resize_ratio) if self.resize == "shorter_crop" else resolution
+        return resolution if self.resize == "square" else round(resolution * self.resize_ratio)
 
 
 def resize_size(resolution: int) -> int:
@@ -70,6 +72,12 @@ def evaluation_transform(
     interpolation = INTERPOLATIONS[preprocessing.interpolation]
     if preprocessing.resize == "square":
         resize = [transforms.Resize((resolution, resolution), interpolation=interpolation)]
+    elif preprocessing.resize == "square_crop":
+        side = preprocessing.shorter_side(resolution)
+        resize = [
+            transforms.Resize((side, side), interpolation=interpolation),
+            transforms.CenterCrop(resolution),
+        ]
     else:
         resize = [
             transforms.Resize(preprocessing.shorter_side(resolution), interpolation=interpolation),

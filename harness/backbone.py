@@ -49,7 +49,8 @@ class BackboneInfo:
             "dino" for a DINO v1 / iBOT checkpoint.
         image_mean, image_std, resize, interpolation, resize_ratio: how the family prepares images
             (its processor: normalisation, "shorter_crop" (the shorter side to resolution x
-            resize_ratio, then a centre crop) or "square" resize, "bicubic" or "bilinear").
+            resize_ratio, then a centre crop), "square" resize or "square_crop" (a square of
+            resolution x resize_ratio, then a centre crop), "bicubic" or "bilinear").
         projection_dim: width of the `projection/{variant}` readout (CLIP's visual_projection), 0
             for models without a projection.
         num_distillation: distillation tokens right after [CLS] (1 for a distilled DeiT): their own

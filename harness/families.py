@@ -9,6 +9,7 @@ pass); families without layer scale get a unit scale.
 
 from __future__ import annotations
 
+import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -31,6 +32,8 @@ from transformers import (
 )
 
 from harness.tokens import TokenLayout
+
+log = logging.getLogger(__name__)
 
 
 class UnitScale(nn.Module):
@@ -292,7 +295,7 @@ class DeiTFamily(ViTFamily):
     model_types = (DeiTModel,)
     preprocessing: ClassVar[dict[str, Any]] = {  # transformers' DeiTImageProcessor
         "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
+        "resize": "square_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
     }  # fmt: skip
 
     def architecture(self) -> dict[str, Any]:
@@ -450,8 +453,11 @@ class TimmFamily(Family):
             settings["interpolation"] = config["interpolation"]
         if "crop_pct" in config:  # timm: resize the shorter side to size / crop_pct, then crop
             settings["resize_ratio"] = 1 / float(config["crop_pct"])
-        if config.get("crop_mode", "center") != "center":  # "squash" / "border": straight to the square
-            settings["resize"], settings["resize_ratio"] = "square", 1.0
+        mode = config.get("crop_mode", "center")
+        if mode == "squash":  # a square of size / crop_pct, then the crop
+            settings["resize"] = "square_crop"
+        elif mode != "center":  # "border" (pad to a square): not one of the transforms here
+            log.warning("timm crop_mode %r is prepared as 'center' (shorter side, then a crop)", mode)
         return settings
 
     def architecture(self) -> dict[str, Any]:

@@ -374,13 +374,19 @@ def preprocessing_of(family: Family, source: str, location: str) -> dict[str, An
         settings["image_mean"] = tuple(config["image_mean"])
         settings["image_std"] = tuple(config["image_std"])
     settings["interpolation"] = _RESAMPLE.get(config.get("resample"), settings["interpolation"])
-    settings["resize"] = "shorter_crop" if config.get("do_center_crop") else "square"
     size, crop = config.get("size"), config.get("crop_size")
-    sizes_given = (
-        isinstance(size, dict) and "shortest_edge" in size and isinstance(crop, dict) and "height" in crop
-    )
-    if settings["resize"] == "shorter_crop" and sizes_given:
-        settings["resize_ratio"] = size["shortest_edge"] / crop["height"]
+    if not config.get("do_center_crop"):
+        settings["resize"], settings["resize_ratio"] = "square", 1.0
+    elif isinstance(size, dict) and isinstance(crop, dict) and "height" in crop:
+        if "shortest_edge" in size:  # the shorter side, then a crop (CLIP)
+            settings["resize"], settings["resize_ratio"] = (
+                "shorter_crop",
+                size["shortest_edge"] / crop["height"],
+            )
+        elif "height" in size:  # a square, then a crop (DeiT)
+            settings["resize"], settings["resize_ratio"] = "square_crop", size["height"] / crop["height"]
+    elif settings["resize"] == "square":  # a crop of unknown size: the shorter side at the family's ratio
+        settings["resize"] = "shorter_crop"
     return settings
 
 

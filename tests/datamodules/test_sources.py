@@ -58,6 +58,24 @@ def test_transform_gives_the_evaluation_crop() -> None:
     assert pixels[0].mean().item() == pytest.approx((1 - 0.485) / 0.229, abs=1e-4)
 
 
+def test_square_crop_squashes_then_crops() -> None:
+    """DeiT's processor (and timm's "squash"): the whole image to a square of resolution x ratio, then
+    the centre crop; here against PIL's own resize and crop of a non-square photo."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+
+    from datamodules import Preprocessing
+
+    photo = Image.fromarray(load_sample_images().images[0])  # 427 x 640
+    settings = Preprocessing((0.0, 0.0, 0.0), (1.0, 1.0, 1.0), "square_crop", "bilinear", 64 / 56)
+    pixels = evaluation_transform(56, settings)(photo)
+    squashed = photo.resize((64, 64), Image.Resampling.BILINEAR, reducing_gap=None)
+    expected = torch.tensor(list(squashed.crop((4, 4, 60, 60)).getdata()), dtype=torch.float32) / 255
+    expected = expected.T.reshape(3, 56, 56)
+    assert pixels.shape == (3, 56, 56) and settings.shorter_side(56) == 64
+    assert (pixels - expected).abs().max() < 2.5 / 255  # PIL's and torchvision's antialiasing round apart
+
+
 def test_unreadable_files_are_skipped_without_shifting_indices(tmp_path: Path) -> None:
     write_photos(tmp_path, 3)
     (tmp_path / "photo_001.jpg").write_bytes(b"\xff\xd8 truncated")

@@ -19,7 +19,7 @@ from transformers import (
 
 from harness import BackboneInfo, DecomposingBackbone, Decomposition
 from harness.decomposition import DEPTH_PREFIX
-from harness.families import CLIPFamily, Dinov3Family, ViTFamily, family_for
+from harness.families import CLIPFamily, Dinov3Family, TimmFamily, ViTFamily, family_for
 from tests.families import perturbed
 
 
@@ -398,3 +398,20 @@ def test_a_distilled_deit_has_its_own_distillation_group(pixels: Tensor) -> None
     total = sum(decomposition[f"split/{g}"] for g in ("cls", "distillation", "register", "patch"))
     assert_close(total, torch.ones_like(total))
     assert {"output/distillation", "output/distillation_renorm"} <= set(decomposition.variants)
+
+
+def test_timm_preprocessing_follows_its_pretrained_config() -> None:
+    """timm's pretrained config decides the preparation: crop_pct -> the resize ratio, "center" ->
+    shorter side then crop, "squash" -> a square then crop; mean/std and interpolation as given."""
+    center = TimmFamily(tiny_timm(pretrained_cfg_overlay={"crop_pct": 0.875, "interpolation": "bilinear"}))
+    # vit_small_patch16_224's default tag (augreg) normalises with mean / std 0.5
+    assert center.own_preprocessing() == {
+        "image_mean": (0.5, 0.5, 0.5),
+        "image_std": (0.5, 0.5, 0.5),
+        "resize": "shorter_crop",
+        "interpolation": "bilinear",
+        "resize_ratio": 1 / 0.875,
+    }  # fmt: skip
+    squash = TimmFamily(tiny_timm(pretrained_cfg_overlay={"crop_pct": 0.9, "crop_mode": "squash"}))
+    settings = squash.own_preprocessing() or {}
+    assert settings["resize"] == "square_crop" and settings["resize_ratio"] == pytest.approx(1 / 0.9)

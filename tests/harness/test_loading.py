@@ -273,3 +273,25 @@ print(info.source, info.family, info.hidden_size, info.num_layers, len(attempts)
     )  # fmt: skip
     assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
     assert result.stderr.startswith(f"error: cannot load '{uncached}' (timm/deit3_small_patch16_224")
+
+
+def test_a_deit_folder_squashes_to_a_square_then_crops(tmp_path: Path) -> None:
+    """A distilled DeiT is the deit family with its distillation token; its processor resizes to a
+    256 x 256 square and crops 224 (square_crop at 256 / 224), by default and from its config."""
+    from transformers import DeiTConfig, DeiTModel
+
+    config = DeiTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                        image_size=56, patch_size=14)  # fmt: skip
+    DeiTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "deit")
+    info = load_backbone(tmp_path / "deit").info
+    assert (info.family, info.num_distillation, info.resize, info.resize_ratio) == (
+        "deit",
+        1,
+        "square_crop",
+        256 / 224,
+    )
+    processor = {"do_center_crop": True, "size": {"height": 288, "width": 288}, "resample": 3,
+                 "crop_size": {"height": 224, "width": 224}}  # fmt: skip
+    (tmp_path / "deit" / "preprocessor_config.json").write_text(json.dumps(processor))
+    info = load_backbone(tmp_path / "deit").info
+    assert (info.resize, info.resize_ratio, info.interpolation) == ("square_crop", 288 / 224, "bicubic")
