@@ -3,6 +3,7 @@ default, or another family's (`Preprocessing`: its normalisation and resize)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -50,8 +51,12 @@ class Preprocessing:
             raise ValueError(f"need 3 means and 3 positive stds, got {self.mean}, {self.std}")
 
     def shorter_side(self, resolution: int) -> int:
-        """The shorter side the image is resized to before the crop (the crop itself for "square")."""
-        return resolution if self.resize == "square" else round(resolution * self.resize_ratio)
+        """The shorter side the image is resized to before the crop (the crop itself for "square"),
+        rounded down as timm does (`floor(size / crop_pct)`; exact for DINOv2's 256 / 224 at every
+        multiple of 14)."""
+        if self.resize == "square":
+            return resolution
+        return math.floor(resolution * self.resize_ratio + 1e-6)  # 1e-6: 256/224 * 224 is 255.999...
 
 
 def resize_size(resolution: int) -> int:

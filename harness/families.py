@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import torch
-from timm.layers import LayerScale
+from timm.layers import LayerScale, PatchEmbed
 from timm.layers.attention import Attention as TimmAttention
 from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import VisionTransformer
@@ -431,6 +431,10 @@ class TimmFamily(Family):
         """What keeps the decomposition from this timm model ("" when nothing does)."""
         if model.cls_token is None:
             return "no [CLS] token"
+        if type(model.patch_embed) is not PatchEmbed:  # a hybrid's CNN stem: its stride is no patch size
+            return f"a {type(model.patch_embed).__name__} patch embedding"
+        if len(set(model.patch_embed.patch_size)) != 1:
+            return f"{'x'.join(map(str, model.patch_embed.patch_size))} patches"
         if model.global_pool != "token" or model.attn_pool is not None:
             return f"its output pools with {model.global_pool!r}, not the [CLS] token"
         if getattr(model, "dist_token", None) is not None:
@@ -462,16 +466,12 @@ class TimmFamily(Family):
 
     def architecture(self) -> dict[str, Any]:
         model = self.model
-        patch_height, patch_width = model.patch_embed.patch_size
-        if patch_height != patch_width:
-            problem = f"{patch_height}x{patch_width} patches"
-            raise ValueError(f"VisionTransformer ({problem}) is not a supported ViT")
         return {
             "hidden_size": model.embed_dim,
             "num_layers": len(model.blocks),
             "num_heads": model.blocks[0].attn.num_heads,
             "num_registers": model.num_reg_tokens,
-            "patch_size": patch_height,
+            "patch_size": model.patch_embed.patch_size[0],
             "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
             "projection_dim": 0,
             "num_distillation": 0,

@@ -16,6 +16,7 @@ import torch
 from huggingface_hub import constants as hf_constants
 from huggingface_hub import hf_hub_download, try_to_load_from_cache
 from huggingface_hub.utils import get_session
+from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
     AutoModel,
@@ -215,8 +216,9 @@ def _timm_name(model: str) -> str:
     Raises:
         UnknownBackboneError: timm has no such model (the message suggests the closest).
     """
-    if timm.is_model(model) and timm.models.get_pretrained_cfg(model) is not None:
-        return model
+    with contextlib.suppress(RuntimeError):  # an unknown tag of a known architecture
+        if timm.is_model(model) and timm.models.get_pretrained_cfg(model) is not None:
+            return model
     names = timm.list_pretrained()
     closest = [n for n in names if n.startswith(model)][:1] or difflib.get_close_matches(model, names, n=1)
     hint = f" Did you mean 'timm:{closest[0]}'?" if closest else ""
@@ -276,7 +278,8 @@ def _created_timm(name: str, model: str, **options: Any) -> torch.nn.Module:
     no family reads, is one line."""
     try:
         built = timm.create_model(model, pretrained=True, dynamic_img_size=True, **options)
-    except (OSError, RuntimeError, KeyError, ValueError) as error:
+    except (OSError, RuntimeError, KeyError, ValueError, TypeError, SafetensorError) as error:
+        # TypeError: not a ViT (no dynamic_img_size); SafetensorError: a truncated weight file
         raise UnknownBackboneError(f"{name!r}: timm cannot load it: {first_line(error)}") from None
     return _checked(built, name)
 
@@ -369,12 +372,50 @@ def preprocessing_of(family: Family, source: str, location: str) -> dict[str, An
     if path is None or not path.is_file():
         log.info("%s: no %s; the %s family's default preprocessing", location, PROCESSOR_CONFIG, family.name)
         return settings
-    config = json.loads(path.read_text())
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UnknownBackboneError(
+            f"{path} is not a readable processor config: {first_line(error)}"
+        ) from None
+    return processor_settings(config, settings, str(path))
+
+
+_SHORTEST_EDGE_PROCESSORS = ("CLIPImageProcessor", "CLIPImageProcessorFast", "BitImageProcessor")
+"""Processors that read an integer `size` as the shorter side (transformers' `default_to_square=False`);
+the others (ViT, DeiT) read it as a square."""
+
+
+def processor_settings(config: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
+    """The `BackboneInfo` preparation fields a transformers `preprocessor_config.json` describes, the
+    family's `defaults` where it is silent.
+
+    Raises:
+        UnknownBackboneError: its mean / std are not 3 numbers each (stds positive).
+    """
+    settings = dict(defaults)
     if "image_mean" in config and "image_std" in config:
-        settings["image_mean"] = tuple(config["image_mean"])
-        settings["image_std"] = tuple(config["image_std"])
-    settings["interpolation"] = _RESAMPLE.get(config.get("resample"), settings["interpolation"])
+        mean, std = config["image_mean"], config["image_std"]
+        if isinstance(mean, (int, float)):  # one number for every channel
+            mean, std = [mean] * 3, [std] * 3
+        lists = isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))
+        valid = (
+            lists and len(mean) == len(std) == 3 and all(isinstance(v, (int, float)) for v in (*mean, *std))
+        )
+        if not valid or min(std) <= 0:
+            raise UnknownBackboneError(
+                f"{where}: image_mean / image_std must be 3 numbers each, got {mean}, {std}"
+            )
+        settings["image_mean"], settings["image_std"] = tuple(mean), tuple(std)
+    resample = config.get("resample")
+    if isinstance(resample, int) and resample in _RESAMPLE:
+        settings["interpolation"] = _RESAMPLE[resample]
+    square = config.get("image_processor_type") not in _SHORTEST_EDGE_PROCESSORS
     size, crop = config.get("size"), config.get("crop_size")
+    if isinstance(size, int):  # the older form: transformers reads it as its processor does
+        size = {"height": size, "width": size} if square else {"shortest_edge": size}
+    if isinstance(crop, int):
+        crop = {"height": crop, "width": crop}
     if not config.get("do_center_crop"):
         settings["resize"], settings["resize_ratio"] = "square", 1.0
     elif isinstance(size, dict) and isinstance(crop, dict) and "height" in crop:

@@ -415,3 +415,24 @@ def test_timm_preprocessing_follows_its_pretrained_config() -> None:
     squash = TimmFamily(tiny_timm(pretrained_cfg_overlay={"crop_pct": 0.9, "crop_mode": "squash"}))
     settings = squash.own_preprocessing() or {}
     assert settings["resize"] == "square_crop" and settings["resize_ratio"] == pytest.approx(1 / 0.9)
+
+
+@pytest.mark.parametrize(
+    "overlay", [{"crop_pct": 0.9, "interpolation": "bilinear"}, {"crop_pct": 0.95, "crop_mode": "squash"}]
+)
+def test_timm_images_are_prepared_as_timms_own_transform(overlay: dict[str, Any]) -> None:
+    """The preparation read from a timm model's pretrained config gives the pixels of timm's own
+    evaluation transform (`resolve_data_config` + `create_transform`) on a real, non-square photo."""
+    from PIL import Image
+    from sklearn.datasets import load_sample_images
+    from timm.data import create_transform, resolve_data_config
+
+    from datamodules import Preprocessing, evaluation_transform
+
+    model = tiny_timm(pretrained_cfg_overlay=overlay | {"input_size": (3, 224, 224)})
+    settings = TimmFamily(model).own_preprocessing() or {}
+    ours = Preprocessing(settings["image_mean"], settings["image_std"], settings["resize"],
+                         settings["interpolation"], settings["resize_ratio"])  # fmt: skip
+    photo = Image.fromarray(load_sample_images().images[1])
+    timms = create_transform(**resolve_data_config({}, model=model))
+    assert_close(evaluation_transform(224, ours)(photo), timms(photo), atol=1e-6, rtol=0)

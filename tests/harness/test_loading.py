@@ -295,3 +295,71 @@ def test_a_deit_folder_squashes_to_a_square_then_crops(tmp_path: Path) -> None:
     (tmp_path / "deit" / "preprocessor_config.json").write_text(json.dumps(processor))
     info = load_backbone(tmp_path / "deit").info
     assert (info.resize, info.resize_ratio, info.interpolation) == ("square_crop", 288 / 224, "bicubic")
+
+
+def test_bad_timm_names_folders_and_processor_configs_are_one_line(tmp_path: Path) -> None:
+    """An unknown timm tag, a timm model that is no ViT, a hybrid ViT, a truncated weight file, and a
+    processor config that is not JSON or has the wrong mean / std: each one line, no traceback."""
+    import timm
+    from timm.models import save_for_hf
+
+    with pytest.raises(
+        UnknownBackboneError, match=r"timm has no pretrained model 'deit3_base_patch16_224\.fb_in22k'"
+    ):
+        load_backbone("timm:deit3_base_patch16_224.fb_in22k")
+    save_for_hf(
+        timm.create_model("resnet18", num_classes=2), str(tmp_path / "resnet"), safe_serialization=True
+    )
+    with pytest.raises(UnknownBackboneError, match=r"timm cannot load it: .*dynamic_img_size"):
+        load_backbone(tmp_path / "resnet")
+    hybrid = timm.create_model("vit_tiny_r_s16_p8_224", depth=1, num_classes=0)
+    save_for_hf(hybrid, str(tmp_path / "hybrid"), model_args={"depth": 1}, safe_serialization=True)
+    with pytest.raises(UnknownBackboneError, match="a HybridEmbed patch embedding"):
+        load_backbone(tmp_path / "hybrid")
+    tiny_timm_folder(tmp_path / "deit3")
+    weights = tmp_path / "deit3" / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[:100])
+    with pytest.raises(UnknownBackboneError, match="timm cannot load it"):
+        load_backbone(tmp_path / "deit3")
+    config = ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                       image_size=56, patch_size=14)  # fmt: skip
+    ViTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "vit")
+    processor = tmp_path / "vit" / "preprocessor_config.json"
+    processor.write_text("{not json")
+    with pytest.raises(UnknownBackboneError, match="is not a readable processor config"):
+        load_backbone(tmp_path / "vit")
+    processor.write_text(json.dumps({"image_mean": [0.5], "image_std": [0.5]}))
+    with pytest.raises(UnknownBackboneError, match="must be 3 numbers each"):
+        load_backbone(tmp_path / "vit")
+
+
+def test_older_processor_configs_with_integer_sizes() -> None:
+    """`size` / `crop_size` as plain numbers (older configs) read as transformers reads them: a
+    square for ViT / DeiT processors, the shorter side for CLIP's."""
+    from transformers import CLIPImageProcessor, DeiTImageProcessor
+
+    from harness.loading import processor_settings
+
+    # how transformers itself reads the numbers
+    assert dict(DeiTImageProcessor(size=256).size) == {"height": 256, "width": 256}
+    assert dict(CLIPImageProcessor(size=224).size) == {"shortest_edge": 224}
+    defaults = {"image_mean": (0.5,) * 3, "image_std": (0.5,) * 3, "resize": "square",
+                "interpolation": "bilinear", "resize_ratio": 1.0}  # fmt: skip
+    deit = {
+        "image_processor_type": "DeiTImageProcessor",
+        "do_center_crop": True,
+        "size": 256,
+        "crop_size": 224,
+    }
+    assert processor_settings(deit, defaults, "deit")["resize"] == "square_crop"
+    assert processor_settings(deit, defaults, "deit")["resize_ratio"] == 256 / 224
+    clip = {
+        "image_processor_type": "CLIPImageProcessor",
+        "do_center_crop": True,
+        "size": 224,
+        "crop_size": 224,
+    }
+    assert (
+        processor_settings(clip, defaults, "clip")["resize"],
+        processor_settings(clip, defaults, "clip")["resize_ratio"],
+    ) == ("shorter_crop", 1.0)
