@@ -21,10 +21,11 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
 from torchmetrics import MaxMetric
 
-from harness import Decomposition, HarnessModule, LinearHead, all_feature_names
+from harness import Decomposition, HarnessModule, LinearHead, all_feature_names, load_backbone
 from harness.decomposition import variant_names
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
+from tests.families import FAMILY_FOLDERS, save_family_models
 
 META = torch.device("meta")
 _MADE_FROM_HOST_DATA = (torch.tensor, torch.as_tensor, torch.asarray)
@@ -79,6 +80,23 @@ def test_backbone_forward_reads_nothing_back(registers: int) -> None:
     with FakeTensorMode(allow_non_fake_inputs=True):
         decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3))
     assert decomposition["output/full"].shape == (3, 32)
+
+
+@pytest.fixture(scope="module")
+def family_models(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    return save_family_models(tmp_path_factory.mktemp("families"))
+
+
+@pytest.mark.parametrize("name", FAMILY_FOLDERS)
+def test_every_familys_forward_reads_nothing_back(name: str, family_models: dict[str, Path]) -> None:
+    """The same for every family as `load_backbone` gives it: DINOv3's key rotation, timm's fused qkv,
+    CLIP's projection, DeiT's distillation token."""
+    backbone = load_backbone(family_models[name])
+    backbone.decompose_layers([1, 2])
+    backbone.enable_deletion()
+    with FakeTensorMode(allow_non_fake_inputs=True):
+        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3))
+    assert decomposition["output/full"].shape == (3, backbone.info.hidden_size)
 
 
 def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decomposition, torch.Tensor]:
