@@ -202,7 +202,9 @@ class DecomposingBackbone(nn.Module):
         }
         embeddings = self.family.embed(pixel_values)
         batch, _, hidden = embeddings.shape
-        leading = torch.arange(first, device=embeddings.device).expand(3 * batch, first)  # [CLS], registers
+        leading = torch.arange(first, device=embeddings.device).expand(
+            3 * batch, first
+        )  # [CLS], distillation, registers
         by_order = torch.cat([orders[order] for order in DELETION_ORDERS])  # 3 batch, patches
         repeated = embeddings.repeat(3, 1, 1)
         cosines: list[Tensor] = []

@@ -31,7 +31,14 @@ class SplitProbe(Probe):
     """
 
     name = "split"
-    COLUMNS: ClassVar[tuple[str, ...]] = (*split_groups(), TWO_WAY)
+
+    @staticmethod
+    def columns_for(num_distillation: int = 0) -> tuple[str, ...]:
+        """The columns of a model with `num_distillation` distillation tokens: its `split_groups`,
+        then the two-way split."""
+        return (*split_groups(num_distillation), TWO_WAY)
+
+    COLUMNS: ClassVar[tuple[str, ...]] = columns_for(0)
     """The columns of every model; a distilled model's probe adds `distillation`."""
     STATS: ClassVar[tuple[str, ...]] = ("mean", "std")
     BIN_EDGES: ClassVar[str] = "split/bin_edges"
@@ -52,7 +59,7 @@ class SplitProbe(Probe):
     def __init__(self, num_distillation: int = 0) -> None:
         super().__init__()
         self.names = split_names(num_distillation)
-        self.columns = (*split_groups(num_distillation), TWO_WAY)
+        self.columns = self.columns_for(num_distillation)
         self.metric = ShareHistogram(columns=len(self.columns))
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:

@@ -84,8 +84,7 @@ def split_comparison(compared: Sequence[Compared]) -> Figure | None:
         squeeze=False,
     )  # fmt: skip
     axis = axes[0, 0]
-    distilled = any(SplitProbe.result_name("distillation", "mean") in c.run.results for c in compared)
-    groups = ("cls", "distillation", *SplitProbe.COLUMNS[1:]) if distilled else SplitProbe.COLUMNS
+    groups = SplitProbe.columns_for(max(c.run.num_distillation for c in compared))
     width = 0.8 / len(groups)
     for g, group in enumerate(groups):
         means = [c.run.results.get(SplitProbe.result_name(group, "mean"), np.nan) for c in compared]

@@ -22,6 +22,7 @@ from matplotlib.ticker import MaxNLocator
 from cls_decoupling.outputs.runs import Run
 from harness import GROUPS
 from harness.decomposition import DELETION_ORDERS
+from harness.tokens import present_groups
 from probes import (
     CKAProbe,
     DeletionProbe,
@@ -61,8 +62,7 @@ def split_figure(run: Run) -> Figure | None:
     if SplitProbe.result_name("patch", "mean") not in results:
         return None
     registers = run.num_registers > 0
-    distilled = SplitProbe.result_name("distillation", "mean") in results
-    groups = ["cls", *(["distillation"] if distilled else []), *(["register"] if registers else []), "patch"]
+    groups = present_groups(run.num_registers, run.num_distillation)
     histograms = SplitProbe.BIN_EDGES in run.arrays
     figure, axes = plt.subplots(
         1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
@@ -95,7 +95,7 @@ def _split_histograms(axis: Axes, run: Run, registers: bool) -> None:
     """The distribution of each group's share over images (registers only when the model has them)."""
     edges = run.arrays[SplitProbe.BIN_EDGES].numpy()
     groups = ["cls", "patch", *(["register", TWO_WAY] if registers else [])]
-    if SplitProbe.histogram_name("distillation") in run.arrays:
+    if run.num_distillation:
         groups.insert(1, "distillation")
     rows = [
         (GROUP_LABELS[g], run.arrays[SplitProbe.histogram_name(g)].numpy(), GROUP_COLOURS[g]) for g in groups
@@ -163,7 +163,7 @@ def _position_group(label: str) -> str:
 def _top_positions(run: Run, counts: np.ndarray, shown: int = 8) -> tuple[list[str], list[float]]:
     """Labels and image shares of the most frequent positions (registers by number, patches by row and
     column), the rest summed as "other"."""
-    registers, distillation = run.num_registers, run.summary["backbone"].get("num_distillation", 0)
+    registers, distillation = run.num_registers, run.num_distillation
     columns = run.summary["data"]["resolution"] // run.summary["backbone"]["patch_size"]
     order = [int(p) for p in np.argsort(-counts, kind="stable") if counts[p] > 0]
     total = max(counts.sum(), 1)

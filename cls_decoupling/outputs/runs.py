@@ -86,11 +86,15 @@ class Run:
         return int(self.summary["backbone"]["num_registers"])
 
     @property
+    def num_distillation(self) -> int:
+        """Distillation tokens (0 in results.json written before families were recorded)."""
+        return int(self.summary["backbone"].get("num_distillation", 0))
+
+    @property
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
-        backbone = self.summary["backbone"]
-        projection = backbone.get("projection_dim", 0) > 0
-        return variant_names(self.num_registers, projection, backbone.get("num_distillation", 0))
+        projection = self.summary["backbone"].get("projection_dim", 0) > 0
+        return variant_names(self.num_registers, projection, self.num_distillation)
 
 
 def is_complete(folder: Path) -> bool:
