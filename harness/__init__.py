@@ -2,7 +2,7 @@
 last-layer [CLS] output is split into contributions, the LightningModule that runs them once per batch,
 and linear heads on their features."""
 
-from harness.backbone import BackboneInfo, DecomposingBackbone
+from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
 from harness.decomposition import PIXELS, PROJECTION, Decomposition, parse_layers, split_names, variant_names
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
 from harness.heads import HeadMismatchError, LinearHead, LinearHeads
@@ -24,6 +24,7 @@ __all__ = [
     "Decomposition",
     "EvaluatedImages",
     "FeatureStore",
+    "ForwardOptions",
     "HarnessModule",
     "HeadMismatchError",
     "LinearHead",

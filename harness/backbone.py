@@ -35,6 +35,33 @@ HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
 
 
 @dataclass(frozen=True)
+class ForwardOptions:
+    """What one call of `DecomposingBackbone` computes besides the last block's decomposition.
+
+    Attributes:
+        layers: blocks (1-based) whose [CLS] update is also decomposed as they run (`depth/*`).
+        deletion: shares of the patches removed in the deletion passes (`deletion/*`); () = none.
+        deletion_seed: seed of the random deletion order.
+    """
+
+    layers: tuple[int, ...] = ()
+    deletion: tuple[float, ...] = ()
+    deletion_seed: int = 0
+
+    def merged(self, other: ForwardOptions) -> ForwardOptions:
+        """Everything either asks for (layers united; the deletion fractions and seed of whichever
+        asks for deletion).
+
+        >>> ForwardOptions(layers=(1, 3)).merged(ForwardOptions(layers=(2,), deletion=(0.5,)))
+        ForwardOptions(layers=(1, 2, 3), deletion=(0.5,), deletion_seed=0)
+        """
+        deletion = other if other.deletion else self
+        return ForwardOptions(
+            tuple(sorted({*self.layers, *other.layers})), deletion.deletion, deletion.deletion_seed
+        )
+
+
+@dataclass(frozen=True)
 class BackboneInfo:
     """What a loaded backbone is and where it came from (recorded in results.json).
 
