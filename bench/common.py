@@ -12,6 +12,7 @@ import torch
 from torch import Tensor
 
 from harness import PIXELS, DecomposingBackbone, load_backbone
+from harness.decomposition import DELETION_FRACTIONS
 from probes import PROBES, KnnBank, Probe, ProbeContext, build_probes
 
 
@@ -32,8 +33,6 @@ def probed_batch(backbone_name: str, resolution: int, batch_size: int, classes: 
     torch.manual_seed(0)
     backbone = load_backbone(backbone_name)
     layers = tuple(range(1, backbone.info.num_layers + 1))
-    backbone.decompose_layers(layers)  # for the depth probe (--layers all)
-    backbone.enable_deletion()  # for the deletion probe
     pixels = torch.randn(batch_size, 3, resolution, resolution)
     class_names = tuple(f"class{i}" for i in range(classes))
     bank = KnnBank(torch.randn(10 * classes, backbone.info.hidden_size), torch.arange(10 * classes) % classes,
@@ -41,7 +40,9 @@ def probed_batch(backbone_name: str, resolution: int, batch_size: int, classes: 
     context = ProbeContext(backbone.info, class_names, resolution, layers=layers, bank=bank)
     probes = build_probes(list(PROBES), context)
     with torch.no_grad():
-        inputs = {**backbone(pixels), PIXELS: pixels}
+        # every block decomposed (the depth probe, --layers all) and the deletion passes (its probe)
+        decomposition = backbone(pixels, layers=layers, deletion=DELETION_FRACTIONS)
+        inputs = {**decomposition, PIXELS: pixels}
     return ProbedBatch(backbone, pixels, inputs, torch.arange(batch_size) % classes, probes)
 
 

@@ -223,7 +223,7 @@ class Batch:
             self.backbone.model(pixel_values=self.pixels)
 
     def decomposition(self) -> Any:
-        with torch.autocast(self.pixels.device.type, dtype=torch.bfloat16):
+        with torch.inference_mode(), torch.autocast(self.pixels.device.type, dtype=torch.bfloat16):
             return self.backbone(self.pixels)
 
     def harness(self) -> None:
@@ -296,7 +296,7 @@ def in_process(args: argparse.Namespace, table: Table, model_dir: Path, compiled
     tag = " (compiled)" if compiled else ""
     started = time.perf_counter()
     if compiled:
-        backbone.compile_blocks()
+        backbone = backbone.compiling()
     for resolution, batch_size in ((224, args.batch_size), (518, max(1, args.batch_size // 4))):
         batch = make_batch(backbone, resolution, batch_size, device)
         if compiled and resolution == 224:

@@ -31,8 +31,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_ratio, paired_times
 from harness import feed, load_backbone
-from harness.decomposition import decompose_last_block, depth_quantities
-from harness.tokens import TokenLayout
+from harness.decomposition import depth_quantities
 from probes import DepthProbe, ProbeContext, build_probes, parse_probe_names
 
 
@@ -57,16 +56,17 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
     def plain() -> object:
         return backbone.model(pixel_values=pixels).pooler_output
 
+    @torch.no_grad()
     def harness() -> object:
         decomposition = backbone(pixels)
         feed(probes.values(), decomposition, pixels, labels, indices)
         return decomposition
 
-    every_layer = load_backbone(name)  # the same seeded weights, decomposing every block as it runs
-    every_layer.decompose_layers(range(1, info.num_layers + 1))
+    every_block = range(1, info.num_layers + 1)
 
+    @torch.no_grad()
     def harness_all_layers() -> object:  # --layers all: the decomposition at every block + the depth probe
-        decomposition = every_layer(pixels)
+        decomposition = backbone(pixels, layers=every_block)
         depth.update(decomposition, labels, indices)
         return decomposition
 
@@ -85,18 +85,8 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
     times = paired_times(functions, repeats)
 
     with torch.no_grad():
-        backbone._run_model(pixels)
-    block_input, keys, values = (backbone._captured.pop(k) for k in ("block_input", "keys", "values"))
-    backbone._cls_rows.clear()
-    layout = TokenLayout.for_image(resolution, resolution, info.patch_size, info.num_registers)
-    row_times = paired_times(
-        {
-            "row": lambda: decompose_last_block(
-                backbone.last_block, backbone.model.layernorm, block_input, keys, values, layout
-            )
-        },
-        repeats,
-    )["row"]
+        capture = backbone.capture(pixels)  # the model's pass, with what the decomposition reads
+        row_times = paired_times({"row": lambda: backbone.decompose(capture)}, repeats)["row"]
     flop_ratio = counted_flops(harness) / counted_flops(plain)
     plain_median = statistics.median(times["plain"])
     harness_median = statistics.median(times["harness"])

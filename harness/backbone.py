@@ -3,9 +3,10 @@ output in one forward pass."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import types
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -114,55 +115,188 @@ class BackboneInfo:
         return asdict(self)
 
 
-class DecomposingBackbone(nn.Module):
-    """A frozen ViT (DINOv2, or any family of `harness.families`) that decomposes its [CLS] output.
+@dataclass(frozen=True)
+class Capture:
+    """What one pass of the model leaves for the decomposition: the seam between running the model
+    (`DecomposingBackbone.capture`) and decomposing its [CLS] output (`DecomposingBackbone.decompose`).
 
-    The model runs once per call with its own fast attention (SDPA). Forward hooks keep the
-    last block's input, key and value projections, and the [CLS] row after every block; only
-    the last block's [CLS] query row is recomputed.
+    Attributes:
+        layout: token positions of the batch.
+        pooled: the model's own pooled [CLS] output (batch, hidden), float32.
+        block_input: the last block's input x (batch, tokens, hidden), as the model ran it.
+        keys: the last block's keys as its softmax sees them (rotated where the family uses RoPE).
+        values: the last block's value projections (batch, tokens, hidden).
+        cls_states: the [CLS] row after the embeddings and after every block (batch, layers + 1, hidden).
+        depth: `depth/{quantity}` (batch, chosen blocks) of the blocks decomposed as they ran.
+        depth_error: max abs difference between those blocks' [CLS] outputs and their rebuilt ones
+            (None when no block was chosen).
+    """
+
+    layout: TokenLayout
+    pooled: Tensor
+    block_input: Tensor
+    keys: Tensor
+    values: Tensor
+    cls_states: Tensor
+    depth: dict[str, Tensor]
+    depth_error: Tensor | None
+
+
+class _Recorder:
+    """The forward hooks of one call: they keep what `Capture` holds while the model runs, and are
+    removed when the call ends (`attach` is a context manager)."""
+
+    def __init__(self, backbone: DecomposingBackbone, layout: TokenLayout, layers: Sequence[int]) -> None:
+        self.backbone, self.layout, self.layers = backbone, layout, tuple(layers)
+        self.last: dict[str, Tensor] = {}
+        self.cls_rows: list[Tensor] = []
+        self.depth_parts: dict[tuple[int, str], Tensor] = {}
+        self.depth_rows: list[dict[str, Tensor]] = []
+        self.depth_errors: list[Tensor] = []
+
+    @contextlib.contextmanager
+    def attach(self) -> Iterator[None]:
+        family, backbone = self.backbone.family, self.backbone
+        last = backbone.last_block.attention
+        handles = [
+            family.embeddings.register_forward_hook(self._keep_cls_row),
+            *(block.register_forward_hook(self._keep_cls_row) for block in family.blocks),
+            family.blocks[-1].register_forward_pre_hook(self._keep("last", "block_input")),
+            last.k_proj.register_forward_hook(self._keep("last", "keys")),
+            last.v_proj.register_forward_hook(self._keep("last", "values")),
+        ]
+        for number in self.layers:
+            block, view = family.blocks[number - 1], backbone.view(number)
+            handles += [
+                block.register_forward_pre_hook(self._keep(number, "input")),
+                view.attention.k_proj.register_forward_hook(self._keep(number, "keys")),
+                view.attention.v_proj.register_forward_hook(self._keep(number, "values")),
+                block.register_forward_hook(functools.partial(self._decompose_depth, number)),
+            ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _keep(self, where: int | str, what: str) -> Callable[..., None]:
+        """A hook keeping its module's input (pre-hook: two arguments) or output (three)."""
+
+        def keep(module: nn.Module, inputs: Any, *output: Any) -> None:
+            tensor = output[0] if output else inputs[0]
+            if where == "last":
+                self.last[what] = tensor
+            else:
+                self.depth_parts[(int(where), what)] = tensor
+
+        return keep
+
+    def _keep_cls_row(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        self.cls_rows.append(output[:, 0])
+
+    def _decompose_depth(self, number: int, module: nn.Module, inputs: Any, output: Tensor) -> None:
+        """Block `number` ended: its depth quantities, and its parts dropped (no two blocks' keys and
+        values are held at once)."""
+        block_input, keys, values = (
+            self.depth_parts.pop((number, what)) for what in ("input", "keys", "values")
+        )
+        keys = self.backbone.family.attention_keys(keys, self.layout)
+        quantities, rebuilt = decompose_block(
+            self.backbone.view(number), block_input, keys, values, self.layout
+        )
+        self.depth_rows.append(quantities)
+        self.depth_errors.append((rebuilt - output[:, 0].float()).abs().max())
+
+    def capture(self, pooled: Tensor) -> Capture:
+        depth: dict[str, Tensor] = {}
+        if self.depth_rows:  # one row per chosen block, in the order the blocks ran (ascending)
+            depth = {
+                DEPTH_PREFIX + quantity: torch.stack([row[quantity] for row in self.depth_rows], dim=1)
+                for quantity in self.depth_rows[0]
+            }
+        return Capture(
+            layout=self.layout,
+            pooled=pooled.float(),
+            block_input=self.last["block_input"],
+            keys=self.backbone.family.attention_keys(self.last["keys"], self.layout),
+            values=self.last["values"],
+            cls_states=torch.stack(self.cls_rows, dim=1).float(),  # embeddings, then every block
+            depth=depth,
+            depth_error=torch.stack(self.depth_errors).max() if self.depth_errors else None,
+        )
+
+
+class DecomposingBackbone(nn.Module):
+    """A ViT (DINOv2, or any family of `harness.families`) that decomposes its [CLS] output.
+
+    Each call runs the model once with its own fast attention (SDPA). Forward hooks, registered for
+    that call only, keep the last block's input, keys and values and the [CLS] row after every
+    block; only the last block's [CLS] query row is recomputed. What else a call computes is chosen
+    per call (`layers`, `deletion`): the backbone holds no switches.
+
+    The wrapped model is left as it was: no hook outlives a call, its forward is never replaced
+    outside a call, and its training and `requires_grad` flags are not changed (each call runs the
+    model in eval mode and restores the flags it found). Gradients flow through the decomposition
+    when the caller enables them (the command line runs under `torch.inference_mode`).
 
     Args:
         model: a model of a family `harness.families` knows (DINOv2, DINOv3, ViT, DeiT, CLIP, timm
             ViT); its adapter gives the blocks, norms, keys and readouts.
-        info: what the model is, for results.json.
+        info: what the model is, for results.json (`from_model` infers it).
+        compile_backend: run every block that a call does not read (all but the last and the
+            per-layer ones) under `torch.compile` with this backend during each call; None: eager.
 
     Calling it on `pixel_values` (batch, 3, height, width) returns a `Decomposition`.
     """
 
-    def __init__(self, model: nn.Module, info: BackboneInfo) -> None:
+    def __init__(self, model: nn.Module, info: BackboneInfo, compile_backend: str | None = None) -> None:
         super().__init__()
-        self.model = model.eval().requires_grad_(False)
+        self.model = model
         self.family: Family = family_for(model)  # where the blocks, norms and readout are
         self.info = info
-        # filled by forward hooks during the model's own pass (no output_hidden_states: the
-        # intermediate sequences are freed as usual; only [CLS] rows and the last block stay)
-        self._recording = False
-        self._captured: dict[str, Tensor] = {}
-        self._cls_rows: list[Tensor] = []
-        self.compiled: str | None = None  # the torch.compile backend of the blocks (compile_blocks)
-        self.depth_layers: tuple[int, ...] = ()  # blocks decomposed as they run (decompose_layers)
-        self._depth_handles: list[Any] = []
+        self.compiled = compile_backend
+        self._compiled_forward: Callable[..., Any] | None = None
         self._views: dict[int, HFBlock] = {}  # block number -> its family's view, made once
-        self._depth_captured: dict[tuple[int, str], Tensor] = {}
-        self._depth_rows: list[dict[str, Tensor]] = []
-        self._depth_errors: list[Tensor] = []
-        self._layout: TokenLayout | None = None
-        self.deletion_fractions: tuple[float, ...] = ()  # patches deleted per pass (enable_deletion)
-        self.deletion_seed = 0
-        self.family.embeddings.register_forward_hook(self._keep_cls_row)
-        for layer in self.family.blocks:
-            layer.register_forward_hook(self._keep_cls_row)
-        self.family.blocks[-1].register_forward_pre_hook(self._keep_block_input)
-        attention = self.last_block.attention
-        attention.k_proj.register_forward_hook(self._keep_keys)
-        attention.v_proj.register_forward_hook(self._keep_values)
+
+    @classmethod
+    def from_model(
+        cls, model: nn.Module, name: str | None = None, compile_backend: str | None = None
+    ) -> DecomposingBackbone:
+        """The decomposing backbone of an in-memory model of any supported family: its family,
+        architecture, image preparation and position interpolation are read from the model.
+
+        Args:
+            model: e.g. a transformers `Dinov2Model` or a timm `VisionTransformer`; left as it was.
+            name: what results record as the backbone's name (default: the model's class name).
+            compile_backend: see the class.
+
+        Raises:
+            ValueError: no family adapter reads the model (the message names the supported ones).
+        """
+        family = family_for(model)
+        info = BackboneInfo(
+            name=name or type(model).__name__,
+            source="memory",
+            location="",
+            **family.architecture(),
+            random_weights=False,
+            pos_interpolation="timm" if family.name == "timm" else "hf",
+            family=family.name,
+            **(family.own_preprocessing() or family.preprocessing),
+        )
+        return cls(model, info, compile_backend)
+
+    def compiling(self, backend: str = "inductor") -> DecomposingBackbone:
+        """A backbone over the same model whose calls run the blocks they do not read under
+        `torch.compile` (`backend`); the results are those of the eager run, to rounding."""
+        return type(self)(self.model, self.info, backend)
 
     @property
     def last_block(self) -> HFBlock:
         """The last block under the decomposition's names (its family's view)."""
-        return self._view(self.info.num_layers)
+        return self.view(self.info.num_layers)
 
-    def _view(self, number: int) -> HFBlock:
+    def view(self, number: int) -> HFBlock:
         """Block `number` (1-based) under the decomposition's names, made once (not per batch)."""
         if number not in self._views:
             self._views[number] = self.family.view(self.family.blocks[number - 1])
@@ -172,151 +306,14 @@ class DecomposingBackbone(nn.Module):
     def patch_size(self) -> int:
         return self.info.patch_size
 
-    def decompose_layers(self, layers: Sequence[int]) -> None:
-        """Also decompose the [CLS] update of these blocks (1-based numbers) in every forward pass.
-
-        Each chosen block's input, keys and values are taken by hooks as the block runs, turned at
-        its end into the per-image `depth_quantities` (`decompose_block`) and dropped, so no two
-        blocks' keys and values are held at once. The decomposition then holds `depth/{quantity}`
-        (batch, len(layers)) in ascending block order, and its pooler error also covers each
-        chosen block's [CLS] output rebuilt from the decomposition.
-        """
-        count = self.info.num_layers
-        if any(not 1 <= number <= count for number in layers):
-            raise ValueError(f"layers are numbered 1..{count}, got {sorted(layers)}")
-        for handle in self._depth_handles:
-            handle.remove()
-        self._depth_handles = []
-        self.depth_layers = tuple(sorted(set(layers)))
-        for number in self.depth_layers:
-            block = self.family.blocks[number - 1]
-            view = self._view(number)
-            keep = functools.partial(self._keep_depth, number)
-            self._depth_handles += [
-                block.register_forward_pre_hook(lambda module, inputs, keep=keep: keep("input", inputs[0])),
-                view.attention.k_proj.register_forward_hook(
-                    lambda m, i, output, keep=keep: keep("keys", output)
-                ),
-                view.attention.v_proj.register_forward_hook(
-                    lambda m, i, output, keep=keep: keep("values", output)
-                ),
-                block.register_forward_hook(functools.partial(self._decompose_depth, number)),
-            ]
-
-    def enable_deletion(self, fractions: Sequence[float] = DELETION_FRACTIONS, seed: int = 0) -> None:
-        """Also measure, per image, how the pooled output changes when patches are deleted: for each
-        order of `DELETION_ORDERS` and fraction f, the round(f x patches) first patches of that order
-        are removed from the sequence after the embeddings, which equals masking their keys in every
-        layer (nothing attends to them, so nothing else depends on them), and the model runs again.
-        The decomposition then holds `deletion/{order}` (batch, fractions): the cosine of each such
-        pooled output to the full one. The random order hashes (seed, dataset index, patch), so
-        an image deletes the same patches in any batch, on any rank.
-        """
-        if not fractions or any(not 0 < f < 1 for f in fractions):
-            raise ValueError(f"deletion fractions must lie in (0, 1), got {list(fractions)}")
-        self.deletion_fractions, self.deletion_seed = tuple(fractions), seed
-
-    def _deletion(self, pixel_values: Tensor, attention_map: Tensor, pooled: Tensor,
-                  layout: TokenLayout, indices: Tensor) -> dict[str, Tensor]:  # fmt: skip
-        """`deletion/{order}` for one batch (see `enable_deletion`), with the hooks not recording."""
-        patches = layout.slice("patch")
-        count, first = patches.stop - patches.start, patches.start
-        keys = indices.long().unsqueeze(1) * count + torch.arange(count, device=indices.device)
-        orders = {
-            "top": attention_map.flatten(1).argsort(dim=1, descending=True, stable=True),
-            "random": uniform_hash(keys, self.deletion_seed).argsort(dim=1, stable=True),
-            "bottom": attention_map.flatten(1).argsort(dim=1, stable=True),
-        }
-        embeddings = self.family.embed(pixel_values)
-        batch, _, hidden = embeddings.shape
-        leading = torch.arange(first, device=embeddings.device).expand(
-            3 * batch, first
-        )  # [CLS], distillation, registers
-        by_order = torch.cat([orders[order] for order in DELETION_ORDERS])  # 3 batch, patches
-        repeated = embeddings.repeat(3, 1, 1)
-        cosines: list[Tensor] = []
-        for fraction in self.deletion_fractions:
-            kept = by_order[:, round(fraction * count) :].sort(dim=1).values  # patch numbers
-            positions = torch.cat([leading, kept + first], dim=1)
-            tokens = repeated.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden))
-            output = self.family.final_norm(self.family.encode(tokens, layout, kept)[:, 0]).float()
-            cosines.append(nn.functional.cosine_similarity(output, pooled.repeat(3, 1), dim=-1))
-        per_order = torch.stack(cosines, dim=1).split(batch)  # 3 x (batch, fractions)
-        return {DELETION_PREFIX + order: c for order, c in zip(DELETION_ORDERS, per_order, strict=True)}
-
-    def _keep_depth(self, number: int, what: str, tensor: Tensor) -> None:
-        if self._recording:
-            self._depth_captured[(number, what)] = tensor
-
-    def _decompose_depth(self, number: int, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        if not self._recording or self._layout is None:
-            return
-        block_input, keys, values = (
-            self._depth_captured.pop((number, what)) for what in ("input", "keys", "values")
-        )
-        keys = self.family.attention_keys(keys, self._layout)
-        quantities, rebuilt = decompose_block(self._view(number), block_input, keys, values, self._layout)
-        self._depth_rows.append(quantities)
-        self._depth_errors.append((rebuilt - output[:, 0].float()).abs().max())
-
-    def compile_blocks(self, backend: str = "inductor") -> None:
-        """Run every block but the last under `torch.compile` (`backend`), off by default.
-
-        One compiled function serves all those blocks (their parameters are its inputs, so it is
-        traced once, plus once more when the batch size first changes); hooks stay outside it, so
-        the [CLS] rows are recorded as before, and the last block, whose projections the
-        decomposition reads, runs eagerly (so do the blocks of `decompose_layers`, whose projections
-        are read too): the decomposition and its check against the pooled output are unchanged.
-        """
-        blocks = [
-            block for number, block in enumerate(self.family.blocks, start=1)
-            if number < self.info.num_layers and number not in self.depth_layers
-        ]  # fmt: skip
-        if not blocks:
-            return
-        compiled = torch.compile(type(blocks[0]).forward, backend=backend)
-        for block in blocks:
-            block.forward = types.MethodType(compiled, block)
-        self.compiled = backend
-
     def train(self, mode: bool = True) -> DecomposingBackbone:
-        """The backbone stays in eval mode (no dropout, no drop-path) whatever Lightning asks."""
-        super().train(False)
+        """Only this wrapper's flag: the wrapped model keeps its own (each call runs it in eval mode)."""
+        self.training = mode
         return self
 
-    def _keep_cls_row(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        if self._recording:
-            self._cls_rows.append(output[:, 0])
-
-    def _keep_block_input(self, module: nn.Module, inputs: tuple[Tensor, ...]) -> None:
-        if self._recording:
-            self._captured["block_input"] = inputs[0]
-
-    def _keep_keys(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        if self._recording:
-            self._captured["keys"] = output
-
-    def _keep_values(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        if self._recording:
-            self._captured["values"] = output
-
-    def _run_model(self, pixel_values: Tensor) -> Tensor:
-        """The model's own forward pass, with the hooks recording; returns its pooled output."""
-        self._captured.clear()
-        self._cls_rows.clear()
-        self._depth_captured.clear()
-        self._depth_rows.clear()
-        self._depth_errors.clear()
-        self._recording = True
-        try:
-            return self.family.pooled(pixel_values)
-        finally:
-            self._recording = False
-
-    @torch.no_grad()
-    def forward(self, pixel_values: Tensor, indices: Tensor | None = None) -> Decomposition:
-        """The decomposition of one batch; `indices` (the images' dataset indices) seed the random
-        deletion order (default: 0, 1, ...)."""
+    def layout_for(self, pixel_values: Tensor) -> TokenLayout:
+        """The token layout of a batch of images (checked: (batch, 3, H, W), sides multiples of the
+        patch size)."""
         if pixel_values.ndim != 4 or pixel_values.shape[1] != 3:
             raise ValueError(
                 f"pixel_values must be (batch, 3, height, width), got {tuple(pixel_values.shape)}"
@@ -327,38 +324,147 @@ class DecomposingBackbone(nn.Module):
                 f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
         info = self.info
-        layout = TokenLayout.for_image(
+        return TokenLayout.for_image(
             height, width, info.patch_size, info.num_registers, info.num_distillation
         )
-        self._layout = layout
-        pooled = self._run_model(pixel_values).float()
+
+    def _checked_layers(self, layers: Sequence[int]) -> tuple[int, ...]:
+        count = self.info.num_layers
+        if any(not 1 <= number <= count for number in layers):
+            raise ValueError(f"layers are numbered 1..{count}, got {sorted(layers)}")
+        return tuple(sorted(set(layers)))
+
+    @contextlib.contextmanager
+    def _running(self, eager: Sequence[int]) -> Iterator[None]:
+        """The model in eval mode, its blocks but the last and `eager` compiled when asked, for the
+        length of a call; the flags and forwards it had are restored afterwards."""
+        training = [module for module in self.model.modules() if module.training]
+        self.model.eval()
+        patched: list[tuple[nn.Module, Any]] = []
+        if self.compiled is not None:
+            if self._compiled_forward is None:  # one compiled function for every block (traced once)
+                self._compiled_forward = torch.compile(
+                    type(self.family.blocks[0]).forward, backend=self.compiled
+                )
+            for number, block in enumerate(self.family.blocks, start=1):
+                if number < self.info.num_layers and number not in eager:
+                    patched.append((block, block.__dict__.get("forward")))
+                    block.forward = types.MethodType(self._compiled_forward, block)
+        try:
+            yield
+        finally:
+            for block, own in patched:
+                if own is None:
+                    del block.forward
+                else:
+                    block.forward = own
+            for module in training:
+                module.training = True
+
+    def capture(self, pixel_values: Tensor, layers: Sequence[int] = ()) -> Capture:
+        """Run the model once on `pixel_values` and keep what the decomposition reads, decomposing
+        the [CLS] update of `layers` (1-based block numbers) as those blocks run."""
+        layout = self.layout_for(pixel_values)
+        chosen = self._checked_layers(layers)
+        recorder = _Recorder(self, layout, chosen)
+        with self._running(eager=chosen), recorder.attach():
+            pooled = self.family.pooled(pixel_values)
+        return recorder.capture(pooled)
+
+    def decompose(self, capture: Capture) -> Decomposition:
+        """Every variant, split and per-image quantity of docs/design.md#the-decomposition from one
+        capture, with the pooler error: the largest difference of the rebuilt outputs (the last
+        block's and the per-layer ones) to the model's own."""
         tensors = decompose_last_block(
             self.last_block,
             self.family.final_norm,
-            block_input=self._captured.pop("block_input"),
-            keys=self.family.attention_keys(self._captured.pop("keys"), layout),
-            values=self._captured.pop("values"),
-            layout=layout,
+            block_input=capture.block_input,
+            keys=capture.keys,
+            values=capture.values,
+            layout=capture.layout,
         )
         if self.family.projection is not None:
             tensors |= projection_readout(self.family.projection, tensors)
-        # embeddings, then the output of every block: (batch, layers + 1, hidden)
-        tensors[HIDDEN_CLS] = torch.stack(self._cls_rows, dim=1).float()
+        tensors[HIDDEN_CLS] = capture.cls_states
         tensors[HIDDEN_CLS_COSINE] = nn.functional.cosine_similarity(
-            tensors[HIDDEN_CLS].double(), tensors[HIDDEN_CLS][:, -1:].double(), dim=-1
+            capture.cls_states.double(), capture.cls_states[:, -1:].double(), dim=-1
         ).float()
-        self._cls_rows.clear()
-        pooler_error = (tensors["output/full"] - pooled).abs().max()
-        if self._depth_rows:  # one row per chosen block, in the order the blocks ran (ascending)
-            for quantity in self._depth_rows[0]:
-                tensors[DEPTH_PREFIX + quantity] = torch.stack(
-                    [row[quantity] for row in self._depth_rows], dim=1
-                )
-            pooler_error = torch.stack([pooler_error, *self._depth_errors]).max()
-            self._depth_rows.clear()
-            self._depth_errors.clear()
-        if self.deletion_fractions:
-            if indices is None:
-                indices = torch.arange(pixel_values.shape[0], device=pixel_values.device)
-            tensors |= self._deletion(pixel_values, tensors[ATTENTION_MAP], pooled, layout, indices)
-        return Decomposition(tensors, layout, pooler_error)
+        tensors |= capture.depth
+        pooler_error = (tensors["output/full"] - capture.pooled).abs().max()
+        if capture.depth_error is not None:
+            pooler_error = torch.maximum(pooler_error, capture.depth_error)
+        return Decomposition(tensors, capture.layout, pooler_error)
+
+    def forward(
+        self,
+        pixel_values: Tensor,
+        indices: Tensor | None = None,
+        *,
+        layers: Sequence[int] = (),
+        deletion: Sequence[float] = (),
+        deletion_seed: int = 0,
+    ) -> Decomposition:
+        """The decomposition of one batch.
+
+        Args:
+            pixel_values: normalised images (batch, 3, height, width).
+            indices: the images' dataset indices, which seed the random deletion order (default:
+                0, 1, ...).
+            layers: blocks (1-based) whose [CLS] update is also decomposed as they run (`depth/*`).
+            deletion: shares of the patches to delete in the deletion passes (`deletion/*`, see
+                `deletion_passes`); none by default.
+            deletion_seed: seed of the random deletion order.
+        """
+        if deletion and any(not 0 < f < 1 for f in deletion):
+            raise ValueError(f"deletion fractions must lie in (0, 1), got {list(deletion)}")
+        capture = self.capture(pixel_values, layers)
+        decomposition = self.decompose(capture)
+        if not deletion:
+            return decomposition
+        if indices is None:
+            indices = torch.arange(pixel_values.shape[0], device=pixel_values.device)
+        with self._running(eager=self._checked_layers(layers)):
+            deleted = self.deletion_passes(
+                pixel_values, decomposition[ATTENTION_MAP], capture.pooled, capture.layout, indices,
+                tuple(deletion), deletion_seed,
+            )  # fmt: skip
+        return Decomposition({**decomposition, **deleted}, capture.layout, decomposition.pooler_error)
+
+    def deletion_passes(
+        self, pixel_values: Tensor, attention_map: Tensor, pooled: Tensor, layout: TokenLayout,
+        indices: Tensor, fractions: Sequence[float] = DELETION_FRACTIONS, seed: int = 0,
+    ) -> dict[str, Tensor]:  # fmt: skip
+        """How the pooled output changes when patches are deleted, per image: for each order of
+        `DELETION_ORDERS` and fraction f, the round(f x patches) first patches of that order are
+        removed from the sequence after the embeddings, which equals masking their keys in every
+        layer (nothing attends to them, so nothing else depends on them), and the model runs again.
+
+        Returns:
+            `deletion/{order}` (batch, fractions): the cosine of each such pooled output to the full
+            one. The random order hashes (seed, dataset index, patch), so an image deletes the same
+            patches in any batch, on any rank.
+        """
+        patches = layout.slice("patch")
+        count, first = patches.stop - patches.start, patches.start
+        keys = indices.long().unsqueeze(1) * count + torch.arange(count, device=indices.device)
+        orders = {
+            "top": attention_map.flatten(1).argsort(dim=1, descending=True, stable=True),
+            "random": uniform_hash(keys, seed).argsort(dim=1, stable=True),
+            "bottom": attention_map.flatten(1).argsort(dim=1, stable=True),
+        }
+        embeddings = self.family.embed(pixel_values)
+        batch, _, hidden = embeddings.shape
+        leading = torch.arange(first, device=embeddings.device).expand(
+            3 * batch, first
+        )  # [CLS], distillation, registers
+        by_order = torch.cat([orders[order] for order in DELETION_ORDERS])  # 3 batch, patches
+        repeated = embeddings.repeat(3, 1, 1)
+        cosines: list[Tensor] = []
+        for fraction in fractions:
+            kept = by_order[:, round(fraction * count) :].sort(dim=1).values  # patch numbers
+            positions = torch.cat([leading, kept + first], dim=1)
+            tokens = repeated.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden))
+            output = self.family.final_norm(self.family.encode(tokens, layout, kept)[:, 0]).float()
+            cosines.append(nn.functional.cosine_similarity(output, pooled.repeat(3, 1), dim=-1))
+        per_order = torch.stack(cosines, dim=1).split(batch)  # 3 x (batch, fractions)
+        return {DELETION_PREFIX + order: c for order, c in zip(DELETION_ORDERS, per_order, strict=True)}

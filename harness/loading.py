@@ -158,7 +158,9 @@ def load_backbone(
     )
     if info.random_weights:
         log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)
-    return DecomposingBackbone(model, info)
+    # the tool's own copy of the weights: frozen, in eval mode (a model a caller hands to
+    # `DecomposingBackbone.from_model` keeps its flags)
+    return DecomposingBackbone(model.eval().requires_grad_(False), info)
 
 
 def resolve_backbone(name: str) -> tuple[str, str]:

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from cls_decoupling.errors import InsufficientDataError
-from harness.backbone import DecomposingBackbone
+from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
 from harness.decomposition import (
     HIDDEN_CLS_COSINE,
     PENULTIMATE,
@@ -75,6 +75,8 @@ class HarnessModule(L.LightningModule):
         backbone: the decomposing backbone (frozen).
         consumers: builds name -> consumer (e.g. probes) from the data's class names.
         feature_names: decomposition names to gather per image (see `all_feature_names`).
+        forward_options: what each backbone call computes besides the last block (per-layer
+            decomposition, deletion passes); a plain decomposing pass by default.
     """
 
     def __init__(
@@ -82,9 +84,11 @@ class HarnessModule(L.LightningModule):
         backbone: DecomposingBackbone,
         consumers: ConsumerFactory | None = None,
         feature_names: Sequence[str] = (),
+        forward_options: ForwardOptions | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
+        self.forward_options = forward_options or ForwardOptions()
         self.make_consumers = consumers
         self.consumers = nn.ModuleDict()
         self.images = EvaluatedImages()
@@ -118,7 +122,11 @@ class HarnessModule(L.LightningModule):
         self._local_skipped.extend(batch["skipped"])
         if batch["index"].numel() == 0:
             return
-        decomposition = self.backbone(batch["pixels"], batch["index"])
+        options = self.forward_options
+        decomposition = self.backbone(
+            batch["pixels"], batch["index"], layers=options.layers, deletion=options.deletion,
+            deletion_seed=options.deletion_seed,
+        )  # fmt: skip
         self.record(decomposition, batch["pixels"], batch["label"], batch["index"])
 
     def record(self, decomposition: Decomposition, pixels: Tensor, labels: Tensor, indices: Tensor) -> None:
@@ -181,10 +189,10 @@ def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:
     return [item for part in gathered if part for item in part]
 
 
-def all_feature_names(backbone: DecomposingBackbone) -> tuple[str, ...]:
-    """Every per-image vector and number of `backbone`'s decomposition: what features.safetensors holds."""
-    info = backbone.info
-    depth = depth_names(info.num_registers, info.num_distillation) if backbone.depth_layers else ()
+def all_feature_names(info: BackboneInfo, layers: bool = False) -> tuple[str, ...]:
+    """Every per-image vector and number of a decomposition of the backbone `info` describes (with
+    the per-layer entries when blocks are decomposed as they run): what features.safetensors holds."""
+    depth = depth_names(info.num_registers, info.num_distillation) if layers else ()
     return (
         *variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation),
         *split_names(info.num_distillation),

@@ -25,7 +25,7 @@ class DeletionProbe(Probe):
     curve over the deleted fraction (trapezoids from 0, where every cosine is 1). A map that shows
     what the model used makes deleting its top patches hurt most: a positive area.
 
-    The backbone runs the extra passes (`DecomposingBackbone.enable_deletion`): 3 orders x
+    The backbone runs the extra passes (`DecomposingBackbone(..., deletion=...)`): 3 orders x
     fractions forward passes at reduced length per batch, so the probe is left out of `all`.
     """
 

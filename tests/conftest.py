@@ -59,7 +59,8 @@ def tiny_model(
 
 
 def wrap(model: nn.Module, name: str = "tiny-test") -> DecomposingBackbone:
-    """A `DecomposingBackbone` around an HF model built in a test."""
+    """A `DecomposingBackbone` around an HF model built in a test, frozen and in eval mode as
+    `load_backbone` gives its models."""
     config = model.config
     info = BackboneInfo(
         name=name,
@@ -73,7 +74,7 @@ def wrap(model: nn.Module, name: str = "tiny-test") -> DecomposingBackbone:
         swiglu=config.use_swiglu_ffn,
         random_weights=True,
     )
-    return DecomposingBackbone(model, info)
+    return DecomposingBackbone(model.eval().requires_grad_(False), info)
 
 
 @pytest.fixture

@@ -13,6 +13,7 @@ operation raises, and `HostToDeviceCopies` records every copy from the host onto
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -22,7 +23,7 @@ from torch.overrides import TorchFunctionMode
 from torchmetrics import MaxMetric
 
 from harness import Decomposition, HarnessModule, LinearHead, all_feature_names, load_backbone
-from harness.decomposition import variant_names
+from harness.decomposition import DELETION_FRACTIONS, variant_names
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 from tests.families import FAMILY_FOLDERS, save_family_models
@@ -72,13 +73,15 @@ class HostToDeviceCopies(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
+EVERYTHING: dict[str, Any] = {"layers": [1, 2], "deletion": DELETION_FRACTIONS}
+"""Per-call options of a backbone call that does all it can: every block decomposed, deletion passes."""
+
+
 @pytest.mark.parametrize("registers", [0, 4])
 def test_backbone_forward_reads_nothing_back(registers: int) -> None:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
-    backbone.decompose_layers([1, 2])  # every block decomposed as it runs, too
-    backbone.enable_deletion()  # and the deletion passes
-    with FakeTensorMode(allow_non_fake_inputs=True):
-        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3))
+    with FakeTensorMode(allow_non_fake_inputs=True):  # every block decomposed too, and the deletion passes
+        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3), **EVERYTHING)
     assert decomposition["output/full"].shape == (3, 32)
 
 
@@ -92,20 +95,16 @@ def test_every_familys_forward_reads_nothing_back(name: str, family_models: dict
     """The same for every family as `load_backbone` gives it: DINOv3's key rotation, timm's fused qkv,
     CLIP's projection, DeiT's distillation token."""
     backbone = load_backbone(family_models[name])
-    backbone.decompose_layers([1, 2])
-    backbone.enable_deletion()
     with FakeTensorMode(allow_non_fake_inputs=True):
-        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3))
+        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3), **EVERYTHING)
     assert decomposition["output/full"].shape == (3, backbone.info.hidden_size)
 
 
 def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decomposition, torch.Tensor]:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
-    backbone.decompose_layers([1, 2])
-    backbone.enable_deletion()
     pixels = torch.randn(batch, 3, 56, 56)
-    decomposition = backbone(pixels)
-    module = HarnessModule(backbone, feature_names=all_feature_names(backbone))
+    decomposition = backbone(pixels, **EVERYTHING)
+    module = HarnessModule(backbone, feature_names=all_feature_names(backbone.info, layers=True))
     on_meta = {name: tensor.to(META) for name, tensor in decomposition.items()}
     meta_decomposition = Decomposition(on_meta, decomposition.layout, decomposition.pooler_error.to(META))
     return module, meta_decomposition, pixels.to(META)

@@ -56,6 +56,7 @@ from datamodules import LABELLED_SOURCES
 from harness import (
     BackboneInfo,
     DecomposingBackbone,
+    ForwardOptions,
     HarnessModule,
     LinearHead,
     all_feature_names,
@@ -333,18 +334,19 @@ def run_one(
     `harness.load_backbone`; `evaluate` has checked the device options)."""
     datamodule = data.datamodule()  # after the data options: a bad one costs no model load
     loading = time.perf_counter()
-    backbone = load_checked_backbone(
+    backbone, layers = load_checked_backbone(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
+    forward = ForwardOptions(layers=layers)
     if "deletion" in parse_probe_names(probes.probe):  # opt-in: the backbone's extra passes
-        backbone.enable_deletion(DeletionProbe.FRACTIONS, probes.seed)
+        forward = forward.merged(ForwardOptions(deletion=DeletionProbe.FRACTIONS, deletion_seed=probes.seed))
     bank, train_description = None, None
     if probes.train is not None:
         bank, train_description = build_bank(backbone, probes.train, trainer_options)
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
-    request = ProbeRequest(probes, backbone.info, data.resolution, layers=backbone.depth_layers, bank=bank)
-    features = all_feature_names(backbone) if save_features else ()
-    module = HarnessModule(backbone, request.build, feature_names=features)
+    request = ProbeRequest(probes, backbone.info, data.resolution, layers=layers, bank=bank)
+    features = all_feature_names(backbone.info, layers=bool(layers)) if save_features else ()
+    module = HarnessModule(backbone, request.build, feature_names=features, forward_options=forward)
     started = time.perf_counter()
     run_test(trainer, module, prepare_for(datamodule, backbone))
     if not module.num_images:  # nothing to report: an earlier run in `output` stays as it was
@@ -372,7 +374,7 @@ def run_one(
             "seconds": round(time.perf_counter() - started, 3),
             "timings": run_timings(loading, started, module.stamps),
             "compile": trainer_options.compile,
-            "layers": list(backbone.depth_layers),
+            "layers": list(layers),
             "max_pooler_error": module.max_pooler_error,
             "torch": torch.__version__,
         },
@@ -387,7 +389,8 @@ def build_bank(
     backbone: DecomposingBackbone, train: DataOptions, trainer_options: TrainerOptions
 ) -> tuple[KnnBank, dict[str, Any]]:
     """`output/full` of every training image (gathered on every rank: each holds the whole bank),
-    with what results.json records of the training data."""
+    with what results.json records of the training data. A plain decomposing pass: no deletion
+    passes and no per-layer work, whatever the evaluated run computes."""
     datamodule = train.datamodule()
     module = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
     log.info("k-NN bank: %s images of %s", train.split, train.source)

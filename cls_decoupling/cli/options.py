@@ -193,10 +193,10 @@ def load_checked_backbone(
     pos_interpolation: str | None = None,
     compile_backend: str | None = None,
     layers: str = "last",
-) -> DecomposingBackbone:
+) -> tuple[DecomposingBackbone, tuple[int, ...]]:
     """The backbone `name` names, refused when the resolution is not a multiple of its patch size,
-    decomposing the `layers` (`harness.parse_layers`) as they run, its other blocks compiled with
-    `compile_backend` when one is given."""
+    with its blocks compiled with `compile_backend` when one is given; and the blocks `layers`
+    (`harness.parse_layers`) names for it."""
     if name is None:
         raise UserError("--backbone is required")
     backbone = load_backbone(name, pos_interpolation=pos_interpolation)
@@ -205,12 +205,12 @@ def load_checked_backbone(
             f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}"
         )
     try:
-        backbone.decompose_layers(parse_layers(layers, backbone.info.num_layers))
+        chosen = parse_layers(layers, backbone.info.num_layers)
     except ValueError as error:
         raise UserError(str(error)) from None
-    if compile_backend is not None:  # after decompose_layers: those blocks stay eager
-        backbone.compile_blocks(compile_backend)
-    return backbone
+    if compile_backend is not None:
+        backbone = backbone.compiling(compile_backend)
+    return backbone, chosen
 
 
 def prepare_for(datamodule: ImageDataModule, backbone: DecomposingBackbone) -> ImageDataModule:

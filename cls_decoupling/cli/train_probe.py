@@ -131,7 +131,7 @@ def train_probe(
         )
     datamodule = data.datamodule()
     trainer.check()
-    backbone = load_checked_backbone(backbone_name, data.resolution, pos_interpolation, trainer.compile)
+    backbone, _ = load_checked_backbone(backbone_name, data.resolution, pos_interpolation, trainer.compile)
     extraction = trainer.trainer()
     extractor = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
     run_test(extraction, extractor, prepare_for(datamodule, backbone))

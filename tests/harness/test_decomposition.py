@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from harness import variant_names
+from harness import DecomposingBackbone, variant_names
 from harness.tokens import TokenLayout, split_groups
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 
@@ -169,21 +169,32 @@ def test_bad_pixel_shapes_are_refused() -> None:
         backbone(torch.zeros(3, 32, 32))
 
 
-def test_stays_in_eval_mode() -> None:
-    backbone = wrap(tiny_model())
-    backbone.train()
-    assert not backbone.model.training
-    assert not any(p.requires_grad for p in backbone.parameters())
+def test_each_call_runs_in_eval_mode_and_leaves_the_models_flags(pixels: Tensor) -> None:
+    model = tiny_model(registers=4)
+    backbone = DecomposingBackbone.from_model(model)
+    backbone.train()  # Lightning's call: the wrapper's flag only
+    model.train()
+    for layer in model.encoder.layer:
+        layer.drop_path = nn.Dropout(0.9)  # would change every output in training mode
+    with torch.no_grad():
+        expected = model.eval()(pixel_values=pixels).pooler_output
+    model.train()
+    with torch.no_grad():
+        decomposition = backbone(pixels)
+    assert_close(decomposition["output/full"], expected, atol=1e-5, rtol=1e-5)
+    assert all(module.training for module in model.modules())  # as the caller left it
+    assert all(p.requires_grad for p in model.parameters())
 
 
 @pytest.mark.parametrize("backend", ["eager", "aot_eager"])
 def test_compiled_blocks_give_the_same_decomposition(backend: str, pixels: Tensor) -> None:
-    """`compile_blocks` leaves the hooks and the eager last block alone: every tensor as before."""
+    """Compiled blocks leave the hooks and the eager last block alone: every tensor as before, and the
+    model's own blocks keep their forward after each call."""
     model = tiny_model(registers=4, layers=3)
-    backbone = wrap(model)
-    expected = backbone(pixels)
-    backbone.compile_blocks(backend)
-    assert backbone.compiled == backend
+    eager = wrap(model)
+    expected = eager(pixels)
+    backbone = eager.compiling(backend)
+    assert backbone.compiled == backend and eager.compiled is None
     for batch in (pixels, pixels[:2], pixels):  # a new batch size retraces; the same one reuses
         got = backbone(batch)
         assert set(got) == set(expected)
@@ -191,5 +202,6 @@ def test_compiled_blocks_give_the_same_decomposition(backend: str, pixels: Tenso
             scale = float(tensor.abs().max()) or 1.0
             assert_close(got[name], tensor[: batch.shape[0]], atol=1e-5 * scale, rtol=0, msg=name)
         assert float(got.pooler_error) <= 1e-5 * float(got["output/full"].abs().max())
+        assert all("forward" not in vars(block) for block in model.encoder.layer)
     reference = model(pixel_values=pixels).pooler_output
     assert_close(backbone(pixels)["output/full"], reference, atol=1e-5, rtol=1e-5)

@@ -52,9 +52,8 @@ def test_deleted_patches_equal_masked_keys_in_every_layer(
     model = sensitive_model(registers, swiglu)
     backbone = wrap(model)
     plain = backbone(pixels)
-    backbone.enable_deletion(FRACTIONS, seed=4)
     indices = torch.tensor([7, 3, 11])
-    decomposition = backbone(pixels, indices)
+    decomposition = backbone(pixels, indices, deletion=FRACTIONS, deletion_seed=4)
     for name in plain:  # the decomposition itself is unchanged
         assert torch.equal(plain[name], decomposition[name]), name
     with torch.no_grad():
@@ -84,9 +83,8 @@ def test_a_peaked_single_block_map_is_faithful_by_construction() -> None:
     few patches the map ranks highest, so deleting the lowest-ranked half leaves it as it was, while
     deleting the highest-ranked tenth moves it most; the areas between the curves are positive."""
     backbone = wrap(sensitive_model(layers=1, sharpness=30.0))
-    backbone.enable_deletion(FRACTIONS)
     pixels = torch.randn(8, 3, 32, 40, generator=torch.Generator().manual_seed(1))
-    decomposition = backbone(pixels, torch.arange(8))
+    decomposition = backbone(pixels, torch.arange(8), deletion=FRACTIONS)
     bottom, top = (decomposition[DELETION_PREFIX + order] for order in ("bottom", "top"))
     assert float(bottom.min()) > 0.999
     assert float(top[:, 0].mean()) < float(bottom[:, 0].mean()) - 0.2
@@ -98,15 +96,15 @@ def test_a_peaked_single_block_map_is_faithful_by_construction() -> None:
 
 def test_random_deletions_follow_the_dataset_index(pixels: Tensor) -> None:
     backbone = wrap(sensitive_model(registers=4))
-    backbone.enable_deletion(FRACTIONS, seed=0)
-    first = backbone(pixels, torch.tensor([5, 6, 7]))[DELETION_PREFIX + "random"]
-    swapped = backbone(pixels.flip(0), torch.tensor([7, 6, 5]))[DELETION_PREFIX + "random"]
+    random = DELETION_PREFIX + "random"
+    first = backbone(pixels, torch.tensor([5, 6, 7]), deletion=FRACTIONS)[random]
+    swapped = backbone(pixels.flip(0), torch.tensor([7, 6, 5]), deletion=FRACTIONS)[random]
     # compared as 1 - cosine: the cosines of a tiny random model lie close to 1
     assert_close(swapped.flip(0), first, rtol=0, atol=1e-6)  # same image and index: same patches
-    other = backbone(pixels, torch.tensor([50, 60, 70]))[DELETION_PREFIX + "random"]
+    other = backbone(pixels, torch.tensor([50, 60, 70]), deletion=FRACTIONS)[random]
     assert (other - first).abs().max() > 1e-3  # other indices: other patches
     with pytest.raises(ValueError, match=r"fractions must lie in \(0, 1\)"):
-        backbone.enable_deletion((0.0, 0.5))
+        backbone(pixels, deletion=(0.0, 0.5))
 
 
 def test_probe_means_and_areas_match_numpy() -> None:

@@ -50,8 +50,7 @@ def rest_of_block(model: nn.Module, number: int, state: Tensor) -> Tensor:
 def test_every_block_against_hf(registers: int, swiglu: bool, pixels: Tensor) -> None:
     model = tiny_model(registers=registers, swiglu=swiglu, layers=3, attn_implementation="eager")
     backbone = wrap(model)
-    backbone.decompose_layers([1, 2, 3])
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, layers=[1, 2, 3])
     hidden = model(pixel_values=pixels, output_hidden_states=True, output_attentions=True)
     layout = decomposition.layout
     groups = present_groups(registers)
@@ -92,27 +91,23 @@ def test_chosen_blocks_only_and_none_by_default(pixels: Tensor) -> None:
     backbone = wrap(tiny_model(registers=4, layers=4))
     plain = backbone(pixels)
     assert not any(name.startswith(DEPTH_PREFIX) for name in plain)
-    backbone.decompose_layers([3, 1])
-    chosen = backbone(pixels)
-    assert backbone.depth_layers == (1, 3)
+    chosen = backbone(pixels, layers=[3, 1, 3])  # ascending, once each
     assert chosen[f"{DEPTH_PREFIX}split/patch"].shape == (3, 2)
     for name in plain:  # the last-layer decomposition is unchanged
         assert torch.equal(plain[name], chosen[name]), name
     all_blocks = wrap(tiny_model(registers=4, layers=4))
-    all_blocks.decompose_layers([1, 2, 3, 4])
-    every = all_blocks(pixels)
+    every = all_blocks(pixels, layers=[1, 2, 3, 4])
     assert_close(every[f"{DEPTH_PREFIX}cosine/patch"][:, [0, 2]], chosen[f"{DEPTH_PREFIX}cosine/patch"])
     with pytest.raises(ValueError, match=r"numbered 1\.\.4"):
-        backbone.decompose_layers([5])
+        backbone(pixels, layers=[5])
+    assert not any(name.startswith(DEPTH_PREFIX) for name in backbone(pixels))  # nothing stays on
 
 
 @torch.no_grad()
 def test_compiled_blocks_leave_decomposed_blocks_eager(pixels: Tensor) -> None:
     backbone = wrap(tiny_model(registers=4, layers=4))
-    backbone.decompose_layers([2])
-    expected = backbone(pixels)
-    backbone.compile_blocks("eager")
-    got = backbone(pixels)
+    expected = backbone(pixels, layers=[2])
+    got = backbone.compiling("eager")(pixels, layers=[2])
     for name, tensor in expected.items():
         assert_close(got[name], tensor, atol=1e-5 * (float(tensor.abs().max()) or 1.0), rtol=0, msg=name)
 

@@ -33,11 +33,12 @@ def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTMod
 
 
 def wrap(model: nn.Module, family: str, registers: int = 0) -> DecomposingBackbone:
-    """`model` as the harness loads it (its family's architecture, random weights)."""
+    """`model` as the harness loads it (its family's architecture, random weights; frozen, in eval
+    mode)."""
     architecture = family_for(model).architecture()
     assert architecture["num_registers"] == registers
     info = BackboneInfo(f"tiny-{family}", "random", "", **architecture, random_weights=True, family=family)
-    return DecomposingBackbone(model, info)
+    return DecomposingBackbone(model.eval().requires_grad_(False), info)
 
 
 @pytest.mark.parametrize("qkv_bias", [True, False])
@@ -80,8 +81,7 @@ def cls_attention_weights(block: nn.Module, block_input: Tensor) -> Tensor:
 def test_vit_split_is_its_own_attention_and_every_block_decomposes(pixels: Tensor) -> None:
     model = tiny_vit()
     backbone = wrap(model, "vit")
-    backbone.decompose_layers([1, 2, 3])
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, layers=[1, 2, 3])
     states = block_states(model, pixels)
     layout = decomposition.layout
     scale = float(states[-1].abs().max())
@@ -103,9 +103,7 @@ def test_vit_split_is_its_own_attention_and_every_block_decomposes(pixels: Tenso
 def test_vit_deletion_and_compiled_blocks(pixels: Tensor) -> None:
     backbone = wrap(tiny_vit(), "vit")
     expected = backbone(pixels)
-    backbone.enable_deletion((0.25, 0.5))
-    backbone.compile_blocks("eager")
-    got = backbone(pixels)
+    got = backbone.compiling("eager")(pixels, deletion=(0.25, 0.5))
     for name, tensor in expected.items():
         assert_close(got[name], tensor, atol=1e-5 * (float(tensor.abs().max()) or 1.0), rtol=0, msg=name)
     assert got["deletion/top"].shape == (3, 2)
@@ -138,8 +136,7 @@ def test_clip_output_full_split_and_every_block(pixels: Tensor) -> None:
     info = BackboneInfo("tiny-clip", "random", "", 32, 3, 4, 0, 4, False, True, family="clip")
     backbone = DecomposingBackbone(model, info)
     assert isinstance(backbone.family, CLIPFamily)
-    backbone.decompose_layers([1, 2, 3])
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, layers=[1, 2, 3])
     expected = model(pixel_values=pixels, interpolate_pos_encoding=True).pooler_output
     scale = float(expected.abs().max())
     assert_close(decomposition["output/full"], expected, atol=1e-5 * scale, rtol=0)
@@ -160,9 +157,7 @@ def test_clip_output_full_split_and_every_block(pixels: Tensor) -> None:
         mass = weights[:, :, layout.slice("patch")].sum(-1).mean(1)
         assert_close(decomposition[f"{DEPTH_PREFIX}split/patch"][:, column], mass, atol=1e-6, rtol=0)
         state = block(state, None)
-    backbone.enable_deletion((0.5,))
-    backbone.compile_blocks("eager")
-    again = backbone(pixels)
+    again = backbone.compiling("eager")(pixels, layers=[1, 2, 3], deletion=(0.5,))
     assert_close(again["output/full"], decomposition["output/full"], atol=1e-5 * scale, rtol=0)
     assert again["deletion/top"].shape == (3, 1)
 
@@ -191,8 +186,7 @@ def test_dinov3_output_full_and_split_are_the_models_own(overrides: dict[str, An
     registers = model.config.num_register_tokens
     backbone = wrap(model, "dinov3", registers)
     assert isinstance(backbone.family, Dinov3Family)
-    backbone.decompose_layers([1, 2, 3])
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, layers=[1, 2, 3])
     own = model(pixel_values=pixels, output_attentions=True)
     scale = float(own.pooler_output.abs().max())
     assert_close(decomposition["output/full"], own.pooler_output, atol=1e-5 * scale, rtol=0)
@@ -231,8 +225,7 @@ def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None
     the full sequence run with the deleted patches' keys masked in every block."""
     model = tiny_dinov3("eager")
     backbone = wrap(model, "dinov3", 4)
-    backbone.enable_deletion((0.5,))
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, deletion=(0.5,))
     mask = top_deleted_mask(decomposition, 0.5)
     state = model.embeddings(pixels)
     rope = model.rope_embeddings(pixels)
@@ -241,8 +234,10 @@ def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None
     masked = model.norm(state)[:, 0]
     expected = nn.functional.cosine_similarity(masked, model(pixel_values=pixels).pooler_output)
     assert_close(decomposition["deletion/top"][:, 0], expected, atol=1e-5, rtol=0)
-    backbone.compile_blocks("eager")
-    assert_close(backbone(pixels)["deletion/top"], decomposition["deletion/top"], atol=1e-5, rtol=0)
+    compiled = backbone.compiling("eager")
+    assert_close(
+        compiled(pixels, deletion=(0.5,))["deletion/top"], decomposition["deletion/top"], atol=1e-5, rtol=0
+    )
 
 
 def tiny_timm(**overrides: Any) -> nn.Module:
@@ -274,8 +269,7 @@ def test_timm_output_full_split_and_every_block(variant: str, pixels: Tensor) ->
     model = tiny_timm(**TIMM_VARIANTS[variant])
     registers = model.num_reg_tokens
     backbone = wrap(model, "timm", registers)
-    backbone.decompose_layers([1, 2, 3])
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, layers=[1, 2, 3])
     expected = model.forward_head(model.forward_features(pixels), pre_logits=True)
     scale = float(expected.abs().max())
     assert_close(decomposition["output/full"], expected, atol=1e-5 * scale, rtol=0)
@@ -306,15 +300,13 @@ def test_timm_output_full_split_and_every_block(variant: str, pixels: Tensor) ->
 def test_timm_deletion_equals_masking_and_compiled_blocks_agree(pixels: Tensor) -> None:
     model = tiny_timm(**TIMM_VARIANTS["registers"])
     backbone = wrap(model, "timm", 4)
-    backbone.enable_deletion((0.25,))
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, deletion=(0.25,))
     mask = top_deleted_mask(decomposition, 0.25)
     masked = model.forward_head(model.forward_features(pixels, attn_mask=mask), pre_logits=True)
     own = model.forward_head(model.forward_features(pixels), pre_logits=True)
     expected = nn.functional.cosine_similarity(masked, own)
     assert_close(decomposition["deletion/top"][:, 0], expected, atol=1e-5, rtol=0)
-    backbone.compile_blocks("eager")
-    again = backbone(pixels)
+    again = backbone.compiling("eager")(pixels, deletion=(0.25,))
     for name, tensor in decomposition.items():
         assert_close(again[name], tensor, atol=1e-5 * (float(tensor.abs().max()) or 1.0), rtol=0, msg=name)
 
@@ -373,8 +365,7 @@ def test_a_distilled_deit_has_its_own_distillation_group(pixels: Tensor) -> None
     model = perturbed(DeiTModel(config, add_pooling_layer=False), seed=0)
     backbone = wrap(model, "deit")
     assert backbone.info.num_distillation == 1
-    backbone.decompose_layers([1, 2, 3])
-    decomposition = backbone(pixels)
+    decomposition = backbone(pixels, layers=[1, 2, 3])
     layout = decomposition.layout
     assert layout.groups == ("cls", "distillation", "patch") and layout.slice("distillation") == slice(1, 2)
     expected = model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state[:, 0]

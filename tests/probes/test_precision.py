@@ -6,20 +6,20 @@ import torch
 from torchmetrics import Metric
 
 from harness import feed
+from harness.decomposition import DELETION_FRACTIONS
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 
 
 def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     backbone = wrap(tiny_model(registers=4, swiglu=True))
-    backbone.decompose_layers([1, 2])  # and the depth probe
-    backbone.enable_deletion()  # and the deletion probe
     bank = KnnBank(torch.randn(9, backbone.info.hidden_size), torch.arange(9) % 3, ("a", "b", "c"))
     context = ProbeContext(backbone.info, ("a", "b", "c"), resolution=32, layers=(1, 2), bank=bank)
     probes = build_probes(list(PROBES), context)
     pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        decomposition = backbone(pixels)
+        # with the per-layer decomposition (the depth probe) and the deletion passes (its probe)
+        decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS)
         feed(probes.values(), decomposition, pixels, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
     assert all(decomposition[name].dtype == torch.float32 for name in decomposition.variants)
     dtypes = {
