@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -536,3 +537,52 @@ def test_a_whole_clip_runs_with_its_projection_readout(tmp_path: Path) -> None:
     replayed = json.loads((again / "results.json").read_text())["results"]
     for name in ("cka/projection/patch", "norm/projection/skip"):
         assert replayed[name] == pytest.approx(results[name], rel=1e-6), name
+
+
+def test_the_bank_pass_is_a_plain_forward(
+    model_dir: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With --probe knn,deletion --layers all, the k-NN bank pass runs the model once per batch (no
+    deletion passes, no per-layer decomposition); the evaluated pass does both."""
+    import harness.backbone
+
+    photos = tmp_path / "photos"
+    write_labelled_photos(photos, per_class=4)  # 12 images: 3 batches of 4
+    calls = {"encoder": 0, "depth": 0}
+    phases: dict[str, dict[str, int]] = {}
+    decompose_block, load, build_bank = (
+        harness.backbone.decompose_block, evaluate.load_checked_backbone, evaluate.build_bank
+    )  # fmt: skip
+
+    def counting_decompose_block(*args: Any, **kwargs: Any) -> Any:
+        calls["depth"] += 1
+        return decompose_block(*args, **kwargs)
+
+    def counting_load(*args: Any, **kwargs: Any) -> Any:
+        backbone, layers = load(*args, **kwargs)
+        backbone.family.blocks[0].register_forward_pre_hook(
+            lambda *hook_args: calls.__setitem__("encoder", calls["encoder"] + 1)
+        )  # on the tool's own model, which lives for this run only
+        return backbone, layers
+
+    def counting_bank(*args: Any) -> Any:
+        before = dict(calls)
+        try:
+            return build_bank(*args)
+        finally:
+            phases["bank"] = {name: calls[name] - before[name] for name in calls}
+            phases["before_bank"] = before
+
+    monkeypatch.setattr(harness.backbone, "decompose_block", counting_decompose_block)
+    monkeypatch.setattr(evaluate, "load_checked_backbone", counting_load)
+    monkeypatch.setattr(evaluate, "build_bank", counting_bank)
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photos), "--resolution", "56",
+            "--batch-size", "4", "--num-workers", "0", "--train-data", "folder", "--train-dir", str(photos),
+            "--probe", "knn,deletion", "--layers", "all", "--output", str(tmp_path / "run")]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    assert phases["before_bank"] == {"encoder": 0, "depth": 0}
+    assert phases["bank"] == {"encoder": 3, "depth": 0}  # one pass per batch, nothing else
+    # the evaluated pass: per batch the model once and once per deletion fraction (the three orders
+    # batched together); both of the model's blocks decomposed as they run
+    evaluated = {name: calls[name] - phases["bank"][name] for name in calls}
+    assert evaluated == {"encoder": 3 * (1 + 3), "depth": 3 * 2}
