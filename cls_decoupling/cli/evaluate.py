@@ -39,10 +39,13 @@ from cls_decoupling.cli.options import (
 )
 from cls_decoupling.errors import UserError
 from cls_decoupling.outputs import (
+    DataRecord,
     Run,
+    RunRecord,
+    RunSettings,
     check_output_dir,
+    load_record,
     load_run,
-    load_summary,
     load_tensors,
     mark_unfinished,
     output_lock,
@@ -352,37 +355,32 @@ def run_one(
     if not module.num_images:  # nothing to report: an earlier run in `output` stays as it was
         reasons = "; ".join(f"{index}: {reason}" for index, reason in module.skipped[:3])
         raise UserError(f"no image could be read ({len(module.skipped)} skipped, e.g. {reasons})")
-    summary = {
-        "backbone": backbone.info.as_dict(),
-        "data": {
-            **datamodule.describe(),
-            "num_images": module.num_images,
-            "repeated_images": module.num_repeated,
-            "num_skipped": len(module.skipped),
-            "skipped": [{"index": index, "reason": reason} for index, reason in module.skipped],
-            **({"train": train_description} if train_description else {}),
-        },
-        "run": {
-            "probes": request.names,
-            "skipped_probes": module.skipped_consumers,
-            "precision": str(trainer.precision),  # what ran (16-mixed on a CPU runs as bf16-mixed)
-            "world_size": trainer.world_size,
-            "batch_size": data.batch_size,
-            "episodes": probes.episodes,
-            "shots": probes.shots,
-            "head": str(probes.head.resolve()) if probes.head else None,
-            "seconds": round(time.perf_counter() - started, 3),
-            "timings": run_timings(loading, started, module.stamps),
-            "compile": trainer_options.compile,
-            "layers": list(layers),
-            "max_pooler_error": module.max_pooler_error,
-            "torch": torch.__version__,
-        },
-        "results": module.results,
-    }
+    record = RunRecord(
+        backbone.info,
+        DataRecord.counted(
+            datamodule.describe(), module.num_images, module.num_repeated, module.skipped, train_description
+        ),
+        RunSettings(
+            probes=tuple(request.names),
+            skipped_probes=module.skipped_consumers,
+            precision=str(trainer.precision),  # what ran (16-mixed on a CPU runs as bf16-mixed)
+            world_size=trainer.world_size,
+            batch_size=data.batch_size,
+            episodes=probes.episodes,
+            shots=probes.shots,
+            head=str(probes.head.resolve()) if probes.head else None,
+            seconds=round(time.perf_counter() - started, 3),
+            timings=run_timings(loading, started, module.stamps),
+            compile=trainer_options.compile,
+            layers=layers,
+            max_pooler_error=module.max_pooler_error,
+            torch=torch.__version__,
+        ),
+        module.results,
+    )
     if trainer.is_global_zero:
-        write_finished(output, Run(summary, module.arrays), module.features, datamodule.images.files)
-    return summary
+        write_finished(output, Run(record, module.arrays), module.features, datamodule.images.files)
+    return record.as_dict()
 
 
 def build_bank(
@@ -440,33 +438,32 @@ def run_from_features(
     source: Path, output: Path, probes: ProbeOptions, backbone_name: str | None = None
 ) -> dict[str, Any]:
     """The probes of `probes` on the features an earlier `--save-features` run wrote to `source`."""
-    earlier = load_summary(source)  # a finished run folder, or one line saying why not (its arrays unread)
+    earlier = load_record(source)  # a finished run folder, or one line saying why not (its arrays unread)
     if not (source / FEATURES_FILE).is_file():
         raise UserError(f"{source} holds no {FEATURES_FILE}; run it with --save-features first")
     if source.resolve() == output.resolve():
         raise UserError("--output must differ from --from-features (the saved run stays as it is)")
-    info = BackboneInfo(**earlier["backbone"])
+    info = earlier.backbone
     if backbone_name is not None and backbone_name not in (info.name, info.identity):
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
-    class_names = tuple(earlier["data"].get("class_names", ()))
-    layers = tuple(earlier["run"].get("layers", ()))
-    request = ProbeRequest(probes, info, earlier["data"]["resolution"], pixels=False, layers=layers)
-    built = request.build(class_names)
+    layers = earlier.run.layers
+    request = ProbeRequest(probes, info, earlier.data.resolution, pixels=False, layers=layers)
+    built = request.build(earlier.data.class_names)
     started = time.perf_counter()
     results, arrays, skipped_probes = replay_features(built, load_tensors(source / FEATURES_FILE))
-    summary = {
-        "backbone": earlier["backbone"],
-        "data": {**earlier["data"], "from_features": str(source.resolve())},
-        "run": {
-            "probes": request.names,
-            "skipped_probes": skipped_probes,
-            "episodes": probes.episodes,
-            "shots": probes.shots,
-            "layers": list(layers),
-            "seconds": round(time.perf_counter() - started, 3),
-            "torch": torch.__version__,
-        },
-        "results": results,
-    }
-    write_finished(output, Run(summary, arrays), None)
-    return summary
+    record = RunRecord(
+        info,
+        dataclasses.replace(earlier.data, from_features=str(source.resolve())),
+        RunSettings(
+            probes=tuple(request.names),
+            skipped_probes=skipped_probes,
+            episodes=probes.episodes,
+            shots=probes.shots,
+            layers=layers,
+            seconds=round(time.perf_counter() - started, 3),
+            torch=torch.__version__,
+        ),
+        results,
+    )
+    write_finished(output, Run(record, arrays), None)
+    return record.as_dict()

@@ -19,7 +19,8 @@ from safetensors.torch import load_file
 from torch import Tensor
 
 from cls_decoupling.errors import UserError
-from harness import variant_names
+from cls_decoupling.outputs.record import RunRecord
+from harness import BackboneInfo, variant_names
 
 RESULTS_FILE = "results.json"
 ARRAYS_FILE = "arrays.safetensors"
@@ -37,11 +38,11 @@ class Run:
     """What one run produced.
 
     Attributes:
-        summary: what results.json holds (backbone, data, run settings, results).
+        record: what results.json holds (backbone, data, run settings, results).
         arrays: the probes' non-scalar results (histograms, per-image values, gallery images).
     """
 
-    summary: Mapping[str, Any]
+    record: RunRecord
     arrays: Mapping[str, Tensor] = field(default_factory=dict)
     folder: Path | None = None
     """Where the run was read from (None for a run built in memory)."""
@@ -60,41 +61,48 @@ class Run:
             raise UserError(f"cannot read {path}: {error}") from None
 
     @property
+    def summary(self) -> dict[str, Any]:
+        """What results.json holds, as the mapping it is written as."""
+        return self.record.as_dict()
+
+    @property
     def backbone(self) -> str:
-        return str(self.summary["backbone"]["name"])
+        return self.record.backbone.name
+
+    @property
+    def info(self) -> BackboneInfo:
+        """The backbone (results.json written before families were recorded: DINOv2's defaults)."""
+        return self.record.backbone
 
     @property
     def results(self) -> Mapping[str, float]:
-        results: Mapping[str, float] = self.summary["results"]
-        return results
+        return self.record.results
 
     @property
     def num_images(self) -> int:
-        return int(self.summary["data"]["num_images"])
+        return self.record.data.num_images
 
     @property
     def num_layers(self) -> int:
-        return int(self.summary["backbone"]["num_layers"])
+        return self.info.num_layers
 
     @property
     def family(self) -> str:
-        """The backbone's family (results.json written before families were recorded: DINOv2)."""
-        return str(self.summary["backbone"].get("family", "dinov2"))
+        return self.info.family
 
     @property
     def num_registers(self) -> int:
-        return int(self.summary["backbone"]["num_registers"])
+        return self.info.num_registers
 
     @property
     def num_distillation(self) -> int:
-        """Distillation tokens (0 in results.json written before families were recorded)."""
-        return int(self.summary["backbone"].get("num_distillation", 0))
+        return self.info.num_distillation
 
     @property
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
-        projection = self.summary["backbone"].get("projection_dim", 0) > 0
-        return variant_names(self.num_registers, projection, self.num_distillation)
+        info = self.info
+        return variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation)
 
 
 def is_complete(folder: Path) -> bool:
@@ -108,9 +116,18 @@ def load_run(folder: Path) -> Run:
     Raises:
         UserError: the folder holds no finished run, or one of its files cannot be read.
     """
-    summary = load_summary(folder)
+    record = load_record(folder)
     arrays = folder / ARRAYS_FILE
-    return Run(summary, load_tensors(arrays) if arrays.is_file() else {}, folder)
+    return Run(record, load_tensors(arrays) if arrays.is_file() else {}, folder)
+
+
+def load_record(folder: Path) -> RunRecord:
+    """The record of the finished run in `folder` (its results.json; undefined numbers as NaN).
+
+    Raises:
+        UserError: the folder holds no finished run, or its results.json cannot be read.
+    """
+    return RunRecord.from_dict(load_summary(folder), str(folder / RESULTS_FILE))
 
 
 def load_summary(folder: Path) -> dict[str, Any]:

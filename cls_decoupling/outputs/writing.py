@@ -154,7 +154,7 @@ def write_run(
     written as null (strict JSON) and listed under `notes`."""
     output.mkdir(parents=True, exist_ok=True)
     _clear(output, RUN_FILES)
-    (output / RESULTS_FILE).write_text(strict_json(run.summary))
+    (output / RESULTS_FILE).write_text(strict_json(run.record.as_dict()))
     for name, tensors in ((ARRAYS_FILE, run.arrays), (FEATURES_FILE, features)):
         if tensors:
             save_tensors(output / name, tensors)
@@ -162,16 +162,14 @@ def write_run(
         write_faithfulness(output / FAITHFULNESS_FILE, run.arrays, files)
     figures = write_figures(output / FIGURES_DIR, run_figures(run), logger)
     (output / REPORT_FILE).write_text(run_report(run, figures))
-    hparams = {"backbone": run.backbone, "data": run.summary["data"]["source"]}
+    hparams = {"backbone": run.backbone, "data": run.record.data.source}
     logger.log_hyperparams(hparams, metrics=dict(run.results))
     logger.log_metrics(dict(run.results), step=0)
     logger.finalize("success")
     _finish(output)
     for name, value in run.results.items():
         log.info("%s = %.6f", name, value)
-    log.info(
-        "%d images (%d skipped); results in %s", run.num_images, run.summary["data"]["num_skipped"], output
-    )
+    log.info("%d images (%d skipped); results in %s", run.num_images, run.record.data.num_skipped, output)
 
 
 def save_tensors(path: Path, tensors: Mapping[str, Tensor]) -> None:
