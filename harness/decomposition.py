@@ -354,7 +354,7 @@ def decompose_last_block(
         result |= {f"split/{g}": masses[g].mean(dim=1) for g in split_groups(layout.num_distillation)}
         patch_weights = weights[:, :, layout.slice("patch")].mean(dim=1)
         result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
-        result |= highest_norm_token(layer, block_input)
+        result |= highest_norm_token(layer, block_input, layout)
     return result
 
 
@@ -368,14 +368,17 @@ def projection_readout(projection: nn.Module, outputs: Mapping[str, Tensor]) -> 
     }
 
 
-def highest_norm_token(layer: HFBlock, block_input: Tensor) -> dict[str, Tensor]:
-    """The `PENULTIMATE` entries: the non-[CLS] token of largest L2 norm in the last block's input."""
-    tokens = block_input[:, 1:].float()  # batch, registers + patches, hidden
+def highest_norm_token(layer: HFBlock, block_input: Tensor, layout: TokenLayout) -> dict[str, Tensor]:
+    """The `PENULTIMATE` entries: the non-[CLS] token of largest L2 norm in the last block's input
+    (its sequence position, its norm, the mean norm of the other non-[CLS] tokens, its state before
+    and after norm1)."""
+    after_cls = layout.slice("cls").stop
+    tokens = block_input[:, after_cls:].float()  # batch, distillation + registers + patches, hidden
     norms = tokens.norm(dim=-1)
     top_norm, top = norms.max(dim=1)
     top_state = tokens[torch.arange(tokens.shape[0], device=tokens.device), top]
     other_norm = (norms.sum(dim=1) - top_norm) / max(norms.shape[1] - 1, 1)
-    values = (top + 1, top_norm, other_norm, top_state, _apply(layer.norm1, top_state))
+    values = (top + after_cls, top_norm, other_norm, top_state, _apply(layer.norm1, top_state))
     return dict(zip(PENULTIMATE, values, strict=True))
 
 

@@ -81,6 +81,29 @@ class TokenLayout:
         """The non-empty groups, in sequence order."""
         return present_groups(self.num_registers, self.num_distillation)
 
+    def group_at(self, position: int) -> str:
+        """The group of the token at sequence `position`.
+
+        >>> TokenLayout(num_registers=2, grid_height=2, grid_width=2).group_at(2)
+        'register'
+        """
+        for group in GROUPS:
+            span = self.slice(group)
+            if span.start <= position < span.stop:
+                return group
+        raise ValueError(f"position {position} is outside the {self.num_tokens} tokens of {self}")
+
+    def patch_cell(self, position: int) -> tuple[int, int]:
+        """(row, column) in the patch grid of the patch token at sequence `position`.
+
+        >>> TokenLayout(num_registers=1, grid_height=3, grid_width=4).patch_cell(2 + 5)
+        (1, 1)
+        """
+        if self.group_at(position) != "patch":
+            raise ValueError(f"position {position} is not a patch token of {self}")
+        row, column = divmod(position - self.num_prefix, self.grid_width)
+        return row, column
+
     def slice(self, group: str) -> slice:
         """Sequence positions of `group` (one of `GROUPS`; empty for a group the model lacks)."""
         registers_start = 1 + self.num_distillation

@@ -1,8 +1,9 @@
 """Probes (docs/design.md#layers): adapters from decomposition names to the metrics of
-`probes.metrics`, one per paper panel, each stating its own name, needs and result names; the
-registry derives `--probe` from them."""
+`probes.metrics`, one per paper panel, each stating everything about itself (name, needs, forward
+options, result names, figures, comparison figures, headline numbers); the registry derives
+`--probe` from them."""
 
-from probes.base import FULL_OUTPUT, KnnBank, Probe, ProbeContext
+from probes.base import FULL_OUTPUT, ColumnStatsProbe, KnnBank, Probe, ProbeContext
 from probes.cka import CKAProbe, DebiasedCKAProbe
 from probes.cka_layers import LayerCKAProbe
 from probes.deletion import DeletionProbe
@@ -14,7 +15,14 @@ from probes.maps import MapsProbe
 from probes.norms import NormsProbe
 from probes.oneshot import OneShotProbe
 from probes.registers import RegistersProbe
-from probes.registry import PROBE_CLASSES, PROBES, ProbeSelectionError, build_probes, parse_probe_names
+from probes.registry import (
+    PROBE_CLASSES,
+    PROBES,
+    ProbeSelection,
+    ProbeSelectionError,
+    build_probes,
+    parse_probe_names,
+)
 from probes.replay import replay_features
 from probes.split import SplitProbe
 
@@ -23,6 +31,7 @@ __all__ = [
     "PROBES",
     "PROBE_CLASSES",
     "CKAProbe",
+    "ColumnStatsProbe",
     "DebiasedCKAProbe",
     "DeletionProbe",
     "DepthProbe",
@@ -37,6 +46,7 @@ __all__ = [
     "OneShotProbe",
     "Probe",
     "ProbeContext",
+    "ProbeSelection",
     "ProbeSelectionError",
     "RegistersProbe",
     "RidgeProbe",

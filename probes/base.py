@@ -1,18 +1,28 @@
 """What every probe is: a module fed the decomposition of each batch, reduced across ranks, that states
-its own facts (name, what it needs, the names of its results, how it is built for a run)."""
+everything about itself (name, what it needs, how it configures the backbone's forward, its result
+names, its figures, its comparison figures, its headline numbers, how it is built for a run).
+
+A concrete subclass that sets `name` registers itself when its module is imported
+(`Probe.__init_subclass__`); `probes.registry` imports every module of the package, so a new probe
+is one file."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from harness import PROJECTION, BackboneInfo, TokenLayout, variant_names
+from harness import PROJECTION, BackboneInfo, ForwardOptions, TokenLayout, variant_names
+from probes.metrics.stats import ColumnStats
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 FULL_OUTPUT = "output/full"
 """The model's own [CLS] output: the reference of the label probes (centroids, classifiers)."""
@@ -54,10 +64,17 @@ class ProbeContext:
     bank: KnnBank | None = None
 
     @property
+    def layout(self) -> TokenLayout:
+        """Token positions at this run's (square) resolution."""
+        info = self.info
+        return TokenLayout.for_image(
+            self.resolution, self.resolution, info.patch_size, info.num_registers, info.num_distillation
+        )
+
+    @property
     def num_tokens(self) -> int:
         """Sequence length at this run's (square) resolution."""
-        side = self.resolution // self.info.patch_size
-        return TokenLayout(self.info.num_registers, side, side, self.info.num_distillation).num_tokens
+        return self.layout.num_tokens
 
     @property
     def variants(self) -> tuple[str, ...]:
@@ -74,19 +91,29 @@ class ProbeContext:
         return tuple(v for v in self.variants if v.startswith("output/"))
 
 
+REGISTERED: dict[str, type[Probe]] = {}
+"""`--probe` name -> probe class, filled as probe modules are imported (`Probe.__init_subclass__`);
+read it through `probes.registry`, which imports every probe module first."""
+
+Headline = tuple[str, str]
+"""A result name and what it means, for the "Key numbers" of report.md."""
+
+
 class Probe(nn.Module, ABC):
     """Consumes decompositions batch by batch; `compute` gives results under the names of
     docs/design.md#names, each built by the class's own name functions.
 
     Subclasses hold torchmetrics Metrics as attributes, so states move with the module's device
-    and reduce across DDP ranks in `compute`. Class attributes are the probe's facts, read by the
-    registry, the outputs and `--from-features`:
+    and reduce across DDP ranks in `compute`. Class attributes and class methods are the probe's
+    facts, read by the registry, the CLI, the outputs and `--from-features`:
 
     Attributes:
-        name: the `--probe` name.
+        name: the `--probe` name; setting it in a class body registers the class.
+        position: where the probe sits in `all`, the figures and the report (the paper's panels
+            first; a new probe goes after them unless it says otherwise).
         needs_labels: True for probes that need class labels (left out of `all` on unlabelled data).
-        needs_pixels: True for probes that read the batch's images (`harness.PIXELS`): they cannot be
-            re-run from saved features.
+        needs_pixels: True for probes that read the batch's images (`harness.PIXELS`) or the
+            backbone's extra passes: they cannot be re-run from saved features.
         needs_layers: True for probes that read the per-layer decomposition (`--layers`): left out
             of `all` without it.
         opt_in: True for probes that cost extra forward passes: never part of `all`.
@@ -94,20 +121,53 @@ class Probe(nn.Module, ABC):
             which features.safetensors does not hold: they cannot be re-run from saved features.
         needs_bank: True for probes that read a bank of training features (`--train-data`): left
             out of `all` without one.
+        reads_head: True for the probe that applies a head of train_probe.py (`--head`).
     """
 
     name: ClassVar[str]
+    position: ClassVar[int] = 1000
     needs_labels: ClassVar[bool] = False
     needs_pixels: ClassVar[bool] = False
     needs_layers: ClassVar[bool] = False
     opt_in: ClassVar[bool] = False
     needs_bank: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
+    reads_head: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        if "name" not in cls.__dict__:  # an abstract base or a variant of a registered probe
+            return
+        known = REGISTERED.get(cls.name)
+        if known is not None and known.__qualname__ != cls.__qualname__:
+            raise TypeError(f"two probes are named {cls.name!r}: {known.__qualname__} and {cls.__qualname__}")
+        REGISTERED[cls.name] = cls
 
     @classmethod
     def replayable(cls) -> bool:
         """Whether `--from-features` can feed it: it reads neither the images nor the hidden states."""
         return not cls.needs_pixels and not cls.needs_hidden_states
+
+    @classmethod
+    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
+        """What the backbone must compute for this probe besides the last block, given the run's
+        `--layers` and seed: nothing extra by default."""
+        return ForwardOptions()
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """The probe's figures of a finished run, by file name (none when the run lacks its results)."""
+        return {}
+
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        """The probe's key numbers for report.md (shown when the run has them): none by default."""
+        return ()
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """The probe's figures across runs, by file name (none when no run has its results)."""
+        return {}
 
     @classmethod
     @abstractmethod
@@ -145,3 +205,33 @@ class Probe(nn.Module, ABC):
 def module_key(name: str) -> str:
     """A result or variant name as an `nn.ModuleDict` key (which may not hold '/' or '.')."""
     return name.replace("/", "__")
+
+
+class ColumnStatsProbe(Probe):
+    """A probe whose results are the mean and std over images of fixed columns: one (mean name,
+    std name) pair per column, in result order; subclasses say how a batch becomes its columns.
+
+    Args:
+        names: (mean result name, std result name) of every column.
+    """
+
+    def __init__(self, names: Sequence[tuple[str, str]]) -> None:
+        super().__init__()
+        self.column_names = tuple(names)
+        self.metric = ColumnStats(len(self.column_names))
+
+    @abstractmethod
+    def columns(self, decomposition: Mapping[str, Tensor]) -> Tensor:
+        """The batch's values, (images, columns) in the order of the names."""
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        self.metric.update(self.columns(decomposition))
+
+    def compute(self) -> dict[str, float]:
+        stats = self.metric.compute()
+        results: dict[str, float] = {}
+        for (mean_name, std_name), mean, std in zip(
+            self.column_names, stats["mean"].tolist(), stats["std"].tolist(), strict=True
+        ):
+            results[mean_name], results[std_name] = mean, std
+        return results

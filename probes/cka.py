@@ -3,13 +3,18 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
 import torch
 from torch import Tensor, nn
 
-from probes.base import Probe, ProbeContext, module_key
+from probes.base import Headline, Probe, ProbeContext, module_key
 from probes.metrics.cka import SharedReferenceCKA
+from probes.plotting import named, variant_bars, variant_sweep
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 ESTIMATORS = ("cka", "cka_debiased")
 """Result prefixes: plain linear CKA and the debiased estimator (both from the same moments)."""
@@ -29,6 +34,8 @@ class CKAProbe(Probe):
     """
 
     name = "cka"
+    position = 20
+    TITLE: ClassVar[str] = "Linear CKA"
     ESTIMATORS: ClassVar[tuple[str, ...]] = ESTIMATORS
 
     @staticmethod
@@ -98,8 +105,49 @@ class CKAProbe(Probe):
     def _metric(self, reference: str) -> SharedReferenceCKA:
         return cast(SharedReferenceCKA, self.metrics[module_key(reference)])
 
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        return (
+            (cls.result_name("cka", "output/patch"), "CKA of the patch-only output with the full output"),
+            (
+                cls.result_name("cka", "output/register"),
+                "CKA of the register-only output with the full output",
+            ),
+            (
+                cls.result_name("cka", "output/skip"),
+                "CKA of the skip-only (residual) output with the full output",
+            ),
+        )
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """Fig 3a / 6: CKA of the full output with each variant (this class's estimator)."""
+        figure = variant_bars(
+            run, lambda variant: cls.result_name(cls.name, variant), None,
+            f"{cls.TITLE} with the full [CLS] output (Fig 3a, 6)", "CKA",
+        )  # fmt: skip
+        if figure is not None:
+            for axis in figure.axes:
+                axis.set_ylim(0, 1.05)
+        return named(f"{cls.name}.png", figure)
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """Fig 3a / 6 across models: CKA of the full output with each variant."""
+        figure = variant_sweep(
+            compared, (lambda variant: cls.result_name(cls.name, variant), None),
+            f"{cls.TITLE} with the full [CLS] output per model (Fig 3a, 6)", "CKA", (0, 1.05),
+        )  # fmt: skip
+        return named(f"compare_{cls.name}.png", figure)
+
 
 class DebiasedCKAProbe(CKAProbe):
     """The same as `CKAProbe` with the debiased estimator: `cka_debiased/{readout}/{variant}`."""
 
     name = "cka_debiased"
+    position = 30
+    TITLE = "Linear CKA (debiased estimator)"
+
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        return ()  # the plain estimator's are the paper's numbers

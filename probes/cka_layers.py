@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar, cast
+from typing import TYPE_CHECKING, ClassVar, cast
 
+import numpy as np
 from torch import Tensor, nn
 
 from cls_decoupling.errors import InsufficientDataError
+from harness import ForwardOptions
 from harness.decomposition import HIDDEN_CLS
 from probes.base import Probe, ProbeContext
 from probes.metrics.cka import SharedReferenceCKA
+from probes.plotting import cka_heatmap, plt, run_title
+from probes.view import RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
 class LayerCKAProbe(Probe):
@@ -24,6 +31,7 @@ class LayerCKAProbe(Probe):
     """
 
     name = "cka_layers"
+    position = 110
     needs_layers = True
     needs_hidden_states = True  # hidden/cls: not in features.safetensors
     ESTIMATORS: ClassVar[tuple[str, ...]] = ("cka_layers", "cka_layers_debiased")
@@ -36,6 +44,10 @@ class LayerCKAProbe(Probe):
     @classmethod
     def from_context(cls, context: ProbeContext) -> LayerCKAProbe:
         return cls(context.layers, context.info.hidden_size)
+
+    @classmethod
+    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
+        return ForwardOptions(layers=layers)
 
     def __init__(self, layers: Sequence[int], hidden_size: int) -> None:
         super().__init__()
@@ -68,3 +80,37 @@ class LayerCKAProbe(Probe):
 
     def _metric(self, layer: int) -> SharedReferenceCKA:
         return cast(SharedReferenceCKA, self.metrics[str(layer)])
+
+    @classmethod
+    def matrix(cls, run: RunView, estimator: str) -> tuple[list[int], np.ndarray] | None:
+        """The blocks and the symmetric block x block CKA matrix of `estimator` (1 on the diagonal);
+        None without 2 blocks."""
+        blocks = range(run.num_layers + 1)
+        layers = [
+            block for block in blocks
+            if any(cls.result_name(estimator, block, other) in run.results for other in blocks
+                   if other != block)
+        ]  # fmt: skip
+        if len(layers) < 2:
+            return None
+        matrix = np.eye(len(layers))
+        for i, first in enumerate(layers):
+            for j, second in enumerate(layers[i + 1 :], start=i + 1):
+                matrix[i, j] = matrix[j, i] = run.results[cls.result_name(estimator, first, second)]
+        return layers, matrix
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """CKA between the [CLS] states after the chosen blocks (linear and debiased)."""
+        matrices = {estimator: cls.matrix(run, estimator) for estimator in cls.ESTIMATORS}
+        if any(found is None for found in matrices.values()):
+            return {}
+        figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+        for axis, (estimator, found) in zip(axes, matrices.items(), strict=True):
+            layers, matrix = cast(tuple[list[int], np.ndarray], found)
+            cka_heatmap(axis, [str(layer) for layer in layers], matrix, estimator.replace("_", " "))
+            axis.set_xlabel("block")
+            axis.set_ylabel("block")
+        figure.suptitle(f"[CLS] states across blocks (CKA)\n{run_title(run)}", fontsize=10)
+        figure.tight_layout()
+        return {"cka_layers.png": figure}

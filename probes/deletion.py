@@ -4,18 +4,27 @@ ranks highest and see how far the [CLS] output moves, against random and lowest-
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from harness import ForwardOptions
 from harness.decomposition import DELETION_FRACTIONS, DELETION_ORDERS, DELETION_PREFIX
-from probes.base import Probe, ProbeContext
-from probes.metrics.stats import ColumnStats
+from probes.base import ColumnStatsProbe, ProbeContext
+from probes.plotting import plt, run_title
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+COLOURS = {"top": "#d62728", "random": "#7f7f7f", "bottom": "#1f77b4"}
+Curves = dict[str, tuple[list[float], list[float], list[float]]]
+"""order -> (deleted fractions from 0, mean cosines from 1, stds from 0)."""
 
 
-class DeletionProbe(Probe):
+class DeletionProbe(ColumnStatsProbe):
     """Mean and std over images of the cosine between the pooled output with deleted patches and the
     full one, per deletion order and fraction, and the areas between the curves.
 
@@ -25,11 +34,12 @@ class DeletionProbe(Probe):
     curve over the deleted fraction (trapezoids from 0, where every cosine is 1). A map that shows
     what the model used makes deleting its top patches hurt most: a positive area.
 
-    The backbone runs the extra passes (`DecomposingBackbone(..., deletion=...)`): 3 orders x
-    fractions forward passes at reduced length per batch, so the probe is left out of `all`.
+    The backbone runs the extra passes (`forward_options`): 3 orders x fractions forward passes at
+    reduced length per batch, so the probe is left out of `all`.
     """
 
     name = "deletion"
+    position = 120
     needs_pixels = True  # it needs the backbone's extra passes: no replay from saved features
     opt_in = True
     FRACTIONS: ClassVar[tuple[float, ...]] = DELETION_FRACTIONS
@@ -52,28 +62,87 @@ class DeletionProbe(Probe):
     def from_context(cls, context: ProbeContext) -> DeletionProbe:
         return cls(DELETION_FRACTIONS)
 
-    def __init__(self, fractions: Sequence[float]) -> None:
-        super().__init__()
-        self.fractions = tuple(fractions)
-        self.metric = ColumnStats(len(DELETION_ORDERS) * len(self.fractions))
+    @classmethod
+    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
+        return ForwardOptions(deletion=cls.FRACTIONS, deletion_seed=seed)
 
-    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        self.metric.update(
-            torch.cat([decomposition[DELETION_PREFIX + order] for order in DELETION_ORDERS], dim=1)
-        )
+    def __init__(self, fractions: Sequence[float]) -> None:
+        names = [(self.result_name(o, f), self.std_name(o, f)) for o in DELETION_ORDERS for f in fractions]
+        super().__init__(names)
+        self.fractions = tuple(fractions)
+
+    def columns(self, decomposition: Mapping[str, Tensor]) -> Tensor:
+        return torch.cat([decomposition[DELETION_PREFIX + order] for order in DELETION_ORDERS], dim=1)
 
     def compute(self) -> dict[str, float]:
-        stats = self.metric.compute()
-        means = stats["mean"].view(len(DELETION_ORDERS), -1).tolist()
-        stds = stats["std"].view(len(DELETION_ORDERS), -1).tolist()
-        results: dict[str, float] = {}
-        for order, order_means, order_stds in zip(DELETION_ORDERS, means, stds, strict=True):
-            for fraction, mean, std in zip(self.fractions, order_means, order_stds, strict=True):
-                results[self.result_name(order, fraction)] = mean
-                results[self.std_name(order, fraction)] = std
+        results = super().compute()
         x = np.array([0.0, *self.fractions])
-        curves = {order: np.array([1.0, *row]) for order, row in zip(DELETION_ORDERS, means, strict=True)}
+        curves = {
+            order: np.array([1.0, *(results[self.result_name(order, f)] for f in self.fractions)])
+            for order in DELETION_ORDERS
+        }
         for control in ("random", "bottom"):
             gap = curves[control] - curves["top"]
             results[self.area_name(control)] = float(((gap[1:] + gap[:-1]) / 2 * np.diff(x)).sum())
         return results
+
+    @classmethod
+    def curves(cls, run: RunView) -> Curves:
+        """Every order's curve of the run's deletion results; empty without them."""
+        fractions = [f for f in cls.FRACTIONS if cls.result_name("top", f) in run.results]
+        if not fractions:
+            return {}
+        return {
+            order: (
+                [0.0, *fractions],
+                [1.0, *(run.results[cls.result_name(order, f)] for f in fractions)],
+                [0.0, *(run.results[cls.std_name(order, f)] for f in fractions)],
+            )
+            for order in DELETION_ORDERS
+        }
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """The deletion test: cosine of the output without the deleted patches to the full one, over the
+        share deleted, for the map's top patches, random ones and its bottom ones."""
+        curves = cls.curves(run)
+        if not curves:
+            return {}
+        figure, axis = plt.subplots(figsize=(5.5, 3.8))
+        for order, (x, mean, std) in curves.items():
+            label = "random (seeded)" if order == "random" else f"{order} of the attention map"
+            axis.errorbar(x, mean, yerr=std, marker="o", markersize=3, capsize=2, color=COLOURS[order],
+                          label=label)  # fmt: skip
+        area = run.results[cls.area_name("random")]
+        axis.set_xlabel("share of patches deleted (keys masked in every layer)")
+        axis.set_ylabel("cosine to the full [CLS] output")
+        axis.legend(fontsize=8)
+        title = f"Does the map show what the model used? area random - top {area:+.3f}\n{run_title(run)}"
+        axis.set_title(title, fontsize=10)
+        figure.tight_layout()
+        return {"deletion.png": figure}
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """The deletion test per model: the top-of-map curve (solid) and the random control (dashed)."""
+        curves = [(c, cls.curves(c.run)) for c in compared]
+        if not any(found for _, found in curves):
+            return {}
+        figure, axis = plt.subplots(figsize=(6.5, 4))
+        for index, (c, found) in enumerate(curves):
+            if not found:
+                continue
+            colour = f"C{index % 10}"
+            area = c.run.results[cls.area_name("random")]
+            x, top, _ = found["top"]
+            axis.plot(
+                x, top, marker="o", markersize=3, color=colour, label=f"{c.label}: top (area {area:+.3f})"
+            )
+            x, random, _ = found["random"]
+            axis.plot(x, random, linestyle="--", color=colour, linewidth=1)
+        axis.set_xlabel("share of patches deleted")
+        axis.set_ylabel("cosine to the full [CLS] output")
+        axis.legend(fontsize=7)
+        axis.set_title("Deleting the map's top patches (solid) vs random ones (dashed)", fontsize=10)
+        figure.tight_layout()
+        return {"compare_deletion.png": figure}

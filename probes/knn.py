@@ -4,16 +4,23 @@ every variant of the evaluated images."""
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor
 
-from probes.base import KnnBank, Probe, ProbeContext
+from probes.base import Headline, KnnBank, Probe, ProbeContext
 from probes.metrics.knn import KNN_K, KNN_TEMPERATURE, knn_votes
 from probes.metrics.topk import TopKAccuracy
+from probes.plotting import NameOf, accuracy_bars, named, variant_sweep
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TOP_K = (1, 5)
+SHOWN_K = 20
+"""The neighbours of the figures and the headline: DINOv2's reported k-NN setting."""
 
 
 class KnnProbe(Probe):
@@ -28,6 +35,7 @@ class KnnProbe(Probe):
     bank_labels: Tensor
 
     name = "knn"
+    position = 130
     needs_labels = True
     needs_bank = True
     TOP_K: ClassVar[tuple[int, ...]] = TOP_K
@@ -69,3 +77,33 @@ class KnnProbe(Probe):
         names = [self.result_name(v, k, top) for v in self.variants for k in KNN_K for top in TOP_K]
         results = {name: value.item() for name, value in zip(names, computed, strict=True)}
         return {self.BANK_IMAGES: float(self.bank.shape[0]), **results}
+
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        return (
+            (cls.result_name("output/patch", SHOWN_K, 1),
+             f"{SHOWN_K}-NN top-1 accuracy of the patch-only output against a bank of full outputs"),
+        )  # fmt: skip
+
+    @classmethod
+    def top1_name(cls) -> tuple[NameOf, None]:
+        """A variant's top-1 result at `SHOWN_K` neighbours (no std: one bank)."""
+        return (lambda variant: cls.result_name(variant, SHOWN_K, 1)), None
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """Weighted k-NN top-1 accuracy of each output variant against the bank of full outputs (a
+        variant close to chance carries little of what the full output says about the class)."""
+        bank = int(run.results.get(cls.BANK_IMAGES, 0))
+        title = (
+            f"{SHOWN_K}-NN top-1 accuracy against {bank} training images' output/full, "
+            f"{run.num_classes} classes"
+        )
+        return named("knn.png", accuracy_bars(run, cls.top1_name(), 1, run.num_classes, title))
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """k-NN top-1 accuracy of each output variant per model."""
+        title = f"{SHOWN_K}-NN top-1 accuracy of each variant against a bank of output/full, per model"
+        figure = variant_sweep(compared, cls.top1_name(), title, "top-1 accuracy", (0, 1.05))
+        return named("compare_knn.png", figure)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import torch
 from torch import Tensor, nn
@@ -12,6 +12,11 @@ from harness.heads import LinearHead
 from probes.base import FULL_OUTPUT, Probe, ProbeContext
 from probes.metrics.ridge import RidgeAccuracy
 from probes.metrics.topk import TopKAccuracy
+from probes.plotting import NameOf, accuracy_bars, accuracy_sweep, named, top_k
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TOP_K = (1, 5)
 
@@ -25,7 +30,9 @@ class LinearProbe(Probe):
     """
 
     name = "linear"
+    position = 90
     needs_labels = True
+    reads_head = True
     TOP_K: ClassVar[tuple[int, ...]] = TOP_K
     TRAIN_IMAGES: ClassVar[str] = "linear/train_images"
     TEST_IMAGES: ClassVar[str] = "linear/test_images"
@@ -47,6 +54,25 @@ class LinearProbe(Probe):
             context.info.identity, context.class_names, context.resolution, context.info.pos_interpolation
         )
         return LinearHeadProbe(head, context.output_variants)
+
+    @classmethod
+    def names_at(cls, k: int) -> tuple[NameOf, None]:
+        """A variant's top-k result name (no std: one classifier)."""
+        return (lambda variant: cls.result_name(variant, k)), None
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """The paper's card: a linear classifier fit on the full output, tested on each variant."""
+        classes, k = run.num_classes, top_k(run.num_classes)
+        title = f"Linear classifier fit on output/full, top-{k} accuracy of each variant, {classes} classes"
+        return named("linear.png", accuracy_bars(run, cls.names_at(k), k, classes, title))
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """The paper's card across models: a linear classifier fit on the full output, tested on variants."""
+        classes = [c.run.num_classes for c in compared]
+        title = "Linear classifier fit on output/full: top-{k} accuracy of each variant per model"
+        return named("compare_linear.png", accuracy_sweep(compared, cls.names_at, classes, title))
 
 
 class RidgeProbe(LinearProbe):

@@ -4,18 +4,25 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from harness.decomposition import ATTENTION_MAP, PIXELS
-from probes.base import Probe, ProbeContext
+from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.faithfulness import Faithfulness
+from probes.plotting import error_bars, models_axis, plt, run_title
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 READOUTS = ("attention", "output")
 """Cosines are measured at both readouts; the gallery ranks images by the first."""
+READOUT_COLOURS = {"attention": "#1f77b4", "output": "#ff7f0e"}
 
 
 def summarise(cosine: Tensor) -> dict[str, float]:
@@ -44,6 +51,7 @@ class MapsProbe(Probe):
     """
 
     name = "maps"
+    position = 70
     needs_pixels = True
     READOUTS: ClassVar[tuple[str, ...]] = READOUTS
     STATS: ClassVar[tuple[str, ...]] = ("mean", "std", "median", "min", "max", "negative_share")
@@ -110,3 +118,98 @@ class MapsProbe(Probe):
             name: value if name == "gallery/least" else torch.atleast_1d(value)
             for name, value in rows.items()
         }
+
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        return (
+            (
+                cls.result_name("attention", "mean"),
+                "cosine of patch-only to full contribution, mean over images",
+            ),
+        )
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """Fig 4: the gallery of the least and most faithful maps (maps.png) and the distribution of the
+        per-image cosine over the run (faithfulness.png)."""
+        figures = {}
+        if cls.gallery_name("image") in run.arrays:
+            figures["maps.png"] = cls._gallery(run)
+        if cls.cosine_name("attention") in run.arrays:
+            figures["faithfulness.png"] = cls._distribution(run)
+        return figures
+
+    @classmethod
+    def _gallery(cls, run: RunView) -> Figure:
+        """Attention maps of the least and most faithful images, with each image's cosine."""
+        gallery = {part: run.arrays[cls.gallery_name(part)] for part in cls.GALLERY}
+        images, maps = gallery["image"].numpy(), gallery["map"].numpy()
+        indices, cosines = gallery["index"].tolist(), gallery["cosine"].tolist()
+        least = int(gallery["least"])
+        rows = [("least faithful", range(least)), ("most faithful", range(least, len(indices)))]
+        columns = max(least, len(indices) - least)
+        figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.8), squeeze=False)
+        for row, (label, members) in enumerate(rows):
+            for column in range(columns):
+                axis = axes[row, column]
+                axis.set_xticks([])
+                axis.set_yticks([])
+                if column >= len(members):
+                    axis.axis("off")
+                    continue
+                i = members[column]
+                height, width = images[i].shape[1:]
+                attention = maps[i] - maps[i].min()
+                axis.imshow(images[i].transpose(1, 2, 0))
+                axis.imshow(attention / max(attention.max(), 1e-12), cmap="inferno", alpha=0.55,
+                            extent=(0, width, height, 0), interpolation="bilinear")  # fmt: skip
+                axis.set_title(f"image {indices[i]}\ncos = {cosines[i]:+.4f}", fontsize=8)
+                if column == 0:
+                    axis.set_ylabel(label, fontsize=9)
+        figure.suptitle(
+            "Last-layer [CLS] attention over patches (mean over heads, per-image colour scale) (Fig 4)\n"
+            f"cos = cosine of attention/patch to attention/full; {run_title(run)}",
+            fontsize=9,
+        )
+        figure.tight_layout()
+        return figure
+
+    @classmethod
+    def _distribution(cls, run: RunView) -> Figure:
+        """The distribution over images of the cosine between patch-only and full output."""
+        figure, axis = plt.subplots(figsize=(5.5, 3.6))
+        bins = np.linspace(-1, 1, 41).tolist()
+        for readout, colour in READOUT_COLOURS.items():
+            cosine = run.arrays[cls.cosine_name(readout)].numpy()
+            mean = run.results[cls.result_name(readout, "mean")]
+            axis.hist(cosine, bins=bins, weights=np.full(len(cosine), 1 / len(cosine)), histtype="step",
+                      linewidth=1.5, color=colour, label=f"{readout} readout (mean {mean:+.3f})")  # fmt: skip
+        axis.axvline(0, color="black", linewidth=0.6)
+        axis.set_xlim(-1, 1)
+        axis.set_xlabel("cosine of patch-only to full [CLS] output, per image")
+        axis.set_ylabel("share of images")
+        axis.legend(fontsize=8)
+        axis.set_title(f"How faithful are the attention maps? (Fig 4)\n{run_title(run)}", fontsize=10)
+        figure.tight_layout()
+        return figure
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """Fig 4 across models: the per-image cosine of the patch-only to the full output (mean ± std),
+        one line per readout."""
+        if not any(cls.result_name("attention", "mean") in c.run.results for c in compared):
+            return {}
+        figure, axis = plt.subplots(figsize=(max(5.5, 1.3 * len(compared) + 3), 4.0))
+        for readout, colour in READOUT_COLOURS.items():
+            means = [c.run.results.get(cls.result_name(readout, "mean"), np.nan) for c in compared]
+            stds = [c.run.results.get(cls.result_name(readout, "std"), np.nan) for c in compared]
+            axis.errorbar(range(len(compared)), means, yerr=error_bars(stds), marker="o", markersize=4,
+                          capsize=2, color=colour, label=f"{readout} readout")  # fmt: skip
+        axis.axhline(0, color="black", linewidth=0.6)
+        models_axis(axis, compared)
+        axis.set_ylim(-1.05, 1.05)
+        axis.set_ylabel("cosine of patch-only to full output\n(mean ± std over images)")
+        axis.legend(fontsize=8)
+        axis.set_title("How faithful are the attention maps, per model? (Fig 4)", fontsize=10)
+        figure.tight_layout()
+        return {"compare_faithfulness.png": figure}

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
 
-from probes.base import Probe, ProbeContext
-from probes.metrics.stats import ColumnStats
+from probes.base import ColumnStatsProbe, Headline, ProbeContext
+from probes.plotting import named, variant_bars, variant_sweep
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 
-class NormsProbe(Probe):
+class NormsProbe(ColumnStatsProbe):
     """Mean and std over images of ||v|| for every variant v (patch, register, cls, skip, full...).
 
     Results: `norm/{readout}/{variant}` (mean) and `norm/{readout}/{variant}/std`; the paper's
@@ -22,6 +27,7 @@ class NormsProbe(Probe):
     """
 
     name = "norms"
+    position = 50
 
     @staticmethod
     def result_name(variant: str) -> str:
@@ -37,18 +43,36 @@ class NormsProbe(Probe):
         return cls(context.variants)
 
     def __init__(self, variants: Sequence[str]) -> None:
-        super().__init__()
+        super().__init__([(self.result_name(v), self.std_name(v)) for v in variants])
         self.variants = tuple(variants)
-        self.metric = ColumnStats(len(self.variants))
 
-    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        norms = torch.stack([decomposition[v].double().norm(dim=-1) for v in self.variants], dim=1)
-        self.metric.update(norms)
+    def columns(self, decomposition: Mapping[str, Tensor]) -> Tensor:
+        return torch.stack([decomposition[v].double().norm(dim=-1) for v in self.variants], dim=1)
 
-    def compute(self) -> dict[str, float]:
-        stats = self.metric.compute()
-        results = {}
-        for column, variant in enumerate(self.variants):
-            results[self.result_name(variant)] = stats["mean"][column].item()
-            results[self.std_name(variant)] = stats["std"][column].item()
-        return results
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        return (
+            (cls.result_name("attention/patch"), "L2 norm of the patch contribution"),
+            (cls.result_name("attention/skip"), "L2 norm of the skip (residual) contribution"),
+        )
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """Fig 5a: L2 norm of each contribution at the attention readout (patch, register, cls against
+        skip)."""
+        figure = variant_bars(
+            run, cls.result_name, cls.std_name,
+            "L2 norm of each contribution to the [CLS] residual stream (Fig 5a)",
+            "L2 norm (mean ± std over images)", readout="attention",
+        )  # fmt: skip
+        return named("norms.png", figure)
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """Fig 5a across models: L2 norm of each contribution at the attention readout."""
+        figure = variant_sweep(
+            compared, (cls.result_name, cls.std_name),
+            "L2 norm of each contribution to the [CLS] residual stream per model (Fig 5a)",
+            "L2 norm (mean ± std over images)", None, readout="attention",
+        )  # fmt: skip
+        return named("compare_norms.png", figure)

@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from torch import Tensor
 
-from probes.base import FULL_OUTPUT, Probe, ProbeContext
+from probes.base import FULL_OUTPUT, Headline, Probe, ProbeContext
 from probes.metrics.oneshot import OneShotAccuracy
+from probes.plotting import NameOf, accuracy_bars, accuracy_sweep, named, top_k
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 TOP_K = (1, 5)
 
@@ -22,6 +27,7 @@ class OneShotProbe(Probe):
     """
 
     name = "oneshot"
+    position = 80
     needs_labels = True
     TOP_K: ClassVar[tuple[int, ...]] = TOP_K
     CLASSES: ClassVar[str] = "oneshot/classes"
@@ -61,3 +67,27 @@ class OneShotProbe(Probe):
                 results[self.result_name(variant, k)] = computed[f"{variant}/top{k}"].item()
                 results[self.std_name(variant, k)] = computed[f"{variant}/top{k}_std"].item()
         return results
+
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        return ((cls.result_name("output/patch", 5), "one-shot top-5 accuracy of the patch-only output"),)
+
+    @classmethod
+    def names_at(cls, k: int) -> tuple[NameOf, NameOf]:
+        """A variant's top-k result name and that of its std over episodes."""
+        return (lambda variant: cls.result_name(variant, k)), (lambda variant: cls.std_name(variant, k))
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """Fig 3b: one-shot accuracy of each variant against centroids of the full output."""
+        classes = int(run.results.get(cls.CLASSES, 0))
+        k = top_k(classes)
+        title = f"One-shot top-{k} accuracy, {classes} classes (mean ± std over episodes) (Fig 3b)"
+        return named("oneshot.png", accuracy_bars(run, cls.names_at(k), k, classes, title))
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """Fig 3b across models (top-5, or top-1 when a run has 5 classes or fewer)."""
+        classes = [int(c.run.results.get(cls.CLASSES, 0)) for c in compared]
+        title = "One-shot top-{k} accuracy per model (mean ± std over episodes) (Fig 3b)"
+        return named("compare_oneshot.png", accuracy_sweep(compared, cls.names_at, classes, title))

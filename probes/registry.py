@@ -1,40 +1,35 @@
-"""The `--probe` names, derived from the probe classes, and how a run's probes are built."""
+"""The `--probe` names, derived from the probe classes, and the typed selection a run is built from.
+
+Every module of this package is imported here, so every `Probe` subclass that sets a `name` has
+registered itself (`Probe.__init_subclass__`): adding a probe is one file, nothing to list.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import importlib
+import pkgutil
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
+import probes as _package
 from cls_decoupling.errors import UserError
-from probes.base import Probe, ProbeContext
-from probes.cka import CKAProbe, DebiasedCKAProbe
-from probes.cka_layers import LayerCKAProbe
-from probes.deletion import DeletionProbe
-from probes.depth import DepthProbe
-from probes.knn import KnnProbe
-from probes.layerwise import LayerwiseProbe
-from probes.linear import LinearProbe
-from probes.maps import MapsProbe
-from probes.norms import NormsProbe
-from probes.oneshot import OneShotProbe
-from probes.registers import RegistersProbe
-from probes.split import SplitProbe
+from harness import ForwardOptions
+from probes.base import REGISTERED, Probe, ProbeContext
 
-PROBE_CLASSES: tuple[type[Probe], ...] = (
-    SplitProbe,
-    CKAProbe,
-    DebiasedCKAProbe,
-    RegistersProbe,
-    NormsProbe,
-    LayerwiseProbe,
-    MapsProbe,
-    OneShotProbe,
-    LinearProbe,
-    DepthProbe,
-    LayerCKAProbe,
-    DeletionProbe,
-    KnnProbe,
+
+def _import_probe_modules() -> None:
+    """Import every module of the package (their probe classes register as they are defined)."""
+    for module in pkgutil.iter_modules(_package.__path__):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{_package.__name__}.{module.name}")
+
+
+_import_probe_modules()
+
+PROBE_CLASSES: tuple[type[Probe], ...] = tuple(
+    sorted(REGISTERED.values(), key=lambda probe: (probe.position, probe.name))
 )
-"""Every probe this version implements, in the order `all` runs them."""
+"""Every probe this version implements, in the order `all` runs them (`Probe.position`)."""
 
 PROBES: dict[str, type[Probe]] = {probe.name: probe for probe in PROBE_CLASSES}
 """`--probe` name -> probe class."""
@@ -44,6 +39,123 @@ class ProbeSelectionError(UserError, ValueError):
     """A `--probe` list that names unknown probes, or probes this run cannot feed."""
 
 
+@dataclass(frozen=True)
+class ProbeSelection:
+    """The probes of a run, parsed once from `--probe` and shared by the CLI, the backbone's forward
+    options, the probes' construction and replay.
+
+    Attributes:
+        names: the probe names, validated, in the order given (`all`: the registry's order).
+        everything: True when `all` was asked for: probes the data cannot feed are then left out
+            (`for_data`) instead of refused.
+    """
+
+    names: tuple[str, ...]
+    everything: bool = False
+
+    @classmethod
+    def parse(
+        cls, text: str, pixels: bool = True, layers: bool | None = None, bank: bool | None = None
+    ) -> ProbeSelection:
+        """`"cka,split"` or `"all"` -> the selection, validated against what the run will have.
+
+        `all` never holds the opt-in probes (extra forward passes); without images (`pixels=False`,
+        features replayed) it leaves out the probes that read them or the hidden states
+        (`Probe.replayable`), without a per-layer decomposition (`layers=False`) the probes that read
+        it, and without a bank of training features (`bank=False`) the probes that query it; naming a
+        probe that reads the images, the layers or the bank without them is an error. None: not
+        known yet (nothing left out, nothing refused).
+
+        >>> ProbeSelection.parse("split, cka").names
+        ('split', 'cka')
+        """
+        names = [part.strip() for part in text.split(",") if part.strip()]
+        if names == ["all"]:
+            chosen = [
+                name
+                for name, probe in PROBES.items()
+                if not probe.opt_in
+                and (pixels or probe.replayable())
+                and (layers is not False or not probe.needs_layers)
+                and (bank is not False or not probe.needs_bank)
+            ]
+            return cls(tuple(chosen), everything=True)
+        unknown = [name for name in names if name not in PROBES]
+        if unknown or not names:
+            raise ProbeSelectionError(
+                f"unknown probe(s) {unknown or text!r}; choose from {', '.join(PROBES)} or 'all'"
+            )
+        selection = cls(tuple(dict.fromkeys(names)))
+        if not pixels and (reading := selection.named(lambda probe: not probe.replayable())):
+            raise ProbeSelectionError(
+                f"probe(s) {', '.join(reading)} read the images or the [CLS] hidden states, which saved "
+                "features do not hold: run with the backbone"
+            )
+        if layers is False and (deep := selection.named(lambda probe: probe.needs_layers)):
+            raise ProbeSelectionError(
+                f"probe(s) {', '.join(deep)} read the per-layer decomposition: add --layers"
+            )
+        if bank is False and (querying := selection.named(lambda probe: probe.needs_bank)):
+            raise ProbeSelectionError(
+                f"probe(s) {', '.join(querying)} query a bank of training features: "
+                "add --train-data and --train-dir"
+            )
+        return selection
+
+    @property
+    def classes(self) -> tuple[type[Probe], ...]:
+        return tuple(PROBES[name] for name in self.names)
+
+    def named(self, test: Callable[[type[Probe]], bool]) -> list[str]:
+        """The selected names whose probe class passes `test`."""
+        return [probe.name for probe in self.classes if test(probe)]
+
+    def __contains__(self, name: object) -> bool:
+        return name in self.names
+
+    @property
+    def needs_bank(self) -> bool:
+        """Whether a selected probe queries a bank of training features."""
+        return any(probe.needs_bank for probe in self.classes)
+
+    @property
+    def reads_head(self) -> bool:
+        """Whether a selected probe applies a head of train_probe.py (`--head`)."""
+        return any(probe.reads_head for probe in self.classes)
+
+    def forward_options(self, layers: tuple[int, ...] = (), seed: int = 0) -> ForwardOptions:
+        """What the backbone computes for these probes: the run's `--layers` (decomposed whenever
+        given) and whatever each probe asks for (`Probe.forward_options`)."""
+        options = ForwardOptions(layers=layers)
+        for probe in self.classes:
+            options = options.merged(probe.forward_options(layers, seed))
+        return options
+
+    def for_data(self, labelled: bool) -> ProbeSelection:
+        """The selection on data with (or without) class labels: `all` leaves out the probes that
+        need labels on unlabelled data; a named one stays (and `build` refuses it)."""
+        if labelled or not self.everything:
+            return self
+        return ProbeSelection(tuple(self.named(lambda probe: not probe.needs_labels)), everything=True)
+
+    def build(self, context: ProbeContext) -> dict[str, Probe]:
+        """One fresh probe per name (a probe that can serve another's results takes them over);
+        refuses label-needing probes on data of fewer than 2 classes."""
+        needing_labels = self.named(lambda probe: probe.needs_labels)
+        if needing_labels and len(context.class_names) < 2:
+            has = f"{len(context.class_names)} class" if context.class_names else "none"
+            raise ProbeSelectionError(
+                f"probe(s) {', '.join(needing_labels)} need class labels of 2 classes or more, and this "
+                f"data has {has} (use a labelled source: a folder with one sub-folder per class, ImageNet)"
+            )
+        built: dict[str, Probe] = {}
+        for name, probe_class in zip(self.names, self.classes, strict=True):
+            probe = probe_class.from_context(context)
+            if not any(existing.absorb(probe) for existing in built.values()):
+                built[name] = probe
+        return built
+
+
 def parse_probe_names(
     text: str,
     labelled: bool | None = None,
@@ -51,65 +163,16 @@ def parse_probe_names(
     layers: bool | None = None,
     bank: bool | None = None,
 ) -> list[str]:
-    """`"cka,split"` or `"all"` -> probe names, validated, in the order given.
-
-    `all` never holds the opt-in probes (extra forward passes); on unlabelled data
-    (`labelled=False`: no labels, or one class) it leaves out the probes that
-    need labels, without images (`pixels=False`, features replayed) the probes that read them or
-    the hidden states (`Probe.replayable`), and
-    without a per-layer decomposition (`layers=False`) the probes that read it, and without a bank of
-    training features (`bank=False`) the probes that query it; naming a probe that reads the images,
-    the layers or the bank without them is an error.
+    """The names of `ProbeSelection.parse(text, pixels, layers, bank)`, narrowed to the data's labels
+    when `labelled` is known (`ProbeSelection.for_data`).
 
     >>> parse_probe_names("split, cka")
     ['split', 'cka']
     """
-    names = [part.strip() for part in text.split(",") if part.strip()]
-    if names == ["all"]:
-        return [
-            name
-            for name, probe in PROBES.items()
-            if not probe.opt_in
-            and (labelled is not False or not probe.needs_labels)
-            and (pixels or probe.replayable())
-            and (layers is not False or not probe.needs_layers)
-            and (bank is not False or not probe.needs_bank)
-        ]
-    unknown = [name for name in names if name not in PROBES]
-    if unknown or not names:
-        raise ProbeSelectionError(
-            f"unknown probe(s) {unknown or text!r}; choose from {', '.join(PROBES)} or 'all'"
-        )
-    if not pixels and (reading := [name for name in names if not PROBES[name].replayable()]):
-        raise ProbeSelectionError(
-            f"probe(s) {', '.join(reading)} read the images or the [CLS] hidden states, which saved "
-            "features do not hold: run with the backbone"
-        )
-    if layers is False and (deep := [name for name in names if PROBES[name].needs_layers]):
-        raise ProbeSelectionError(
-            f"probe(s) {', '.join(deep)} read the per-layer decomposition: add --layers"
-        )
-    if bank is False and (querying := [name for name in names if PROBES[name].needs_bank]):
-        raise ProbeSelectionError(
-            f"probe(s) {', '.join(querying)} query a bank of training features: "
-            "add --train-data and --train-dir"
-        )
-    return list(dict.fromkeys(names))
+    selection = ProbeSelection.parse(text, pixels=pixels, layers=layers, bank=bank)
+    return list(selection.names if labelled is None else selection.for_data(labelled).names)
 
 
-def build_probes(names: Sequence[str], context: ProbeContext) -> dict[str, Probe]:
-    """One fresh probe per name (a probe that can serve another's results takes them over);
-    refuses label-needing probes on unlabelled data."""
-    needing_labels = [name for name in names if PROBES[name].needs_labels]
-    if needing_labels and len(context.class_names) < 2:
-        has = f"{len(context.class_names)} class" if context.class_names else "none"
-        raise ProbeSelectionError(
-            f"probe(s) {', '.join(needing_labels)} need class labels of 2 classes or more, and this data "
-            f"has {has} (use a labelled source: a folder with one sub-folder per class, ImageNet)"
-        )
-    probes: dict[str, Probe] = {}
-    for name in names:
-        probe = PROBES[name].from_context(context)
-        if not any(existing.absorb(probe) for existing in probes.values()):
-            probes[name] = probe
-    return probes
+def build_probes(names: Iterable[str], context: ProbeContext) -> dict[str, Probe]:
+    """One fresh probe per name (`ProbeSelection.build`)."""
+    return ProbeSelection(tuple(names)).build(context)

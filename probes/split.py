@@ -2,19 +2,36 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import ClassVar
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, ClassVar
 
+import numpy as np
 import torch
 from torch import Tensor
 
 from harness import split_names
 from harness.tokens import split_groups
-from probes.base import Probe, ProbeContext
+from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.shares import ShareHistogram
+from probes.plotting import (
+    GROUP_COLOURS,
+    GROUP_LABELS,
+    error_bars,
+    histogram_rows,
+    models_axis,
+    plt,
+    run_title,
+)
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 TWO_WAY = "register_vs_patch"
 """The paper's two-way split: p_register / (p_register + p_patch), per image."""
+COLOURS = {**GROUP_COLOURS, TWO_WAY: "#9467bd"}
+LABELS = {**GROUP_LABELS, TWO_WAY: "registers / (registers + patches)"}
 
 
 class SplitProbe(Probe):
@@ -31,6 +48,7 @@ class SplitProbe(Probe):
     """
 
     name = "split"
+    position = 10
 
     @staticmethod
     def columns_for(num_distillation: int = 0) -> tuple[str, ...]:
@@ -84,3 +102,91 @@ class SplitProbe(Probe):
         counts = self.metric.compute()["counts"]
         arrays = {self.histogram_name(column): counts[i] for i, column in enumerate(self.columns)}
         return {**arrays, self.BIN_EDGES: self.metric.bin_edges}
+
+    @classmethod
+    def headlines(cls) -> tuple[Headline, ...]:
+        return (
+            (
+                cls.result_name(TWO_WAY, "mean"),
+                "[CLS] attention on registers / (registers + patches), mean over images",
+            ),
+        )
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """Fig 2a: the last-layer [CLS] attention split: mean share per group, distribution over images."""
+        results = run.results
+        if cls.result_name("patch", "mean") not in results:
+            return {}
+        registers = run.num_registers > 0
+        groups = [g for g in split_groups(run.num_distillation) if registers or g != "register"]
+        histograms = cls.BIN_EDGES in run.arrays
+        figure, axes = plt.subplots(
+            1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
+        )
+        axis = axes[0, 0]
+        means = [results[cls.result_name(g, "mean")] for g in groups]
+        stds = [results[cls.result_name(g, "std")] for g in groups]
+        axis.bar([LABELS[g] for g in groups], means, yerr=stds, capsize=4, color=[COLOURS[g] for g in groups])
+        axis.set_ylim(0, 1)
+        axis.set_ylabel("share of [CLS] attention (mean ± std)")
+        two_way = results[cls.result_name(TWO_WAY, "mean")]
+        axis.set_title(
+            f"mean over images; registers / (registers + patches) = {two_way:.3f}" if registers
+            else "mean over images (no registers in this model)", fontsize=9,
+        )  # fmt: skip
+        if histograms:
+            cls._histograms(axes[0, 1], run, registers)
+        figure.suptitle(f"Last-layer [CLS] attention split (Fig 2a)\n{run_title(run)}", fontsize=10)
+        figure.tight_layout()
+        return {"split.png": figure}
+
+    @classmethod
+    def _histograms(cls, axis: Axes, run: RunView, registers: bool) -> None:
+        """The distribution of each group's share over images (registers only when the model has them)."""
+        edges = run.arrays[cls.BIN_EDGES].numpy()
+        columns = [
+            c for c in cls.columns_for(run.num_distillation) if registers or c not in ("register", TWO_WAY)
+        ]
+        rows = [(LABELS[c], run.arrays[cls.histogram_name(c)].numpy(), COLOURS[c]) for c in columns]
+        histogram_rows(axis, rows, edges)
+        axis.set_xlabel("share of [CLS] attention in one image")
+        axis.set_title("distribution over images (bar height: share of images)", fontsize=9)
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """Fig 2a across models: mean share of [CLS] attention on each group (± std over images) and, for
+        models with registers, the distribution over images of registers / (registers + patches)."""
+        if not any(cls.result_name("patch", "mean") in c.run.results for c in compared):
+            return {}
+        with_histograms = [c for c in compared if cls.BIN_EDGES in c.run.arrays and c.run.num_registers > 0]
+        figure_width = 1.6 * len(compared) + (9 if with_histograms else 3)
+        figure, axes = plt.subplots(
+            1, 2 if with_histograms else 1, figsize=(figure_width, 4.0), squeeze=False,
+        )  # fmt: skip
+        axis = axes[0, 0]
+        columns = cls.columns_for(max(c.run.num_distillation for c in compared))
+        width = 0.8 / len(columns)
+        for g, column in enumerate(columns):
+            means = [c.run.results.get(cls.result_name(column, "mean"), np.nan) for c in compared]
+            stds = [c.run.results.get(cls.result_name(column, "std"), np.nan) for c in compared]
+            positions = np.arange(len(compared)) + (g - (len(columns) - 1) / 2) * width
+            axis.bar(positions, means, width, yerr=error_bars(stds), capsize=2, color=COLOURS[column],
+                     label=LABELS[column], hatch="//" if column == TWO_WAY else None)  # fmt: skip
+        models_axis(axis, compared)
+        axis.set_ylim(0, 1.3)  # room for the legend above the bars
+        axis.set_yticks(np.linspace(0, 1, 6))
+        axis.set_ylabel("share of [CLS] attention (mean ± std)")
+        axis.legend(fontsize=7, loc="upper center", ncol=2)
+        axis.set_title("mean over images", fontsize=9)
+        if with_histograms:
+            rows = [
+                (c.label, c.run.arrays[cls.histogram_name(TWO_WAY)].numpy(), COLOURS[TWO_WAY])
+                for c in with_histograms
+            ]
+            histogram_rows(axes[0, 1], rows, with_histograms[0].run.arrays[cls.BIN_EDGES].numpy())
+            axes[0, 1].set_xlabel("registers / (registers + patches) in one image")
+            axes[0, 1].set_title("distribution over images (models with registers)", fontsize=9)
+        figure.suptitle("Last-layer [CLS] attention split per model (Fig 2a)", fontsize=10)
+        figure.tight_layout()
+        return {"compare_split.png": figure}

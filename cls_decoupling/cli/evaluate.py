@@ -20,7 +20,7 @@ import os
 import re
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,6 @@ from datamodules import LABELLED_SOURCES
 from harness import (
     BackboneInfo,
     DecomposingBackbone,
-    ForwardOptions,
     HarnessModule,
     LinearHead,
     all_feature_names,
@@ -69,12 +68,10 @@ from harness import (
 from probes import (
     FULL_OUTPUT,
     PROBES,
-    DeletionProbe,
     KnnBank,
     Probe,
     ProbeContext,
-    build_probes,
-    parse_probe_names,
+    ProbeSelection,
     replay_features,
 )
 
@@ -109,29 +106,24 @@ class ProbeOptions:
 @dataclass
 class ProbeRequest:
     """The probes of a run, built once the data's class names are known (in the module's `setup`);
-    `names` then holds the probe names that ran."""
+    `selection` then holds the probes that ran (`all` narrowed to the data's labels)."""
 
     options: ProbeOptions
+    selection: ProbeSelection
     info: BackboneInfo
     resolution: int
-    pixels: bool = True
     layers: tuple[int, ...] = ()
     bank: KnnBank | None = None
-    names: list[str] = field(default_factory=list)
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
         labelled = len(class_names) >= 2  # a classifier or a centroid ranking needs two classes
-        self.names = parse_probe_names(
-            self.options.probe,
-            labelled=labelled,
-            pixels=self.pixels,
-            layers=bool(self.layers),
-            bank=self.bank is not None,
-        )
-        if self.bank is not None and "knn" in self.names and self.bank.class_names != class_names:
+        self.selection = self.selection.for_data(labelled)
+        if self.bank is not None and self.selection.needs_bank and self.bank.class_names != class_names:
+            querying = ", ".join(self.selection.named(lambda probe: probe.needs_bank))
             raise UserError(
                 f"the training data's classes ({', '.join(self.bank.class_names[:5])}, ...) are not the "
-                f"evaluated data's ({', '.join(class_names[:5])}, ...): the knn probe needs the same classes"
+                f"evaluated data's ({', '.join(class_names[:5])}, ...): the {querying} probe needs the "
+                "same classes"
             )
         options = self.options
         context = ProbeContext(
@@ -145,7 +137,7 @@ class ProbeRequest:
             self.layers,
             self.bank,
         )
-        return build_probes(self.names, context)
+        return self.selection.build(context)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -233,7 +225,8 @@ def evaluate(
     names: list[str | None] = [*backbones] if backbones else [None]
     if from_features is not None and len(names) > 1:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
-    check_probe_options(probes, replaying=from_features is not None)
+    replayed = None if from_features is None else load_record(from_features)
+    selection = check_probe_options(probes, replayed)
     if from_features is None:
         for name in names:
             if name is None:
@@ -244,8 +237,10 @@ def evaluate(
         if len(names) == 1:
             check_output_dir(output, overwrite)
             if from_features is not None:
-                return [run_from_features(from_features, output, probes, names[0])]
-            return [run_one(names[0], output, data, probes, trainer, save_features, pos_interpolation)]
+                return [run_from_features(from_features, output, probes, selection, names[0])]
+            return [
+                run_one(names[0], output, data, probes, selection, trainer, save_features, pos_interpolation)
+            ]
         labels = backbone_labels([name for name in names if name is not None])
         for label in labels:
             check_output_dir(output / label, overwrite)
@@ -256,37 +251,50 @@ def evaluate(
         for label, backbone in zip(labels, names, strict=True):
             log.info("backbone %s -> %s", backbone, output / label)
             summaries.append(
-                run_one(backbone, output / label, data, probes, trainer, save_features, pos_interpolation)
+                run_one(
+                    backbone,
+                    output / label,
+                    data,
+                    probes,
+                    selection,
+                    trainer,
+                    save_features,
+                    pos_interpolation,
+                )
             )
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
             write_comparison([(label, load_run(output / label)) for label in labels], output)
         return summaries
 
 
-def check_probe_options(probes: ProbeOptions, replaying: bool = False) -> None:
-    """The probe list, --layers, and a head only where the linear probe will use it (readable, before
-    any load). A replay takes its layers from the saved run."""
+def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None) -> ProbeSelection:
+    """The probe selection, parsed once for the run (a replay of `replayed`'s saved features: no
+    images, the layers its run decomposed, no bank), with --layers, and a head only where a probe will
+    use it (readable, before any load)."""
     try:
         parse_layers(probes.layers)
     except ValueError as error:
         raise UserError(str(error)) from None
-    if replaying and probes.layers != "last":
+    if replayed is not None and probes.layers != "last":
         raise UserError("--from-features replays the layers its run decomposed; it takes no --layers")
-    if replaying and probes.train is not None:
+    if replayed is not None and probes.train is not None:
         raise UserError("--from-features has no backbone to build a k-NN bank with; drop --train-data")
-    names = parse_probe_names(
+    selection = ProbeSelection.parse(
         probes.probe,
-        layers=None if replaying else probes.layers != "last",
-        bank=None if replaying else probes.train is not None,
+        pixels=replayed is None,
+        layers=bool(replayed.run.layers) if replayed is not None else probes.layers != "last",
+        bank=probes.train is not None,
     )
     if probes.train is not None:
         probes.train.datamodule()  # its options, before any model loads
     if probes.episodes < 1 or probes.shots < 1:
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
     if probes.head is not None:
-        if "linear" not in names:
-            raise UserError("--head is read by the linear probe only: add linear to --probe")
+        if not selection.reads_head:
+            reading = ", ".join(name for name, probe in PROBES.items() if probe.reads_head)
+            raise UserError(f"--head is read by the {reading} probe only: add {reading} to --probe")
         LinearHead.load(probes.head)
+    return selection
 
 
 def _locked(output: Path) -> contextlib.AbstractContextManager[None]:
@@ -329,6 +337,7 @@ def run_one(
     output: Path,
     data: DataOptions,
     probes: ProbeOptions,
+    selection: ProbeSelection,
     trainer_options: TrainerOptions,
     save_features: bool = False,
     pos_interpolation: str | None = None,
@@ -340,14 +349,12 @@ def run_one(
     backbone, layers = load_checked_backbone(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
-    forward = ForwardOptions(layers=layers)
-    if "deletion" in parse_probe_names(probes.probe):  # opt-in: the backbone's extra passes
-        forward = forward.merged(ForwardOptions(deletion=DeletionProbe.FRACTIONS, deletion_seed=probes.seed))
+    forward = selection.forward_options(layers, probes.seed)
     bank, train_description = None, None
     if probes.train is not None:
         bank, train_description = build_bank(backbone, probes.train, trainer_options)
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
-    request = ProbeRequest(probes, backbone.info, data.resolution, layers=layers, bank=bank)
+    request = ProbeRequest(probes, selection, backbone.info, data.resolution, layers=layers, bank=bank)
     features = all_feature_names(backbone.info, layers=bool(layers)) if save_features else ()
     module = HarnessModule(backbone, request.build, feature_names=features, forward_options=forward)
     started = time.perf_counter()
@@ -361,7 +368,7 @@ def run_one(
             datamodule.describe(), module.num_images, module.num_repeated, module.skipped, train_description
         ),
         RunSettings(
-            probes=tuple(request.names),
+            probes=request.selection.names,
             skipped_probes=module.skipped_consumers,
             precision=str(trainer.precision),  # what ran (16-mixed on a CPU runs as bf16-mixed)
             world_size=trainer.world_size,
@@ -435,9 +442,13 @@ def write_finished(
 
 
 def run_from_features(
-    source: Path, output: Path, probes: ProbeOptions, backbone_name: str | None = None
+    source: Path,
+    output: Path,
+    probes: ProbeOptions,
+    selection: ProbeSelection,
+    backbone_name: str | None = None,
 ) -> dict[str, Any]:
-    """The probes of `probes` on the features an earlier `--save-features` run wrote to `source`."""
+    """The probes of `selection` on the features an earlier `--save-features` run wrote to `source`."""
     earlier = load_record(source)  # a finished run folder, or one line saying why not (its arrays unread)
     if not (source / FEATURES_FILE).is_file():
         raise UserError(f"{source} holds no {FEATURES_FILE}; run it with --save-features first")
@@ -447,7 +458,7 @@ def run_from_features(
     if backbone_name is not None and backbone_name not in (info.name, info.identity):
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
     layers = earlier.run.layers
-    request = ProbeRequest(probes, info, earlier.data.resolution, pixels=False, layers=layers)
+    request = ProbeRequest(probes, selection, info, earlier.data.resolution, layers=layers)
     built = request.build(earlier.data.class_names)
     started = time.perf_counter()
     results, arrays, skipped_probes = replay_features(built, load_tensors(source / FEATURES_FILE))
@@ -455,7 +466,7 @@ def run_from_features(
         info,
         dataclasses.replace(earlier.data, from_features=str(source.resolve())),
         RunSettings(
-            probes=tuple(request.names),
+            probes=request.selection.names,
             skipped_probes=skipped_probes,
             episodes=probes.episodes,
             shots=probes.shots,

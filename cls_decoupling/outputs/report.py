@@ -7,34 +7,14 @@ from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 from cls_decoupling.outputs.runs import FAITHFULNESS_FILE, FIGURES_DIR, Run
-from probes import CKAProbe, MapsProbe, NormsProbe, OneShotProbe, RegistersProbe
-from probes.split import TWO_WAY, SplitProbe
+from probes import PROBE_CLASSES, MapsProbe
+from probes.base import Headline
 
-HEADLINES = (
-    (
-        SplitProbe.result_name(TWO_WAY, "mean"),
-        "[CLS] attention on registers / (registers + patches), mean over images",
-    ),
-    (CKAProbe.result_name("cka", "output/patch"), "CKA of the patch-only output with the full output"),
-    (CKAProbe.result_name("cka", "output/register"), "CKA of the register-only output with the full output"),
-    (
-        CKAProbe.result_name("cka", "output/skip"),
-        "CKA of the skip-only (residual) output with the full output",
-    ),
-    (OneShotProbe.result_name("output/patch", 5), "one-shot top-5 accuracy of the patch-only output"),
-    (
-        MapsProbe.result_name("attention", "mean"),
-        "cosine of patch-only to full contribution, mean over images",
-    ),
-    (NormsProbe.result_name("attention/patch"), "L2 norm of the patch contribution"),
-    (NormsProbe.result_name("attention/skip"), "L2 norm of the skip (residual) contribution"),
-    (
-        RegistersProbe.result_name("top_in_registers"),
-        "share of images whose highest-norm penultimate token is a register",
-    ),
-    (RegistersProbe.result_name("pairwise_cosine"), "mean pairwise cosine of that token across images"),
-)
-"""The paper's key numbers, shown first when the run has them."""
+
+def headlines() -> tuple[Headline, ...]:
+    """The key numbers every probe declares (`Probe.headlines`), in the registry's order: shown first
+    in report.md when the run has them."""
+    return tuple(headline for probe in PROBE_CLASSES for headline in probe.headlines())
 
 
 def format_value(value: Any) -> str:
@@ -79,14 +59,14 @@ def run_report(run: Run, figures: Sequence[str]) -> str:
         "Written by evaluate.py. Result names are those of results.json and TensorBoard "
         '(README.md, "What it computes").',
     ]
-    if summary["backbone"].get("random_weights"):
+    if run.info.random_weights:
         lines += [
             "",
             "**Random weights: these numbers test the code and say nothing about any trained model.**",
         ]
-    headlines = [(name, text, run.results[name]) for name, text in HEADLINES if name in run.results]
-    if headlines:
-        lines += ["", "## Key numbers", "", *markdown_table(("result", "what", "value"), headlines)]
+    key = [(name, text, run.results[name]) for name, text in headlines() if name in run.results]
+    if key:
+        lines += ["", "## Key numbers", "", *markdown_table(("result", "what", "value"), key)]
     if figures:
         lines += ["", "## Figures"]
         for name in figures:

@@ -87,6 +87,15 @@ class Run:
         return self.info.num_layers
 
     @property
+    def num_classes(self) -> int:
+        """Classes of the evaluated data (0 when unlabelled)."""
+        return self.record.data.num_classes
+
+    @property
+    def resolution(self) -> int:
+        return self.record.data.resolution
+
+    @property
     def family(self) -> str:
         return self.info.family
 
