@@ -27,3 +27,21 @@ def test_the_distillation_token_sits_between_cls_and_registers() -> None:
     assert layout.num_tokens == 16 and layout.groups == ("cls", "distillation", "register", "patch")
     plain = TokenLayout(0, 2, 2)
     assert plain.groups == ("cls", "patch") and plain.slice("distillation") == slice(1, 1)
+
+
+@pytest.mark.parametrize(
+    ("registers", "distillation"), [(0, 0), (4, 0), (2, 1)], ids=["plain", "registers", "distilled"]
+)
+def test_positions_name_their_group_and_patch_cell(registers: int, distillation: int) -> None:
+    """`group_at` and `patch_cell` against a sequence laid out by hand: [CLS], distillation, registers,
+    then the patch grid row by row."""
+    layout = TokenLayout(registers, 3, 5, distillation)
+    expected = ["cls"] + ["distillation"] * distillation + ["register"] * registers + ["patch"] * 15
+    assert [layout.group_at(position) for position in range(layout.num_tokens)] == expected
+    grid = [(row, column) for row in range(3) for column in range(5)]
+    first_patch = 1 + distillation + registers
+    assert [layout.patch_cell(first_patch + i) for i in range(15)] == grid
+    with pytest.raises(ValueError, match="outside"):
+        layout.group_at(layout.num_tokens)
+    with pytest.raises(ValueError, match="not a patch"):
+        layout.patch_cell(0)

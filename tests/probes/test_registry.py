@@ -114,3 +114,107 @@ def test_result_name_functions_give_the_documented_names() -> None:
     assert OneShotProbe.std_name("output/patch", 5) == "oneshot/output/patch/top5_std"
     assert MapsProbe.result_name("attention", "median") == "maps/attention/patch/median"
     assert MapsProbe.gallery_name("least") == "maps/gallery/least"
+
+
+def test_every_probe_class_of_the_package_registers_itself() -> None:
+    """Each module of probes/ is imported by the registry and each class that names itself is a
+    `--probe` (nothing to list by hand); a second class with a taken name is refused."""
+    import importlib
+    import inspect
+    import pkgutil
+
+    import probes
+    from probes.base import Probe
+
+    defined = {}
+    for module in pkgutil.iter_modules(probes.__path__):
+        for _, cls in inspect.getmembers(importlib.import_module(f"probes.{module.name}"), inspect.isclass):
+            if issubclass(cls, Probe) and "name" in cls.__dict__:
+                defined[cls.name] = cls
+    assert defined == PROBES
+    assert [probe.position for probe in PROBE_CLASSES] == sorted(probe.position for probe in PROBE_CLASSES)
+    with pytest.raises(TypeError, match="two probes are named 'split'"):
+
+        class AnotherSplit(Probe):
+            name = "split"
+
+
+def test_the_selection_is_parsed_once_and_configures_the_forward() -> None:
+    from harness import ForwardOptions
+    from probes import DeletionProbe, ProbeSelection
+
+    selection = ProbeSelection.parse("knn,deletion,split")
+    assert selection.names == ("knn", "deletion", "split") and not selection.everything
+    assert selection.needs_bank and not selection.reads_head and "deletion" in selection
+    assert selection.forward_options((2, 4), seed=7) == ForwardOptions(
+        layers=(2, 4), deletion=DeletionProbe.FRACTIONS, deletion_seed=7
+    )
+    assert ProbeSelection.parse("split").forward_options() == ForwardOptions()
+    everything = ProbeSelection.parse("all", bank=True)
+    assert (
+        everything.everything and "deletion" not in everything and everything.forward_options().deletion == ()
+    )
+    unlabelled = everything.for_data(labelled=False)
+    assert unlabelled.names == tuple(name for name in everything.names if not PROBES[name].needs_labels)
+    assert everything.for_data(labelled=True) == everything
+    named = ProbeSelection.parse("oneshot,split")
+    assert named.for_data(labelled=False) == named  # asked for by name: `build` refuses it, with the reason
+    with pytest.raises(UserError, match="need class labels"):
+        named.for_data(labelled=False).build(ProbeContext(INFO))
+    assert ProbeSelection.parse("linear").reads_head
+
+
+def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
+    """Every probe fed one batch: its headlines name results it computed, each draws its own figures
+    (and comparison figures) from the run, under file names no other probe uses."""
+    from dataclasses import dataclass, field
+
+    import matplotlib.pyplot as plt
+
+    from harness import feed, variant_names
+    from harness.decomposition import DELETION_FRACTIONS
+    from tests.conftest import tiny_model, wrap
+
+    backbone = wrap(tiny_model(registers=4))
+    tiny = backbone.info
+    bank = KnnBank(torch.randn(9, tiny.hidden_size), torch.arange(9) % 3, ("a", "b", "c"))
+    context = ProbeContext(tiny, ("a", "b", "c"), resolution=32, layers=(1, 2), bank=bank)
+    built = build_probes(list(PROBES), context)
+    pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS)
+    feed(built.values(), decomposition, pixels, torch.arange(12) % 3, torch.arange(12))
+    results = {name: value for probe in built.values() for name, value in probe.compute().items()}
+    arrays = {name: value for probe in built.values() for name, value in probe.arrays().items()}
+
+    @dataclass(frozen=True)
+    class InMemoryRun:  # what probes.view.RunView asks of a finished run
+        results: dict[str, float]
+        arrays: dict[str, torch.Tensor]
+        info: BackboneInfo = tiny
+        backbone: str = "tiny"
+        num_images: int = 12
+        num_classes: int = 3
+        resolution: int = 32
+        variants: tuple[str, ...] = field(default=variant_names(4))
+        num_layers: int = tiny.num_layers
+        num_registers: int = 4
+        num_distillation: int = 0
+
+    @dataclass(frozen=True)
+    class Labelled:
+        label: str
+        run: InMemoryRun
+
+    run = InMemoryRun(results, {name: value.cpu() for name, value in arrays.items()})
+    drawn: dict[str, str] = {}
+    for probe in PROBE_CLASSES:
+        for name, _ in probe.headlines():
+            assert name in results, (probe.name, name)
+        figures = {**probe.figures(run), **probe.comparison_figures([Labelled("a", run), Labelled("b", run)])}
+        assert figures, f"{probe.name} drew no figure"
+        for file_name, figure in figures.items():
+            assert drawn.setdefault(file_name, probe.name) == probe.name, file_name
+            plt.close(figure)
+        empty = InMemoryRun({}, {})
+        assert probe.figures(empty) == {} and probe.comparison_figures([Labelled("a", empty)]) == {}
+    assert {"knn.png", "compare_knn.png"} <= set(drawn)
