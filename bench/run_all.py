@@ -16,6 +16,7 @@ import torch
 
 BENCH = Path(__file__).resolve().parent
 RUNS = [
+    ["startup.py", "--repeats", "3"],
     ["harness_overhead.py", "--repeats", "4"],
     ["cka_scaling.py", "--dims", "384", "--sizes", "1000,2000,4000,8000"],
     ["probe_compute.py"],

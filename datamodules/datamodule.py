@@ -13,6 +13,7 @@ import lightning as L  # noqa: N812
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Sampler
 
+from datamodules.choices import DATA_SOURCES
 from datamodules.coco import coco_images, default_coco_root, download_coco
 from datamodules.imagenet import imagenet_images
 from datamodules.images import DataError, ImageFileDataset, ImageList, collate_images
@@ -21,13 +22,6 @@ from datamodules.subsets import limit_images, per_class_images
 from datamodules.transforms import DEFAULT_RESOLUTION, Preprocessing, evaluation_transform
 
 log = logging.getLogger(__name__)
-
-DATA_SOURCES: tuple[str, ...] = ("demo", "folder", "coco", "imagenet")
-"""`--data` choices."""
-
-
-LABELLED_SOURCES: tuple[str, ...] = ("folder", "imagenet")
-"""Sources that can have class labels (a folder only when every image lies in a class folder)."""
 
 
 def check_source(source: str, data_dir: Path | None, split: str = "val", download: bool = False) -> None:

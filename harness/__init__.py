@@ -1,15 +1,50 @@
 """Model side (docs/design.md#layers): frozen ViT backbones (every family of `harness.families`) whose
 last-layer [CLS] output is split into contributions, the LightningModule that runs them once per batch,
-and linear heads on their features."""
+and linear heads on their features.
 
-from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
-from harness.decomposition import PIXELS, PROJECTION, Decomposition, parse_layers, split_names, variant_names
-from harness.errors import BackboneUnavailableError, UnknownBackboneError
-from harness.heads import HeadMismatchError, LinearHead, LinearHeads
-from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone, resolve_backbone
-from harness.module import Consumer, HarnessModule, all_feature_names, feed
-from harness.records import EvaluatedImages, FeatureStore
-from harness.tokens import GROUPS, TokenLayout
+Importing the package imports none of them: each name below loads its submodule (torch, transformers,
+timm, Lightning) on first use, so a command's `--help` stays fast."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
+    from harness.decomposition import (
+        PIXELS,
+        PROJECTION,
+        Decomposition,
+        parse_layers,
+        split_names,
+        variant_names,
+    )
+    from harness.errors import BackboneUnavailableError, UnknownBackboneError
+    from harness.heads import HeadMismatchError, LinearHead, LinearHeads
+    from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone, resolve_backbone
+    from harness.module import Consumer, HarnessModule, all_feature_names, feed
+    from harness.records import EvaluatedImages, FeatureStore
+    from harness.tokens import GROUPS, TokenLayout
+
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    "backbone": ("BackboneInfo", "DecomposingBackbone", "ForwardOptions"),
+    "decomposition": (
+        "PIXELS",
+        "PROJECTION",
+        "Decomposition",
+        "parse_layers",
+        "split_names",
+        "variant_names",
+    ),
+    "errors": ("BackboneUnavailableError", "UnknownBackboneError"),
+    "heads": ("HeadMismatchError", "LinearHead", "LinearHeads"),
+    "loading": ("HUB_MODELS", "RANDOM_MODELS", "load_backbone", "resolve_backbone"),
+    "module": ("Consumer", "HarnessModule", "all_feature_names", "feed"),
+    "records": ("EvaluatedImages", "FeatureStore"),
+    "tokens": ("GROUPS", "TokenLayout"),
+}
+"""Submodule -> the names the package exports from it."""
 
 __all__ = [
     "GROUPS",
@@ -39,3 +74,18 @@ __all__ = [
     "split_names",
     "variant_names",
 ]
+
+_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """An exported name, from its submodule imported on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

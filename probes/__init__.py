@@ -1,30 +1,65 @@
 """Probes (docs/design.md#layers): adapters from decomposition names to the metrics of
 `probes.metrics`, one per paper panel, each stating everything about itself (name, needs, forward
 options, result names, figures, comparison figures, headline numbers); the registry derives
-`--probe` from them."""
+`--probe` from them.
 
-from probes.base import FULL_OUTPUT, ColumnStatsProbe, KnnBank, Probe, ProbeContext
-from probes.cka import CKAProbe, DebiasedCKAProbe
-from probes.cka_layers import LayerCKAProbe
-from probes.deletion import DeletionProbe
-from probes.depth import DepthProbe
-from probes.knn import KnnProbe
-from probes.layerwise import LayerwiseProbe
-from probes.linear import LinearHeadProbe, LinearProbe, RidgeProbe
-from probes.maps import MapsProbe
-from probes.norms import NormsProbe
-from probes.oneshot import OneShotProbe
-from probes.registers import RegistersProbe
-from probes.registry import (
-    PROBE_CLASSES,
-    PROBES,
-    ProbeSelection,
-    ProbeSelectionError,
-    build_probes,
-    parse_probe_names,
-)
-from probes.replay import replay_features
-from probes.split import SplitProbe
+Importing the package imports none of them (`probes.metrics` alone stays free of the models and
+Lightning): each name below loads its submodule on first use."""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from probes.base import FULL_OUTPUT, ColumnStatsProbe, KnnBank, Probe, ProbeContext
+    from probes.cka import CKAProbe, DebiasedCKAProbe
+    from probes.cka_layers import LayerCKAProbe
+    from probes.deletion import DeletionProbe
+    from probes.depth import DepthProbe
+    from probes.knn import KnnProbe
+    from probes.layerwise import LayerwiseProbe
+    from probes.linear import LinearHeadProbe, LinearProbe, RidgeProbe
+    from probes.maps import MapsProbe
+    from probes.norms import NormsProbe
+    from probes.oneshot import OneShotProbe
+    from probes.registers import RegistersProbe
+    from probes.registry import (
+        PROBE_CLASSES,
+        PROBES,
+        ProbeSelection,
+        ProbeSelectionError,
+        build_probes,
+        parse_probe_names,
+    )
+    from probes.replay import replay_features
+    from probes.split import SplitProbe
+
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    "base": ("FULL_OUTPUT", "ColumnStatsProbe", "KnnBank", "Probe", "ProbeContext"),
+    "cka": ("CKAProbe", "DebiasedCKAProbe"),
+    "cka_layers": ("LayerCKAProbe",),
+    "deletion": ("DeletionProbe",),
+    "depth": ("DepthProbe",),
+    "knn": ("KnnProbe",),
+    "layerwise": ("LayerwiseProbe",),
+    "linear": ("LinearHeadProbe", "LinearProbe", "RidgeProbe"),
+    "maps": ("MapsProbe",),
+    "norms": ("NormsProbe",),
+    "oneshot": ("OneShotProbe",),
+    "registers": ("RegistersProbe",),
+    "registry": (
+        "PROBE_CLASSES",
+        "PROBES",
+        "ProbeSelection",
+        "ProbeSelectionError",
+        "build_probes",
+        "parse_probe_names",
+    ),
+    "replay": ("replay_features",),
+    "split": ("SplitProbe",),
+}
+"""Submodule -> the names the package exports from it."""
 
 __all__ = [
     "FULL_OUTPUT",
@@ -55,3 +90,18 @@ __all__ = [
     "parse_probe_names",
     "replay_features",
 ]
+
+_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
+
+
+def __getattr__(name: str) -> Any:
+    """An exported name, from its submodule imported on first use (PEP 562)."""
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

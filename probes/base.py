@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar
 
+import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
@@ -228,10 +229,9 @@ class ColumnStatsProbe(Probe):
         self.metric.update(self.columns(decomposition))
 
     def compute(self) -> dict[str, float]:
-        stats = self.metric.compute()
+        stats = self.metric.compute()  # torchmetrics squeezes one column to a 0-dim tensor
+        means, stds = (torch.atleast_1d(stats[stat]).tolist() for stat in ("mean", "std"))
         results: dict[str, float] = {}
-        for (mean_name, std_name), mean, std in zip(
-            self.column_names, stats["mean"].tolist(), stats["std"].tolist(), strict=True
-        ):
+        for (mean_name, std_name), mean, std in zip(self.column_names, means, stds, strict=True):
             results[mean_name], results[std_name] = mean, std
         return results

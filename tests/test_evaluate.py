@@ -398,9 +398,10 @@ def test_knn_bank_from_training_data(
     # the probe's own figure, report line and comparison figure (declared on KnnProbe, nowhere else)
     assert (output / "figures" / "knn.png").is_file()
     patch_top1 = summary["results"]["knn/output/patch/k20/top1"]
-    assert "| knn/output/patch/k20/top1 | 20-NN top-1 accuracy of the patch-only output" in (
-        output / "report.md"
-    ).read_text()
+    assert (
+        "| knn/output/patch/k20/top1 | 20-NN top-1 accuracy of the patch-only output"
+        in (output / "report.md").read_text()
+    )
     assert "![knn.png](figures/knn.png)" in (output / "report.md").read_text() and patch_top1 >= 0
     assert evaluate.main(["--compare", str(output), str(output), "--output", str(tmp_path / "cmp")]) == 0
     assert (tmp_path / "cmp" / "figures" / "compare_knn.png").is_file()

@@ -22,10 +22,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
-from lightning.pytorch.utilities import rank_zero_only
+from typing import TYPE_CHECKING, Any
 
 from cls_decoupling.cli.options import (
     DataOptions,
@@ -38,42 +35,14 @@ from cls_decoupling.cli.options import (
     run_test,
 )
 from cls_decoupling.errors import UserError
-from cls_decoupling.outputs import (
-    DataRecord,
-    Run,
-    RunRecord,
-    RunSettings,
-    check_output_dir,
-    load_record,
-    load_run,
-    load_tensors,
-    mark_unfinished,
-    output_lock,
-    run_logger,
-    write_comparison,
-    write_run,
-)
-from cls_decoupling.outputs.runs import FEATURES_FILE
-from cls_decoupling.outputs.writing import COMPARISON_FILES
-from datamodules import LABELLED_SOURCES
-from harness import (
-    BackboneInfo,
-    DecomposingBackbone,
-    HarnessModule,
-    LinearHead,
-    all_feature_names,
-    parse_layers,
-    resolve_backbone,
-)
-from probes import (
-    FULL_OUTPUT,
-    PROBES,
-    KnnBank,
-    Probe,
-    ProbeContext,
-    ProbeSelection,
-    replay_features,
-)
+from datamodules.choices import LABELLED_SOURCES
+
+if TYPE_CHECKING:
+    import torch
+
+    from cls_decoupling.outputs import Run, RunRecord
+    from harness import BackboneInfo, DecomposingBackbone
+    from probes import KnnBank, Probe, ProbeSelection
 
 log = logging.getLogger("evaluate")
 
@@ -116,6 +85,8 @@ class ProbeRequest:
     bank: KnnBank | None = None
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
+        from probes import ProbeContext
+
         labelled = len(class_names) >= 2  # a classifier or a centroid ranking needs two classes
         self.selection = self.selection.for_data(labelled)
         if self.bank is not None and self.selection.needs_bank and self.bank.class_names != class_names:
@@ -152,12 +123,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--compare", type=Path, nargs="+", metavar="RUN", help="compare finished run folders (no backbone)"
     )
     parser.add_argument(
-        "--probe", default="all", help=f"comma list of {', '.join(PROBES)}, or 'all' (default)"
+        "--probe",
+        default="all",
+        help="comma list of probe names (a wrong name lists them all), or 'all' (default)",
     )
     parser.add_argument("--output", type=Path, required=True, help="run folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
     parser.add_argument(
-        "--save-features", action="store_true", help=f"write every variant to {FEATURES_FILE}"
+        "--save-features", action="store_true", help="write every variant to features.safetensors"
     )
     parser.add_argument("--head", type=Path, help="linear head from train_probe.py for --probe linear")
     parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
@@ -216,6 +189,18 @@ def evaluate(
     """Evaluate one or several backbones, re-run probes from saved features, or compare finished runs;
     return (on every rank) what each results.json holds. Every option, backbone name, head and the
     output folder are checked before any model loads; the output folder is locked while it is written."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cls_decoupling.outputs import (
+        check_output_dir,
+        load_record,
+        load_run,
+        mark_unfinished,
+        write_comparison,
+    )
+    from cls_decoupling.outputs.writing import COMPARISON_FILES
+    from harness import resolve_backbone
+
     if compare is not None:
         if backbones or from_features:
             raise UserError("--compare reads finished runs: it takes no --backbone or --from-features")
@@ -271,6 +256,9 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
     """The probe selection, parsed once for the run (a replay of `replayed`'s saved features: no
     images, the layers its run decomposed, no bank), with --layers, and a head only where a probe will
     use it (readable, before any load)."""
+    from harness import LinearHead, parse_layers
+    from probes import PROBES, ProbeSelection
+
     try:
         parse_layers(probes.layers)
     except ValueError as error:
@@ -300,6 +288,10 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
 def _locked(output: Path) -> contextlib.AbstractContextManager[None]:
     """The output folder's lock on the process that writes (global rank 0: rank 0 of node 0, as the
     launchers' environment says before the Trainer starts); nothing on the others."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cls_decoupling.outputs import output_lock
+
     if rank_zero_only.rank == 0 and os.environ.get("NODE_RANK", "0") == "0":  # type: ignore[attr-defined]
         return output_lock(output)
     return contextlib.nullcontext()
@@ -307,6 +299,9 @@ def _locked(output: Path) -> contextlib.AbstractContextManager[None]:
 
 def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> None:
     """Compare finished run folders, labelled by their names (or their paths where names repeat)."""
+    from cls_decoupling.outputs import check_output_dir, load_run, write_comparison
+    from cls_decoupling.outputs.writing import COMPARISON_FILES
+
     written = {(output / name).resolve() for name in COMPARISON_FILES} | {output.resolve()}
     if clashes := [str(folder) for folder in folders if folder.resolve() in written]:
         raise UserError(f"the comparison in {output} would write over the run {', '.join(clashes)}")
@@ -320,6 +315,8 @@ def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> N
 
 def backbone_labels(backbones: Sequence[str]) -> list[str]:
     """A folder name per backbone (`random:tiny_reg` -> `random_tiny_reg`, a path -> its last part)."""
+    from cls_decoupling.outputs.writing import COMPARISON_FILES
+
     labels = [
         re.sub(r"[^\w.-]+", "_", Path(name).name if Path(name).exists() else name) for name in backbones
     ]
@@ -344,6 +341,11 @@ def run_one(
 ) -> dict[str, Any]:
     """Evaluate one backbone; write its run folder on rank 0 (`pos_interpolation`: see
     `harness.load_backbone`; `evaluate` has checked the device options)."""
+    import torch
+
+    from cls_decoupling.outputs import DataRecord, Run, RunRecord, RunSettings
+    from harness import HarnessModule, all_feature_names
+
     datamodule = data.datamodule()  # after the data options: a bad one costs no model load
     loading = time.perf_counter()
     backbone, layers = load_checked_backbone(
@@ -396,6 +398,9 @@ def build_bank(
     """`output/full` of every training image (gathered on every rank: each holds the whole bank),
     with what results.json records of the training data. A plain decomposing pass: no deletion
     passes and no per-layer work, whatever the evaluated run computes."""
+    from harness import HarnessModule
+    from probes import FULL_OUTPUT, KnnBank
+
     datamodule = train.datamodule()
     module = HarnessModule(backbone, feature_names=[FULL_OUTPUT])
     log.info("k-NN bank: %s images of %s", train.split, train.source)
@@ -432,6 +437,8 @@ def write_finished(
     output: Path, run: Run, features: Mapping[str, torch.Tensor] | None, files: Sequence[Path] = ()
 ) -> None:
     """Write a run folder; a full disk or a lost permission is one line (the folder stays unfinished)."""
+    from cls_decoupling.outputs import run_logger, write_run
+
     try:
         write_run(output, run, features, run_logger(output), files)
     except OSError as error:
@@ -449,6 +456,12 @@ def run_from_features(
     backbone_name: str | None = None,
 ) -> dict[str, Any]:
     """The probes of `selection` on the features an earlier `--save-features` run wrote to `source`."""
+    import torch
+
+    from cls_decoupling.outputs import Run, RunRecord, RunSettings, load_record, load_tensors
+    from cls_decoupling.outputs.runs import FEATURES_FILE
+    from probes import replay_features
+
     earlier = load_record(source)  # a finished run folder, or one line saying why not (its arrays unread)
     if not (source / FEATURES_FILE).is_file():
         raise UserError(f"{source} holds no {FEATURES_FILE}; run it with --save-features first")

@@ -1,4 +1,7 @@
-"""What the entry points share: the options, their typed groups, the Trainer, one-line user errors."""
+"""What the entry points share: the options, their typed groups, the Trainer, one-line user errors.
+
+Light to import (no torch, Lightning or model library): the commands parse their options, and answer
+`--help` or a bad option, before any of those loads; the functions that need them import them."""
 
 from __future__ import annotations
 
@@ -10,18 +13,18 @@ import warnings
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
-
-import lightning as L  # noqa: N812
-import torch
-from lightning.fabric.utilities.exceptions import MisconfigurationException
-from lightning.pytorch.callbacks import RichProgressBar
-from lightning.pytorch.loggers import Logger
+from typing import TYPE_CHECKING, Any
 
 from cls_decoupling.errors import UserError
-from datamodules import DATA_SOURCES, ImageDataModule, Preprocessing
-from harness import DecomposingBackbone, load_backbone, parse_layers
-from harness.positions import POS_INTERPOLATIONS
+from datamodules.choices import DATA_SOURCES
+from harness.choices import POS_INTERPOLATIONS
+
+if TYPE_CHECKING:
+    import lightning as L  # noqa: N812
+    from lightning.pytorch.loggers import Logger
+
+    from datamodules import ImageDataModule
+    from harness import DecomposingBackbone
 
 PRECISIONS: tuple[str, ...] = ("32-true", "bf16-mixed", "16-mixed")
 """Precisions of the backbone pass; `*-true` half precisions would cast the metrics' float64 states."""
@@ -61,6 +64,8 @@ class DataOptions:
 
     def datamodule(self) -> ImageDataModule:
         """The data module (options checked; nothing listed or downloaded yet)."""
+        from datamodules import ImageDataModule
+
         return ImageDataModule(**asdict(self))
 
 
@@ -108,6 +113,10 @@ class TrainerOptions:
         Raises:
             UserError: Lightning refuses the device options (no such accelerator, devices 0, ...).
         """
+        import lightning as L  # noqa: N812
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+        from lightning.pytorch.callbacks import RichProgressBar
+
         try:
             return L.Trainer(
                 accelerator=self.accelerator,
@@ -128,6 +137,8 @@ class TrainerOptions:
 
 def compile_backends() -> list[str]:
     """The torch.compile backends this torch offers (inductor, eager, aot_eager, cudagraphs, ...)."""
+    import torch
+
     return sorted(torch._dynamo.list_backends(exclude_tags=()))
 
 
@@ -197,6 +208,8 @@ def load_checked_backbone(
     """The backbone `name` names, refused when the resolution is not a multiple of its patch size,
     with its blocks compiled with `compile_backend` when one is given; and the blocks `layers`
     (`harness.parse_layers`) names for it."""
+    from harness import load_backbone, parse_layers
+
     if name is None:
         raise UserError("--backbone is required")
     backbone = load_backbone(name, pos_interpolation=pos_interpolation)
@@ -215,6 +228,8 @@ def load_checked_backbone(
 
 def prepare_for(datamodule: ImageDataModule, backbone: DecomposingBackbone) -> ImageDataModule:
     """The data prepared as the backbone's family prepares images (its normalisation and resize)."""
+    from datamodules import Preprocessing
+
     info = backbone.info
     datamodule.preprocessing = Preprocessing(
         info.image_mean, info.image_std, info.resize, info.interpolation, info.resize_ratio

@@ -15,13 +15,7 @@ import argparse
 import logging
 from collections.abc import Sequence
 from pathlib import Path
-from typing import cast
-
-import lightning as L  # noqa: N812
-import torch
-from lightning.pytorch.callbacks import RichProgressBar
-from torch import nn
-from torch.utils.data import DataLoader, TensorDataset
+from typing import TYPE_CHECKING, cast
 
 from cls_decoupling.cli.options import (
     DataOptions,
@@ -35,10 +29,10 @@ from cls_decoupling.cli.options import (
     run_test,
 )
 from cls_decoupling.errors import UserError
-from datamodules import LABELLED_SOURCES
-from harness import HarnessModule, LinearHead, LinearHeads
-from probes import FULL_OUTPUT
-from probes.metrics import is_train_image
+from datamodules.choices import LABELLED_SOURCES
+
+if TYPE_CHECKING:
+    from harness import LinearHead
 
 log = logging.getLogger("train_probe")
 DEFAULT_LEARNING_RATES = "1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1"
@@ -111,6 +105,16 @@ def train_probe(
     pos_interpolation: str | None = None,
 ) -> LinearHead | None:
     """Extract, train, choose, save; returns the head on the main process (None elsewhere)."""
+    import lightning as L  # noqa: N812
+    import torch
+    from lightning.pytorch.callbacks import RichProgressBar
+    from torch import nn
+    from torch.utils.data import DataLoader, TensorDataset
+
+    from harness import HarnessModule, LinearHead, LinearHeads
+    from probes import FULL_OUTPUT
+    from probes.metrics import is_train_image
+
     if output.is_dir():
         raise UserError(f"--output {output} is a folder; name the head's file, e.g. {output / 'head.pt'}")
     if output.exists() and not overwrite:

@@ -37,8 +37,8 @@ class PatchShareProbe(ColumnStatsProbe):
         return cls([(cls.result_name("mean"), cls.result_name("std"))])
 
     def columns(self, decomposition: Mapping[str, Tensor]) -> Tensor:
-        ratio = decomposition["output/patch"].double().norm(dim=-1) / decomposition["output/full"].double().norm(dim=-1)
-        return ratio[:, None]
+        patch, full = (decomposition[f"output/{v}"].double().norm(dim=-1) for v in ("patch", "full"))
+        return (patch / full)[:, None]
 
     @classmethod
     def headlines(cls) -> tuple[Headline, ...]:
@@ -66,10 +66,13 @@ def test_a_probe_in_one_new_file_runs_end_to_end(tmp_path: Path) -> None:
         from cls_decoupling.cli import evaluate
         raise SystemExit(evaluate.main([
             "--backbone", "random:tiny", "--data", "demo", "--limit", "5", "--batch-size", "5",
-            "--num-workers", "0", "--probe", "patch_share,norms", "--save-features", "--output", {str(output)!r},
+            "--num-workers", "0", "--probe", "patch_share,norms", "--save-features",
+            "--output", {str(output)!r},
         ]))
     """)
-    done = subprocess.run([sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600)
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=REPO, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-2000:]
     summary = json.loads((output / "results.json").read_text())
     assert summary["run"]["probes"] == ["patch_share", "norms"]
@@ -80,6 +83,6 @@ def test_a_probe_in_one_new_file_runs_end_to_end(tmp_path: Path) -> None:
     assert np.isclose(summary["results"]["patch_share/mean"], ratio.mean(), rtol=1e-5)
     assert np.isclose(summary["results"]["patch_share/std"], ratio.std(), rtol=1e-4, atol=1e-7)
     assert (output / "figures" / "patch_share.png").is_file()
-    assert "| patch_share/mean | ||output/patch|| / ||output/full||" in (output / "report.md").read_text().replace(
-        "\\|", "|"
-    )
+    assert "| patch_share/mean | ||output/patch|| / ||output/full||" in (
+        output / "report.md"
+    ).read_text().replace("\\|", "|")
