@@ -9,6 +9,7 @@ pass); families without layer scale get a unit scale.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
@@ -31,6 +32,7 @@ from transformers import (
     ViTModel,
 )
 
+from cls_decoupling.preparation import DINOV2_EVALUATION, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -62,14 +64,13 @@ class Family(ABC):
 
     name: ClassVar[str]
     model_types: ClassVar[tuple[type[nn.Module], ...]]
-    preprocessing: ClassVar[dict[str, Any]]
-    """The family's default image preparation (`BackboneInfo.image_mean` ... `interpolation`),
-    where a checkpoint has no processor config of its own."""
+    preprocessing: ClassVar[Preprocessing]
+    """The family's default image preparation, where a checkpoint has no processor config of its own."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model: Any = model  # an HF model of one of `model_types`
 
-    def own_preprocessing(self) -> dict[str, Any] | None:
+    def own_preprocessing(self) -> Preprocessing | None:
         """The image preparation the model itself carries (timm's pretrained config), or None: then
         the checkpoint's processor config or the family's default applies."""
         return None
@@ -147,10 +148,7 @@ class Dinov2Family(Family):
 
     name = "dinov2"
     model_types = (Dinov2Model, Dinov2WithRegistersModel)
-    preprocessing: ClassVar[dict[str, Any]] = {
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
-    }  # fmt: skip
+    preprocessing = DINOV2_EVALUATION  # the paper's protocol at every resolution
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -206,10 +204,9 @@ class ViTFamily(Family):
 
     name = "vit"
     model_types: ClassVar[tuple[type[nn.Module], ...]] = (ViTModel,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' ViTImageProcessor
-        "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5),
-        "resize": "square", "interpolation": "bilinear", "resize_ratio": 1.0,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # transformers' ViTImageProcessor
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="square", interpolation="bilinear", resize_ratio=1.0
+    )
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -243,10 +240,10 @@ class CLIPFamily(Family):
 
     name = "clip"
     model_types = (CLIPVisionModel, CLIPVisionModelWithProjection)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' CLIPImageProcessor
-        "image_mean": (0.48145466, 0.4578275, 0.40821073), "image_std": (0.26862954, 0.26130258, 0.27577711),
-        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 1.0,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # transformers' CLIPImageProcessor
+        mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+        resize="shorter_crop", interpolation="bicubic", resize_ratio=1.0,
+    )  # fmt: skip
 
     @property
     def tower(self) -> Any:
@@ -293,10 +290,9 @@ class DeiTFamily(ViTFamily):
 
     name = "deit"
     model_types = (DeiTModel,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' DeiTImageProcessor
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "square_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # transformers' DeiTImageProcessor
+        IMAGENET_MEAN, IMAGENET_STD, resize="square_crop", interpolation="bicubic", resize_ratio=256 / 224
+    )
 
     def architecture(self) -> dict[str, Any]:
         return super().architecture() | {"num_distillation": 1}
@@ -315,10 +311,9 @@ class Dinov3Family(Family):
 
     name = "dinov3"
     model_types = (DINOv3ViTModel,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' DINOv3ViTImageProcessorFast
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "square", "interpolation": "bilinear", "resize_ratio": 1.0,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # transformers' DINOv3ViTImageProcessorFast
+        IMAGENET_MEAN, IMAGENET_STD, resize="square", interpolation="bilinear", resize_ratio=1.0
+    )
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -414,10 +409,9 @@ class TimmFamily(Family):
 
     name = "timm"
     model_types = (VisionTransformer,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # timm's default: ImageNet, crop_pct 0.875, bicubic
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 1 / 0.875,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # timm's default: ImageNet, crop_pct 0.875, bicubic
+        IMAGENET_MEAN, IMAGENET_STD, resize="shorter_crop", interpolation="bicubic", resize_ratio=1 / 0.875
+    )
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -448,11 +442,11 @@ class TimmFamily(Family):
                 return "a norm or gate between attention and its output projection"
         return ""
 
-    def own_preprocessing(self) -> dict[str, Any] | None:
+    def own_preprocessing(self) -> Preprocessing | None:
         config = getattr(self.model, "pretrained_cfg", None) or {}
-        settings = dict(self.preprocessing)
+        settings: dict[str, Any] = {}
         if "mean" in config and "std" in config:
-            settings["image_mean"], settings["image_std"] = tuple(config["mean"]), tuple(config["std"])
+            settings["mean"], settings["std"] = tuple(config["mean"]), tuple(config["std"])
         if config.get("interpolation") in ("bicubic", "bilinear"):
             settings["interpolation"] = config["interpolation"]
         if "crop_pct" in config:  # timm: resize the shorter side to size / crop_pct, then crop
@@ -462,7 +456,7 @@ class TimmFamily(Family):
             settings["resize"] = "square_crop"
         elif mode != "center":  # "border" (pad to a square): not one of the transforms here
             log.warning("timm crop_mode %r is prepared as 'center' (shorter side, then a crop)", mode)
-        return settings
+        return dataclasses.replace(self.preprocessing, **settings)
 
     def architecture(self) -> dict[str, Any]:
         model = self.model

@@ -8,6 +8,7 @@ import difflib
 import json
 import logging
 import re
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +29,7 @@ from transformers import (
     PreTrainedModel,
 )
 
+from cls_decoupling.preparation import Preprocessing
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoint import PLAIN_FAMILY, is_plain, load_original_checkpoint
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
@@ -154,7 +156,7 @@ def load_backbone(
         random_weights=source == "random",
         pos_interpolation=pos_interpolation,
         family=family_name,
-        **preprocessing_of(family, source, location),
+        preprocessing=preprocessing_of(family, source, location),
     )
     if info.random_weights:
         log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)
@@ -351,11 +353,11 @@ PROCESSOR_CONFIG = "preprocessor_config.json"
 _RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes in transformers' processor configs
 
 
-def preprocessing_of(family: Family, source: str, location: str) -> dict[str, Any]:
+def preprocessing_of(family: Family, source: str, location: str) -> Preprocessing:
     """How the model's images are prepared: DINOv2's evaluation for DINOv2 (the paper's protocol, at
     any resolution); for another family its processor config where the checkpoint has one (a
     folder, or the hub), else the family's default (`Family.preprocessing`)."""
-    settings = dict(family.preprocessing)
+    settings = family.preprocessing
     if family.name == Dinov2Family.name:
         return settings
     if (own := family.own_preprocessing()) is not None:
@@ -388,14 +390,14 @@ _SHORTEST_EDGE_PROCESSORS = ("CLIPImageProcessor", "CLIPImageProcessorFast", "Bi
 the others (ViT, DeiT) read it as a square."""
 
 
-def processor_settings(config: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
-    """The `BackboneInfo` preparation fields a transformers `preprocessor_config.json` describes, the
-    family's `defaults` where it is silent.
+def processor_settings(config: dict[str, Any], defaults: Preprocessing, where: str) -> Preprocessing:
+    """The preparation a transformers `preprocessor_config.json` describes, the family's `defaults`
+    where it is silent.
 
     Raises:
         UnknownBackboneError: its mean / std are not 3 numbers each (stds positive).
     """
-    settings = dict(defaults)
+    settings: dict[str, Any] = {}
     if "image_mean" in config and "image_std" in config:
         mean, std = config["image_mean"], config["image_std"]
         if isinstance(mean, (int, float)):  # one number for every channel
@@ -408,7 +410,7 @@ def processor_settings(config: dict[str, Any], defaults: dict[str, Any], where: 
             raise UnknownBackboneError(
                 f"{where}: image_mean / image_std must be 3 numbers each, got {mean}, {std}"
             )
-        settings["image_mean"], settings["image_std"] = tuple(mean), tuple(std)
+        settings["mean"], settings["std"] = tuple(mean), tuple(std)
     resample = config.get("resample")
     if isinstance(resample, int) and resample in _RESAMPLE:
         settings["interpolation"] = _RESAMPLE[resample]
@@ -428,9 +430,9 @@ def processor_settings(config: dict[str, Any], defaults: dict[str, Any], where: 
             )
         elif "height" in size:  # a square, then a crop (DeiT)
             settings["resize"], settings["resize_ratio"] = "square_crop", size["height"] / crop["height"]
-    elif settings["resize"] == "square":  # a crop of unknown size: the shorter side at the family's ratio
+    elif defaults.resize == "square":  # a crop of unknown size: the shorter side at the family's ratio
         settings["resize"] = "shorter_crop"
-    return settings
+    return replace(defaults, **settings)
 
 
 def _random_model(name: str) -> HFDinov2:

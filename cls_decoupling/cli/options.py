@@ -19,7 +19,7 @@ from lightning.pytorch.callbacks import RichProgressBar
 from lightning.pytorch.loggers import Logger
 
 from cls_decoupling.errors import UserError
-from datamodules import DATA_SOURCES, ImageDataModule, Preprocessing
+from datamodules import DATA_SOURCES, ImageDataModule
 from harness import DecomposingBackbone, load_backbone, parse_layers
 from harness.positions import POS_INTERPOLATIONS
 
@@ -215,10 +215,7 @@ def load_checked_backbone(
 
 def prepare_for(datamodule: ImageDataModule, backbone: DecomposingBackbone) -> ImageDataModule:
     """The data prepared as the backbone's family prepares images (its normalisation and resize)."""
-    info = backbone.info
-    datamodule.preprocessing = Preprocessing(
-        info.image_mean, info.image_std, info.resize, info.interpolation, info.resize_ratio
-    )
+    datamodule.preprocessing = backbone.info.preprocessing
     return datamodule
 
 
