@@ -317,9 +317,9 @@ class DecomposingBackbone(nn.Module):
             location="",
             **family.architecture(),
             random_weights=False,
-            pos_interpolation="timm" if family.name == "timm" else "hf",
+            pos_interpolation=family.pos_interpolation(None, as_released=False),  # the model's own
             family=family.name,
-            preprocessing=family.own_preprocessing() or family.preprocessing,
+            preprocessing=family.preparation(),
         )
         return cls(model, info, compile_backend)
 

@@ -397,12 +397,12 @@ def test_timm_preprocessing_follows_its_pretrained_config() -> None:
     shorter side then crop, "squash" -> a square then crop; mean/std and interpolation as given."""
     center = TimmFamily(tiny_timm(pretrained_cfg_overlay={"crop_pct": 0.875, "interpolation": "bilinear"}))
     # vit_small_patch16_224's default tag (augreg) normalises with mean / std 0.5
-    assert center.own_preprocessing() == Preprocessing(
+    assert center.preparation() == Preprocessing(
         (0.5,) * 3, (0.5,) * 3, "shorter_crop", "bilinear", 1 / 0.875
     )
     squash = TimmFamily(tiny_timm(pretrained_cfg_overlay={"crop_pct": 0.9, "crop_mode": "squash"}))
-    settings = squash.own_preprocessing()
-    assert settings is not None and settings.resize == "square_crop"
+    settings = squash.preparation()
+    assert settings.resize == "square_crop"
     assert settings.resize_ratio == pytest.approx(1 / 0.9)
 
 
@@ -417,8 +417,7 @@ def test_timm_images_are_prepared_as_timms_own_transform(overlay: dict[str, Any]
     from timm.data import create_transform, resolve_data_config
 
     model = tiny_timm(pretrained_cfg_overlay=overlay | {"input_size": (3, 224, 224)})
-    ours = TimmFamily(model).own_preprocessing()
-    assert ours is not None
+    ours = TimmFamily(model).preparation()
     photo = Image.fromarray(load_sample_images().images[1])
     timms = create_transform(**resolve_data_config({}, model=model))
     assert_close(ours.transform(224)(photo), timms(photo), atol=1e-6, rtol=0)

@@ -344,7 +344,7 @@ def test_older_processor_configs_with_integer_sizes() -> None:
     square for ViT / DeiT processors, the shorter side for CLIP's."""
     from transformers import CLIPImageProcessor, DeiTImageProcessor
 
-    from harness.loading import processor_settings
+    from harness.processors import processor_preprocessing
 
     # how transformers itself reads the numbers
     assert dict(DeiTImageProcessor(size=256).size) == {"height": 256, "width": 256}
@@ -356,13 +356,13 @@ def test_older_processor_configs_with_integer_sizes() -> None:
         "size": 256,
         "crop_size": 224,
     }
-    assert processor_settings(deit, defaults, "deit").resize == "square_crop"
-    assert processor_settings(deit, defaults, "deit").resize_ratio == 256 / 224
+    assert processor_preprocessing(deit, defaults).resize == "square_crop"
+    assert processor_preprocessing(deit, defaults).resize_ratio == 256 / 224
     clip = {
         "image_processor_type": "CLIPImageProcessor",
         "do_center_crop": True,
         "size": 224,
         "crop_size": 224,
     }
-    clip_preprocessing = processor_settings(clip, defaults, "clip")
+    clip_preprocessing = processor_preprocessing(clip, defaults)
     assert (clip_preprocessing.resize, clip_preprocessing.resize_ratio) == ("shorter_crop", 1.0)
