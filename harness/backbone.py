@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
@@ -342,6 +343,19 @@ class DecomposingBackbone(nn.Module):
     @property
     def patch_size(self) -> int:
         return self.info.patch_size
+
+    def transform(self, resolution: int) -> Callable[[Image.Image], Tensor]:
+        """The evaluation transform the command line feeds this backbone at `resolution` (its
+        `info.preprocessing`): PIL image -> normalised (3, resolution, resolution) tensor.
+
+        Raises:
+            ValueError: `resolution` is not a positive multiple of the patch size.
+        """
+        if resolution < 1 or resolution % self.patch_size:
+            raise ValueError(
+                f"resolution {resolution} is not a positive multiple of the patch size {self.patch_size}"
+            )
+        return self.info.preprocessing.transform(resolution)
 
     def train(self, mode: bool = True) -> DecomposingBackbone:
         """Only this wrapper's flag: the wrapped model keeps its own (each call runs it in eval mode)."""

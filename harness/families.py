@@ -277,13 +277,14 @@ class ViTFamily(Family):
 
     name = "vit"
     model_types: ClassVar[tuple[type[nn.Module], ...]] = (ViTModel,)
+    config_type: ClassVar[str] = "vit"  # `model_type` of its checkpoints' config
     preprocessing = Preprocessing(  # transformers' ViTImageProcessor
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="square", interpolation="bilinear", resize_ratio=1.0
     )
 
     @classmethod
     def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
-        if config.model_type != cls.model_types[0].config_class.model_type:
+        if config.model_type != cls.config_type:
             return None
         return LoadAs(AutoModel, {"add_pooling_layer": False})  # the tanh pooler: not the readout, not loaded
 
@@ -388,6 +389,7 @@ class DeiTFamily(ViTFamily):
 
     name = "deit"
     model_types = (DeiTModel,)
+    config_type = "deit"
     preprocessing = Preprocessing(  # transformers' DeiTImageProcessor
         IMAGENET_MEAN, IMAGENET_STD, resize="square_crop", interpolation="bicubic", resize_ratio=256 / 224
     )
