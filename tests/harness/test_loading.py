@@ -334,6 +334,9 @@ def test_bad_timm_names_folders_and_processor_configs_are_one_line(tmp_path: Pat
     processor.write_text("{not json")
     with pytest.raises(UnknownBackboneError, match="is not a readable processor config"):
         load_backbone(tmp_path / "vit")
+    processor.write_text("[0.5, 0.5]")
+    with pytest.raises(UnknownBackboneError, match="is not a readable processor config: not a JSON object"):
+        load_backbone(tmp_path / "vit")
     processor.write_text(json.dumps({"image_mean": [0.5], "image_std": [0.5]}))
     with pytest.raises(UnknownBackboneError, match="must be 3 numbers each"):
         load_backbone(tmp_path / "vit")
