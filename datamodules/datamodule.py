@@ -13,13 +13,14 @@ import lightning as L  # noqa: N812
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Sampler
 
+from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
 from datamodules.choices import DATA_SOURCES
 from datamodules.coco import coco_images, default_coco_root, download_coco
 from datamodules.imagenet import imagenet_images
 from datamodules.images import DataError, ImageFileDataset, ImageList, collate_images
 from datamodules.sources import demo_images, folder_images
 from datamodules.subsets import limit_images, per_class_images
-from datamodules.transforms import DEFAULT_RESOLUTION, Preprocessing, evaluation_transform
+from datamodules.transforms import DEFAULT_RESOLUTION
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +92,8 @@ class ImageDataModule(L.LightningDataModule):
         fast_jpeg: decode large JPEGs at a reduced DCT scale (faster, not bit-identical to
             DINOv2's transform; off by default).
         seed: seed of the subsets.
+        preprocessing: how images are prepared (DINOv2's evaluation by default; `prepare_for` in
+            the command line sets the backbone's).
 
     Raises:
         DataError: an unknown source, a missing folder, or an option the source cannot take.
@@ -109,6 +112,7 @@ class ImageDataModule(L.LightningDataModule):
         per_class: int | None = None,
         seed: int = 0,
         fast_jpeg: bool = False,
+        preprocessing: Preprocessing = DINOV2_EVALUATION,
     ) -> None:
         super().__init__()
         if batch_size < 1 or resolution < 1:
@@ -129,7 +133,7 @@ class ImageDataModule(L.LightningDataModule):
         self.per_class = per_class
         self.seed = seed
         self.fast_jpeg = fast_jpeg
-        self.preprocessing = Preprocessing()  # DINOv2's; the backbone's family may set its own
+        self.preprocessing = preprocessing
         self._images: ImageList | None = None
 
     @property
@@ -164,7 +168,7 @@ class ImageDataModule(L.LightningDataModule):
             self._images = images
         self.dataset = ImageFileDataset(
             self.images,
-            evaluation_transform(self.resolution, self.preprocessing),
+            self.preprocessing.transform(self.resolution),
             # decode big JPEGs no smaller than this family's resize needs
             min_side=self.preprocessing.shorter_side(self.resolution) if self.fast_jpeg else 0,
         )

@@ -6,15 +6,17 @@ from __future__ import annotations
 import contextlib
 import functools
 import types
-from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, fields, replace
 from typing import Any
 
 import torch
+from PIL import Image
 from torch import Tensor, nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
 from cls_decoupling.hashing import uniform_hash
+from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
 from harness.decomposition import (
     ATTENTION_MAP,
     DELETION_FRACTIONS,
@@ -29,7 +31,7 @@ from harness.decomposition import (
     decompose_last_block,
     projection_readout,
 )
-from harness.families import Dinov2Family, Family, family_for
+from harness.families import Family, family_for
 from harness.tokens import TokenLayout
 
 HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
@@ -75,10 +77,9 @@ class BackboneInfo:
             "hf": as transformers; "timm": as timm; `harness.positions`).
         family: the adapter of `harness.families` ("dinov2", "dinov3", "vit", "clip", "timm"), or
             "dino" for a DINO v1 / iBOT checkpoint.
-        image_mean, image_std, resize, interpolation, resize_ratio: how the family prepares images
-            (its processor: normalisation, "shorter_crop" (the shorter side to resolution x
-            resize_ratio, then a centre crop), "square" resize or "square_crop" (a square of
-            resolution x resize_ratio, then a centre crop), "bicubic" or "bilinear").
+        preprocessing: how the model's images are prepared (its family's or its checkpoint's
+            processor); results.json holds it as the flat keys image_mean, image_std, resize,
+            interpolation, resize_ratio (`as_dict`).
         projection_dim: width of the `projection/{variant}` readout (CLIP's visual_projection), 0
             for models without a projection.
         num_distillation: distillation tokens right after [CLS] (1 for a distilled DeiT): their own
@@ -98,11 +99,7 @@ class BackboneInfo:
     pos_interpolation: str = "hf"
     family: str = "dinov2"
     # DINOv2's evaluation by default (results.json written before the families had none of these)
-    image_mean: tuple[float, ...] = Dinov2Family.preprocessing["image_mean"]
-    image_std: tuple[float, ...] = Dinov2Family.preprocessing["image_std"]
-    resize: str = Dinov2Family.preprocessing["resize"]
-    interpolation: str = Dinov2Family.preprocessing["interpolation"]
-    resize_ratio: float = Dinov2Family.preprocessing["resize_ratio"]
+    preprocessing: Preprocessing = DINOV2_EVALUATION
     projection_dim: int = 0  # width of the projection readout (CLIP's visual_projection); 0: none
     num_distillation: int = 0  # distillation tokens after [CLS] (a distilled DeiT: 1)
 
@@ -111,8 +108,49 @@ class BackboneInfo:
         """What the weights are, however they were named: HF id, absolute path, or the name."""
         return self.location or self.name
 
+    @property
+    def image_mean(self) -> tuple[float, ...]:
+        """`preprocessing.mean` (read by probes/maps.py)."""
+        return self.preprocessing.mean
+
+    @property
+    def image_std(self) -> tuple[float, ...]:
+        """`preprocessing.std` (read by probes/maps.py)."""
+        return self.preprocessing.std
+
     def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            if item.name == "preprocessing":
+                data |= {key: getattr(self.preprocessing, name) for key, name in _PREPROCESSING_KEYS.items()}
+            else:
+                data[item.name] = getattr(self, item.name)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BackboneInfo:
+        """The info `as_dict` wrote. Keys it does not know are left (results.json of earlier versions
+        held a few more); missing preparation keys are DINOv2's evaluation (files written before
+        the families recorded theirs).
+
+        Raises:
+            TypeError, ValueError: a required field is missing or a preparation value is invalid.
+        """
+        names = {item.name for item in fields(cls)}
+        known = {key: value for key, value in data.items() if key in names and key != "preprocessing"}
+        stored = {name: data[key] for key, name in _PREPROCESSING_KEYS.items() if key in data}
+        return cls(**known, preprocessing=replace(DINOV2_EVALUATION, **stored))
+
+
+_PREPROCESSING_KEYS = {
+    "image_mean": "mean",
+    "image_std": "std",
+    "resize": "resize",
+    "interpolation": "interpolation",
+    "resize_ratio": "resize_ratio",
+}
+"""results.json's key -> the `Preprocessing` field it holds, in results.json's order."""
 
 
 @dataclass(frozen=True)
@@ -280,9 +318,9 @@ class DecomposingBackbone(nn.Module):
             location="",
             **family.architecture(),
             random_weights=False,
-            pos_interpolation="timm" if family.name == "timm" else "hf",
+            pos_interpolation=family.pos_interpolation(None, as_released=False),  # the model's own
             family=family.name,
-            **(family.own_preprocessing() or family.preprocessing),
+            preprocessing=family.preparation(),
         )
         return cls(model, info, compile_backend)
 
@@ -305,6 +343,19 @@ class DecomposingBackbone(nn.Module):
     @property
     def patch_size(self) -> int:
         return self.info.patch_size
+
+    def transform(self, resolution: int) -> Callable[[Image.Image], Tensor]:
+        """The evaluation transform the command line feeds this backbone at `resolution` (its
+        `info.preprocessing`): PIL image -> normalised (3, resolution, resolution) tensor.
+
+        Raises:
+            ValueError: `resolution` is not a positive multiple of the patch size.
+        """
+        if resolution < 1 or resolution % self.patch_size:
+            raise ValueError(
+                f"resolution {resolution} is not a positive multiple of the patch size {self.patch_size}"
+            )
+        return self.info.preprocessing.transform(resolution)
 
     def train(self, mode: bool = True) -> DecomposingBackbone:
         """Only this wrapper's flag: the wrapped model keeps its own (each call runs it in eval mode)."""

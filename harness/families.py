@@ -1,5 +1,8 @@
-"""One small adapter per ViT family: where its blocks, embeddings, final norm and [CLS] readout are,
-and a view of each block under the names the decomposition reads (docs/design.md#backbones).
+"""One small adapter per ViT family: everything that differs between families lives in its adapter
+(docs/design.md#backbones). On the model: where its blocks, embeddings, final norm and [CLS] readout
+are, and a view of each block under the names the decomposition reads. Around the model: its short
+names, how transformers loads its checkpoints, how it resizes its position grid, and how its images
+are prepared (its default, and whether a checkpoint's processor config overrides it).
 
 A block view exposes `norm1`, `attention.{q_proj, k_proj, v_proj, o_proj, num_attention_heads,
 head_dim, scaling}`, `layer_scale1` / `layer_scale2` (with `lambda1`), `norm2` and `mlp`, each the
@@ -11,8 +14,8 @@ from __future__ import annotations
 
 import logging
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any, ClassVar
 
 import torch
@@ -22,15 +25,19 @@ from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from transformers import (
+    AutoModel,
     CLIPVisionModel,
     CLIPVisionModelWithProjection,
     DeiTModel,
     Dinov2Model,
     Dinov2WithRegistersModel,
     DINOv3ViTModel,
+    PretrainedConfig,
     ViTModel,
 )
 
+from cls_decoupling.preparation import DINOV2_EVALUATION, IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from harness.processors import processor_preprocessing
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -52,27 +59,74 @@ class UnitScale(nn.Module):
         return inputs
 
 
+@dataclass(frozen=True)
+class LoadAs:
+    """How transformers loads a checkpoint: the class whose `from_pretrained` reads it, and the extra
+    arguments that call takes."""
+
+    model_class: Any  # a PreTrainedModel class, or AutoModel
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
 class Family(ABC):
-    """How one family's HF model maps onto the decomposition.
+    """How one family's model maps onto the decomposition, and what else only the family knows.
 
     Attributes:
         name: the family's name (results.json `backbone.family`).
-        model: the HF model.
+        model: the HF (or timm) model.
     """
 
     name: ClassVar[str]
     model_types: ClassVar[tuple[type[nn.Module], ...]]
-    preprocessing: ClassVar[dict[str, Any]]
-    """The family's default image preparation (`BackboneInfo.image_mean` ... `interpolation`),
-    where a checkpoint has no processor config of its own."""
+    short_names: ClassVar[Mapping[str, str]] = {}
+    """Short names of the family's released checkpoints (torch.hub's where it has them) -> HF id."""
+    preprocessing: ClassVar[Preprocessing]
+    """The family's default image preparation."""
+    reads_processor_config: ClassVar[bool] = True
+    """Whether a checkpoint's `preprocessor_config.json` (a folder's, or the hub's) overrides
+    `preprocessing` (`preparation`)."""
+    own_pos_interpolation: ClassVar[str] = "hf"
+    """How the model resizes its position grid itself, as results.json records it."""
 
     def __init__(self, model: nn.Module) -> None:
-        self.model: Any = model  # an HF model of one of `model_types`
+        self.model: Any = model  # a model of one of `model_types`
 
-    def own_preprocessing(self) -> dict[str, Any] | None:
-        """The image preparation the model itself carries (timm's pretrained config), or None: then
-        the checkpoint's processor config or the family's default applies."""
+    @classmethod
+    def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        """How transformers should load a checkpoint whose config is `config`, where this family
+        needs more than `AutoModel` with no extra arguments; None otherwise (also for a checkpoint of
+        another family)."""
         return None
+
+    def preparation(self, processor_config: Mapping[str, Any] | None = None) -> Preprocessing:
+        """How this model's images are prepared: the checkpoint's processor config read over the
+        family's default where the family reads one (`reads_processor_config`) and one is given;
+        else the default.
+
+        Raises:
+            ValueError: the processor config's mean / std are not 3 numbers each.
+        """
+        if processor_config is None or not self.reads_processor_config:
+            return self.preprocessing
+        return processor_preprocessing(processor_config, self.preprocessing)
+
+    def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
+        """How the position grid is resized for other image sizes (results.json
+        `backbone.pos_interpolation`): the model's own resize (`own_pos_interpolation`).
+
+        Args:
+            asked: what the user asked for (`--pos-interpolation`), None for the family's default.
+            as_released: the weights were named as their original release names them (a torch.hub
+                short name, an original `.pth`) or are a random model of a released architecture.
+
+        Raises:
+            ValueError: `asked` is DINOv2's original resize, which no other family has.
+        """
+        if asked == "original":
+            raise ValueError(
+                f"--pos-interpolation original is DINOv2's; it is a {self.name} model (its own resize)"
+            )
+        return self.own_pos_interpolation
 
     def architecture(self) -> dict[str, Any]:
         """The `BackboneInfo` fields that describe the architecture: hidden_size, num_layers,
@@ -143,14 +197,31 @@ class Family(ABC):
 
 
 class Dinov2Family(Family):
-    """HF `Dinov2Model` / `Dinov2WithRegistersModel`: its blocks already carry the names."""
+    """HF `Dinov2Model` / `Dinov2WithRegistersModel`: its blocks already carry the names. Its images
+    are prepared with the paper's evaluation transform at every resolution, whatever a checkpoint's
+    processor config says; its position grid is resized as the original release does it
+    (`harness.positions`) for the released weights, as transformers does it otherwise."""
 
     name = "dinov2"
     model_types = (Dinov2Model, Dinov2WithRegistersModel)
-    preprocessing: ClassVar[dict[str, Any]] = {
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
-    }  # fmt: skip
+    short_names: ClassVar[Mapping[str, str]] = {
+        "dinov2_vits14": "facebook/dinov2-small",
+        "dinov2_vitb14": "facebook/dinov2-base",
+        "dinov2_vitl14": "facebook/dinov2-large",
+        "dinov2_vitg14": "facebook/dinov2-giant",
+        "dinov2_vits14_reg": "facebook/dinov2-with-registers-small",
+        "dinov2_vitb14_reg": "facebook/dinov2-with-registers-base",
+        "dinov2_vitl14_reg": "facebook/dinov2-with-registers-large",
+        "dinov2_vitg14_reg": "facebook/dinov2-with-registers-giant",
+    }
+    preprocessing = DINOV2_EVALUATION
+    reads_processor_config = False
+
+    def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
+        """ "original" for the released weights and "hf" for the others, unless asked otherwise."""
+        if asked is not None:
+            return asked
+        return "original" if as_released else "hf"
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -206,10 +277,16 @@ class ViTFamily(Family):
 
     name = "vit"
     model_types: ClassVar[tuple[type[nn.Module], ...]] = (ViTModel,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' ViTImageProcessor
-        "image_mean": (0.5, 0.5, 0.5), "image_std": (0.5, 0.5, 0.5),
-        "resize": "square", "interpolation": "bilinear", "resize_ratio": 1.0,
-    }  # fmt: skip
+    config_type: ClassVar[str] = "vit"  # `model_type` of its checkpoints' config
+    preprocessing = Preprocessing(  # transformers' ViTImageProcessor
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="square", interpolation="bilinear", resize_ratio=1.0
+    )
+
+    @classmethod
+    def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        if config.model_type != cls.config_type:
+            return None
+        return LoadAs(AutoModel, {"add_pooling_layer": False})  # the tanh pooler: not the readout, not loaded
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -243,10 +320,29 @@ class CLIPFamily(Family):
 
     name = "clip"
     model_types = (CLIPVisionModel, CLIPVisionModelWithProjection)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' CLIPImageProcessor
-        "image_mean": (0.48145466, 0.4578275, 0.40821073), "image_std": (0.26862954, 0.26130258, 0.27577711),
-        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 1.0,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # transformers' CLIPImageProcessor
+        mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+        resize="shorter_crop", interpolation="bicubic", resize_ratio=1.0,
+    )  # fmt: skip
+    short_names: ClassVar[Mapping[str, str]] = {  # OpenAI's image towers
+        "clip_vitb32": "openai/clip-vit-base-patch32",
+        "clip_vitb16": "openai/clip-vit-base-patch16",
+        "clip_vitl14": "openai/clip-vit-large-patch14",
+        "clip_vitl14_336": "openai/clip-vit-large-patch14-336",
+    }
+
+    @classmethod
+    def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        """A whole CLIP (`CLIPModel`) as its image tower with the whole model's projection; a tower
+        with its projection as it is."""
+        architecture = (getattr(config, "architectures", None) or [""])[0]
+        if architecture == "CLIPModel":
+            tower = config.vision_config
+            tower.projection_dim = config.projection_dim
+            return LoadAs(CLIPVisionModelWithProjection, {"config": tower})
+        if architecture == "CLIPVisionModelWithProjection":
+            return LoadAs(CLIPVisionModelWithProjection)
+        return None
 
     @property
     def tower(self) -> Any:
@@ -293,10 +389,10 @@ class DeiTFamily(ViTFamily):
 
     name = "deit"
     model_types = (DeiTModel,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' DeiTImageProcessor
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "square_crop", "interpolation": "bicubic", "resize_ratio": 256 / 224,
-    }  # fmt: skip
+    config_type = "deit"
+    preprocessing = Preprocessing(  # transformers' DeiTImageProcessor
+        IMAGENET_MEAN, IMAGENET_STD, resize="square_crop", interpolation="bicubic", resize_ratio=256 / 224
+    )
 
     def architecture(self) -> dict[str, Any]:
         return super().architecture() | {"num_distillation": 1}
@@ -315,10 +411,17 @@ class Dinov3Family(Family):
 
     name = "dinov3"
     model_types = (DINOv3ViTModel,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # transformers' DINOv3ViTImageProcessorFast
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "square", "interpolation": "bilinear", "resize_ratio": 1.0,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # transformers' DINOv3ViTImageProcessorFast
+        IMAGENET_MEAN, IMAGENET_STD, resize="square", interpolation="bilinear", resize_ratio=1.0
+    )
+    short_names: ClassVar[Mapping[str, str]] = {  # torch.hub's names
+        **{
+            f"dinov3_{size}": f"facebook/dinov3-{size}-pretrain-lvd1689m"
+            for size in ("vits16", "vits16plus", "vitb16", "vitl16", "vith16plus", "vit7b16")
+        },
+        "dinov3_vitl16_sat": "facebook/dinov3-vitl16-pretrain-sat493m",
+        "dinov3_vit7b16_sat": "facebook/dinov3-vit7b16-pretrain-sat493m",
+    }
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -410,14 +513,16 @@ class TimmFamily(Family):
     (q and k after the model's q_norm / k_norm), layer scale `ls1`/`ls2` where present, registers
     (`reg_token`) after [CLS]; `norm_pre` is the sequence entering the first block; the readout is
     `fc_norm(norm(x))` of the [CLS] row, the model's pre-logits output with `global_pool='token'`.
-    Position embeddings are resized as the model does it (`dynamic_img_size`)."""
+    Position embeddings are resized as the model does it (`dynamic_img_size`); images are prepared as
+    the model's pretrained config says."""
 
     name = "timm"
     model_types = (VisionTransformer,)
-    preprocessing: ClassVar[dict[str, Any]] = {  # timm's default: ImageNet, crop_pct 0.875, bicubic
-        "image_mean": (0.485, 0.456, 0.406), "image_std": (0.229, 0.224, 0.225),
-        "resize": "shorter_crop", "interpolation": "bicubic", "resize_ratio": 1 / 0.875,
-    }  # fmt: skip
+    preprocessing = Preprocessing(  # timm's default: ImageNet, crop_pct 0.875, bicubic
+        IMAGENET_MEAN, IMAGENET_STD, resize="shorter_crop", interpolation="bicubic", resize_ratio=1 / 0.875
+    )
+    reads_processor_config = False  # the model carries its own (`pretrained_cfg`)
+    own_pos_interpolation = "timm"  # timm's resample_abs_pos_embed
 
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
@@ -448,11 +553,14 @@ class TimmFamily(Family):
                 return "a norm or gate between attention and its output projection"
         return ""
 
-    def own_preprocessing(self) -> dict[str, Any] | None:
+    def preparation(self, processor_config: Mapping[str, Any] | None = None) -> Preprocessing:
+        """As the model's pretrained config says (over timm's default where it is silent): mean/std,
+        interpolation, `crop_pct` (the resize ratio is 1 / crop_pct), `crop_mode` ("center": the
+        shorter side, then the crop; "squash": a square, then the crop)."""
         config = getattr(self.model, "pretrained_cfg", None) or {}
-        settings = dict(self.preprocessing)
+        settings: dict[str, Any] = {}
         if "mean" in config and "std" in config:
-            settings["image_mean"], settings["image_std"] = tuple(config["mean"]), tuple(config["std"])
+            settings["mean"], settings["std"] = tuple(config["mean"]), tuple(config["std"])
         if config.get("interpolation") in ("bicubic", "bilinear"):
             settings["interpolation"] = config["interpolation"]
         if "crop_pct" in config:  # timm: resize the shorter side to size / crop_pct, then crop
@@ -462,7 +570,7 @@ class TimmFamily(Family):
             settings["resize"] = "square_crop"
         elif mode != "center":  # "border" (pad to a square): not one of the transforms here
             log.warning("timm crop_mode %r is prepared as 'center' (shorter side, then a crop)", mode)
-        return settings
+        return replace(self.preprocessing, **settings)
 
     def architecture(self) -> dict[str, Any]:
         model = self.model
@@ -518,6 +626,18 @@ class TimmFamily(Family):
 FAMILIES: tuple[type[Family], ...] = (
     Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, TimmFamily,
 )  # fmt: skip
+
+
+def short_names() -> dict[str, str]:
+    """Every family's short names (`Family.short_names`) -> HF id, in the order of `FAMILIES`."""
+    return {name: hub_id for family in FAMILIES for name, hub_id in family.short_names.items()}
+
+
+def load_as(config: PretrainedConfig) -> LoadAs:
+    """How transformers loads a checkpoint whose config is `config`: as the family it belongs to says
+    (`Family.load_as`), else with `AutoModel`."""
+    found = (family.load_as(config) for family in FAMILIES)
+    return next((how for how in found if how is not None), LoadAs(AutoModel))
 
 
 def family_for(model: nn.Module) -> Family:

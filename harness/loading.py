@@ -19,52 +19,26 @@ from huggingface_hub.utils import get_session
 from safetensors import SafetensorError
 from transformers import (
     AutoConfig,
-    AutoModel,
-    CLIPVisionModelWithProjection,
     Dinov2Config,
     Dinov2Model,
     Dinov2WithRegistersConfig,
     Dinov2WithRegistersModel,
-    PreTrainedModel,
 )
 
+from cls_decoupling.preparation import Preprocessing
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoint import PLAIN_FAMILY, is_plain, load_original_checkpoint
+from harness.choices import POS_INTERPOLATIONS
 from harness.errors import BackboneUnavailableError, UnknownBackboneError
-from harness.families import Dinov2Family, Family, TimmFamily, family_for
-from harness.positions import POS_INTERPOLATIONS, use_original_interpolation
+from harness.families import Family, family_for, load_as, short_names
+from harness.positions import use_original_interpolation
+from harness.processors import PROCESSOR_CONFIG
 
 log = logging.getLogger(__name__)
 
-HUB_MODELS: dict[str, str] = {
-    "dinov2_vits14": "facebook/dinov2-small",
-    "dinov2_vitb14": "facebook/dinov2-base",
-    "dinov2_vitl14": "facebook/dinov2-large",
-    "dinov2_vitg14": "facebook/dinov2-giant",
-    "dinov2_vits14_reg": "facebook/dinov2-with-registers-small",
-    "dinov2_vitb14_reg": "facebook/dinov2-with-registers-base",
-    "dinov2_vitl14_reg": "facebook/dinov2-with-registers-large",
-    "dinov2_vitg14_reg": "facebook/dinov2-with-registers-giant",
-    **{
-        f"dinov3_{size}": f"facebook/dinov3-{size}-pretrain-lvd1689m"
-        for size in ("vits16", "vits16plus", "vitb16", "vitl16", "vith16plus", "vit7b16")
-    },
-    "dinov3_vitl16_sat": "facebook/dinov3-vitl16-pretrain-sat493m",
-    "dinov3_vit7b16_sat": "facebook/dinov3-vit7b16-pretrain-sat493m",
-    "clip_vitb32": "openai/clip-vit-base-patch32",
-    "clip_vitb16": "openai/clip-vit-base-patch16",
-    "clip_vitl14": "openai/clip-vit-large-patch14",
-    "clip_vitl14_336": "openai/clip-vit-large-patch14-336",
-}
-"""Short name (torch.hub's for DINOv2 and DINOv3; OpenAI's CLIP image towers) -> HF id
-(docs/design.md#backbones)."""
-
-_LOAD_AS: dict[str, type[PreTrainedModel]] = {
-    "CLIPModel": CLIPVisionModelWithProjection,  # a whole CLIP: its image tower and projection
-    "CLIPVisionModelWithProjection": CLIPVisionModelWithProjection,
-}
-"""transformers class to load a checkpoint with, by the architecture its config names (AutoModel
-otherwise)."""
+HUB_MODELS: dict[str, str] = short_names()
+"""Every family's short names (`Family.short_names`: torch.hub's for DINOv2 and DINOv3, OpenAI's CLIP
+image towers) -> HF id (docs/design.md#backbones)."""
 
 TIMM_PREFIX = "timm:"
 """`timm:<model>[.<tag>]`: a timm model with its pretrained weights (e.g.
@@ -103,9 +77,10 @@ def load_backbone(
             `.pth`, or `random:<arch>[_reg]` (random weights; their numbers mean nothing).
         num_heads: heads of a `.pth` checkpoint when not width / 64 (test models only).
         pos_interpolation: how a DINOv2 position grid is resized for other image sizes: "original"
-            (as the torch.hub models, `harness.positions`) or "hf" (as transformers). None: original
-            for torch.hub names, `.pth` files and random models, hf for HF ids and folders. Other
-            families resize as the model itself does (recorded as "hf", or "timm" for timm models).
+            (as the torch.hub models, `harness.positions`) or "hf" (as transformers); None: the
+            family's default (`Family.pos_interpolation`: for DINOv2 original for torch.hub names,
+            `.pth` files and random models, hf for HF ids and folders; other families resize as the
+            model itself does).
 
     Raises:
         UnknownBackboneError: the name is none of the above (or `pos_interpolation` is unknown);
@@ -135,15 +110,11 @@ def load_backbone(
     family_name = family.name
     if source == "checkpoint" and is_plain(checkpoint):
         family_name = PLAIN_FAMILY  # DINO v1 / iBOT: DINOv2's blocks with unit layer scale
-    if family.name != Dinov2Family.name and pos_interpolation == "original":
-        raise UnknownBackboneError(
-            f"--pos-interpolation original is DINOv2's; {name!r} is a {family.name} model (its own resize)"
-        )
-    if pos_interpolation is None:
-        original = source in ("random", "checkpoint") or name in HUB_MODELS
-        pos_interpolation = "original" if original and family.name == Dinov2Family.name else "hf"
-    if family.name == TimmFamily.name:
-        pos_interpolation = "timm"  # the model's own resize (timm's resample_abs_pos_embed)
+    as_released = source in ("random", "checkpoint") or name in family.short_names
+    try:
+        pos_interpolation = family.pos_interpolation(pos_interpolation, as_released)
+    except ValueError as error:
+        raise UnknownBackboneError(f"{name!r}: {error}") from None
     if pos_interpolation == "original":
         use_original_interpolation(model)
     info = BackboneInfo(
@@ -154,7 +125,7 @@ def load_backbone(
         random_weights=source == "random",
         pos_interpolation=pos_interpolation,
         family=family_name,
-        **preprocessing_of(family, source, location),
+        preprocessing=preparation_of(family, source, location),
     )
     if info.random_weights:
         log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)
@@ -327,15 +298,9 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
     hub_logger.setLevel(logging.ERROR)  # one clear line below instead of a retry log per attempt
     try:
         config = AutoConfig.from_pretrained(location, local_files_only=local_files_only)
-        architecture = (getattr(config, "architectures", None) or [""])[0]
-        extra: dict[str, Any] = {}
-        if config.model_type in ("vit", "deit"):  # ViT's / DeiT's tanh pooler: not the readout, not loaded
-            extra["add_pooling_layer"] = False
-        if architecture == "CLIPModel":  # the image tower's config, with the whole model's projection
-            extra["config"] = config.vision_config
-            extra["config"].projection_dim = config.projection_dim
-        model = _LOAD_AS.get(architecture, AutoModel).from_pretrained(
-            location, attn_implementation="sdpa", local_files_only=local_files_only, **extra
+        how = load_as(config)  # the class and arguments its family loads it with
+        model = how.model_class.from_pretrained(
+            location, attn_implementation="sdpa", local_files_only=local_files_only, **how.arguments
         )
     except OSError as error:
         raise BackboneUnavailableError(_unavailable_message(name, location, first_line(error))) from None
@@ -347,19 +312,37 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
     return _checked(model, name)
 
 
-PROCESSOR_CONFIG = "preprocessor_config.json"
-_RESAMPLE = {2: "bilinear", 3: "bicubic"}  # PIL's codes in transformers' processor configs
+def preparation_of(family: Family, source: str, location: str) -> Preprocessing:
+    """How the model's images are prepared (`Family.preparation`), with the checkpoint's processor
+    config where the family reads one (`Family.reads_processor_config`) and the checkpoint has one
+    (a folder, or the hub); the family's default otherwise.
+
+    Raises:
+        UnknownBackboneError: the processor config is not JSON, or its mean / std are invalid.
+    """
+    if not family.reads_processor_config:
+        return family.preparation()
+    path = _processor_config_file(source, location)
+    if path is None:
+        log.info("%s: no %s; the %s family's default preprocessing", location, PROCESSOR_CONFIG, family.name)
+        return family.preparation()
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise UnknownBackboneError(
+            f"{path} is not a readable processor config: {first_line(error)}"
+        ) from None
+    if not isinstance(config, dict):
+        raise UnknownBackboneError(f"{path} is not a readable processor config: not a JSON object")
+    try:
+        return family.preparation(config)
+    except ValueError as error:
+        raise UnknownBackboneError(f"{path}: {error}") from None
 
 
-def preprocessing_of(family: Family, source: str, location: str) -> dict[str, Any]:
-    """How the model's images are prepared: DINOv2's evaluation for DINOv2 (the paper's protocol, at
-    any resolution); for another family its processor config where the checkpoint has one (a
-    folder, or the hub), else the family's default (`Family.preprocessing`)."""
-    settings = dict(family.preprocessing)
-    if family.name == Dinov2Family.name:
-        return settings
-    if (own := family.own_preprocessing()) is not None:
-        return own
+def _processor_config_file(source: str, location: str) -> Path | None:
+    """The checkpoint's `preprocessor_config.json`: in its folder, or from the hub (the cache first, a
+    file lookup; not cached and no hub: None)."""
     path: Path | None = None
     if source == "folder":
         path = Path(location) / PROCESSOR_CONFIG
@@ -371,66 +354,7 @@ def preprocessing_of(family: Family, source: str, location: str) -> dict[str, An
             with contextlib.suppress(Exception):  # not cached and no hub: the family's default
                 offline = _hub_unreachable() is not None
                 path = Path(hf_hub_download(location, PROCESSOR_CONFIG, local_files_only=offline))
-    if path is None or not path.is_file():
-        log.info("%s: no %s; the %s family's default preprocessing", location, PROCESSOR_CONFIG, family.name)
-        return settings
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise UnknownBackboneError(
-            f"{path} is not a readable processor config: {first_line(error)}"
-        ) from None
-    return processor_settings(config, settings, str(path))
-
-
-_SHORTEST_EDGE_PROCESSORS = ("CLIPImageProcessor", "CLIPImageProcessorFast", "BitImageProcessor")
-"""Processors that read an integer `size` as the shorter side (transformers' `default_to_square=False`);
-the others (ViT, DeiT) read it as a square."""
-
-
-def processor_settings(config: dict[str, Any], defaults: dict[str, Any], where: str) -> dict[str, Any]:
-    """The `BackboneInfo` preparation fields a transformers `preprocessor_config.json` describes, the
-    family's `defaults` where it is silent.
-
-    Raises:
-        UnknownBackboneError: its mean / std are not 3 numbers each (stds positive).
-    """
-    settings = dict(defaults)
-    if "image_mean" in config and "image_std" in config:
-        mean, std = config["image_mean"], config["image_std"]
-        if isinstance(mean, (int, float)):  # one number for every channel
-            mean, std = [mean] * 3, [std] * 3
-        lists = isinstance(mean, (list, tuple)) and isinstance(std, (list, tuple))
-        valid = (
-            lists and len(mean) == len(std) == 3 and all(isinstance(v, (int, float)) for v in (*mean, *std))
-        )
-        if not valid or min(std) <= 0:
-            raise UnknownBackboneError(
-                f"{where}: image_mean / image_std must be 3 numbers each, got {mean}, {std}"
-            )
-        settings["image_mean"], settings["image_std"] = tuple(mean), tuple(std)
-    resample = config.get("resample")
-    if isinstance(resample, int) and resample in _RESAMPLE:
-        settings["interpolation"] = _RESAMPLE[resample]
-    square = config.get("image_processor_type") not in _SHORTEST_EDGE_PROCESSORS
-    size, crop = config.get("size"), config.get("crop_size")
-    if isinstance(size, int):  # the older form: transformers reads it as its processor does
-        size = {"height": size, "width": size} if square else {"shortest_edge": size}
-    if isinstance(crop, int):
-        crop = {"height": crop, "width": crop}
-    if not config.get("do_center_crop"):
-        settings["resize"], settings["resize_ratio"] = "square", 1.0
-    elif isinstance(size, dict) and isinstance(crop, dict) and "height" in crop:
-        if "shortest_edge" in size:  # the shorter side, then a crop (CLIP)
-            settings["resize"], settings["resize_ratio"] = (
-                "shorter_crop",
-                size["shortest_edge"] / crop["height"],
-            )
-        elif "height" in size:  # a square, then a crop (DeiT)
-            settings["resize"], settings["resize_ratio"] = "square_crop", size["height"] / crop["height"]
-    elif settings["resize"] == "square":  # a crop of unknown size: the shorter side at the family's ratio
-        settings["resize"] = "shorter_crop"
-    return settings
+    return path if path is not None and path.is_file() else None
 
 
 def _random_model(name: str) -> HFDinov2:

@@ -26,8 +26,6 @@ from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers im
     Dinov2WithRegistersEmbeddings,
 )
 
-from harness.choices import POS_INTERPOLATIONS  # noqa: F401  (harness.loading reads it from here)
-
 ORIGINAL_OFFSET = 0.1
 """The hub models' `interpolate_offset` without registers (0 with registers)."""
 

@@ -23,7 +23,8 @@ random:tiny_reg on the demo photos, three results kept)."""
 def test_a_results_json_of_the_version_before_reads_and_writes_back_the_same() -> None:
     written = json.loads(EARLIER.read_text())
     record = RunRecord.from_dict(written)
-    assert record.backbone == BackboneInfo(**written["backbone"])
+    assert record.backbone == BackboneInfo.from_dict(written["backbone"])
+    assert record.backbone.preprocessing.mean == tuple(written["backbone"]["image_mean"])
     assert record.data.num_images == 16 and record.run.layers == (1, 2) and not record.replayed
     assert record.results == written["results"]
     again = record.as_dict()

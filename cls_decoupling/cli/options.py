@@ -228,12 +228,7 @@ def load_checked_backbone(
 
 def prepare_for(datamodule: ImageDataModule, backbone: DecomposingBackbone) -> ImageDataModule:
     """The data prepared as the backbone's family prepares images (its normalisation and resize)."""
-    from datamodules import Preprocessing
-
-    info = backbone.info
-    datamodule.preprocessing = Preprocessing(
-        info.image_mean, info.image_std, info.resize, info.interpolation, info.resize_ratio
-    )
+    datamodule.preprocessing = backbone.info.preprocessing
     return datamodule
 
 

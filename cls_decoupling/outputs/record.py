@@ -166,7 +166,7 @@ class RunRecord:
             )
         try:
             return cls(
-                BackboneInfo(**_known(BackboneInfo, summary["backbone"])),
+                BackboneInfo.from_dict(summary["backbone"]),
                 DataRecord.from_dict(summary["data"]),
                 RunSettings.from_dict(summary["run"]),
                 dict(summary["results"]),

@@ -130,7 +130,8 @@ def test_dino_v1_and_ibot_checkpoints_load_as_plain_vits(wrapper: str, tmp_path:
     loaded = load_backbone(path)
     info = loaded.info
     assert (info.family, info.num_layers, info.num_heads, info.patch_size) == ("dino", 2, 2, 8)
-    assert info.pos_interpolation == "original" and info.resize_ratio == 256 / 224  # DINO's evaluation
+    assert info.pos_interpolation == "original"
+    assert info.preprocessing.resize_ratio == 256 / 224  # DINO's evaluation
     pixels = torch.randn(2, 3, 32, 32)  # the native grid: no position resize on either side
     with torch.no_grad():
         expected = reference(pixels)

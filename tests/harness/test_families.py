@@ -17,6 +17,7 @@ from transformers import (
     ViTModel,
 )
 
+from cls_decoupling.preparation import Preprocessing
 from harness import BackboneInfo, DecomposingBackbone, Decomposition
 from harness.decomposition import DEPTH_PREFIX
 from harness.families import CLIPFamily, Dinov3Family, TimmFamily, ViTFamily, family_for
@@ -396,16 +397,13 @@ def test_timm_preprocessing_follows_its_pretrained_config() -> None:
     shorter side then crop, "squash" -> a square then crop; mean/std and interpolation as given."""
     center = TimmFamily(tiny_timm(pretrained_cfg_overlay={"crop_pct": 0.875, "interpolation": "bilinear"}))
     # vit_small_patch16_224's default tag (augreg) normalises with mean / std 0.5
-    assert center.own_preprocessing() == {
-        "image_mean": (0.5, 0.5, 0.5),
-        "image_std": (0.5, 0.5, 0.5),
-        "resize": "shorter_crop",
-        "interpolation": "bilinear",
-        "resize_ratio": 1 / 0.875,
-    }  # fmt: skip
+    assert center.preparation() == Preprocessing(
+        (0.5,) * 3, (0.5,) * 3, "shorter_crop", "bilinear", 1 / 0.875
+    )
     squash = TimmFamily(tiny_timm(pretrained_cfg_overlay={"crop_pct": 0.9, "crop_mode": "squash"}))
-    settings = squash.own_preprocessing() or {}
-    assert settings["resize"] == "square_crop" and settings["resize_ratio"] == pytest.approx(1 / 0.9)
+    settings = squash.preparation()
+    assert settings.resize == "square_crop"
+    assert settings.resize_ratio == pytest.approx(1 / 0.9)
 
 
 @pytest.mark.parametrize(
@@ -418,12 +416,8 @@ def test_timm_images_are_prepared_as_timms_own_transform(overlay: dict[str, Any]
     from sklearn.datasets import load_sample_images
     from timm.data import create_transform, resolve_data_config
 
-    from datamodules import Preprocessing, evaluation_transform
-
     model = tiny_timm(pretrained_cfg_overlay=overlay | {"input_size": (3, 224, 224)})
-    settings = TimmFamily(model).own_preprocessing() or {}
-    ours = Preprocessing(settings["image_mean"], settings["image_std"], settings["resize"],
-                         settings["interpolation"], settings["resize_ratio"])  # fmt: skip
+    ours = TimmFamily(model).preparation()
     photo = Image.fromarray(load_sample_images().images[1])
     timms = create_transform(**resolve_data_config({}, model=model))
-    assert_close(evaluation_transform(224, ours)(photo), timms(photo), atol=1e-6, rtol=0)
+    assert_close(ours.transform(224)(photo), timms(photo), atol=1e-6, rtol=0)

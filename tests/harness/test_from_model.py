@@ -109,3 +109,5 @@ def test_the_readmes_from_python_example_runs() -> None:
     namespace: dict[str, object] = {}
     exec(compile("\n".join(blocks), str(README), "exec"), namespace)
     assert {"backbone", "decomposition"} <= set(namespace)
+    pixels = namespace["pixels"]  # the sample photos through backbone.transform(224)
+    assert isinstance(pixels, Tensor) and pixels.shape == (2, 3, 224, 224)

@@ -23,6 +23,7 @@ from transformers import (
     ViTModel,
 )
 
+from cls_decoupling.preparation import Preprocessing
 from harness import HUB_MODELS, RANDOM_MODELS, UnknownBackboneError, load_backbone, resolve_backbone
 from tests.conftest import tiny_model
 
@@ -87,17 +88,12 @@ def test_a_vit_folder_loads_with_its_own_preprocessing(tmp_path: Path) -> None:
     backbone = load_backbone(tmp_path / "vit")
     info = backbone.info
     assert (info.family, info.num_registers, info.patch_size, info.pos_interpolation) == ("vit", 0, 14, "hf")
-    assert (info.image_mean, info.image_std, info.resize, info.interpolation) == (
-        (0.5, 0.5, 0.5),
-        (0.5, 0.5, 0.5),
-        "square",
-        "bilinear",
-    )
+    assert info.preprocessing == Preprocessing((0.5,) * 3, (0.5,) * 3, "square", "bilinear", 1.0)
     processor = {"image_mean": [0.485, 0.456, 0.406], "image_std": [0.229, 0.224, 0.225], "resample": 3,
                  "do_center_crop": True}  # fmt: skip
     (tmp_path / "vit" / "preprocessor_config.json").write_text(json.dumps(processor))
-    info = load_backbone(tmp_path / "vit").info
-    assert (info.image_mean, info.resize, info.interpolation) == (
+    preprocessing = load_backbone(tmp_path / "vit").info.preprocessing
+    assert (preprocessing.mean, preprocessing.resize, preprocessing.interpolation) == (
         (0.485, 0.456, 0.406),
         "shorter_crop",
         "bicubic",
@@ -116,13 +112,14 @@ def test_a_clip_folder_takes_its_processors_resize(tmp_path: Path) -> None:
                  "size": {"shortest_edge": 224}, "crop_size": {"height": 224, "width": 224}}  # fmt: skip
     (tmp_path / "clip" / "preprocessor_config.json").write_text(json.dumps(processor))
     info = load_backbone(tmp_path / "clip").info
-    assert (info.family, info.resize, info.resize_ratio, info.interpolation) == (
+    preprocessing = info.preprocessing
+    assert (info.family, preprocessing.resize, preprocessing.resize_ratio, preprocessing.interpolation) == (
         "clip",
         "shorter_crop",
         1.0,
         "bicubic",
     )
-    assert info.image_std == (0.26862954, 0.26130258, 0.27577711)
+    assert preprocessing.std == (0.26862954, 0.26130258, 0.27577711)
 
 
 def test_a_dinov3_folder_and_the_dinov3_short_names(tmp_path: Path) -> None:
@@ -134,7 +131,11 @@ def test_a_dinov3_folder_and_the_dinov3_short_names(tmp_path: Path) -> None:
     DINOv3ViTModel(config).save_pretrained(tmp_path / "dinov3")
     info = load_backbone(tmp_path / "dinov3").info
     assert (info.family, info.num_registers, info.patch_size, info.swiglu) == ("dinov3", 4, 16, True)
-    assert (info.pos_interpolation, info.resize, info.interpolation) == ("hf", "square", "bilinear")
+    assert (info.pos_interpolation, info.preprocessing.resize, info.preprocessing.interpolation) == (
+        "hf",
+        "square",
+        "bilinear",
+    )
     with pytest.raises(UnknownBackboneError, match="is a dinov3 model"):
         load_backbone(tmp_path / "dinov3", pos_interpolation="original")
     assert resolve_backbone("dinov3_vitb16") == ("hub", "facebook/dinov3-vitb16-pretrain-lvd1689m")
@@ -211,7 +212,12 @@ def test_a_timm_folder_loads_with_its_pretrained_config(tmp_path: Path) -> None:
     info = backbone.info
     assert (info.family, info.source, info.pos_interpolation) == ("timm", "folder", "timm")
     assert (info.hidden_size, info.num_layers, info.num_heads, info.patch_size) == (32, 2, 2, 16)
-    assert (info.resize, info.resize_ratio, info.interpolation) == ("shorter_crop", 1.0, "bicubic")
+    preprocessing = info.preprocessing
+    assert (preprocessing.resize, preprocessing.resize_ratio, preprocessing.interpolation) == (
+        "shorter_crop",
+        1.0,
+        "bicubic",
+    )
     import timm
 
     pixels = torch.randn(2, 3, 48, 64)
@@ -284,17 +290,17 @@ def test_a_deit_folder_squashes_to_a_square_then_crops(tmp_path: Path) -> None:
                         image_size=56, patch_size=14)  # fmt: skip
     DeiTModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "deit")
     info = load_backbone(tmp_path / "deit").info
-    assert (info.family, info.num_distillation, info.resize, info.resize_ratio) == (
-        "deit",
-        1,
-        "square_crop",
-        256 / 224,
-    )
+    assert (info.family, info.num_distillation) == ("deit", 1)
+    assert (info.preprocessing.resize, info.preprocessing.resize_ratio) == ("square_crop", 256 / 224)
     processor = {"do_center_crop": True, "size": {"height": 288, "width": 288}, "resample": 3,
                  "crop_size": {"height": 224, "width": 224}}  # fmt: skip
     (tmp_path / "deit" / "preprocessor_config.json").write_text(json.dumps(processor))
-    info = load_backbone(tmp_path / "deit").info
-    assert (info.resize, info.resize_ratio, info.interpolation) == ("square_crop", 288 / 224, "bicubic")
+    preprocessing = load_backbone(tmp_path / "deit").info.preprocessing
+    assert (preprocessing.resize, preprocessing.resize_ratio, preprocessing.interpolation) == (
+        "square_crop",
+        288 / 224,
+        "bicubic",
+    )
 
 
 def test_bad_timm_names_folders_and_processor_configs_are_one_line(tmp_path: Path) -> None:
@@ -328,6 +334,9 @@ def test_bad_timm_names_folders_and_processor_configs_are_one_line(tmp_path: Pat
     processor.write_text("{not json")
     with pytest.raises(UnknownBackboneError, match="is not a readable processor config"):
         load_backbone(tmp_path / "vit")
+    processor.write_text("[0.5, 0.5]")
+    with pytest.raises(UnknownBackboneError, match="is not a readable processor config: not a JSON object"):
+        load_backbone(tmp_path / "vit")
     processor.write_text(json.dumps({"image_mean": [0.5], "image_std": [0.5]}))
     with pytest.raises(UnknownBackboneError, match="must be 3 numbers each"):
         load_backbone(tmp_path / "vit")
@@ -338,28 +347,25 @@ def test_older_processor_configs_with_integer_sizes() -> None:
     square for ViT / DeiT processors, the shorter side for CLIP's."""
     from transformers import CLIPImageProcessor, DeiTImageProcessor
 
-    from harness.loading import processor_settings
+    from harness.processors import processor_preprocessing
 
     # how transformers itself reads the numbers
     assert dict(DeiTImageProcessor(size=256).size) == {"height": 256, "width": 256}
     assert dict(CLIPImageProcessor(size=224).size) == {"shortest_edge": 224}
-    defaults = {"image_mean": (0.5,) * 3, "image_std": (0.5,) * 3, "resize": "square",
-                "interpolation": "bilinear", "resize_ratio": 1.0}  # fmt: skip
+    defaults = Preprocessing((0.5,) * 3, (0.5,) * 3, "square", "bilinear", 1.0)
     deit = {
         "image_processor_type": "DeiTImageProcessor",
         "do_center_crop": True,
         "size": 256,
         "crop_size": 224,
     }
-    assert processor_settings(deit, defaults, "deit")["resize"] == "square_crop"
-    assert processor_settings(deit, defaults, "deit")["resize_ratio"] == 256 / 224
+    assert processor_preprocessing(deit, defaults).resize == "square_crop"
+    assert processor_preprocessing(deit, defaults).resize_ratio == 256 / 224
     clip = {
         "image_processor_type": "CLIPImageProcessor",
         "do_center_crop": True,
         "size": 224,
         "crop_size": 224,
     }
-    assert (
-        processor_settings(clip, defaults, "clip")["resize"],
-        processor_settings(clip, defaults, "clip")["resize_ratio"],
-    ) == ("shorter_crop", 1.0)
+    clip_preprocessing = processor_preprocessing(clip, defaults)
+    assert (clip_preprocessing.resize, clip_preprocessing.resize_ratio) == ("shorter_crop", 1.0)
