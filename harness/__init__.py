@@ -7,8 +7,9 @@ timm, Lightning) on first use, so a command's `--help` stays fast."""
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from cls_decoupling.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
@@ -75,17 +76,4 @@ __all__ = [
     "variant_names",
 ]
 
-_EXPORTS = {name: module for module, names in _SUBMODULES.items() for name in names}
-
-
-def __getattr__(name: str) -> Any:
-    """An exported name, from its submodule imported on first use (PEP 562)."""
-    if name not in _EXPORTS:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
-    globals()[name] = value
-    return value
-
-
-def __dir__() -> list[str]:
-    return sorted({*globals(), *__all__})
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SUBMODULES)

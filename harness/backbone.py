@@ -108,16 +108,6 @@ class BackboneInfo:
         """What the weights are, however they were named: HF id, absolute path, or the name."""
         return self.location or self.name
 
-    @property
-    def image_mean(self) -> tuple[float, ...]:
-        """`preprocessing.mean` (read by probes/maps.py)."""
-        return self.preprocessing.mean
-
-    @property
-    def image_std(self) -> tuple[float, ...]:
-        """`preprocessing.std` (read by probes/maps.py)."""
-        return self.preprocessing.std
-
     def as_dict(self) -> dict[str, Any]:
         """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys."""
         data: dict[str, Any] = {}

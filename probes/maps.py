@@ -75,7 +75,8 @@ class MapsProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> MapsProbe:
-        return cls(mean=context.info.image_mean, std=context.info.image_std)
+        preprocessing = context.info.preprocessing
+        return cls(mean=preprocessing.mean, std=preprocessing.std)
 
     def __init__(
         self,

@@ -10,6 +10,7 @@ Layering, bottom to top (a module belongs to the rule with the longest matching 
     layer 0  package  ``cls_decoupling`` (its ``__init__`` only; it must import nothing)
     layer 0  errors   ``cls_decoupling.errors``
     layer 0  hashing  ``cls_decoupling.hashing`` (seeded per-sample numbers)
+    layer 0  lazy     ``cls_decoupling.lazy`` (packages that import their parts on first use)
     layer 0  preparation  ``cls_decoupling.preparation`` (how images are prepared: ``Preprocessing``)
     layer 1  data     ``datamodules``
     layer 1  model    ``harness``
@@ -54,6 +55,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "cls_decoupling": (0, "package"),
     "cls_decoupling.errors": (0, "errors"),
     "cls_decoupling.hashing": (0, "hashing"),
+    "cls_decoupling.lazy": (0, "lazy"),
     "cls_decoupling.preparation": (0, "preparation"),
     "datamodules": (1, "data"),
     "harness": (1, "model"),
