@@ -1,0 +1,70 @@
+"""One small adapter per ViT family: everything that differs between families lives in its adapter
+(docs/design.md#backbones). On the model: where its blocks, embeddings, final norm and [CLS] readout
+are, and a view of each block under the names the decomposition reads. Around the model: its short
+names, how transformers loads its checkpoints, how it resizes its position grid, and how its images
+are prepared (its default, and whether a checkpoint's processor config overrides it).
+
+A block view exposes `norm1`, `attention.{q_proj, k_proj, v_proj, o_proj, num_attention_heads,
+head_dim, scaling}`, `layer_scale1` / `layer_scale2` (with `lambda1`), `norm2` and `mlp`, each the
+family's own module where it has one (so hooks on the view's projections fire in the model's own
+pass); families without layer scale get a unit scale.
+"""
+
+from __future__ import annotations
+
+from torch import nn
+from transformers import AutoModel, PretrainedConfig
+
+from harness.families.base import AttentionView, BlockView, Family, LoadAs, UnitScale
+from harness.families.clip import CLIPFamily
+from harness.families.dinov2 import Dinov2Family
+from harness.families.dinov3 import Dinov3Family
+from harness.families.timm_vit import TimmFamily
+from harness.families.vit import DeiTFamily, ViTFamily
+
+__all__ = [
+    "FAMILIES",
+    "AttentionView",
+    "BlockView",
+    "CLIPFamily",
+    "DeiTFamily",
+    "Dinov2Family",
+    "Dinov3Family",
+    "Family",
+    "LoadAs",
+    "TimmFamily",
+    "UnitScale",
+    "ViTFamily",
+    "family_for",
+    "load_as",
+    "short_names",
+]
+
+FAMILIES: tuple[type[Family], ...] = (
+    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, TimmFamily,
+)  # fmt: skip
+
+
+def short_names() -> dict[str, str]:
+    """Every family's short names (`Family.short_names`) -> HF id, in the order of `FAMILIES`."""
+    return {name: hub_id for family in FAMILIES for name, hub_id in family.short_names.items()}
+
+
+def load_as(config: PretrainedConfig) -> LoadAs:
+    """How transformers loads a checkpoint whose config is `config`: as the family it belongs to says
+    (`Family.load_as`), else with `AutoModel`."""
+    found = (family.load_as(config) for family in FAMILIES)
+    return next((how for how in found if how is not None), LoadAs(AutoModel))
+
+
+def family_for(model: nn.Module) -> Family:
+    """The adapter of `model`'s family.
+
+    Raises:
+        ValueError: no adapter knows the model (the message names the supported families).
+    """
+    for family in FAMILIES:
+        if isinstance(model, family.model_types):
+            return family(model)
+    supported = ", ".join(t.__name__ for family in FAMILIES for t in family.model_types)
+    raise ValueError(f"{type(model).__name__} is not a supported ViT ({supported})")

@@ -1,0 +1,203 @@
+"""What every family adapter is (`Family`), and the views of a block under the names the
+decomposition reads (`BlockView`, `AttentionView`); docs/design.md#backbones."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor, nn
+from transformers import (
+    PretrainedConfig,
+)
+
+from cls_decoupling.preparation import Preprocessing
+from harness.processors import processor_preprocessing
+from harness.tokens import TokenLayout
+
+
+class UnitScale(nn.Module):
+    """Layer scale of a family without one: gamma = 1 (no parameters: runs in its input's dtype)."""
+
+    def __init__(self, like: nn.Linear) -> None:
+        super().__init__()
+        self._like = [like]  # a reference, not a child: its size, device and dtype
+
+    @property
+    def lambda1(self) -> Tensor:
+        weight = self._like[0].weight
+        return torch.ones(weight.shape[0], device=weight.device, dtype=weight.dtype)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return inputs
+
+
+@dataclass(frozen=True)
+class LoadAs:
+    """How transformers loads a checkpoint: the class whose `from_pretrained` reads it, and the extra
+    arguments that call takes."""
+
+    model_class: Any  # a PreTrainedModel class, or AutoModel
+    arguments: Mapping[str, Any] = field(default_factory=dict)
+
+
+class Family(ABC):
+    """How one family's model maps onto the decomposition, and what else only the family knows.
+
+    Attributes:
+        name: the family's name (results.json `backbone.family`).
+        model: the HF (or timm) model.
+    """
+
+    name: ClassVar[str]
+    model_types: ClassVar[tuple[type[nn.Module], ...]]
+    short_names: ClassVar[Mapping[str, str]] = {}
+    """Short names of the family's released checkpoints (torch.hub's where it has them) -> HF id."""
+    preprocessing: ClassVar[Preprocessing]
+    """The family's default image preparation."""
+    reads_processor_config: ClassVar[bool] = True
+    """Whether a checkpoint's `preprocessor_config.json` (a folder's, or the hub's) overrides
+    `preprocessing` (`preparation`)."""
+    own_pos_interpolation: ClassVar[str] = "hf"
+    """How the model resizes its position grid itself, as results.json records it."""
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model: Any = model  # a model of one of `model_types`
+
+    @classmethod
+    def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        """How transformers should load a checkpoint whose config is `config`, where this family
+        needs more than `AutoModel` with no extra arguments; None otherwise (also for a checkpoint of
+        another family)."""
+        return None
+
+    def preparation(self, processor_config: Mapping[str, Any] | None = None) -> Preprocessing:
+        """How this model's images are prepared: the checkpoint's processor config read over the
+        family's default where the family reads one (`reads_processor_config`) and one is given;
+        else the default.
+
+        Raises:
+            ValueError: the processor config's mean / std are not 3 numbers each.
+        """
+        if processor_config is None or not self.reads_processor_config:
+            return self.preprocessing
+        return processor_preprocessing(processor_config, self.preprocessing)
+
+    def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
+        """How the position grid is resized for other image sizes (results.json
+        `backbone.pos_interpolation`): the model's own resize (`own_pos_interpolation`).
+
+        Args:
+            asked: what the user asked for (`--pos-interpolation`), None for the family's default.
+            as_released: the weights were named as their original release names them (a torch.hub
+                short name, an original `.pth`) or are a random model of a released architecture.
+
+        Raises:
+            ValueError: `asked` is DINOv2's original resize, which no other family has.
+        """
+        if asked == "original":
+            raise ValueError(
+                f"--pos-interpolation original is DINOv2's; it is a {self.name} model (its own resize)"
+            )
+        return self.own_pos_interpolation
+
+    def architecture(self) -> dict[str, Any]:
+        """The `BackboneInfo` fields that describe the architecture: hidden_size, num_layers,
+        num_heads, num_registers, patch_size, swiglu (a gated MLP); read from an HF config."""
+        config = self.model.config
+        return {
+            "hidden_size": config.hidden_size,
+            "num_layers": config.num_hidden_layers,
+            "num_heads": config.num_attention_heads,
+            "num_registers": getattr(config, "num_register_tokens", 0),
+            "patch_size": int(config.patch_size),  # square patches
+            "swiglu": getattr(config, "use_swiglu_ffn", False) or getattr(config, "use_gated_mlp", False),
+            "projection_dim": self.projection.out_features if self.projection is not None else 0,
+            "num_distillation": 0,
+        }
+
+    @property
+    @abstractmethod
+    def blocks(self) -> Sequence[nn.Module]:
+        """The blocks the model runs, in order (forward hooks go on these)."""
+
+    @abstractmethod
+    def view(self, block: Any) -> Any:
+        """`block` under the decomposition's names (see the module docstring)."""
+
+    @property
+    def embeddings(self) -> nn.Module:
+        """The module whose output is the token sequence entering the first block (transformers'
+        `embeddings` unless a family says otherwise)."""
+        return self.model.embeddings
+
+    @property
+    def projection(self) -> nn.Module | None:
+        """A linear map of the pooled output into a joint space (CLIP's `visual_projection`), read
+        as the `projection` readout; None for most families."""
+        return None
+
+    @property
+    def final_norm(self) -> nn.Module:
+        """The norm after the last block, whose [CLS] row is the pooled output (transformers'
+        `layernorm` unless a family says otherwise)."""
+        return self.model.layernorm
+
+    @abstractmethod
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        """The token sequence entering the first block (batch, tokens, hidden)."""
+
+    @abstractmethod
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        """The model's own forward pass; its pooled [CLS] output (batch, hidden)."""
+
+    @abstractmethod
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
+        """Every block on a token sequence: the last block's output, before the final norm.
+
+        Args:
+            tokens: (batch, tokens, hidden), [CLS] and registers first.
+            layout: the token layout of the image the sequence came from.
+            patches: (batch, kept) which patches of `layout`'s grid the sequence's patch tokens are,
+                when some were deleted (None: all of them, in order). Only families whose blocks
+                read positions (RoPE) need it.
+        """
+
+    def attention_keys(self, keys: Tensor, layout: TokenLayout) -> Tensor:
+        """The keys as the softmax sees them (batch, tokens, hidden), from a block's key projections:
+        the projections themselves, unless the family rotates them (RoPE)."""
+        return keys
+
+
+@dataclass(frozen=True)
+class AttentionView:
+    """An attention module under the decomposition's names (its own projection modules)."""
+
+    q_proj: nn.Module
+    k_proj: nn.Module
+    v_proj: nn.Module
+    o_proj: nn.Module
+    num_attention_heads: int
+    head_dim: int
+    scaling: float
+
+
+@dataclass(frozen=True)
+class BlockView:
+    """A pre-norm block under the decomposition's names: x + ls1(attn(norm1(x))), then
+    v + ls2(mlp(norm2(v)))."""
+
+    norm1: nn.Module
+    attention: AttentionView
+    layer_scale1: nn.Module
+    norm2: nn.Module
+    mlp: nn.Module
+    layer_scale2: nn.Module
+
+
+def attention_view(attention: Any, o_proj: nn.Module, heads: int, scaling: float) -> AttentionView:
+    return AttentionView(attention.q_proj, attention.k_proj, attention.v_proj, o_proj,
+                         heads, attention.head_dim, scaling)  # fmt: skip

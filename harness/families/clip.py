@@ -1,0 +1,87 @@
+"""CLIP's vision tower (and its projection), as transformers holds it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+from transformers import (
+    CLIPVisionModel,
+    CLIPVisionModelWithProjection,
+    PretrainedConfig,
+)
+
+from cls_decoupling.preparation import Preprocessing
+from harness.families.base import BlockView, Family, LoadAs, UnitScale, attention_view
+from harness.tokens import TokenLayout
+
+
+class CLIPFamily(Family):
+    """transformers' CLIP image tower (`CLIPVisionModel`, or `CLIPVisionModelWithProjection`, which
+    also holds `visual_projection`): `pre_layrnorm` on the embeddings (the sequence entering the
+    first block is after it), no layer scale, no registers; the readout is `post_layernorm` of the
+    [CLS] row (the pooled output), and with the projection a third readout, `projection/{variant}`
+    (the image embedding CLIP compares with text)."""
+
+    name = "clip"
+    model_types = (CLIPVisionModel, CLIPVisionModelWithProjection)
+    preprocessing = Preprocessing(  # transformers' CLIPImageProcessor
+        mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
+        resize="shorter_crop", interpolation="bicubic", resize_ratio=1.0,
+    )  # fmt: skip
+    short_names: ClassVar[Mapping[str, str]] = {  # OpenAI's image towers
+        "clip_vitb32": "openai/clip-vit-base-patch32",
+        "clip_vitb16": "openai/clip-vit-base-patch16",
+        "clip_vitl14": "openai/clip-vit-large-patch14",
+        "clip_vitl14_336": "openai/clip-vit-large-patch14-336",
+    }
+
+    @classmethod
+    def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        """A whole CLIP (`CLIPModel`) as its image tower with the whole model's projection; a tower
+        with its projection as it is."""
+        architecture = (getattr(config, "architectures", None) or [""])[0]
+        if architecture == "CLIPModel":
+            tower = config.vision_config
+            tower.projection_dim = config.projection_dim
+            return LoadAs(CLIPVisionModelWithProjection, {"config": tower})
+        if architecture == "CLIPVisionModelWithProjection":
+            return LoadAs(CLIPVisionModelWithProjection)
+        return None
+
+    @property
+    def tower(self) -> Any:
+        """The vision transformer (embeddings, pre_layrnorm, encoder, post_layernorm)."""
+        return getattr(self.model, "vision_model", self.model)
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.tower.encoder.layers)
+
+    def view(self, block: Any) -> Any:
+        attention = block.self_attn
+        unit = UnitScale(attention.out_proj)
+        view = attention_view(attention, attention.out_proj, attention.num_heads, attention.scale)
+        return BlockView(block.layer_norm1, view, unit, block.layer_norm2, block.mlp, unit)
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.tower.pre_layrnorm
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self.tower.post_layernorm
+
+    @property
+    def projection(self) -> nn.Module | None:
+        return getattr(self.model, "visual_projection", None)
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        return self.tower.pre_layrnorm(self.tower.embeddings(pixel_values, interpolate_pos_encoding=True))
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        return self.tower(pixel_values=pixel_values, interpolate_pos_encoding=True).pooler_output
+
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
+        return self.tower.encoder(tokens).last_hidden_state

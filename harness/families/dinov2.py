@@ -1,0 +1,60 @@
+"""DINOv2 (with and without registers), as transformers holds it: the reference family."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+from transformers import (
+    Dinov2Model,
+    Dinov2WithRegistersModel,
+)
+
+from cls_decoupling.preparation import DINOV2_EVALUATION
+from harness.families.base import Family
+from harness.tokens import TokenLayout
+
+
+class Dinov2Family(Family):
+    """HF `Dinov2Model` / `Dinov2WithRegistersModel`: its blocks already carry the names. Its images
+    are prepared with the paper's evaluation transform at every resolution, whatever a checkpoint's
+    processor config says; its position grid is resized as the original release does it
+    (`harness.positions`) for the released weights, as transformers does it otherwise."""
+
+    name = "dinov2"
+    model_types = (Dinov2Model, Dinov2WithRegistersModel)
+    short_names: ClassVar[Mapping[str, str]] = {
+        "dinov2_vits14": "facebook/dinov2-small",
+        "dinov2_vitb14": "facebook/dinov2-base",
+        "dinov2_vitl14": "facebook/dinov2-large",
+        "dinov2_vitg14": "facebook/dinov2-giant",
+        "dinov2_vits14_reg": "facebook/dinov2-with-registers-small",
+        "dinov2_vitb14_reg": "facebook/dinov2-with-registers-base",
+        "dinov2_vitl14_reg": "facebook/dinov2-with-registers-large",
+        "dinov2_vitg14_reg": "facebook/dinov2-with-registers-giant",
+    }
+    preprocessing = DINOV2_EVALUATION
+    reads_processor_config = False
+
+    def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
+        """ "original" for the released weights and "hf" for the others, unless asked otherwise."""
+        if asked is not None:
+            return asked
+        return "original" if as_released else "hf"
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.model.encoder.layer)
+
+    def view(self, block: Any) -> Any:
+        return block
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        return self.model.embeddings(pixel_values)
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        return self.model(pixel_values=pixel_values).pooler_output
+
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
+        return self.model.encoder(tokens).last_hidden_state

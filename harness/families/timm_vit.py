@@ -1,0 +1,176 @@
+"""timm's VisionTransformer (DeiT III and every timm ViT with a [CLS] token)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from dataclasses import replace
+from typing import Any
+
+from timm.layers import LayerScale, PatchEmbed
+from timm.layers.attention import Attention as TimmAttention
+from timm.models.vision_transformer import Block as TimmBlock
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor, nn
+
+from cls_decoupling.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from harness.families.base import AttentionView, BlockView, Family, UnitScale
+from harness.tokens import TokenLayout
+
+log = logging.getLogger(__name__)
+
+
+class _FusedPart(nn.Module):
+    """q, k or v of a fused `qkv` projection (timm): its rows of the weight, then the per-head norm
+    the model applies to it (timm's q_norm / k_norm; identity by default). Forward hooks go on the
+    fused projection and see this part of its output, so they fire in the model's own pass."""
+
+    def __init__(self, qkv: nn.Linear, part: int, heads: int, norm: nn.Module) -> None:
+        super().__init__()
+        self.qkv, self.norm, self.heads = qkv, norm, heads
+        width = qkv.out_features // 3
+        self.rows = slice(part * width, (part + 1) * width)
+
+    def _finish(self, projected: Tensor) -> Tensor:
+        per_head = projected.unflatten(-1, (self.heads, -1))
+        return self.norm(per_head).flatten(-2)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        bias = None if self.qkv.bias is None else self.qkv.bias[self.rows]
+        return self._finish(nn.functional.linear(inputs, self.qkv.weight[self.rows], bias))
+
+    def register_forward_hook(self, hook: Any, **kwargs: Any) -> Any:
+        def on_fused(module: nn.Module, inputs: Any, output: Tensor) -> Any:
+            return hook(self, inputs, self._finish(output[..., self.rows]))
+
+        return self.qkv.register_forward_hook(on_fused, **kwargs)
+
+
+class _Gamma(nn.Module):
+    """timm's `LayerScale` (`gamma`) under the decomposition's name (`lambda1`)."""
+
+    def __init__(self, scale: LayerScale) -> None:
+        super().__init__()
+        self.scale = scale
+
+    @property
+    def lambda1(self) -> Tensor:
+        return self.scale.gamma
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.scale(inputs)
+
+
+class TimmFamily(Family):
+    """timm's `VisionTransformer` (DeiT III, timm's ViTs, DINOv2 / CLIP in timm's layout): fused `qkv`
+    (q and k after the model's q_norm / k_norm), layer scale `ls1`/`ls2` where present, registers
+    (`reg_token`) after [CLS]; `norm_pre` is the sequence entering the first block; the readout is
+    `fc_norm(norm(x))` of the [CLS] row, the model's pre-logits output with `global_pool='token'`.
+    Position embeddings are resized as the model does it (`dynamic_img_size`); images are prepared as
+    the model's pretrained config says."""
+
+    name = "timm"
+    model_types = (VisionTransformer,)
+    preprocessing = Preprocessing(  # timm's default: ImageNet, crop_pct 0.875, bicubic
+        IMAGENET_MEAN, IMAGENET_STD, resize="shorter_crop", interpolation="bicubic", resize_ratio=1 / 0.875
+    )
+    reads_processor_config = False  # the model carries its own (`pretrained_cfg`)
+    own_pos_interpolation = "timm"  # timm's resample_abs_pos_embed
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__(model)
+        problem = self.unsupported(model)
+        if problem:
+            raise ValueError(f"{type(model).__name__} ({problem}) is not a supported ViT")
+        self._final_norm = nn.Sequential(self.model.norm, self.model.fc_norm)
+
+    @staticmethod
+    def unsupported(model: Any) -> str:
+        """What keeps the decomposition from this timm model ("" when nothing does)."""
+        if model.cls_token is None:
+            return "no [CLS] token"
+        if type(model.patch_embed) is not PatchEmbed:  # a hybrid's CNN stem: its stride is no patch size
+            return f"a {type(model.patch_embed).__name__} patch embedding"
+        if len(set(model.patch_embed.patch_size)) != 1:
+            return f"{'x'.join(map(str, model.patch_embed.patch_size))} patches"
+        if model.global_pool != "token" or model.attn_pool is not None:
+            return f"its output pools with {model.global_pool!r}, not the [CLS] token"
+        if getattr(model, "dist_token", None) is not None:
+            return "a distillation token"
+        if model.num_prefix_tokens != 1 + model.num_reg_tokens:
+            return f"{model.num_prefix_tokens} prefix tokens"
+        for block in model.blocks:
+            if type(block) is not TimmBlock or type(block.attn) is not TimmAttention:
+                return f"{type(block).__name__} blocks with {type(block.attn).__name__}, not pre-norm Block"
+            if not isinstance(block.attn.norm, nn.Identity) or block.attn.gate is not None:
+                return "a norm or gate between attention and its output projection"
+        return ""
+
+    def preparation(self, processor_config: Mapping[str, Any] | None = None) -> Preprocessing:
+        """As the model's pretrained config says (over timm's default where it is silent): mean/std,
+        interpolation, `crop_pct` (the resize ratio is 1 / crop_pct), `crop_mode` ("center": the
+        shorter side, then the crop; "squash": a square, then the crop)."""
+        config = getattr(self.model, "pretrained_cfg", None) or {}
+        settings: dict[str, Any] = {}
+        if "mean" in config and "std" in config:
+            settings["mean"], settings["std"] = tuple(config["mean"]), tuple(config["std"])
+        if config.get("interpolation") in ("bicubic", "bilinear"):
+            settings["interpolation"] = config["interpolation"]
+        if "crop_pct" in config:  # timm: resize the shorter side to size / crop_pct, then crop
+            settings["resize_ratio"] = 1 / float(config["crop_pct"])
+        mode = config.get("crop_mode", "center")
+        if mode == "squash":  # a square of size / crop_pct, then the crop
+            settings["resize"] = "square_crop"
+        elif mode != "center":  # "border" (pad to a square): not one of the transforms here
+            log.warning("timm crop_mode %r is prepared as 'center' (shorter side, then a crop)", mode)
+        return replace(self.preprocessing, **settings)
+
+    def architecture(self) -> dict[str, Any]:
+        model = self.model
+        return {
+            "hidden_size": model.embed_dim,
+            "num_layers": len(model.blocks),
+            "num_heads": model.blocks[0].attn.num_heads,
+            "num_registers": model.num_reg_tokens,
+            "patch_size": model.patch_embed.patch_size[0],
+            "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
+            "projection_dim": 0,
+            "num_distillation": 0,
+        }
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.model.blocks)
+
+    def view(self, block: Any) -> Any:
+        attention = block.attn
+        heads = attention.num_heads
+        projections = [
+            _FusedPart(attention.qkv, part, heads, norm)
+            for part, norm in enumerate((attention.q_norm, attention.k_norm, nn.Identity()))
+        ]
+        query, key, value = projections
+        view = AttentionView(query, key, value, attention.proj, heads, attention.head_dim, attention.scale)
+        scales = [
+            _Gamma(scale) if isinstance(scale, LayerScale) else UnitScale(attention.proj)
+            for scale in (block.ls1, block.ls2)
+        ]
+        return BlockView(block.norm1, view, scales[0], block.norm2, block.mlp, scales[1])
+
+    @property
+    def embeddings(self) -> nn.Module:
+        return self.model.norm_pre
+
+    @property
+    def final_norm(self) -> nn.Module:
+        return self._final_norm
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        model = self.model
+        return model.norm_pre(model.patch_drop(model._pos_embed(model.patch_embed(pixel_values))))
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
+
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
+        return self.model.blocks(tokens)

@@ -1,0 +1,75 @@
+"""ViT (and DINO v1, iBOT converted to it) and the distilled DeiT, as transformers holds them."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any, ClassVar
+
+from torch import Tensor, nn
+from transformers import (
+    AutoModel,
+    DeiTModel,
+    PretrainedConfig,
+    ViTModel,
+)
+
+from cls_decoupling.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from harness.families.base import BlockView, Family, LoadAs, UnitScale, attention_view
+from harness.tokens import TokenLayout
+
+
+class ViTFamily(Family):
+    """transformers' `ViTModel` (ViT, DINO v1 in transformers' layout): no layer scale, no registers;
+    the [CLS] readout is the final layer norm's [CLS] row (not ViT's dense + tanh pooler)."""
+
+    name = "vit"
+    model_types: ClassVar[tuple[type[nn.Module], ...]] = (ViTModel,)
+    config_type: ClassVar[str] = "vit"  # `model_type` of its checkpoints' config
+    preprocessing = Preprocessing(  # transformers' ViTImageProcessor
+        mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="square", interpolation="bilinear", resize_ratio=1.0
+    )
+
+    @classmethod
+    def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        if config.model_type != cls.config_type:
+            return None
+        return LoadAs(AutoModel, {"add_pooling_layer": False})  # the tanh pooler: not the readout, not loaded
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.model.layers)
+
+    def view(self, block: Any) -> Any:
+        attention = block.attention
+        unit = UnitScale(attention.o_proj)
+        view = attention_view(attention, attention.o_proj, attention.num_attention_heads, attention.scaling)
+        return BlockView(block.layernorm_before, view, unit, block.layernorm_after, block.mlp, unit)
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        return self.model.embeddings(pixel_values, interpolate_pos_encoding=True)
+
+    def pooled(self, pixel_values: Tensor) -> Tensor:
+        output = self.model(pixel_values=pixel_values, interpolate_pos_encoding=True)
+        return output.last_hidden_state[:, 0]  # after the final layer norm
+
+    def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
+        for block in self.model.layers:
+            tokens = block(tokens)
+        return tokens
+
+
+class DeiTFamily(ViTFamily):
+    """transformers' `DeiTModel` (a distilled DeiT): ViT's blocks, with a distillation token right after
+    [CLS], its own token group (`distillation` variants and split share). The readout is the final
+    layer norm's [CLS] row (DeiT's classifier averages the [CLS] and distillation heads; the [CLS]
+    output is what this tool decomposes)."""
+
+    name = "deit"
+    model_types = (DeiTModel,)
+    config_type = "deit"
+    preprocessing = Preprocessing(  # transformers' DeiTImageProcessor
+        IMAGENET_MEAN, IMAGENET_STD, resize="square_crop", interpolation="bicubic", resize_ratio=256 / 224
+    )
+
+    def architecture(self) -> dict[str, Any]:
+        return super().architecture() | {"num_distillation": 1}
