@@ -18,7 +18,7 @@ import torch
 from torch import Tensor
 from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
-from harness.errors import CheckpointFormatError
+from harness.errors import CheckpointFormatError, state_dict_problem
 
 HEAD_DIM = 64
 _BLOCK_KEY = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")  # also the chunked `blocks.<chunk>.<i>.` form
@@ -86,7 +86,12 @@ def load_original_checkpoint(
         for block in range(config.num_hidden_layers):
             for scale in ("layer_scale1", "layer_scale2"):
                 converted[f"encoder.layer.{block}.{scale}.lambda1"] = torch.ones(config.hidden_size)
-    missing, unexpected = model.load_state_dict(converted, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(converted, strict=False)
+    except RuntimeError as error:  # a tensor of another shape than the config inferred
+        raise CheckpointFormatError(
+            f"{path} does not match a DINOv2 model: {state_dict_problem(error)}"
+        ) from None
     if missing or unexpected:
         raise CheckpointFormatError(
             f"{path} does not match a DINOv2 model: "

@@ -29,7 +29,13 @@ from cls_decoupling.preparation import Preprocessing
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoint import PLAIN_FAMILY, is_plain, load_original_checkpoint
 from harness.choices import POS_INTERPOLATIONS
-from harness.errors import BackboneUnavailableError, UnknownBackboneError
+from harness.errors import (
+    BackboneUnavailableError,
+    CheckpointFormatError,
+    UnknownBackboneError,
+    first_line,
+    state_dict_problem,
+)
 from harness.families import Family, family_for, load_as, short_names
 from harness.positions import use_original_interpolation
 from harness.processors import PROCESSOR_CONFIG
@@ -251,7 +257,15 @@ def _created_timm(name: str, model: str, **options: Any) -> torch.nn.Module:
     no family reads, is one line."""
     try:
         built = timm.create_model(model, pretrained=True, dynamic_img_size=True, **options)
-    except (OSError, RuntimeError, KeyError, ValueError, TypeError, SafetensorError) as error:
+    except RuntimeError as error:
+        if "state_dict" not in str(error):
+            raise UnknownBackboneError(f"{name!r}: timm cannot load it: {first_line(error)}") from None
+        # timm loads strictly: tensors missing, unexpected or misshapen
+        problem = state_dict_problem(error)
+        raise CheckpointFormatError(
+            f"{name!r}: its weights do not fit the model its config describes: {problem}"
+        ) from None
+    except (OSError, KeyError, ValueError, TypeError, SafetensorError) as error:
         # TypeError: not a ViT (no dynamic_img_size); SafetensorError: a truncated weight file
         raise UnknownBackboneError(f"{name!r}: timm cannot load it: {first_line(error)}") from None
     return _checked(built, name)
@@ -264,12 +278,6 @@ def _checked(model: torch.nn.Module, name: str) -> torch.nn.Module:
     except ValueError as error:
         raise UnknownBackboneError(f"{name!r}: {error}") from None
     return model
-
-
-def first_line(error: BaseException) -> str:
-    """An exception's message in one line (its type's name when it has none)."""
-    text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
 
 
 def _hub_unreachable(timeout: float = 5.0) -> str | None:
@@ -292,24 +300,86 @@ def _unavailable_message(name: str, location: str, reason: str) -> str:
 
 def _from_pretrained(location: str, name: str, local_files_only: bool = False) -> torch.nn.Module:
     """An HF model of a supported family from the hub cache, the hub, or a local folder, with SDPA
-    attention."""
-    hub_logger = logging.getLogger("huggingface_hub")
-    previous_level = hub_logger.level
-    hub_logger.setLevel(logging.ERROR)  # one clear line below instead of a retry log per attempt
+    attention, every tensor of the model read from the checkpoint (`_check_fit`)."""
+    quiet = [logging.getLogger(logger) for logger in ("huggingface_hub", "transformers")]
+    previous = [logger.level for logger in quiet]
+    for logger in quiet:  # one clear line below instead of retry logs and transformers' load report
+        logger.setLevel(logging.ERROR)
     try:
         config = AutoConfig.from_pretrained(location, local_files_only=local_files_only)
         how = load_as(config)  # the class and arguments its family loads it with
-        model = how.model_class.from_pretrained(
-            location, attn_implementation="sdpa", local_files_only=local_files_only, **how.arguments
+        model, report = how.model_class.from_pretrained(
+            location,
+            attn_implementation="sdpa",
+            local_files_only=local_files_only,
+            ignore_mismatched_sizes=True,  # reported, then refused by _check_fit with their names
+            output_loading_info=True,
+            **how.arguments,
         )
     except OSError as error:
         raise BackboneUnavailableError(_unavailable_message(name, location, first_line(error))) from None
     except (ValueError, KeyError) as error:  # a config transformers does not know
         problem = first_line(error)
         raise UnknownBackboneError(f"{name!r} is not a model transformers can load: {problem}") from None
+    except (SafetensorError, RuntimeError) as error:  # a truncated or damaged weight file
+        raise CheckpointFormatError(f"{name!r}: cannot read its weights: {first_line(error)}") from None
     finally:
-        hub_logger.setLevel(previous_level)
+        for logger, level in zip(quiet, previous, strict=True):
+            logger.setLevel(level)
+    _check_fit(name, report, how.left_out)
     return _checked(model, name)
+
+
+def _check_fit(name: str, report: dict[str, Any], left_out: tuple[str, ...] = ()) -> None:
+    """Refuse weights that leave part of the model at random initialisation: tensors the model has
+    and the checkpoint lacks (missing), or of another shape (mismatched), or tensors of the checkpoint
+    the model does not have (unexpected: another architecture, a wrapper's prefix), apart from
+    those its family leaves out on purpose (`LoadAs.left_out`)."""
+    missing = sorted(report.get("missing_keys", ()))
+    unexpected = sorted(key for key in report.get("unexpected_keys", ()) if not key.startswith(left_out))
+    mismatched = sorted(_shapes(item) for item in report.get("mismatched_keys", ()))
+    if not (missing or unexpected or mismatched):
+        return
+    if missing and unexpected and (prefix := _wrapper_prefix(missing, unexpected)):
+        raise CheckpointFormatError(
+            f"{name!r}: its weights do not fit the model its config describes: every tensor is named "
+            f"under {prefix!r} (a wrapper's prefix; e.g. "
+            f"{unexpected[0]!r} for {missing[0]!r}): save the inner model itself (`save_pretrained` of "
+            "the module under that prefix) and load that folder"
+        )
+    found = [
+        f"{what} {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''} ({len(keys)})"
+        for what, keys in (("missing", missing), ("unexpected", unexpected), ("of another shape", mismatched))
+        if keys
+    ]
+    raise CheckpointFormatError(
+        f"{name!r}: its weights do not fit the model its config describes: {'; '.join(found)}; "
+        "loading it would leave those parts at random initialisation (was it saved from another "
+        "architecture or a changed config?)"
+    )
+
+
+def _shapes(mismatch: Any) -> str:
+    """A mismatched tensor as transformers reports it (name, checkpoint shape, model shape), in words."""
+    if isinstance(mismatch, tuple) and len(mismatch) == 3:
+        key, checkpoint, model = mismatch
+        return f"{key} (checkpoint {list(checkpoint)}, model {list(model)})"
+    return str(mismatch)
+
+
+def _wrapper_prefix(missing: list[str], unexpected: list[str]) -> str | None:
+    """The prefix (e.g. `backbone.`, `module.`) that turns the unexpected tensor names into the
+    missing ones, when one does."""
+    first = unexpected[0]
+    for cut in range(first.find(".") + 1, len(first)):
+        if first[cut - 1] != ".":
+            continue
+        prefix = first[:cut]
+        if all(key.startswith(prefix) for key in unexpected) and set(missing) <= {
+            key.removeprefix(prefix) for key in unexpected
+        }:
+            return prefix
+    return None
 
 
 def preparation_of(family: Family, source: str, location: str) -> Preprocessing:

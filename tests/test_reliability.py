@@ -365,3 +365,33 @@ def test_a_head_for_the_other_position_resize_is_refused(tmp_path: Path) -> None
     loaded.check_compatible("b", ("x", "y"), 224, "original")
     with pytest.raises(HeadMismatchError, match="--pos-interpolation original"):
         loaded.check_compatible("b", ("x", "y"), 224, "hf")
+
+
+def broken_checkpoint(kind: str, folder: Path) -> Path:
+    """A checkpoint of each loading route whose weights do not fit its model."""
+    from tests.conftest import tiny_model
+    from tests.harness.test_checkpoint import to_original_format
+    from tests.harness.test_loading import tiny_timm_folder
+    from tests.harness.test_weights_fit import dinov2_folder, rewritten
+
+    if kind == "hf-folder":
+        return rewritten(dinov2_folder(folder), lambda s: {f"module.{k}": v for k, v in s.items()})
+    if kind == "timm-folder":
+        tiny_timm_folder(folder)
+        return rewritten(folder, lambda s: {k: v for k, v in s.items() if "blocks.1." not in k})
+    state = to_original_format(tiny_model(0, False, hidden=64, heads=1))
+    torch.save({**state, "blocks.0.attn.proj.weight": torch.zeros(64, 63)}, folder.with_suffix(".pth"))
+    return folder.with_suffix(".pth")
+
+
+@pytest.mark.parametrize("kind", ["hf-folder", "timm-folder", "pth"])
+def test_weights_that_do_not_fit_their_model_are_one_line(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """No run on partly random weights: the run is refused before any image is read."""
+    checkpoint = broken_checkpoint(kind, tmp_path / kind)
+    argv = ["--backbone", str(checkpoint), *TINY, "--output", str(tmp_path / "r")]
+    assert evaluate.main(argv) == 2
+    line = one_error(capsys)
+    assert "do not fit" in line or "does not match a DINOv2 model" in line, line
+    assert not (tmp_path / "r").exists()

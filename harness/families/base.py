@@ -37,11 +37,13 @@ class UnitScale(nn.Module):
 
 @dataclass(frozen=True)
 class LoadAs:
-    """How transformers loads a checkpoint: the class whose `from_pretrained` reads it, and the extra
-    arguments that call takes."""
+    """How transformers loads a checkpoint: the class whose `from_pretrained` reads it, the extra
+    arguments that call takes, and the prefixes of the checkpoint's tensors that the loaded model
+    leaves out on purpose (a pooler it does not build, a text tower): every other tensor must fit."""
 
     model_class: Any  # a PreTrainedModel class, or AutoModel
     arguments: Mapping[str, Any] = field(default_factory=dict)
+    left_out: tuple[str, ...] = ()
 
 
 class Family(ABC):

@@ -45,7 +45,8 @@ class CLIPFamily(Family):
         if architecture == "CLIPModel":
             tower = config.vision_config
             tower.projection_dim = config.projection_dim
-            return LoadAs(CLIPVisionModelWithProjection, {"config": tower})
+            text = ("text_model.", "text_projection.", "logit_scale")  # the text tower: not loaded
+            return LoadAs(CLIPVisionModelWithProjection, {"config": tower}, left_out=text)
         if architecture == "CLIPVisionModelWithProjection":
             return LoadAs(CLIPVisionModelWithProjection)
         return None

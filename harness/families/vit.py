@@ -33,7 +33,8 @@ class ViTFamily(Family):
     def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
         if config.model_type != cls.config_type:
             return None
-        return LoadAs(AutoModel, {"add_pooling_layer": False})  # the tanh pooler: not the readout, not loaded
+        # the tanh pooler: not the readout, not built, its weights left out
+        return LoadAs(AutoModel, {"add_pooling_layer": False}, left_out=("pooler.",))
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
