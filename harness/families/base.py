@@ -61,6 +61,9 @@ class Family(ABC):
     preprocessing: ClassVar[Preprocessing]
     """The family's default image preparation."""
     reads_processor_config: ClassVar[bool] = True
+    processor_type: ClassVar[str] = ""
+    """The transformers image processor its checkpoints use, for a processor config that names none
+    (transformers would take it from the model's config.json)."""
     """Whether a checkpoint's `preprocessor_config.json` (a folder's, or the hub's) overrides
     `preprocessing` (`preparation`)."""
     own_pos_interpolation: ClassVar[str] = "hf"
@@ -82,11 +85,12 @@ class Family(ABC):
         else the default.
 
         Raises:
-            ValueError: the processor config's mean / std are not 3 numbers each.
+            ValueError: transformers cannot read the processor config, or its mean / std are not 3
+                numbers each.
         """
         if processor_config is None or not self.reads_processor_config:
             return self.preprocessing
-        return processor_preprocessing(processor_config, self.preprocessing)
+        return processor_preprocessing(processor_config, self.preprocessing, self.processor_type)
 
     def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
         """How the position grid is resized for other image sizes (results.json

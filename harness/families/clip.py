@@ -26,6 +26,7 @@ class CLIPFamily(Family):
 
     name = "clip"
     model_types = (CLIPVisionModel, CLIPVisionModelWithProjection)
+    processor_type = "CLIPImageProcessor"
     preprocessing = Preprocessing(  # transformers' CLIPImageProcessor
         mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
         resize="shorter_crop", interpolation="bicubic", resize_ratio=1.0,

@@ -29,6 +29,7 @@ class Dinov3Family(Family):
 
     name = "dinov3"
     model_types = (DINOv3ViTModel,)
+    processor_type = "DINOv3ViTImageProcessor"
     preprocessing = Preprocessing(  # transformers' DINOv3ViTImageProcessorFast
         IMAGENET_MEAN, IMAGENET_STD, resize="square", interpolation="bilinear", resize_ratio=1.0
     )

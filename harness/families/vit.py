@@ -25,6 +25,7 @@ class ViTFamily(Family):
     name = "vit"
     model_types: ClassVar[tuple[type[nn.Module], ...]] = (ViTModel,)
     config_type: ClassVar[str] = "vit"  # `model_type` of its checkpoints' config
+    processor_type = "ViTImageProcessor"
     preprocessing = Preprocessing(  # transformers' ViTImageProcessor
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="square", interpolation="bilinear", resize_ratio=1.0
     )
@@ -68,6 +69,7 @@ class DeiTFamily(ViTFamily):
     name = "deit"
     model_types = (DeiTModel,)
     config_type = "deit"
+    processor_type = "DeiTImageProcessor"
     preprocessing = Preprocessing(  # transformers' DeiTImageProcessor
         IMAGENET_MEAN, IMAGENET_STD, resize="square_crop", interpolation="bicubic", resize_ratio=256 / 224
     )
