@@ -9,6 +9,7 @@ training resolution from `pos_embed`; heads = width / 64 as in every DINOv2 mode
 
 from __future__ import annotations
 
+import argparse
 import math
 import re
 from pathlib import Path
@@ -18,7 +19,11 @@ import torch
 from torch import Tensor
 from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
-from harness.errors import CheckpointFormatError, state_dict_problem
+from harness.errors import CheckpointFormatError, first_line, state_dict_problem
+
+TRAINING_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+"""The only non-tensor objects a weights-only load accepts: the command-line arguments DINO's
+`main_dino.py` and iBOT's `main_ibot.py` save beside the weights (`args`); anything else stays refused."""
 
 HEAD_DIM = 64
 _BLOCK_KEY = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")  # also the chunked `blocks.<chunk>.<i>.` form
@@ -67,10 +72,11 @@ def load_original_checkpoint(
         CheckpointFormatError: the file is not a DINOv2 state dict this function understands.
     """
     try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:
+        with torch.serialization.safe_globals(list(TRAINING_CHECKPOINT_GLOBALS)):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # an unpickling error names the object it refused on its first line
         raise CheckpointFormatError(
-            f"cannot read {path} as a weights-only torch checkpoint: {error}"
+            f"cannot read {path} as a weights-only torch checkpoint: {first_line(error)}"
         ) from None
     state = _unwrap(state, path)
     config = infer_config(state, num_heads)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import pytest
@@ -101,6 +102,14 @@ def test_foreign_and_broken_files_are_refused(tmp_path: Path) -> None:
     torch.save({"weight": torch.zeros(2)}, tmp_path / "other.pth")
     with pytest.raises(CheckpointFormatError, match="no 'cls_token' tensor"):
         load_backbone(tmp_path / "other.pth")
+    torch.save(
+        {"teacher": {}, "args": Path("an object a weights-only load refuses")}, tmp_path / "pickled.pth"
+    )
+    with pytest.raises(
+        CheckpointFormatError, match=r"cannot read .* as a weights-only torch checkpoint: \S"
+    ) as refused:
+        load_backbone(tmp_path / "pickled.pth")
+    assert "\n" not in str(refused.value)
     (tmp_path / "garbage.pth").write_bytes(b"not a checkpoint")
     with pytest.raises(CheckpointFormatError, match="cannot read"):
         load_backbone(tmp_path / "garbage.pth")
@@ -124,7 +133,12 @@ def test_dino_v1_and_ibot_checkpoints_load_as_plain_vits(wrapper: str, tmp_path:
     state["masked_embed"] = torch.zeros(1, 128)  # iBOT's mask token
     if wrapper == "teacher":
         state = {f"backbone.{k}": v for k, v in state.items()} | {"head.last_layer.weight": torch.zeros(2, 2)}
-        state = {"teacher": state, "epoch": torch.tensor(100)}
+        # as main_dino.py / main_ibot.py save it: student and teacher, the optimiser, the loss's
+        # center, the epoch and the command-line arguments (an argparse.Namespace)
+        state = {"student": {f"module.{k}": v for k, v in state.items()}, "teacher": state,
+                 "optimizer": {"state": {}, "param_groups": [{"lr": 0.1, "params": [0]}]}, "epoch": 100,
+                 "dino_loss": {"center": torch.zeros(1, 2)},
+                 "args": argparse.Namespace(arch="vit_small", patch_size=8, out_dim=2)}  # fmt: skip
     path = tmp_path / "dino_deitsmall8_pretrain.pth"
     torch.save(state, path)
     loaded = load_backbone(path)
