@@ -21,16 +21,16 @@ def default_coco_root() -> Path:
 
 
 def coco_images(root: Path, split: str = "val") -> ImageList:
-    """Every image of ROOT/<split>2017, unlabelled."""
+    """Every image of ROOT/<split>2017, unlabelled (run folders of this tool left out)."""
     folder = root / f"{split}2017"
     if not folder.is_dir():
         raise DataError(
             f"no COCO image folder {folder} (looked for ROOT/{split}2017/; --download fetches val2017)"
         )
-    files = list_image_files(folder)
-    if not files:
+    listing = list_image_files(folder)
+    if not listing.files:
         raise DataError(f"{folder} holds no image files")
-    return ImageList(tuple(files), (UNLABELLED,) * len(files))
+    return ImageList(listing.files, (UNLABELLED,) * len(listing.files), run_folders=listing.run_folders)
 
 
 def download_coco(root: Path, split: str = "val") -> Path:

@@ -157,6 +157,13 @@ class ImageDataModule(L.LightningDataModule):
         """List the files (the same list on every rank: sorted, subsets seeded) and build the dataset."""
         if self._images is None:
             images = list_source_images(self.source, self.data_dir, self.split, self._coco_root())
+            if images.run_folders:
+                log.warning(
+                    "left out %d run folder(s) of this tool found among the data (their figures are not "
+                    "images): %s",
+                    len(images.run_folders),
+                    ", ".join(str(folder) for folder in images.run_folders),
+                )
             if self.per_class is not None:
                 images = per_class_images(images, self.per_class, self.seed)
             if self.limit is not None:
@@ -193,6 +200,7 @@ class ImageDataModule(L.LightningDataModule):
             "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
             "split": self.split,
             "files": len(self.images.files),
+            "skipped_run_folders": [str(folder.resolve()) for folder in self.images.run_folders],
             "labelled": self.images.labelled,
             "num_classes": len(self.images.class_names),
             "class_names": list(self.images.class_names),

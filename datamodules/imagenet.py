@@ -32,7 +32,8 @@ def imagenet_images(root: Path, split: str = "val") -> ImageList:
     class_folders = sorted(p.name for p in folder.iterdir() if p.is_dir() and _WNID.match(p.name))
     if class_folders:
         return _from_class_folders(folder, class_folders, synsets)
-    flat = {int(m.group(1)): path for path in list_image_files(folder) if (m := _FLAT_VAL.match(path.stem))}
+    listing = list_image_files(folder)
+    flat = {int(m.group(1)): path for path in listing.files if (m := _FLAT_VAL.match(path.stem))}
     if not flat:
         raise DataError(
             f"{folder} holds neither <wnid>/ class folders nor ILSVRC2012_val_*.JPEG files; "
@@ -46,6 +47,7 @@ def imagenet_images(root: Path, split: str = "val") -> ImageList:
         tuple(flat[n] for n in numbers),
         tuple(index[truth[n]] for n in numbers),
         tuple(synsets.get(wnid, wnid) for wnid in wnids),
+        listing.run_folders,
     )
 
 
@@ -55,14 +57,18 @@ def _from_class_folders(folder: Path, class_folders: list[str], synsets: dict[st
     if unknown:
         raise DataError(f"class folders {unknown[:5]} of {folder} are not in the synset list")
     index = {wnid: i for i, wnid in enumerate(wnids)}
-    files, labels = [], []
+    files: list[Path] = []
+    labels: list[int] = []
+    run_folders: list[Path] = []
     for wnid in class_folders:
-        for path in list_image_files(folder / wnid):
-            files.append(path)
-            labels.append(index[wnid])
+        listing = list_image_files(folder / wnid)
+        files += listing.files
+        labels += [index[wnid]] * len(listing.files)
+        run_folders += listing.run_folders
     if not files:
         raise DataError(f"the class folders of {folder} hold no image files")
-    return ImageList(tuple(files), tuple(labels), tuple(synsets.get(wnid, wnid) for wnid in wnids))
+    class_names = tuple(synsets.get(wnid, wnid) for wnid in wnids)
+    return ImageList(tuple(files), tuple(labels), class_names, tuple(run_folders))
 
 
 def _synset_names(root: Path) -> dict[str, str]:

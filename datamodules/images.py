@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from cls_decoupling.errors import UserError
+from cls_decoupling.run_folders import is_output_folder, lock_name, locked_folders
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 UNLABELLED = -1
@@ -26,11 +28,13 @@ class DataError(UserError):
 
 @dataclass(frozen=True)
 class ImageList:
-    """Files of a dataset with their labels (`UNLABELLED` when there are none) and class names."""
+    """Files of a dataset with their labels (`UNLABELLED` when there are none) and class names, and
+    the run folders of this tool the listing left out (`list_image_files`)."""
 
     files: tuple[Path, ...]
     labels: tuple[int, ...]
     class_names: tuple[str, ...] = field(default=())
+    run_folders: tuple[Path, ...] = field(default=())
 
     def __post_init__(self) -> None:
         if len(self.files) != len(self.labels):
@@ -49,16 +53,57 @@ class ImageList:
             tuple(self.files[i] for i in positions),
             tuple(self.labels[i] for i in positions),
             self.class_names,
+            self.run_folders,
         )
 
 
-def list_image_files(root: Path) -> list[Path]:
-    """Every image file under `root`, recursively, in sorted order (hidden files skipped)."""
-    return sorted(
-        path
-        for path in root.rglob("*")
-        if path.suffix.lower() in IMAGE_SUFFIXES and path.is_file() and not path.name.startswith(".")
-    )
+@dataclass(frozen=True)
+class FileListing:
+    """The image files under a folder, and the run folders of this tool left out of the listing."""
+
+    files: tuple[Path, ...]
+    run_folders: tuple[Path, ...] = ()
+
+
+def list_image_files(root: Path) -> FileListing:
+    """Every image file under `root`, recursively, in sorted order (hidden files skipped; symbolic
+    links to files followed, to folders not), leaving out every run or comparison folder of this tool
+    below `root` (`cls_decoupling.run_folders`), finished or not: their figures are not data.
+
+    Raises:
+        DataError: `root` itself is such a folder.
+    """
+    files: list[Path] = []
+    run_folders: list[Path] = []
+    locked: set[Path] = set()  # folders whose output lock their parent holds
+    for folder, subfolders, names in os.walk(root):  # top-down: a parent is seen before its folders
+        here = Path(folder)
+        lock = _lock_beside(root) if here == root else here in locked
+        is_run = is_output_folder({*subfolders, *names}, locked=lock)
+        if is_run and here == root:
+            raise DataError(
+                f"{root} is a run or comparison folder of this tool, not a folder of images; "
+                "point --data-dir (or --train-dir) at the images"
+            )
+        if is_run:
+            run_folders.append(here)
+            subfolders.clear()  # nothing below it is listed
+            continue
+        locked.update(here / name for name in locked_folders(names))
+        files.extend(
+            here / name
+            for name in names
+            if Path(name).suffix.lower() in IMAGE_SUFFIXES
+            and not name.startswith(".")
+            and (here / name).is_file()
+        )
+    return FileListing(tuple(sorted(files)), tuple(sorted(run_folders)))
+
+
+def _lock_beside(folder: Path) -> bool:
+    """Whether the parent of `folder` holds its output lock (as `output_lock` names it: resolved)."""
+    resolved = folder.resolve()
+    return (resolved.parent / lock_name(resolved.name)).is_file()
 
 
 def load_rgb(path: Path, min_side: int = 0) -> Image.Image:

@@ -40,19 +40,23 @@ def demo_images() -> ImageList:
 
 
 def folder_images(root: Path) -> ImageList:
-    """Every image under `root`, recursively.
+    """Every image under `root`, recursively, except in run folders of this tool.
 
     When every image lies inside a first-level sub-folder, the sub-folder names are the
     classes (sorted, indexed from 0), as in torchvision's ImageFolder; otherwise unlabelled.
+    A run folder left out names no class.
     """
     if not root.is_dir():
         raise DataError(f"data directory {root} does not exist or is not a directory")
-    files = list_image_files(root)
+    listing = list_image_files(root)
+    files, run_folders = listing.files, listing.run_folders
     if not files:
-        raise DataError(f"no image files ({', '.join(('.jpg', '.png', '...'))}) found under {root}")
+        left_out = f" (left out: {len(run_folders)} run folders of this tool)" if run_folders else ""
+        raise DataError(f"no image files ({', '.join(('.jpg', '.png', '...'))}) found under {root}{left_out}")
     parents = [path.relative_to(root).parts for path in files]
     if all(len(parts) >= 2 for parts in parents):
         class_names = tuple(sorted({parts[0] for parts in parents}))
         class_index = {name: i for i, name in enumerate(class_names)}
-        return ImageList(tuple(files), tuple(class_index[parts[0]] for parts in parents), class_names)
-    return ImageList(tuple(files), (UNLABELLED,) * len(files))
+        labels = tuple(class_index[parts[0]] for parts in parents)
+        return ImageList(files, labels, class_names, run_folders)
+    return ImageList(files, (UNLABELLED,) * len(files), run_folders=run_folders)

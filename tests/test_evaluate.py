@@ -140,6 +140,30 @@ def test_bad_options_are_one_line_errors(
     assert not (tmp_path / "run" / "results.json").exists()
 
 
+def test_earlier_run_folders_inside_the_data_are_not_read_as_images(model_dir: Path, tmp_path: Path) -> None:
+    """Issue 23: run folders of this tool inside the data folder (a finished one, an unfinished one
+    in a class folder) are left out; the run gives the clean folder's images, classes and numbers."""
+    from cls_decoupling.run_folders import COMPLETE_MARKER
+
+    data = tmp_path / "data"
+    write_labelled_photos(data, per_class=4)
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(data),
+            "--probe", "split,cka,oneshot,linear", "--resolution", "56", "--batch-size", "4",
+            "--num-workers", "0"]  # fmt: skip
+    assert evaluate.main([*argv, "--output", str(tmp_path / "clean")]) == 0
+    assert len(list((tmp_path / "clean" / "figures").glob("*.png"))) == 4  # images a listing would find
+    shutil.copytree(tmp_path / "clean", data / "earlier")
+    shutil.copytree(tmp_path / "clean", data / "china" / "unfinished")
+    (data / "china" / "unfinished" / COMPLETE_MARKER).unlink()
+    assert evaluate.main([*argv, "--output", str(tmp_path / "again")]) == 0
+    clean, again = (json.loads((tmp_path / name / "results.json").read_text()) for name in ("clean", "again"))
+    assert again["results"] == clean["results"]
+    assert again["data"]["num_images"] == clean["data"]["num_images"] == 12
+    assert again["data"]["class_names"] == clean["data"]["class_names"] == ["astronaut", "china", "flower"]
+    assert again["data"]["skipped_run_folders"] == [str(data / "china" / "unfinished"), str(data / "earlier")]
+    assert "skipped_run_folders" not in clean["data"]
+
+
 def test_two_processes_give_the_single_process_numbers(
     model_dir: Path, photo_dir: Path, tmp_path: Path
 ) -> None:

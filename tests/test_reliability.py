@@ -19,6 +19,8 @@ from cls_decoupling.outputs import output_lock
 from cls_decoupling.outputs.runs import COMPLETE_MARKER
 
 TINY = ["--data", "demo", "--limit", "4", "--resolution", "56", "--num-workers", "0", "--batch-size", "2"]
+DATA_DIR = ["--data", "folder", "--data-dir"]
+TRAIN_DIR = ["--probe", "knn", "--train-data", "folder", "--train-dir"]
 
 
 @pytest.fixture(scope="module")
@@ -142,6 +144,11 @@ def test_a_comparison_never_writes_over_a_compared_run(
         (["--episodes", "0"], "--episodes and --shots must be positive"),
         (["--strategy", "ddp_spawn"], "use --strategy ddp"),
         (["--compile", "no_such_backend"], "not a torch.compile backend"),
+        ([*DATA_DIR, "{tmp}/r"], "--output {tmp}/r is the --data-dir folder {tmp}/r: the next run"),
+        ([*DATA_DIR, "{tmp}"], "--output {tmp}/r lies inside the --data-dir folder {tmp}: the next run"),
+        ([*DATA_DIR, "{tmp}/r/photos"], "the --data-dir folder {tmp}/r/photos lies inside --output {tmp}/r"),
+        ([*TRAIN_DIR, "{tmp}"], "--output {tmp}/r lies inside the --train-dir folder {tmp}: the next run"),
+        ([*TRAIN_DIR, "{tmp}/r/bank"], "the --train-dir folder {tmp}/r/bank lies inside --output {tmp}/r"),
     ],
     ids=[
         "devices-0",
@@ -152,11 +159,17 @@ def test_a_comparison_never_writes_over_a_compared_run(
         "episodes",
         "spawn",
         "compile",
+        "output-is-data-dir",
+        "output-in-data-dir",
+        "data-dir-in-output",
+        "output-in-train-dir",
+        "train-dir-in-output",
     ],
 )
 def test_bad_options_fail_before_any_model_loads(
     extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    extra, message = [arg.format(tmp=tmp_path) for arg in extra], message.format(tmp=tmp_path)
     # an unreachable checkpoint path as the backbone: any load attempt would fail with another message
     argv = [
         "--backbone",
@@ -171,6 +184,46 @@ def test_bad_options_fail_before_any_model_loads(
     assert evaluate.main(argv) == 2
     assert message in one_error(capsys)
     assert not (tmp_path / "r").exists()
+
+
+@pytest.mark.parametrize(
+    ("cwd", "data_dir", "backbones", "output", "message"),
+    [
+        ("data", ".", ["random:tiny"], "run", "--output run (= {tmp}/data/run) lies inside the --data-dir "
+         "folder . (= {tmp}/data): the next run over it would read this run's figures as images; write the "
+         "run outside the data folder"),
+        (".", "link", ["random:tiny"], "data/run", "--output data/run (= {tmp}/data/run) lies inside the "
+         "--data-dir folder link (= {tmp}/data)"),
+        (".", "data", ["random:tiny", "random:tiny_reg"], "data/sweep", "--output data/sweep (= "
+         "{tmp}/data/sweep) lies inside the --data-dir folder data (= {tmp}/data)"),
+        ("data", "../data", ["random:tiny"], "..", "the --data-dir folder ../data (= {tmp}/data) lies inside "
+         "--output .. (= {tmp}): the run would be written around its own images; choose an --output outside "
+         "the data folder"),
+    ],
+    ids=["relative", "symlink", "sweep", "data-in-parent-output"],
+)  # fmt: skip
+def test_an_output_and_its_data_never_overlap_however_spelled(
+    cwd: str,
+    data_dir: str,
+    backbones: list[str],
+    output: str,
+    message: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Relative paths and symbolic links are resolved; refused before anything is written, even the
+    output lock, so the data folder stays as it was."""
+    from tests.conftest import write_labelled_photos
+
+    write_labelled_photos(tmp_path / "data", per_class=1)
+    (tmp_path / "link").symlink_to(tmp_path / "data")
+    before = sorted((tmp_path / "data").rglob("*"))
+    monkeypatch.chdir(tmp_path / cwd)
+    argv = ["--backbone", *backbones, *DATA_DIR, data_dir, *TINY[2:], "--output", output]
+    assert evaluate.main(argv) == 2
+    assert message.format(tmp=tmp_path.resolve()) in one_error(capsys)
+    assert sorted((tmp_path / "data").rglob("*")) == before
 
 
 def test_a_typo_in_any_backbone_is_found_before_the_first_runs(

@@ -12,6 +12,7 @@ Layering, bottom to top (a module belongs to the rule with the longest matching 
     layer 0  hashing  ``cls_decoupling.hashing`` (seeded per-sample numbers)
     layer 0  lazy     ``cls_decoupling.lazy`` (packages that import their parts on first use)
     layer 0  preparation  ``cls_decoupling.preparation`` (how images are prepared: ``Preprocessing``)
+    layer 0  run folders  ``cls_decoupling.run_folders`` (how a folder this tool wrote is recognised)
     layer 1  data     ``datamodules``
     layer 1  model    ``harness``
     layer 1  metrics  ``probes.metrics``
@@ -57,6 +58,7 @@ LAYERS: dict[str, tuple[int, str]] = {
     "cls_decoupling.hashing": (0, "hashing"),
     "cls_decoupling.lazy": (0, "lazy"),
     "cls_decoupling.preparation": (0, "preparation"),
+    "cls_decoupling.run_folders": (0, "run_folders"),
     "datamodules": (1, "data"),
     "harness": (1, "model"),
     "probes.metrics": (1, "metrics"),

@@ -210,6 +210,8 @@ def evaluate(
     names: list[str | None] = [*backbones] if backbones else [None]
     if from_features is not None and len(names) > 1:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
+    if from_features is None:
+        check_apart(output, {"--data-dir": data, "--train-dir": probes.train})
     replayed = None if from_features is None else load_record(from_features)
     selection = check_probe_options(probes, replayed)
     if from_features is None:
@@ -250,6 +252,39 @@ def evaluate(
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
             write_comparison([(label, load_run(output / label)) for label in labels], output)
         return summaries
+
+
+def check_apart(output: Path, read: Mapping[str, DataOptions | None]) -> None:
+    """Refuse an output folder that is, or lies inside, a folder the run reads images from (the next
+    run over that folder would read this run's figures as images), or that holds one (`read`: the
+    option naming each folder -> its data options). Symbolic links and relative paths are resolved.
+
+    Raises:
+        UserError: the two overlap; the line names both folders.
+    """
+    written = output.resolve()
+    for option, data in read.items():
+        folder = None if data is None else data.folder
+        if folder is None:
+            continue
+        images = folder.resolve()
+        if written == images or written.is_relative_to(images):
+            where = "is" if written == images else "lies inside"
+            raise UserError(
+                f"--output {_spelled(output)} {where} the {option} folder {_spelled(folder)}: the next "
+                "run over it would read this run's figures as images; write the run outside the data folder"
+            )
+        if images.is_relative_to(written):
+            raise UserError(
+                f"the {option} folder {_spelled(folder)} lies inside --output {_spelled(output)}: the run "
+                "would be written around its own images; choose an --output outside the data folder"
+            )
+
+
+def _spelled(path: Path) -> str:
+    """A path as given, and where it leads when that differs (a relative path, a symbolic link)."""
+    resolved = path.resolve()
+    return str(path) if str(path) == str(resolved) else f"{path} (= {resolved})"
 
 
 def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None) -> ProbeSelection:

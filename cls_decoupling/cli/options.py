@@ -62,6 +62,18 @@ class DataOptions:
             fast_jpeg=args.fast_jpeg,
         )
 
+    @property
+    def folder(self) -> Path | None:
+        """The folder whose images the source reads (None for the demo photos, which ship inside
+        installed packages); COCO without `data_dir` reads the download cache."""
+        if self.source == "demo":
+            return None
+        if self.data_dir is None and self.source == "coco":
+            from datamodules.coco import default_coco_root
+
+            return default_coco_root()
+        return self.data_dir
+
     def datamodule(self) -> ImageDataModule:
         """The data module (options checked; nothing listed or downloaded yet)."""
         from datamodules import ImageDataModule

@@ -29,6 +29,9 @@ class DataRecord:
     data_dir: str | None = None
     split: str = "val"
     files: int = 0
+    skipped_run_folders: tuple[str, ...] = ()
+    """Run or comparison folders of this tool found among the data and left out of its files
+    (written only when there are some)."""
     labelled: bool = False
     num_classes: int = 0
     class_names: tuple[str, ...] = ()
@@ -62,14 +65,17 @@ class DataRecord:
     def as_dict(self) -> dict[str, Any]:
         data = {item.name: getattr(self, item.name) for item in dataclasses.fields(self)}
         data["class_names"] = list(self.class_names)
+        data["skipped_run_folders"] = list(self.skipped_run_folders)
         data["preprocessing"] = dict(self.preprocessing)
         data["skipped"] = [{"index": index, "reason": reason} for index, reason in self.skipped]
-        return {key: value for key, value in data.items() if key not in ("train", "from_features") or value}
+        optional = ("skipped_run_folders", "train", "from_features")
+        return {key: value for key, value in data.items() if key not in optional or value}
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> DataRecord:
         known = _known(cls, data)
         known["class_names"] = tuple(data.get("class_names", ()))
+        known["skipped_run_folders"] = tuple(data.get("skipped_run_folders", ()))
         known["skipped"] = tuple(
             (int(item["index"]), str(item["reason"])) for item in data.get("skipped", ())
         )

@@ -20,17 +20,18 @@ from torch import Tensor
 
 from cls_decoupling.errors import UserError
 from cls_decoupling.outputs.record import RunRecord
+from cls_decoupling.run_folders import COMPLETE_MARKER as COMPLETE_MARKER  # written last
+from cls_decoupling.run_folders import FIGURES_DIR as FIGURES_DIR
+from cls_decoupling.run_folders import RESULTS_FILE as RESULTS_FILE
 from harness import BackboneInfo, variant_names
 
-RESULTS_FILE = "results.json"
+# the names above live in layer 0 (`cls_decoupling.run_folders`): the data side recognises a run
+# folder by them and leaves it out of a listing
 ARRAYS_FILE = "arrays.safetensors"
 FEATURES_FILE = "features.safetensors"
 TENSORBOARD_DIR = "tensorboard"
-FIGURES_DIR = "figures"
 REPORT_FILE = "report.md"
 FAITHFULNESS_FILE = "faithfulness.csv"
-COMPLETE_MARKER = ".complete"
-"""Written last into a run (or comparison) folder: the folder is finished."""
 
 
 @dataclass(frozen=True)
