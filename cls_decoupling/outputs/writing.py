@@ -43,6 +43,7 @@ from cls_decoupling.outputs.runs import (
     is_complete,
     strict_json,
 )
+from cls_decoupling.run_folders import lock_name
 from probes import MapsProbe
 
 log = logging.getLogger(__name__)
@@ -96,7 +97,7 @@ def output_lock(output: Path) -> Iterator[None]:
     import fcntl  # POSIX only, like the launchers this tool runs under
 
     folder = output.resolve()
-    lock_path = folder.parent / f".{folder.name}.lock"
+    lock_path = folder.parent / lock_name(folder.name)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
         handle = lock_path.open("a")
