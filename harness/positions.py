@@ -25,6 +25,7 @@ from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
 from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
     Dinov2WithRegistersEmbeddings,
 )
+from transformers.models.vit.modeling_vit import ViTEmbeddings
 
 ORIGINAL_OFFSET = 0.1
 """The hub models' `interpolate_offset` without registers (0 with registers)."""
@@ -84,16 +85,22 @@ class OriginalDinov2WithRegistersEmbeddings(_OriginalInterpolation, Dinov2WithRe
     """`Dinov2WithRegistersEmbeddings` resizing its position grid as the torch.hub register models do."""
 
 
+class OriginalViTEmbeddings(_OriginalInterpolation, ViTEmbeddings):
+    """`ViTEmbeddings` resizing its position grid as DINO v1's own code does (the same rule as the
+    DINOv2 hub models without registers: offset 0.1, no antialiasing)."""
+
+
 _ORIGINAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
     Dinov2Embeddings: OriginalDinov2Embeddings,
     Dinov2WithRegistersEmbeddings: OriginalDinov2WithRegistersEmbeddings,
+    ViTEmbeddings: OriginalViTEmbeddings,
 }
 
 
 def use_original_interpolation(model: nn.Module) -> None:
     """Make an HF DINOv2 (with or without registers) resize its position grid as the torch.hub model
-    of the same kind does. The embeddings module changes class to a module-level subclass, so
-    copy.deepcopy, pickle and torch.save carry the choice."""
+    of the same kind does, or an HF ViT as DINO v1's own code does. The embeddings module changes
+    class to a module-level subclass, so copy.deepcopy, pickle and torch.save carry the choice."""
     embeddings: Any = model.embeddings
     original = _ORIGINAL_CLASSES.get(type(embeddings))
     if original is None:

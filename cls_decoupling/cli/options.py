@@ -165,8 +165,9 @@ def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool
     parser.add_argument(
         "--pos-interpolation",
         choices=POS_INTERPOLATIONS,
-        help="how the position grid is resized: original (torch.hub models; default for hub names, .pth "
-        "and random:) or hf (transformers; default for HF ids and folders)",
+        help="how the position grid is resized: original (the authors' rule of DINOv2's torch.hub models and "
+        "DINO v1; default for hub names, .pth, random: and facebook/dino-vit*) or hf (transformers; default "
+        "for other HF ids and folders)",
     )
     parser.add_argument(
         "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"

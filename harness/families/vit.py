@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
@@ -16,6 +17,9 @@ from transformers import (
 from cls_decoupling.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from harness.families.base import BlockView, Family, LoadAs, UnitScale, attention_view
 from harness.tokens import TokenLayout
+
+DINO_V1 = re.compile(r"(^|/)dino-vit[sb](8|16)/?$")
+"""DINO v1's released checkpoints in transformers' layout, by hub id or folder name."""
 
 
 class ViTFamily(Family):
@@ -36,6 +40,14 @@ class ViTFamily(Family):
             return None
         # the tanh pooler: not the readout, not built, its weights left out
         return LoadAs(AutoModel, {"add_pooling_layer": False}, left_out=("pooler.",))
+
+    def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
+        """transformers' resize ("hf"), or DINO's own ("original": bicubic at scale factors
+        ((rows + 0.1) / side, (columns + 0.1) / side), `harness.positions`), the default for DINO v1's
+        released weights in transformers' layout (`facebook/dino-vit{s,b}{8,16}`, or a folder named so)."""
+        if asked is not None:
+            return asked
+        return "original" if DINO_V1.search(str(getattr(self.model.config, "_name_or_path", ""))) else "hf"
 
     @property
     def blocks(self) -> Sequence[nn.Module]:
@@ -69,6 +81,7 @@ class DeiTFamily(ViTFamily):
     name = "deit"
     model_types = (DeiTModel,)
     config_type = "deit"
+    pos_interpolation = Family.pos_interpolation  # its own resize; DINO's rule is not DeiT's
     processor_type = "DeiTImageProcessor"
     preprocessing = Preprocessing(  # transformers' DeiTImageProcessor
         IMAGENET_MEAN, IMAGENET_STD, resize="square_crop", interpolation="bicubic", resize_ratio=256 / 224

@@ -110,7 +110,9 @@ POSITIONS = [
     ("timm", None, False, "timm"),
     ("timm", "hf", False, "timm"),  # the model's own resize, whatever is asked
     ("dinov3", "original", True, ValueError),
-    ("vit", "original", False, ValueError),
+    ("vit", "original", False, "original"),  # DINO v1's own resize, asked for
+    ("vit", None, False, "hf"),  # not a DINO v1 release (harness/families/vit.py: DINO_V1)
+    ("deit", "original", False, ValueError),
     ("timm", "original", False, ValueError),
 ]
 
