@@ -13,7 +13,7 @@ from harness import ForwardOptions
 from harness.decomposition import HIDDEN_CLS
 from probes.base import Probe, ProbeContext
 from probes.metrics.cka import SharedReferenceCKA
-from probes.plotting import cka_heatmap, plt, run_title
+from probes.plotting import cka_heatmap, run_title, subplots
 from probes.view import RunView
 
 if TYPE_CHECKING:
@@ -105,7 +105,7 @@ class LayerCKAProbe(Probe):
         matrices = {estimator: cls.matrix(run, estimator) for estimator in cls.ESTIMATORS}
         if any(found is None for found in matrices.values()):
             return {}
-        figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+        figure, axes = subplots(1, 2, figsize=(11, 4.8))
         for axis, (estimator, found) in zip(axes, matrices.items(), strict=True):
             layers, matrix = cast(tuple[list[int], np.ndarray], found)
             cka_heatmap(axis, [str(layer) for layer in layers], matrix, estimator.replace("_", " "))

@@ -13,7 +13,7 @@ from torch import Tensor
 from harness import ForwardOptions
 from harness.decomposition import DELETION_FRACTIONS, DELETION_ORDERS, DELETION_PREFIX
 from probes.base import ColumnStatsProbe, ProbeContext
-from probes.plotting import plt, run_title
+from probes.plotting import run_title, subplots
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -108,7 +108,7 @@ class DeletionProbe(ColumnStatsProbe):
         curves = cls.curves(run)
         if not curves:
             return {}
-        figure, axis = plt.subplots(figsize=(5.5, 3.8))
+        figure, axis = subplots(figsize=(5.5, 3.8))
         for order, (x, mean, std) in curves.items():
             label = "random (seeded)" if order == "random" else f"{order} of the attention map"
             axis.errorbar(x, mean, yerr=std, marker="o", markersize=3, capsize=2, color=COLOURS[order],
@@ -128,7 +128,7 @@ class DeletionProbe(ColumnStatsProbe):
         curves = [(c, cls.curves(c.run)) for c in compared]
         if not any(found for _, found in curves):
             return {}
-        figure, axis = plt.subplots(figsize=(6.5, 4))
+        figure, axis = subplots(figsize=(6.5, 4))
         for index, (c, found) in enumerate(curves):
             if not found:
                 continue

@@ -13,7 +13,7 @@ from torch import Tensor
 from harness import GROUPS, ForwardOptions
 from harness.decomposition import DEPTH_PREFIX, depth_quantities
 from probes.base import ColumnStatsProbe, ProbeContext
-from probes.plotting import plt, run_title, variant_colour
+from probes.plotting import run_title, subplots, variant_colour
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class DepthProbe(ColumnStatsProbe):
         if not layers:
             return {}
         groups = [g for g in GROUPS if cls.result_name(layers[0], f"split/{g}") in run.results]
-        figure, axes = plt.subplots(1, 3, figsize=(13, 3.8))
+        figure, axes = subplots(1, 3, figsize=(13, 3.8))
 
         def over_depth(quantity: str) -> list[float]:
             return [run.results[cls.result_name(layer, quantity)] for layer in layers]
@@ -126,7 +126,7 @@ class DepthProbe(ColumnStatsProbe):
             ("norm/patch", "||patch contribution|| / ||skip||"),
             ("cosine/patch", "cosine of patch readout to block output"),
         )
-        figure, axes = plt.subplots(1, len(panels), figsize=(14, 4))
+        figure, axes = subplots(1, len(panels), figsize=(14, 4))
         for c, layers in curves:
             if not layers:
                 continue

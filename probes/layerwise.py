@@ -11,7 +11,7 @@ from torch import Tensor
 
 from harness.decomposition import HIDDEN_CLS_COSINE
 from probes.base import ColumnStatsProbe, ProbeContext
-from probes.plotting import plt, run_title
+from probes.plotting import run_title, subplots
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -70,7 +70,7 @@ class LayerwiseProbe(ColumnStatsProbe):
             return {}
         means = [run.results[cls.result_name(layer)] for layer in layers]
         stds = [run.results[cls.std_name(layer)] for layer in layers]
-        figure, axis = plt.subplots(figsize=(5, 3.6))
+        figure, axis = subplots(figsize=(5, 3.6))
         axis.errorbar(layers, means, yerr=stds, marker="o", markersize=3, capsize=2)
         axis.set_xlabel("layer (0 = embeddings)")
         axis.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -86,7 +86,7 @@ class LayerwiseProbe(ColumnStatsProbe):
         curves = [(c, cls.layers_of(c.run)) for c in compared]
         if not any(layers for _, layers in curves):
             return {}
-        figure, axis = plt.subplots(figsize=(6, 4))
+        figure, axis = subplots(figsize=(6, 4))
         for c, layers in curves:
             if layers:
                 depth = np.array(layers) / max(layers)

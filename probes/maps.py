@@ -14,7 +14,7 @@ from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from harness.decomposition import ATTENTION_MAP, PIXELS
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.faithfulness import Faithfulness
-from probes.plotting import error_bars, models_axis, plt, run_title
+from probes.plotting import error_bars, models_axis, run_title, subplots
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -149,7 +149,7 @@ class MapsProbe(Probe):
         least = int(gallery["least"])
         rows = [("least faithful", range(least)), ("most faithful", range(least, len(indices)))]
         columns = max(least, len(indices) - least)
-        figure, axes = plt.subplots(2, columns, figsize=(2.2 * columns, 5.8), squeeze=False)
+        figure, axes = subplots(2, columns, figsize=(2.2 * columns, 5.8), squeeze=False)
         for row, (label, members) in enumerate(rows):
             for column in range(columns):
                 axis = axes[row, column]
@@ -178,7 +178,7 @@ class MapsProbe(Probe):
     @classmethod
     def _distribution(cls, run: RunView) -> Figure:
         """The distribution over images of the cosine between patch-only and full output."""
-        figure, axis = plt.subplots(figsize=(5.5, 3.6))
+        figure, axis = subplots(figsize=(5.5, 3.6))
         bins = np.linspace(-1, 1, 41).tolist()
         for readout, colour in READOUT_COLOURS.items():
             cosine = run.arrays[cls.cosine_name(readout)].numpy()
@@ -200,7 +200,7 @@ class MapsProbe(Probe):
         one line per readout."""
         if not any(cls.result_name("attention", "mean") in c.run.results for c in compared):
             return {}
-        figure, axis = plt.subplots(figsize=(max(5.5, 1.3 * len(compared) + 3), 4.0))
+        figure, axis = subplots(figsize=(max(5.5, 1.3 * len(compared) + 3), 4.0))
         for readout, colour in READOUT_COLOURS.items():
             means = [c.run.results.get(cls.result_name(readout, "mean"), np.nan) for c in compared]
             stds = [c.run.results.get(cls.result_name(readout, "std"), np.nan) for c in compared]

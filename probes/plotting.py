@@ -6,11 +6,8 @@ stacked histograms, CKA heatmaps. Each probe draws its own figures (`Probe.figur
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")  # files only: no display is ever needed
-import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
@@ -24,6 +21,15 @@ GROUP_COLOURS = {"cls": "#7f7f7f", "distillation": "#8c564b", "register": "#d627
 """One colour per token group (`harness.GROUPS`)."""
 VARIANT_COLOURS = {**GROUP_COLOURS, "full": "#2ca02c", "skip": "#ff7f0e"}
 GROUP_LABELS = {"cls": "[CLS]", "distillation": "distillation", "register": "registers", "patch": "patches"}
+
+
+def subplots(
+    rows: int = 1, columns: int = 1, *, figsize: tuple[float, float], **options: Any
+) -> tuple[Figure, Any]:
+    """A figure and its axes (as `pyplot.subplots`), outside pyplot: no backend is chosen or changed
+    (a notebook keeps its own) and no figure is kept open; the outputs draw it on an Agg canvas."""
+    figure = Figure(figsize=figsize)
+    return figure, figure.subplots(rows, columns, **options)
 
 
 def run_title(run: RunView) -> str:
@@ -79,7 +85,7 @@ def variant_bars(
     if not found:
         return None
     readouts = sorted(found)
-    figure, axes = plt.subplots(1, len(readouts), figsize=(max(5.0 * len(readouts), 6.5), 4.0), squeeze=False)
+    figure, axes = subplots(1, len(readouts), figsize=(max(5.0 * len(readouts), 6.5), 4.0), squeeze=False)
     for axis, panel in zip(axes[0], readouts, strict=True):
         kinds = list(found[panel])
         values, stds = zip(*found[panel].values(), strict=True)
@@ -157,7 +163,7 @@ def variant_sweep(
     readouts = sorted({readout for values in found for readout in values})
     if not readouts:
         return None
-    figure, axes = plt.subplots(
+    figure, axes = subplots(
         1, len(readouts), figsize=(max(4.5, 1.3 * len(compared) + 3) * len(readouts), 4.0), squeeze=False
     )
     for axis, panel in zip(axes[0], readouts, strict=True):

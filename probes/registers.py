@@ -12,7 +12,7 @@ from harness import TokenLayout
 from harness.decomposition import PENULTIMATE
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.high_norm import TOP_DIMS, HighNormToken
-from probes.plotting import GROUP_COLOURS, models_axis, plt, run_title
+from probes.plotting import GROUP_COLOURS, models_axis, run_title, subplots
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -83,7 +83,7 @@ class RegistersProbe(Probe):
         if cls.result_name("top_norm") not in run.results:
             return {}
         results = {key: run.results[cls.result_name(key)] for key in cls.RESULTS}
-        figure, (where, dims) = plt.subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
+        figure, (where, dims) = subplots(1, 2, figsize=(10, 3.8), gridspec_kw={"width_ratios": [3, 2]})
         counts = run.arrays.get(cls.TOP_TOKEN_COUNTS)
         if counts is not None:
             layout = TokenLayout.for_image(
@@ -119,7 +119,7 @@ class RegistersProbe(Probe):
         across images, how large; its top dimensions before and after norm1."""
         if not any(cls.result_name("top_norm") in c.run.results for c in compared):
             return {}
-        figure, (shares, ratio, dims) = plt.subplots(1, 3, figsize=(2.4 * len(compared) + 9, 4.0))
+        figure, (shares, ratio, dims) = subplots(1, 3, figsize=(2.4 * len(compared) + 9, 4.0))
         x = np.arange(len(compared))
 
         def values(key: str) -> list[float]:

@@ -19,8 +19,8 @@ from probes.plotting import (
     error_bars,
     histogram_rows,
     models_axis,
-    plt,
     run_title,
+    subplots,
 )
 from probes.view import ComparedView, RunView
 
@@ -121,7 +121,7 @@ class SplitProbe(Probe):
         registers = run.num_registers > 0
         groups = [g for g in split_groups(run.num_distillation) if registers or g != "register"]
         histograms = cls.BIN_EDGES in run.arrays
-        figure, axes = plt.subplots(
+        figure, axes = subplots(
             1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
         )
         axis = axes[0, 0]
@@ -145,9 +145,9 @@ class SplitProbe(Probe):
     def _histograms(cls, axis: Axes, run: RunView, registers: bool) -> None:
         """The distribution of each group's share over images (registers only when the model has them)."""
         edges = run.arrays[cls.BIN_EDGES].numpy()
-        columns = [
-            c for c in cls.columns_for(run.num_distillation) if registers or c not in ("register", TWO_WAY)
-        ]
+        # the parts of the whole first ([CLS], distillation, patches), then registers and the two-way split
+        present = set(cls.columns_for(run.num_distillation)) - (set() if registers else {"register", TWO_WAY})
+        columns = [c for c in ("cls", "distillation", "patch", "register", TWO_WAY) if c in present]
         rows = [(LABELS[c], run.arrays[cls.histogram_name(c)].numpy(), COLOURS[c]) for c in columns]
         histogram_rows(axis, rows, edges)
         axis.set_xlabel("share of [CLS] attention in one image")
@@ -161,7 +161,7 @@ class SplitProbe(Probe):
             return {}
         with_histograms = [c for c in compared if cls.BIN_EDGES in c.run.arrays and c.run.num_registers > 0]
         figure_width = 1.6 * len(compared) + (9 if with_histograms else 3)
-        figure, axes = plt.subplots(
+        figure, axes = subplots(
             1, 2 if with_histograms else 1, figsize=(figure_width, 4.0), squeeze=False,
         )  # fmt: skip
         axis = axes[0, 0]

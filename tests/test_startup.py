@@ -84,3 +84,14 @@ def test_the_light_choices_are_the_ones_the_checks_use() -> None:
 
     assert datamodule.DATA_SOURCES is DATA_SOURCES
     assert loading.POS_INTERPOLATIONS is POS_INTERPOLATIONS
+
+
+def test_importing_the_probes_leaves_a_notebooks_matplotlib_backend_alone() -> None:
+    """The probes draw on plain `Figure`s: importing them (every probe module, through the registry)
+    chooses no backend, so a notebook's inline backend stays."""
+    import subprocess
+    import sys
+
+    code = "import matplotlib; matplotlib.use('pdf'); import probes.registry; print(matplotlib.get_backend())"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert done.stdout.strip() == "pdf"

@@ -22,7 +22,7 @@ from cls_decoupling.outputs.runs import Run
 from cls_decoupling.run_folders import COMPARISON_FILES
 from probes import FULL_OUTPUT, PROBE_CLASSES
 from probes.metrics import linear_cka
-from probes.plotting import cka_heatmap, plt
+from probes.plotting import cka_heatmap, subplots
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ def model_cka_comparison(compared: Sequence[Compared]) -> Figure | None:
     if found is None:
         return None
     labels, matrices = found
-    figure, axes = plt.subplots(1, 2, figsize=(11, 4.8))
+    figure, axes = subplots(1, 2, figsize=(11, 4.8))
     for axis, (estimator, matrix) in zip(axes, matrices.items(), strict=True):
         cka_heatmap(axis, labels, matrix, f"{estimator.replace('_', ' ')} of output/full")
     figure.suptitle("How alike are the models' [CLS] outputs? (same images)", fontsize=10)

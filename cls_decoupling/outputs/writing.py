@@ -10,7 +10,6 @@ import shutil
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import numpy as np
 from lightning.pytorch.loggers import TensorBoardLogger
 from matplotlib.backends.backend_agg import FigureCanvasAgg
@@ -205,7 +204,6 @@ def write_figures(folder: Path, figures: Mapping[str, Figure], logger: TensorBoa
         pixels = render(figure, dpi=FIGURE_DPI)  # drawn once for both (savefig + add_figure drew twice)
         Image.fromarray(pixels).save(folder / name)
         logger.experiment.add_image(f"figures/{Path(name).stem}", pixels, dataformats="HWC")
-        plt.close(figure)
     return list(figures)
 
 
