@@ -3,14 +3,14 @@
 Layer 0, importing nothing: the outputs write run and comparison folders (layer 3), and the data side
 (layer 1) must leave them out of a listing, or the next run over a folder that holds one reads its
 figures as images. The only images a run or comparison writes are its `figures/*.png`, so the rule
-has to catch every folder that can hold `figures/`:
+catches every folder holding `figures/` and a sign of this tool beside it (a folder without
+`figures/` stays data, whatever else it holds, e.g. a dataset's own `results.json`):
 
 - a run writes `results.json` first, before any figure, and a comparison keeps `comparison.md` and
-  `comparison.csv` from its previous sweep while it writes again: a folder holding any of these three;
+  `comparison.csv` from its previous sweep while it writes again;
 - a finished folder keeps its marker `.complete`, and the folder a run wrote in place keeps the output
-  lock `.NAME.lock` beside it (a file that stays): a folder holding `figures/` with either one. The
-  marker alone is not enough: a download (`datamodules.download`) marks its folder with the same name,
-  and a lock alone may be stale (a folder once written to, since emptied and reused).
+  lock `.NAME.lock` beside it (a file that stays). Neither counts without `figures/`: a download
+  (`datamodules.download`) marks its folder with the same name, and a lock may be stale.
 
 A comparison copied elsewhere after it was killed while drawing its first figures (no marker, no
 comparison files yet, and its lock left behind) is the one folder of this tool the rule misses.
@@ -33,7 +33,7 @@ COMPLETE_MARKER = ".complete"
 """Written last into a run (or comparison) folder: the folder is finished."""
 FIGURES_DIR = "figures"
 """Where a run or comparison writes its figures (the only images it writes)."""
-COMPARISON_FILES = ("comparison.md", "comparison.csv")
+COMPARISON_TABLES = ("comparison.md", "comparison.csv")
 """What a comparison folder holds besides its figures and run folders (`outputs.compare` writes them)."""
 LOCK_SUFFIX = ".lock"
 
@@ -64,9 +64,15 @@ def is_output_folder(names: Collection[str], locked: bool = False) -> bool:
         locked: Whether its parent holds its output lock (`lock_name`).
 
     Returns:
-        True for a folder holding `results.json`, `comparison.md` or `comparison.csv`, or holding
-        `figures/` with the marker `.complete` inside or the output lock beside it.
+        True for a folder holding `figures/` and any of `results.json`, `comparison.md`,
+        `comparison.csv`, the marker `.complete`, or its output lock beside it (a dataset's own
+        `results.json` beside images, with no `figures/`, stays data).
     """
-    if RESULTS_FILE in names or any(name in names for name in COMPARISON_FILES):
-        return True
-    return FIGURES_DIR in names and (COMPLETE_MARKER in names or locked)
+    if FIGURES_DIR not in names:  # the only images a run writes: without them, nothing to leave out
+        return False
+    return (
+        RESULTS_FILE in names
+        or any(name in names for name in COMPARISON_TABLES)
+        or COMPLETE_MARKER in names
+        or locked
+    )

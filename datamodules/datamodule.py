@@ -194,13 +194,14 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def describe(self) -> dict[str, Any]:
-        """Data facts for results.json."""
+        """Data facts for results.json (`skipped_run_folders` only when some were left out)."""
+        run_folders = [str(folder.resolve()) for folder in self.images.run_folders]
         return {
             "source": self.source,
             "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
             "split": self.split,
             "files": len(self.images.files),
-            "skipped_run_folders": [str(folder.resolve()) for folder in self.images.run_folders],
+            **({"skipped_run_folders": run_folders} if run_folders else {}),
             "labelled": self.images.labelled,
             "num_classes": len(self.images.class_names),
             "class_names": list(self.images.class_names),

@@ -32,6 +32,7 @@ from harness.decomposition import (
     projection_readout,
 )
 from harness.families import Family, family_for
+from harness.positions import resizes_as_original
 from harness.tokens import TokenLayout
 
 HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
@@ -308,7 +309,8 @@ class DecomposingBackbone(nn.Module):
             location="",
             **family.architecture(),
             random_weights=False,
-            pos_interpolation=family.pos_interpolation(None, as_released=False),  # the model's own
+            # what the model does: the authors' resize where its embeddings were switched to it
+            pos_interpolation="original" if resizes_as_original(model) else family.own_pos_interpolation,
             family=family.name,
             preprocessing=family.preparation(),
         )

@@ -2,4 +2,4 @@
 choices)."""
 
 POS_INTERPOLATIONS: tuple[str, ...] = ("original", "hf")
-"""`original`: as the torch.hub models; `hf`: as transformers' DINOv2 classes."""
+"""`original`: the authors' resize (DINOv2's torch.hub models, DINO v1); `hf`: as transformers does."""

@@ -82,11 +82,11 @@ def load_backbone(
             made by `save_pretrained` or in timm's hub layout, an original DINOv2 / DINO / iBOT
             `.pth`, or `random:<arch>[_reg]` (random weights; their numbers mean nothing).
         num_heads: heads of a `.pth` checkpoint when not width / 64 (test models only).
-        pos_interpolation: how a DINOv2 position grid is resized for other image sizes: "original"
-            (as the torch.hub models, `harness.positions`) or "hf" (as transformers); None: the
-            family's default (`Family.pos_interpolation`: for DINOv2 original for torch.hub names,
-            `.pth` files and random models, hf for HF ids and folders; other families resize as the
-            model itself does).
+        pos_interpolation: how the position grid is resized for other image sizes: "original" (the
+            authors' rule: DINOv2's torch.hub models, DINO v1; `harness.positions`) or "hf" (as
+            transformers); None: the family's default (`Family.pos_interpolation`: DINOv2 original for
+            torch.hub names, `.pth` files and random models, hf for HF ids and folders; DINO v1's
+            `facebook/dino-vit*` original; other families resize as the model itself does).
 
     Raises:
         UnknownBackboneError: the name is none of the above (or `pos_interpolation` is unknown);

@@ -1,4 +1,6 @@
-"""How a DINOv2 resizes its pretrained position grid to other image sizes (docs/design.md#backbones).
+"""How DINOv2 (and DINO v1) resize their pretrained position grid to other image sizes, by the authors'
+own rule (docs/design.md#backbones). DINO v1's `interpolate_pos_encoding` is the rule below for
+models without registers; `use_original_interpolation` applies it to a transformers ViT too.
 
 The released DINOv2 models are pretrained on a 37 x 37 patch grid (518 px). For an n_rows x n_cols
 grid, the original (torch.hub) implementation resizes it with bicubic interpolation:
@@ -58,7 +60,7 @@ def original_position_grid(grid: Tensor, rows: int, columns: int, offset: float,
 
 
 class _OriginalInterpolation:
-    """Mixin for HF DINOv2 embeddings: `interpolate_pos_encoding` with the original resize."""
+    """Mixin for HF DINOv2 / ViT embeddings: `interpolate_pos_encoding` with the original resize."""
 
     position_embeddings: nn.Parameter
     patch_embeddings: Any
@@ -95,6 +97,12 @@ _ORIGINAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
     Dinov2WithRegistersEmbeddings: OriginalDinov2WithRegistersEmbeddings,
     ViTEmbeddings: OriginalViTEmbeddings,
 }
+
+
+def resizes_as_original(model: nn.Module) -> bool:
+    """Whether `model`'s embeddings resize the position grid by the authors' rule
+    (`use_original_interpolation` was applied to it)."""
+    return type(getattr(model, "embeddings", None)) in _ORIGINAL_CLASSES.values()
 
 
 def use_original_interpolation(model: nn.Module) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from cls_decoupling.preparation import Preprocessing
+from harness.errors import first_line
 
 PROCESSOR_CONFIG = "preprocessor_config.json"
 """The file a transformers checkpoint keeps its image processor's settings in."""
@@ -41,6 +42,8 @@ def processor_preprocessing(
     if resample is not None and int(resample) in _RESAMPLE:
         settings["interpolation"] = _RESAMPLE[int(resample)]
     size, crop = _sizes(getattr(processor, "size", None)), _sizes(getattr(processor, "crop_size", None))
+    if min([*size.values(), *crop.values()], default=1) <= 0:
+        raise ValueError(f"its sizes must be positive, got size {size} and crop_size {crop}")
     if not getattr(processor, "do_center_crop", False):
         settings["resize"], settings["resize_ratio"] = "square", 1.0
     elif "height" in crop and "shortest_edge" in size:  # the shorter side, then a crop (CLIP)
@@ -73,10 +76,7 @@ def image_processor(config: Mapping[str, Any], processor_type: str = "") -> Any:
         try:
             return AutoImageProcessor.from_pretrained(folder)
         except (OSError, ValueError, KeyError, TypeError, AttributeError) as error:
-            lines = str(error).strip().splitlines()
-            raise ValueError(
-                f"transformers cannot read it: {lines[0] if lines else type(error).__name__}"
-            ) from None
+            raise ValueError(f"transformers cannot read it: {first_line(error)}") from None
 
 
 def _sizes(size: Any) -> dict[str, int]:

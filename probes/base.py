@@ -140,8 +140,11 @@ class Probe(nn.Module, ABC):
         if "name" not in cls.__dict__:  # an abstract base or a variant of a registered probe
             return
         known = REGISTERED.get(cls.name)
-        if known is not None and known.__qualname__ != cls.__qualname__:
-            raise TypeError(f"two probes are named {cls.name!r}: {known.__qualname__} and {cls.__qualname__}")
+        where = f"{cls.__module__}.{cls.__qualname__}"
+        if known is not None and f"{known.__module__}.{known.__qualname__}" != where:
+            raise TypeError(
+                f"two probes are named {cls.name!r}: {known.__module__}.{known.__qualname__} and {where}"
+            )
         REGISTERED[cls.name] = cls
 
     @classmethod

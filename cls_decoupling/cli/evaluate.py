@@ -224,7 +224,8 @@ def evaluate(
         if len(names) == 1:
             check_output_dir(output, overwrite)
             if from_features is not None:
-                return [run_from_features(from_features, output, probes, selection, names[0])]
+                assert replayed is not None  # read with from_features above
+                return [run_from_features(from_features, replayed, output, probes, selection, names[0])]
             return [
                 run_one(names[0], output, data, probes, selection, trainer, save_features, pos_interpolation)
             ]
@@ -485,19 +486,20 @@ def write_finished(
 
 def run_from_features(
     source: Path,
+    earlier: RunRecord,
     output: Path,
     probes: ProbeOptions,
     selection: ProbeSelection,
     backbone_name: str | None = None,
 ) -> dict[str, Any]:
-    """The probes of `selection` on the features an earlier `--save-features` run wrote to `source`."""
+    """The probes of `selection` on the features an earlier `--save-features` run wrote to `source`
+    (`earlier`: its record, read by `evaluate`)."""
     import torch
 
-    from cls_decoupling.outputs import Run, RunRecord, RunSettings, load_record, load_tensors
+    from cls_decoupling.outputs import Run, RunRecord, RunSettings, load_tensors
     from cls_decoupling.outputs.runs import FEATURES_FILE
     from probes import replay_features
 
-    earlier = load_record(source)  # a finished run folder, or one line saying why not (its arrays unread)
     if not (source / FEATURES_FILE).is_file():
         raise UserError(f"{source} holds no {FEATURES_FILE}; run it with --save-features first")
     if source.resolve() == output.resolve():

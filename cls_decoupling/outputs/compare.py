@@ -19,14 +19,14 @@ from matplotlib.figure import Figure
 
 from cls_decoupling.outputs.report import format_value, markdown_table, results_by_probe
 from cls_decoupling.outputs.runs import Run
-from cls_decoupling.run_folders import COMPARISON_FILES
+from cls_decoupling.run_folders import COMPARISON_TABLES
 from probes import FULL_OUTPUT, PROBE_CLASSES
 from probes.metrics import linear_cka
 from probes.plotting import cka_heatmap, subplots
 
 log = logging.getLogger(__name__)
 
-COMPARISON_MARKDOWN, COMPARISON_CSV = COMPARISON_FILES
+COMPARISON_MARKDOWN, COMPARISON_CSV = COMPARISON_TABLES
 
 
 @dataclass(frozen=True)

@@ -61,11 +61,11 @@ class Family(ABC):
     preprocessing: ClassVar[Preprocessing]
     """The family's default image preparation."""
     reads_processor_config: ClassVar[bool] = True
+    """Whether a checkpoint's `preprocessor_config.json` (a folder's, or the hub's) overrides
+    `preprocessing` (`preparation`)."""
     processor_type: ClassVar[str] = ""
     """The transformers image processor its checkpoints use, for a processor config that names none
     (transformers would take it from the model's config.json)."""
-    """Whether a checkpoint's `preprocessor_config.json` (a folder's, or the hub's) overrides
-    `preprocessing` (`preparation`)."""
     own_pos_interpolation: ClassVar[str] = "hf"
     """How the model resizes its position grid itself, as results.json records it."""
 
@@ -102,11 +102,13 @@ class Family(ABC):
                 short name, an original `.pth`) or are a random model of a released architecture.
 
         Raises:
-            ValueError: `asked` is DINOv2's original resize, which no other family has.
+            ValueError: `asked` is the authors' resize ("original"), which only DINOv2 and DINO v1
+                (the vit family) offer.
         """
         if asked == "original":
             raise ValueError(
-                f"--pos-interpolation original is DINOv2's; it is a {self.name} model (its own resize)"
+                f"--pos-interpolation original is the resize of DINOv2 and DINO v1; it is a {self.name} "
+                "model (its own resize)"
             )
         return self.own_pos_interpolation
 

@@ -29,7 +29,7 @@ def test_the_rule_knows_the_names_the_outputs_write(tmp_path: Path) -> None:
         COMPLETE_MARKER,
         FIGURES_DIR,
     )
-    assert set(run_folders.COMPARISON_FILES) == {COMPARISON_MARKDOWN, COMPARISON_CSV}
+    assert set(run_folders.COMPARISON_TABLES) == {COMPARISON_MARKDOWN, COMPARISON_CSV}
     with output_lock(tmp_path / "run"):
         pass
     assert run_folders.locked_folders(os.listdir(tmp_path)) == {"run"}
@@ -104,13 +104,16 @@ def test_a_run_folder_in_the_data_is_left_out(
         pytest.param(lambda d: (d / COMPLETE_MARKER).write_text("md5\n"), id="download-marker"),
         pytest.param(lambda d: (d.parent / lock_name(d.name)).write_text(""), id="stale-lock"),
         pytest.param(lambda d: None, id="class-named-figures"),
+        pytest.param(lambda d: (d / RESULTS_FILE).write_text("{}"), id="a-datasets-own-results-json"),
+        pytest.param(lambda d: (d / "comparison.csv").write_text("a,b\n"), id="a-datasets-own-csv"),
     ],
 )
 def test_folders_that_only_look_like_a_run_are_listed(
     lookalike: Callable[[Path], None], tmp_path: Path
 ) -> None:
-    """A download's marker, or a lock left by a run once written there, with no figures or results
-    beside them; and a class folder named `figures` (the data root holds no marker)."""
+    """A download's marker, a lock left by a run once written there, or a dataset's own results.json
+    or comparison.csv beside its images, none with `figures/` (the only images a run writes); and a
+    class folder named `figures` (the data root holds no marker)."""
     write_photos(tmp_path / "ant", 2)
     write_photos(tmp_path / FIGURES_DIR, 2)
     lookalike(tmp_path / "ant")

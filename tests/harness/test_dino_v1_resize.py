@@ -76,3 +76,16 @@ def test_other_vits_keep_transformers_resize(dino_folder: Path, tmp_path: Path) 
         (renamed / file.name).write_bytes(file.read_bytes())
     assert load_backbone(renamed).info.pos_interpolation == "hf"
     assert load_backbone(renamed, pos_interpolation="original").info.pos_interpolation == "original"
+
+
+def test_from_model_records_the_resize_the_model_runs(dino_folder: Path) -> None:
+    """A DINO v1 handed in as loaded by transformers runs transformers' resize, and is recorded so;
+    the tool's own load of it runs DINO's, and wrapping that model again records DINO's."""
+    from transformers import AutoModel
+
+    from harness import DecomposingBackbone
+
+    plain = AutoModel.from_pretrained(dino_folder, add_pooling_layer=False)
+    assert DecomposingBackbone.from_model(plain).info.pos_interpolation == "hf"
+    loaded = load_backbone(dino_folder).model
+    assert DecomposingBackbone.from_model(loaded).info.pos_interpolation == "original"

@@ -127,7 +127,9 @@ def test_each_family_says_how_its_positions_are_resized(
     families: dict[str, Family], family: str, asked: str | None, released: bool, recorded: object
 ) -> None:
     if recorded is ValueError:
-        with pytest.raises(ValueError, match=f"original is DINOv2's; it is a {family} model"):
+        with pytest.raises(
+            ValueError, match=f"original is the resize of DINOv2 and DINO v1; it is a {family} model"
+        ):
             families[family].pos_interpolation(asked, released)
     else:
         assert families[family].pos_interpolation(asked, released) == recorded

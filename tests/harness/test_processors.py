@@ -89,3 +89,9 @@ def test_the_older_clip_form_is_no_longer_squashed() -> None:
 def test_a_config_transformers_cannot_read_is_a_value_error() -> None:
     with pytest.raises(ValueError, match="transformers cannot read it"):
         image_processor({"image_processor_type": "NoSuchImageProcessor"})
+
+
+def test_a_crop_of_no_size_is_a_value_error() -> None:
+    config = {**CLIP_NEW, "crop_size": {"height": 0, "width": 0}}
+    with pytest.raises(ValueError, match="sizes must be positive"):
+        processor_preprocessing(config, CLIPFamily.preprocessing, CLIPFamily.processor_type)
