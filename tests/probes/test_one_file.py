@@ -22,7 +22,7 @@ from collections.abc import Mapping
 from torch import Tensor
 
 from probes.base import ColumnStatsProbe, Headline, ProbeContext
-from probes.plotting import named, plt, run_title
+from probes.plotting import named, run_title, subplots
 
 
 class PatchShareProbe(ColumnStatsProbe):
@@ -48,7 +48,7 @@ class PatchShareProbe(ColumnStatsProbe):
     def figures(cls, run):
         if cls.result_name("mean") not in run.results:
             return {}
-        figure, axis = plt.subplots()
+        figure, axis = subplots(figsize=(4, 3))
         axis.bar(["patch share"], [run.results[cls.result_name("mean")]])
         axis.set_title(run_title(run))
         return named("patch_share.png", figure)
