@@ -22,6 +22,8 @@ import math
 from typing import Any
 
 import torch
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 from transformers.models.dinov2.modeling_dinov2 import Dinov2Embeddings
 from transformers.models.dinov2_with_registers.modeling_dinov2_with_registers import (
@@ -92,6 +94,32 @@ class OriginalViTEmbeddings(_OriginalInterpolation, ViTEmbeddings):
     DINOv2 hub models without registers: offset 0.1, no antialiasing)."""
 
 
+class DeiTResizeVisionTransformer(VisionTransformer):
+    """timm's `VisionTransformer` resizing its position grid as DeiT's own code does for another input
+    size (`main.py --input-size`): bicubic to the exact grid, no antialiasing (timm antialiases)."""
+
+    def _pos_embed(self, x: Tensor) -> Tensor:
+        if not self.dynamic_img_size or self.pos_embed is None:
+            return super()._pos_embed(x)
+        batch, rows, columns, width = x.shape
+        prefix = [
+            token.expand(batch, -1, -1) for token in (self.cls_token, self.reg_token) if token is not None
+        ]
+        positions = resample_abs_pos_embed(
+            self.pos_embed,
+            new_size=(rows, columns),
+            old_size=self.patch_embed.grid_size,
+            num_prefix_tokens=0 if self.no_embed_class else self.num_prefix_tokens,
+            antialias=False,
+        )
+        x = x.view(batch, -1, width)
+        if self.no_embed_class:  # DeiT III: the positions cover the patches only
+            x = torch.cat([*prefix, x + positions], dim=1)
+        else:
+            x = torch.cat([*prefix, x], dim=1) + positions
+        return self.pos_drop(x)
+
+
 _ORIGINAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
     Dinov2Embeddings: OriginalDinov2Embeddings,
     Dinov2WithRegistersEmbeddings: OriginalDinov2WithRegistersEmbeddings,
@@ -100,16 +128,23 @@ _ORIGINAL_CLASSES: dict[type[nn.Module], type[nn.Module]] = {
 
 
 def resizes_as_original(model: nn.Module) -> bool:
-    """Whether `model`'s embeddings resize the position grid by the authors' rule
-    (`use_original_interpolation` was applied to it)."""
-    return type(getattr(model, "embeddings", None)) in _ORIGINAL_CLASSES.values()
+    """Whether `model` resizes its position grid by the authors' rule (`use_original_interpolation`
+    was applied to it)."""
+    return (
+        isinstance(model, DeiTResizeVisionTransformer)
+        or type(getattr(model, "embeddings", None)) in _ORIGINAL_CLASSES.values()
+    )
 
 
 def use_original_interpolation(model: nn.Module) -> None:
     """Make an HF DINOv2 (with or without registers) resize its position grid as the torch.hub model
-    of the same kind does, or an HF ViT as DINO v1's own code does. The embeddings module changes
-    class to a module-level subclass, so copy.deepcopy, pickle and torch.save carry the choice."""
-    embeddings: Any = model.embeddings
+    of the same kind does, an HF ViT as DINO v1's own code does, or a timm ViT as DeiT's does. The
+    embeddings module (the timm model) changes class to a module-level subclass, so copy.deepcopy,
+    pickle and torch.save carry the choice."""
+    if type(model) is VisionTransformer:  # timm (DeiT III): the model itself resizes
+        model.__class__ = DeiTResizeVisionTransformer
+        return
+    embeddings: Any = getattr(model, "embeddings", None)
     original = _ORIGINAL_CLASSES.get(type(embeddings))
     if original is None:
         raise TypeError(f"no original position interpolation for {type(embeddings).__name__}")

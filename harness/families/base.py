@@ -102,13 +102,13 @@ class Family(ABC):
                 short name, an original `.pth`) or are a random model of a released architecture.
 
         Raises:
-            ValueError: `asked` is the authors' resize ("original"), which only DINOv2 and DINO v1
-                (the vit family) offer.
+            ValueError: `asked` is the authors' resize ("original"), which only DINOv2, DINO v1 (the
+                vit family) and DeiT III (timm) offer.
         """
         if asked == "original":
             raise ValueError(
-                f"--pos-interpolation original is the resize of DINOv2 and DINO v1; it is a {self.name} "
-                "model (its own resize)"
+                "--pos-interpolation original is the resize of DINOv2, DINO v1 and DeiT III; "
+                f"it is a {self.name} model (its own resize)"
             )
         return self.own_pos_interpolation
 

@@ -77,6 +77,15 @@ class TimmFamily(Family):
     reads_processor_config = False  # the model carries its own (`pretrained_cfg`)
     own_pos_interpolation = "timm"  # timm's resample_abs_pos_embed
 
+    def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
+        """timm's resize (bicubic with antialiasing) whatever is asked, or for DeiT III DeiT's own
+        ("original": bicubic to the exact grid without antialiasing, as its `main.py` at another
+        `--input-size`; `harness.positions.DeiTResizeVisionTransformer`) when asked."""
+        architecture = str((getattr(self.model, "pretrained_cfg", None) or {}).get("architecture", ""))
+        if asked == "original" and architecture.startswith("deit3"):
+            return "original"
+        return super().pos_interpolation(asked, as_released)
+
     def __init__(self, model: nn.Module) -> None:
         super().__init__(model)
         problem = self.unsupported(model)

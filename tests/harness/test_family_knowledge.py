@@ -128,7 +128,8 @@ def test_each_family_says_how_its_positions_are_resized(
 ) -> None:
     if recorded is ValueError:
         with pytest.raises(
-            ValueError, match=f"original is the resize of DINOv2 and DINO v1; it is a {family} model"
+            ValueError,
+            match=f"original is the resize of DINOv2, DINO v1 and DeiT III; it is a {family} model",
         ):
             families[family].pos_interpolation(asked, released)
     else:
