@@ -76,27 +76,25 @@ class DeletionProbe(ColumnStatsProbe):
 
     def compute(self) -> dict[str, float]:
         results = super().compute()
-        x = np.array([0.0, *self.fractions])
-        curves = {
-            order: np.array([1.0, *(results[self.result_name(order, f)] for f in self.fractions)])
-            for order in DELETION_ORDERS
-        }
+        curves = self.curves(results, self.fractions)
+        x = np.array(curves["top"][0])
         for control in ("random", "bottom"):
-            gap = curves[control] - curves["top"]
+            gap = np.array(curves[control][1]) - np.array(curves["top"][1])
             results[self.area_name(control)] = float(((gap[1:] + gap[:-1]) / 2 * np.diff(x)).sum())
         return results
 
     @classmethod
-    def curves(cls, run: RunView) -> Curves:
-        """Every order's curve of the run's deletion results; empty without them."""
-        fractions = [f for f in cls.FRACTIONS if cls.result_name("top", f) in run.results]
+    def curves(cls, results: Mapping[str, float], fractions: Sequence[float] = DELETION_FRACTIONS) -> Curves:
+        """Every order's curve of the deletion results among `results` (at those of `fractions` they
+        hold); empty without them."""
+        fractions = [f for f in fractions if cls.result_name("top", f) in results]
         if not fractions:
             return {}
         return {
             order: (
                 [0.0, *fractions],
-                [1.0, *(run.results[cls.result_name(order, f)] for f in fractions)],
-                [0.0, *(run.results[cls.std_name(order, f)] for f in fractions)],
+                [1.0, *(results[cls.result_name(order, f)] for f in fractions)],
+                [0.0, *(results[cls.std_name(order, f)] for f in fractions)],
             )
             for order in DELETION_ORDERS
         }
@@ -105,7 +103,7 @@ class DeletionProbe(ColumnStatsProbe):
     def figures(cls, run: RunView) -> dict[str, Figure]:
         """The deletion test: cosine of the output without the deleted patches to the full one, over the
         share deleted, for the map's top patches, random ones and its bottom ones."""
-        curves = cls.curves(run)
+        curves = cls.curves(run.results)
         if not curves:
             return {}
         figure, axis = subplots(figsize=(5.5, 3.8))
@@ -125,7 +123,7 @@ class DeletionProbe(ColumnStatsProbe):
     @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
         """The deletion test per model: the top-of-map curve (solid) and the random control (dashed)."""
-        curves = [(c, cls.curves(c.run)) for c in compared]
+        curves = [(c, cls.curves(c.run.results)) for c in compared]
         if not any(found for _, found in curves):
             return {}
         figure, axis = subplots(figsize=(6.5, 4))
