@@ -17,10 +17,11 @@ import numpy as np
 import torch
 from matplotlib.figure import Figure
 
+from cls_decoupling.outputs.figures import probes_figures
 from cls_decoupling.outputs.report import format_value, markdown_table, results_by_probe
 from cls_decoupling.outputs.runs import Run
 from cls_decoupling.run_folders import COMPARISON_TABLES
-from probes import FULL_OUTPUT, PROBE_CLASSES
+from probes import FULL_OUTPUT
 from probes.metrics import linear_cka
 from probes.plotting import cka_heatmap, subplots
 
@@ -82,9 +83,7 @@ def comparison_figures(compared: Sequence[Compared]) -> dict[str, Figure]:
     """Every cross-model figure the runs' results allow, by file name: each probe's
     (`Probe.comparison_figures`, in the registry's order), then the model x model CKA of the saved
     features."""
-    figures: dict[str, Figure] = {}
-    for probe in PROBE_CLASSES:
-        figures |= probe.comparison_figures(compared)
+    figures = probes_figures(lambda probe: probe.comparison_figures(compared))
     if (cka := model_cka_comparison(compared)) is not None:
         figures["compare_cka_models.png"] = cka
     return figures
