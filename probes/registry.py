@@ -39,6 +39,16 @@ class ProbeSelectionError(UserError, ValueError):
     """A `--probe` list that names unknown probes, or probes this run cannot feed."""
 
 
+RESOURCES: tuple[tuple[str, Callable[[type[Probe]], bool], str], ...] = (
+    ("pixels", lambda probe: not probe.replayable(),
+     "read the images or the [CLS] hidden states, which saved features do not hold: run with the backbone"),
+    ("layers", lambda probe: probe.needs_layers, "read the per-layer decomposition: add --layers"),
+    ("bank", lambda probe: probe.needs_bank,
+     "query a bank of training features: add --train-data and --train-dir"),
+)  # fmt: skip
+"""What a run may lack, the probes that cannot run without it, and what to do about it."""
+
+
 @dataclass(frozen=True)
 class ProbeSelection:
     """The probes of a run, parsed once from `--probe` and shared by the CLI, the backbone's forward
@@ -70,14 +80,13 @@ class ProbeSelection:
         ('split', 'cka')
         """
         names = [part.strip() for part in text.split(",") if part.strip()]
+        lacking = {"pixels": not pixels, "layers": layers is False, "bank": bank is False}
+        unfed = [needs for resource, needs, _ in RESOURCES if lacking[resource]]
         if names == ["all"]:
             chosen = [
                 name
                 for name, probe in PROBES.items()
-                if not probe.opt_in
-                and (pixels or probe.replayable())
-                and (layers is not False or not probe.needs_layers)
-                and (bank is not False or not probe.needs_bank)
+                if not probe.opt_in and not any(needs(probe) for needs in unfed)
             ]
             return cls(tuple(chosen), everything=True)
         unknown = [name for name in names if name not in PROBES]
@@ -86,20 +95,9 @@ class ProbeSelection:
                 f"unknown probe(s) {unknown or text!r}; choose from {', '.join(PROBES)} or 'all'"
             )
         selection = cls(tuple(dict.fromkeys(names)))
-        if not pixels and (reading := selection.named(lambda probe: not probe.replayable())):
-            raise ProbeSelectionError(
-                f"probe(s) {', '.join(reading)} read the images or the [CLS] hidden states, which saved "
-                "features do not hold: run with the backbone"
-            )
-        if layers is False and (deep := selection.named(lambda probe: probe.needs_layers)):
-            raise ProbeSelectionError(
-                f"probe(s) {', '.join(deep)} read the per-layer decomposition: add --layers"
-            )
-        if bank is False and (querying := selection.named(lambda probe: probe.needs_bank)):
-            raise ProbeSelectionError(
-                f"probe(s) {', '.join(querying)} query a bank of training features: "
-                "add --train-data and --train-dir"
-            )
+        for resource, needs, remedy in RESOURCES:
+            if lacking[resource] and (refused := selection.named(needs)):
+                raise ProbeSelectionError(f"probe(s) {', '.join(refused)} {remedy}")
         return selection
 
     @property
