@@ -20,8 +20,8 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from torch.utils.data import DataLoader
 
+from cls_decoupling.preparation import DINOV2_EVALUATION
 from datamodules import ImageFileDataset, collate_images, evaluation_transform, folder_images
-from datamodules.transforms import resize_size
 
 
 def write_jpegs(folder: Path, count: int, width: int, height: int) -> None:
@@ -57,7 +57,7 @@ def main() -> None:
         write_jpegs(Path(folder), args.images, width, height)
         images = folder_images(Path(folder))
         transform = evaluation_transform(224)
-        drafted = ImageFileDataset(images, transform, min_side=resize_size(224))
+        drafted = ImageFileDataset(images, transform, min_side=DINOV2_EVALUATION.shorter_side(224))
         full = ImageFileDataset(images, transform)
         for workers in (int(w) for w in args.workers.split(",")):
             fast, slow = images_per_second(drafted, workers), images_per_second(full, workers)

@@ -12,7 +12,6 @@ from torchvision import transforms
 
 from cls_decoupling.preparation import (
     DINOV2_EVALUATION,
-    DINOV2_RESIZE_RATIO,
     IMAGENET_MEAN,
     IMAGENET_STD,
     Preprocessing,
@@ -24,16 +23,10 @@ __all__ = [
     "IMAGENET_STD",
     "Preprocessing",
     "evaluation_transform",
-    "resize_size",
     "to_uint8_image",
 ]
 
 DEFAULT_RESOLUTION = 224
-
-
-def resize_size(resolution: int) -> int:
-    """Shorter side before DINOv2's centre crop: resolution * 256 / 224 (256 at 224 px)."""
-    return round(resolution * DINOV2_RESIZE_RATIO)
 
 
 def evaluation_transform(

@@ -125,8 +125,9 @@ def test_every_source_through_the_data_module(tmp_path: Path) -> None:
 def test_higher_resolution_scales_the_resize() -> None:
     from PIL import Image
 
-    from datamodules.transforms import resize_size
+    from cls_decoupling.preparation import DINOV2_EVALUATION
 
-    assert resize_size(224) == 256 and resize_size(448) == 512 and resize_size(518) == 592
+    shorter = DINOV2_EVALUATION.shorter_side
+    assert shorter(224) == 256 and shorter(448) == 512 and shorter(518) == 592
     pixels = evaluation_transform(448)(Image.new("RGB", (1000, 700)))
     assert pixels.shape == (3, 448, 448)
