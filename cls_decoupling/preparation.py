@@ -6,7 +6,7 @@ transform. Layer 0: both sides import it, neither imports the other.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from torchvision import transforms
 
@@ -57,6 +57,24 @@ class Preprocessing:
         # a list read from JSON compares and hashes as the tuple it stands for
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
+
+    def cropped(self, crop_ratio: float) -> Preprocessing:
+        """The same preparation with the crop taking `crop_ratio` of the resized side (timm's
+        `crop_pct`, DeiT's `--eval-crop-ratio`): the side before the crop is resolution / crop_ratio;
+        a "square" resize becomes "square_crop" when the ratio is below 1.
+
+        >>> Preprocessing().cropped(1.0).shorter_side(224)
+        224
+        >>> Preprocessing(resize="square").cropped(0.875).resize
+        'square_crop'
+
+        Raises:
+            ValueError: `crop_ratio` is not in (0, 1].
+        """
+        if not 0 < crop_ratio <= 1:
+            raise ValueError(f"the crop ratio must lie in (0, 1], got {crop_ratio}")
+        resize = "square_crop" if self.resize == "square" and crop_ratio < 1 else self.resize
+        return replace(self, resize=resize, resize_ratio=1 / crop_ratio)
 
     def shorter_side(self, resolution: int) -> int:
         """The shorter side the image is resized to before the crop (the crop itself for "square"),

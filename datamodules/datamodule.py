@@ -94,6 +94,8 @@ class ImageDataModule(L.LightningDataModule):
         seed: seed of the subsets.
         preprocessing: how images are prepared (DINOv2's evaluation by default; `prepare_for` in
             the command line sets the backbone's).
+        crop_ratio: the crop's share of the resized side, over the one `preprocessing` says
+            (`Preprocessing.cropped`; e.g. 1.0 for DeiT III's own evaluation); None: as it says.
 
     Raises:
         DataError: an unknown source, a missing folder, or an option the source cannot take.
@@ -113,10 +115,13 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         fast_jpeg: bool = False,
         preprocessing: Preprocessing = DINOV2_EVALUATION,
+        crop_ratio: float | None = None,
     ) -> None:
         super().__init__()
         if batch_size < 1 or resolution < 1:
             raise DataError(f"batch size and resolution must be positive, got {batch_size} and {resolution}")
+        if crop_ratio is not None and not 0 < crop_ratio <= 1:
+            raise DataError(f"--crop-ratio must lie in (0, 1], got {crop_ratio}")
         if seed < 0:
             raise DataError(f"--seed must be 0 or more, got {seed}")
         check_source(source, data_dir, split, download)
@@ -134,7 +139,15 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.fast_jpeg = fast_jpeg
         self.preprocessing = preprocessing
+        self.crop_ratio = crop_ratio
         self._images: ImageList | None = None
+
+    @property
+    def preparation(self) -> Preprocessing:
+        """How the images are prepared: `preprocessing`, with `crop_ratio` where one is given."""
+        if self.crop_ratio is None:
+            return self.preprocessing
+        return self.preprocessing.cropped(self.crop_ratio)
 
     @property
     def images(self) -> ImageList:
@@ -175,9 +188,9 @@ class ImageDataModule(L.LightningDataModule):
             self._images = images
         self.dataset = ImageFileDataset(
             self.images,
-            self.preprocessing.transform(self.resolution),
+            self.preparation.transform(self.resolution),
             # decode big JPEGs no smaller than this family's resize needs
-            min_side=self.preprocessing.shorter_side(self.resolution) if self.fast_jpeg else 0,
+            min_side=self.preparation.shorter_side(self.resolution) if self.fast_jpeg else 0,
         )
 
     def test_dataloader(self) -> DataLoader[dict[str, Any]]:
@@ -209,7 +222,8 @@ class ImageDataModule(L.LightningDataModule):
             "limit": self.limit,
             "per_class": self.per_class,
             "fast_jpeg": self.fast_jpeg,
-            "preprocessing": dataclasses.asdict(self.preprocessing),
+            "crop_ratio": self.crop_ratio,
+            "preprocessing": dataclasses.asdict(self.preparation),
             "seed": self.seed,
         }
 

@@ -59,3 +59,22 @@ def test_bad_settings_are_refused_with_the_value() -> None:
         Preprocessing(std=(0.0, 1.0, 1.0))
     with pytest.raises(ValueError, match="resolution must be positive, got 0"):
         DINOV2_EVALUATION.transform(0)
+
+
+def test_a_crop_ratio_is_the_side_before_the_crop(photo: Image.Image) -> None:
+    """`cropped(r)`: the resized side is resolution / r (floor, as DeiT's `int(input_size / ratio)` and
+    timm's `floor(size / crop_pct)`); DeiT III's own evaluation of an `fb_in1k` model (timm's crop 0.9)
+    is `--eval-crop-ratio 1.0`: Resize(224), CenterCrop(224)."""
+    timm_default = Preprocessing(resize_ratio=1 / 0.9)
+    deit = by_hand(
+        [transforms.Resize(224, BICUBIC), transforms.CenterCrop(224)], timm_default.mean, timm_default.std
+    )
+    assert_close(timm_default.cropped(1.0).transform(224)(photo), deit(photo), atol=0, rtol=0)
+    assert timm_default.transform(224)(photo).shape == (3, 224, 224)
+    assert timm_default.shorter_side(224) == 248 and timm_default.cropped(0.875).shorter_side(224) == 256
+    squashed = Preprocessing(resize="square", resize_ratio=1.0)
+    assert squashed.cropped(1.0) == squashed
+    assert squashed.cropped(0.8).resize == "square_crop" and squashed.cropped(0.8).shorter_side(64) == 80
+    for bad in (0.0, -0.5, 1.5):
+        with pytest.raises(ValueError, match=r"crop ratio must lie in \(0, 1\]"):
+            timm_default.cropped(bad)

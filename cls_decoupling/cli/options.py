@@ -45,6 +45,7 @@ class DataOptions:
     per_class: int | None = None
     seed: int = 0
     fast_jpeg: bool = False
+    crop_ratio: float | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DataOptions:
@@ -60,6 +61,7 @@ class DataOptions:
             per_class=args.per_class,
             seed=args.seed,
             fast_jpeg=args.fast_jpeg,
+            crop_ratio=args.crop_ratio,
         )
 
     @property
@@ -182,6 +184,12 @@ def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool
     parser.add_argument("--per-class", type=int, help="use a seeded subset of this many images per class")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampled choice (default: 0)")
     parser.add_argument("--resolution", type=int, default=224, help="crop size, a multiple of the patch size")
+    parser.add_argument(
+        "--crop-ratio",
+        type=float,
+        help="the crop's share of the resized image, in (0, 1] (timm's crop_pct, DeiT's --eval-crop-ratio); "
+        "default: the backbone's own (1.0 reproduces DeiT III's evaluation of its fb_in1k models)",
+    )
     parser.add_argument(
         "--num-workers", type=int, help="data loader workers per device (default: CPUs - 1, max 8)"
     )

@@ -62,3 +62,38 @@ def test_other_timm_vits_refuse_deits_rule(tmp_path: Path) -> None:
     tiny_timm_folder(tmp_path / "vit", "vit_small_patch16_224")
     with pytest.raises(Exception, match="resize of DINOv2, DINO v1 and DeiT III"):
         load_backbone(tmp_path / "vit", pos_interpolation="original")
+
+
+def test_crop_ratio_chooses_deits_own_evaluation_over_timms(tmp_path: Path) -> None:
+    """Issue 20: the `fb_in1k` DeiT III tags carry timm's crop 0.9; the DeiT III README evaluates at
+    `--eval-crop-ratio 1.0`. `--crop-ratio 1.0` runs DeiT's transform; results.json records what ran
+    (`data.preprocessing`, `data.crop_ratio`) beside the model's own (`backbone.resize_ratio`)."""
+    import json
+
+    import evaluate
+    from tests.conftest import write_photos
+
+    tiny_timm_folder(tmp_path / "deit3", "deit3_small_patch16_224.fb_in1k")
+    write_photos(tmp_path / "photos", 3, size=(80, 60))
+    argv = ["--backbone", str(tmp_path / "deit3"), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
+            "--probe", "norms", "--resolution", "32", "--num-workers", "0"]  # fmt: skip
+    runs = {}
+    for name, extra in (("timm", []), ("deit", ["--crop-ratio", "1.0"])):
+        assert evaluate.main([*argv, *extra, "--output", str(tmp_path / name)]) == 0
+        runs[name] = json.loads((tmp_path / name / "results.json").read_text())
+    assert runs["timm"]["backbone"]["resize_ratio"] == pytest.approx(1 / 0.9)
+    assert runs["timm"]["data"]["preprocessing"]["resize_ratio"] == pytest.approx(1 / 0.9)
+    assert "crop_ratio" not in runs["timm"]["data"]
+    assert runs["deit"]["backbone"]["resize_ratio"] == pytest.approx(1 / 0.9)  # the model's own
+    assert runs["deit"]["data"]["crop_ratio"] == 1.0
+    assert runs["deit"]["data"]["preprocessing"]["resize_ratio"] == 1.0
+    assert runs["deit"]["results"] != runs["timm"]["results"]  # another crop, other pixels
+
+
+def test_a_crop_ratio_out_of_range_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import evaluate
+
+    argv = ["--backbone", "random:dinov2_vits14", "--crop-ratio", "1.2", "--output", str(tmp_path / "run")]
+    assert evaluate.main(argv) == 2
+    err = capsys.readouterr().err
+    assert "--crop-ratio must lie in (0, 1], got 1.2" in err and "Traceback" not in err
