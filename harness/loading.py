@@ -27,7 +27,7 @@ from transformers import (
 
 from cls_decoupling.preparation import Preprocessing
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
-from harness.checkpoint import PLAIN_FAMILY, is_plain, load_original_checkpoint
+from harness.checkpoints import PLAIN_FAMILY, is_plain, load_original_checkpoint
 from harness.choices import POS_INTERPOLATIONS
 from harness.errors import (
     BackboneUnavailableError,
@@ -109,12 +109,12 @@ def load_backbone(
     elif source == "timm":
         model = _from_timm(location, name)
     elif source == "checkpoint":
-        model = checkpoint = load_original_checkpoint(Path(location), num_heads)
+        model = load_original_checkpoint(Path(location), num_heads)
     else:
         model = _from_hub(location, name)
     family = family_for(model)
     family_name = family.name
-    if source == "checkpoint" and is_plain(checkpoint):
+    if source == "checkpoint" and is_plain(model):
         family_name = PLAIN_FAMILY  # DINO v1 / iBOT: DINOv2's blocks with unit layer scale
     as_released = source in ("random", "checkpoint") or name in family.short_names
     try:

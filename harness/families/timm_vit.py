@@ -78,11 +78,12 @@ class TimmFamily(Family):
     own_pos_interpolation = "timm"  # timm's resample_abs_pos_embed
 
     def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
-        """timm's resize (bicubic with antialiasing) whatever is asked, or for DeiT III DeiT's own
-        ("original": bicubic to the exact grid without antialiasing, as its `main.py` at another
-        `--input-size`; `harness.positions.DeiTResizeVisionTransformer`) when asked."""
+        """timm's resize (bicubic with antialiasing), or for DeiT III DeiT's own ("original": bicubic
+        to the exact grid without antialiasing, as its `main.py` at another `--input-size`;
+        `harness.positions.DeiTResizeVisionTransformer`) when asked, and by default for an original
+        DeiT III `.pth` (`as_released`: the authors' weights, the authors' rule)."""
         architecture = str((getattr(self.model, "pretrained_cfg", None) or {}).get("architecture", ""))
-        if asked == "original" and architecture.startswith("deit3"):
+        if architecture.startswith("deit3") and (asked == "original" or (asked is None and as_released)):
             return "original"
         return super().pos_interpolation(asked, as_released)
 

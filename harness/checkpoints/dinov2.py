@@ -9,26 +9,26 @@ training resolution from `pos_embed`; heads = width / 64 as in every DINOv2 mode
 
 from __future__ import annotations
 
-import argparse
 import math
-import re
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch import Tensor
+from torch import nn
 from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
-from harness.errors import CheckpointFormatError, first_line, state_dict_problem
-
-TRAINING_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
-"""The only non-tensor objects a weights-only load accepts: the command-line arguments DINO's
-`main_dino.py` and iBOT's `main_ibot.py` save beside the weights (`args`); anything else stays refused."""
+from harness.checkpoints.reading import (
+    BLOCK_KEY,
+    StateDict,
+    block_count,
+    first,
+    heads_of,
+    load_converted,
+    require,
+)
+from harness.errors import CheckpointFormatError
 
 HEAD_DIM = 64
-_BLOCK_KEY = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")  # also the chunked `blocks.<chunk>.<i>.` form
-_WRAPPER_PREFIXES = ("module.", "backbone.")
-_HEAD_PREFIXES = ("dino_head.", "ibot_head.", "head.")
 
 _TOP_LEVEL = {
     "cls_token": "embeddings.cls_token",
@@ -59,26 +59,19 @@ _IN_BLOCK = {
 }
 
 
-def load_original_checkpoint(
-    path: Path, num_heads: int | None = None
+def convert(
+    state: StateDict, path: Path, num_heads: int | None = None
 ) -> Dinov2Model | Dinov2WithRegistersModel:
-    """Read an original DINOv2 `.pth` (weights only) and return the equivalent HF model.
+    """The HF model equivalent to an original DINOv2 / DINO v1 / iBOT state dict.
 
     Args:
-        path: the checkpoint file, as torch.hub downloads it.
+        state: the backbone's tensors (`reading.read_state_dict`).
+        path: the file they came from (for messages).
         num_heads: override width / 64 (only for non-standard test models).
 
     Raises:
-        CheckpointFormatError: the file is not a DINOv2 state dict this function understands.
+        CheckpointFormatError: the state dict is not one this function understands.
     """
-    try:
-        with torch.serialization.safe_globals(list(TRAINING_CHECKPOINT_GLOBALS)):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # an unpickling error names the object it refused on its first line
-        raise CheckpointFormatError(
-            f"cannot read {path} as a weights-only torch checkpoint: {first_line(error)}"
-        ) from None
-    state = _unwrap(state, path)
     config = infer_config(state, num_heads)
     model = (
         Dinov2WithRegistersModel(config)
@@ -92,21 +85,11 @@ def load_original_checkpoint(
         for block in range(config.num_hidden_layers):
             for scale in ("layer_scale1", "layer_scale2"):
                 converted[f"encoder.layer.{block}.{scale}.lambda1"] = torch.ones(config.hidden_size)
-    try:
-        missing, unexpected = model.load_state_dict(converted, strict=False)
-    except RuntimeError as error:  # a tensor of another shape than the config inferred
-        raise CheckpointFormatError(
-            f"{path} does not match a DINOv2 model: {state_dict_problem(error)}"
-        ) from None
-    if missing or unexpected:
-        raise CheckpointFormatError(
-            f"{path} does not match a DINOv2 model: "
-            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
-        )
+    load_converted(model, converted, path, "DINOv2")
     return model
 
 
-def has_layer_scale(state: dict[str, Tensor]) -> bool:
+def has_layer_scale(state: StateDict) -> bool:
     """DINOv2's blocks scale their branches (`ls1.gamma`); DINO v1's and iBOT's do not."""
     return any(key.endswith(".ls1.gamma") for key in state)
 
@@ -115,35 +98,32 @@ PLAIN_FAMILY = "dino"
 """results.json's family of a checkpoint without layer scale (DINO v1 / iBOT layout)."""
 
 
-def is_plain(model: Dinov2Model | Dinov2WithRegistersModel) -> bool:
-    """Every layer scale is exactly 1: a plain pre-norm ViT (what a DINO v1 / iBOT checkpoint loads as)."""
+def is_plain(model: nn.Module) -> bool:
+    """A DINOv2 model whose every layer scale is exactly 1: a plain pre-norm ViT (what a DINO v1 /
+    iBOT checkpoint loads as)."""
+    if not isinstance(model, Dinov2Model | Dinov2WithRegistersModel):
+        return False
     gammas = [p for name, p in model.named_parameters() if name.endswith(".lambda1")]
     return all(bool(torch.all(gamma == 1)) for gamma in gammas)
 
 
-def infer_config(
-    state: dict[str, Tensor], num_heads: int | None = None
-) -> Dinov2Config | Dinov2WithRegistersConfig:
+def infer_config(state: StateDict, num_heads: int | None = None) -> Dinov2Config | Dinov2WithRegistersConfig:
     """The HF config of the architecture whose original-format weights are `state`."""
-    for key in ("cls_token", "pos_embed", "patch_embed.proj.weight"):
-        if key not in state:
-            raise CheckpointFormatError(f"not an original DINOv2 checkpoint: no {key!r} tensor")
+    require(state, ("cls_token", "pos_embed", "patch_embed.proj.weight"), "DINOv2")
     hidden_size = state["cls_token"].shape[-1]
-    blocks = {int(m.group(1)) for m in map(_BLOCK_KEY.match, state) if m}
-    if not blocks or blocks != set(range(len(blocks))):
-        raise CheckpointFormatError(f"blocks are not numbered 0..N-1: found {sorted(blocks)[:10]}")
+    depth = block_count(state)
     patch_size = state["patch_embed.proj.weight"].shape[-1]
     num_positions = state["pos_embed"].shape[1] - 1
     side = math.isqrt(num_positions)
     if side * side != num_positions:
-        raise CheckpointFormatError(f"pos_embed holds {num_positions} patch positions, not a square grid")
+        raise CheckpointFormatError(
+            f"pos_embed holds {num_positions} patch positions, not a square grid after a [CLS] position"
+        )
     swiglu = "blocks.0.mlp.w12.weight" in state or any(k.endswith(".mlp.w12.weight") for k in state)
-    heads = num_heads if num_heads is not None else hidden_size // HEAD_DIM
-    if heads < 1 or hidden_size % heads:
-        raise CheckpointFormatError(f"width {hidden_size} cannot be split into {heads} heads")
+    heads = heads_of(hidden_size, HEAD_DIM, num_heads)
     common: dict[str, Any] = dict(
         hidden_size=hidden_size,
-        num_hidden_layers=len(blocks),
+        num_hidden_layers=depth,
         num_attention_heads=heads,
         mlp_ratio=_mlp_ratio(state, hidden_size, swiglu),
         patch_size=patch_size,
@@ -158,14 +138,14 @@ def infer_config(
     return Dinov2Config(**common)
 
 
-def convert_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
+def convert_state_dict(state: StateDict) -> StateDict:
     """Rename original DINOv2 keys to HF keys; split the fused qkv and SwiGLU w12 projections."""
-    converted: dict[str, Tensor] = {}
+    converted: StateDict = {}
     for key, tensor in state.items():
         if key in _TOP_LEVEL:
             converted[_TOP_LEVEL[key]] = tensor
             continue
-        match = _BLOCK_KEY.match(key)
+        match = BLOCK_KEY.match(key)
         if not match:
             raise CheckpointFormatError(f"unexpected tensor {key!r} in a DINOv2 checkpoint")
         prefix, name = f"encoder.layer.{match.group(1)}.", match.group(2)
@@ -185,41 +165,17 @@ def convert_state_dict(state: dict[str, Tensor]) -> dict[str, Tensor]:
     return converted
 
 
-def _unwrap(state: object, path: Path) -> dict[str, Tensor]:
-    """Accept a bare state dict, or one under "teacher"/"model" with `backbone.`/`module.` prefixes."""
-    if isinstance(state, dict):
-        for wrapper in ("teacher", "model", "state_dict"):
-            if wrapper in state and isinstance(state[wrapper], dict):
-                state = state[wrapper]
-                break
-    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
-        raise CheckpointFormatError(f"{path} does not hold a state dict of tensors")
-    # training checkpoints carry heads (dino_head, ibot_head) beside the backbone; drop them
-    state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
-    for prefix in _WRAPPER_PREFIXES:
-        if state and all(k.startswith(prefix) for k in state):
-            state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return state
-
-
-def _mlp_ratio(state: dict[str, Tensor], hidden_size: int, swiglu: bool) -> int:
+def _mlp_ratio(state: StateDict, hidden_size: int, swiglu: bool) -> int:
     """MLP width / model width, as HF's config expects it (SwiGLU: before HF's 2/3 rounding)."""
     if not swiglu:
-        mlp_width = _first(state, ".mlp.fc1.weight").shape[0]
+        mlp_width = first(state, ".mlp.fc1.weight").shape[0]
         if mlp_width % hidden_size:
             raise CheckpointFormatError(
                 f"MLP width {mlp_width} is not a whole multiple of width {hidden_size}"
             )
         return mlp_width // hidden_size
-    swiglu_width = _first(state, ".mlp.w12.weight").shape[0] // 2
+    swiglu_width = first(state, ".mlp.w12.weight").shape[0] // 2
     for ratio in range(1, 17):
         if (int(hidden_size * ratio * 2 / 3) + 7) // 8 * 8 == swiglu_width:
             return ratio
     raise CheckpointFormatError(f"SwiGLU width {swiglu_width} matches no mlp_ratio for width {hidden_size}")
-
-
-def _first(state: dict[str, Tensor], suffix: str) -> Tensor:
-    for key, tensor in state.items():
-        if key.endswith(suffix):
-            return tensor
-    raise CheckpointFormatError(f"no tensor ending in {suffix!r}")

@@ -1,0 +1,109 @@
+"""Reading a checkpoint in its authors' layout: the file loaded weights-only, the state dict found
+inside its training wrapper, and the few questions every layout asks of it (which blocks, which
+tensor ends in what)."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from harness.errors import CheckpointFormatError, first_line, state_dict_problem
+
+TRAINING_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
+"""The only non-tensor objects a weights-only load accepts: the command-line arguments DINO's
+`main_dino.py` and iBOT's `main_ibot.py` save beside the weights (`args`); anything else stays refused."""
+
+BLOCK_KEY = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")
+"""`blocks.<i>.<name>`, also the chunked `blocks.<chunk>.<i>.<name>` form of DINOv2's training."""
+_WRAPPERS = ("teacher", "model", "state_dict")
+_WRAPPER_PREFIXES = ("module.", "backbone.")
+_HEAD_PREFIXES = ("dino_head.", "ibot_head.", "head.")
+
+StateDict = dict[str, Tensor]
+
+
+def read_state_dict(path: Path) -> StateDict:
+    """The backbone's tensors in a `.pth`: a bare state dict, or one under "teacher" / "model" /
+    "state_dict" with `module.` / `backbone.` prefixes; classifier and projection heads dropped.
+
+    Raises:
+        CheckpointFormatError: the file is no weights-only torch checkpoint, or holds no state dict.
+    """
+    try:
+        with torch.serialization.safe_globals(list(TRAINING_CHECKPOINT_GLOBALS)):
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # an unpickling error names the object it refused on its first line
+        raise CheckpointFormatError(
+            f"cannot read {path} as a weights-only torch checkpoint: {first_line(error)}"
+        ) from None
+    if isinstance(state, dict):
+        for wrapper in _WRAPPERS:
+            if wrapper in state and isinstance(state[wrapper], dict):
+                state = state[wrapper]
+                break
+    if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
+        raise CheckpointFormatError(f"{path} does not hold a state dict of tensors")
+    # training checkpoints carry heads (dino_head, ibot_head, a classifier) beside the backbone
+    state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+    for prefix in _WRAPPER_PREFIXES:
+        if state and all(k.startswith(prefix) for k in state):
+            state = {k.removeprefix(prefix): v for k, v in state.items()}
+    return state
+
+
+def require(state: StateDict, keys: tuple[str, ...], layout: str) -> None:
+    """Refuse a state dict that lacks a tensor every checkpoint of `layout` holds."""
+    for key in keys:
+        if key not in state:
+            raise CheckpointFormatError(f"not an original {layout} checkpoint: no {key!r} tensor")
+
+
+def block_count(state: StateDict) -> int:
+    """How many blocks the state dict holds (numbered 0..N-1).
+
+    Raises:
+        CheckpointFormatError: no blocks, or a gap in their numbers.
+    """
+    blocks = {int(m.group(1)) for m in map(BLOCK_KEY.match, state) if m}
+    if not blocks or blocks != set(range(len(blocks))):
+        raise CheckpointFormatError(f"blocks are not numbered 0..N-1: found {sorted(blocks)[:10]}")
+    return len(blocks)
+
+
+def first(state: StateDict, suffix: str) -> Tensor:
+    """The first tensor whose key ends in `suffix`."""
+    for key, tensor in state.items():
+        if key.endswith(suffix):
+            return tensor
+    raise CheckpointFormatError(f"no tensor ending in {suffix!r}")
+
+
+def heads_of(width: int, head_dim: int, num_heads: int | None) -> int:
+    """`num_heads` where given, else width / head_dim; refused when the width does not split."""
+    heads = num_heads if num_heads is not None else width // head_dim
+    if heads < 1 or width % heads:
+        raise CheckpointFormatError(f"width {width} cannot be split into {heads} heads")
+    return heads
+
+
+def load_converted(model: nn.Module, converted: StateDict, path: Path, layout: str) -> None:
+    """Load `converted` into `model`, every tensor and nothing else, or refuse in one line.
+
+    Raises:
+        CheckpointFormatError: a tensor missing, extra, or of another shape than the model's.
+    """
+    try:
+        missing, unexpected = model.load_state_dict(converted, strict=False)
+    except RuntimeError as error:  # a tensor of another shape than the config inferred
+        raise CheckpointFormatError(
+            f"{path} does not match a {layout} model: {state_dict_problem(error)}"
+        ) from None
+    if missing or unexpected:
+        raise CheckpointFormatError(
+            f"{path} does not match a {layout} model: "
+            f"missing {sorted(missing)[:5]}, unexpected {sorted(unexpected)[:5]}"
+        )
