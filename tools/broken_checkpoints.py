@@ -1,5 +1,6 @@
 """Broken checkpoints through every loading route (save_pretrained folder, timm folder, original .pth)
-and what `evaluate.py` answers: a Markdown table of exit code and first error line (issue 23).
+and what `evaluate.py` answers: a Markdown table of exit code and first error line (issue 23); also
+the authors' own DeiT III and DINOv3 `.pth` layouts (issue 20).
 
 The checkpoints are built by the tests' own helpers (tests/harness/test_weights_fit.py and friends).
 
@@ -23,6 +24,8 @@ from harness.errors import first_line
 from tests.conftest import tiny_model
 from tests.harness.test_checkpoint import to_original_format
 from tests.harness.test_loading import tiny_timm_folder
+from tests.harness.test_original_deit3 import deit3_state
+from tests.harness.test_original_dinov3 import dinov3_state
 from tests.harness.test_weights_fit import State, dinov2_folder, rewritten, vit_state
 
 
@@ -40,6 +43,11 @@ def timm_folder(folder: Path) -> Path:
 
 def dino_pth(path: Path, change: Callable[[State], State]) -> Path:
     torch.save(change(to_original_format(tiny_model(0, False, hidden=64, heads=1))), path)
+    return path
+
+
+def saved(path: Path, state: object) -> Path:
+    torch.save(state, path)
     return path
 
 
@@ -78,6 +86,14 @@ def cases(tmp: Path) -> dict[str, Path]:
         ),
         ".pth: keys under module.": dino_pth(
             tmp / "module.pth", lambda s: {f"module.{k}": v for k, v in s.items()}
+        ),
+        "DeiT III .pth as released ({'model': ...})": saved(
+            tmp / "deit3.pth", {"model": deit3_state(width=192)}
+        ),
+        "DINOv3 .pth as released": saved(tmp / "dinov3.pth", dinov3_state(gated=True)),
+        "DINOv3 .pth with its own cls_norm": saved(
+            tmp / "untied.pth",
+            {**dinov3_state(gated=False), "cls_norm.weight": torch.ones(64), "cls_norm.bias": torch.ones(64)},
         ),
     }  # fmt: skip
 

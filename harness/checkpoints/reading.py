@@ -85,7 +85,11 @@ def first(state: StateDict, suffix: str) -> Tensor:
 def heads_of(width: int, head_dim: int, num_heads: int | None) -> int:
     """`num_heads` where given, else width / head_dim; refused when the width does not split."""
     heads = num_heads if num_heads is not None else width // head_dim
-    if heads < 1 or width % heads:
+    if heads < 1:
+        raise CheckpointFormatError(
+            f"width {width} is narrower than one head of {head_dim}: not a released size"
+        )
+    if width % heads:
         raise CheckpointFormatError(f"width {width} cannot be split into {heads} heads")
     return heads
 

@@ -17,11 +17,13 @@ from torch.testing import assert_close
 from harness import load_backbone
 from harness.errors import CheckpointFormatError
 
-WIDTH, DEPTH, HEADS, PATCH, SIDE, MLP = 32, 2, 2, 8, 3, 64  # a 24 px model, 3 x 3 patches
+WIDTH, DEPTH, HEADS, PATCH, SIDE = 32, 2, 2, 8, 3  # a 24 px model, 3 x 3 patches; MLP 2 x WIDTH
 
 
-def deit3_state(seed: int = 0) -> dict[str, Tensor]:
-    """Random, non-trivial weights in models_v2's names (the classifier `head` included)."""
+def deit3_state(seed: int = 0, width: int = WIDTH) -> dict[str, Tensor]:
+    """Random, non-trivial weights in models_v2's names (the classifier `head` included); `width`
+    192 is DeiT III-Ti's (3 heads: what a file without `num_heads` loads as)."""
+    WIDTH, MLP = width, 2 * width  # noqa: N806
     generator = torch.Generator().manual_seed(seed)
 
     def draw(*shape: int, scale: float = 0.2, offset: float = 0.0) -> Tensor:
