@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from typing import TYPE_CHECKING
 
-from torchvision import transforms
+if TYPE_CHECKING:
+    from torchvision import transforms
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -16,10 +18,10 @@ DINOV2_RESIZE_RATIO = 256 / 224
 """DINOv2's evaluation: the shorter side to 256 px before a 224 px centre crop."""
 
 RESIZES = ("shorter_crop", "square", "square_crop")
-INTERPOLATIONS = {
-    "bicubic": transforms.InterpolationMode.BICUBIC,
-    "bilinear": transforms.InterpolationMode.BILINEAR,
-}
+RESIZE_CHOICES = ("shorter", "square")
+"""What a user chooses (`Preprocessing.chosen`): the shorter side, or the whole image to a square."""
+INTERPOLATIONS = ("bicubic", "bilinear")
+"""torchvision's `InterpolationMode` values this tool prepares images with."""
 
 
 @dataclass(frozen=True)
@@ -58,23 +60,34 @@ class Preprocessing:
         object.__setattr__(self, "mean", tuple(self.mean))
         object.__setattr__(self, "std", tuple(self.std))
 
-    def cropped(self, crop_ratio: float) -> Preprocessing:
-        """The same preparation with the crop taking `crop_ratio` of the resized side (timm's
-        `crop_pct`, DeiT's `--eval-crop-ratio`): the side before the crop is resolution / crop_ratio;
-        a "square" resize becomes "square_crop" when the ratio is below 1.
+    def chosen(self, resize: str | None = None, crop_ratio: float | None = None) -> Preprocessing:
+        """The same preparation with its resize and crop chosen (None: as it is): `resize` "shorter"
+        (the shorter side, then the crop: DINOv2's, DeiT's own `main.py`, timm's "center") or "square"
+        (the whole image to a square, then the crop: ViT's and DeiT's processors, timm's "squash");
+        `crop_ratio` the crop's share of the resized side (timm's `crop_pct`, DeiT's
+        `--eval-crop-ratio`): the side before the crop is resolution / crop_ratio.
 
-        >>> Preprocessing().cropped(1.0).shorter_side(224)
+        >>> Preprocessing().chosen(crop_ratio=1.0).shorter_side(224)
         224
-        >>> Preprocessing(resize="square").cropped(0.875).resize
+        >>> Preprocessing(resize="square", resize_ratio=1.0).chosen(crop_ratio=0.875).resize
         'square_crop'
+        >>> squashed = Preprocessing().chosen(resize="square")
+        >>> squashed.resize, squashed.shorter_side(224)
+        ('square_crop', 256)
 
         Raises:
-            ValueError: `crop_ratio` is not in (0, 1].
+            ValueError: `resize` is none of `RESIZE_CHOICES`, or `crop_ratio` is not in (0, 1].
         """
-        if not 0 < crop_ratio <= 1:
+        if resize is None and crop_ratio is None:
+            return self
+        if resize is not None and resize not in RESIZE_CHOICES:
+            raise ValueError(f"unknown resize {resize!r}; choose from {', '.join(RESIZE_CHOICES)}")
+        if crop_ratio is not None and not 0 < crop_ratio <= 1:
             raise ValueError(f"the crop ratio must lie in (0, 1], got {crop_ratio}")
-        resize = "square_crop" if self.resize == "square" and crop_ratio < 1 else self.resize
-        return replace(self, resize=resize, resize_ratio=1 / crop_ratio)
+        ratio = self.resize_ratio if crop_ratio is None else 1 / crop_ratio
+        square = self.resize != "shorter_crop" if resize is None else resize == "square"
+        mode = ("square" if ratio == 1 else "square_crop") if square else "shorter_crop"
+        return replace(self, resize=mode, resize_ratio=ratio)
 
     def shorter_side(self, resolution: int) -> int:
         """The shorter side the image is resized to before the crop (the crop itself for "square"),
@@ -92,7 +105,9 @@ class Preprocessing:
         """
         if resolution < 1:
             raise ValueError(f"resolution must be positive, got {resolution}")
-        interpolation = INTERPOLATIONS[self.interpolation]
+        from torchvision import transforms  # here: the command line reads this module before parsing
+
+        interpolation = transforms.InterpolationMode(self.interpolation)
         if self.resize == "square":
             steps = [transforms.Resize((resolution, resolution), interpolation=interpolation)]
         else:  # to the shorter side ("shorter_crop") or a square ("square_crop"), then the crop

@@ -13,7 +13,7 @@ import lightning as L  # noqa: N812
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Sampler
 
-from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
+from cls_decoupling.preparation import DINOV2_EVALUATION, RESIZE_CHOICES, Preprocessing
 from datamodules.choices import DATA_SOURCES
 from datamodules.coco import coco_images, default_coco_root, download_coco
 from datamodules.imagenet import imagenet_images
@@ -94,8 +94,9 @@ class ImageDataModule(L.LightningDataModule):
         seed: seed of the subsets.
         preprocessing: how images are prepared (DINOv2's evaluation by default; `prepare_for` in
             the command line sets the backbone's).
-        crop_ratio: the crop's share of the resized side, over the one `preprocessing` says
-            (`Preprocessing.cropped`; e.g. 1.0 for DeiT III's own evaluation); None: as it says.
+        resize, crop_ratio: the resize ("shorter" or "square") and the crop's share of the resized
+            side, over what `preprocessing` says (`Preprocessing.chosen`; e.g. crop 1.0 for DeiT III's
+            own evaluation); None: as it says.
 
     Raises:
         DataError: an unknown source, a missing folder, or an option the source cannot take.
@@ -115,6 +116,7 @@ class ImageDataModule(L.LightningDataModule):
         seed: int = 0,
         fast_jpeg: bool = False,
         preprocessing: Preprocessing = DINOV2_EVALUATION,
+        resize: str | None = None,
         crop_ratio: float | None = None,
     ) -> None:
         super().__init__()
@@ -122,6 +124,8 @@ class ImageDataModule(L.LightningDataModule):
             raise DataError(f"batch size and resolution must be positive, got {batch_size} and {resolution}")
         if crop_ratio is not None and not 0 < crop_ratio <= 1:
             raise DataError(f"--crop-ratio must lie in (0, 1], got {crop_ratio}")
+        if resize is not None and resize not in RESIZE_CHOICES:
+            raise DataError(f"--resize must be one of {', '.join(RESIZE_CHOICES)}, got {resize!r}")
         if seed < 0:
             raise DataError(f"--seed must be 0 or more, got {seed}")
         check_source(source, data_dir, split, download)
@@ -139,15 +143,14 @@ class ImageDataModule(L.LightningDataModule):
         self.seed = seed
         self.fast_jpeg = fast_jpeg
         self.preprocessing = preprocessing
+        self.resize = resize
         self.crop_ratio = crop_ratio
         self._images: ImageList | None = None
 
     @property
     def preparation(self) -> Preprocessing:
-        """How the images are prepared: `preprocessing`, with `crop_ratio` where one is given."""
-        if self.crop_ratio is None:
-            return self.preprocessing
-        return self.preprocessing.cropped(self.crop_ratio)
+        """How the images are prepared: `preprocessing`, with the resize and crop ratio chosen."""
+        return self.preprocessing.chosen(self.resize, self.crop_ratio)
 
     @property
     def images(self) -> ImageList:
@@ -222,6 +225,7 @@ class ImageDataModule(L.LightningDataModule):
             "limit": self.limit,
             "per_class": self.per_class,
             "fast_jpeg": self.fast_jpeg,
+            "resize": self.resize,
             "crop_ratio": self.crop_ratio,
             "preprocessing": dataclasses.asdict(self.preparation),
             "seed": self.seed,

@@ -62,19 +62,45 @@ def test_bad_settings_are_refused_with_the_value() -> None:
 
 
 def test_a_crop_ratio_is_the_side_before_the_crop(photo: Image.Image) -> None:
-    """`cropped(r)`: the resized side is resolution / r (floor, as DeiT's `int(input_size / ratio)` and
-    timm's `floor(size / crop_pct)`); DeiT III's own evaluation of an `fb_in1k` model (timm's crop 0.9)
+    """`chosen(crop_ratio=r)`: the resized side is resolution / r (floor, as DeiT's
+    `int(input_size / ratio)` and timm's `floor(size / crop_pct)`); DeiT III's own evaluation of an `fb_in1k` model (timm's crop 0.9)
     is `--eval-crop-ratio 1.0`: Resize(224), CenterCrop(224)."""
     timm_default = Preprocessing(resize_ratio=1 / 0.9)
     deit = by_hand(
         [transforms.Resize(224, BICUBIC), transforms.CenterCrop(224)], timm_default.mean, timm_default.std
     )
-    assert_close(timm_default.cropped(1.0).transform(224)(photo), deit(photo), atol=0, rtol=0)
+    assert_close(timm_default.chosen(crop_ratio=1.0).transform(224)(photo), deit(photo), atol=0, rtol=0)
     assert timm_default.transform(224)(photo).shape == (3, 224, 224)
-    assert timm_default.shorter_side(224) == 248 and timm_default.cropped(0.875).shorter_side(224) == 256
+    assert (
+        timm_default.shorter_side(224) == 248
+        and timm_default.chosen(crop_ratio=0.875).shorter_side(224) == 256
+    )
     squashed = Preprocessing(resize="square", resize_ratio=1.0)
-    assert squashed.cropped(1.0) == squashed
-    assert squashed.cropped(0.8).resize == "square_crop" and squashed.cropped(0.8).shorter_side(64) == 80
+    assert squashed.chosen(crop_ratio=1.0) == squashed
+    assert (
+        squashed.chosen(crop_ratio=0.8).resize == "square_crop"
+        and squashed.chosen(crop_ratio=0.8).shorter_side(64) == 80
+    )
     for bad in (0.0, -0.5, 1.5):
         with pytest.raises(ValueError, match=r"crop ratio must lie in \(0, 1\]"):
-            timm_default.cropped(bad)
+            timm_default.chosen(crop_ratio=bad)
+
+
+def test_a_chosen_resize_is_the_authors_transform_over_the_ports(photo: Image.Image) -> None:
+    """DeiT's processor in transformers squashes the whole image to 256 x 256 before the crop; DeiT's
+    own `main.py` resizes the shorter side to int(224 / 0.875) = 256: `--resize shorter --crop-ratio
+    0.875`. And the other way: DINOv2's shorter side, squashed."""
+    processor = Preprocessing(resize="square_crop", resize_ratio=256 / 224)
+    deit = by_hand(
+        [transforms.Resize(256, BICUBIC), transforms.CenterCrop(224)], processor.mean, processor.std
+    )
+    assert_close(processor.chosen("shorter", 0.875).transform(224)(photo), deit(photo), atol=0, rtol=0)
+    assert processor.chosen("shorter").resize_ratio == processor.resize_ratio  # the crop kept
+    squashed = DINOV2_EVALUATION.chosen("square")
+    by_square = by_hand(
+        [transforms.Resize((256, 256), BICUBIC), transforms.CenterCrop(224)], squashed.mean, squashed.std
+    )
+    assert_close(squashed.transform(224)(photo), by_square(photo), atol=0, rtol=0)
+    assert DINOV2_EVALUATION.chosen() is DINOV2_EVALUATION
+    with pytest.raises(ValueError, match="unknown resize 'pad'; choose from shorter, square"):
+        DINOV2_EVALUATION.chosen("pad")

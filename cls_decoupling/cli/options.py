@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from cls_decoupling.errors import UserError
+from cls_decoupling.preparation import RESIZE_CHOICES
 from datamodules.choices import DATA_SOURCES
 from harness.choices import POS_INTERPOLATIONS
 
@@ -45,6 +46,7 @@ class DataOptions:
     per_class: int | None = None
     seed: int = 0
     fast_jpeg: bool = False
+    resize: str | None = None
     crop_ratio: float | None = None
 
     @classmethod
@@ -61,6 +63,7 @@ class DataOptions:
             per_class=args.per_class,
             seed=args.seed,
             fast_jpeg=args.fast_jpeg,
+            resize=args.resize,
             crop_ratio=args.crop_ratio,
         )
 
@@ -184,6 +187,12 @@ def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool
     parser.add_argument("--per-class", type=int, help="use a seeded subset of this many images per class")
     parser.add_argument("--seed", type=int, default=0, help="seed of every sampled choice (default: 0)")
     parser.add_argument("--resolution", type=int, default=224, help="crop size, a multiple of the patch size")
+    parser.add_argument(
+        "--resize",
+        choices=RESIZE_CHOICES,
+        help="shorter: the shorter side, then the centre crop (DINOv2's, DeiT's own); square: the whole "
+        "image to a square, then the crop (ViT's and DeiT's processors). Default: the backbone's own",
+    )
     parser.add_argument(
         "--crop-ratio",
         type=float,

@@ -39,8 +39,10 @@ class DataRecord:
     limit: int | None = None
     per_class: int | None = None
     fast_jpeg: bool = False
+    resize: str | None = None
+    """--resize, where one was asked (written only then; `preprocessing` is what ran)."""
     crop_ratio: float | None = None
-    """--crop-ratio, where one was asked (written only then; `preprocessing` is what ran)."""
+    """--crop-ratio, where one was asked (written only then)."""
     preprocessing: Mapping[str, Any] = field(default_factory=dict)
     seed: int = 0
     num_images: int = 0
@@ -70,7 +72,7 @@ class DataRecord:
         data["skipped_run_folders"] = list(self.skipped_run_folders)
         data["preprocessing"] = dict(self.preprocessing)
         data["skipped"] = [{"index": index, "reason": reason} for index, reason in self.skipped]
-        optional = ("skipped_run_folders", "crop_ratio", "train", "from_features")
+        optional = ("skipped_run_folders", "resize", "crop_ratio", "train", "from_features")
         return {key: value for key, value in data.items() if key not in optional or value}
 
     @classmethod

@@ -78,14 +78,14 @@ def test_crop_ratio_chooses_deits_own_evaluation_over_timms(tmp_path: Path) -> N
     argv = ["--backbone", str(tmp_path / "deit3"), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
             "--probe", "norms", "--resolution", "32", "--num-workers", "0"]  # fmt: skip
     runs = {}
-    for name, extra in (("timm", []), ("deit", ["--crop-ratio", "1.0"])):
+    for name, extra in (("timm", []), ("deit", ["--crop-ratio", "1.0", "--resize", "shorter"])):
         assert evaluate.main([*argv, *extra, "--output", str(tmp_path / name)]) == 0
         runs[name] = json.loads((tmp_path / name / "results.json").read_text())
     assert runs["timm"]["backbone"]["resize_ratio"] == pytest.approx(1 / 0.9)
     assert runs["timm"]["data"]["preprocessing"]["resize_ratio"] == pytest.approx(1 / 0.9)
     assert "crop_ratio" not in runs["timm"]["data"]
     assert runs["deit"]["backbone"]["resize_ratio"] == pytest.approx(1 / 0.9)  # the model's own
-    assert runs["deit"]["data"]["crop_ratio"] == 1.0
+    assert (runs["deit"]["data"]["crop_ratio"], runs["deit"]["data"]["resize"]) == (1.0, "shorter")
     assert runs["deit"]["data"]["preprocessing"]["resize_ratio"] == 1.0
     assert runs["deit"]["results"] != runs["timm"]["results"]  # another crop, other pixels
 
