@@ -63,8 +63,8 @@ def test_bad_settings_are_refused_with_the_value() -> None:
 
 def test_a_crop_ratio_is_the_side_before_the_crop(photo: Image.Image) -> None:
     """`chosen(crop_ratio=r)`: the resized side is resolution / r (floor, as DeiT's
-    `int(input_size / ratio)` and timm's `floor(size / crop_pct)`); DeiT III's own evaluation of an `fb_in1k` model (timm's crop 0.9)
-    is `--eval-crop-ratio 1.0`: Resize(224), CenterCrop(224)."""
+    `int(input_size / ratio)` and timm's `floor(size / crop_pct)`); DeiT III's own evaluation of an
+    `fb_in1k` model (timm's crop 0.9) is `--eval-crop-ratio 1.0`: Resize(224), CenterCrop(224)."""
     timm_default = Preprocessing(resize_ratio=1 / 0.9)
     deit = by_hand(
         [transforms.Resize(224, BICUBIC), transforms.CenterCrop(224)], timm_default.mean, timm_default.std
