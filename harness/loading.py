@@ -79,14 +79,15 @@ def load_backbone(
     Args:
         name_or_path: a short name of `HUB_MODELS` (`dinov2_vitg14_reg`, `dinov3_vitb16`,
             `clip_vitb16`), an HF id (`facebook/dinov2-small`), `timm:<model>[.<tag>]`, a folder
-            made by `save_pretrained` or in timm's hub layout, an original DINOv2 / DINO / iBOT
-            `.pth`, or `random:<arch>[_reg]` (random weights; their numbers mean nothing).
-        num_heads: heads of a `.pth` checkpoint when not width / 64 (test models only).
+            made by `save_pretrained` or in timm's hub layout, an original DINOv2 / DINO / iBOT /
+            DeiT III / DINOv3 `.pth` (`harness.checkpoints`), or `random:<arch>[_reg]` (random
+            weights; their numbers mean nothing).
+        num_heads: heads of a `.pth` checkpoint when not the released sizes' (test models only).
         pos_interpolation: how the position grid is resized for other image sizes: "original" (the
-            authors' rule: DINOv2's torch.hub models, DINO v1; `harness.positions`) or "hf" (as
-            transformers); None: the family's default (`Family.pos_interpolation`: DINOv2 original for
-            torch.hub names, `.pth` files and random models, hf for HF ids and folders; DINO v1's
-            `facebook/dino-vit*` original; other families resize as the model itself does).
+            authors' rule: DINOv2's torch.hub models, DINO v1, DeiT III; `harness.positions`) or "hf"
+            (as transformers); None: the family's default (`Family.pos_interpolation`: DINOv2 original
+            for torch.hub names, `.pth` files and random models, hf for HF ids and folders; DINO v1's
+            `facebook/dino-vit*` and DeiT III's `.pth` original; other models resize as they do).
 
     Raises:
         UnknownBackboneError: the name is none of the above (or `pos_interpolation` is unknown);
@@ -294,7 +295,7 @@ def _unavailable_message(name: str, location: str, reason: str) -> str:
     return (
         f"cannot load {name!r} ({location}): {reason} -- the Hugging Face hub is unreachable or the "
         "weights are not cached; download them where the hub is reachable (they land in HF_HOME), "
-        "or pass a local folder made by save_pretrained or an original dinov2_*_pretrain.pth file"
+        "or pass a local folder made by save_pretrained or the authors' .pth file"
     )
 
 
@@ -455,5 +456,6 @@ def _unknown_message(name: str) -> str:
     hint = f" Did you mean {closest[0]!r}?" if closest else ""
     return (
         f"unknown backbone {name!r}.{hint} Valid names: {', '.join(valid)}; "
-        "or an HF id (org/name), a local save_pretrained folder, or an original DINOv2 .pth file."
+        "or an HF id (org/name), a local save_pretrained folder, or an original .pth (DINOv2, DINO, iBOT, "
+        "DeiT III, DINOv3)."
     )
