@@ -9,6 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 DISTRIBUTION = "cls-decoupling"
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,6 +25,19 @@ def test_no_installed_top_level_module_is_named_after_a_script() -> None:
     names = installed_top_level_names()
     assert names == {"cls_decoupling", "datamodules", "harness", "probes"}
     assert not names & {"evaluate", "train_probe"}
+
+
+def test_every_package_of_the_repository_is_installed() -> None:
+    """pyproject's explicit package list names every folder with an `__init__.py` (a missing one
+    works in an editable install and breaks a wheel)."""
+    tomllib = pytest.importorskip("tomllib")  # Python 3.11+
+    listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    found = {
+        ".".join(init.parent.relative_to(REPO).parts)
+        for top in ("cls_decoupling", "datamodules", "harness", "probes")
+        for init in (REPO / top).rglob("__init__.py")
+    }
+    assert listed == found
 
 
 def test_no_top_level_name_is_shared_with_another_distribution() -> None:
