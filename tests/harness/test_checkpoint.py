@@ -86,7 +86,7 @@ def test_heads_override_for_narrow_test_models(tmp_path: Path) -> None:
     model = tiny_model(0, False, hidden=32, heads=4)
     path = tmp_path / "narrow.pth"
     torch.save(to_original_format(model), path)
-    with pytest.raises(CheckpointFormatError, match="cannot be split into 0 heads"):
+    with pytest.raises(CheckpointFormatError, match="width 32 is narrower than one head of 64"):
         load_backbone(path)
     pixels = torch.randn(1, 3, 32, 32)
     loaded = load_backbone(path, num_heads=4, pos_interpolation="hf")
