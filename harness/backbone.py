@@ -7,7 +7,7 @@ import contextlib
 import functools
 import types
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 import torch
@@ -32,10 +32,27 @@ from harness.decomposition import (
     projection_readout,
 )
 from harness.families import Family, family_for
+from harness.interventions import (
+    Intervention,
+    ReferenceStatistics,
+    rebuilding_cls,
+    recording,
+    replacing_rows,
+)
 from harness.positions import resizes_as_original
 from harness.tokens import TokenLayout
 
 HFDinov2 = Dinov2Model | Dinov2WithRegistersModel
+
+
+def _passing_through(*args: Any, **kwargs: Any) -> Any:
+    """A block's forward that returns its input (the blocks before an intervention's first block)."""
+    return args[0] if args else kwargs["hidden_states"]
+
+
+_INTERVENED_KINDS = ("attention", "output", "projection", "split", "map")
+"""What a pass under an intervention reports: its variants, splits and attention map (not the hidden
+states, the per-layer or the penultimate entries, which are the clean pass's)."""
 
 
 @dataclass(frozen=True)
@@ -159,6 +176,8 @@ class Capture:
         depth: `depth/{quantity}` (batch, chosen blocks) of the blocks decomposed as they ran.
         depth_error: max abs difference between those blocks' [CLS] outputs and their rebuilt ones
             (None when no block was chosen).
+        block_inputs: the input of each block asked for (1-based number -> (batch, tokens, hidden)):
+            where an intervention's pass starts.
     """
 
     layout: TokenLayout
@@ -169,14 +188,23 @@ class Capture:
     cls_states: Tensor
     depth: dict[str, Tensor]
     depth_error: Tensor | None
+    block_inputs: Mapping[int, Tensor] = field(default_factory=dict)
 
 
 class _Recorder:
     """The forward hooks of one call: they keep what `Capture` holds while the model runs, and are
     removed when the call ends (`attach` is a context manager)."""
 
-    def __init__(self, backbone: DecomposingBackbone, layout: TokenLayout, layers: Sequence[int]) -> None:
+    def __init__(
+        self,
+        backbone: DecomposingBackbone,
+        layout: TokenLayout,
+        layers: Sequence[int],
+        inputs_of: Sequence[int] = (),
+    ) -> None:
         self.backbone, self.layout, self.layers = backbone, layout, tuple(layers)
+        self.inputs_of = tuple(sorted(set(inputs_of)))
+        self.block_inputs: dict[int, Tensor] = {}
         self.last: dict[str, Tensor] = {}
         self.cls_rows: list[Tensor] = []
         self.depth_parts: dict[tuple[int, str], Tensor] = {}
@@ -193,6 +221,7 @@ class _Recorder:
             family.blocks[-1].register_forward_pre_hook(self._keep("last", "block_input")),
             last.k_proj.register_forward_hook(self._keep("last", "keys")),
             last.v_proj.register_forward_hook(self._keep("last", "values")),
+            *(family.blocks[n - 1].register_forward_pre_hook(self._keep_input(n)) for n in self.inputs_of),
         ]
         for number in self.layers:
             block, view = family.blocks[number - 1], backbone.view(number)
@@ -217,6 +246,12 @@ class _Recorder:
                 self.last[what] = tensor
             else:
                 self.depth_parts[(int(where), what)] = tensor
+
+        return keep
+
+    def _keep_input(self, number: int) -> Callable[..., None]:
+        def keep(module: nn.Module, inputs: Any) -> None:
+            self.block_inputs[number] = inputs[0]
 
         return keep
 
@@ -252,6 +287,7 @@ class _Recorder:
             cls_states=torch.stack(self.cls_rows, dim=1).float(),  # embeddings, then every block
             depth=depth,
             depth_error=torch.stack(self.depth_errors).max() if self.depth_errors else None,
+            block_inputs=dict(self.block_inputs),
         )
 
 
@@ -404,12 +440,15 @@ class DecomposingBackbone(nn.Module):
             for module in training:
                 module.training = True
 
-    def capture(self, pixel_values: Tensor, layers: Sequence[int] = ()) -> Capture:
+    def capture(
+        self, pixel_values: Tensor, layers: Sequence[int] = (), inputs_of: Sequence[int] = ()
+    ) -> Capture:
         """Run the model once on `pixel_values` and keep what the decomposition reads, decomposing
-        the [CLS] update of `layers` (1-based block numbers) as those blocks run."""
+        the [CLS] update of `layers` (1-based block numbers) as those blocks run, and keeping the
+        inputs of the blocks `inputs_of`."""
         layout = self.layout_for(pixel_values)
         chosen = self._checked_layers(layers)
-        recorder = _Recorder(self, layout, chosen)
+        recorder = _Recorder(self, layout, chosen, self._checked_layers(inputs_of))
         with self._running(eager=chosen), recorder.attach():
             pooled = self.family.pooled(pixel_values)
         return recorder.capture(pooled)
@@ -446,6 +485,8 @@ class DecomposingBackbone(nn.Module):
         layers: Sequence[int] = (),
         deletion: Sequence[float] = (),
         deletion_seed: int = 0,
+        interventions: Sequence[Intervention] = (),
+        reference: ReferenceStatistics | None = None,
     ) -> Decomposition:
         """The decomposition of one batch.
 
@@ -457,21 +498,101 @@ class DecomposingBackbone(nn.Module):
             deletion: shares of the patches to delete in the deletion passes (`deletion/*`, see
                 `deletion_passes`); none by default.
             deletion_seed: seed of the random deletion order.
+            interventions: each adds the decomposition of a pass under it, its names prefixed with
+                `Intervention.prefix` (`harness.interventions`); one more pass each, from its first
+                block on.
+            reference: the reference statistics the `mean`, `shuffle` and `noise` interventions read.
         """
         if deletion and any(not 0 < f < 1 for f in deletion):
             raise ValueError(f"deletion fractions must lie in (0, 1), got {list(deletion)}")
-        capture = self.capture(pixel_values, layers)
+        capture = self.capture(pixel_values, layers, inputs_of=[i.blocks[0] for i in interventions])
         decomposition = self.decompose(capture)
-        if not deletion:
+        if not deletion and not interventions:
             return decomposition
         if indices is None:
             indices = torch.arange(pixel_values.shape[0], device=pixel_values.device)
+        extra: dict[str, Tensor] = {}
         with self._running(eager=self._checked_layers(layers)):
-            deleted = self.deletion_passes(
-                pixel_values, decomposition[ATTENTION_MAP], capture.pooled, capture.layout, indices,
-                tuple(deletion), deletion_seed,
-            )  # fmt: skip
-        return Decomposition({**decomposition, **deleted}, capture.layout, decomposition.pooler_error)
+            if deletion:
+                extra |= self.deletion_passes(
+                    pixel_values, decomposition[ATTENTION_MAP], capture.pooled, capture.layout, indices,
+                    tuple(deletion), deletion_seed,
+                )  # fmt: skip
+        for intervention in interventions:
+            intervened = self.intervened(capture, intervention, indices, reference)
+            extra |= {intervention.prefix + name: tensor for name, tensor in intervened.items()}
+        return Decomposition({**decomposition, **extra}, capture.layout, decomposition.pooler_error)
+
+    def intervened(
+        self,
+        capture: Capture,
+        intervention: Intervention,
+        indices: Tensor,
+        reference: ReferenceStatistics | None = None,
+    ) -> dict[str, Tensor]:
+        """What the pass under `intervention` reports, run from the input of its first block (kept by
+        `capture(..., inputs_of=...)`; the blocks before it are not run again): the model's output
+        `output/full` (and `projection/full`) and, unless the intervention rebuilds the last block's
+        [CLS] row itself (readout level at the last block), its last block's decomposition: every
+        variant, split and the attention map (names without the intervention's prefix)."""
+        start = intervention.blocks[0]
+        if start not in capture.block_inputs:
+            raise ValueError(
+                f"the capture holds no input of block {start}: capture(..., inputs_of=[{start}])"
+            )
+        layout = capture.layout
+        apply = rebuilding_cls if intervention.level == "readout" else replacing_rows
+        recorder = _Recorder(self, layout, ())
+        with (
+            self._running(eager=intervention.blocks),
+            self._starting_at(start),
+            recorder.attach(),
+            apply(self, intervention, layout, indices, reference),
+        ):
+            last = self.family.encode(capture.block_inputs[start], layout)
+            pooled = self.family.final_norm(last[:, 0]).float()
+        output = {"output/full": pooled}
+        if self.family.projection is not None:
+            output |= projection_readout(self.family.projection, output)
+        if intervention.level == "readout" and self.info.num_layers in intervention.blocks:
+            return output  # the last block's decomposition describes the [CLS] row before the rebuild
+        decomposition = self.decompose(recorder.capture(pooled))
+        kept = {name: t for name, t in decomposition.items() if name.split("/")[0] in _INTERVENED_KINDS}
+        return kept | output
+
+    def record_reference(
+        self,
+        pixel_values: Tensor,
+        indices: Tensor,
+        interventions: Sequence[Intervention],
+        into: ReferenceStatistics,
+    ) -> None:
+        """One clean pass over reference images, adding to `into` what the interventions' `mean`,
+        `shuffle` and `noise` read (`Intervention.reference_keys`)."""
+        keys = {key for intervention in interventions for key in intervention.reference_keys()}
+        if not keys:
+            return
+        layout = self.layout_for(pixel_values)
+        blocks = sorted({key.block for key in keys})
+        with self._running(eager=blocks), recording(self, keys, layout, indices, into):
+            self.family.pooled(pixel_values)
+
+    @contextlib.contextmanager
+    def _starting_at(self, start: int) -> Iterator[None]:
+        """The blocks before `start` pass their input through, for a pass that begins at block
+        `start` (`family.encode` runs every block); restored afterwards."""
+        patched = []
+        for block in self.family.blocks[: start - 1]:
+            patched.append((block, block.__dict__.get("forward")))
+            block.forward = _passing_through
+        try:
+            yield
+        finally:
+            for block, own in reversed(patched):
+                if own is None:
+                    del block.forward
+                else:
+                    block.forward = own
 
     def deletion_passes(
         self, pixel_values: Tensor, attention_map: Tensor, pooled: Tensor, layout: TokenLayout,

@@ -251,17 +251,18 @@ def attention_readout(layer: HFBlock, partial_sums: Mapping[str, Tensor], skip: 
     full = c_cls + c_register + c_patch + c_b; g = c_g + c_b for each group; skip = s. Heads are
     concatenated in the model's order before the output projection.
     """
-    output_projection = layer.attention.o_proj
-    gamma1 = layer.layer_scale1.lambda1.float()
-    weight = output_projection.weight.float()
     bias_term = output_bias_term(layer)  # c_b
-    contributions = {  # c_g
-        group: gamma1 * (s.flatten(1) @ weight.T) for group, s in partial_sums.items()
-    }
+    contributions = {group: contribution(layer, s) for group, s in partial_sums.items()}  # c_g
     variants = {group: c + bias_term for group, c in contributions.items()}
     variants["full"] = sum(contributions.values()) + bias_term
     variants["skip"] = skip.float()
     return variants
+
+
+def contribution(layer: HFBlock, partial_sum: Tensor) -> Tensor:
+    """c = gamma1 * (W_o S) of a per-head partial sum S (batch, heads, head_dim): float32 (batch, hidden)."""
+    gamma1 = layer.layer_scale1.lambda1.float()
+    return gamma1 * (partial_sum.flatten(1) @ layer.attention.o_proj.weight.float().T)
 
 
 def output_bias_term(layer: HFBlock) -> Tensor:
