@@ -23,8 +23,14 @@ if TYPE_CHECKING:
     )
     from harness.errors import BackboneUnavailableError, UnknownBackboneError
     from harness.heads import HeadMismatchError, LinearHead, LinearHeads
+    from harness.interventions import (
+        INTERVENTION_PREFIX,
+        Intervention,
+        ReferenceStatistics,
+        parse_intervention,
+    )
     from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone, resolve_backbone
-    from harness.module import Consumer, HarnessModule, all_feature_names, feed
+    from harness.module import Consumer, HarnessModule, ReferenceModule, all_feature_names, feed
     from harness.records import EvaluatedImages, FeatureStore
     from harness.tokens import GROUPS, TokenLayout
 
@@ -40,8 +46,9 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     ),
     "errors": ("BackboneUnavailableError", "UnknownBackboneError"),
     "heads": ("HeadMismatchError", "LinearHead", "LinearHeads"),
+    "interventions": ("INTERVENTION_PREFIX", "Intervention", "ReferenceStatistics", "parse_intervention"),
     "loading": ("HUB_MODELS", "RANDOM_MODELS", "load_backbone", "resolve_backbone"),
-    "module": ("Consumer", "HarnessModule", "all_feature_names", "feed"),
+    "module": ("Consumer", "HarnessModule", "ReferenceModule", "all_feature_names", "feed"),
     "records": ("EvaluatedImages", "FeatureStore"),
     "tokens": ("GROUPS", "TokenLayout"),
 }
@@ -50,6 +57,7 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
 __all__ = [
     "GROUPS",
     "HUB_MODELS",
+    "INTERVENTION_PREFIX",
     "PIXELS",
     "PROJECTION",
     "RANDOM_MODELS",
@@ -63,13 +71,17 @@ __all__ = [
     "ForwardOptions",
     "HarnessModule",
     "HeadMismatchError",
+    "Intervention",
     "LinearHead",
     "LinearHeads",
+    "ReferenceModule",
+    "ReferenceStatistics",
     "TokenLayout",
     "UnknownBackboneError",
     "all_feature_names",
     "feed",
     "load_backbone",
+    "parse_intervention",
     "parse_layers",
     "resolve_backbone",
     "split_names",

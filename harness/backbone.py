@@ -63,22 +63,28 @@ class ForwardOptions:
         layers: blocks (1-based) whose [CLS] update is also decomposed as they run (`depth/*`).
         deletion: shares of the patches removed in the deletion passes (`deletion/*`); () = none.
         deletion_seed: seed of the random deletion order.
+        interventions: passes under interventions (`intervened/*`, `harness.interventions`).
     """
 
     layers: tuple[int, ...] = ()
     deletion: tuple[float, ...] = ()
     deletion_seed: int = 0
+    interventions: tuple[Intervention, ...] = ()
 
     def merged(self, other: ForwardOptions) -> ForwardOptions:
-        """Everything either asks for (layers united; the deletion fractions and seed of whichever
-        asks for deletion).
+        """Everything either asks for (layers and interventions united; the deletion fractions and
+        seed of whichever asks for deletion).
 
         >>> ForwardOptions(layers=(1, 3)).merged(ForwardOptions(layers=(2,), deletion=(0.5,)))
-        ForwardOptions(layers=(1, 2, 3), deletion=(0.5,), deletion_seed=0)
+        ForwardOptions(layers=(1, 2, 3), deletion=(0.5,), deletion_seed=0, interventions=())
         """
         deletion = other if other.deletion else self
+        interventions = tuple(dict.fromkeys((*self.interventions, *other.interventions)))
         return ForwardOptions(
-            tuple(sorted({*self.layers, *other.layers})), deletion.deletion, deletion.deletion_seed
+            tuple(sorted({*self.layers, *other.layers})),
+            deletion.deletion,
+            deletion.deletion_seed,
+            interventions,
         )
 
 
@@ -554,7 +560,7 @@ class DecomposingBackbone(nn.Module):
         output = {"output/full": pooled}
         if self.family.projection is not None:
             output |= projection_readout(self.family.projection, output)
-        if intervention.level == "readout" and self.info.num_layers in intervention.blocks:
+        if intervention.reported_variants(self.info.num_layers) is not None:
             return output  # the last block's decomposition describes the [CLS] row before the rebuild
         decomposition = self.decompose(recorder.capture(pooled))
         kept = {name: t for name, t in decomposition.items() if name.split("/")[0] in _INTERVENED_KINDS}

@@ -115,6 +115,14 @@ class Intervention:
         """The prefix of this intervention's entries in a decomposition."""
         return f"{INTERVENTION_PREFIX}{self.name}/"
 
+    def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
+        """The variants a pass under this intervention reports, where fewer than the clean pass:
+        only `output/full` (and `projection/full`) when it rebuilds the last block's [CLS] row at
+        readout level; None (every variant) otherwise (`DecomposingBackbone.intervened`)."""
+        if self.level == "readout" and num_layers in self.blocks:
+            return ("output/full", "projection/full")
+        return None
+
     def reference_keys(self) -> list[ReferenceKey]:
         """The reference statistics this intervention reads (none for `zero`)."""
         if self.mode == "zero":

@@ -24,6 +24,7 @@ from harness.decomposition import (
     split_names,
     variant_names,
 )
+from harness.interventions import Intervention, ReferenceStatistics
 from harness.records import EvaluatedImages, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -76,7 +77,9 @@ class HarnessModule(L.LightningModule):
         consumers: builds name -> consumer (e.g. probes) from the data's class names.
         feature_names: decomposition names to gather per image (see `all_feature_names`).
         forward_options: what each backbone call computes besides the last block (per-layer
-            decomposition, deletion passes); a plain decomposing pass by default.
+            decomposition, deletion passes, interventions); a plain decomposing pass by default.
+        reference: the reference statistics of the interventions that read them (`mean`,
+            `shuffle`, `noise`; `ReferenceModule` records them).
     """
 
     def __init__(
@@ -85,10 +88,12 @@ class HarnessModule(L.LightningModule):
         consumers: ConsumerFactory | None = None,
         feature_names: Sequence[str] = (),
         forward_options: ForwardOptions | None = None,
+        reference: ReferenceStatistics | None = None,
     ) -> None:
         super().__init__()
         self.backbone = backbone
         self.forward_options = forward_options or ForwardOptions()
+        self.reference = reference
         self.make_consumers = consumers
         self.consumers = nn.ModuleDict()
         self.images = EvaluatedImages()
@@ -125,7 +130,8 @@ class HarnessModule(L.LightningModule):
         options = self.forward_options
         decomposition = self.backbone(
             batch["pixels"], batch["index"], layers=options.layers, deletion=options.deletion,
-            deletion_seed=options.deletion_seed,
+            deletion_seed=options.deletion_seed, interventions=options.interventions,
+            reference=self.reference,
         )  # fmt: skip
         self.record(decomposition, batch["pixels"], batch["label"], batch["index"])
 
@@ -178,6 +184,45 @@ class HarnessModule(L.LightningModule):
 
     def _consumers(self) -> list[Consumer]:
         return [cast(Consumer, consumer) for consumer in self.consumers.values()]
+
+
+class ReferenceModule(L.LightningModule):
+    """A pass over reference images that records what interventions read (`mean`, `shuffle`,
+    `noise`: `DecomposingBackbone.record_reference`), reduced across ranks when it ends; then
+    `statistics` is the same on every rank.
+
+    Args:
+        backbone: the decomposing backbone (frozen).
+        interventions: the run's interventions.
+        statistics: where the values go (its bank size and seed).
+    """
+
+    def __init__(
+        self,
+        backbone: DecomposingBackbone,
+        interventions: Sequence[Intervention],
+        statistics: ReferenceStatistics,
+    ) -> None:
+        super().__init__()
+        self.backbone, self.interventions, self.statistics = backbone, tuple(interventions), statistics
+        self.images = EvaluatedImages()
+        self.num_images = 0
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if batch["index"].numel():
+            self.images.update(batch["index"])
+            self.backbone.record_reference(
+                batch["pixels"], batch["index"], self.interventions, self.statistics
+            )
+
+    def on_test_epoch_end(self) -> None:
+        with warnings.catch_warnings():  # a rank that got no image never called update()
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")
+            self.num_images = int(self.images.compute()["distinct"])
+        self.statistics.reduce()
+
+    def configure_optimizers(self) -> None:
+        return None
 
 
 def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:

@@ -18,7 +18,15 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from harness import PROJECTION, BackboneInfo, ForwardOptions, TokenLayout, variant_names
+from harness import (
+    PROJECTION,
+    BackboneInfo,
+    ForwardOptions,
+    Intervention,
+    TokenLayout,
+    split_names,
+    variant_names,
+)
 from probes.metrics.stats import ColumnStats
 from probes.view import ComparedView, RunView
 
@@ -52,6 +60,9 @@ class ProbeContext:
         head: a head saved by train_probe.py for the `linear` probe (None: fit a ridge classifier).
         layers: the blocks decomposed as they run (`--layers`; 1-based, ascending), none by default.
         bank: `output/full` of labelled training images for the `knn` probe (`--train-data`).
+        interventions: the run's interventions (`--intervene`).
+        only_variants: the variants a pass under an intervention reports, where it reports fewer
+            than the clean pass (`variants` keeps only these); None: every variant.
     """
 
     info: BackboneInfo
@@ -63,6 +74,8 @@ class ProbeContext:
     head: Path | None = None
     layers: tuple[int, ...] = ()
     bank: KnnBank | None = None
+    interventions: tuple[Intervention, ...] = ()
+    only_variants: tuple[str, ...] | None = None
 
     @property
     def layout(self) -> TokenLayout:
@@ -81,7 +94,13 @@ class ProbeContext:
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the backbone produces."""
         info = self.info
-        return variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation)
+        every = variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation)
+        return every if self.only_variants is None else tuple(v for v in every if v in self.only_variants)
+
+    @property
+    def split_names(self) -> tuple[str, ...]:
+        """`split/{group}` of every group the [CLS] attention is split over."""
+        return split_names(self.info.num_distillation)
 
     def width(self, variant: str) -> int:
         """Feature size of a `{readout}/{variant}` (the projection readout has its own)."""
@@ -123,6 +142,10 @@ class Probe(nn.Module, ABC):
         needs_bank: True for probes that read a bank of training features (`--train-data`): left
             out of `all` without one.
         reads_head: True for the probe that applies a head of train_probe.py (`--head`).
+        needs_interventions: True for probes that read passes under interventions (`--intervene`):
+            left out of `all` without them.
+        under_interventions: True for probes that read only output variants, and so can be read
+            again on every pass under an intervention (`probes.interventions.Intervened`).
     """
 
     name: ClassVar[str]
@@ -134,6 +157,8 @@ class Probe(nn.Module, ABC):
     needs_bank: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
     reads_head: ClassVar[bool] = False
+    needs_interventions: ClassVar[bool] = False
+    under_interventions: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -9,12 +9,13 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import probes as _package
 from cls_decoupling.errors import UserError
 from harness import ForwardOptions
 from probes.base import REGISTERED, Probe, ProbeContext
+from probes.interventions import Intervened
 
 
 def _import_probe_modules() -> None:
@@ -45,6 +46,8 @@ RESOURCES: tuple[tuple[str, Callable[[type[Probe]], bool], str], ...] = (
     ("layers", lambda probe: probe.needs_layers, "read the per-layer decomposition: add --layers"),
     ("bank", lambda probe: probe.needs_bank,
      "query a bank of training features: add --train-data and --train-dir"),
+    ("interventions", lambda probe: probe.needs_interventions,
+     "read passes under interventions: add --intervene SPEC"),
 )  # fmt: skip
 """What a run may lack, the probes that cannot run without it, and what to do about it."""
 
@@ -65,22 +68,26 @@ class ProbeSelection:
 
     @classmethod
     def parse(
-        cls, text: str, pixels: bool = True, layers: bool | None = None, bank: bool | None = None
-    ) -> ProbeSelection:
+        cls, text: str, pixels: bool = True, layers: bool | None = None, bank: bool | None = None,
+        interventions: bool | None = None,
+    ) -> ProbeSelection:  # fmt: skip
         """`"cka,split"` or `"all"` -> the selection, validated against what the run will have.
 
         `all` never holds the opt-in probes (extra forward passes); without images (`pixels=False`,
         features replayed) it leaves out the probes that read them or the hidden states
         (`Probe.replayable`), without a per-layer decomposition (`layers=False`) the probes that read
-        it, and without a bank of training features (`bank=False`) the probes that query it; naming a
-        probe that reads the images, the layers or the bank without them is an error. None: not
-        known yet (nothing left out, nothing refused).
+        it, without a bank of training features (`bank=False`) the probes that query it, and without
+        interventions (`interventions=False`) the probes that read them; naming a probe that reads
+        what the run lacks is an error. None: not known yet (nothing left out, nothing refused).
 
         >>> ProbeSelection.parse("split, cka").names
         ('split', 'cka')
         """
         names = [part.strip() for part in text.split(",") if part.strip()]
-        lacking = {"pixels": not pixels, "layers": layers is False, "bank": bank is False}
+        lacking = {
+            "pixels": not pixels, "layers": layers is False, "bank": bank is False,
+            "interventions": interventions is False,
+        }  # fmt: skip
         unfed = [needs for resource, needs, _ in RESOURCES if lacking[resource]]
         if names == ["all"]:
             chosen = [
@@ -151,6 +158,13 @@ class ProbeSelection:
             probe = probe_class.from_context(context)
             if not any(existing.absorb(probe) for existing in built.values()):
                 built[name] = probe
+        for intervention in context.interventions:  # the probes that can read a pass under one, again
+            reported = intervention.reported_variants(context.info.num_layers)
+            narrowed = replace(context, only_variants=reported)
+            for name in self.named(lambda probe: probe.under_interventions):
+                built[f"{name}@{intervention.name}"] = Intervened(
+                    PROBES[name].from_context(narrowed), intervention
+                )
         return built
 
 

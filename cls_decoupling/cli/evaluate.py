@@ -35,13 +35,13 @@ from cls_decoupling.cli.options import (
     run_test,
 )
 from cls_decoupling.errors import UserError
-from datamodules.choices import LABELLED_SOURCES
+from datamodules.choices import DATA_SOURCES, LABELLED_SOURCES
 
 if TYPE_CHECKING:
     import torch
 
     from cls_decoupling.outputs import Run, RunRecord
-    from harness import BackboneInfo, DecomposingBackbone
+    from harness import BackboneInfo, DecomposingBackbone, Intervention, ReferenceStatistics
     from probes import KnnBank, Probe, ProbeSelection
 
 log = logging.getLogger("evaluate")
@@ -59,6 +59,10 @@ class ProbeOptions:
     layers: str = "last"
     train: DataOptions | None = None
     """The labelled training images whose `output/full` form the knn probe's bank (--train-data)."""
+    interventions: tuple[str, ...] = ()
+    """--intervene, as written (parsed against the backbone's depth once it is loaded)."""
+    reference: DataOptions | None = None
+    """The images whose states the mean / shuffle / noise interventions read (--reference-*)."""
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProbeOptions:
@@ -69,7 +73,18 @@ class ProbeOptions:
                 evaluated, source=args.train_data, data_dir=args.train_dir, split=args.train_split,
                 download=False, limit=None, per_class=args.train_per_class,
             )  # fmt: skip
-        return cls(args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train)
+        reference = None
+        if args.intervene:
+            evaluated = DataOptions.from_args(args)
+            reference = dataclasses.replace(
+                evaluated, source=args.reference_data or evaluated.source,
+                data_dir=args.reference_dir if args.reference_data else evaluated.data_dir,
+                download=False, limit=args.reference_limit, per_class=None,
+            )  # fmt: skip
+        return cls(
+            args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
+            tuple(args.intervene or ()), reference,
+        )  # fmt: skip
 
 
 @dataclass
@@ -83,6 +98,7 @@ class ProbeRequest:
     resolution: int
     layers: tuple[int, ...] = ()
     bank: KnnBank | None = None
+    interventions: tuple[Intervention, ...] = ()
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
         from probes import ProbeContext
@@ -107,6 +123,7 @@ class ProbeRequest:
             options.head,
             self.layers,
             self.bank,
+            self.interventions,
         )
         return self.selection.build(context)
 
@@ -151,6 +168,24 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="blocks to decompose as they run, besides the last: last (default: none more), all, or "
         "block numbers like 1,6,12; adds the depth probe (depth/layer{l}/...)",
     )
+    parser.add_argument(
+        "--intervene",
+        nargs="+",
+        metavar="SPEC",
+        help="also run the model under each intervention TARGETS@BLOCKS:MODE[:LEVEL]: targets cls, "
+        "distillation, register, patch, high_norm, skip (readout only), joined by +; blocks last, all, N or "
+        "A-B; modes zero, mean, shuffle, noise; level model (default) or readout. E.g. register@last:mean",
+    )
+    parser.add_argument(
+        "--reference-data",
+        choices=sorted(DATA_SOURCES),
+        help="images whose states mean / shuffle / noise read (default: the evaluated data)",
+    )
+    parser.add_argument("--reference-dir", type=Path, help="folder of --reference-data")
+    parser.add_argument(
+        "--reference-limit", type=int, default=256,
+        help="reference images, a seeded subset (default: 256)",
+    )  # fmt: skip
     add_trainer_arguments(parser)
     return parser.parse_args(argv)
 
@@ -303,12 +338,21 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         raise UserError("--from-features replays the layers its run decomposed; it takes no --layers")
     if replayed is not None and probes.train is not None:
         raise UserError("--from-features has no backbone to build a k-NN bank with; drop --train-data")
+    if probes.interventions and replayed is not None:
+        raise UserError("--from-features has no backbone to run interventions with; drop --intervene")
+    for text in probes.interventions:  # the syntax now; the blocks once the backbone's depth is known
+        intervention_blocks(text, None)
     selection = ProbeSelection.parse(
         probes.probe,
         pixels=replayed is None,
         layers=bool(replayed.run.layers) if replayed is not None else probes.layers != "last",
         bank=probes.train is not None,
+        interventions=bool(probes.interventions),
     )
+    if probes.interventions and "interventions" not in selection:  # what each one does to the output
+        selection = ProbeSelection((*selection.names, "interventions"), selection.everything)
+    if probes.reference is not None:
+        probes.reference.datamodule()  # its options, before any model loads
     if probes.train is not None:
         probes.train.datamodule()  # its options, before any model loads
     if probes.episodes < 1 or probes.shots < 1:
@@ -319,6 +363,17 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
             raise UserError(f"--head is read by the {reading} probe only: add {reading} to --probe")
         LinearHead.load(probes.head)
     return selection
+
+
+def intervention_blocks(text: str, num_layers: int | None) -> Intervention:
+    """An `--intervene` spec parsed against a backbone of `num_layers` blocks (None: its syntax
+    only, against any depth)."""
+    from harness import parse_intervention
+
+    try:
+        return parse_intervention(text, num_layers if num_layers is not None else 10**6)
+    except ValueError as error:
+        raise UserError(str(error)) from None
 
 
 def _locked(output: Path) -> contextlib.AbstractContextManager[None]:
@@ -387,14 +442,32 @@ def run_one(
     backbone, layers = load_checked_backbone(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
-    forward = selection.forward_options(layers, probes.seed)
+    interventions = tuple(
+        intervention_blocks(text, backbone.info.num_layers) for text in probes.interventions
+    )
+    forward = dataclasses.replace(selection.forward_options(layers, probes.seed), interventions=interventions)
     bank, train_description = None, None
     if probes.train is not None:
         bank, train_description = build_bank(backbone, probes.train, trainer_options)
+    reference, reference_description = None, None
+    if probes.reference is not None and any(i.reference_keys() for i in interventions):
+        reference, reference_description = build_reference(
+            backbone, interventions, probes.reference, trainer_options, probes.seed
+        )
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
-    request = ProbeRequest(probes, selection, backbone.info, data.resolution, layers=layers, bank=bank)
+    request = ProbeRequest(
+        probes,
+        selection,
+        backbone.info,
+        data.resolution,
+        layers=layers,
+        bank=bank,
+        interventions=interventions,
+    )
     features = all_feature_names(backbone.info, layers=bool(layers)) if save_features else ()
-    module = HarnessModule(backbone, request.build, feature_names=features, forward_options=forward)
+    module = HarnessModule(
+        backbone, request.build, feature_names=features, forward_options=forward, reference=reference
+    )
     started = time.perf_counter()
     run_test(trainer, module, prepare_for(datamodule, backbone))
     if not module.num_images:  # nothing to report: an earlier run in `output` stays as it was
@@ -420,6 +493,8 @@ def run_one(
             layers=layers,
             max_pooler_error=module.max_pooler_error,
             torch=torch.__version__,
+            interventions=tuple(intervention.name for intervention in interventions),
+            reference=reference_description,
         ),
         module.results,
     )
@@ -452,6 +527,27 @@ def build_bank(
         "num_images": module.num_images,
         "num_skipped": len(module.skipped),
     }
+
+
+def build_reference(
+    backbone: DecomposingBackbone, interventions: Sequence[Intervention], reference: DataOptions,
+    trainer_options: TrainerOptions, seed: int,
+) -> tuple[ReferenceStatistics, dict[str, Any]]:  # fmt: skip
+    """The reference statistics of the interventions that read them (mean, shuffle, noise): one clean
+    pass over the reference images, reduced across ranks; with what results.json records of them."""
+    from harness import ReferenceModule, ReferenceStatistics
+
+    datamodule = reference.datamodule()
+    statistics = ReferenceStatistics(seed=seed)
+    module = ReferenceModule(backbone, interventions, statistics)
+    log.info("reference pass: %s images of %s", reference.limit or "all", reference.source)
+    run_test(trainer_options.trainer(), module, prepare_for(datamodule, backbone))
+    if module.num_images < 2:
+        raise UserError(
+            f"the interventions' reference needs 2+ images; {module.num_images} of {reference.source} "
+            "could be read"
+        )
+    return statistics, {**datamodule.describe(), "num_images": module.num_images}
 
 
 def run_timings(loading: float, started: float, stamps: Mapping[str, float]) -> dict[str, float]:

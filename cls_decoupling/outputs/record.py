@@ -105,6 +105,8 @@ class RunSettings:
     layers: tuple[int, ...] = ()
     max_pooler_error: float | None = None  # backbone pass
     torch: str = ""
+    interventions: tuple[str, ...] = ()  # backbone pass: `Intervention.name` of each --intervene
+    reference: Mapping[str, Any] | None = None  # backbone pass: the reference images' description
 
     BACKBONE_PASS = (
         "precision",
@@ -114,6 +116,8 @@ class RunSettings:
         "timings",
         "compile",
         "max_pooler_error",
+        "interventions",
+        "reference",
     )
 
     def as_dict(self, replayed: bool = False) -> dict[str, Any]:
@@ -122,7 +126,10 @@ class RunSettings:
             "probes": list(self.probes),
             "layers": list(self.layers),
             "skipped_probes": dict(self.skipped_probes),
+            "interventions": list(self.interventions),
         }
+        if not self.interventions:  # written only when asked (results.json of earlier runs stays as it was)
+            del data["interventions"], data["reference"]
         if self.timings is not None:
             data["timings"] = dict(self.timings)
         return {key: value for key, value in data.items() if not (replayed and key in self.BACKBONE_PASS)}
@@ -132,6 +139,7 @@ class RunSettings:
         known = _known(cls, data)
         known["probes"] = tuple(data.get("probes", ()))
         known["layers"] = tuple(int(layer) for layer in data.get("layers", ()))
+        known["interventions"] = tuple(data.get("interventions", ()))
         return cls(**known)
 
 

@@ -1,0 +1,212 @@
+"""What an intervention does to the model's output (issue 21): for every `--intervene`, how far the
+output moves from the clean one (cosine, relative change, CKA over images), how the [CLS] attention
+split shifts, and, through `Intervened`, the label probes (k-NN, linear, one-shot) read again on the
+intervened outputs, whose accuracy drop is the downstream cost.
+
+Results, per intervention (`harness.Intervention.prefix`, e.g. `intervened/model/register@12/mean/`):
+`cosine_to_clean` (and `_std`), `relative_change` (and `_std`), `cka_to_clean`,
+`split_shift/{group}` (intervened minus clean [CLS] attention share, where the pass reports its
+split), and the wrapped probes' results under the same prefix (`.../knn/output/full/k20/top1`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, cast
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from harness import PIXELS, Intervention
+from probes.base import FULL_OUTPUT, Probe, ProbeContext, module_key
+from probes.knn import SHOWN_K, KnnProbe
+from probes.linear import LinearProbe
+from probes.metrics.cka import SharedReferenceCKA
+from probes.metrics.stats import ColumnStats
+from probes.oneshot import OneShotProbe
+from probes.plotting import named, run_title, subplots
+from probes.view import ComparedView, RunView
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+COSINE, CHANGE, CKA, SHIFT = "cosine_to_clean", "relative_change", "cka_to_clean", "split_shift"
+LABEL_RESULTS: tuple[tuple[str, str], ...] = (
+    (KnnProbe.name, KnnProbe.result_name(FULL_OUTPUT, SHOWN_K, 1)),
+    (LinearProbe.name, LinearProbe.result_name(FULL_OUTPUT, 1)),
+    (OneShotProbe.name, OneShotProbe.result_name(FULL_OUTPUT, 1)),
+)
+"""The label probes' headline accuracy of the full output, whose drop under an intervention is drawn."""
+
+
+def intervened_view(decomposition: Mapping[str, Tensor], intervention: Intervention) -> dict[str, Tensor]:
+    """The entries of the pass under `intervention`, under their clean names (and the batch's images)."""
+    prefix = intervention.prefix
+    view = {name[len(prefix) :]: tensor for name, tensor in decomposition.items() if name.startswith(prefix)}
+    if PIXELS in decomposition:
+        view[PIXELS] = decomposition[PIXELS]
+    return view
+
+
+class Intervened(Probe):
+    """A probe read on the outputs of a pass under an intervention: it sees that pass's entries under
+    their clean names, and its results and arrays are named under the intervention's prefix. Built by
+    `ProbeSelection.build` for every probe that can read such a pass (`Probe.under_interventions`)."""
+
+    def __init__(self, inner: Probe, intervention: Intervention) -> None:
+        super().__init__()
+        self.inner, self.intervention = inner, intervention
+
+    @classmethod
+    def from_context(cls, context: ProbeContext) -> Probe:
+        raise TypeError("Intervened wraps a built probe: Intervened(probe, intervention)")
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        self.inner.update(intervened_view(decomposition, self.intervention), labels, indices)
+
+    def compute(self) -> dict[str, float]:
+        return {self.intervention.prefix + name: value for name, value in self.inner.compute().items()}
+
+    def arrays(self) -> dict[str, Tensor]:
+        return {self.intervention.prefix + name: value for name, value in self.inner.arrays().items()}
+
+
+class InterventionsProbe(Probe):
+    """How each intervention moves the output: per image the cosine of the intervened `output/full`
+    to the clean one and their relative distance ||f' - f|| / ||f|| (mean and std over images), the
+    linear CKA of the intervened to the clean outputs over images, and the shift of the [CLS]
+    attention split where the intervened pass reports one."""
+
+    name = "interventions"
+    position = 140
+    needs_pixels = True  # the intervened passes run with the backbone; saved features hold none
+    needs_interventions = True
+
+    def __init__(
+        self, interventions: Sequence[Intervention], width: int, split_groups: Sequence[str]
+    ) -> None:
+        super().__init__()
+        if not interventions:
+            raise ValueError("the interventions probe needs --intervene")
+        self.interventions = tuple(interventions)
+        self.split_groups = tuple(split_groups)
+        self.stats = nn.ModuleDict(
+            {module_key(i.name): ColumnStats(2 + len(self.split_groups)) for i in self.interventions}
+        )
+        self.cka = nn.ModuleDict(
+            {module_key(i.name): SharedReferenceCKA(width, 1) for i in self.interventions}
+        )
+
+    @classmethod
+    def from_context(cls, context: ProbeContext) -> InterventionsProbe:
+        groups = tuple(name.removeprefix("split/") for name in context.split_names)
+        return cls(context.interventions, context.info.hidden_size, groups)
+
+    def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
+        clean = decomposition[FULL_OUTPUT].float()
+        for intervention in self.interventions:
+            key = module_key(intervention.name)
+            view = intervened_view(decomposition, intervention)
+            moved = view[FULL_OUTPUT].float()
+            cosine = nn.functional.cosine_similarity(moved.double(), clean.double(), dim=-1).float()
+            change = (moved - clean).norm(dim=-1) / clean.norm(dim=-1).clamp_min(
+                torch.finfo(clean.dtype).tiny
+            )
+            shifts = [
+                view[f"split/{group}"] - decomposition[f"split/{group}"]
+                if f"split/{group}" in view
+                else torch.full_like(cosine, float("nan"))
+                for group in self.split_groups
+            ]
+            self._stats(key).update(torch.stack([cosine, change, *shifts], dim=1))
+            self._cka(key).update(clean, moved.unsqueeze(0))
+
+    def compute(self) -> dict[str, float]:
+        results: dict[str, float] = {}
+        for intervention in self.interventions:
+            key, prefix = module_key(intervention.name), intervention.prefix
+            stats = self._stats(key).compute()
+            means, stds = torch.atleast_1d(stats["mean"]).tolist(), torch.atleast_1d(stats["std"]).tolist()
+            results |= {prefix + COSINE: means[0], prefix + COSINE + "_std": stds[0]}
+            results |= {prefix + CHANGE: means[1], prefix + CHANGE + "_std": stds[1]}
+            results[prefix + CKA] = float(torch.atleast_1d(self._cka(key).compute())[0])
+            for group, mean in zip(self.split_groups, means[2:], strict=True):
+                if not np.isnan(mean):
+                    results[f"{prefix}{SHIFT}/{group}"] = mean
+        return results
+
+    def _stats(self, key: str) -> ColumnStats:
+        return cast(ColumnStats, self.stats[key])
+
+    def _cka(self, key: str) -> SharedReferenceCKA:
+        return cast(SharedReferenceCKA, self.cka[key])
+
+    @classmethod
+    def figures(cls, run: RunView) -> dict[str, Figure]:
+        """Per intervention: the cosine of the intervened output to the clean one, and the drop of each
+        label probe's full-output accuracy (clean minus intervened)."""
+        names = _interventions_in(run.results)
+        if not names:
+            return {}
+        drops = _drops(run.results, names)
+        columns = 2 if drops else 1
+        figure, axes = subplots(1, columns, figsize=(6 * columns, 0.5 * len(names) + 2), squeeze=False)
+        positions = np.arange(len(names))
+        cosine_axis = axes[0, 0]
+        cosines = [run.results[f"intervened/{name}/{COSINE}"] for name in names]
+        errors = [run.results.get(f"intervened/{name}/{COSINE}_std", 0.0) for name in names]
+        cosine_axis.barh(positions, cosines, xerr=errors, color="#1f77b4")
+        cosine_axis.set_yticks(positions, names)
+        cosine_axis.set_xlabel("cosine of the intervened output/full to the clean one")
+        cosine_axis.set_xlim(min(0.0, *cosines) - 0.05, 1.05)
+        cosine_axis.invert_yaxis()
+        if drops:
+            axis = axes[0, 1]
+            height = 0.8 / len(drops)
+            for offset, (probe, values) in enumerate(drops.items()):
+                axis.barh(positions + offset * height - 0.4 + height / 2, values, height=height, label=probe)
+            axis.set_yticks(positions, [""] * len(names))
+            axis.axvline(0, color="black", linewidth=0.8)
+            axis.set_xlabel("accuracy drop of output/full (clean - intervened)")
+            axis.legend(loc="lower right")
+            axis.invert_yaxis()
+        figure.suptitle(f"Interventions: {run_title(run)}")
+        figure.tight_layout()
+        return named("interventions.png", figure)
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """The cosine of each intervention's output to the clean one, per model."""
+        names = sorted({name for item in compared for name in _interventions_in(item.run.results)})
+        if not names:
+            return {}
+        figure, axis = subplots(figsize=(max(6.0, 1.2 * len(names) + 3), 4))
+        width = 0.8 / len(compared)
+        positions = np.arange(len(names))
+        for offset, item in enumerate(compared):
+            values = [item.run.results.get(f"intervened/{name}/{COSINE}", np.nan) for name in names]
+            axis.bar(positions + offset * width - 0.4 + width / 2, values, width=width, label=item.label)
+        axis.set_xticks(positions, names, rotation=30, ha="right")
+        axis.set_ylabel("cosine to the clean output/full")
+        axis.set_ylim(0, 1.05)
+        axis.legend()
+        axis.set_title("What each intervention does to the output, per model")
+        figure.tight_layout()
+        return named("compare_interventions.png", figure)
+
+
+def _interventions_in(results: Mapping[str, float]) -> list[str]:
+    """The interventions of a run's results, in the order they were given."""
+    suffix = f"/{COSINE}"
+    names = [key.removeprefix("intervened/").removesuffix(suffix) for key in results if key.endswith(suffix)]
+    return [name for name in names if name.startswith(("model/", "readout/"))]
+
+
+def _drops(results: Mapping[str, float], names: Sequence[str]) -> dict[str, list[float]]:
+    """Label probe -> clean minus intervened full-output accuracy per intervention (probes that ran)."""
+    drops: dict[str, list[float]] = {}
+    for probe, result in LABEL_RESULTS:
+        if result in results and all(f"intervened/{name}/{result}" in results for name in names):
+            drops[probe] = [results[result] - results[f"intervened/{name}/{result}"] for name in names]
+    return drops
