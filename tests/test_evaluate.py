@@ -126,8 +126,12 @@ def test_an_earlier_run_is_not_overwritten(
         (["--resolution", "50"], "not a multiple of the patch size 14"),
         (["--data", "folder"], "needs --data-dir"),
         (["--data", "folder", "--data-dir", "/nonexistent/photos"], "does not exist"),
+        (["--intervene", "register@last:drop"], "unknown intervention mode 'drop'"),
+        (["--intervene", "register@2-40:zero"], "this backbone has blocks 1..2"),
+        (["--intervene", "skip@last:zero"], "only the readout level"),
+        (["--probe", "interventions"], "add --intervene SPEC"),
     ],
-    ids=["probe", "resolution", "no-dir", "missing-dir"],
+    ids=["probe", "resolution", "no-dir", "missing-dir", "mode", "blocks", "skip-level", "no-intervention"],
 )
 def test_bad_options_are_one_line_errors(
     extra: list[str], message: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
@@ -185,6 +189,8 @@ def test_two_processes_give_the_single_process_numbers(
             "--batch-size", "1", "--num-workers", "0", "--accelerator", "cpu", "--devices", devices,
             "--strategy", "ddp" if devices == "2" else "auto", "--save-features", "--layers", "all",
             "--train-data", "folder", "--train-dir", str(photo_dir),  # every rank holds the whole bank
+            "--intervene", "register@last:mean", "patch@1:shuffle", "cls@2:noise:readout",
+            "--reference-limit", "20",  # reduced across ranks, the same bank and partners
         ]  # fmt: skip
         env = {**os.environ, "PYTHONPATH": str(REPO)}
         result = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
@@ -197,6 +203,8 @@ def test_two_processes_give_the_single_process_numbers(
     assert any(name.startswith("linear/") for name in single["results"])
     assert any(name.startswith("depth/") for name in single["results"])
     assert single["results"]["knn/bank_images"] == double["results"]["knn/bank_images"] == 101
+    assert single["run"]["reference"]["num_images"] == double["run"]["reference"]["num_images"] == 20
+    assert "intervened/model/patch@1/shuffle/knn/output/full/k20/top1" in single["results"]
     assert single["results"].keys() == double["results"].keys()
     for name, value in single["results"].items():
         assert double["results"][name] == pytest.approx(value, abs=1e-6), name
