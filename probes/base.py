@@ -194,6 +194,12 @@ class Probe(nn.Module, ABC):
         return ()
 
     @classmethod
+    def run_headlines(cls, results: Mapping[str, float]) -> tuple[Headline, ...]:
+        """The key numbers of a run with these `results`: `headlines` (a probe whose result names
+        depend on the run's options names them from its results instead)."""
+        return cls.headlines()
+
+    @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
         """The probe's figures across runs, by file name (none when no run has its results)."""
         return {}

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from harness import PIXELS, Intervention
-from probes.base import FULL_OUTPUT, Probe, ProbeContext, module_key
+from probes.base import FULL_OUTPUT, Headline, Probe, ProbeContext, module_key
 from probes.knn import SHOWN_K, KnnProbe
 from probes.linear import LinearProbe
 from probes.metrics.cka import SharedReferenceCKA
@@ -135,6 +135,24 @@ class InterventionsProbe(Probe):
                 if not np.isnan(mean):
                     results[f"{prefix}{SHIFT}/{group}"] = mean
         return results
+
+    @classmethod
+    def run_headlines(cls, results: Mapping[str, float]) -> tuple[Headline, ...]:
+        """Per intervention of the run: the cosine of its output to the clean one, and each label
+        probe's full-output accuracy under it."""
+        lines: list[Headline] = []
+        for name in _interventions_in(results):
+            lines.append(
+                (f"intervened/{name}/{COSINE}", f"cosine of output/full under {name} to the clean one")
+            )
+            lines += [
+                (
+                    f"intervened/{name}/{result}",
+                    f"{probe} accuracy of output/full under {name} (clean: {result})",
+                )
+                for probe, result in LABEL_RESULTS
+            ]
+        return tuple(lines)
 
     def _stats(self, key: str) -> ColumnStats:
         return cast(ColumnStats, self.stats[key])

@@ -1,0 +1,108 @@
+"""The interventions probe against numpy (cosine, relative change, CKA, split shift), the wrapper that
+reads a label probe again on an intervened pass, and a run with interventions end to end (results,
+figure, report lines, results.json)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+import evaluate
+from harness import BackboneInfo, Intervention
+from probes import build_probes
+from probes.base import ProbeContext
+from probes.interventions import Intervened, InterventionsProbe
+from probes.oneshot import OneShotProbe
+from tests.conftest import tiny_model, write_labelled_photos
+from tests.probes.metrics.test_cka import gram_linear_cka
+
+INFO = BackboneInfo("tiny", "random", "", 8, 2, 1, 0, 4, False, True)
+MEAN = Intervention(("patch",), (2,), "mean")
+ZERO = Intervention(("cls", "skip"), (2,), "zero", "readout")
+
+
+def batches(count: int = 3, size: int = 7) -> list[dict[str, torch.Tensor]]:
+    generator = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(count):
+        clean = torch.randn(size, 8, generator=generator)
+        split = torch.rand(size, generator=generator)
+        out.append({
+            "output/full": clean,
+            "split/cls": split, "split/patch": 1 - split,
+            MEAN.prefix + "output/full": clean + 0.3 * torch.randn(size, 8, generator=generator),
+            MEAN.prefix + "split/cls": split * 0.5, MEAN.prefix + "split/patch": 1 - split * 0.5,
+            ZERO.prefix + "output/full": torch.randn(size, 8, generator=generator),  # no split: readout@last
+        })  # fmt: skip
+    return out
+
+
+def test_what_each_intervention_does_to_the_output_equals_numpy() -> None:
+    probe = InterventionsProbe.from_context(ProbeContext(INFO, interventions=(MEAN, ZERO)))
+    data = batches()
+    for batch in data:
+        probe.update(batch, torch.full((7,), -1), torch.arange(7))
+    results = probe.compute()
+    clean = np.concatenate([b["output/full"].numpy() for b in data]).astype(np.float64)
+    for intervention in (MEAN, ZERO):
+        prefix = intervention.prefix
+        moved = np.concatenate([b[prefix + "output/full"].numpy() for b in data]).astype(np.float64)
+        cosine = (clean * moved).sum(1) / np.linalg.norm(clean, axis=1) / np.linalg.norm(moved, axis=1)
+        change = np.linalg.norm(moved - clean, axis=1) / np.linalg.norm(clean, axis=1)
+        assert results[prefix + "cosine_to_clean"] == pytest.approx(cosine.mean(), rel=1e-5)
+        assert results[prefix + "cosine_to_clean_std"] == pytest.approx(cosine.std(ddof=0), rel=1e-4)
+        assert results[prefix + "relative_change"] == pytest.approx(change.mean(), rel=1e-5)
+        assert results[prefix + "cka_to_clean"] == pytest.approx(gram_linear_cka(clean, moved), rel=1e-4)
+    shift = np.concatenate([(b[MEAN.prefix + "split/cls"] - b["split/cls"]).numpy() for b in data])
+    assert results[MEAN.prefix + "split_shift/cls"] == pytest.approx(shift.mean(), rel=1e-5)
+    assert ZERO.prefix + "split_shift/cls" not in results  # that pass reports no split
+
+
+def test_a_label_probe_reads_the_intervened_pass_under_its_prefix() -> None:
+    """The wrapped one-shot probe on the intervened entries equals a plain one-shot probe fed the
+    intervened outputs under their clean names; its results carry the intervention's prefix."""
+    labels = torch.arange(21) % 3
+    context = ProbeContext(INFO, class_names=("a", "b", "c"), episodes=3, interventions=(ZERO,))
+    built = build_probes(["oneshot"], context)
+    wrapped = built[f"oneshot@{ZERO.name}"]
+    assert isinstance(wrapped, Intervened) and set(built) == {"oneshot", f"oneshot@{ZERO.name}"}
+    plain = OneShotProbe.from_context(
+        ProbeContext(INFO, ("a", "b", "c"), episodes=3, only_variants=("output/full",))
+    )
+    for i, batch in enumerate(batches()):
+        wrapped.update(batch, labels[7 * i : 7 * i + 7], torch.arange(7 * i, 7 * i + 7))
+        plain.update(
+            {"output/full": batch[ZERO.prefix + "output/full"]},
+            labels[7 * i : 7 * i + 7],
+            torch.arange(7 * i, 7 * i + 7),
+        )
+    expected = {ZERO.prefix + name: value for name, value in plain.compute().items()}
+    assert wrapped.compute() == expected
+    assert ZERO.prefix + "oneshot/output/full/top1" in expected
+    assert not any("output/patch" in name for name in expected)  # that pass reports output/full only
+
+
+def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    tiny_model(registers=4, hidden=32, heads=2, layers=3, patch=14, image=56).save_pretrained(model)
+    write_labelled_photos(tmp_path / "photos", per_class=4)
+    argv = ["--backbone", str(model), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
+            "--probe", "oneshot", "--resolution", "56", "--num-workers", "0", "--batch-size", "5",
+            "--intervene", "register@last:shuffle", "cls+skip@3:zero:readout",
+            "--output", str(tmp_path / "run")]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    summary = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert summary["run"]["probes"] == ["oneshot", "interventions"]
+    assert summary["run"]["interventions"] == ["model/register@3/shuffle", "readout/cls+skip@3/zero"]
+    assert summary["run"]["reference"]["num_images"] == 12
+    results = summary["results"]
+    for name in summary["run"]["interventions"]:
+        assert -1 <= results[f"intervened/{name}/cosine_to_clean"] <= 1
+        assert f"intervened/{name}/oneshot/output/full/top1" in results
+    assert (tmp_path / "run" / "figures" / "interventions.png").is_file()
+    report = (tmp_path / "run" / "report.md").read_text()
+    assert "cosine of output/full under model/register@3/shuffle to the clean one" in report
