@@ -226,10 +226,26 @@ class ReferenceStatistics:
         return hashes[kept], indices[kept], values[kept]
 
     def reduce(self) -> None:
-        """Combine every rank's statistics (a no-op in one process); every rank then holds the same.
-        Each rank must hold the same keys (every rank runs the same interventions)."""
+        """Combine every rank's statistics (a no-op in one process); every rank then holds the same,
+        also a rank that saw no reference image (its keys are taken from the others')."""
         if not (torch.distributed.is_available() and torch.distributed.is_initialized()):
             return
+        shapes: list[dict[ReferenceKey, tuple[int, ...]] | None] = [None] * torch.distributed.get_world_size()
+        torch.distributed.all_gather_object(
+            shapes, {key: tuple(total.shape) for key, total in self.sums.items()}
+        )
+        device = _collective_device(self.sums.values())
+        for part in shapes:
+            for key, shape in (part or {}).items():
+                if key not in self.sums:  # nothing seen here: zeros, and an empty bank
+                    self.sums[key] = torch.zeros(shape, dtype=torch.float64, device=device)
+                    self.squares[key] = torch.zeros(shape, dtype=torch.float64, device=device)
+                    self.counts[key] = torch.zeros((), dtype=torch.long, device=device)
+                    self.banks[key] = (
+                        torch.zeros(0, dtype=torch.float64, device=device),
+                        torch.zeros(0, dtype=torch.long, device=device),
+                        torch.zeros((0, *shape), device=device),
+                    )
         for key in sorted(self.sums, key=lambda k: (k.level, k.target, k.block)):
             for table in (self.sums, self.squares, self.counts):
                 torch.distributed.all_reduce(table[key])
@@ -277,6 +293,15 @@ class ReferenceStatistics:
         second = uniform_hash(keys, self.seed + 3)
         normal = torch.sqrt(-2 * torch.log(first)) * torch.cos(2 * math.pi * second)  # Box-Muller
         return mean + std * normal.view(-1, rows, hidden).float()
+
+
+def _collective_device(held: Iterable[Tensor]) -> torch.device:
+    """Where this rank's collectives run: where its statistics are, else the backend's device."""
+    for tensor in held:
+        return tensor.device
+    if torch.distributed.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
 
 
 def _gather(tensor: Tensor) -> Tensor:
