@@ -64,9 +64,8 @@ def main() -> None:
             pixels, indices, parsed["register@last: 4 modes"], ReferenceStatistics(bank_size=args.batch_size)
         )
         times = paired_times(functions, args.repeats)
-    print(
-        f"{args.backbone}, {depth} blocks, {args.resolution} px, batch {args.batch_size}, {args.repeats} rounds"
-    )
+    shape = f"{depth} blocks, {args.resolution} px, batch {args.batch_size}"
+    print(f"{args.backbone}, {shape}, {args.repeats} rounds")
     print("| pass | s / batch | x clean |\n|---|---|---|")
     for name, values in times.items():
         print(f"| {name} | {statistics.median(values):.3f} | {median_ratio(values, times['clean']):.2f} |")
