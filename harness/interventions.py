@@ -115,6 +115,10 @@ class Intervention:
         """The prefix of this intervention's entries in a decomposition."""
         return f"{INTERVENTION_PREFIX}{self.name}/"
 
+    def absent_targets(self, groups: Sequence[str]) -> tuple[str, ...]:
+        """The target groups a model with token `groups` lacks (registers of a model without any)."""
+        return tuple(target for target in self.targets if target in GROUPS and target not in groups)
+
     def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
         """The variants a pass under this intervention reports, where fewer than the clean pass:
         only `output/full` (and `projection/full`) when it rebuilds the last block's [CLS] row at

@@ -87,8 +87,6 @@ class InterventionsProbe(Probe):
         self, interventions: Sequence[Intervention], width: int, split_groups: Sequence[str]
     ) -> None:
         super().__init__()
-        if not interventions:
-            raise ValueError("the interventions probe needs --intervene")
         self.interventions = tuple(interventions)
         self.split_groups = tuple(split_groups)
         self.stats = nn.ModuleDict(
@@ -195,21 +193,47 @@ class InterventionsProbe(Probe):
 
     @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
-        """The cosine of each intervention's output to the clean one, per model."""
-        names = sorted({name for item in compared for name in _interventions_in(item.run.results)})
+        """Per intervention and model: the cosine of the output to the clean one and, where every run
+        has a label probe, the drop of its full-output accuracy (a cosine near 1 can hide a large drop:
+        what the class needs may be a small part of the output)."""
+        names = list(dict.fromkeys(name for item in compared for name in _interventions_in(item.run.results)))
         if not names:
             return {}
-        figure, axis = subplots(figsize=(max(6.0, 1.2 * len(names) + 3), 4))
+        label = next(
+            (
+                (probe, result)
+                for probe, result in LABEL_RESULTS
+                if all(result in item.run.results for item in compared)
+            ),
+            None,
+        )
+        rows = 2 if label else 1
+        figure, axes = subplots(
+            rows, 1, figsize=(max(6.0, 1.2 * len(names) + 3), 3.5 * rows + 1), squeeze=False
+        )
         width = 0.8 / len(compared)
         positions = np.arange(len(names))
         for offset, item in enumerate(compared):
-            values = [item.run.results.get(f"intervened/{name}/{COSINE}", np.nan) for name in names]
-            axis.bar(positions + offset * width - 0.4 + width / 2, values, width=width, label=item.label)
-        axis.set_xticks(positions, names, rotation=30, ha="right")
-        axis.set_ylabel("cosine to the clean output/full")
-        axis.set_ylim(0, 1.05)
-        axis.legend()
-        axis.set_title("What each intervention does to the output, per model")
+            results = item.run.results
+            shift = positions + offset * width - 0.4 + width / 2
+            cosines = [results.get(f"intervened/{name}/{COSINE}", np.nan) for name in names]
+            axes[0, 0].bar(shift, cosines, width, label=item.label)
+            if label:
+                result = label[1]
+                drops = [
+                    results[result] - results.get(f"intervened/{name}/{result}", np.nan) for name in names
+                ]
+                axes[1, 0].bar(shift, drops, width, label=item.label)
+        axes[0, 0].set_ylabel("cosine to the clean output/full")
+        axes[0, 0].set_ylim(0, 1.05)
+        axes[0, 0].legend(loc="lower left")
+        axes[0, 0].set_title("What each intervention does to the output, per model")
+        if label:
+            axes[1, 0].axhline(0, color="black", linewidth=0.8)
+            axes[1, 0].set_ylabel(f"{label[0]} accuracy drop\n(clean - intervened)")
+        for row in range(rows):
+            shown = names if row == rows - 1 else [""] * len(names)
+            axes[row, 0].set_xticks(positions, shown, rotation=30, ha="right")
         figure.tight_layout()
         return named("compare_interventions.png", figure)
 

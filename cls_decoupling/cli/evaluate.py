@@ -376,6 +376,26 @@ def intervention_blocks(text: str, num_layers: int | None) -> Intervention:
         raise UserError(str(error)) from None
 
 
+def applicable_interventions(
+    texts: Sequence[str], info: BackboneInfo
+) -> tuple[tuple[Intervention, ...], dict[str, str]]:
+    """The `--intervene` specs parsed for this backbone, and those left out (name -> why): a target
+    group the model lacks (registers of a model without any) is skipped and recorded, so one
+    command can compare models with and without that group."""
+    from harness.tokens import present_groups
+
+    groups = present_groups(info.num_registers, info.num_distillation)
+    kept, skipped = [], {}
+    for text in texts:
+        intervention = intervention_blocks(text, info.num_layers)
+        if absent := intervention.absent_targets(groups):
+            skipped[intervention.name] = f"this model has no {', '.join(absent)} tokens"
+            log.warning("--intervene %s: skipped, %s", text, skipped[intervention.name])
+        else:
+            kept.append(intervention)
+    return tuple(kept), skipped
+
+
 def _locked(output: Path) -> contextlib.AbstractContextManager[None]:
     """The output folder's lock on the process that writes (global rank 0: rank 0 of node 0, as the
     launchers' environment says before the Trainer starts); nothing on the others."""
@@ -442,9 +462,7 @@ def run_one(
     backbone, layers = load_checked_backbone(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
-    interventions = tuple(
-        intervention_blocks(text, backbone.info.num_layers) for text in probes.interventions
-    )
+    interventions, skipped_interventions = applicable_interventions(probes.interventions, backbone.info)
     forward = dataclasses.replace(selection.forward_options(layers, probes.seed), interventions=interventions)
     bank, train_description = None, None
     if probes.train is not None:
@@ -494,6 +512,7 @@ def run_one(
             max_pooler_error=module.max_pooler_error,
             torch=torch.__version__,
             interventions=tuple(intervention.name for intervention in interventions),
+            skipped_interventions=skipped_interventions,
             reference=reference_description,
         ),
         module.results,

@@ -106,6 +106,7 @@ class RunSettings:
     max_pooler_error: float | None = None  # backbone pass
     torch: str = ""
     interventions: tuple[str, ...] = ()  # backbone pass: `Intervention.name` of each --intervene
+    skipped_interventions: Mapping[str, str] = field(default_factory=dict)  # name -> why (backbone pass)
     reference: Mapping[str, Any] | None = None  # backbone pass: the reference images' description
 
     BACKBONE_PASS = (
@@ -117,6 +118,7 @@ class RunSettings:
         "compile",
         "max_pooler_error",
         "interventions",
+        "skipped_interventions",
         "reference",
     )
 
@@ -127,9 +129,10 @@ class RunSettings:
             "layers": list(self.layers),
             "skipped_probes": dict(self.skipped_probes),
             "interventions": list(self.interventions),
+            "skipped_interventions": dict(self.skipped_interventions),
         }
-        if not self.interventions:  # written only when asked (results.json of earlier runs stays as it was)
-            del data["interventions"], data["reference"]
+        if not self.interventions and not self.skipped_interventions:  # written only when asked
+            del data["interventions"], data["skipped_interventions"], data["reference"]
         if self.timings is not None:
             data["timings"] = dict(self.timings)
         return {key: value for key, value in data.items() if not (replayed and key in self.BACKBONE_PASS)}

@@ -92,13 +92,17 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
     write_labelled_photos(tmp_path / "photos", per_class=4)
     argv = ["--backbone", str(model), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
             "--probe", "oneshot", "--resolution", "56", "--num-workers", "0", "--batch-size", "5",
-            "--intervene", "register@last:shuffle", "cls+skip@3:zero:readout",
+            "--intervene", "register@last:shuffle", "cls+skip@3:zero:readout", "distillation@2:zero",
             "--output", str(tmp_path / "run")]  # fmt: skip
     assert evaluate.main(argv) == 0
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["run"]["probes"] == ["oneshot", "interventions"]
     assert summary["run"]["interventions"] == ["model/register@3/shuffle", "readout/cls+skip@3/zero"]
     assert summary["run"]["reference"]["num_images"] == 12
+    # a group the model lacks: left out, and why (so one command compares models with and without it)
+    assert summary["run"]["skipped_interventions"] == {
+        "model/distillation@2/zero": "this model has no distillation tokens"
+    }
     results = summary["results"]
     for name in summary["run"]["interventions"]:
         assert -1 <= results[f"intervened/{name}/cosine_to_clean"] <= 1
