@@ -11,6 +11,7 @@ split), and the wrapped probes' results under the same prefix (`.../knn/output/f
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -189,7 +190,46 @@ class InterventionsProbe(Probe):
             axis.invert_yaxis()
         figure.suptitle(f"Interventions: {run_title(run)}")
         figure.tight_layout()
-        return named("interventions.png", figure)
+        return named("interventions.png", figure) | named(
+            "interventions_blocks.png", cls._over_blocks(run, names)
+        )
+
+    @classmethod
+    def _over_blocks(cls, run: RunView, names: Sequence[str]) -> Figure | None:
+        """The interventions given at two or more single blocks (e.g. `register@1:mean` ...
+        `register@12:mean`): cosine to the clean output, and the first label probe's accuracy drop,
+        over the block (None when there are none)."""
+        series: dict[str, list[tuple[int, str]]] = {}
+        for name in names:
+            if match := _SINGLE_BLOCK.match(name):
+                series.setdefault(f"{match['level']}/{match['targets']}/{match['mode']}", []).append(
+                    (int(match["block"]), name)
+                )
+        series = {label: sorted(points) for label, points in series.items() if len(points) >= 2}
+        if not series:
+            return None
+        label = next((pair for pair in LABEL_RESULTS if pair[1] in run.results), None)
+        rows = 2 if label else 1
+        figure, axes = subplots(rows, 1, figsize=(7, 3.2 * rows + 0.8), squeeze=False, sharex=True)
+        for curve, points in series.items():
+            blocks = [block for block, _ in points]
+            axes[0, 0].plot(
+                blocks, [run.results[f"intervened/{n}/{COSINE}"] for _, n in points], "o-", label=curve
+            )
+            if label:
+                clean = run.results[label[1]]
+                drops = [clean - run.results.get(f"intervened/{n}/{label[1]}", np.nan) for _, n in points]
+                axes[1, 0].plot(blocks, drops, "o-", label=curve)
+        axes[0, 0].set_ylabel("cosine to the clean output/full")
+        axes[0, 0].legend()
+        if label:
+            axes[1, 0].axhline(0, color="black", linewidth=0.8)
+            axes[1, 0].set_ylabel(f"{label[0]} accuracy drop")
+        axes[-1, 0].set_xlabel("block of the intervention")
+        axes[-1, 0].set_xticks(sorted({block for points in series.values() for block, _ in points}))
+        figure.suptitle(f"Interventions over blocks: {run_title(run)}")
+        figure.tight_layout()
+        return figure
 
     @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
@@ -236,6 +276,12 @@ class InterventionsProbe(Probe):
             axes[row, 0].set_xticks(positions, shown, rotation=30, ha="right")
         figure.tight_layout()
         return named("compare_interventions.png", figure)
+
+
+_SINGLE_BLOCK = re.compile(
+    r"^(?P<level>model|readout)/(?P<targets>[a-z_+]+)@(?P<block>\d+)/(?P<mode>[a-z]+)$"
+)
+"""An intervention's name at one block."""
 
 
 def _interventions_in(results: Mapping[str, float]) -> list[str]:

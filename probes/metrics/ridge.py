@@ -55,6 +55,8 @@ def _ridge_solve(
     centred_xx = xx - n * torch.outer(mean_x, mean_x)
     centred_xy = xy - n * torch.outer(mean_x, mean_y)
     alpha = relative_alpha * float(torch.trace(centred_xx)) / xx.shape[0]
+    if not alpha > 0:  # features that never vary (an intervention can make them so): W = 0, the prior decides
+        alpha = 1.0
     identity = torch.eye(xx.shape[0], dtype=xx.dtype, device=xx.device)
     weight = torch.linalg.solve(centred_xx + alpha * identity, centred_xy)
     return weight, mean_y - mean_x @ weight, alpha

@@ -94,3 +94,15 @@ def test_functional_form_equals_the_metric() -> None:
     assert functional["alpha"].item() == pytest.approx(computed["alpha"].item(), rel=1e-9)
     for k in (1, 5):
         assert functional[f"top{k}"].item() == pytest.approx(computed[f"{variant}/top{k}"].item(), abs=1e-12)
+
+
+def test_features_that_never_vary_give_the_class_prior() -> None:
+    """An intervention can make every image's output the same (all patches zeroed at the first
+    block): the classifier then has nothing to read and predicts the most frequent training class,
+    as scikit-learn does with any alpha, instead of failing on a singular system."""
+    labels = torch.tensor([0, 0, 0, 1, 1, 2] * 4)
+    constant = torch.ones(len(labels), 5)
+    functional = ridge_accuracy(constant[:12], labels[:12], constant[12:], labels[12:], num_classes=3)
+    classifier = RidgeClassifier(alpha=1.0).fit(constant[:12].numpy(), labels[:12].numpy())
+    expected = float(np.mean(classifier.predict(constant[12:].numpy()) == labels[12:].numpy()))
+    assert functional["top1"].item() == pytest.approx(expected) == pytest.approx(0.5)
