@@ -92,12 +92,15 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
     write_labelled_photos(tmp_path / "photos", per_class=4)
     argv = ["--backbone", str(model), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
             "--probe", "oneshot", "--resolution", "56", "--num-workers", "0", "--batch-size", "5",
-            "--intervene", "register@last:shuffle", "cls+skip@3:zero:readout", "distillation@2:zero",
+            "--intervene", "register@2:shuffle", "register@last:shuffle", "cls+skip@3:zero:readout",
+            "distillation@2:zero",
             "--output", str(tmp_path / "run")]  # fmt: skip
     assert evaluate.main(argv) == 0
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["run"]["probes"] == ["oneshot", "interventions"]
-    assert summary["run"]["interventions"] == ["model/register@3/shuffle", "readout/cls+skip@3/zero"]
+    assert summary["run"]["interventions"] == [
+        "model/register@2/shuffle", "model/register@3/shuffle", "readout/cls+skip@3/zero",
+    ]  # fmt: skip
     assert summary["run"]["reference"]["num_images"] == 12
     # a group the model lacks: left out, and why (so one command compares models with and without it)
     assert summary["run"]["skipped_interventions"] == {
@@ -107,6 +110,7 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
     for name in summary["run"]["interventions"]:
         assert -1 <= results[f"intervened/{name}/cosine_to_clean"] <= 1
         assert f"intervened/{name}/oneshot/output/full/top1" in results
-    assert (tmp_path / "run" / "figures" / "interventions.png").is_file()
+    for figure in ("interventions.png", "interventions_blocks.png"):  # register/shuffle at blocks 2 and 3
+        assert (tmp_path / "run" / "figures" / figure).is_file()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "cosine of output/full under model/register@3/shuffle to the clean one" in report
