@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+from torch.utils.hooks import RemovableHandle
 
 from cls_decoupling.hashing import uniform_hash
 from harness.decomposition import (
@@ -401,6 +402,16 @@ def intervened_names(interventions: Iterable[Intervention], names: Sequence[str]
     return tuple(intervention.prefix + name for intervention in interventions for name in names)
 
 
+@contextlib.contextmanager
+def _removed_after(handles: Sequence[RemovableHandle]) -> Iterator[None]:
+    """The hooks of `handles` for the length of the block, removed however it ends."""
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 OnBlockEnd = Callable[[Tensor, Tensor, Tensor, Tensor], "Tensor | None"]
 """Called when a tapped block ends with its input, keys (as its softmax sees them), values and output;
 returns the output to use instead, or None to keep it."""
@@ -425,17 +436,13 @@ def tapped(
         keys = backbone.family.attention_keys(kept.pop("keys"), layout)
         return on_end(kept.pop("input"), keys, kept.pop("values"), output)
 
-    handles = [
+    with _removed_after([
         block.register_forward_pre_hook(keep("input")),
         view.attention.k_proj.register_forward_hook(keep("keys")),
         view.attention.v_proj.register_forward_hook(keep("values")),
         block.register_forward_hook(end),
-    ]
-    try:
+    ]):  # fmt: skip
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextlib.contextmanager
@@ -458,12 +465,8 @@ def replacing_rows(
         return replace
 
     blocks = backbone.family.blocks
-    handles = [blocks[n - 1].register_forward_pre_hook(hook_for(n)) for n in intervention.blocks]
-    try:
+    with _removed_after([blocks[n - 1].register_forward_pre_hook(hook_for(n)) for n in intervention.blocks]):
         yield
-    finally:
-        for handle in handles:
-            handle.remove()
 
 
 @contextlib.contextmanager

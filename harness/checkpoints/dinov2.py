@@ -19,6 +19,7 @@ from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, D
 
 from harness.checkpoints.reading import (
     BLOCK_KEY,
+    SHARED_BLOCK_KEYS,
     StateDict,
     block_count,
     first,
@@ -42,20 +43,13 @@ _TOP_LEVEL = {
     "norm.bias": "layernorm.bias",
 }
 _IN_BLOCK = {
-    "norm1.weight": "norm1.weight",
-    "norm1.bias": "norm1.bias",
-    "attn.proj.weight": "attention.o_proj.weight",
-    "attn.proj.bias": "attention.o_proj.bias",
-    "ls1.gamma": "layer_scale1.lambda1",
-    "norm2.weight": "norm2.weight",
-    "norm2.bias": "norm2.bias",
+    **SHARED_BLOCK_KEYS,
     "mlp.fc1.weight": "mlp.fc1.weight",
     "mlp.fc1.bias": "mlp.fc1.bias",
     "mlp.fc2.weight": "mlp.fc2.weight",
     "mlp.fc2.bias": "mlp.fc2.bias",
     "mlp.w3.weight": "mlp.down_proj.weight",
     "mlp.w3.bias": "mlp.down_proj.bias",
-    "ls2.gamma": "layer_scale2.lambda1",
 }
 
 

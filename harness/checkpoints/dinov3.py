@@ -21,6 +21,7 @@ from transformers import DINOv3ViTConfig, DINOv3ViTModel
 
 from harness.checkpoints.reading import (
     BLOCK_KEY,
+    SHARED_BLOCK_KEYS,
     StateDict,
     block_count,
     first,
@@ -42,13 +43,7 @@ _TOP_LEVEL = {
     "norm.bias": "norm.bias",
 }
 _IN_BLOCK = {
-    "norm1.weight": "norm1.weight",
-    "norm1.bias": "norm1.bias",
-    "attn.proj.weight": "attention.o_proj.weight",
-    "attn.proj.bias": "attention.o_proj.bias",
-    "ls1.gamma": "layer_scale1.lambda1",
-    "norm2.weight": "norm2.weight",
-    "norm2.bias": "norm2.bias",
+    **SHARED_BLOCK_KEYS,
     "mlp.fc1.weight": "mlp.up_proj.weight",
     "mlp.fc1.bias": "mlp.up_proj.bias",
     "mlp.fc2.weight": "mlp.down_proj.weight",
@@ -59,7 +54,6 @@ _IN_BLOCK = {
     "mlp.w2.bias": "mlp.up_proj.bias",
     "mlp.w3.weight": "mlp.down_proj.weight",
     "mlp.w3.bias": "mlp.down_proj.bias",
-    "ls2.gamma": "layer_scale2.lambda1",
 }
 _TRAINING_ONLY = ("local_cls_norm.",)
 

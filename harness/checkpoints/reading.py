@@ -19,6 +19,18 @@ TRAINING_CHECKPOINT_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
 BLOCK_KEY = re.compile(r"^blocks\.(?:\d+\.)?(\d+)\.(.+)$")
 """`blocks.<i>.<name>`, also the chunked `blocks.<chunk>.<i>.<name>` form of DINOv2's training."""
+SHARED_BLOCK_KEYS = {
+    "norm1.weight": "norm1.weight",
+    "norm1.bias": "norm1.bias",
+    "attn.proj.weight": "attention.o_proj.weight",
+    "attn.proj.bias": "attention.o_proj.bias",
+    "ls1.gamma": "layer_scale1.lambda1",
+    "norm2.weight": "norm2.weight",
+    "norm2.bias": "norm2.bias",
+    "ls2.gamma": "layer_scale2.lambda1",
+}
+"""The in-block names DINOv2's and DINOv3's repositories share (one lineage), and transformers' for
+them; each layout adds its MLP's."""
 _WRAPPERS = ("teacher", "model", "state_dict")
 _WRAPPER_PREFIXES = ("module.", "backbone.")
 _HEAD_PREFIXES = ("dino_head.", "ibot_head.", "head.")
