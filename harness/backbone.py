@@ -524,10 +524,13 @@ class DecomposingBackbone(nn.Module):
                     pixel_values, decomposition[ATTENTION_MAP], capture.pooled, capture.layout, indices,
                     tuple(deletion), deletion_seed,
                 )  # fmt: skip
+        pooler_error = decomposition.pooler_error
         for intervention in interventions:
-            intervened = self.intervened(capture, intervention, indices, reference)
+            intervened, error = self.intervened(capture, intervention, indices, reference)
             extra |= {intervention.prefix + name: tensor for name, tensor in intervened.items()}
-        return Decomposition({**decomposition, **extra}, capture.layout, decomposition.pooler_error)
+            if error is not None:  # the intervened pass's decomposition is checked as the clean one is
+                pooler_error = torch.maximum(pooler_error, error)
+        return Decomposition({**decomposition, **extra}, capture.layout, pooler_error)
 
     def intervened(
         self,
@@ -535,12 +538,13 @@ class DecomposingBackbone(nn.Module):
         intervention: Intervention,
         indices: Tensor,
         reference: ReferenceStatistics | None = None,
-    ) -> dict[str, Tensor]:
+    ) -> tuple[dict[str, Tensor], Tensor | None]:
         """What the pass under `intervention` reports, run from the input of its first block (kept by
         `capture(..., inputs_of=...)`; the blocks before it are not run again): the model's output
         `output/full` (and `projection/full`) and, unless the intervention rebuilds the last block's
         [CLS] row itself (readout level at the last block), its last block's decomposition: every
-        variant, split and the attention map (names without the intervention's prefix)."""
+        variant, split and the attention map (names without the intervention's prefix); with that
+        decomposition's pooler error (None without one)."""
         start = intervention.blocks[0]
         if start not in capture.block_inputs:
             raise ValueError(
@@ -552,8 +556,9 @@ class DecomposingBackbone(nn.Module):
         with (
             self._running(eager=intervention.blocks),
             self._starting_at(start),
-            recorder.attach(),
+            # the replacement's hooks first: the recorder's then keep the inputs as the blocks get them
             apply(self, intervention, layout, indices, reference),
+            recorder.attach(),
         ):
             last = self.family.encode(capture.block_inputs[start], layout)
             pooled = self.family.final_norm(last[:, 0]).float()
@@ -561,10 +566,10 @@ class DecomposingBackbone(nn.Module):
         if self.family.projection is not None:
             output |= projection_readout(self.family.projection, output)
         if intervention.reported_variants(self.info.num_layers) is not None:
-            return output  # the last block's decomposition describes the [CLS] row before the rebuild
+            return output, None  # the last block's decomposition describes the [CLS] row before the rebuild
         decomposition = self.decompose(recorder.capture(pooled))
         kept = {name: t for name, t in decomposition.items() if name.split("/")[0] in _INTERVENED_KINDS}
-        return kept | output
+        return kept | output, decomposition.pooler_error
 
     def record_reference(
         self,

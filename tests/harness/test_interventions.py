@@ -125,14 +125,17 @@ def test_model_level_zero_is_the_models_own_forward_with_those_rows_zeroed(
 ) -> None:
     backbone = DecomposingBackbone.from_model(FAMILIES[family]())
     assert backbone.info.family == family
-    targets = ["patch", "high_norm"] + (["register"] if backbone.info.num_registers else [])
+    targets = ["patch", "high_norm", "cls"] + (["register"] if backbone.info.num_registers else [])
     targets += ["distillation"] if backbone.info.num_distillation else []
     for target in targets:
-        for block in (1, 2):
+        for block in (1, 3):
             intervention = Intervention((target,), (block,), "zero")
-            got = backbone(pixels, interventions=[intervention])[intervention.prefix + "output/full"]
+            decomposition = backbone(pixels, interventions=[intervention])
+            got = decomposition[intervention.prefix + "output/full"]
             expected = own_forward_with_rows_replaced(backbone, pixels, block, target, torch.zeros_like)
             assert_close(got, expected, **scaled(expected))
+            # the intervened pass's last block decomposes its own input: it rebuilds that output
+            assert decomposition.pooler_error < 1e-5 * expected.abs().max()
             if target == "patch":  # the test can fail: zeroing every patch moves the output
                 assert (got - backbone(pixels)["output/full"]).abs().max() > 1e-3 * expected.abs().max()
 
