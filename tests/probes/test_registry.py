@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from cls_decoupling.errors import UserError
-from harness import BackboneInfo
+from harness import BackboneInfo, Intervention
 from probes import (
     PROBE_CLASSES,
     PROBES,
@@ -53,7 +53,11 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     bank = {name for name, probe in PROBES.items() if probe.needs_bank}
     opt_in = {name for name, probe in PROBES.items() if probe.opt_in}
     assert labelled == {"oneshot", "linear", "knn"} and bank == {"knn"} and opt_in == {"deletion"}
-    assert pixels == {"maps", "deletion"} and layers == {"depth", "cka_layers"}
+    interventions = {name for name, probe in PROBES.items() if probe.needs_interventions}
+    assert pixels == {"maps", "deletion", "interventions"} and layers == {"depth", "cka_layers"}
+    assert interventions == {"interventions"}
+    readable = {name for name, probe in PROBES.items() if probe.under_interventions}
+    assert readable == {"oneshot", "linear", "knn"}  # they read output variants only
     assert unsaved == pixels | {"cka_layers"}
     everything = [n for n in PROBES if n not in opt_in]
     assert parse_probe_names("all") == everything
@@ -178,10 +182,13 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
     backbone = wrap(tiny_model(registers=4))
     tiny = backbone.info
     bank = KnnBank(torch.randn(9, tiny.hidden_size), torch.arange(9) % 3, ("a", "b", "c"))
-    context = ProbeContext(tiny, ("a", "b", "c"), resolution=32, layers=(1, 2), bank=bank)
+    interventions = (Intervention(("register",), (1,), "zero"), Intervention(("register",), (2,), "zero"))
+    context = ProbeContext(
+        tiny, ("a", "b", "c"), resolution=32, layers=(1, 2), bank=bank, interventions=interventions
+    )
     built = build_probes(list(PROBES), context)
     pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS)
+    decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, interventions=interventions)
     feed(built.values(), decomposition, pixels, torch.arange(12) % 3, torch.arange(12))
     results = {name: value for probe in built.values() for name, value in probe.compute().items()}
     arrays = {name: value for probe in built.values() for name, value in probe.arrays().items()}
@@ -210,6 +217,8 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
     for probe in PROBE_CLASSES:
         for name, _ in probe.headlines():
             assert name in results, (probe.name, name)
+        shown = [name for name, _ in probe.run_headlines(results) if name in results]
+        assert len(shown) >= len(probe.headlines()), probe.name  # named from the run's results
         figures = {**probe.figures(run), **probe.comparison_figures([Labelled("a", run), Labelled("b", run)])}
         assert figures, f"{probe.name} drew no figure"
         for file_name, figure in figures.items():
@@ -217,4 +226,10 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
             plt.close(figure)
         empty = InMemoryRun({}, {})
         assert probe.figures(empty) == {} and probe.comparison_figures([Labelled("a", empty)]) == {}
-    assert {"knn.png", "compare_knn.png"} <= set(drawn)
+    assert {"knn.png", "compare_knn.png", "interventions_blocks.png"} <= set(drawn)
+    shown = {name for name, _ in PROBES["interventions"].run_headlines(results) if name in results}
+    for intervention in interventions:  # its cosine and the label probes read again under it
+        assert {
+            intervention.prefix + "cosine_to_clean",
+            intervention.prefix + "knn/output/full/k20/top1",
+        } <= shown
