@@ -144,8 +144,11 @@ class Probe(nn.Module, ABC):
         reads_head: True for the probe that applies a head of train_probe.py (`--head`).
         needs_interventions: True for probes that read passes under interventions (`--intervene`):
             left out of `all` without them.
-        under_interventions: True for probes that read only output variants, and so can be read
-            again on every pass under an intervention (`probes.interventions.Intervened`).
+        under_interventions: what lets the probe be read again on a pass under an intervention
+            (`probes.interventions.Intervened`): "outputs" (it reads output variants only: every
+            such pass), "decomposition" (it reads the last block's variants and splits: every pass
+            but one that rebuilds the last block's [CLS] row, readout level at the last block), or
+            "" (it reads what those passes do not report).
     """
 
     name: ClassVar[str]
@@ -158,7 +161,7 @@ class Probe(nn.Module, ABC):
     needs_hidden_states: ClassVar[bool] = False
     reads_head: ClassVar[bool] = False
     needs_interventions: ClassVar[bool] = False
-    under_interventions: ClassVar[bool] = False
+    under_interventions: ClassVar[str] = ""
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)

@@ -34,6 +34,7 @@ class CKAProbe(Probe):
     """
 
     name = "cka"
+    under_interventions = "decomposition"
     position = 20
     TITLE: ClassVar[str] = "Linear CKA"
     ESTIMATORS: ClassVar[tuple[str, ...]] = ESTIMATORS

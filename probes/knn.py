@@ -37,7 +37,7 @@ class KnnProbe(Probe):
     name = "knn"
     position = 130
     needs_labels = True
-    under_interventions = True
+    under_interventions = "outputs"
     needs_bank = True
     TOP_K: ClassVar[tuple[int, ...]] = TOP_K
     KS: ClassVar[tuple[int, ...]] = KNN_K

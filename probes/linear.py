@@ -32,7 +32,7 @@ class LinearProbe(Probe):
     name = "linear"
     position = 90
     needs_labels = True
-    under_interventions = True
+    under_interventions = "outputs"
     reads_head = True
     TOP_K: ClassVar[tuple[int, ...]] = TOP_K
     TRAIN_IMAGES: ClassVar[str] = "linear/train_images"

@@ -28,6 +28,7 @@ class NormsProbe(ColumnStatsProbe):
 
     name = "norms"
     position = 50
+    under_interventions = "decomposition"
 
     @staticmethod
     def result_name(variant: str) -> str:

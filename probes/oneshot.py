@@ -29,7 +29,7 @@ class OneShotProbe(Probe):
     name = "oneshot"
     position = 80
     needs_labels = True
-    under_interventions = True
+    under_interventions = "outputs"
     TOP_K: ClassVar[tuple[int, ...]] = TOP_K
     CLASSES: ClassVar[str] = "oneshot/classes"
     SKIPPED_CLASSES: ClassVar[str] = "oneshot/skipped_classes"

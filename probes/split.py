@@ -49,6 +49,7 @@ class SplitProbe(Probe):
 
     name = "split"
     position = 10
+    under_interventions = "decomposition"
 
     @staticmethod
     def columns_for(num_distillation: int = 0) -> tuple[str, ...]:

@@ -33,9 +33,10 @@ def batches(count: int = 3, size: int = 7) -> list[dict[str, torch.Tensor]]:
         split = torch.rand(size, generator=generator)
         out.append({
             "output/full": clean,
-            "split/cls": split, "split/patch": 1 - split,
+            "split/cls": split, "split/register": torch.zeros(size), "split/patch": 1 - split,
             MEAN.prefix + "output/full": clean + 0.3 * torch.randn(size, 8, generator=generator),
-            MEAN.prefix + "split/cls": split * 0.5, MEAN.prefix + "split/patch": 1 - split * 0.5,
+            MEAN.prefix + "split/cls": split * 0.5, MEAN.prefix + "split/register": torch.zeros(size),
+            MEAN.prefix + "split/patch": 1 - split * 0.5,
             ZERO.prefix + "output/full": torch.randn(size, 8, generator=generator),  # no split: readout@last
         })  # fmt: skip
     return out
@@ -114,3 +115,21 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
         assert (tmp_path / "run" / "figures" / figure).is_file()
     report = (tmp_path / "run" / "report.md").read_text()
     assert "cosine of output/full under model/register@3/shuffle to the clean one" in report
+
+
+def test_probes_of_the_decomposition_are_read_again_where_the_pass_reports_one() -> None:
+    """split, cka and norms read the last block's decomposition: built again for a model-level
+    intervention, not for one that rebuilds the last [CLS] row (it reports output/full only)."""
+    context = ProbeContext(INFO, ("a", "b", "c"), interventions=(MEAN, ZERO))
+    built = build_probes(["split", "cka", "norms", "oneshot"], context)
+    assert set(built) == {
+        "split", "cka", "norms", "oneshot",
+        f"split@{MEAN.name}", f"cka@{MEAN.name}", f"norms@{MEAN.name}", f"oneshot@{MEAN.name}",
+        f"oneshot@{ZERO.name}",
+    }  # fmt: skip
+    data = batches()
+    for batch in data:
+        built[f"split@{MEAN.name}"].update(batch, torch.full((7,), -1), torch.arange(7))
+    results = built[f"split@{MEAN.name}"].compute()
+    expected = np.concatenate([b[MEAN.prefix + "split/cls"].numpy() for b in data])
+    assert results[MEAN.prefix + "split/cls/mean"] == pytest.approx(expected.mean(), rel=1e-6)

@@ -56,8 +56,14 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     interventions = {name for name, probe in PROBES.items() if probe.needs_interventions}
     assert pixels == {"maps", "deletion", "interventions"} and layers == {"depth", "cka_layers"}
     assert interventions == {"interventions"}
-    readable = {name for name, probe in PROBES.items() if probe.under_interventions}
-    assert readable == {"oneshot", "linear", "knn"}  # they read output variants only
+    readable = {
+        name: probe.under_interventions for name, probe in PROBES.items() if probe.under_interventions
+    }
+    assert readable == {
+        "oneshot": "outputs", "linear": "outputs", "knn": "outputs",  # output variants only
+        "split": "decomposition", "cka": "decomposition", "cka_debiased": "decomposition",
+        "norms": "decomposition",
+    }  # fmt: skip
     assert unsaved == pixels | {"cka_layers"}
     everything = [n for n in PROBES if n not in opt_in]
     assert parse_probe_names("all") == everything
