@@ -506,7 +506,9 @@ class DecomposingBackbone(nn.Module):
             deletion_seed: seed of the random deletion order.
             interventions: each adds the decomposition of a pass under it, its names prefixed with
                 `Intervention.prefix` (`harness.interventions`); one more pass each, from its first
-                block on.
+                block on. With `deletion`, the deletion passes run under each intervention that
+                allows them (`Intervention.allows_deletion`), ordered by its own attention map and
+                compared with its own output.
             reference: the reference statistics the `mean`, `shuffle` and `noise` interventions read.
         """
         if deletion and any(not 0 < f < 1 for f in deletion):
@@ -527,6 +529,16 @@ class DecomposingBackbone(nn.Module):
         pooler_error = decomposition.pooler_error
         for intervention in interventions:
             intervened, error = self.intervened(capture, intervention, indices, reference)
+            if deletion and intervention.allows_deletion:
+                with (
+                    self._running(eager=intervention.blocks),
+                    # the deletion passes run the three orders as one batch: each image three times
+                    replacing_rows(self, intervention, capture.layout, indices.repeat(3), reference),
+                ):
+                    intervened |= self.deletion_passes(
+                        pixel_values, intervened[ATTENTION_MAP], intervened["output/full"], capture.layout,
+                        indices, tuple(deletion), deletion_seed,
+                    )  # fmt: skip
             extra |= {intervention.prefix + name: tensor for name, tensor in intervened.items()}
             if error is not None:  # the intervened pass's decomposition is checked as the clean one is
                 pooler_error = torch.maximum(pooler_error, error)

@@ -120,6 +120,13 @@ class Intervention:
         """The target groups a model with token `groups` lacks (registers of a model without any)."""
         return tuple(target for target in self.targets if target in GROUPS and target not in groups)
 
+    @property
+    def allows_deletion(self) -> bool:
+        """Whether the deletion passes can run under it: a model-level intervention whose targets sit
+        before the patches (or are the highest-norm token among those left), so the shortened
+        sequences of the deletion passes hold them where the full one does."""
+        return self.level == "model" and "patch" not in self.targets
+
     def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
         """The variants a pass under this intervention reports, where fewer than the clean pass:
         only `output/full` (and `projection/full`) when it rebuilds the last block's [CLS] row at

@@ -147,8 +147,9 @@ class Probe(nn.Module, ABC):
         under_interventions: what lets the probe be read again on a pass under an intervention
             (`probes.interventions.Intervened`): "outputs" (it reads output variants only: every
             such pass), "decomposition" (it reads the last block's variants and splits: every pass
-            but one that rebuilds the last block's [CLS] row, readout level at the last block), or
-            "" (it reads what those passes do not report).
+            but one that rebuilds the last block's [CLS] row, readout level at the last block),
+            "deletion" (it reads the deletion passes, run under the interventions that allow them,
+            `Intervention.allows_deletion`), or "" (it reads what those passes do not report).
     """
 
     name: ClassVar[str]

@@ -42,6 +42,7 @@ class DeletionProbe(ColumnStatsProbe):
     position = 120
     needs_pixels = True  # it needs the backbone's extra passes: no replay from saved features
     opt_in = True
+    under_interventions = "deletion"
     FRACTIONS: ClassVar[tuple[float, ...]] = DELETION_FRACTIONS
 
     @staticmethod

@@ -161,7 +161,8 @@ class ProbeSelection:
         for intervention in context.interventions:  # the probes that can read a pass under one, again
             reported = intervention.reported_variants(context.info.num_layers)
             narrowed = replace(context, only_variants=reported)
-            readable = ("outputs",) if reported is not None else ("outputs", "decomposition")
+            readable: tuple[str, ...] = ("outputs",) if reported is not None else ("outputs", "decomposition")
+            readable += ("deletion",) if intervention.allows_deletion else ()
             for name in [n for n in self.names if PROBES[n].under_interventions in readable]:
                 built[f"{name}@{intervention.name}"] = Intervened(
                     PROBES[name].from_context(narrowed), intervention

@@ -290,3 +290,41 @@ def test_reference_mismatch_and_missing_statistics_are_named(pixels: Tensor) -> 
     backbone.record_reference(torch.randn(2, 3, 32, 32), torch.arange(2), [intervention], reference)
     with pytest.raises(ValueError, match=r"another resolution"):
         backbone(pixels, interventions=[intervention], reference=reference)
+
+
+@torch.no_grad()
+def test_deletion_runs_under_a_model_level_intervention(pixels: Tensor) -> None:
+    """Under `cls+register@2:zero`, the deletion passes order the patches by the intervened pass's own
+    attention map and compare with its own output; checked against the model's own blocks run on the
+    embeddings with those patches removed and a pre-hook zeroing [CLS] and the registers at block 2."""
+    backbone = DecomposingBackbone.from_model(FAMILIES["dinov2"]())
+    intervention = Intervention(("cls", "register"), (2,), "zero")
+    decomposition = backbone(pixels, interventions=[intervention], deletion=(0.25, 0.5))
+    prefix = intervention.prefix
+    layout = backbone.layout_for(pixels)
+    top = decomposition[prefix + "map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
+
+    def zero_cls_and_registers(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
+        tokens = inputs[0].clone()
+        tokens[:, : 1 + layout.num_registers] = 0
+        return (tokens,)
+
+    handle = backbone.family.blocks[1].register_forward_pre_hook(zero_cls_and_registers)
+    try:
+        embeddings = backbone.family.embed(pixels)
+        for column, fraction in enumerate((0.25, 0.5)):
+            kept = top[:, round(fraction * layout.num_patches) :].sort(dim=1).values + layout.num_prefix
+            rows = torch.cat([torch.arange(layout.num_prefix).expand(len(pixels), -1), kept], dim=1)
+            tokens = embeddings.gather(1, rows.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
+            pooled = backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0])
+            expected = nn.functional.cosine_similarity(pooled, decomposition[prefix + "output/full"], dim=-1)
+            assert_close(decomposition[prefix + "deletion/top"][:, column], expected, rtol=0, atol=1e-6)
+    finally:
+        handle.remove()
+    # the clean curves are the clean pass's; a patch intervention has none (its rows are deleted)
+    assert not torch.equal(decomposition["deletion/top"], decomposition[prefix + "deletion/top"])
+    patch = Intervention(("patch",), (2,), "zero")
+    assert not any(
+        name.startswith(patch.prefix + "deletion/")
+        for name in backbone(pixels, interventions=[patch], deletion=(0.5,))
+    )

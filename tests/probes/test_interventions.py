@@ -92,13 +92,13 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
     tiny_model(registers=4, hidden=32, heads=2, layers=3, patch=14, image=56).save_pretrained(model)
     write_labelled_photos(tmp_path / "photos", per_class=4)
     argv = ["--backbone", str(model), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
-            "--probe", "oneshot", "--resolution", "56", "--num-workers", "0", "--batch-size", "5",
+            "--probe", "oneshot,deletion", "--resolution", "56", "--num-workers", "0", "--batch-size", "5",
             "--intervene", "register@2:shuffle", "register@last:shuffle", "cls+skip@3:zero:readout",
             "distillation@2:zero",
             "--output", str(tmp_path / "run")]  # fmt: skip
     assert evaluate.main(argv) == 0
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
-    assert summary["run"]["probes"] == ["oneshot", "interventions"]
+    assert summary["run"]["probes"] == ["oneshot", "deletion", "interventions"]
     assert summary["run"]["interventions"] == [
         "model/register@2/shuffle", "model/register@3/shuffle", "readout/cls+skip@3/zero",
     ]  # fmt: skip
@@ -111,6 +111,9 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
     for name in summary["run"]["interventions"]:
         assert -1 <= results[f"intervened/{name}/cosine_to_clean"] <= 1
         assert f"intervened/{name}/oneshot/output/full/top1" in results
+    # deletion curves under the model-level interventions (ordered by their own maps), not the readout one
+    assert "intervened/model/register@3/shuffle/deletion/area/random_minus_top" in results
+    assert not any(name.startswith("intervened/readout/cls+skip@3/zero/deletion/") for name in results)
     for figure in ("interventions.png", "interventions_blocks.png"):  # register/shuffle at blocks 2 and 3
         assert (tmp_path / "run" / "figures" / figure).is_file()
     report = (tmp_path / "run" / "report.md").read_text()
