@@ -266,7 +266,7 @@ class InterventionsProbe(Probe):
                 axes[1, 0].bar(shift, drops, width, label=item.label)
         axes[0, 0].set_ylabel("cosine to the clean output/full")
         axes[0, 0].set_ylim(0, 1.05)
-        axes[0, 0].legend(loc="lower left")
+        axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
         axes[0, 0].set_title("What each intervention does to the output, per model")
         if label:
             axes[1, 0].axhline(0, color="black", linewidth=0.8)
