@@ -1,6 +1,6 @@
-"""Interventions that test the paper's conclusion with fair ablations (docs/design.md#interventions):
-a token group's states, the [CLS] skip stream, or a group's contribution to the [CLS] update are
-replaced at chosen blocks, and the model's output is read again.
+"""Interventions that test the paper's conclusion with fair ablations (docs/design.md, "The
+decomposition", Interventions): a token group's states, the [CLS] skip stream, or a group's
+contribution to the [CLS] update are replaced at chosen blocks, and the model's output is read again.
 
 Two levels, named apart:
 
@@ -402,11 +402,6 @@ def rebuilt_state(terms: Mapping[str, Tensor], replaced: Mapping[str, Tensor]) -
     for target, value in replaced.items():
         state = state - terms[target] + value
     return state[:, 0]
-
-
-def intervened_names(interventions: Iterable[Intervention], names: Sequence[str]) -> tuple[str, ...]:
-    """Every intervention's prefix on every one of `names` (a decomposition's clean names)."""
-    return tuple(intervention.prefix + name for intervention in interventions for name in names)
 
 
 @contextlib.contextmanager

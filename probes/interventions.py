@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness import PIXELS, Intervention
+from harness import INTERVENTION_PREFIX, PIXELS, Intervention
 from probes.base import FULL_OUTPUT, Headline, Probe, ProbeContext, module_key
 from probes.knn import SHOWN_K, KnnProbe
 from probes.linear import LinearProbe
@@ -142,11 +142,14 @@ class InterventionsProbe(Probe):
         lines: list[Headline] = []
         for name in _interventions_in(results):
             lines.append(
-                (f"intervened/{name}/{COSINE}", f"cosine of output/full under {name} to the clean one")
+                (
+                    f"{INTERVENTION_PREFIX}{name}/{COSINE}",
+                    f"cosine of output/full under {name} to the clean one",
+                )
             )
             lines += [
                 (
-                    f"intervened/{name}/{result}",
+                    f"{INTERVENTION_PREFIX}{name}/{result}",
                     f"{probe} accuracy of output/full under {name} (clean: {result})",
                 )
                 for probe, result in LABEL_RESULTS
@@ -171,8 +174,8 @@ class InterventionsProbe(Probe):
         figure, axes = subplots(1, columns, figsize=(6 * columns, 0.5 * len(names) + 2), squeeze=False)
         positions = np.arange(len(names))
         cosine_axis = axes[0, 0]
-        cosines = [run.results[f"intervened/{name}/{COSINE}"] for name in names]
-        errors = [run.results.get(f"intervened/{name}/{COSINE}_std", 0.0) for name in names]
+        cosines = [run.results[f"{INTERVENTION_PREFIX}{name}/{COSINE}"] for name in names]
+        errors = [run.results.get(f"{INTERVENTION_PREFIX}{name}/{COSINE}_std", 0.0) for name in names]
         cosine_axis.barh(positions, cosines, xerr=errors, color="#1f77b4")
         cosine_axis.set_yticks(positions, names)
         cosine_axis.set_xlabel("cosine of the intervened output/full to the clean one")
@@ -214,11 +217,16 @@ class InterventionsProbe(Probe):
         for curve, points in series.items():
             blocks = [block for block, _ in points]
             axes[0, 0].plot(
-                blocks, [run.results[f"intervened/{n}/{COSINE}"] for _, n in points], "o-", label=curve
+                blocks,
+                [run.results[f"{INTERVENTION_PREFIX}{n}/{COSINE}"] for _, n in points],
+                "o-",
+                label=curve,
             )
             if label:
                 clean = run.results[label[1]]
-                drops = [clean - run.results.get(f"intervened/{n}/{label[1]}", np.nan) for _, n in points]
+                drops = [
+                    clean - run.results.get(f"{INTERVENTION_PREFIX}{n}/{label[1]}", np.nan) for _, n in points
+                ]
                 axes[1, 0].plot(blocks, drops, "o-", label=curve)
         axes[0, 0].set_ylabel("cosine to the clean output/full")
         axes[0, 0].legend()
@@ -256,12 +264,13 @@ class InterventionsProbe(Probe):
         for offset, item in enumerate(compared):
             results = item.run.results
             shift = positions + offset * width - 0.4 + width / 2
-            cosines = [results.get(f"intervened/{name}/{COSINE}", np.nan) for name in names]
+            cosines = [results.get(f"{INTERVENTION_PREFIX}{name}/{COSINE}", np.nan) for name in names]
             axes[0, 0].bar(shift, cosines, width, label=item.label)
             if label:
                 result = label[1]
                 drops = [
-                    results[result] - results.get(f"intervened/{name}/{result}", np.nan) for name in names
+                    results[result] - results.get(f"{INTERVENTION_PREFIX}{name}/{result}", np.nan)
+                    for name in names
                 ]
                 axes[1, 0].bar(shift, drops, width, label=item.label)
         axes[0, 0].set_ylabel("cosine to the clean output/full")
@@ -287,7 +296,9 @@ _SINGLE_BLOCK = re.compile(
 def _interventions_in(results: Mapping[str, float]) -> list[str]:
     """The interventions of a run's results, in the order they were given."""
     suffix = f"/{COSINE}"
-    names = [key.removeprefix("intervened/").removesuffix(suffix) for key in results if key.endswith(suffix)]
+    names = [
+        key.removeprefix(INTERVENTION_PREFIX).removesuffix(suffix) for key in results if key.endswith(suffix)
+    ]
     return [name for name in names if name.startswith(("model/", "readout/"))]
 
 
@@ -295,6 +306,8 @@ def _drops(results: Mapping[str, float], names: Sequence[str]) -> dict[str, list
     """Label probe -> clean minus intervened full-output accuracy per intervention (probes that ran)."""
     drops: dict[str, list[float]] = {}
     for probe, result in LABEL_RESULTS:
-        if result in results and all(f"intervened/{name}/{result}" in results for name in names):
-            drops[probe] = [results[result] - results[f"intervened/{name}/{result}"] for name in names]
+        if result in results and all(f"{INTERVENTION_PREFIX}{name}/{result}" in results for name in names):
+            drops[probe] = [
+                results[result] - results[f"{INTERVENTION_PREFIX}{name}/{result}"] for name in names
+            ]
     return drops
