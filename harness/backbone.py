@@ -50,9 +50,10 @@ def _passing_through(*args: Any, **kwargs: Any) -> Any:
     return args[0] if args else kwargs["hidden_states"]
 
 
-_INTERVENED_KINDS = ("attention", "output", "projection", "split", "map")
-"""What a pass under an intervention reports: its variants, splits and attention map (not the hidden
-states, the per-layer or the penultimate entries, which are the clean pass's)."""
+_INTERVENED_KINDS = ("attention", "output", "projection", "split", "map", "penultimate", "hidden")
+"""What a pass under an intervention reports: its last block's variants, splits, attention map and
+penultimate token, and the [CLS] after every block (the clean pass's before its first block); not
+the per-layer decompositions."""
 
 
 @dataclass(frozen=True)
@@ -579,7 +580,9 @@ class DecomposingBackbone(nn.Module):
             output |= projection_readout(self.family.projection, output)
         if intervention.reported_variants(self.info.num_layers) is not None:
             return output, None  # the last block's decomposition describes the [CLS] row before the rebuild
-        decomposition = self.decompose(recorder.capture(pooled))
+        captured = recorder.capture(pooled)  # its [CLS] rows: one per block (no embeddings hook fired)
+        cls_states = torch.cat([capture.cls_states[:, :start], captured.cls_states[:, start - 1 :]], dim=1)
+        decomposition = self.decompose(replace(captured, cls_states=cls_states))
         kept = {name: t for name, t in decomposition.items() if name.split("/")[0] in _INTERVENED_KINDS}
         return kept | output, decomposition.pooler_error
 

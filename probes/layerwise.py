@@ -33,6 +33,7 @@ class LayerwiseProbe(ColumnStatsProbe):
 
     name = "layerwise"
     position = 60
+    under_interventions = "decomposition"
 
     @staticmethod
     def result_name(layer: int) -> str:

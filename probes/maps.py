@@ -52,6 +52,7 @@ class MapsProbe(Probe):
 
     name = "maps"
     position = 70
+    under_interventions = "decomposition"
     needs_pixels = True
     READOUTS: ClassVar[tuple[str, ...]] = READOUTS
     STATS: ClassVar[tuple[str, ...]] = ("mean", "std", "median", "min", "max", "negative_share")

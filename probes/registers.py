@@ -31,6 +31,7 @@ class RegistersProbe(Probe):
 
     name = "registers"
     position = 40
+    under_interventions = "decomposition"
     RESULTS: ClassVar[tuple[str, ...]] = (
         "top_in_registers", "top_token", "top_token_share", "top_norm", "other_norm", "norm_ratio",
         "pairwise_cosine", "top_dims_before", "top_dims_after",

@@ -118,6 +118,21 @@ def own_forward_with_rows_replaced(
         handle.remove()
 
 
+def own_cls_rows(backbone: DecomposingBackbone, pixels: Tensor, block: int, target: str) -> Tensor:
+    """The model's own [CLS] after the embeddings and every block (images, blocks + 1, hidden), with
+    `target`'s rows of block `block`'s input zeroed."""
+    rows: list[Tensor] = []
+    family = backbone.family
+    handles = [module.register_forward_hook(lambda module, inputs, output: rows.append(output[:, 0]))
+               for module in (family.embeddings, *family.blocks)]  # fmt: skip
+    try:
+        own_forward_with_rows_replaced(backbone, pixels, block, target, torch.zeros_like)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return torch.stack(rows, dim=1).float()
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 @torch.no_grad()
 def test_model_level_zero_is_the_models_own_forward_with_those_rows_zeroed(
@@ -136,6 +151,9 @@ def test_model_level_zero_is_the_models_own_forward_with_those_rows_zeroed(
             assert_close(got, expected, **scaled(expected))
             # the intervened pass's last block decomposes its own input: it rebuilds that output
             assert decomposition.pooler_error < 1e-5 * expected.abs().max()
+            # its [CLS] after every block (the clean rows before the intervention): the layerwise probe's
+            rows = own_cls_rows(backbone, pixels, block, target)
+            assert_close(decomposition[intervention.prefix + "hidden/cls"], rows, **scaled(rows))
             if target == "patch":  # the test can fail: zeroing every patch moves the output
                 assert (got - backbone(pixels)["output/full"]).abs().max() > 1e-3 * expected.abs().max()
 

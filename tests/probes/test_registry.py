@@ -62,7 +62,8 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     assert readable == {
         "oneshot": "outputs", "linear": "outputs", "knn": "outputs",  # output variants only
         "split": "decomposition", "cka": "decomposition", "cka_debiased": "decomposition",
-        "norms": "decomposition", "deletion": "deletion",
+        "norms": "decomposition", "deletion": "deletion", "registers": "decomposition",
+        "maps": "decomposition", "layerwise": "decomposition",
     }  # fmt: skip
     assert unsaved == pixels | {"cka_layers"}
     everything = [n for n in PROBES if n not in opt_in]
