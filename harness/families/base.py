@@ -179,6 +179,11 @@ class Family(ABC):
         the projections themselves, unless the family rotates them (RoPE)."""
         return keys
 
+    def attention_queries(self, queries: Tensor, layout: TokenLayout) -> Tensor:
+        """The queries as the softmax sees them (batch, tokens, hidden), from a block's query
+        projections: the projections themselves, unless the family rotates them (RoPE)."""
+        return queries
+
 
 @dataclass(frozen=True)
 class AttentionView:

@@ -71,9 +71,19 @@ class Dinov3Family(Family):
         return self.model.rope_embeddings(torch.zeros((), device=device, dtype=dtype).expand(size))
 
     def attention_keys(self, keys: Tensor, layout: TokenLayout) -> Tensor:
-        cos, sin = (part.float() for part in self.rope(layout, keys.device))
-        batch, tokens, hidden = keys.shape
-        per_head = keys.float().view(batch, tokens, -1, cos.shape[-1])  # batch, tokens, heads, head_dim
+        return self._rotated(keys, layout)
+
+    def attention_queries(self, queries: Tensor, layout: TokenLayout) -> Tensor:
+        return self._rotated(queries, layout)
+
+    def _rotated(self, projections: Tensor, layout: TokenLayout) -> Tensor:
+        """Query or key projections with the patches' rotated by the model's own (cos, sin) for
+        `layout` ([CLS] and registers unrotated), float32."""
+        cos, sin = (part.float() for part in self.rope(layout, projections.device))
+        batch, tokens, hidden = projections.shape
+        per_head = projections.float().view(
+            batch, tokens, -1, cos.shape[-1]
+        )  # batch, tokens, heads, head_dim
         prefix, patches = per_head.split((tokens - cos.shape[0], cos.shape[0]), dim=1)
         cos, sin = cos.unsqueeze(1), sin.unsqueeze(1)  # patches, 1, head_dim
         rotated = patches * cos + _rotate_half(patches) * sin

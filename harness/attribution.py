@@ -1,0 +1,138 @@
+"""Attribution maps over the patches (issue 22, first part): per image, how much each patch is said
+to have made the [CLS] output, by the field's maps; registers, distillation and [CLS] tokens are
+never patches. Every map is (batch, grid_height, grid_width), float32, under `attribution/{map}`:
+
+- `attention`: the last block's [CLS] attention over the patches, mean over heads (the paper's map,
+  `map/attention`); `attention_heads` keeps the heads (batch, heads, grid_height, grid_width);
+- `rollout` (Abnar & Zuidema 2020): R = B_L ... B_1 with B_l = 0.5 E_h[A_l] + 0.5 I, where A_l is
+  block l's full attention, recomputed from its own queries and keys (the model's SDPA gives no
+  weights; RoPE families rotate both as the model does); the [CLS] row of R over the patches;
+- `value_weighted` (Kobayashi et al. 2020): ||c_j||, the norm of patch j's exact contribution to the
+  last [CLS] update, c_j = gamma1 W_o concat_h(a^h_j v^h_j) (the decomposition's terms, one token at a
+  time: the patch group's c_patch = sum_j c_j);
+- `contribution`: <c_j, u>, c_j projected on the direction u of the [CLS] update (`attention/full`):
+  the signed share of the update each patch makes (they sum, with the other groups' and the bias's,
+  to ||attention/full||).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor, nn
+
+from harness.decomposition import HFBlock, cls_attention, contribution, output_bias_term
+
+if TYPE_CHECKING:
+    from harness.backbone import DecomposingBackbone
+    from harness.tokens import TokenLayout
+
+ATTRIBUTION_PREFIX = "attribution/"
+MAPS: tuple[str, ...] = ("attention", "rollout", "value_weighted", "contribution")
+"""The maps of `attribution_maps`, each (batch, grid_height, grid_width); also `attention_heads`."""
+
+
+def attention_matrix(view: HFBlock, queries: Tensor, keys: Tensor) -> Tensor:
+    """Post-softmax attention of every query over every key, per head: (batch, heads, tokens, tokens),
+    float32, from a block's query and key projections (as its softmax sees them)."""
+    attention = view.attention
+    batch, tokens, _ = keys.shape
+    heads, width = attention.num_attention_heads, attention.head_dim
+    per_head_q = queries.float().view(batch, tokens, heads, width).transpose(1, 2)
+    per_head_k = keys.float().view(batch, tokens, heads, width).transpose(1, 2)
+    return (per_head_q @ per_head_k.transpose(-1, -2) * attention.scaling).softmax(dim=-1)
+
+
+def rollout_step(rollout: Tensor | None, attention: Tensor) -> Tensor:
+    """R <- (0.5 E_h[A] + 0.5 I) R: one block of Abnar & Zuidema's rollout (R = I before the first)."""
+    mixed = 0.5 * attention.mean(dim=1) + 0.5 * torch.eye(attention.shape[-1], device=attention.device)
+    return mixed if rollout is None else mixed @ rollout
+
+
+class _Rollout:
+    """Forward hooks on every block's query and key projections for one pass: each block's full
+    attention is folded into the rollout as the block ends, and dropped (one block's at a time)."""
+
+    def __init__(self, backbone: DecomposingBackbone, layout: TokenLayout) -> None:
+        self.backbone, self.layout = backbone, layout
+        self.kept: dict[str, Tensor] = {}
+        self.rollout: Tensor | None = None
+
+    @contextlib.contextmanager
+    def attach(self) -> Iterator[None]:
+        family, backbone = self.backbone.family, self.backbone
+        handles = []
+        for number, block in enumerate(family.blocks, start=1):
+            view = backbone.view(number)
+            handles += [
+                view.attention.q_proj.register_forward_hook(self._keep("queries")),
+                view.attention.k_proj.register_forward_hook(self._keep("keys")),
+                block.register_forward_hook(self._fold(view)),
+            ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    def _keep(self, what: str) -> Any:
+        def keep(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            self.kept[what] = output
+
+        return keep
+
+    def _fold(self, view: HFBlock) -> Any:
+        def fold(module: nn.Module, inputs: Any, output: Tensor) -> None:
+            family = self.backbone.family
+            queries = family.attention_queries(self.kept.pop("queries"), self.layout)
+            keys = family.attention_keys(self.kept.pop("keys"), self.layout)
+            with torch.autocast(device_type=queries.device.type, enabled=False):
+                self.rollout = rollout_step(self.rollout, attention_matrix(view, queries, keys))
+
+        return fold
+
+
+def token_contributions(view: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor) -> Tensor:
+    """c_j = gamma1 W_o concat_h(a^h_j v^h_j) for every token j of a block's [CLS] update: (batch,
+    tokens, hidden), float32 (the decomposition's c_g, one token at a time)."""
+    weights = cls_attention(view, block_input, keys)  # batch, heads, tokens
+    batch, heads, tokens = weights.shape
+    per_head = values.float().view(batch, tokens, heads, -1).transpose(1, 2)  # batch, heads, tokens, width
+    weighted = (weights.unsqueeze(-1) * per_head).permute(0, 2, 1, 3)  # batch, tokens, heads, width
+    return contribution(view, weighted.reshape(batch * tokens, heads, -1)).view(batch, tokens, -1)
+
+
+def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dict[str, Tensor]:
+    """Every map of `MAPS` (and `attention_heads`) for a batch, from one pass of the model.
+
+    Returns:
+        `attribution/{map}` -> (batch, grid_height, grid_width), float32.
+    """
+    layout = backbone.layout_for(pixel_values)
+    recorder = _Rollout(backbone, layout)
+    with recorder.attach():
+        capture = backbone.capture(pixel_values)
+    assert recorder.rollout is not None  # every block ran
+    view, patches = backbone.last_block, layout.slice("patch")
+    grid = (layout.grid_height, layout.grid_width)
+    with torch.autocast(device_type=pixel_values.device.type, enabled=False):
+        weights = cls_attention(view, capture.block_input, capture.keys)[
+            :, :, patches
+        ]  # batch, heads, patches
+        contributions = token_contributions(view, capture.block_input, capture.keys, capture.values)
+        update = contributions.sum(dim=1) + output_bias_term(view)  # attention/full
+        direction = nn.functional.normalize(update, dim=-1)
+        patch_terms = contributions[:, patches]
+    batch = pixel_values.shape[0]
+    maps = {
+        "attention": weights.mean(dim=1),
+        "rollout": recorder.rollout[:, 0, patches],
+        "value_weighted": patch_terms.norm(dim=-1),
+        "contribution": (patch_terms * direction.unsqueeze(1)).sum(dim=-1),
+    }
+    result = {ATTRIBUTION_PREFIX + name: value.reshape(batch, *grid) for name, value in maps.items()}
+    result[ATTRIBUTION_PREFIX + "attention_heads"] = weights.reshape(batch, -1, *grid)
+    return result

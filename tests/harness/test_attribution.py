@@ -1,0 +1,105 @@
+"""Attribution maps (issue 22, first part) against independent computations: the attention map and
+the rollout from the model's own eager attention weights (`output_attentions`), per family; the
+value-weighted and contribution maps from the last block's own modules, and their sum from the
+decomposition."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+import torch
+from torch import Tensor, nn
+from torch.testing import assert_close
+
+from harness import DecomposingBackbone
+from harness.attribution import attribution_maps
+from tests.conftest import tiny_model
+from tests.harness.test_families import tiny_clip, tiny_dinov3, tiny_vit
+
+
+def tiny_eager_dinov2() -> nn.Module:
+    return tiny_model(
+        registers=4, hidden=32, heads=4, layers=3, patch=4, image=32, attn_implementation="eager"
+    )
+
+
+EAGER: dict[str, Callable[[], nn.Module]] = {
+    "dinov2": tiny_eager_dinov2,
+    "dinov3": lambda: tiny_dinov3(attn_implementation="eager"),
+    "vit": lambda: tiny_vit(attn_implementation="eager"),
+    "clip": lambda: _eager(tiny_clip()),
+}
+
+
+def _eager(model: nn.Module) -> nn.Module:
+    model.config._attn_implementation = "eager"
+    return model
+
+
+@pytest.fixture
+def pixels() -> Tensor:
+    return torch.randn(3, 3, 32, 40, generator=torch.Generator().manual_seed(4))
+
+
+def rollout_from(attentions: tuple[Tensor, ...], patches: slice) -> Tensor:
+    """Abnar & Zuidema's rollout from every layer's attention weights, written from the paper:
+    R = prod_l (0.5 mean_h A_l + 0.5 I), the [CLS] row over the patches."""
+    tokens = attentions[0].shape[-1]
+    rollout = torch.eye(tokens, dtype=torch.float64)
+    for attention in attentions:
+        rollout = (
+            0.5 * attention.double().mean(dim=1) + 0.5 * torch.eye(tokens, dtype=torch.float64)
+        ) @ rollout
+    return rollout[:, 0, patches]
+
+
+@pytest.mark.parametrize("family", EAGER)
+@torch.no_grad()
+def test_attention_and_rollout_are_the_models_own_weights(family: str, pixels: Tensor) -> None:
+    backbone = DecomposingBackbone.from_model(EAGER[family]())
+    assert backbone.info.family == family
+    maps = attribution_maps(backbone, pixels)
+    layout = backbone.layout_for(pixels)
+    patches, grid = layout.slice("patch"), (layout.grid_height, layout.grid_width)
+    resize = {"interpolate_pos_encoding": True} if family in ("vit", "clip") else {}  # 32 x 40 px
+    attentions = backbone.model(pixel_values=pixels, output_attentions=True, **resize).attentions
+    expected = rollout_from(attentions, patches).float().reshape(3, *grid)
+    assert_close(maps["attribution/rollout"], expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    last = attentions[-1][:, :, 0, patches].float()
+    assert_close(maps["attribution/attention_heads"], last.reshape(3, -1, *grid), rtol=1e-4, atol=1e-6)
+    assert_close(maps["attribution/attention"], last.mean(dim=1).reshape(3, *grid), rtol=1e-4, atol=1e-6)
+    assert_close(maps["attribution/attention"], backbone(pixels)["map/attention"], rtol=1e-5, atol=1e-7)
+
+
+@torch.no_grad()
+def test_value_weighted_and_contribution_maps_are_each_patchs_exact_term(pixels: Tensor) -> None:
+    """c_j from the last block's own modules (its eager [CLS] attention row, value and output
+    projections, layer scale); the contributions sum with the other groups' and the bias to the
+    norm of the [CLS] update (`attention/full`)."""
+    model = EAGER["dinov2"]()
+    backbone = DecomposingBackbone.from_model(model)
+    maps = attribution_maps(backbone, pixels)
+    layout = backbone.layout_for(pixels)
+    patches = layout.slice("patch")
+    outputs = model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
+    layer = model.encoder.layer[-1]
+    x = outputs.hidden_states[-2]
+    values = layer.attention.v_proj(layer.norm1(x))  # batch, tokens, hidden
+    weights = outputs.attentions[-1][:, :, 0]  # batch, heads, tokens
+    batch, heads, tokens = weights.shape
+    per_head = values.view(batch, tokens, heads, -1) * weights.transpose(1, 2).unsqueeze(-1)
+    terms = layer.layer_scale1.lambda1 * (
+        per_head.reshape(batch, tokens, -1) @ layer.attention.o_proj.weight.T
+    )
+    grid = (layout.grid_height, layout.grid_width)
+    expected = terms[:, patches].norm(dim=-1).reshape(batch, *grid)
+    assert_close(maps["attribution/value_weighted"], expected, rtol=1e-4, atol=1e-6 * expected.max().item())
+    decomposition = backbone(pixels)
+    update = decomposition["attention/full"]
+    groups = [decomposition[f"attention/{g}"] for g in ("cls", "register", "patch")]
+    bias = (sum(groups) - update) / (len(groups) - 1)  # attention/g = c_g + c_b, full = sum c_g + c_b
+    direction = nn.functional.normalize(update, dim=-1)
+    patch_share = ((decomposition["attention/patch"] - bias) * direction).sum(dim=-1)
+    total = maps["attribution/contribution"].flatten(1).sum(dim=1)
+    assert_close(total, patch_share, rtol=1e-4, atol=1e-5 * update.norm(dim=-1).max().item())
