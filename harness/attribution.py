@@ -7,6 +7,13 @@ never patches. Every map is (batch, grid_height, grid_width), float32, under `at
 - `rollout` (Abnar & Zuidema 2020): R = B_L ... B_1 with B_l = 0.5 E_h[A_l] + 0.5 I, where A_l is
   block l's full attention, recomputed from its own queries and keys (the model's SDPA gives no
   weights; RoPE families rotate both as the model does); the [CLS] row of R over the patches;
+- `chefer` (Chefer et al. 2021, "Generic attention-model explainability"): R = I, then for every
+  block R <- R + E_h[(grad A_l * A_l)^+] R, the gradient of the target (the projection of
+  `output/full` on its own detached direction, <f, sg(f)> / ||sg(f)||, whose gradient is the output's
+  direction: the cosine to the detached output has zero gradient at the output itself) with respect
+  to the attention weights the block used: grad A = grad O V^T per head, with O the block's attention
+  output (the input of its output projection) and V its values, so no attention is materialised in
+  the forward; the [CLS] row of R over the patches (a second, gradient pass);
 - `value_weighted` (Kobayashi et al. 2020): ||c_j||, the norm of patch j's exact contribution to the
   last [CLS] update, c_j = gamma1 W_o concat_h(a^h_j v^h_j) (the decomposition's terms, one token at a
   time: the patch group's c_patch = sum_j c_j);
@@ -31,7 +38,7 @@ if TYPE_CHECKING:
     from harness.tokens import TokenLayout
 
 ATTRIBUTION_PREFIX = "attribution/"
-MAPS: tuple[str, ...] = ("attention", "rollout", "value_weighted", "contribution")
+MAPS: tuple[str, ...] = ("attention", "rollout", "chefer", "value_weighted", "contribution")
 """The maps of `attribution_maps`, each (batch, grid_height, grid_width); also `attention_heads`."""
 
 
@@ -95,6 +102,77 @@ class _Rollout:
         return fold
 
 
+def chefer_step(relevance: Tensor | None, attention: Tensor, gradient: Tensor) -> Tensor:
+    """R <- R + E_h[(grad A * A)^+] R: one block of Chefer et al.'s relevance (R = I before the first)."""
+    weighted = (gradient * attention).clamp_min(0).mean(dim=1)  # batch, tokens, tokens
+    if relevance is None:
+        relevance = torch.eye(attention.shape[-1], device=attention.device).expand_as(weighted)
+    return relevance + weighted @ relevance
+
+
+class _Gradients:
+    """Forward hooks on every block for one pass with gradients: each block's queries, keys, values
+    and attention output (the input of its output projection, kept in the graph)."""
+
+    def __init__(self, backbone: DecomposingBackbone) -> None:
+        self.backbone = backbone
+        self.kept: list[dict[str, Tensor]] = []
+
+    @contextlib.contextmanager
+    def attach(self) -> Iterator[None]:
+        handles = []
+        for number in range(1, self.backbone.info.num_layers + 1):
+            view = self.backbone.view(number)
+            parts: dict[str, Tensor] = {}
+            self.kept.append(parts)
+            handles += [
+                view.attention.q_proj.register_forward_hook(self._keep(parts, "queries")),
+                view.attention.k_proj.register_forward_hook(self._keep(parts, "keys")),
+                view.attention.v_proj.register_forward_hook(self._keep(parts, "values")),
+                view.attention.o_proj.register_forward_pre_hook(self._keep(parts, "heads")),
+            ]
+        try:
+            yield
+        finally:
+            for handle in handles:
+                handle.remove()
+
+    @staticmethod
+    def _keep(parts: dict[str, Tensor], what: str) -> Any:
+        def keep(module: nn.Module, inputs: Any, *output: Any) -> None:
+            parts[what] = output[0] if output else inputs[0]
+
+        return keep
+
+
+def chefer_map(backbone: DecomposingBackbone, pixel_values: Tensor, layout: TokenLayout) -> Tensor:
+    """Chefer et al.'s relevance of the patches to the output (batch, patches), float32: one pass with
+    gradients (the model's own weights stay frozen; only the activations enter the graph)."""
+    recorder = _Gradients(backbone)
+    with torch.enable_grad(), torch.inference_mode(False):
+        pixels = pixel_values.detach().clone().requires_grad_(True)
+        with recorder.attach():
+            pooled = backbone.capture(pixels).pooled  # the model in eval mode, its flags restored
+        direction = nn.functional.normalize(pooled.detach(), dim=-1)
+        target = (pooled * direction).sum()
+        heads = [parts["heads"] for parts in recorder.kept]
+        gradients = torch.autograd.grad(target, heads)
+    relevance: Tensor | None = None
+    family = backbone.family
+    for number, (parts, gradient) in enumerate(zip(recorder.kept, gradients, strict=True), start=1):
+        view = backbone.view(number)
+        queries = family.attention_queries(parts["queries"].detach(), layout)
+        keys = family.attention_keys(parts["keys"].detach(), layout)
+        attention = attention_matrix(view, queries, keys)
+        batch, tokens, _ = gradient.shape
+        width = view.attention.head_dim
+        per_head_gradient = gradient.float().view(batch, tokens, -1, width).transpose(1, 2)
+        per_head_values = parts["values"].detach().float().view(batch, tokens, -1, width).transpose(1, 2)
+        relevance = chefer_step(relevance, attention, per_head_gradient @ per_head_values.transpose(-1, -2))
+    assert relevance is not None  # the model has blocks
+    return relevance[:, 0, layout.slice("patch")]
+
+
 def token_contributions(view: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor) -> Tensor:
     """c_j = gamma1 W_o concat_h(a^h_j v^h_j) for every token j of a block's [CLS] update: (batch,
     tokens, hidden), float32 (the decomposition's c_g, one token at a time)."""
@@ -130,6 +208,7 @@ def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dic
     maps = {
         "attention": weights.mean(dim=1),
         "rollout": recorder.rollout[:, 0, patches],
+        "chefer": chefer_map(backbone, pixel_values, layout),
         "value_weighted": patch_terms.norm(dim=-1),
         "contribution": (patch_terms * direction.unsqueeze(1)).sum(dim=-1),
     }

@@ -103,3 +103,35 @@ def test_value_weighted_and_contribution_maps_are_each_patchs_exact_term(pixels:
     patch_share = ((decomposition["attention/patch"] - bias) * direction).sum(dim=-1)
     total = maps["attribution/contribution"].flatten(1).sum(dim=1)
     assert_close(total, patch_share, rtol=1e-4, atol=1e-5 * update.norm(dim=-1).max().item())
+
+
+def chefer_from(attentions: tuple[Tensor, ...], gradients: tuple[Tensor, ...], patches: slice) -> Tensor:
+    """Chefer et al.'s relevance written from the paper: R = I; R += E_h[(grad A * A)^+] R per layer."""
+    tokens = attentions[0].shape[-1]
+    relevance = torch.eye(tokens, dtype=torch.float64).expand(attentions[0].shape[0], -1, -1)
+    for attention, gradient in zip(attentions, gradients, strict=True):
+        weighted = (gradient.double() * attention.double()).clamp(min=0).mean(dim=1)
+        relevance = relevance + weighted @ relevance
+    return relevance[:, 0, patches]
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3"])
+def test_gradient_weighted_attention_is_chefers_on_the_models_own_weights(
+    family: str, pixels: Tensor
+) -> None:
+    """The gradient of the output's projection on its own direction with respect to the eager
+    attention weights the model used, against ours (grad O V^T, without materialising attention)."""
+    model = EAGER[family]()
+    backbone = DecomposingBackbone.from_model(model)
+    flags = [parameter.requires_grad for parameter in model.parameters()]
+    maps = attribution_maps(backbone, pixels)
+    assert [parameter.requires_grad for parameter in model.parameters()] == flags  # the model as it was
+    assert all(parameter.grad is None for parameter in model.parameters())  # nothing accumulated
+    outputs = model(pixel_values=pixels, output_attentions=True)
+    pooled = outputs.pooler_output
+    target = (pooled * nn.functional.normalize(pooled.detach(), dim=-1)).sum()
+    gradients = torch.autograd.grad(target, outputs.attentions)
+    layout = backbone.layout_for(pixels)
+    expected = chefer_from(outputs.attentions, gradients, layout.slice("patch")).float()
+    expected = expected.reshape(3, layout.grid_height, layout.grid_width)
+    assert_close(maps["attribution/chefer"], expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
