@@ -14,6 +14,10 @@ never patches. Every map is (batch, grid_height, grid_width), float32, under `at
   to the attention weights the block used: grad A = grad O V^T per head, with O the block's attention
   output (the input of its output projection) and V its values, so no attention is materialised in
   the forward; the [CLS] row of R over the patches (a second, gradient pass);
+- `integrated_gradients` (Sundararajan et al. 2017, through captum): the same target's integrated
+  gradients along the straight path from a black image (zeros after normalisation: the dataset's mean
+  colour) to the image, summed over the channels and the pixels of each patch (signed, so the patches
+  sum to the target's change along the path); `INTEGRATION_STEPS` gradient passes;
 - `value_weighted` (Kobayashi et al. 2020): ||c_j||, the norm of patch j's exact contribution to the
   last [CLS] update, c_j = gamma1 W_o concat_h(a^h_j v^h_j) (the decomposition's terms, one token at a
   time: the patch group's c_patch = sum_j c_j);
@@ -38,7 +42,11 @@ if TYPE_CHECKING:
     from harness.tokens import TokenLayout
 
 ATTRIBUTION_PREFIX = "attribution/"
-MAPS: tuple[str, ...] = ("attention", "rollout", "chefer", "value_weighted", "contribution")
+MAPS: tuple[str, ...] = (
+    "attention", "rollout", "chefer", "integrated_gradients", "value_weighted", "contribution",
+)  # fmt: skip
+INTEGRATION_STEPS = 32
+"""Gauss-Legendre steps of the integrated gradients (captum's default method)."""
 """The maps of `attribution_maps`, each (batch, grid_height, grid_width); also `attention_heads`."""
 
 
@@ -173,6 +181,29 @@ def chefer_map(backbone: DecomposingBackbone, pixel_values: Tensor, layout: Toke
     return relevance[:, 0, layout.slice("patch")]
 
 
+def integrated_gradients_map(
+    backbone: DecomposingBackbone, pixel_values: Tensor, layout: TokenLayout, steps: int = INTEGRATION_STEPS
+) -> Tensor:
+    """Integrated gradients of the output's projection on its own (clean, detached) direction, from a
+    black image to the image, pooled to the patches by a signed sum: (batch, patches), float32."""
+    from captum.attr import IntegratedGradients  # only the attribution maps need it
+
+    def projection(pixels: Tensor, direction: Tensor) -> Tensor:
+        return (backbone.capture(pixels).pooled * direction).sum(dim=-1)
+
+    with torch.enable_grad(), torch.inference_mode(False):
+        pixels = pixel_values.detach().clone()
+        direction = nn.functional.normalize(backbone.capture(pixels).pooled.detach(), dim=-1)
+        attributions = IntegratedGradients(projection).attribute(
+            pixels, baselines=torch.zeros_like(pixels), additional_forward_args=(direction,), n_steps=steps
+        )
+    patch = backbone.patch_size
+    per_pixel = attributions.detach().float().sum(dim=1)  # batch, height, width
+    batch = per_pixel.shape[0]
+    cells = per_pixel.view(batch, layout.grid_height, patch, layout.grid_width, patch).sum(dim=(2, 4))
+    return cells.flatten(1)
+
+
 def token_contributions(view: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor) -> Tensor:
     """c_j = gamma1 W_o concat_h(a^h_j v^h_j) for every token j of a block's [CLS] update: (batch,
     tokens, hidden), float32 (the decomposition's c_g, one token at a time)."""
@@ -209,6 +240,7 @@ def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dic
         "attention": weights.mean(dim=1),
         "rollout": recorder.rollout[:, 0, patches],
         "chefer": chefer_map(backbone, pixel_values, layout),
+        "integrated_gradients": integrated_gradients_map(backbone, pixel_values, layout),
         "value_weighted": patch_terms.norm(dim=-1),
         "contribution": (patch_terms * direction.unsqueeze(1)).sum(dim=-1),
     }

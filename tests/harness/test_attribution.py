@@ -135,3 +135,22 @@ def test_gradient_weighted_attention_is_chefers_on_the_models_own_weights(
     expected = chefer_from(outputs.attentions, gradients, layout.slice("patch")).float()
     expected = expected.reshape(3, layout.grid_height, layout.grid_width)
     assert_close(maps["attribution/chefer"], expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+
+
+def test_integrated_gradients_are_complete_over_the_patches(pixels: Tensor) -> None:
+    """Integrated gradients (captum) pooled to the patches: the patches sum to the target's change
+    from the black image to the image (completeness, up to the integration's error), and a patch
+    whose pixels do not change along the path (image equal to the baseline there) gets nothing."""
+    model = EAGER["dinov2"]()
+    backbone = DecomposingBackbone.from_model(model)
+    pixels = pixels.clone()
+    pixels[:, :, :4, :4] = 0  # the first patch is black: no path, no attribution
+    maps = attribution_maps(backbone, pixels)
+    with torch.no_grad():
+        clean = backbone(pixels)["output/full"]
+        black = backbone(torch.zeros_like(pixels))["output/full"]
+    direction = nn.functional.normalize(clean, dim=-1)
+    change = ((clean - black) * direction).sum(dim=-1)
+    total = maps["attribution/integrated_gradients"].flatten(1).sum(dim=1)
+    assert_close(total, change, rtol=0, atol=2e-2 * change.abs().max().item())
+    assert torch.all(maps["attribution/integrated_gradients"][:, 0, 0] == 0)
