@@ -29,7 +29,7 @@ never patches. Every map is (batch, grid_height, grid_width), float32, under `at
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -48,6 +48,12 @@ MAPS: tuple[str, ...] = (
 INTEGRATION_STEPS = 32
 """Gauss-Legendre steps of the integrated gradients (captum's default method)."""
 """The maps of `attribution_maps`, each (batch, grid_height, grid_width); also `attention_heads`."""
+
+
+SCORES: tuple[str, ...] = ("deletion", "insertion")
+"""How a map is scored: its patches removed in its order (deletion), or only they kept (insertion)."""
+SCORE_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
+"""Shares of the patches removed or kept."""
 
 
 def attention_matrix(view: HFBlock, queries: Tensor, keys: Tensor) -> Tensor:
@@ -247,3 +253,49 @@ def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dic
     result = {ATTRIBUTION_PREFIX + name: value.reshape(batch, *grid) for name, value in maps.items()}
     result[ATTRIBUTION_PREFIX + "attention_heads"] = weights.reshape(batch, -1, *grid)
     return result
+
+
+def perturbation_curves(
+    backbone: DecomposingBackbone, pixel_values: Tensor, maps: Mapping[str, Tensor], indices: Tensor,
+    fractions: Sequence[float] = SCORE_FRACTIONS, seed: int = 0,
+) -> dict[str, Tensor]:  # fmt: skip
+    """Every map scored by the same causal tests: `maps/{map}/{score}/{order}` (batch, fractions),
+    the cosine to the full output of the model run with the round(f x patches) first patches of the
+    order removed (`deletion`) or only those kept with [CLS] and registers (`insertion`); orders `top`
+    (the map's highest first), `random` (seeded by dataset index: the control) and `bottom` (its
+    lowest first: the reversed control). `maps` holds `attribution/{map}` (batch, grid_height,
+    grid_width), e.g. from `attribution_maps`."""
+    layout = backbone.layout_for(pixel_values)
+    with torch.no_grad():
+        pooled = backbone.capture(pixel_values).pooled
+    curves: dict[str, Tensor] = {}
+    for name, values in maps.items():
+        if values.dim() != 3:  # per-head maps are not scored
+            continue
+        map_name = name.removeprefix(ATTRIBUTION_PREFIX)
+        for score in SCORES:
+            with torch.no_grad():
+                passes = backbone.deletion_passes(
+                    pixel_values,
+                    values,
+                    pooled,
+                    layout,
+                    indices,
+                    fractions,
+                    seed,
+                    insertion=score == "insertion",
+                )
+            curves |= {
+                f"maps/{map_name}/{score}/{key.split('/')[-1]}": cosines for key, cosines in passes.items()
+            }
+    return curves
+
+
+def rank_agreement(first: Tensor, second: Tensor) -> Tensor:
+    """Spearman's rank correlation of two maps over the patches, per image (batch,): the Pearson
+    correlation of their ranks (ties broken by position)."""
+    ranks = [
+        values.flatten(1).argsort(dim=1, stable=True).argsort(dim=1).double() for values in (first, second)
+    ]
+    centred = [rank - rank.mean(dim=1, keepdim=True) for rank in ranks]
+    return nn.functional.cosine_similarity(centred[0], centred[1], dim=1).float()

@@ -623,11 +623,14 @@ class DecomposingBackbone(nn.Module):
     def deletion_passes(
         self, pixel_values: Tensor, attention_map: Tensor, pooled: Tensor, layout: TokenLayout,
         indices: Tensor, fractions: Sequence[float] = DELETION_FRACTIONS, seed: int = 0,
+        insertion: bool = False,
     ) -> dict[str, Tensor]:  # fmt: skip
         """How the pooled output changes when patches are deleted, per image: for each order of
         `DELETION_ORDERS` and fraction f, the round(f x patches) first patches of that order are
         removed from the sequence after the embeddings, which equals masking their keys in every
         layer (nothing attends to them, so nothing else depends on them), and the model runs again.
+        With `insertion`, those patches are the only ones kept (with [CLS], distillation and
+        registers): the insertion test of a map.
 
         Returns:
             `deletion/{order}` (batch, fractions): the cosine of each such pooled output to the full
@@ -651,7 +654,8 @@ class DecomposingBackbone(nn.Module):
         repeated = embeddings.repeat(3, 1, 1)
         cosines: list[Tensor] = []
         for fraction in fractions:
-            kept = by_order[:, round(fraction * count) :].sort(dim=1).values  # patch numbers
+            chosen = round(fraction * count)
+            kept = (by_order[:, :chosen] if insertion else by_order[:, chosen:]).sort(dim=1).values
             positions = torch.cat([leading, kept + first], dim=1)
             tokens = repeated.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden))
             output = self.family.final_norm(self.family.encode(tokens, layout, kept)[:, 0]).float()

@@ -154,3 +154,49 @@ def test_integrated_gradients_are_complete_over_the_patches(pixels: Tensor) -> N
     total = maps["attribution/integrated_gradients"].flatten(1).sum(dim=1)
     assert_close(total, change, rtol=0, atol=2e-2 * change.abs().max().item())
     assert torch.all(maps["attribution/integrated_gradients"][:, 0, 0] == 0)
+
+
+@torch.no_grad()
+def test_maps_are_scored_by_the_deletion_machinery_and_by_insertion(pixels: Tensor) -> None:
+    """Deletion in a map's order is the deletion probe's own passes (for the attention map, the same
+    numbers); insertion keeps only the map's first patches, checked against the model's own blocks on
+    the embeddings of [CLS], the registers and those patches."""
+    from harness.attribution import perturbation_curves
+
+    backbone = DecomposingBackbone.from_model(EAGER["dinov2"]())
+    indices = torch.arange(3)
+    maps = {
+        "attribution/attention": backbone(pixels)["map/attention"],
+        "attribution/contribution": torch.randn(3, 8, 10, generator=torch.Generator().manual_seed(0)),
+    }
+    curves = perturbation_curves(backbone, pixels, maps, indices, fractions=(0.25, 0.5), seed=3)
+    clean = backbone(pixels, indices, deletion=(0.25, 0.5), deletion_seed=3)
+    for order in ("top", "random", "bottom"):
+        assert_close(
+            curves[f"maps/attention/deletion/{order}"], clean[f"deletion/{order}"], rtol=0, atol=1e-6
+        )
+    layout = backbone.layout_for(pixels)
+    embeddings = backbone.family.embed(pixels)
+    order = maps["attribution/contribution"].flatten(1).argsort(dim=1, descending=True, stable=True)
+    for column, fraction in enumerate((0.25, 0.5)):
+        kept = order[:, : round(fraction * layout.num_patches)].sort(dim=1).values + layout.num_prefix
+        rows = torch.cat([torch.arange(layout.num_prefix).expand(3, -1), kept], dim=1)
+        tokens = embeddings.gather(1, rows.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
+        pooled = backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0])
+        expected = nn.functional.cosine_similarity(pooled, clean["output/full"], dim=-1)
+        assert_close(curves["maps/contribution/insertion/top"][:, column], expected, rtol=0, atol=1e-6)
+
+
+def test_rank_agreement_is_spearmans() -> None:
+    from scipy.stats import spearmanr
+
+    from harness.attribution import rank_agreement
+
+    generator = torch.Generator().manual_seed(1)
+    first, second = torch.randn(4, 5, 6, generator=generator), torch.randn(4, 5, 6, generator=generator)
+    second[0] = first[0] * 2 + 1  # the same ranking: 1
+    agreement = rank_agreement(first, second)
+    for image in range(4):
+        expected = spearmanr(first[image].flatten().numpy(), second[image].flatten().numpy()).statistic
+        assert agreement[image].item() == pytest.approx(expected, abs=1e-6)
+    assert agreement[0].item() == pytest.approx(1.0)
