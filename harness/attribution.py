@@ -299,3 +299,17 @@ def rank_agreement(first: Tensor, second: Tensor) -> Tensor:
     ]
     centred = [rank - rank.mean(dim=1, keepdim=True) for rank in ranks]
     return nn.functional.cosine_similarity(centred[0], centred[1], dim=1).float()
+
+
+def scored_maps(
+    backbone: DecomposingBackbone, pixel_values: Tensor, indices: Tensor, seed: int = 0
+) -> dict[str, Tensor]:
+    """Every map (`attribution_maps`), its perturbation curves (`perturbation_curves`) and its rank
+    agreement with the exact contribution map, `maps/{map}/rank_agreement` (batch,)."""
+    maps = attribution_maps(backbone, pixel_values)
+    reference = maps[ATTRIBUTION_PREFIX + "contribution"]
+    agreement = {
+        f"maps/{name}/rank_agreement": rank_agreement(maps[ATTRIBUTION_PREFIX + name], reference)
+        for name in MAPS
+    }
+    return {**maps, **perturbation_curves(backbone, pixel_values, maps, indices, seed=seed), **agreement}

@@ -17,6 +17,7 @@ from transformers import Dinov2Model, Dinov2WithRegistersModel
 
 from cls_decoupling.hashing import uniform_hash
 from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
+from harness.attribution import scored_maps
 from harness.decomposition import (
     ATTENTION_MAP,
     DELETION_FRACTIONS,
@@ -65,19 +66,23 @@ class ForwardOptions:
         deletion: shares of the patches removed in the deletion passes (`deletion/*`); () = none.
         deletion_seed: seed of the random deletion order.
         interventions: passes under interventions (`intervened/*`, `harness.interventions`).
+        attribution: the attribution maps and their scores (`attribution/*`, `maps/*`,
+            `harness.attribution`).
     """
 
     layers: tuple[int, ...] = ()
     deletion: tuple[float, ...] = ()
     deletion_seed: int = 0
     interventions: tuple[Intervention, ...] = ()
+    attribution: bool = False
 
     def merged(self, other: ForwardOptions) -> ForwardOptions:
         """Everything either asks for (layers and interventions united; the deletion fractions and
         seed of whichever asks for deletion).
 
-        >>> ForwardOptions(layers=(1, 3)).merged(ForwardOptions(layers=(2,), deletion=(0.5,)))
-        ForwardOptions(layers=(1, 2, 3), deletion=(0.5,), deletion_seed=0, interventions=())
+        >>> merged = ForwardOptions(layers=(1, 3)).merged(ForwardOptions(layers=(2,), deletion=(0.5,)))
+        >>> merged.layers, merged.deletion, merged.attribution
+        ((1, 2, 3), (0.5,), False)
         """
         deletion = other if other.deletion else self
         interventions = tuple(dict.fromkeys((*self.interventions, *other.interventions)))
@@ -86,6 +91,7 @@ class ForwardOptions:
             deletion.deletion,
             deletion.deletion_seed,
             interventions,
+            self.attribution or other.attribution,
         )
 
 
@@ -494,6 +500,7 @@ class DecomposingBackbone(nn.Module):
         deletion_seed: int = 0,
         interventions: Sequence[Intervention] = (),
         reference: ReferenceStatistics | None = None,
+        attribution: bool = False,
     ) -> Decomposition:
         """The decomposition of one batch.
 
@@ -511,12 +518,14 @@ class DecomposingBackbone(nn.Module):
                 allows them (`Intervention.allows_deletion`), ordered by its own attention map and
                 compared with its own output.
             reference: the reference statistics the `mean`, `shuffle` and `noise` interventions read.
+            attribution: add every attribution map and its scores (`harness.attribution.scored_maps`;
+                gradient passes and 2 x 3 x fractions perturbation passes per map).
         """
         if deletion and any(not 0 < f < 1 for f in deletion):
             raise ValueError(f"deletion fractions must lie in (0, 1), got {list(deletion)}")
         capture = self.capture(pixel_values, layers, inputs_of=[i.blocks[0] for i in interventions])
         decomposition = self.decompose(capture)
-        if not deletion and not interventions:
+        if not deletion and not interventions and not attribution:
             return decomposition
         if indices is None:
             indices = torch.arange(pixel_values.shape[0], device=pixel_values.device)
@@ -543,6 +552,8 @@ class DecomposingBackbone(nn.Module):
             extra |= {intervention.prefix + name: tensor for name, tensor in intervened.items()}
             if error is not None:  # the intervened pass's decomposition is checked as the clean one is
                 pooler_error = torch.maximum(pooler_error, error)
+        if attribution:
+            extra |= scored_maps(self, pixel_values, indices, deletion_seed)
         return Decomposition({**decomposition, **extra}, capture.layout, pooler_error)
 
     def intervened(

@@ -131,7 +131,7 @@ class HarnessModule(L.LightningModule):
         decomposition = self.backbone(
             batch["pixels"], batch["index"], layers=options.layers, deletion=options.deletion,
             deletion_seed=options.deletion_seed, interventions=options.interventions,
-            reference=self.reference,
+            reference=self.reference, attribution=options.attribution,
         )  # fmt: skip
         self.record(decomposition, batch["pixels"], batch["label"], batch["index"])
 

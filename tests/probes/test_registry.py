@@ -52,9 +52,14 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     layers = {name for name, probe in PROBES.items() if probe.needs_layers}
     bank = {name for name, probe in PROBES.items() if probe.needs_bank}
     opt_in = {name for name, probe in PROBES.items() if probe.opt_in}
-    assert labelled == {"oneshot", "linear", "knn"} and bank == {"knn"} and opt_in == {"deletion"}
+    assert (
+        labelled == {"oneshot", "linear", "knn"} and bank == {"knn"} and opt_in == {"deletion", "attribution"}
+    )
     interventions = {name for name, probe in PROBES.items() if probe.needs_interventions}
-    assert pixels == {"maps", "deletion", "interventions"} and layers == {"depth", "cka_layers"}
+    assert pixels == {"maps", "deletion", "interventions", "attribution"} and layers == {
+        "depth",
+        "cka_layers",
+    }
     assert interventions == {"interventions"}
     readable = {
         name: probe.under_interventions for name, probe in PROBES.items() if probe.under_interventions
@@ -95,9 +100,10 @@ def test_linear_is_a_ridge_classifier_without_a_head_and_the_head_with_one(tmp_p
 
 
 def test_probe_names() -> None:
-    assert parse_probe_names("all", labelled=True) == [name for name in PROBES if name != "deletion"]
+    opt_in = ("deletion", "attribution")  # extra passes: never in `all`
+    assert parse_probe_names("all", labelled=True) == [n for n in PROBES if n not in opt_in]
     assert parse_probe_names("all", layers=False) == [
-        name for name in PROBES if name not in ("depth", "cka_layers", "deletion")
+        name for name in PROBES if name not in ("depth", "cka_layers", *opt_in)
     ]
     with pytest.raises(UserError, match="add --train-data"):
         parse_probe_names("knn", bank=False)
@@ -195,7 +201,9 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
     )
     built = build_probes(list(PROBES), context)
     pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, interventions=interventions)
+    decomposition = backbone(
+        pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, interventions=interventions, attribution=True
+    )
     feed(built.values(), decomposition, pixels, torch.arange(12) % 3, torch.arange(12))
     results = {name: value for probe in built.values() for name, value in probe.compute().items()}
     arrays = {name: value for probe in built.values() for name, value in probe.arrays().items()}
