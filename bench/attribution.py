@@ -27,7 +27,7 @@ from bench.common import median_ratio, paired_times
 from harness import load_backbone
 from harness.attribution import (
     INTEGRATION_STEPS,
-    _Rollout,
+    RolloutHooks,
     chefer_map,
     integrated_gradients_map,
     perturbation_curves,
@@ -70,7 +70,7 @@ def main() -> None:
     layout = backbone.layout_for(pixels)
 
     def rollout() -> None:
-        recorder = _Rollout(backbone, layout)
+        recorder = RolloutHooks(backbone, layout)
         with recorder.attach():
             backbone.capture(pixels)
 

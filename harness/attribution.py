@@ -73,7 +73,7 @@ def rollout_step(rollout: Tensor | None, attention: Tensor) -> Tensor:
     return mixed if rollout is None else mixed @ rollout
 
 
-class _Rollout:
+class RolloutHooks:
     """Forward hooks on every block's query and key projections for one pass: each block's full
     attention is folded into the rollout as the block ends, and dropped (one block's at a time)."""
 
@@ -227,7 +227,7 @@ def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dic
         `attribution/{map}` -> (batch, grid_height, grid_width), float32.
     """
     layout = backbone.layout_for(pixel_values)
-    recorder = _Rollout(backbone, layout)
+    recorder = RolloutHooks(backbone, layout)
     with recorder.attach():
         capture = backbone.capture(pixel_values)
     assert recorder.rollout is not None  # every block ran

@@ -200,3 +200,47 @@ def test_rank_agreement_is_spearmans() -> None:
         expected = spearmanr(first[image].flatten().numpy(), second[image].flatten().numpy()).statistic
         assert agreement[image].item() == pytest.approx(expected, abs=1e-6)
     assert agreement[0].item() == pytest.approx(1.0)
+
+
+def one_patch_model() -> nn.Module:
+    """A DINOv2 in which only one patch can reach the output, by construction: no biases, zero [CLS],
+    register and position embeddings (a black patch and every prefix token enter as zeros and stay
+    zeros: LayerNorm of zero is zero without biases, and so are the MLP and the values), and no
+    attention output before the last block (no token mixes with another). The last block's [CLS]
+    query is zero, so its attention is uniform: the attention map says every patch counts alike,
+    while the output is made by the one non-black patch alone."""
+    model = tiny_model(registers=4, hidden=32, heads=4, layers=3, patch=4, image=32)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if name.endswith("bias") or "token" in name or "position_embeddings" in name:
+                parameter.zero_()
+        for layer in model.encoder.layer[:-1]:
+            layer.attention.o_proj.weight.zero_()
+    return model
+
+
+@torch.no_grad()
+def test_the_maps_find_the_one_patch_that_makes_the_output() -> None:
+    from harness.attribution import perturbation_curves
+
+    backbone = DecomposingBackbone.from_model(one_patch_model())
+    pixels = torch.zeros(2, 3, 32, 32)
+    pixels[:, :, 12:16, 8:12] = torch.randn(
+        2, 3, 4, 4, generator=torch.Generator().manual_seed(0)
+    )  # patch (3, 2)
+    maps = attribution_maps(backbone, pixels)
+    carrier = 3 * 8 + 2
+    for name in ("value_weighted", "contribution", "integrated_gradients"):
+        values = maps[f"attribution/{name}"].flatten(1)
+        others = torch.cat([values[:, :carrier], values[:, carrier + 1 :]], dim=1)
+        assert torch.all(values[:, carrier].abs() > 0) and torch.all(others == 0), name
+    attention = maps["attribution/attention"].flatten(1)
+    assert_close(attention, attention[:, :1].expand_as(attention))  # uniform: it cannot tell
+    curves = perturbation_curves(backbone, pixels, maps, torch.arange(2), fractions=(0.1, 0.25, 0.5))
+    for name in ("value_weighted", "contribution"):  # the carrier goes first: the output leaves at once
+        assert torch.all(curves[f"maps/{name}/deletion/top"].abs() < 1e-6)
+        inserted = curves[f"maps/{name}/insertion/top"]  # it alone remakes the output's direction (the
+        assert torch.all(inserted > 0.99)  # uniform attention weighs it by 1 / the tokens kept)
+        assert torch.all(inserted >= curves[f"maps/{name}/insertion/random"])
+    # the uniform attention map deletes in patch order: the carrier (patch 26 of 64) stays up to 25 %
+    assert torch.all(curves["maps/attention/deletion/top"][:, :2] > 0.99)
