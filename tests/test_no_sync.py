@@ -73,8 +73,9 @@ class HostToDeviceCopies(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-EVERYTHING: dict[str, Any] = {"layers": [1, 2], "deletion": DELETION_FRACTIONS}
-"""Per-call options of a backbone call that does all it can: every block decomposed, deletion passes."""
+EVERYTHING: dict[str, Any] = {"layers": [1, 2], "deletion": DELETION_FRACTIONS, "attribution": True}
+"""Per-call options of a backbone call that does all it can: every block decomposed, deletion passes,
+the attribution maps and their scores."""
 
 
 @pytest.mark.parametrize("registers", [0, 4])

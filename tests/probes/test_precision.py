@@ -18,8 +18,9 @@ def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     probes = build_probes(list(PROBES), context)
     pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        # with the per-layer decomposition (the depth probe) and the deletion passes (its probe)
-        decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS)
+        # with the per-layer decomposition (the depth probe), the deletion passes (its probe) and the
+        # attribution maps (theirs)
+        decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, attribution=True)
         feed(probes.values(), decomposition, pixels, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
     assert all(decomposition[name].dtype == torch.float32 for name in decomposition.variants)
     dtypes = {
