@@ -84,7 +84,7 @@ class ForwardOptions:
         >>> merged.layers, merged.deletion, merged.attribution
         ((1, 2, 3), (0.5,), False)
         """
-        deletion = other if other.deletion else self
+        deletion = other if other.deletion or other.attribution else self  # whose seed the random orders use
         interventions = tuple(dict.fromkeys((*self.interventions, *other.interventions)))
         return ForwardOptions(
             tuple(sorted({*self.layers, *other.layers})),
