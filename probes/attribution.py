@@ -11,11 +11,14 @@ Means over images with seeded bootstrap 95 % intervals.
 
 Results: `maps/{map}/{score}/{order}/{percent}` (mean cosine), `maps/{map}/{score}/area/{order}`,
 `maps/{map}/{score}/gain` and `maps/{map}/rank_agreement`, each with `/ci_low` and `/ci_high` (the
-areas, gains and agreement).
+areas, gains and agreement). Arrays: `attribution/gallery/{index,image,<map>}`, every map of the
+`GALLERY_SIZE` images of smallest dataset index, and those images (uint8): the same images on any
+number of processes, drawn side by side in `attribution_gallery.png`.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -24,11 +27,12 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from harness import ForwardOptions
-from harness.attribution import MAPS, SCORE_FRACTIONS, SCORES
+from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
+from harness import PIXELS, ForwardOptions
+from harness.attribution import ATTRIBUTION_PREFIX, MAPS, SCORE_FRACTIONS, SCORES
 from harness.decomposition import DELETION_ORDERS
 from probes.base import Headline, Probe, ProbeContext
-from probes.metrics.rows import add_row_states, append_rows, gathered_rows
+from probes.metrics.rows import add_row_states, append_rows, gathered_rows, row_state
 from probes.plotting import named, run_title, subplots
 from probes.view import ComparedView, RunView
 
@@ -37,6 +41,9 @@ if TYPE_CHECKING:
 
 BOOTSTRAP = 1000
 """Resamples of the images for the 95 % intervals."""
+GALLERY_SIZE = 4
+"""Images whose maps are kept and drawn side by side."""
+GALLERY = "attribution/gallery/"
 
 
 def curve_name(name: str, score: str, order: str) -> str:
@@ -79,6 +86,31 @@ class AttributionRows(Metric):
         return gathered_rows(self, self.names)
 
 
+class FirstImages(Metric):
+    """The maps and uint8 pixels of the `size` images of smallest dataset index: pruned to those at
+    every update with tensor operations (nothing read back from the device), and once more after the
+    ranks' rows are gathered, so every rank holds the same images."""
+
+    full_state_update = False
+
+    def __init__(self, size: int, names: Sequence[str], to_image: Any, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.size, self.names, self.to_image = size, tuple(names), to_image
+        add_row_states(self, (*self.names, "image", "index"))
+
+    def update(self, maps: Mapping[str, Tensor], pixels: Tensor, indices: Tensor) -> None:
+        rows = {name: maps[name].float() for name in self.names}
+        rows |= {"image": self.to_image(pixels), "index": indices.long()}
+        merged = {name: torch.cat([*row_state(self, name), value]) for name, value in rows.items()}
+        keep = merged["index"].argsort(stable=True)[: self.size]
+        for name, value in merged.items():
+            row_state(self, name)[:] = [value[keep]]
+
+    def compute(self) -> dict[str, Tensor]:
+        rows = gathered_rows(self, (*self.names, "image", "index"))  # one per index, in index order
+        return {name: value[: self.size] for name, value in rows.items()}
+
+
 class AttributionProbe(Probe):
     """Every attribution map scored by deletion and insertion against random and reversed controls,
     and its rank agreement with the exact contribution map (see the module docstring)."""
@@ -88,15 +120,22 @@ class AttributionProbe(Probe):
     needs_pixels = True  # the maps read the images and need the backbone's extra passes
     opt_in = True
 
-    def __init__(self, seed: int = 0, fractions: Sequence[float] = SCORE_FRACTIONS) -> None:
+    def __init__(
+        self, seed: int = 0, fractions: Sequence[float] = SCORE_FRACTIONS,
+        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+    ) -> None:  # fmt: skip
         super().__init__()
         self.seed, self.fractions = seed, tuple(fractions)
         curves = [curve_name(m, s, o) for m in MAPS for s in SCORES for o in DELETION_ORDERS]
         self.rows = AttributionRows([*curves, *(f"maps/{m}/rank_agreement" for m in MAPS)])
+        # the gallery's pixels back to uint8 with the normalisation the backbone's family used
+        to_image = functools.partial(to_uint8_image, mean=tuple(mean), std=tuple(std))
+        self.gallery = FirstImages(GALLERY_SIZE, [f"{ATTRIBUTION_PREFIX}{m}" for m in MAPS], to_image)
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> AttributionProbe:
-        return cls(context.seed)
+        preprocessing = context.info.preprocessing
+        return cls(context.seed, mean=preprocessing.mean, std=preprocessing.std)
 
     @classmethod
     def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
@@ -104,6 +143,11 @@ class AttributionProbe(Probe):
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         self.rows.update(decomposition, indices)
+        self.gallery.update(decomposition, decomposition[PIXELS], indices)
+
+    def arrays(self) -> dict[str, Tensor]:
+        rows = self.gallery.compute()
+        return {GALLERY + name.removeprefix(ATTRIBUTION_PREFIX): value for name, value in rows.items()}
 
     def compute(self) -> dict[str, float]:
         rows = self.rows.compute()
@@ -161,7 +205,31 @@ class AttributionProbe(Probe):
             axis.invert_yaxis()
         figure.suptitle(f"Which map shows what the model used: {run_title(run)}")
         figure.tight_layout()
-        return named("attribution.png", figure)
+        return named("attribution.png", figure) | named("attribution_gallery.png", cls._gallery(run))
+
+    @classmethod
+    def _gallery(cls, run: RunView) -> Figure | None:
+        """The first images and every map of each, side by side (None without the arrays)."""
+        if GALLERY + "image" not in run.arrays:
+            return None
+        images = run.arrays[GALLERY + "image"].numpy()
+        indices = run.arrays[GALLERY + "index"].tolist()
+        figure, axes = subplots(
+            len(images), len(MAPS) + 1, figsize=(2 * (len(MAPS) + 1), 2 * len(images) + 0.6), squeeze=False
+        )
+        for row, (image, index) in enumerate(zip(images, indices, strict=True)):
+            axes[row, 0].imshow(image.transpose(1, 2, 0))
+            axes[row, 0].set_ylabel(f"image {index}")
+            for column, name in enumerate(MAPS, start=1):
+                axes[row, column].imshow(run.arrays[GALLERY + name][row].numpy(), cmap="viridis")
+                if row == 0:
+                    axes[row, column].set_title(name, fontsize=9)
+        for axis in axes.flat:
+            axis.set_xticks([])
+            axis.set_yticks([])
+        figure.suptitle(f"Attribution maps of the same images: {run_title(run)}")
+        figure.tight_layout()
+        return figure
 
     @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
