@@ -244,3 +244,27 @@ def test_the_maps_find_the_one_patch_that_makes_the_output() -> None:
         assert torch.all(inserted >= curves[f"maps/{name}/insertion/random"])
     # the uniform attention map deletes in patch order: the carrier (patch 26 of 64) stays up to 25 %
     assert torch.all(curves["maps/attention/deletion/top"][:, :2] > 0.99)
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3", "vit", "deit", "clip", "timm"])
+@torch.no_grad()
+def test_the_contributions_sum_to_the_patch_term_in_every_family(family: str, pixels: Tensor) -> None:
+    """Per family: the contribution map sums to the decomposition's patch term projected on the
+    update, and the value-weighted map is at least each contribution's size (|<c_j, u>| <= ||c_j||)."""
+    from tests.harness.test_interventions import FAMILIES
+
+    backbone = DecomposingBackbone.from_model(FAMILIES[family]())
+    maps = attribution_maps(backbone, pixels)
+    decomposition = backbone(pixels)
+    groups = decomposition.layout.groups
+    update = decomposition["attention/full"]
+    terms = [decomposition[f"attention/{group}"] for group in groups]
+    bias = (sum(terms) - update) / (len(terms) - 1)  # attention/g = c_g + c_b, full = sum c_g + c_b
+    patch_share = ((decomposition["attention/patch"] - bias) * nn.functional.normalize(update, dim=-1)).sum(
+        -1
+    )
+    total = maps["attribution/contribution"].flatten(1).sum(dim=1)
+    assert_close(total, patch_share, rtol=1e-4, atol=1e-5 * update.norm(dim=-1).max().item())
+    assert torch.all(
+        maps["attribution/contribution"].abs() <= maps["attribution/value_weighted"] * (1 + 1e-5) + 1e-7
+    )
