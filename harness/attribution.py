@@ -36,6 +36,7 @@ import torch
 from torch import Tensor, nn
 
 from harness.decomposition import HFBlock, cls_attention, contribution, output_bias_term
+from harness.hooks import keeping, removed_after
 
 if TYPE_CHECKING:
     from harness.backbone import DecomposingBackbone
@@ -89,21 +90,12 @@ class RolloutHooks:
         for number, block in enumerate(family.blocks, start=1):
             view = backbone.view(number)
             handles += [
-                view.attention.q_proj.register_forward_hook(self._keep("queries")),
-                view.attention.k_proj.register_forward_hook(self._keep("keys")),
+                view.attention.q_proj.register_forward_hook(keeping(self.kept, "queries")),
+                view.attention.k_proj.register_forward_hook(keeping(self.kept, "keys")),
                 block.register_forward_hook(self._fold(view)),
             ]
-        try:
+        with removed_after(handles):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _keep(self, what: str) -> Any:
-        def keep(module: nn.Module, inputs: Any, output: Tensor) -> None:
-            self.kept[what] = output
-
-        return keep
 
     def _fold(self, view: HFBlock) -> Any:
         def fold(module: nn.Module, inputs: Any, output: Tensor) -> None:
@@ -140,23 +132,13 @@ class _Gradients:
             parts: dict[str, Tensor] = {}
             self.kept.append(parts)
             handles += [
-                view.attention.q_proj.register_forward_hook(self._keep(parts, "queries")),
-                view.attention.k_proj.register_forward_hook(self._keep(parts, "keys")),
-                view.attention.v_proj.register_forward_hook(self._keep(parts, "values")),
-                view.attention.o_proj.register_forward_pre_hook(self._keep(parts, "heads")),
+                view.attention.q_proj.register_forward_hook(keeping(parts, "queries")),
+                view.attention.k_proj.register_forward_hook(keeping(parts, "keys")),
+                view.attention.v_proj.register_forward_hook(keeping(parts, "values")),
+                view.attention.o_proj.register_forward_pre_hook(keeping(parts, "heads")),
             ]
-        try:
+        with removed_after(handles):
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    @staticmethod
-    def _keep(parts: dict[str, Tensor], what: str) -> Any:
-        def keep(module: nn.Module, inputs: Any, *output: Any) -> None:
-            parts[what] = output[0] if output else inputs[0]
-
-        return keep
 
 
 def chefer_map(backbone: DecomposingBackbone, pixel_values: Tensor, layout: TokenLayout) -> Tensor:

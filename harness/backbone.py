@@ -33,6 +33,7 @@ from harness.decomposition import (
     projection_readout,
 )
 from harness.families import Family, family_for
+from harness.hooks import keeping, removed_after, tapped
 from harness.interventions import (
     Intervention,
     ReferenceStatistics,
@@ -220,7 +221,6 @@ class _Recorder:
         self.block_inputs: dict[int, Tensor] = {}
         self.last: dict[str, Tensor] = {}
         self.cls_rows: list[Tensor] = []
-        self.depth_parts: dict[tuple[int, str], Tensor] = {}
         self.depth_rows: list[dict[str, Tensor]] = []
         self.depth_errors: list[Tensor] = []
 
@@ -231,53 +231,28 @@ class _Recorder:
         handles = [
             family.embeddings.register_forward_hook(self._keep_cls_row),
             *(block.register_forward_hook(self._keep_cls_row) for block in family.blocks),
-            family.blocks[-1].register_forward_pre_hook(self._keep("last", "block_input")),
-            last.k_proj.register_forward_hook(self._keep("last", "keys")),
-            last.v_proj.register_forward_hook(self._keep("last", "values")),
-            *(family.blocks[n - 1].register_forward_pre_hook(self._keep_input(n)) for n in self.inputs_of),
+            family.blocks[-1].register_forward_pre_hook(keeping(self.last, "block_input")),
+            last.k_proj.register_forward_hook(keeping(self.last, "keys")),
+            last.v_proj.register_forward_hook(keeping(self.last, "values")),
+            *(
+                family.blocks[n - 1].register_forward_pre_hook(keeping(self.block_inputs, n))
+                for n in self.inputs_of
+            ),
         ]
-        for number in self.layers:
-            block, view = family.blocks[number - 1], backbone.view(number)
-            handles += [
-                block.register_forward_pre_hook(self._keep(number, "input")),
-                view.attention.k_proj.register_forward_hook(self._keep(number, "keys")),
-                view.attention.v_proj.register_forward_hook(self._keep(number, "values")),
-                block.register_forward_hook(functools.partial(self._decompose_depth, number)),
-            ]
-        try:
+        with contextlib.ExitStack() as stack:
+            stack.enter_context(removed_after(handles))
+            for number in self.layers:
+                decompose = functools.partial(self._decompose_depth, number)
+                stack.enter_context(tapped(backbone, number, self.layout, decompose))
             yield
-        finally:
-            for handle in handles:
-                handle.remove()
-
-    def _keep(self, where: int | str, what: str) -> Callable[..., None]:
-        """A hook keeping its module's input (pre-hook: two arguments) or output (three)."""
-
-        def keep(module: nn.Module, inputs: Any, *output: Any) -> None:
-            tensor = output[0] if output else inputs[0]
-            if where == "last":
-                self.last[what] = tensor
-            else:
-                self.depth_parts[(int(where), what)] = tensor
-
-        return keep
-
-    def _keep_input(self, number: int) -> Callable[..., None]:
-        def keep(module: nn.Module, inputs: Any) -> None:
-            self.block_inputs[number] = inputs[0]
-
-        return keep
 
     def _keep_cls_row(self, module: nn.Module, inputs: Any, output: Tensor) -> None:
         self.cls_rows.append(output[:, 0])
 
-    def _decompose_depth(self, number: int, module: nn.Module, inputs: Any, output: Tensor) -> None:
-        """Block `number` ended: its depth quantities, and its parts dropped (no two blocks' keys and
-        values are held at once)."""
-        block_input, keys, values = (
-            self.depth_parts.pop((number, what)) for what in ("input", "keys", "values")
-        )
-        keys = self.backbone.family.attention_keys(keys, self.layout)
+    def _decompose_depth(
+        self, number: int, block_input: Tensor, keys: Tensor, values: Tensor, output: Tensor
+    ) -> None:
+        """Block `number` ended (`tapped`): its depth quantities."""
         quantities, rebuilt = decompose_block(
             self.backbone.view(number), block_input, keys, values, self.layout
         )

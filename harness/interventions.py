@@ -37,7 +37,6 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
-from torch.utils.hooks import RemovableHandle
 
 from cls_decoupling.hashing import uniform_hash
 from harness.decomposition import (
@@ -49,6 +48,7 @@ from harness.decomposition import (
     output_bias_term,
     output_readout,
 )
+from harness.hooks import OnBlockEnd, removed_after, tapped
 from harness.tokens import GROUPS, TokenLayout
 
 if TYPE_CHECKING:
@@ -405,49 +405,6 @@ def rebuilt_state(terms: Mapping[str, Tensor], replaced: Mapping[str, Tensor]) -
 
 
 @contextlib.contextmanager
-def _removed_after(handles: Sequence[RemovableHandle]) -> Iterator[None]:
-    """The hooks of `handles` for the length of the block, removed however it ends."""
-    try:
-        yield
-    finally:
-        for handle in handles:
-            handle.remove()
-
-
-OnBlockEnd = Callable[[Tensor, Tensor, Tensor, Tensor], "Tensor | None"]
-"""Called when a tapped block ends with its input, keys (as its softmax sees them), values and output;
-returns the output to use instead, or None to keep it."""
-
-
-@contextlib.contextmanager
-def tapped(
-    backbone: DecomposingBackbone, number: int, layout: TokenLayout, on_end: OnBlockEnd
-) -> Iterator[None]:
-    """Hooks on block `number` (1-based) for one pass: its input, keys and values are kept while it
-    runs and handed to `on_end` when it ends."""
-    block, view = backbone.family.blocks[number - 1], backbone.view(number)
-    kept: dict[str, Tensor] = {}
-
-    def keep(what: str) -> Callable[..., None]:
-        def hook(module: nn.Module, inputs: Any, *output: Any) -> None:
-            kept[what] = output[0] if output else inputs[0]
-
-        return hook
-
-    def end(module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
-        keys = backbone.family.attention_keys(kept.pop("keys"), layout)
-        return on_end(kept.pop("input"), keys, kept.pop("values"), output)
-
-    with _removed_after([
-        block.register_forward_pre_hook(keep("input")),
-        view.attention.k_proj.register_forward_hook(keep("keys")),
-        view.attention.v_proj.register_forward_hook(keep("values")),
-        block.register_forward_hook(end),
-    ]):  # fmt: skip
-        yield
-
-
-@contextlib.contextmanager
 def replacing_rows(
     backbone: DecomposingBackbone, intervention: Intervention, layout: TokenLayout, indices: Tensor,
     reference: ReferenceStatistics | None,
@@ -467,7 +424,7 @@ def replacing_rows(
         return replace
 
     blocks = backbone.family.blocks
-    with _removed_after([blocks[n - 1].register_forward_pre_hook(hook_for(n)) for n in intervention.blocks]):
+    with removed_after([blocks[n - 1].register_forward_pre_hook(hook_for(n)) for n in intervention.blocks]):
         yield
 
 
