@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from harness.decomposition import HFBlock, cls_attention, contribution, output_bias_term
+from harness.decomposition import HFBlock, cls_attention, contribution, output_bias_term, per_head
 from harness.hooks import keeping, removed_after
 
 if TYPE_CHECKING:
@@ -61,11 +61,9 @@ def attention_matrix(view: HFBlock, queries: Tensor, keys: Tensor) -> Tensor:
     """Post-softmax attention of every query over every key, per head: (batch, heads, tokens, tokens),
     float32, from a block's query and key projections (as its softmax sees them)."""
     attention = view.attention
-    batch, tokens, _ = keys.shape
-    heads, width = attention.num_attention_heads, attention.head_dim
-    per_head_q = queries.float().view(batch, tokens, heads, width).transpose(1, 2)
-    per_head_k = keys.float().view(batch, tokens, heads, width).transpose(1, 2)
-    return (per_head_q @ per_head_k.transpose(-1, -2) * attention.scaling).softmax(dim=-1)
+    heads = attention.num_attention_heads
+    logits = per_head(queries, heads) @ per_head(keys, heads).transpose(-1, -2)
+    return (logits * attention.scaling).softmax(dim=-1)
 
 
 def rollout_step(rollout: Tensor | None, attention: Tensor) -> Tensor:
@@ -159,12 +157,11 @@ def chefer_map(backbone: DecomposingBackbone, pixel_values: Tensor, layout: Toke
         view = backbone.view(number)
         queries = family.attention_queries(parts["queries"].detach(), layout)
         keys = family.attention_keys(parts["keys"].detach(), layout)
-        attention = attention_matrix(view, queries, keys)
-        batch, tokens, _ = gradient.shape
-        width = view.attention.head_dim
-        per_head_gradient = gradient.float().view(batch, tokens, -1, width).transpose(1, 2)
-        per_head_values = parts["values"].detach().float().view(batch, tokens, -1, width).transpose(1, 2)
-        relevance = chefer_step(relevance, attention, per_head_gradient @ per_head_values.transpose(-1, -2))
+        heads = view.attention.num_attention_heads
+        attention_gradient = per_head(gradient, heads) @ per_head(parts["values"].detach(), heads).transpose(
+            -1, -2
+        )
+        relevance = chefer_step(relevance, attention_matrix(view, queries, keys), attention_gradient)
     assert relevance is not None  # the model has blocks
     return relevance[:, 0, layout.slice("patch")]
 
@@ -197,8 +194,9 @@ def token_contributions(view: HFBlock, block_input: Tensor, keys: Tensor, values
     tokens, hidden), float32 (the decomposition's c_g, one token at a time)."""
     weights = cls_attention(view, block_input, keys)  # batch, heads, tokens
     batch, heads, tokens = weights.shape
-    per_head = values.float().view(batch, tokens, heads, -1).transpose(1, 2)  # batch, heads, tokens, width
-    weighted = (weights.unsqueeze(-1) * per_head).permute(0, 2, 1, 3)  # batch, tokens, heads, width
+    weighted = (weights.unsqueeze(-1) * per_head(values, heads)).permute(
+        0, 2, 1, 3
+    )  # batch, tokens, heads, width
     return contribution(view, weighted.reshape(batch * tokens, heads, -1)).view(batch, tokens, -1)
 
 

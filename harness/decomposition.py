@@ -200,12 +200,20 @@ def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
         a (batch, heads, tokens), float32, each row summing to 1.
     """
     attention = layer.attention
-    batch, tokens, _ = keys.shape
+    batch = keys.shape[0]
     query_cls = _apply(attention.q_proj, _apply(layer.norm1, block_input[:, 0]))  # batch, hidden
     query_cls = query_cls.view(batch, attention.num_attention_heads, 1, attention.head_dim)
-    keys = keys.float().view(batch, tokens, attention.num_attention_heads, attention.head_dim).transpose(1, 2)
-    logits = (query_cls @ keys.transpose(-1, -2)).squeeze(2) * attention.scaling  # batch, heads, tokens
+    logits = (query_cls @ per_head(keys, attention.num_attention_heads).transpose(-1, -2)).squeeze(
+        2
+    ) * attention.scaling  # batch, heads, tokens
     return logits.softmax(dim=-1)
+
+
+def per_head(projections: Tensor, heads: int) -> Tensor:
+    """Query, key or value projections (batch, tokens, hidden) split into heads: (batch, heads,
+    tokens, head width), float32."""
+    batch, tokens, _ = projections.shape
+    return projections.float().view(batch, tokens, heads, -1).transpose(1, 2)
 
 
 def group_partial_sums(weights: Tensor, values: Tensor, layout: TokenLayout) -> dict[str, Tensor]:
@@ -219,8 +227,7 @@ def group_partial_sums(weights: Tensor, values: Tensor, layout: TokenLayout) -> 
     Returns:
         group name -> sum_{j in g} a^h_j v^h_j (batch, heads, head_dim); 0 for an empty group.
     """
-    batch, heads, tokens = weights.shape
-    values = values.float().view(batch, tokens, heads, -1).transpose(1, 2)  # batch, heads, tokens, head_dim
+    values = per_head(values, weights.shape[1])  # batch, heads, tokens, head_dim
     sums = {}
     for group in GROUPS:
         span = layout.slice(group)

@@ -47,6 +47,7 @@ from harness.decomposition import (
     group_partial_sums,
     output_bias_term,
     output_readout,
+    per_head,
 )
 from harness.hooks import OnBlockEnd, removed_after, tapped
 from harness.tokens import GROUPS, TokenLayout
@@ -389,9 +390,8 @@ def readout_terms(
     terms["skip"] = skip
     terms["bias"] = bias.expand_as(skip)
     top = model_rows("high_norm", block_input, layout)[:, 0]  # images
-    images, heads, tokens = weights.shape
-    image = torch.arange(images, device=weights.device)
-    top_values = values.float().view(images, tokens, heads, -1)[image, top]  # images, heads, head_dim
+    image = torch.arange(weights.shape[0], device=weights.device)
+    top_values = per_head(values, weights.shape[1])[image, :, top]  # images, heads, head_dim
     terms["high_norm"] = contribution(view, weights[image, :, top].unsqueeze(-1) * top_values)
     return {name: term.unsqueeze(1) for name, term in terms.items()}
 
@@ -473,8 +473,10 @@ def recording(
 
         def record(block_input: Tensor, keys: Tensor, values: Tensor, output: Tensor) -> None:
             wanted = by_block[number]
-            with torch.autocast(device_type=block_input.device.type, enabled=False):
-                terms = readout_terms(view, block_input, keys, values, layout)
+            terms: dict[str, Tensor] = {}
+            if any(key.level == "readout" for key in wanted):  # model-level keys read the input alone
+                with torch.autocast(device_type=block_input.device.type, enabled=False):
+                    terms = readout_terms(view, block_input, keys, values, layout)
             for key in wanted:
                 if key.level == "readout":
                     into.update(key, terms[key.target], indices)
