@@ -33,7 +33,7 @@ from harness.decomposition import (
     projection_readout,
 )
 from harness.families import Family, family_for
-from harness.hooks import keeping, removed_after, tapped
+from harness.hooks import OnBlockEnd, keeping, removed_after, tapped
 from harness.interventions import (
     Intervention,
     ReferenceStatistics,
@@ -239,11 +239,11 @@ class _Recorder:
                 for n in self.inputs_of
             ),
         ]
-        with contextlib.ExitStack() as stack:
-            stack.enter_context(removed_after(handles))
-            for number in self.layers:
-                decompose = functools.partial(self._decompose_depth, number)
-                stack.enter_context(tapped(backbone, number, self.layout, decompose))
+
+        def decompose(number: int) -> OnBlockEnd:
+            return functools.partial(self._decompose_depth, number)
+
+        with removed_after(handles), tapped(backbone, self.layers, self.layout, decompose):
             yield
 
     def _keep_cls_row(self, module: nn.Module, inputs: Any, output: Tensor) -> None:

@@ -4,7 +4,7 @@ pieces every recorder of this package is made of."""
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, MutableMapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, MutableMapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from torch import Tensor, nn
@@ -42,21 +42,34 @@ returns the output to use instead, or None to keep it."""
 
 @contextlib.contextmanager
 def tapped(
-    backbone: DecomposingBackbone, number: int, layout: TokenLayout, on_end: OnBlockEnd
-) -> Iterator[None]:
-    """Hooks on block `number` (1-based) for one pass: its input, keys and values are kept while it
-    runs and handed to `on_end` when it ends (then dropped: no two blocks' are held at once)."""
-    block, view = backbone.family.blocks[number - 1], backbone.view(number)
-    kept: dict[str, Tensor] = {}
+    backbone: DecomposingBackbone, numbers: Iterable[int], layout: TokenLayout,
+    on_end_for: Callable[[int], OnBlockEnd],
+) -> Iterator[None]:  # fmt: skip
+    """Hooks on blocks `numbers` (1-based) for one pass: each block's input, keys and values are kept
+    while it runs and handed to `on_end_for(number)` when it ends (then dropped: no two blocks' are
+    held at once)."""
+    handles = []
+    for number in numbers:
+        block, view = backbone.family.blocks[number - 1], backbone.view(number)
+        kept: dict[str, Tensor] = {}
+        handles += [
+            block.register_forward_pre_hook(keeping(kept, "input")),
+            view.attention.k_proj.register_forward_hook(keeping(kept, "keys")),
+            view.attention.v_proj.register_forward_hook(keeping(kept, "values")),
+            block.register_forward_hook(_ending(backbone, layout, kept, on_end_for(number))),
+        ]
+    with removed_after(handles):
+        yield
+
+
+def _ending(
+    backbone: DecomposingBackbone, layout: TokenLayout, kept: dict[str, Tensor], on_end: OnBlockEnd
+) -> Callable[..., Tensor | None]:
+    """The forward hook at a tapped block's end: its kept parts (keys as the softmax sees them) to
+    `on_end`, and dropped."""
 
     def end(module: nn.Module, inputs: Any, output: Tensor) -> Tensor | None:
         keys = backbone.family.attention_keys(kept.pop("keys"), layout)
         return on_end(kept.pop("input"), keys, kept.pop("values"), output)
 
-    with removed_after([
-        block.register_forward_pre_hook(keeping(kept, "input")),
-        view.attention.k_proj.register_forward_hook(keeping(kept, "keys")),
-        view.attention.v_proj.register_forward_hook(keeping(kept, "values")),
-        block.register_forward_hook(end),
-    ]):  # fmt: skip
-        yield
+    return end

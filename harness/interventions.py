@@ -452,9 +452,7 @@ def rebuilding_cls(
 
         return rebuild
 
-    with contextlib.ExitStack() as stack:
-        for number in intervention.blocks:
-            stack.enter_context(tapped(backbone, number, layout, on_end_for(number)))
+    with tapped(backbone, intervention.blocks, layout, on_end_for):
         yield
 
 
@@ -489,7 +487,5 @@ def recording(
 
         return record
 
-    with contextlib.ExitStack() as stack:
-        for number in sorted(by_block):
-            stack.enter_context(tapped(backbone, number, layout, on_end_for(number)))
+    with tapped(backbone, sorted(by_block), layout, on_end_for):
         yield
