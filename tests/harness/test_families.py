@@ -24,6 +24,17 @@ from harness.families import CLIPFamily, Dinov3Family, TimmFamily, ViTFamily, fa
 from tests.families import perturbed
 
 
+def tiny_deit() -> nn.Module:
+    """A seeded random transformers DeiT (distilled: [CLS], distillation token, patches) with
+    non-trivial biases and tokens."""
+    from transformers import DeiTConfig, DeiTModel
+
+    config = DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
+                        image_size=32, patch_size=4)  # fmt: skip
+    torch.manual_seed(0)
+    return perturbed(DeiTModel(config, add_pooling_layer=False), seed=0)
+
+
 def tiny_vit(attn_implementation: str = "sdpa", qkv_bias: bool = True) -> ViTModel:
     """A seeded random transformers ViT (DINO v1's layout) with non-trivial biases."""
     config = ViTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
@@ -358,12 +369,7 @@ def test_a_distilled_deit_has_its_own_distillation_group(pixels: Tensor) -> None
     """DeiT's distillation token (position 1) is its own group: its split share is the [CLS] softmax mass
     on it from the block's own q/k projections, its zeroed variant is the attention output from its
     value alone, and [CLS] + distillation + patch shares sum to 1."""
-    from transformers import DeiTConfig, DeiTModel
-
-    config = DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                        image_size=32, patch_size=4)  # fmt: skip
-    torch.manual_seed(0)
-    model = perturbed(DeiTModel(config, add_pooling_layer=False), seed=0)
+    model = tiny_deit()
     backbone = wrap(model, "deit")
     assert backbone.info.num_distillation == 1
     decomposition = backbone(pixels, layers=[1, 2, 3])

@@ -14,7 +14,6 @@ from transformers import (
     CLIPVisionConfig,
     CLIPVisionModelWithProjection,
     DeiTConfig,
-    DeiTModel,
     Dinov2Config,
     PretrainedConfig,
     ViTConfig,
@@ -24,14 +23,7 @@ from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
 from harness import HUB_MODELS, DecomposingBackbone, resolve_backbone
 from harness.families import FAMILIES, Family, LoadAs, family_for, load_as, short_names
 from tests.conftest import tiny_model
-from tests.harness.test_families import tiny_clip, tiny_dinov3, tiny_timm, tiny_vit
-
-
-def tiny_deit() -> nn.Module:
-    config = DeiTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
-                        image_size=32, patch_size=4)  # fmt: skip
-    return DeiTModel(config, add_pooling_layer=False)
-
+from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "dinov2": lambda: tiny_model(registers=0),

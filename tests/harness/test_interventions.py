@@ -16,7 +16,6 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 from torch import Tensor, nn
 from torch.testing import assert_close
-from transformers import DeiTConfig, DeiTModel
 
 from harness import DecomposingBackbone
 from harness.interventions import (
@@ -28,16 +27,7 @@ from harness.interventions import (
     put_rows,
 )
 from tests.conftest import tiny_model
-from tests.families import perturbed
-from tests.harness.test_families import tiny_clip, tiny_dinov3, tiny_timm, tiny_vit
-
-
-def tiny_deit() -> nn.Module:
-    config = DeiTConfig(hidden_size=32, num_hidden_layers=3, num_attention_heads=4, intermediate_size=64,
-                        image_size=32, patch_size=4)  # fmt: skip
-    torch.manual_seed(0)
-    return perturbed(DeiTModel(config, add_pooling_layer=False), seed=0)
-
+from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 
 FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "dinov2": lambda: tiny_model(registers=4, hidden=32, heads=4, layers=3, patch=4, image=32),
