@@ -130,8 +130,19 @@ def test_an_earlier_run_is_not_overwritten(
         (["--intervene", "register@2-40:zero"], "this backbone has blocks 1..2"),
         (["--intervene", "skip@last:zero"], "only the readout level"),
         (["--probe", "interventions"], "add --intervene SPEC"),
+        (["--intervene", "cls@1:mean", "--reference-dir", "/tmp"], "add --reference-data"),
     ],
-    ids=["probe", "resolution", "no-dir", "missing-dir", "mode", "blocks", "skip-level", "no-intervention"],
+    ids=[
+        "probe",
+        "resolution",
+        "no-dir",
+        "missing-dir",
+        "mode",
+        "blocks",
+        "skip-level",
+        "no-intervention",
+        "reference-dir",
+    ],
 )
 def test_bad_options_are_one_line_errors(
     extra: list[str], message: str, model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

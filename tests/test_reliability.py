@@ -21,6 +21,7 @@ from cls_decoupling.outputs.runs import COMPLETE_MARKER
 TINY = ["--data", "demo", "--limit", "4", "--resolution", "56", "--num-workers", "0", "--batch-size", "2"]
 DATA_DIR = ["--data", "folder", "--data-dir"]
 TRAIN_DIR = ["--probe", "knn", "--train-data", "folder", "--train-dir"]
+REFERENCE_DIR = ["--intervene", "cls@1:mean", "--reference-data", "folder", "--reference-dir"]
 
 
 @pytest.fixture(scope="module")
@@ -149,6 +150,10 @@ def test_a_comparison_never_writes_over_a_compared_run(
         ([*DATA_DIR, "{tmp}/r/photos"], "the --data-dir folder {tmp}/r/photos lies inside --output {tmp}/r"),
         ([*TRAIN_DIR, "{tmp}"], "--output {tmp}/r lies inside the --train-dir folder {tmp}: the next run"),
         ([*TRAIN_DIR, "{tmp}/r/bank"], "the --train-dir folder {tmp}/r/bank lies inside --output {tmp}/r"),
+        (
+            [*REFERENCE_DIR, "{tmp}"],
+            "--output {tmp}/r lies inside the --reference-dir folder {tmp}: the next",
+        ),
     ],
     ids=[
         "devices-0",
@@ -164,6 +169,7 @@ def test_a_comparison_never_writes_over_a_compared_run(
         "data-dir-in-output",
         "output-in-train-dir",
         "train-dir-in-output",
+        "output-in-reference-dir",
     ],
 )
 def test_bad_options_fail_before_any_model_loads(

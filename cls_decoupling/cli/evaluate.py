@@ -74,6 +74,8 @@ class ProbeOptions:
                 download=False, limit=None, per_class=args.train_per_class,
             )  # fmt: skip
         reference = None
+        if args.reference_dir is not None and args.reference_data is None:
+            raise UserError("--reference-dir names the folder of --reference-data: add --reference-data")
         if args.intervene:
             evaluated = DataOptions.from_args(args)
             reference = dataclasses.replace(
@@ -246,7 +248,9 @@ def evaluate(
     if from_features is not None and len(names) > 1:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
     if from_features is None:
-        check_apart(output, {"--data-dir": data, "--train-dir": probes.train})
+        check_apart(
+            output, {"--data-dir": data, "--train-dir": probes.train, "--reference-dir": probes.reference}
+        )
     replayed = None if from_features is None else load_record(from_features)
     selection = check_probe_options(probes, replayed)
     if from_features is None:
