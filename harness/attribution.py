@@ -8,12 +8,11 @@ never patches. Every map is (batch, grid_height, grid_width), float32, under `at
   block l's full attention, recomputed from its own queries and keys (the model's SDPA gives no
   weights; RoPE families rotate both as the model does); the [CLS] row of R over the patches;
 - `chefer` (Chefer et al. 2021, "Generic attention-model explainability"): R = I, then for every
-  block R <- R + E_h[(grad A_l * A_l)^+] R, the gradient of the target (the projection of
-  `output/full` on its own detached direction, <f, sg(f)> / ||sg(f)||, whose gradient is the output's
-  direction: the cosine to the detached output has zero gradient at the output itself) with respect
-  to the attention weights the block used: grad A = grad O V^T per head, with O the block's attention
-  output (the input of its output projection) and V its values, so no attention is materialised in
-  the forward; the [CLS] row of R over the patches (a second, gradient pass);
+  block R <- R + E_h[(grad A_l * A_l)^+] R, the gradient of the target (`gradient_target`: a class
+  score where the run has one, else the projection of `output/full` on its own detached direction)
+  with respect to the attention weights the block used: grad A = grad O V^T per head, with O the
+  block's attention output (the input of its output projection) and V its values, so no attention
+  is materialised in the forward; the [CLS] row of R over the patches (a second, gradient pass);
 - `integrated_gradients` (Sundararajan et al. 2017, through captum): the same target's integrated
   gradients along the straight path from a black image (zeros after normalisation: the dataset's mean
   colour) to the image, summed over the channels and the pixels of each patch (signed, so the patches
@@ -24,18 +23,29 @@ never patches. Every map is (batch, grid_height, grid_width), float32, under `at
 - `contribution`: <c_j, u>, c_j projected on the direction u of the [CLS] update (`attention/full`):
   the signed share of the update each patch makes (they sum, with the other groups' and the bias's,
   to ||attention/full||).
+
+The gradient maps explain a class where the run has class scores (`ClassScores`: a linear head's
+logits, or the log of a k-NN bank's vote shares): the score of the class the clean output's scores
+rank first (Chefer et al.'s "predicted class"); without them, the output itself.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
 
-from harness.decomposition import HFBlock, cls_attention, contribution, output_bias_term, per_head
+from harness.decomposition import (
+    DELETION_PREFIX,
+    HFBlock,
+    cls_attention,
+    contribution,
+    output_bias_term,
+    per_head,
+)
 from harness.hooks import keeping, removed_after
 
 if TYPE_CHECKING:
@@ -46,15 +56,62 @@ ATTRIBUTION_PREFIX = "attribution/"
 MAPS: tuple[str, ...] = (
     "attention", "rollout", "chefer", "integrated_gradients", "value_weighted", "contribution",
 )  # fmt: skip
+"""The maps of `attribution_maps`, each (batch, grid_height, grid_width); also `attention_heads`."""
 INTEGRATION_STEPS = 32
 """Gauss-Legendre steps of the integrated gradients (captum's default method)."""
-"""The maps of `attribution_maps`, each (batch, grid_height, grid_width); also `attention_heads`."""
 
+
+HEAD_MAP = "attention_head"
+"""`attention_head{h}` (h = 1 ... heads): one head's map of `attention_heads`, scored like the others."""
+
+EXPLAINED = "maps/explained"
+"""The class the gradient maps explain and the perturbation curves follow, per image (batch,)."""
+
+ClassScores = Callable[[Tensor], Tensor]
+"""Class scores (n, classes) of pooled outputs (n, width), differentiable: a linear head's logits, or
+the log of a k-NN bank's vote shares; their softmax is the probability of each class."""
 
 SCORES: tuple[str, ...] = ("deletion", "insertion")
 """How a map is scored: its patches removed in its order (deletion), or only they kept (insertion)."""
 SCORE_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
 """Shares of the patches removed or kept."""
+MAP_ORDERS: tuple[str, ...] = ("top", "random", "bottom")
+"""The orders every map of `MAPS` is scored in: its own (`top`), the random control (the same for
+every map: seeded by dataset index, run once) and its reverse (`bottom`)."""
+HEAD_ORDERS: tuple[str, ...] = ("top", "random")
+"""The orders a single head's map is scored in: its own and the shared random control (no reverse:
+one head's reversed curve would double the passes of a many-headed model for a control the
+random one already gives)."""
+
+
+def head_map_names(num_heads: int) -> tuple[str, ...]:
+    """`attention_head1` ... `attention_head{num_heads}`."""
+    return tuple(f"{HEAD_MAP}{head}" for head in range(1, num_heads + 1))
+
+
+def class_scores_of(class_scores: ClassScores, pooled: Tensor) -> Tensor:
+    """`class_scores` of pooled outputs in float32, outside any autocast (a k-NN vote's exp(s / 0.07)
+    or a softmax in bf16 would round the probabilities the curves follow)."""
+    with torch.autocast(device_type=pooled.device.type, enabled=False):
+        return class_scores(pooled.float()).float()
+
+
+def gradient_target(pooled: Tensor, class_scores: ClassScores | None, explained: Tensor | None) -> Tensor:
+    """What the gradient maps explain, per image (batch,): the class score of `explained` (batch,)
+    classes where there are class scores, else the projection of the output on its own detached
+    direction, <f, sg(f)> / ||sg(f)|| (whose gradient is that direction: the cosine to the detached
+    output, the issue's wording, has zero gradient at the output itself)."""
+    if class_scores is None or explained is None:
+        return (pooled * nn.functional.normalize(pooled.detach(), dim=-1)).sum(dim=-1)
+    return class_scores_of(class_scores, pooled).gather(1, explained.unsqueeze(1)).squeeze(1)
+
+
+def explained_classes(class_scores: ClassScores | None, pooled: Tensor) -> Tensor | None:
+    """The class each clean output's scores rank first (batch,), or None without class scores."""
+    if class_scores is None:
+        return None
+    with torch.no_grad():
+        return class_scores_of(class_scores, pooled.detach()).argmax(dim=-1)
 
 
 def attention_matrix(view: HFBlock, queries: Tensor, keys: Tensor) -> Tensor:
@@ -139,16 +196,18 @@ class _Gradients:
             yield
 
 
-def chefer_map(backbone: DecomposingBackbone, pixel_values: Tensor, layout: TokenLayout) -> Tensor:
-    """Chefer et al.'s relevance of the patches to the output (batch, patches), float32: one pass with
-    gradients (the model's own weights stay frozen; only the activations enter the graph)."""
+def chefer_map(
+    backbone: DecomposingBackbone, pixel_values: Tensor, layout: TokenLayout,
+    class_scores: ClassScores | None = None,
+) -> Tensor:  # fmt: skip
+    """Chefer et al.'s relevance of the patches to the `gradient_target` (batch, patches), float32: one
+    pass with gradients (the model's own weights stay frozen; only the activations enter the graph)."""
     recorder = _Gradients(backbone)
     with torch.enable_grad(), torch.inference_mode(False):
         pixels = pixel_values.detach().clone().requires_grad_(True)
         with recorder.attach():
             pooled = backbone.capture(pixels).pooled  # the model in eval mode, its flags restored
-        direction = nn.functional.normalize(pooled.detach(), dim=-1)
-        target = (pooled * direction).sum()
+        target = gradient_target(pooled, class_scores, explained_classes(class_scores, pooled)).sum()
         heads = [parts["heads"] for parts in recorder.kept]
         gradients = torch.autograd.grad(target, heads)
     relevance: Tensor | None = None
@@ -167,21 +226,31 @@ def chefer_map(backbone: DecomposingBackbone, pixel_values: Tensor, layout: Toke
 
 
 def integrated_gradients_map(
-    backbone: DecomposingBackbone, pixel_values: Tensor, layout: TokenLayout, steps: int = INTEGRATION_STEPS
-) -> Tensor:
-    """Integrated gradients of the output's projection on its own (clean, detached) direction, from a
-    black image to the image, pooled to the patches by a signed sum: (batch, patches), float32."""
+    backbone: DecomposingBackbone, pixel_values: Tensor, layout: TokenLayout,
+    class_scores: ClassScores | None = None, steps: int = INTEGRATION_STEPS,
+) -> Tensor:  # fmt: skip
+    """Integrated gradients of the `gradient_target` of the clean image (its output's direction, or
+    the class its scores rank first), from a black image to the image, pooled to the patches by a
+    signed sum: (batch, patches), float32."""
     from captum.attr import IntegratedGradients  # only the attribution maps need it
 
-    def projection(pixels: Tensor, direction: Tensor) -> Tensor:
-        return (backbone.capture(pixels).pooled * direction).sum(dim=-1)
+    def target(pixels: Tensor, direction: Tensor, explained: Tensor) -> Tensor:
+        pooled = backbone.capture(pixels).pooled
+        if class_scores is None:
+            return (pooled * direction).sum(dim=-1)
+        return gradient_target(pooled, class_scores, explained)
 
     with torch.enable_grad(), torch.inference_mode(False):
         pixels = pixel_values.detach().clone()
-        direction = nn.functional.normalize(backbone.capture(pixels).pooled.detach(), dim=-1)
-        attributions = IntegratedGradients(projection).attribute(
-            pixels, baselines=torch.zeros_like(pixels), additional_forward_args=(direction,), n_steps=steps
-        )
+        clean = backbone.capture(pixels).pooled.detach()
+        direction = nn.functional.normalize(clean, dim=-1)
+        explained = explained_classes(class_scores, clean)
+        if explained is None:  # captum repeats every extra argument along the path: a tensor each
+            explained = torch.zeros(clean.shape[0], dtype=torch.long, device=clean.device)
+        attributions = IntegratedGradients(target).attribute(
+            pixels, baselines=torch.zeros_like(pixels), additional_forward_args=(direction, explained),
+            n_steps=steps,
+        )  # fmt: skip
     patch = backbone.patch_size
     per_pixel = attributions.detach().float().sum(dim=1)  # batch, height, width
     batch = per_pixel.shape[0]
@@ -200,8 +269,11 @@ def token_contributions(view: HFBlock, block_input: Tensor, keys: Tensor, values
     return contribution(view, weighted.reshape(batch * tokens, heads, -1)).view(batch, tokens, -1)
 
 
-def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dict[str, Tensor]:
-    """Every map of `MAPS` (and `attention_heads`) for a batch, from one pass of the model.
+def attribution_maps(
+    backbone: DecomposingBackbone, pixel_values: Tensor, class_scores: ClassScores | None = None
+) -> dict[str, Tensor]:
+    """Every map of `MAPS` (and `attention_heads`) for a batch, from one pass of the model and the
+    gradient maps' passes (explaining a class where `class_scores` are given).
 
     Returns:
         `attribution/{map}` -> (batch, grid_height, grid_width), float32.
@@ -225,8 +297,8 @@ def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dic
     maps = {
         "attention": weights.mean(dim=1),
         "rollout": recorder.rollout[:, 0, patches],
-        "chefer": chefer_map(backbone, pixel_values, layout),
-        "integrated_gradients": integrated_gradients_map(backbone, pixel_values, layout),
+        "chefer": chefer_map(backbone, pixel_values, layout, class_scores),
+        "integrated_gradients": integrated_gradients_map(backbone, pixel_values, layout, class_scores),
         "value_weighted": patch_terms.norm(dim=-1),
         "contribution": (patch_terms * direction.unsqueeze(1)).sum(dim=-1),
     }
@@ -235,39 +307,54 @@ def attribution_maps(backbone: DecomposingBackbone, pixel_values: Tensor) -> dic
     return result
 
 
+def scored_map_names(maps: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """The maps perturbation and rank agreement score, by name: every `attribution/{map}` of `MAPS`
+    in `maps`, and each head's map (`HEAD_MAP`) where `attribution/attention_heads` is there."""
+    named = {name: maps[ATTRIBUTION_PREFIX + name] for name in MAPS if ATTRIBUTION_PREFIX + name in maps}
+    heads = maps.get(ATTRIBUTION_PREFIX + "attention_heads")
+    if heads is not None:
+        named |= dict(zip(head_map_names(heads.shape[1]), heads.unbind(dim=1), strict=True))
+    return named
+
+
 def perturbation_curves(
     backbone: DecomposingBackbone, pixel_values: Tensor, maps: Mapping[str, Tensor], indices: Tensor,
-    fractions: Sequence[float] = SCORE_FRACTIONS, seed: int = 0,
+    fractions: Sequence[float] = SCORE_FRACTIONS, seed: int = 0, class_scores: ClassScores | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
     """Every map scored by the same causal tests: `maps/{map}/{score}/{order}` (batch, fractions),
     the cosine to the full output of the model run with the round(f x patches) first patches of the
     order removed (`deletion`) or only those kept with [CLS] and registers (`insertion`); orders `top`
-    (the map's highest first), `random` (seeded by dataset index: the control) and `bottom` (its
-    lowest first: the reversed control). `maps` holds `attribution/{map}` (batch, grid_height,
-    grid_width), e.g. from `attribution_maps`."""
+    (the map's highest first), `random` (seeded by dataset index: the control, run once and shared by
+    every map) and `bottom` (its lowest first: the reversed control; not for one head's map,
+    `HEAD_ORDERS`). With `class_scores`, also `.../{order}/probability` and `.../{order}/predicted`
+    (`DecomposingBackbone.deletion_passes`), and `maps/explained` (batch,): the class the full
+    output's scores rank first, whose probability the curves follow. `maps` holds
+    `attribution/{map}` (batch, grid_height, grid_width) and `attribution/attention_heads`, e.g.
+    from `attribution_maps`."""
     layout = backbone.layout_for(pixel_values)
+    scored = scored_map_names(maps)
+    curves: dict[str, Tensor] = {}
     with torch.no_grad():
         pooled = backbone.capture(pixel_values).pooled
-    curves: dict[str, Tensor] = {}
-    for name, values in maps.items():
-        if values.dim() != 3:  # per-head maps are not scored
-            continue
-        map_name = name.removeprefix(ATTRIBUTION_PREFIX)
+        explained = explained_classes(class_scores, pooled)
+        if explained is not None:
+            curves[EXPLAINED] = explained
         for score in SCORES:
-            with torch.no_grad():
-                passes = backbone.deletion_passes(
-                    pixel_values,
-                    values,
-                    pooled,
-                    layout,
-                    indices,
-                    fractions,
-                    seed,
-                    insertion=score == "insertion",
-                )
-            curves |= {
-                f"maps/{map_name}/{score}/{key.split('/')[-1]}": cosines for key, cosines in passes.items()
-            }
+
+            def run(ranking: Tensor, orders: Sequence[str], score: str = score) -> dict[str, Tensor]:
+                return backbone.deletion_passes(
+                    pixel_values, ranking, pooled, layout, indices, fractions, seed,
+                    insertion=score == "insertion", orders=orders, class_scores=class_scores,
+                )  # fmt: skip
+
+            control = run(next(iter(scored.values())), ("random",))  # the order ignores the map
+            for name, values in scored.items():
+                own = HEAD_ORDERS if name.startswith(HEAD_MAP) else MAP_ORDERS
+                found = run(values, [order for order in own if order != "random"]) | control
+                curves |= {
+                    f"maps/{name}/{score}/{key.removeprefix(DELETION_PREFIX)}": value
+                    for key, value in found.items()
+                }
     return curves
 
 
@@ -282,14 +369,15 @@ def rank_agreement(first: Tensor, second: Tensor) -> Tensor:
 
 
 def scored_maps(
-    backbone: DecomposingBackbone, pixel_values: Tensor, indices: Tensor, seed: int = 0
-) -> dict[str, Tensor]:
+    backbone: DecomposingBackbone, pixel_values: Tensor, indices: Tensor, seed: int = 0,
+    class_scores: ClassScores | None = None,
+) -> dict[str, Tensor]:  # fmt: skip
     """Every map (`attribution_maps`), its perturbation curves (`perturbation_curves`) and its rank
-    agreement with the exact contribution map, `maps/{map}/rank_agreement` (batch,)."""
-    maps = attribution_maps(backbone, pixel_values)
+    agreement with the exact contribution map, `maps/{map}/rank_agreement` (batch,), for every map of
+    `MAPS` and every head's (`head_map_names`)."""
+    maps = attribution_maps(backbone, pixel_values, class_scores)
     reference = maps[ATTRIBUTION_PREFIX + "contribution"]
-    agreement = {
-        f"maps/{name}/rank_agreement": rank_agreement(maps[ATTRIBUTION_PREFIX + name], reference)
-        for name in MAPS
-    }
-    return {**maps, **perturbation_curves(backbone, pixel_values, maps, indices, seed=seed), **agreement}
+    scored = scored_map_names(maps)
+    agreement = {f"maps/{name}/rank_agreement": rank_agreement(m, reference) for name, m in scored.items()}
+    curves = perturbation_curves(backbone, pixel_values, maps, indices, seed=seed, class_scores=class_scores)
+    return {**maps, **curves, **agreement}

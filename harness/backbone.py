@@ -17,7 +17,7 @@ from transformers import Dinov2Model, Dinov2WithRegistersModel
 
 from cls_decoupling.hashing import uniform_hash
 from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
-from harness.attribution import scored_maps
+from harness.attribution import ClassScores, class_scores_of, explained_classes, scored_maps
 from harness.decomposition import (
     ATTENTION_MAP,
     DELETION_FRACTIONS,
@@ -476,6 +476,7 @@ class DecomposingBackbone(nn.Module):
         interventions: Sequence[Intervention] = (),
         reference: ReferenceStatistics | None = None,
         attribution: bool = False,
+        class_scores: ClassScores | None = None,
     ) -> Decomposition:
         """The decomposition of one batch.
 
@@ -494,7 +495,11 @@ class DecomposingBackbone(nn.Module):
                 compared with its own output.
             reference: the reference statistics the `mean`, `shuffle` and `noise` interventions read.
             attribution: add every attribution map and its scores (`harness.attribution.scored_maps`;
-                gradient passes and 2 x 3 x fractions perturbation passes per map).
+                gradient passes and 2 x 2 x fractions perturbation passes per map, 2 x fractions
+                per head and 2 x fractions for the shared random control).
+            class_scores: pooled outputs -> class scores (`harness.attribution.ClassScores`): the
+                gradient maps explain the class they rank first, and the perturbation passes report
+                its probability and the class each perturbed output is given.
         """
         if deletion and any(not 0 < f < 1 for f in deletion):
             raise ValueError(f"deletion fractions must lie in (0, 1), got {list(deletion)}")
@@ -528,7 +533,7 @@ class DecomposingBackbone(nn.Module):
             if error is not None:  # the intervened pass's decomposition is checked as the clean one is
                 pooler_error = torch.maximum(pooler_error, error)
         if attribution:
-            extra |= scored_maps(self, pixel_values, indices, deletion_seed)
+            extra |= scored_maps(self, pixel_values, indices, deletion_seed, class_scores)
         return Decomposition({**decomposition, **extra}, capture.layout, pooler_error)
 
     def intervened(
@@ -609,42 +614,62 @@ class DecomposingBackbone(nn.Module):
     def deletion_passes(
         self, pixel_values: Tensor, attention_map: Tensor, pooled: Tensor, layout: TokenLayout,
         indices: Tensor, fractions: Sequence[float] = DELETION_FRACTIONS, seed: int = 0,
-        insertion: bool = False,
+        insertion: bool = False, orders: Sequence[str] = DELETION_ORDERS,
+        class_scores: ClassScores | None = None,
     ) -> dict[str, Tensor]:  # fmt: skip
         """How the pooled output changes when patches are deleted, per image: for each order of
-        `DELETION_ORDERS` and fraction f, the round(f x patches) first patches of that order are
-        removed from the sequence after the embeddings, which equals masking their keys in every
-        layer (nothing attends to them, so nothing else depends on them), and the model runs again.
-        With `insertion`, those patches are the only ones kept (with [CLS], distillation and
-        registers): the insertion test of a map.
+        `orders` (`DELETION_ORDERS` by default) and fraction f, the round(f x patches) first patches of
+        that order are removed from the sequence after the embeddings, which equals masking their
+        keys in every layer (nothing attends to them, so nothing else depends on them), and the model
+        runs again. With `insertion`, those patches are the only ones kept (with [CLS], distillation
+        and registers): the insertion test of a map.
 
         Returns:
             `deletion/{order}` (batch, fractions): the cosine of each such pooled output to the full
             one. The random order hashes (seed, dataset index, patch), so an image deletes the same
-            patches in any batch, on any rank.
+            patches in any batch, on any rank. With `class_scores` (pooled outputs -> class scores,
+            `harness.attribution.ClassScores`), also `deletion/{order}/probability` (batch,
+            fractions): the softmax probability of the class the full output's scores rank first,
+            and `deletion/{order}/predicted` (batch, fractions), the class each output's rank first.
         """
         patches = layout.slice("patch")
         count, first = patches.stop - patches.start, patches.start
+        ranking = attention_map.flatten(1)
         keys = indices.long().unsqueeze(1) * count + torch.arange(count, device=indices.device)
-        orders = {
-            "top": attention_map.flatten(1).argsort(dim=1, descending=True, stable=True),
+        ordered = {
+            "top": ranking.argsort(dim=1, descending=True, stable=True),
             "random": uniform_hash(keys, seed).argsort(dim=1, stable=True),
-            "bottom": attention_map.flatten(1).argsort(dim=1, stable=True),
+            "bottom": ranking.argsort(dim=1, stable=True),
         }
+        if unknown := [order for order in orders if order not in ordered]:
+            raise ValueError(f"unknown deletion orders {unknown}: choose from {list(DELETION_ORDERS)}")
         embeddings = self.family.embed(pixel_values)
         batch, _, hidden = embeddings.shape
-        leading = torch.arange(first, device=embeddings.device).expand(
-            3 * batch, first
-        )  # [CLS], distillation, registers
-        by_order = torch.cat([orders[order] for order in DELETION_ORDERS])  # 3 batch, patches
-        repeated = embeddings.repeat(3, 1, 1)
-        cosines: list[Tensor] = []
+        repeats = len(orders)
+        # [CLS], distillation, registers
+        leading = torch.arange(first, device=embeddings.device).expand(repeats * batch, first)
+        by_order = torch.cat([ordered[order] for order in orders])  # orders x batch, patches
+        repeated = embeddings.repeat(repeats, 1, 1)
+        explained = explained_classes(class_scores, pooled)
+        explained = None if explained is None else explained.repeat(repeats)
+        measured: dict[str, list[Tensor]] = {"": [], "/probability": [], "/predicted": []}
         for fraction in fractions:
             chosen = round(fraction * count)
             kept = (by_order[:, :chosen] if insertion else by_order[:, chosen:]).sort(dim=1).values
             positions = torch.cat([leading, kept + first], dim=1)
             tokens = repeated.gather(1, positions.unsqueeze(-1).expand(-1, -1, hidden))
             output = self.family.final_norm(self.family.encode(tokens, layout, kept)[:, 0]).float()
-            cosines.append(nn.functional.cosine_similarity(output, pooled.repeat(3, 1), dim=-1))
-        per_order = torch.stack(cosines, dim=1).split(batch)  # 3 x (batch, fractions)
-        return {DELETION_PREFIX + order: c for order, c in zip(DELETION_ORDERS, per_order, strict=True)}
+            measured[""].append(nn.functional.cosine_similarity(output, pooled.repeat(repeats, 1), dim=-1))
+            if class_scores is not None and explained is not None:
+                scores = class_scores_of(class_scores, output)
+                probabilities = scores.softmax(dim=-1).gather(1, explained.unsqueeze(1)).squeeze(1)
+                measured["/probability"].append(probabilities)
+                measured["/predicted"].append(scores.argmax(dim=-1))
+        results: dict[str, Tensor] = {}
+        for suffix, values in measured.items():
+            if values:
+                per_order = torch.stack(values, dim=1).split(batch)  # orders x (batch, fractions)
+                results |= {
+                    DELETION_PREFIX + order + suffix: v for order, v in zip(orders, per_order, strict=True)
+                }
+        return results

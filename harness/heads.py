@@ -44,6 +44,13 @@ class LinearHead:
     validation_top1: float
     pos_interpolation: str = "hf"
 
+    def classifier(self) -> nn.Linear:
+        """The head as a frozen `nn.Linear` (features -> class logits)."""
+        classifier = nn.Linear(self.weight.shape[1], self.weight.shape[0])
+        classifier.weight.data.copy_(self.weight)
+        classifier.bias.data.copy_(self.bias)
+        return classifier.requires_grad_(False)
+
     def save(self, path: Path) -> None:
         record = asdict(self) | {"class_names": list(self.class_names)}
         torch.save(record, path)

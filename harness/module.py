@@ -14,6 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from cls_decoupling.errors import InsufficientDataError
+from harness.attribution import ClassScores
 from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
 from harness.decomposition import (
     HIDDEN_CLS_COSINE,
@@ -34,7 +35,10 @@ class Consumer(Protocol):
     """What the module feeds: a module that takes batches and gives named results (a probe).
 
     `update` gets the batch's decomposition with its normalised images under `PIXELS`, its labels
-    (-1 when unlabelled) and dataset indices; `compute` and `arrays` synchronise across ranks.
+    (-1 when unlabelled) and dataset indices; `compute` and `arrays` synchronise across ranks. A
+    consumer whose `class_scores` attribute is set (pooled outputs -> class scores,
+    `harness.attribution.ClassScores`: the attribution probe's head or k-NN bank) has the backbone's
+    attribution passes explain and score those classes.
     """
 
     def update(self, inputs: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None: ...
@@ -132,6 +136,7 @@ class HarnessModule(L.LightningModule):
             batch["pixels"], batch["index"], layers=options.layers, deletion=options.deletion,
             deletion_seed=options.deletion_seed, interventions=options.interventions,
             reference=self.reference, attribution=options.attribution,
+            class_scores=self._class_scores() if options.attribution else None,
         )  # fmt: skip
         self.record(decomposition, batch["pixels"], batch["label"], batch["index"])
 
@@ -184,6 +189,13 @@ class HarnessModule(L.LightningModule):
 
     def _consumers(self) -> list[Consumer]:
         return [cast(Consumer, consumer) for consumer in self.consumers.values()]
+
+    def _class_scores(self) -> ClassScores | None:
+        """The first consumer's `class_scores` (see `Consumer`), or None."""
+        for consumer in self.consumers.values():
+            if (scores := getattr(consumer, "class_scores", None)) is not None:
+                return cast(ClassScores, scores)
+        return None
 
 
 class ReferenceModule(L.LightningModule):

@@ -1,19 +1,26 @@
 """Which map shows what the model used (issue 22, opt-in): every attribution map of
-`harness.attribution` (the last block's attention, rollout, gradient-weighted attention, integrated
-gradients, value-weighted attention, the exact contributions) scored by the same causal tests.
+`harness.attribution` (the last block's attention and each head's, rollout, gradient-weighted
+attention, integrated gradients, value-weighted attention, the exact contributions) scored by the
+same causal tests.
 
-Per image and map: the area under each perturbation curve (the mean cosine to the full output over
-the fractions, trapezoids), for deletion and insertion in the map's order (`top`) and the controls
-(`random`, `bottom`: the reversed order); the map's `gain` over the random control (deletion:
-random minus top, the output moves more when the map's top patches go; insertion: top minus random,
-it comes back sooner when only they stay); and the rank agreement with the exact contribution map.
-Means over images with seeded bootstrap 95 % intervals.
+Per image and map, for deletion and insertion in the map's order (`top`), its reverse (`bottom`; not
+for one head's map) and the random control (one seeded order shared by every map), each measure of
+the perturbed outputs: `cosine` to the full output; with class scores (a `--head`, else the k-NN bank
+of `--train-data`) `probability` of the class the full output is given (the class the gradient maps
+explain) and, with labels, `accuracy` (top-1 against the label, Chefer et al.'s perturbation test).
+The area under each curve (the mean over the fractions, trapezoids), the map's `gain` over the random
+control (deletion: random minus top, the output moves more when the map's top patches go; insertion:
+top minus random, it comes back sooner when only they stay), and the rank agreement with the exact
+contribution map. Means over images with seeded bootstrap 95 % intervals.
 
-Results: `maps/{map}/{score}/{order}/{percent}` (mean cosine), `maps/{map}/{score}/area/{order}`,
-`maps/{map}/{score}/gain` and `maps/{map}/rank_agreement`, each with `/ci_low` and `/ci_high` (the
-areas, gains and agreement). Arrays: `attribution/gallery/{index,image,<map>}`, every map of the
-`GALLERY_SIZE` images of smallest dataset index, and those images (uint8): the same images on any
-number of processes, drawn side by side in `attribution_gallery.png`.
+Results: `maps/{map}/{score}/{measure}/{order}/{percent}` (mean), `maps/{map}/{score}/{measure}/area/
+{order}`, `maps/{map}/{score}/{measure}/gain`, `maps/random/{score}/{measure}/{percent}` and
+`.../area` (the control), `maps/{map}/rank_agreement`, each area, gain and agreement with `/ci_low`
+and `/ci_high`; with labels and class scores `maps/full/accuracy` (the class scores' top-1 accuracy
+on the full images: where the accuracy curves start). Arrays: `attribution/gallery/{index,image,
+<map>}`, every map of `MAPS` for the `GALLERY_SIZE` images of smallest dataset index, and those
+images (uint8): the same images on any number of processes, drawn side by side in
+`attribution_gallery.png`.
 """
 
 from __future__ import annotations
@@ -24,14 +31,26 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from torchmetrics import Metric
 
+from cls_decoupling.errors import UserError
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from harness import PIXELS, ForwardOptions
-from harness.attribution import ATTRIBUTION_PREFIX, MAPS, SCORE_FRACTIONS, SCORES
-from harness.decomposition import DELETION_ORDERS
+from harness.attribution import (
+    ATTRIBUTION_PREFIX,
+    EXPLAINED,
+    HEAD_MAP,
+    HEAD_ORDERS,
+    MAP_ORDERS,
+    MAPS,
+    SCORE_FRACTIONS,
+    SCORES,
+    head_map_names,
+)
+from harness.heads import LinearHead
 from probes.base import Headline, Probe, ProbeContext
+from probes.metrics.knn import KnnScores
 from probes.metrics.rows import add_row_states, append_rows, gathered_rows, row_state
 from probes.plotting import named, run_title, subplots
 from probes.view import ComparedView, RunView
@@ -44,15 +63,27 @@ BOOTSTRAP = 1000
 GALLERY_SIZE = 4
 """Images whose maps are kept and drawn side by side."""
 GALLERY = "attribution/gallery/"
+MEASURES: tuple[str, ...] = ("cosine", "probability", "accuracy")
+"""What is read off each perturbed output: its cosine to the full output; with class scores the
+probability of the full output's class; with labels too, whether its class is the label."""
+CONTROL = "random"
+"""The control's name among the maps' results (`maps/random/...`): a random map."""
+FULL_ACCURACY = "maps/full/accuracy"
 
 
 def curve_name(name: str, score: str, order: str) -> str:
-    """The decomposition's entry of a map's curve: `maps/{map}/{score}/{order}` (images, fractions)."""
+    """The decomposition's entry of a map's cosine curve: `maps/{map}/{score}/{order}` (images,
+    fractions); `.../probability` and `.../predicted` follow it with class scores."""
     return f"maps/{name}/{score}/{order}"
 
 
+def map_orders(name: str) -> tuple[str, ...]:
+    """The orders a map is scored in besides the shared random control."""
+    return tuple(o for o in (HEAD_ORDERS if name.startswith(HEAD_MAP) else MAP_ORDERS) if o != CONTROL)
+
+
 def area(cosines: Tensor, fractions: Sequence[float]) -> Tensor:
-    """Mean cosine over the fractions by trapezoids (images,): the area under the curve divided by
+    """Mean value over the fractions by trapezoids (images,): the area under the curve divided by
     the span of the fractions."""
     widths = torch.tensor(np.diff(fractions), dtype=cosines.dtype, device=cosines.device)
     return ((cosines[:, 1:] + cosines[:, :-1]) / 2 * widths).sum(dim=1) / (fractions[-1] - fractions[0])
@@ -67,6 +98,30 @@ def bootstrap_interval(values: Tensor, seed: int, resamples: int = BOOTSTRAP) ->
     means = values.double().cpu()[picks].mean(dim=1)
     low, high = torch.quantile(means, torch.tensor([0.025, 0.975], dtype=torch.float64)).tolist()
     return low, high
+
+
+def class_scores_for(context: ProbeContext) -> nn.Module | None:
+    """The run's class scores: its `--head` (checked against the backbone, resolution and, with
+    labels, the classes), else its k-NN bank (whose classes must be the data's, with labels), else
+    None."""
+    if context.head is not None:
+        head = LinearHead.load(context.head)
+        head.check_compatible(
+            context.info.identity, context.class_names or head.class_names, context.resolution,
+            context.info.pos_interpolation,
+        )  # fmt: skip
+        if head.feature != "output/full":
+            raise UserError(f"the head was trained on {head.feature}; the maps explain output/full")
+        return head.classifier()
+    if context.bank is None:
+        return None
+    if context.class_names and context.bank.class_names != context.class_names:
+        raise UserError(
+            f"the k-NN bank's classes ({', '.join(context.bank.class_names[:5])}, ...) are not the "
+            f"evaluated data's ({', '.join(context.class_names[:5])}, ...): the attribution probe's "
+            "accuracy needs the same classes"
+        )
+    return KnnScores(context.bank.features, context.bank.labels, len(context.bank.class_names))
 
 
 class AttributionRows(Metric):
@@ -113,36 +168,87 @@ class FirstImages(Metric):
 
 class AttributionProbe(Probe):
     """Every attribution map scored by deletion and insertion against random and reversed controls,
-    and its rank agreement with the exact contribution map (see the module docstring)."""
+    and its rank agreement with the exact contribution map (see the module docstring).
+
+    Args:
+        seed: seed of the bootstrap (the random order's is the backbone's `deletion_seed`).
+        fractions: the shares of the patches the backbone's passes remove or keep.
+        mean, std: the normalisation of the images (to draw the gallery).
+        num_heads: heads of the last block: each head's map is scored too (0: none).
+        class_scores: the class scores the backbone's attribution passes explain and score
+            (`harness.module.Consumer`), None without.
+        labelled: whether the data has labels (the `accuracy` measure).
+    """
 
     name = "attribution"
     position = 125
     needs_pixels = True  # the maps read the images and need the backbone's extra passes
     opt_in = True
+    reads_head = True  # a head gives the class scores (else the k-NN bank of --train-data)
 
     def __init__(
         self, seed: int = 0, fractions: Sequence[float] = SCORE_FRACTIONS,
-        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, num_heads: int = 0,
+        class_scores: nn.Module | None = None, labelled: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
         self.seed, self.fractions = seed, tuple(fractions)
-        curves = [curve_name(m, s, o) for m in MAPS for s in SCORES for o in DELETION_ORDERS]
-        self.rows = AttributionRows([*curves, *(f"maps/{m}/rank_agreement" for m in MAPS)])
+        self.class_scores = class_scores
+        self.map_names = (*MAPS, *head_map_names(num_heads))
+        self.measures = MEASURES[: 1 if class_scores is None else 3 if labelled else 2]
+        self.rows = AttributionRows(
+            [
+                *(self.row_name(CONTROL, s, m) for s in SCORES for m in self.measures),
+                *(self.row_name(n, s, m, o) for n in self.map_names for s in SCORES
+                  for o in map_orders(n) for m in self.measures),
+                *(f"maps/{n}/rank_agreement" for n in self.map_names),
+                *(["full/correct"] if "accuracy" in self.measures else []),
+            ]
+        )  # fmt: skip
         # the gallery's pixels back to uint8 with the normalisation the backbone's family used
         to_image = functools.partial(to_uint8_image, mean=tuple(mean), std=tuple(std))
         self.gallery = FirstImages(GALLERY_SIZE, [f"{ATTRIBUTION_PREFIX}{m}" for m in MAPS], to_image)
 
+    @staticmethod
+    def row_name(name: str, score: str, measure: str, order: str = "") -> str:
+        """A per-image curve kept by the probe: `{map}/{score}/{measure}[/{order}]`."""
+        return f"{name}/{score}/{measure}" + (f"/{order}" if order else "")
+
     @classmethod
     def from_context(cls, context: ProbeContext) -> AttributionProbe:
         preprocessing = context.info.preprocessing
-        return cls(context.seed, mean=preprocessing.mean, std=preprocessing.std)
+        return cls(
+            context.seed, mean=preprocessing.mean, std=preprocessing.std, num_heads=context.info.num_heads,
+            class_scores=class_scores_for(context), labelled=len(context.class_names) >= 2,
+        )  # fmt: skip
 
     @classmethod
     def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
         return ForwardOptions(attribution=True, deletion_seed=seed)
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        self.rows.update(decomposition, indices)
+        def measured(curve: str, measure: str) -> Tensor:
+            if measure == "cosine":
+                return decomposition[curve]
+            if measure == "probability":
+                return decomposition[f"{curve}/probability"]
+            return (decomposition[f"{curve}/predicted"] == labels.unsqueeze(1)).float()
+
+        control = curve_name(MAPS[0], SCORES[0], CONTROL).rsplit("/", 2)[0]  # maps/{first map}
+        rows = {
+            self.row_name(CONTROL, s, m): measured(f"{control}/{s}/{CONTROL}", m)
+            for s in SCORES for m in self.measures
+        }  # fmt: skip
+        rows |= {
+            self.row_name(n, s, m, o): measured(curve_name(n, s, o), m)
+            for n in self.map_names for s in SCORES for o in map_orders(n) for m in self.measures
+        }  # fmt: skip
+        rows |= {
+            f"maps/{n}/rank_agreement": decomposition[f"maps/{n}/rank_agreement"] for n in self.map_names
+        }
+        if "accuracy" in self.measures:
+            rows["full/correct"] = (decomposition[EXPLAINED] == labels).float()
+        self.rows.update(rows, indices)
         self.gallery.update(decomposition, decomposition[PIXELS], indices)
 
     def arrays(self) -> dict[str, Tensor]:
@@ -157,52 +263,77 @@ class AttributionProbe(Probe):
             results[name] = float(values.double().mean())
             results[f"{name}/ci_low"], results[f"{name}/ci_high"] = bootstrap_interval(values, self.seed)
 
-        for map_name in MAPS:
-            for score in SCORES:
-                areas = {}
-                for order in DELETION_ORDERS:
-                    cosines = rows[curve_name(map_name, score, order)].reshape(-1, len(self.fractions))
-                    for column, fraction in enumerate(self.fractions):
-                        results[f"{curve_name(map_name, score, order)}/{round(100 * fraction)}"] = float(
-                            cosines[:, column].double().mean()
+        def curve(prefix: str, row: str) -> Tensor:
+            values = rows[row].reshape(-1, len(self.fractions))
+            for column, fraction in enumerate(self.fractions):
+                results[f"{prefix}/{round(100 * fraction)}"] = float(values[:, column].double().mean())
+            return area(values, self.fractions)
+
+        if "accuracy" in self.measures:
+            results[FULL_ACCURACY] = float(rows["full/correct"].double().mean())
+        for score in SCORES:
+            for measure in self.measures:
+                controls = curve(f"maps/{CONTROL}/{score}/{measure}", self.row_name(CONTROL, score, measure))
+                summary(f"maps/{CONTROL}/{score}/{measure}/area", controls)
+                for map_name in self.map_names:
+                    prefix = f"maps/{map_name}/{score}/{measure}"
+                    areas = {CONTROL: controls}
+                    for order in map_orders(map_name):
+                        areas[order] = curve(
+                            f"{prefix}/{order}", self.row_name(map_name, score, measure, order)
                         )
-                    areas[order] = area(cosines, self.fractions)
-                    summary(f"maps/{map_name}/{score}/area/{order}", areas[order])
-                gain = (
-                    areas["random"] - areas["top"] if score == "deletion" else areas["top"] - areas["random"]
-                )
-                summary(f"maps/{map_name}/{score}/gain", gain)
+                        summary(f"{prefix}/area/{order}", areas[order])
+                    gain = (
+                        areas["random"] - areas["top"]
+                        if score == "deletion"
+                        else areas["top"] - areas["random"]
+                    )
+                    summary(f"{prefix}/gain", gain)
+        for map_name in self.map_names:
             summary(f"maps/{map_name}/rank_agreement", rows[f"maps/{map_name}/rank_agreement"])
         return results
 
     @classmethod
-    def headlines(cls) -> tuple[Headline, ...]:
+    def run_headlines(cls, results: Mapping[str, float]) -> tuple[Headline, ...]:
+        """Each map's deletion gain over random deletion, in cosine and (with labels and class scores)
+        in top-1 accuracy."""
         return tuple(
             (
-                f"maps/{name}/deletion/gain",
-                f"deletion gain of the {name} map over random deletion (> 0: faithful)",
+                f"maps/{name}/deletion/{measure}/gain",
+                f"deletion gain of the {name} map over random deletion, {measure} (> 0: faithful)",
             )
+            for measure in ("cosine", "accuracy")
             for name in MAPS
+            if f"maps/{name}/deletion/{measure}/gain" in results
         )
 
     @classmethod
     def figures(cls, run: RunView) -> dict[str, Figure]:
-        """Each map's gain over the random control, for deletion and insertion, with 95 % intervals."""
-        if f"maps/{MAPS[0]}/deletion/gain" not in run.results:
+        """Each map's gain over the random control (every head's below the maps), for deletion and
+        insertion, one row per measure, with 95 % intervals."""
+        if f"maps/{MAPS[0]}/deletion/cosine/gain" not in run.results:
             return {}
-        figure, axes = subplots(1, len(SCORES), figsize=(5 * len(SCORES), 0.45 * len(MAPS) + 2), sharey=True)
-        positions = np.arange(len(MAPS))
-        for axis, score in zip(axes, SCORES, strict=True):
-            names = [f"maps/{m}/{score}/gain" for m in MAPS]
-            means = np.array([run.results[n] for n in names])
-            lows = np.array([run.results.get(f"{n}/ci_low", np.nan) for n in names])
-            highs = np.array([run.results.get(f"{n}/ci_high", np.nan) for n in names])
-            errors = np.nan_to_num(np.stack([means - lows, highs - means]))
-            axis.barh(positions, means, xerr=errors, color="#1f77b4")
-            axis.axvline(0, color="black", linewidth=0.8)
-            axis.set_yticks(positions, MAPS)
-            axis.set_xlabel(f"{score} gain over random (mean cosine)")
-            axis.invert_yaxis()
+        measures = [m for m in MEASURES if f"maps/{MAPS[0]}/deletion/{m}/gain" in run.results]
+        heads = [n for n in head_map_names(run.info.num_heads) if f"maps/{n}/rank_agreement" in run.results]
+        names = [*MAPS, *heads]
+        figure, axes = subplots(
+            len(measures), len(SCORES), figsize=(5 * len(SCORES), (0.3 * len(names) + 1.5) * len(measures)),
+            sharey=True, squeeze=False,
+        )  # fmt: skip
+        positions = np.arange(len(names))
+        colours = ["#1f77b4" if name in MAPS else "#9ecae1" for name in names]
+        for row, measure in enumerate(measures):
+            for axis, score in zip(axes[row], SCORES, strict=True):
+                gains = [f"maps/{n}/{score}/{measure}/gain" for n in names]
+                means = np.array([run.results[g] for g in gains])
+                lows = np.array([run.results.get(f"{g}/ci_low", np.nan) for g in gains])
+                highs = np.array([run.results.get(f"{g}/ci_high", np.nan) for g in gains])
+                errors = np.nan_to_num(np.stack([means - lows, highs - means]))
+                axis.barh(positions, means, xerr=errors, color=colours)
+                axis.axvline(0, color="black", linewidth=0.8)
+                axis.set_yticks(positions, names)
+                axis.set_xlabel(f"{score} gain over random ({measure})")
+        axes[0, 0].invert_yaxis()
         figure.suptitle(f"Which map shows what the model used: {run_title(run)}")
         figure.tight_layout()
         return named("attribution.png", figure) | named("attribution_gallery.png", cls._gallery(run))
@@ -233,18 +364,18 @@ class AttributionProbe(Probe):
 
     @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
-        """Each map's deletion gain per model."""
-        if not any(f"maps/{MAPS[0]}/deletion/gain" in item.run.results for item in compared):
+        """Each map's deletion gain (cosine) per model."""
+        if not any(f"maps/{MAPS[0]}/deletion/cosine/gain" in item.run.results for item in compared):
             return {}
         figure, axis = subplots(figsize=(max(6.0, 1.1 * len(MAPS) + 3), 4))
         width = 0.8 / len(compared)
         positions = np.arange(len(MAPS))
         for offset, item in enumerate(compared):
-            values = [item.run.results.get(f"maps/{m}/deletion/gain", np.nan) for m in MAPS]
+            values = [item.run.results.get(f"maps/{m}/deletion/cosine/gain", np.nan) for m in MAPS]
             axis.bar(positions + offset * width - 0.4 + width / 2, values, width, label=item.label)
         axis.axhline(0, color="black", linewidth=0.8)
         axis.set_xticks(positions, MAPS, rotation=20, ha="right")
-        axis.set_ylabel("deletion gain over random")
+        axis.set_ylabel("deletion gain over random (cosine)")
         axis.legend()
         axis.set_title("Which map shows what each model used")
         figure.tight_layout()

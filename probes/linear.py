@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
 from harness.heads import LinearHead
 from probes.base import FULL_OUTPUT, Probe, ProbeContext
@@ -106,10 +106,7 @@ class LinearHeadProbe(LinearProbe):
     def __init__(self, head: LinearHead, variants: Sequence[str]) -> None:
         super().__init__()
         self.variants = tuple(variants)
-        self.classifier = nn.Linear(head.weight.shape[1], head.weight.shape[0])
-        self.classifier.weight.data.copy_(head.weight)
-        self.classifier.bias.data.copy_(head.bias)
-        self.classifier.requires_grad_(False)
+        self.classifier = head.classifier()
         num_classes = head.weight.shape[0]
         self.metric = TopKAccuracy(self.variants, tuple(min(k, num_classes) for k in TOP_K))
 

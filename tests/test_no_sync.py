@@ -73,9 +73,16 @@ class HostToDeviceCopies(TorchFunctionMode):
         return func(*args, **kwargs)
 
 
-EVERYTHING: dict[str, Any] = {"layers": [1, 2], "deletion": DELETION_FRACTIONS, "attribution": True}
+def first_three(pooled: torch.Tensor) -> torch.Tensor:
+    """Class scores of any width: the first three features (`harness.attribution.ClassScores`)."""
+    return pooled[:, :3]
+
+
+EVERYTHING: dict[str, Any] = {
+    "layers": [1, 2], "deletion": DELETION_FRACTIONS, "attribution": True, "class_scores": first_three,
+}  # fmt: skip
 """Per-call options of a backbone call that does all it can: every block decomposed, deletion passes,
-the attribution maps and their scores."""
+the attribution maps and their scores, with class scores."""
 
 
 @pytest.mark.parametrize("registers", [0, 4])

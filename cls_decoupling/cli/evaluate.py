@@ -151,7 +151,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--save-features", action="store_true", help="write every variant to features.safetensors"
     )
-    parser.add_argument("--head", type=Path, help="linear head from train_probe.py for --probe linear")
+    parser.add_argument(
+        "--head",
+        type=Path,
+        help="linear head from train_probe.py for --probe linear (and attribution's class scores)",
+    )
     parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
     parser.add_argument("--shots", type=int, default=1, help="one-shot support images per class (default: 1)")
     parser.add_argument(
@@ -363,8 +367,8 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
     if probes.head is not None:
         if not selection.reads_head:
-            reading = ", ".join(name for name, probe in PROBES.items() if probe.reads_head)
-            raise UserError(f"--head is read by the {reading} probe only: add {reading} to --probe")
+            reading = " or ".join(name for name, probe in PROBES.items() if probe.reads_head)
+            raise UserError(f"--head is read by the {reading} probe only: add one to --probe")
         LinearHead.load(probes.head)
     return selection
 

@@ -5,12 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 KNN_K = (10, 20, 100, 200)
 """DINOv2's neighbour counts."""
 KNN_TEMPERATURE = 0.07
 """DINOv2's temperature of the exponentiated similarity weights."""
+KNN_SCORE_K = 20
+"""The neighbours of `KnnScores` (DINOv2's reported k-NN setting)."""
 
 
 def knn_votes(
@@ -59,3 +61,32 @@ def knn_votes(
         zeros = weights.new_zeros(weights.shape[0], num_classes)
         votes.append(zeros.scatter_add_(1, neighbour_labels[:, :count], weights[:, :count]))
     return torch.stack(votes)
+
+
+class KnnScores(nn.Module):
+    """Class scores of features from a bank's weighted k-NN votes: log(votes / sum of votes) per
+    class (queries, classes), so their softmax is the vote shares and their argmax the k-NN's
+    prediction; differentiable in the queries (through the chosen neighbours' similarities). A class
+    no neighbour votes for scores log(1e-30).
+
+    Args:
+        bank: (rows, dims) features (normalised here).
+        labels: (rows,) their classes.
+        num_classes: the classes' count.
+    """
+
+    bank: Tensor
+    labels: Tensor
+
+    def __init__(
+        self, bank: Tensor, labels: Tensor, num_classes: int, k: int = KNN_SCORE_K,
+        temperature: float = KNN_TEMPERATURE,
+    ) -> None:  # fmt: skip
+        super().__init__()
+        self.num_classes, self.k, self.temperature = num_classes, k, temperature
+        self.register_buffer("bank", nn.functional.normalize(bank.float(), dim=-1), persistent=False)
+        self.register_buffer("labels", labels.long(), persistent=False)
+
+    def forward(self, queries: Tensor) -> Tensor:
+        votes = knn_votes(queries, self.bank, self.labels, self.num_classes, (self.k,), self.temperature)[0]
+        return (votes / votes.sum(dim=-1, keepdim=True)).clamp_min(1e-30).log()

@@ -6,6 +6,7 @@ decomposition."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 import torch
@@ -72,37 +73,71 @@ def test_attention_and_rollout_are_the_models_own_weights(family: str, pixels: T
     assert_close(maps["attribution/attention"], backbone(pixels)["map/attention"], rtol=1e-5, atol=1e-7)
 
 
+def last_block_parts(family: str, model: nn.Module) -> tuple[Any, ...]:
+    """The last block, its pre-attention norm, value projection (None: timm's fused qkv) and output
+    projection by each family's own module names, and its layer scale (None: none)."""
+    if family == "timm":
+        block = model.blocks[-1]
+        return block, block.norm1, None, block.attn.proj, block.ls1.gamma
+    layers = {
+        "dinov2": lambda: model.encoder.layer, "dinov3": lambda: model.model.layer,
+        "vit": lambda: model.layers, "deit": lambda: model.layers, "clip": lambda: model.encoder.layers,
+    }[family]()  # fmt: skip
+    block = layers[-1]
+    if family in ("dinov2", "dinov3"):
+        return block, block.norm1, block.attention.v_proj, block.attention.o_proj, block.layer_scale1.lambda1
+    if family == "clip":
+        return block, block.layer_norm1, block.self_attn.v_proj, block.self_attn.out_proj, None
+    return block, block.layernorm_before, block.attention.v_proj, block.attention.o_proj, None
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3", "vit", "deit", "clip", "timm"])
 @torch.no_grad()
-def test_value_weighted_and_contribution_maps_are_each_patchs_exact_term(pixels: Tensor) -> None:
-    """c_j from the last block's own modules (its eager [CLS] attention row, value and output
-    projections, layer scale); the contributions sum with the other groups' and the bias to the
-    norm of the [CLS] update (`attention/full`)."""
-    model = EAGER["dinov2"]()
+def test_value_weighted_and_contribution_maps_are_each_patchs_exact_term(family: str, pixels: Tensor) -> None:
+    """Per family, c_j from the last block's own modules by their own names: its [CLS] attention row
+    (the model's eager weights; timm's computed from its fused qkv as its Attention does), value and
+    output projections and layer scale; ||c_j|| is the value-weighted map, <c_j, u> the contribution
+    map with u the direction of the update (the decomposition's `attention/full`)."""
+    from tests.harness.test_interventions import FAMILIES
+
+    model = _eager(FAMILIES[family]()) if family != "timm" else FAMILIES[family]()
     backbone = DecomposingBackbone.from_model(model)
     maps = attribution_maps(backbone, pixels)
     layout = backbone.layout_for(pixels)
-    patches = layout.slice("patch")
-    outputs = model(pixel_values=pixels, output_attentions=True, output_hidden_states=True)
-    layer = model.encoder.layer[-1]
-    x = outputs.hidden_states[-2]
-    values = layer.attention.v_proj(layer.norm1(x))  # batch, tokens, hidden
-    weights = outputs.attentions[-1][:, :, 0]  # batch, heads, tokens
-    batch, heads, tokens = weights.shape
-    per_head = values.view(batch, tokens, heads, -1) * weights.transpose(1, 2).unsqueeze(-1)
-    terms = layer.layer_scale1.lambda1 * (
-        per_head.reshape(batch, tokens, -1) @ layer.attention.o_proj.weight.T
+    block, norm, value, output, scale = last_block_parts(family, model)
+    kept: list[Tensor] = []
+    handle = block.register_forward_pre_hook(
+        lambda module, args, kwargs: kept.append(args[0] if args else kwargs["hidden_states"]),
+        with_kwargs=True,
     )
-    grid = (layout.grid_height, layout.grid_width)
+    try:
+        if family == "timm":
+            backbone.model.forward_features(pixels)
+        else:
+            resize = {"interpolate_pos_encoding": True} if family in ("vit", "deit", "clip") else {}
+            attentions = model(pixel_values=pixels, output_attentions=True, **resize).attentions
+    finally:
+        handle.remove()
+    x = norm(kept[-1])
+    batch, tokens, hidden = x.shape
+    heads = backbone.info.num_heads
+    if family == "timm":
+        q, k, v = block.attn.qkv(x).view(batch, tokens, 3, heads, -1).permute(2, 0, 3, 1, 4)
+        weights = ((q[:, :, :1] @ k.transpose(-1, -2)) * q.shape[-1] ** -0.5).softmax(dim=-1)[:, :, 0]
+        values = v.transpose(1, 2)  # batch, tokens, heads, width
+    else:
+        weights = attentions[-1][:, :, 0]  # batch, heads, tokens
+        values = value(x).view(batch, tokens, heads, -1)
+    weighted = values * weights.transpose(1, 2).unsqueeze(-1)
+    terms = weighted.reshape(batch, tokens, hidden) @ output.weight.T * (1 if scale is None else scale)
+    patches, grid = layout.slice("patch"), (layout.grid_height, layout.grid_width)
     expected = terms[:, patches].norm(dim=-1).reshape(batch, *grid)
-    assert_close(maps["attribution/value_weighted"], expected, rtol=1e-4, atol=1e-6 * expected.max().item())
-    decomposition = backbone(pixels)
-    update = decomposition["attention/full"]
-    groups = [decomposition[f"attention/{g}"] for g in ("cls", "register", "patch")]
-    bias = (sum(groups) - update) / (len(groups) - 1)  # attention/g = c_g + c_b, full = sum c_g + c_b
-    direction = nn.functional.normalize(update, dim=-1)
-    patch_share = ((decomposition["attention/patch"] - bias) * direction).sum(dim=-1)
-    total = maps["attribution/contribution"].flatten(1).sum(dim=1)
-    assert_close(total, patch_share, rtol=1e-4, atol=1e-5 * update.norm(dim=-1).max().item())
+    assert_close(maps["attribution/value_weighted"], expected, rtol=1e-4, atol=1e-5 * expected.max().item())
+    update = backbone(pixels)["attention/full"]
+    projected = (terms[:, patches] @ nn.functional.normalize(update, dim=-1).unsqueeze(-1)).reshape(
+        batch, *grid
+    )
+    assert_close(maps["attribution/contribution"], projected, rtol=1e-4, atol=1e-5 * expected.max().item())
 
 
 def chefer_from(attentions: tuple[Tensor, ...], gradients: tuple[Tensor, ...], patches: slice) -> Tensor:

@@ -8,36 +8,55 @@ import pytest
 import torch
 
 from harness import PIXELS
-from harness.attribution import MAPS, SCORES
-from harness.decomposition import DELETION_ORDERS
+from harness.attribution import EXPLAINED, MAPS, SCORES, head_map_names
 from probes.attribution import AttributionProbe, bootstrap_interval
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75)
 TRAPEZOID = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
+HEADS = 2
+CLASSES = 3
 
 
 def batch(images: np.ndarray, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """What the backbone gives the probe with class scores: every map's curves (one head's without
+    the reversed order), one random control shared by every map, the probabilities and predicted
+    classes along the curves, and the class each full image is given."""
+
+    def curves() -> dict[str, torch.Tensor]:
+        shape = (len(images), len(FRACTIONS))
+        return {
+            "": torch.rand(shape, generator=generator),
+            "/probability": torch.rand(shape, generator=generator),
+            "/predicted": torch.randint(CLASSES, shape, generator=generator),
+        }
+
     rows = {PIXELS: torch.rand(len(images), 3, 8, 8, generator=generator) - 0.5}
-    for name in MAPS:
+    rows[EXPLAINED] = torch.randint(CLASSES, (len(images),), generator=generator)
+    control = {score: curves() for score in SCORES}
+    for name in (*MAPS, *head_map_names(HEADS)):
         for score in SCORES:
-            for order in DELETION_ORDERS:
-                rows[f"maps/{name}/{score}/{order}"] = torch.rand(
-                    len(images), len(FRACTIONS), generator=generator
-                )
+            orders = ("top",) if name.startswith("attention_head") else ("top", "bottom")
+            for order, values in [*((order, curves()) for order in orders), ("random", control[score])]:
+                rows |= {f"maps/{name}/{score}/{order}{suffix}": v for suffix, v in values.items()}
         rows[f"maps/{name}/rank_agreement"] = torch.rand(len(images), generator=generator) * 2 - 1
         rows[f"attribution/{name}"] = torch.rand(len(images), 2, 2, generator=generator)
     return rows
 
 
-def test_areas_gains_and_agreement_equal_numpy() -> None:
+@pytest.mark.parametrize("classes", [False, True], ids=["cosine", "with class scores and labels"])
+def test_areas_gains_and_agreement_equal_numpy(classes: bool) -> None:
     generator = torch.Generator().manual_seed(0)
     indices = [np.arange(0, 5), np.arange(5, 12), np.arange(12, 13)]
     batches = [batch(part, generator) for part in indices]
-    probe, shuffled = AttributionProbe(seed=3), AttributionProbe(seed=3)
-    for part, rows in zip(indices, batches, strict=True):
-        probe.update(rows, torch.full((len(part),), -1), torch.from_numpy(part))
-    for part, rows in reversed(list(zip(indices, batches, strict=True))):  # another order: the same
-        shuffled.update(rows, torch.full((len(part),), -1), torch.from_numpy(part))
+    labels = [torch.randint(CLASSES, (len(part),), generator=generator) for part in indices]
+    scores = torch.nn.Linear(4, CLASSES) if classes else None
+    probe, shuffled = (
+        AttributionProbe(seed=3, num_heads=HEADS, class_scores=scores, labelled=classes) for _ in range(2)
+    )
+    for part, rows, label in zip(indices, batches, labels, strict=True):
+        probe.update(rows, label, torch.from_numpy(part))
+    for part, rows, label in reversed(list(zip(indices, batches, labels, strict=True))):  # the same
+        shuffled.update(rows, label, torch.from_numpy(part))
     results = probe.compute()
     assert results == shuffled.compute()
     # the gallery: the maps and images of the 4 smallest dataset indices, whatever the batch order
@@ -51,28 +70,42 @@ def test_areas_gains_and_agreement_equal_numpy() -> None:
         name: np.concatenate([rows[name].numpy() for rows in batches]).astype(np.float64)
         for name in batches[0]
     }
+    label = torch.cat(labels).numpy()
+    measures = {"cosine": ""} | ({"probability": "/probability", "accuracy": "/predicted"} if classes else {})
+    assert not any("/probability/" in name or "/accuracy/" in name for name in results) or classes
+    if classes:
+        assert results["maps/full/accuracy"] == pytest.approx((every[EXPLAINED] == label).mean())
     span = FRACTIONS[-1] - FRACTIONS[0]
-    for name in MAPS:
+
+    def measured(curve: str, measure: str) -> np.ndarray:
+        values = every[curve + measures[measure]]
+        return (values == label[:, None]).astype(np.float64) if measure == "accuracy" else values
+
+    for name in (*MAPS, *head_map_names(HEADS)):
+        orders = ("top", "random") if name.startswith("attention_head") else ("top", "random", "bottom")
         for score in SCORES:
-            areas = {
-                order: TRAPEZOID(every[f"maps/{name}/{score}/{order}"], FRACTIONS, axis=1) / span
-                for order in DELETION_ORDERS
-            }
-            for order in DELETION_ORDERS:
-                assert results[f"maps/{name}/{score}/area/{order}"] == pytest.approx(
-                    areas[order].mean(), rel=1e-6
+            for measure in measures:
+                prefix = f"maps/{name}/{score}/{measure}"
+                curves = {order: measured(f"maps/{name}/{score}/{order}", measure) for order in orders}
+                areas = {order: TRAPEZOID(curve, FRACTIONS, axis=1) / span for order, curve in curves.items()}
+                for order in orders:
+                    shown = f"maps/random/{score}/{measure}" if order == "random" else f"{prefix}/{order}"
+                    area = (
+                        f"maps/random/{score}/{measure}/area"
+                        if order == "random"
+                        else f"{prefix}/area/{order}"
+                    )
+                    assert results[area] == pytest.approx(areas[order].mean(), rel=1e-6, abs=1e-12)
+                    assert results[f"{shown}/25"] == pytest.approx(
+                        curves[order][:, 1].mean(), rel=1e-6, abs=1e-12
+                    )
+                gain = (
+                    areas["random"] - areas["top"] if score == "deletion" else areas["top"] - areas["random"]
                 )
-                curve = every[f"maps/{name}/{score}/{order}"]
-                assert results[f"maps/{name}/{score}/{order}/25"] == pytest.approx(
-                    curve[:, 1].mean(), rel=1e-6
-                )
-            gain = areas["random"] - areas["top"] if score == "deletion" else areas["top"] - areas["random"]
-            assert results[f"maps/{name}/{score}/gain"] == pytest.approx(gain.mean(), rel=1e-5, abs=1e-9)
-            low, high = (
-                results[f"maps/{name}/{score}/gain/ci_low"],
-                results[f"maps/{name}/{score}/gain/ci_high"],
-            )
-            assert low <= gain.mean() <= high
+                assert results[f"{prefix}/gain"] == pytest.approx(gain.mean(), rel=1e-5, abs=1e-9)
+                low, high = results[f"{prefix}/gain/ci_low"], results[f"{prefix}/gain/ci_high"]
+                assert low <= gain.mean() <= high
+            assert f"maps/{name}/{score}/cosine/area/bottom" in results or name.startswith("attention_head")
         agreement = every[f"maps/{name}/rank_agreement"]
         assert results[f"maps/{name}/rank_agreement"] == pytest.approx(agreement.mean(), rel=1e-6)
 

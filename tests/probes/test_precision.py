@@ -20,9 +20,13 @@ def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     with torch.autocast("cpu", dtype=torch.bfloat16):
         # with the per-layer decomposition (the depth probe), the deletion passes (its probe) and the
         # attribution maps (theirs)
-        decomposition = backbone(pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, attribution=True)
+        decomposition = backbone(
+            pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, attribution=True,
+            class_scores=probes["attribution"].class_scores,  # the bank's
+        )  # fmt: skip
         feed(probes.values(), decomposition, pixels, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
     assert all(decomposition[name].dtype == torch.float32 for name in decomposition.variants)
+    assert decomposition["maps/attention/deletion/top/probability"].dtype == torch.float32
     dtypes = {
         getattr(metric, name).dtype
         for probe in probes.values()
