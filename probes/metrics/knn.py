@@ -33,14 +33,14 @@ def knn_votes(
 
     Args:
         queries: (queries, dims) features.
-        bank: (rows, dims) L2-normalised features.
+        bank: (rows, dims) L2-normalised float features (the queries are cast to their dtype).
         bank_labels: (rows,) their classes.
 
     >>> bank = torch.nn.functional.normalize(torch.tensor([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]]), dim=1)
     >>> knn_votes(torch.tensor([[1.0, 0.05]]), bank, torch.tensor([0, 0, 1]), 2, ks=(1,)).argmax(-1).tolist()
     [[0]]
     """
-    normalised = torch.nn.functional.normalize(queries.float(), dim=-1)
+    normalised = torch.nn.functional.normalize(queries.to(bank.dtype), dim=-1)  # float32 banks
     most = min(max(ks), bank.shape[0])
     best: tuple[Tensor, Tensor] | None = None
     for start in range(0, bank.shape[0], chunk):

@@ -14,7 +14,7 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 from harness import DecomposingBackbone
-from harness.attribution import attribution_maps
+from harness.attribution import MAPS, attribution_maps
 from tests.conftest import tiny_model
 from tests.harness.test_families import tiny_clip, tiny_dinov3, tiny_vit
 
@@ -150,45 +150,72 @@ def chefer_from(attentions: tuple[Tensor, ...], gradients: tuple[Tensor, ...], p
     return relevance[:, 0, patches]
 
 
+def seeded_head(width: int, classes: int = 5) -> nn.Linear:
+    """A random linear head (class scores) on `width` features."""
+    torch.manual_seed(7)
+    return nn.Linear(width, classes).requires_grad_(False)
+
+
+def target_of(pooled: Tensor, head: nn.Linear | None) -> Tensor:
+    """The maps' target written from the issue: the score of the class the head ranks first, or the
+    projection of the output on its own detached direction."""
+    if head is None:
+        return (pooled * nn.functional.normalize(pooled.detach(), dim=-1)).sum()
+    scores = head(pooled)
+    return scores.gather(1, scores.detach().argmax(dim=1, keepdim=True)).sum()
+
+
+@pytest.mark.parametrize("target", ["output", "class"])
 @pytest.mark.parametrize("family", ["dinov2", "dinov3"])
 def test_gradient_weighted_attention_is_chefers_on_the_models_own_weights(
-    family: str, pixels: Tensor
+    family: str, target: str, pixels: Tensor
 ) -> None:
-    """The gradient of the output's projection on its own direction with respect to the eager
-    attention weights the model used, against ours (grad O V^T, without materialising attention)."""
+    """The gradient of the target (the output's projection on its own direction, or a head's score of
+    its predicted class) with respect to the eager attention weights the model used, against ours
+    (grad O V^T, without materialising attention)."""
     model = EAGER[family]()
     backbone = DecomposingBackbone.from_model(model)
+    head = seeded_head(backbone.info.hidden_size) if target == "class" else None
     flags = [parameter.requires_grad for parameter in model.parameters()]
-    maps = attribution_maps(backbone, pixels)
+    maps = attribution_maps(backbone, pixels, head)
     assert [parameter.requires_grad for parameter in model.parameters()] == flags  # the model as it was
     assert all(parameter.grad is None for parameter in model.parameters())  # nothing accumulated
     outputs = model(pixel_values=pixels, output_attentions=True)
-    pooled = outputs.pooler_output
-    target = (pooled * nn.functional.normalize(pooled.detach(), dim=-1)).sum()
-    gradients = torch.autograd.grad(target, outputs.attentions)
+    gradients = torch.autograd.grad(target_of(outputs.pooler_output, head), outputs.attentions)
     layout = backbone.layout_for(pixels)
     expected = chefer_from(outputs.attentions, gradients, layout.slice("patch")).float()
     expected = expected.reshape(3, layout.grid_height, layout.grid_width)
     assert_close(maps["attribution/chefer"], expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    if head is not None:  # another class's relevance differs: the class is what is explained
+        assert not torch.allclose(
+            maps["attribution/chefer"], attribution_maps(backbone, pixels)["attribution/chefer"]
+        )
 
 
 def test_integrated_gradients_are_complete_over_the_patches(pixels: Tensor) -> None:
     """Integrated gradients (captum) pooled to the patches: the patches sum to the target's change
-    from the black image to the image (completeness, up to the integration's error), and a patch
+    from the black image to the image (completeness, up to the integration's error), for the output's
+    projection and for a head's score of the class the image is given, and a patch
     whose pixels do not change along the path (image equal to the baseline there) gets nothing."""
     model = EAGER["dinov2"]()
     backbone = DecomposingBackbone.from_model(model)
     pixels = pixels.clone()
     pixels[:, :, :4, :4] = 0  # the first patch is black: no path, no attribution
-    maps = attribution_maps(backbone, pixels)
-    with torch.no_grad():
-        clean = backbone(pixels)["output/full"]
-        black = backbone(torch.zeros_like(pixels))["output/full"]
-    direction = nn.functional.normalize(clean, dim=-1)
-    change = ((clean - black) * direction).sum(dim=-1)
-    total = maps["attribution/integrated_gradients"].flatten(1).sum(dim=1)
-    assert_close(total, change, rtol=0, atol=2e-2 * change.abs().max().item())
-    assert torch.all(maps["attribution/integrated_gradients"][:, 0, 0] == 0)
+    head = seeded_head(backbone.info.hidden_size)
+    for scores in (None, head):
+        maps = attribution_maps(backbone, pixels, scores)
+        with torch.no_grad():
+            clean = backbone(pixels)["output/full"]
+            black = backbone(torch.zeros_like(pixels))["output/full"]
+        if scores is None:
+            direction = nn.functional.normalize(clean, dim=-1)
+            change = ((clean - black) * direction).sum(dim=-1)
+        else:  # the score of the class the clean image is given
+            explained = head(clean).argmax(dim=1, keepdim=True)
+            change = (head(clean) - head(black)).gather(1, explained).squeeze(1)
+        total = maps["attribution/integrated_gradients"].flatten(1).sum(dim=1)
+        assert_close(total, change, rtol=0, atol=2e-2 * change.abs().max().item())
+        assert torch.all(maps["attribution/integrated_gradients"][:, 0, 0] == 0)
 
 
 @torch.no_grad()
@@ -220,6 +247,98 @@ def test_maps_are_scored_by_the_deletion_machinery_and_by_insertion(pixels: Tens
         pooled = backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0])
         expected = nn.functional.cosine_similarity(pooled, clean["output/full"], dim=-1)
         assert_close(curves["maps/contribution/insertion/top"][:, column], expected, rtol=0, atol=1e-6)
+
+
+def flipping_head(clean: Tensor, deleted: Tensor) -> nn.Linear:
+    """Two classes: 0 scores nothing, 1 scores <f, g> - t, with g the mean direction from the clean
+    outputs to the deleted ones and t between the two: the clean images are class 0, and class 1
+    overtakes as patches go (so a perturbed output's class differs from the clean one's)."""
+    direction = nn.functional.normalize((deleted - clean).mean(dim=0), dim=0)
+    threshold = ((clean @ direction).max() + (deleted @ direction).min()) / 2
+    assert (clean @ direction).max() < threshold < (deleted @ direction).min()
+    head = nn.Linear(clean.shape[1], 2).requires_grad_(False)
+    head.weight.copy_(torch.stack([torch.zeros_like(direction), direction]))
+    head.bias.copy_(torch.stack([torch.zeros_like(threshold), -threshold]))
+    return head
+
+
+@torch.no_grad()
+def test_class_scores_follow_the_perturbed_outputs_and_every_head_is_scored(pixels: Tensor) -> None:
+    """With class scores, each perturbed output's probability of the class the full output is given
+    and its own class, against the head applied to outputs computed here from the model's blocks (a
+    head built so that the class changes as patches go); one random control, the same for every map;
+    each head's map deleted in its own order (the deletion passes ordered by that head's row of the
+    model's eager attention)."""
+    from harness.attribution import EXPLAINED, attribution_maps, scored_maps
+
+    model = EAGER["dinov2"]()
+    backbone = DecomposingBackbone.from_model(model)
+    indices, fractions = torch.arange(3), (0.1, 0.25, 0.5, 0.75)
+    layout = backbone.layout_for(pixels)
+    clean = backbone(pixels)["output/full"]
+    embeddings = backbone.family.embed(pixels)
+    rollout = attribution_maps(backbone, pixels)["attribution/rollout"]  # no class in it
+    order = rollout.flatten(1).argsort(dim=1, descending=True, stable=True)
+    deleted = []
+    for fraction in fractions:
+        kept = order[:, round(fraction * layout.num_patches) :].sort(dim=1).values + layout.num_prefix
+        rows = torch.cat([torch.arange(layout.num_prefix).expand(3, -1), kept], dim=1)
+        tokens = embeddings.gather(1, rows.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
+        deleted.append(backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0]))
+    head = flipping_head(clean, deleted[-1])
+    scored = scored_maps(backbone, pixels, indices, seed=2, class_scores=head)
+    assert torch.equal(scored[EXPLAINED], head(clean).argmax(dim=1))
+    curve = "maps/rollout/deletion/top"
+    for column, outputs in enumerate(deleted):
+        probability = head(outputs).softmax(dim=1).gather(1, scored[EXPLAINED].unsqueeze(1)).squeeze(1)
+        assert_close(scored[f"{curve}/probability"][:, column], probability, rtol=1e-4, atol=1e-6)
+        assert torch.equal(scored[f"{curve}/predicted"][:, column], head(outputs).argmax(dim=1))
+    assert torch.all(scored[f"{curve}/predicted"][:, -1] != scored[EXPLAINED])  # the class did change
+    heads = backbone.info.num_heads
+    for score in ("deletion", "insertion"):
+        controls = [scored[f"maps/{name}/{score}/random"] for name in MAPS]
+        controls += [scored[f"maps/attention_head{h}/{score}/random"] for h in range(1, heads + 1)]
+        assert all(control is controls[0] for control in controls)  # one control, run once
+    weights = model(pixel_values=pixels, output_attentions=True).attentions[-1][
+        :, :, 0, layout.slice("patch")
+    ]
+    for number in range(1, heads + 1):
+        own = backbone.deletion_passes(
+            pixels, weights[:, number - 1], clean, layout, indices, fractions, 2, orders=("top",)
+        )
+        assert_close(
+            scored[f"maps/attention_head{number}/deletion/top"], own["deletion/top"], rtol=0, atol=1e-6
+        )
+        assert f"maps/attention_head{number}/deletion/bottom" not in scored  # no reversed control per head
+        assert f"maps/attention_head{number}/rank_agreement" in scored
+
+
+def test_knn_class_scores_are_the_banks_vote_shares() -> None:
+    """`KnnScores`: softmax = each class's share of the weighted k-NN votes (DINOv2's), argmax = the
+    k-NN's prediction, and a gradient through the chosen neighbours' similarities (finite
+    differences)."""
+    from probes.metrics.knn import KnnScores, knn_votes
+
+    generator = torch.Generator().manual_seed(3)
+    bank, labels = torch.randn(40, 8, generator=generator), torch.arange(40) % 4
+    queries = torch.randn(5, 8, generator=generator, dtype=torch.float64)
+    scores = KnnScores(bank, labels, 4, k=10).double()
+    votes = knn_votes(queries, nn.functional.normalize(bank, dim=-1).double(), labels, 4, (10,))[0]
+    assert_close(
+        scores(queries).softmax(dim=1), votes / votes.sum(dim=1, keepdim=True), rtol=1e-9, atol=1e-12
+    )
+    assert torch.equal(scores(queries).argmax(dim=1), votes.argmax(dim=1))
+    query = queries[:1].clone().requires_grad_(True)
+    predicted = int(votes[0].argmax())
+    (gradient,) = torch.autograd.grad(scores(query)[0, predicted], query)
+    step, direction = (
+        1e-6,
+        nn.functional.normalize(torch.randn(1, 8, generator=generator, dtype=torch.float64)),
+    )
+    ahead, behind = (scores(queries[:1] + sign * step * direction)[0, predicted] for sign in (1, -1))
+    assert (ahead - behind).item() / (2 * step) == pytest.approx(
+        (gradient * direction).sum().item(), rel=1e-4
+    )
 
 
 def test_rank_agreement_is_spearmans() -> None:
