@@ -400,6 +400,55 @@ def test_the_maps_find_the_one_patch_that_makes_the_output() -> None:
     assert torch.all(curves["maps/attention/deletion/top"][:, :2] > 0.99)
 
 
+def patch_blind_model() -> nn.Module:
+    """A DINOv2 whose [CLS] output ignores the patches, by construction: every block's attention
+    output projection has zero weights (its bias stays), so no token takes anything from another,
+    while the attention weights are as peaked as a trained model's (queries and keys scaled up): the
+    [CLS] row still spreads over the patches unevenly, and a map drawn from it looks like any other."""
+    model = tiny_model(registers=4, hidden=32, heads=4, layers=3, patch=4, image=32)
+    with torch.no_grad():
+        for layer in model.encoder.layer:
+            layer.attention.o_proj.weight.zero_()
+            layer.attention.q_proj.weight.mul_(20)  # a peaked [CLS] row, not the random model's flat one
+            layer.attention.k_proj.weight.mul_(20)
+    return model
+
+
+@torch.no_grad()
+def test_a_cls_that_ignores_the_patches_has_flat_curves_and_empty_causal_maps(pixels: Tensor) -> None:
+    """The maps that read the output (value-weighted, contributions, Chefer's, integrated gradients)
+    are zero; the maps that read attention alone (the attention map, rollout) are not; every
+    perturbation curve stays at the full output (cosine 1, the class and its probability as they
+    were), so every gain is zero: the scores say no map shows what the output used, because it used
+    no patch."""
+    from harness.attribution import EXPLAINED, scored_maps
+    from probes.attribution import AttributionProbe
+
+    backbone = DecomposingBackbone.from_model(patch_blind_model())
+    head = seeded_head(backbone.info.hidden_size)
+    scored = scored_maps(backbone, pixels, torch.arange(3), class_scores=head)
+    for name in ("value_weighted", "contribution", "chefer", "integrated_gradients"):
+        assert torch.all(scored[f"attribution/{name}"] == 0), name
+    for name in ("attention", "rollout"):  # they still point somewhere
+        values = scored[f"attribution/{name}"].flatten(1)
+        assert torch.all(values > 0) and torch.all(values.amax(dim=1) > 1.5 * values.mean(dim=1)), name
+    clean = head(backbone(pixels)["output/full"]).softmax(dim=1).gather(1, scored[EXPLAINED].unsqueeze(1))
+    curves = [name for name in scored if name.startswith("maps/") and name.count("/") == 3]
+    assert (
+        len(curves) == (6 * 3 + backbone.info.num_heads * 2) * 2
+    )  # (maps x orders + heads x orders) x scores
+    for name in curves:
+        assert_close(scored[name], torch.ones_like(scored[name]), rtol=0, atol=1e-6)
+        assert_close(scored[f"{name}/probability"], clean.expand(-1, 4), rtol=1e-5, atol=1e-7)
+        assert torch.equal(scored[f"{name}/predicted"], scored[EXPLAINED].unsqueeze(1).expand(-1, 4))
+    probe = AttributionProbe(num_heads=backbone.info.num_heads, class_scores=head, labelled=True)
+    probe.update({**scored, "pixels": pixels}, scored[EXPLAINED], torch.arange(3))
+    results = probe.compute()
+    gains = [name for name in results if name.endswith("/gain")]
+    assert len(gains) == (6 + backbone.info.num_heads) * 2 * 3  # maps x scores x measures
+    assert all(abs(results[name]) < 1e-6 for name in gains)
+
+
 @pytest.mark.parametrize("family", ["dinov2", "dinov3", "vit", "deit", "clip", "timm"])
 @torch.no_grad()
 def test_the_contributions_sum_to_the_patch_term_in_every_family(family: str, pixels: Tensor) -> None:
