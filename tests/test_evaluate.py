@@ -413,6 +413,28 @@ def test_deletion_is_opt_in_and_written(model_dir: Path, photo_dir: Path, tmp_pa
     assert "deletion" not in parse_probe_names("all")
 
 
+def test_attribution_maps_explain_the_knn_banks_class(
+    photo_dir: Path, model_dir: Path, tmp_path: Path
+) -> None:
+    """--probe attribution --train-data: without a head the bank's 20-NN vote gives the class the maps
+    explain; `maps/full/accuracy` equals a numpy 20-NN on the saved features."""
+    from tests.probes.test_knn import numpy_knn_accuracy
+
+    photos = tmp_path / "photos"
+    write_labelled_photos(photos, per_class=4)
+    output = tmp_path / "run"
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photos), "--resolution", "56",
+            "--batch-size", "4", "--num-workers", "0", "--train-data", "folder", "--train-dir", str(photos),
+            "--probe", "attribution", "--save-features", "--output", str(output)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    results = json.loads((output / "results.json").read_text())["results"]
+    features = load_file(str(output / "features.safetensors"))
+    bank, labels = features["output/full"].astype(np.float64), features["label"]
+    expected = numpy_knn_accuracy(bank, labels, bank, labels, 3, 20, 1)
+    assert results["maps/full/accuracy"] == pytest.approx(expected, abs=1e-9)
+    assert 0 <= results["maps/rollout/insertion/probability/area/top"] <= 1
+
+
 def test_knn_bank_from_training_data(
     model_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -134,3 +134,25 @@ def test_existing_head_is_not_overwritten(setup: dict[str, Path], capsys: pytest
     assert "exists; pass --overwrite" in capsys.readouterr().err
     assert setup["head"].read_bytes() == before
     torch.testing.assert_close(LinearHead.load(setup["head"]).weight, LinearHead.load(setup["head"]).weight)
+
+
+def test_the_attribution_maps_explain_the_heads_class(setup: dict[str, Path]) -> None:
+    """--probe attribution --head: the maps explain the class the head gives each full image, whose
+    top-1 accuracy (`maps/full/accuracy`) equals the head on the saved output/full; every map has its
+    accuracy and probability curves, and the figure and the report show them."""
+    output = setup["root"] / "attribution"
+    argv = [*common_args(setup["model"]), "--data", "folder", "--data-dir", str(setup["val"]),
+            "--probe", "attribution", "--head", str(setup["head"]), "--save-features",
+            "--output", str(output)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    results = json.loads((output / "results.json").read_text())["results"]
+    features = load_file(str(output / "features.safetensors"))
+    head = LinearHead.load(setup["head"])
+    scores = features["output/full"] @ head.weight.numpy().T + head.bias.numpy()
+    assert results["maps/full/accuracy"] == pytest.approx(np.mean(scores.argmax(1) == features["label"]))
+    for measure in ("cosine", "probability", "accuracy"):
+        for name in ("attention", "chefer", "contribution", "attention_head2"):
+            assert -1 <= results[f"maps/{name}/deletion/{measure}/gain"] <= 1, (name, measure)
+        assert 0 <= results[f"maps/random/insertion/{measure}/area"] <= 1
+    assert (output / "figures" / "attribution.png").is_file()
+    assert "maps/chefer/deletion/accuracy/gain" in (output / "report.md").read_text()
