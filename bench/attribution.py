@@ -7,14 +7,19 @@ keeps beside the model's own pass).
 
 Rows: the decomposing pass (baseline; its [CLS] attention, value-weighted and contribution maps
 come from it); rollout (every block's full attention recomputed from its queries and keys: one more
-tokens x tokens product per block); Chefer (one gradient pass); integrated gradients
-(`INTEGRATION_STEPS` gradient passes); the scores of one map (deletion and insertion, 3 orders x 4
-fractions each, at reduced length); everything the attribution probe runs per batch.
+tokens x tokens product per block); Chefer (one gradient pass), also with a head's class as its
+target; integrated gradients (`INTEGRATION_STEPS` gradient passes); the scores of one map
+(deletion and insertion, its own and its reversed order x 4 fractions each, at reduced length), of
+one head's map (its own order only) and of the random control (run once for every map); the six
+maps' scores as stop 26 ran them (each map its own random control) and as now (one shared control);
+everything the attribution probe runs per batch, with the class scores of a k-NN bank (1000 random
+rows, 100 classes).
 """
 
 from __future__ import annotations
 
 import argparse
+import functools
 import statistics
 import sys
 from collections.abc import Callable
@@ -27,12 +32,15 @@ from bench.common import median_ratio, paired_times
 from harness import load_backbone
 from harness.attribution import (
     INTEGRATION_STEPS,
+    MAPS,
+    SCORE_FRACTIONS,
     RolloutHooks,
     chefer_map,
     integrated_gradients_map,
     perturbation_curves,
     scored_maps,
 )
+from probes.metrics.knn import KnnScores
 
 
 def held_mib(batch: int, tokens: int, hidden: int, heads: int, blocks: int, steps: int) -> dict[str, float]:
@@ -41,16 +49,21 @@ def held_mib(batch: int, tokens: int, hidden: int, heads: int, blocks: int, step
     queries, keys, values and attention output for the backward (4 x blocks x batch x tokens x
     hidden) and one block's attention; integrated gradients captum's internal batch of steps x batch
     images' activations (as one forward and backward of that batch); the scores one block's attention
-    at 3 x batch (the orders run together)."""
+    at orders x batch (the orders run together)."""
     attention = batch * heads * tokens * tokens
     values = {
         "decomposing pass": 0.0,
         "rollout": batch * tokens * tokens + attention,
         "chefer": 4 * blocks * batch * tokens * hidden + attention,
+        "chefer, a head's class": 4 * blocks * batch * tokens * hidden + attention,
         "integrated gradients": steps * batch * tokens * hidden * 4 * blocks,
-        "scores of one map": 3 * attention,
+        "scores of one map": 2 * attention,
+        "scores of one head's map": attention,
+        "random control (shared)": attention,
+        "six maps, own controls (stop 26)": 3 * attention,
+        "six maps, shared control": 2 * attention,
     }
-    values["attribution probe, all maps"] = max(values.values())
+    values["attribution probe, maps + heads, k-NN classes"] = max(values.values())
     return {name: 4 * count / 2**20 for name, count in values.items()}
 
 
@@ -74,14 +87,39 @@ def main() -> None:
         with recorder.attach():
             backbone.capture(pixels)
 
-    one_map = {"attribution/attention": torch.rand(args.batch_size, layout.grid_height, layout.grid_width)}
+    grid = (args.batch_size, layout.grid_height, layout.grid_width)
+    one_map = {"attribution/attention": torch.rand(grid)}
+    six_maps = {f"attribution/{name}": torch.rand(grid) for name in MAPS}
+    one_head = {"attribution/attention_heads": torch.rand(args.batch_size, 1, *grid[1:])}
+    hidden = backbone.info.hidden_size
+    head = torch.nn.Linear(hidden, 100).requires_grad_(False)
+    bank = KnnScores(torch.randn(1000, hidden), torch.arange(1000) % 100, 100)
+    pooled = backbone(pixels)["output/full"]
+
+    def passes(ranking: torch.Tensor, orders: tuple[str, ...]) -> object:
+        run = functools.partial(
+            backbone.deletion_passes, pixels, ranking, pooled, layout, indices, orders=orders
+        )
+        return [run(fractions=SCORE_FRACTIONS, insertion=insertion) for insertion in (False, True)]
+
+    def own_controls() -> None:  # stop 26: each map its three orders, the random one again each time
+        for ranking in six_maps.values():
+            passes(ranking, ("top", "random", "bottom"))
+
     functions: dict[str, Callable[[], object]] = {
         "decomposing pass": lambda: backbone(pixels),
         "rollout": rollout,
         "chefer": lambda: chefer_map(backbone, pixels, layout),
+        "chefer, a head's class": lambda: chefer_map(backbone, pixels, layout, head),
         "integrated gradients": lambda: integrated_gradients_map(backbone, pixels, layout),
-        "scores of one map": lambda: perturbation_curves(backbone, pixels, one_map, indices),
-        "attribution probe, all maps": lambda: scored_maps(backbone, pixels, indices),
+        "scores of one map": lambda: passes(one_map["attribution/attention"], ("top", "bottom")),
+        "scores of one head's map": lambda: passes(one_head["attribution/attention_heads"][:, 0], ("top",)),
+        "random control (shared)": lambda: passes(one_map["attribution/attention"], ("random",)),
+        "six maps, own controls (stop 26)": own_controls,
+        "six maps, shared control": lambda: perturbation_curves(backbone, pixels, six_maps, indices),
+        "attribution probe, maps + heads, k-NN classes": lambda: scored_maps(
+            backbone, pixels, indices, class_scores=bank
+        ),
     }
     with torch.inference_mode():
         times = paired_times(functions, args.repeats)

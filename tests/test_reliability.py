@@ -140,7 +140,7 @@ def test_a_comparison_never_writes_over_a_compared_run(
         (["--devices", "0"], "device options do not work here"),
         (["--seed", "-1"], "--seed must be 0 or more"),
         (["--resolution", "0"], "resolution must be positive"),
-        (["--probe", "split", "--head", "missing.pt"], "read by the linear probe only"),
+        (["--probe", "split", "--head", "missing.pt"], "read by the linear or attribution probe only"),
         (["--probe", "linear", "--head", "missing.pt"], "is not a linear head saved by train_probe.py"),
         (["--episodes", "0"], "--episodes and --shots must be positive"),
         (["--strategy", "ddp_spawn"], "use --strategy ddp"),
