@@ -234,9 +234,8 @@ class AttributionProbe(Probe):
                 return decomposition[f"{curve}/probability"]
             return (decomposition[f"{curve}/predicted"] == labels.unsqueeze(1)).float()
 
-        control = curve_name(MAPS[0], SCORES[0], CONTROL).rsplit("/", 2)[0]  # maps/{first map}
-        rows = {
-            self.row_name(CONTROL, s, m): measured(f"{control}/{s}/{CONTROL}", m)
+        rows = {  # the control is the same under every map's name: read it once
+            self.row_name(CONTROL, s, m): measured(curve_name(MAPS[0], s, CONTROL), m)
             for s in SCORES for m in self.measures
         }  # fmt: skip
         rows |= {
