@@ -13,7 +13,8 @@ control (deletion: random minus top, the output moves more when the map's top pa
 top minus random, it comes back sooner when only they stay), and the rank agreement with the exact
 contribution map. Means over images with seeded bootstrap 95 % intervals.
 
-Results: `maps/{map}/{score}/{measure}/{order}/{percent}` (mean), `maps/{map}/{score}/{measure}/area/
+Results: `maps/{map}/{score}/{measure}/{order}/{percent}` (mean; `/std` beside it: the bands of
+`attribution_curves.png`), `maps/{map}/{score}/{measure}/area/
 {order}`, `maps/{map}/{score}/{measure}/gain`, `maps/random/{score}/{measure}/{percent}` and
 `.../area` (the control), `maps/{map}/rank_agreement`, each area, gain and agreement with `/ci_low`
 and `/ci_high`; with labels and class scores `maps/full/accuracy` (the class scores' top-1 accuracy
@@ -265,7 +266,11 @@ class AttributionProbe(Probe):
         def curve(prefix: str, row: str) -> Tensor:
             values = rows[row].reshape(-1, len(self.fractions))
             for column, fraction in enumerate(self.fractions):
-                results[f"{prefix}/{round(100 * fraction)}"] = float(values[:, column].double().mean())
+                point = values[:, column].double()
+                results[f"{prefix}/{round(100 * fraction)}"] = float(point.mean())
+                results[f"{prefix}/{round(100 * fraction)}/std"] = (
+                    float(point.std()) if len(point) > 1 else 0.0
+                )
             return area(values, self.fractions)
 
         if "accuracy" in self.measures:
@@ -335,7 +340,48 @@ class AttributionProbe(Probe):
         axes[0, 0].invert_yaxis()
         figure.suptitle(f"Which map shows what the model used: {run_title(run)}")
         figure.tight_layout()
-        return named("attribution.png", figure) | named("attribution_gallery.png", cls._gallery(run))
+        return (
+            named("attribution.png", figure)
+            | named("attribution_curves.png", cls._curves(run, measures))
+            | named("attribution_gallery.png", cls._gallery(run))
+        )
+
+    @classmethod
+    def _curves(cls, run: RunView, measures: Sequence[str]) -> Figure:
+        """Every map's mean curve in its own order, and the random control (dashed), over the share of
+        patches deleted or kept, one row per measure; bands: the mean +- 1.96 standard errors."""
+        figure, axes = subplots(
+            len(measures), len(SCORES), figsize=(5.5 * len(SCORES), 3.6 * len(measures)), squeeze=False
+        )
+        root = np.sqrt(max(run.num_images, 1))
+        for row, measure in enumerate(measures):
+            for axis, score in zip(axes[row], SCORES, strict=True):
+                lines = [(f"maps/{name}/{score}/{measure}/top", name, "-") for name in MAPS]
+                lines.append((f"maps/{CONTROL}/{score}/{measure}", "random", "--"))
+                for prefix, label, style in lines:
+                    points = sorted(
+                        int(name.rsplit("/", 1)[1]) for name in run.results
+                        if name.startswith(prefix + "/") and name.rsplit("/", 1)[1].isdigit()
+                    )  # fmt: skip
+                    means = np.array([run.results[f"{prefix}/{point}"] for point in points])
+                    errors = (
+                        1.96 * np.array([run.results.get(f"{prefix}/{p}/std", 0.0) for p in points]) / root
+                    )
+                    colour = "black" if label == "random" else None
+                    (line,) = axis.plot(
+                        points, means, style, marker="o", markersize=3, label=label, color=colour
+                    )
+                    axis.fill_between(
+                        points, means - errors, means + errors, color=line.get_color(), alpha=0.15
+                    )
+                axis.set_xlabel(
+                    f"patches {'deleted' if score == 'deletion' else 'kept'} (%), in the map's order"
+                )
+                axis.set_ylabel(measure)
+        axes[0, -1].legend(fontsize=8)
+        figure.suptitle(f"Perturbation curves of every map: {run_title(run)}")
+        figure.tight_layout()
+        return figure
 
     @classmethod
     def _gallery(cls, run: RunView) -> Figure | None:

@@ -99,6 +99,8 @@ def test_areas_gains_and_agreement_equal_numpy(classes: bool) -> None:
                     assert results[f"{shown}/25"] == pytest.approx(
                         curves[order][:, 1].mean(), rel=1e-6, abs=1e-12
                     )
+                    spread = curves[order][:, 1].std(ddof=1)
+                    assert results[f"{shown}/25/std"] == pytest.approx(spread, rel=1e-6, abs=1e-12)
                 gain = (
                     areas["random"] - areas["top"] if score == "deletion" else areas["top"] - areas["random"]
                 )
