@@ -116,6 +116,9 @@ class BackboneInfo:
             for models without a projection.
         num_distillation: distillation tokens right after [CLS] (1 for a distilled DeiT): their own
             token group.
+        num_classes: classes of the model's own classifier on the [CLS] readout (an ImageNet
+            ViT's, DeiT's [CLS] head, a timm model's `head`; `DecomposingBackbone.classifier`), 0
+            for models without one.
     """
 
     name: str
@@ -134,6 +137,7 @@ class BackboneInfo:
     preprocessing: Preprocessing = DINOV2_EVALUATION
     projection_dim: int = 0  # width of the projection readout (CLIP's visual_projection); 0: none
     num_distillation: int = 0  # distillation tokens after [CLS] (a distilled DeiT: 1)
+    num_classes: int = 0  # classes of the model's own classifier on output/full; 0: none
 
     @property
     def identity(self) -> str:
@@ -141,12 +145,14 @@ class BackboneInfo:
         return self.location or self.name
 
     def as_dict(self) -> dict[str, Any]:
-        """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys."""
+        """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys;
+        `num_classes` only for a model with a classifier of its own (files of models without one stay
+        as they were written before it was recorded)."""
         data: dict[str, Any] = {}
         for item in fields(self):
             if item.name == "preprocessing":
                 data |= {key: getattr(self.preprocessing, name) for key, name in _PREPROCESSING_KEYS.items()}
-            else:
+            elif item.name != "num_classes" or self.num_classes:
                 data[item.name] = getattr(self, item.name)
         return data
 
@@ -298,14 +304,24 @@ class DecomposingBackbone(nn.Module):
         info: what the model is, for results.json (`from_model` infers it).
         compile_backend: run every block that a call does not read (all but the last and the
             per-layer ones) under `torch.compile` with this backend during each call; None: eager.
+        classifier: the model's own classifier on its [CLS] readout (`output/full` -> class
+            logits), where its checkpoint has one; None: the family's (`Family.own_classifier`).
+            A `class_scores` for the attribution maps and the `--head model` of the command line.
 
     Calling it on `pixel_values` (batch, 3, height, width) returns a `Decomposition`.
     """
 
-    def __init__(self, model: nn.Module, info: BackboneInfo, compile_backend: str | None = None) -> None:
+    def __init__(
+        self,
+        model: nn.Module,
+        info: BackboneInfo,
+        compile_backend: str | None = None,
+        classifier: nn.Linear | None = None,
+    ) -> None:
         super().__init__()
         self.model = model
         self.family: Family = family_for(model)  # where the blocks, norms and readout are
+        self.classifier = classifier if classifier is not None else self.family.own_classifier()
         self.info = info
         self.compiled = compile_backend
         self._compiled_forward: Callable[..., Any] | None = None
@@ -327,6 +343,7 @@ class DecomposingBackbone(nn.Module):
             ValueError: no family adapter reads the model (the message names the supported ones).
         """
         family = family_for(model)
+        classifier = family.own_classifier()
         info = BackboneInfo(
             name=name or type(model).__name__,
             source="memory",
@@ -337,13 +354,14 @@ class DecomposingBackbone(nn.Module):
             pos_interpolation="original" if resizes_as_original(model) else family.own_pos_interpolation,
             family=family.name,
             preprocessing=family.preparation(),
+            num_classes=0 if classifier is None else classifier.out_features,
         )
-        return cls(model, info, compile_backend)
+        return cls(model, info, compile_backend, classifier)
 
     def compiling(self, backend: str = "inductor") -> DecomposingBackbone:
         """A backbone over the same model whose calls run the blocks they do not read under
         `torch.compile` (`backend`); the results are those of the eager run, to rounding."""
-        return type(self)(self.model, self.info, backend)
+        return type(self)(self.model, self.info, backend, self.classifier)
 
     @property
     def last_block(self) -> HFBlock:

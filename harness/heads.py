@@ -51,6 +51,20 @@ class LinearHead:
         classifier.bias.data.copy_(self.bias)
         return classifier.requires_grad_(False)
 
+    @classmethod
+    def of_classifier(
+        cls, classifier: nn.Linear, backbone: str, resolution: int, pos_interpolation: str
+    ) -> LinearHead:
+        """A model's own classifier on `output/full` (`DecomposingBackbone.classifier`, `--head
+        model`) as a head of this run: its classes are its output indices ("0", "1", ...; labels must
+        be given in its order), trained by the model's authors (no learning rate or validation
+        accuracy of this tool: NaN)."""
+        return cls(
+            classifier.weight.detach().float().cpu().clone(), classifier.bias.detach().float().cpu().clone(),
+            backbone, "output/full", tuple(str(index) for index in range(classifier.out_features)),
+            resolution, float("nan"), float("nan"), pos_interpolation,
+        )  # fmt: skip
+
     def save(self, path: Path) -> None:
         record = asdict(self) | {"class_names": list(self.class_names)}
         torch.save(record, path)

@@ -102,18 +102,22 @@ def load_backbone(
         )
     source, location = resolve_backbone(name)
     model: torch.nn.Module
+    classifier: torch.nn.Linear | None = None  # an HF classifier checkpoint's, kept by its loader
     if source == "random":
         model = _random_model(name)
+    elif source == "folder" and is_timm_folder(location):
+        model = _from_timm_folder(location, name)
     elif source == "folder":
-        timm_folder = is_timm_folder(location)
-        model = _from_timm_folder(location, name) if timm_folder else _from_pretrained(location, name)
+        model, classifier = _from_pretrained(location, name)
     elif source == "timm":
         model = _from_timm(location, name)
     elif source == "checkpoint":
         model = load_original_checkpoint(Path(location), num_heads)
     else:
-        model = _from_hub(location, name)
+        model, classifier = _from_hub(location, name)
     family = family_for(model)
+    if classifier is None:
+        classifier = family.own_classifier()
     family_name = family.name
     if source == "checkpoint" and is_plain(model):
         family_name = PLAIN_FAMILY  # DINO v1 / iBOT: DINOv2's blocks with unit layer scale
@@ -133,12 +137,13 @@ def load_backbone(
         pos_interpolation=pos_interpolation,
         family=family_name,
         preprocessing=preparation_of(family, source, location),
+        num_classes=0 if classifier is None else classifier.out_features,
     )
     if info.random_weights:
         log.warning("backbone %s has random weights: its numbers test the code, they mean nothing", name)
     # the tool's own copy of the weights: frozen, in eval mode (a model a caller hands to
     # `DecomposingBackbone.from_model` keeps its flags)
-    return DecomposingBackbone(model.eval().requires_grad_(False), info)
+    return DecomposingBackbone(model.eval().requires_grad_(False), info, classifier=classifier)
 
 
 def resolve_backbone(name: str) -> tuple[str, str]:
@@ -175,7 +180,7 @@ def resolve_backbone(name: str) -> tuple[str, str]:
     raise UnknownBackboneError(_unknown_message(name))
 
 
-def _from_hub(hub_id: str, name: str) -> torch.nn.Module:
+def _from_hub(hub_id: str, name: str) -> tuple[torch.nn.Module, torch.nn.Linear | None]:
     """An HF model from the local cache when it is there (no network at all), else from the hub.
 
     An unreachable hub is reported after one request, instead of after huggingface_hub's
@@ -299,9 +304,13 @@ def _unavailable_message(name: str, location: str, reason: str) -> str:
     )
 
 
-def _from_pretrained(location: str, name: str, local_files_only: bool = False) -> torch.nn.Module:
+def _from_pretrained(
+    location: str, name: str, local_files_only: bool = False
+) -> tuple[torch.nn.Module, torch.nn.Linear | None]:
     """An HF model of a supported family from the hub cache, the hub, or a local folder, with SDPA
-    attention, every tensor of the model read from the checkpoint (`_check_fit`)."""
+    attention, every tensor of the model read from the checkpoint (`_check_fit`); with the
+    classifier on its [CLS] readout where the checkpoint is a classifier its family keeps
+    (`LoadAs.classifier`), else None."""
     quiet = [logging.getLogger(logger) for logger in ("huggingface_hub", "transformers")]
     previous = [logger.level for logger in quiet]
     for logger in quiet:  # one clear line below instead of retry logs and transformers' load report
@@ -328,7 +337,10 @@ def _from_pretrained(location: str, name: str, local_files_only: bool = False) -
         for logger, level in zip(quiet, previous, strict=True):
             logger.setLevel(level)
     _check_fit(name, report, how.left_out)
-    return _checked(model, name)
+    classifier = getattr(model, how.classifier).requires_grad_(False) if how.classifier else None
+    if how.inner:
+        model = getattr(model, how.inner)
+    return _checked(model, name), classifier
 
 
 def _check_fit(name: str, report: dict[str, Any], left_out: tuple[str, ...] = ()) -> None:

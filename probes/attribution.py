@@ -101,16 +101,11 @@ def bootstrap_interval(values: Tensor, seed: int, resamples: int = BOOTSTRAP) ->
     return low, high
 
 
-def class_scores_for(context: ProbeContext) -> nn.Module | None:
-    """The run's class scores: its `--head` (checked against the backbone, resolution and, with
-    labels, the classes), else its k-NN bank (whose classes must be the data's, with labels), else
-    None."""
-    if context.head is not None:
-        head = LinearHead.load(context.head)
-        head.check_compatible(
-            context.info.identity, context.class_names or head.class_names, context.resolution,
-            context.info.pos_interpolation,
-        )  # fmt: skip
+def class_scores_for(context: ProbeContext, head: LinearHead | None) -> nn.Module | None:
+    """The run's class scores: its head (`ProbeContext.linear_head`: a `--head` checked against the
+    run, or the model's own classifier), else its k-NN bank (whose classes must be the data's, with
+    labels), else None."""
+    if head is not None:
         if head.feature != "output/full":
             raise UserError(f"the head was trained on {head.feature}; the maps explain output/full")
         return head.classifier()
@@ -218,9 +213,13 @@ class AttributionProbe(Probe):
     @classmethod
     def from_context(cls, context: ProbeContext) -> AttributionProbe:
         preprocessing = context.info.preprocessing
+        head = context.linear_head()
+        # accuracy where the labels index the scored classes (a model's own 1000 ImageNet classes
+        # need ImageNet-1k's labels; a saved head's and the bank's class names are checked)
+        labelled = len(context.class_names) >= 2 if head is None else context.labels_index(head)
         return cls(
             context.seed, mean=preprocessing.mean, std=preprocessing.std, num_heads=context.info.num_heads,
-            class_scores=class_scores_for(context), labelled=len(context.class_names) >= 2,
+            class_scores=class_scores_for(context, head), labelled=labelled,
         )  # fmt: skip
 
     @classmethod

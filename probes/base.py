@@ -33,6 +33,8 @@ from probes.view import ComparedView, RunView
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from harness.heads import LinearHead
+
 FULL_OUTPUT = "output/full"
 """The model's own [CLS] output: the reference of the label probes (centroids, classifiers)."""
 
@@ -57,12 +59,15 @@ class ProbeContext:
         seed: seed of every sampled choice (one-shot episodes, ridge split).
         episodes: one-shot episodes.
         shots: one-shot support images per class.
-        head: a head saved by train_probe.py for the `linear` probe (None: fit a ridge classifier).
+        head: a head saved by train_probe.py for the `linear` probe (None: fit a ridge classifier)
+            and the attribution probe's class scores.
         layers: the blocks decomposed as they run (`--layers`; 1-based, ascending), none by default.
         bank: `output/full` of labelled training images for the `knn` probe (`--train-data`).
         interventions: the run's interventions (`--intervene`).
         only_variants: the variants a pass under an intervention reports, where it reports fewer
             than the clean pass (`variants` keeps only these); None: every variant.
+        own_head: the backbone's own classifier on `output/full` (`--head model`), read instead of
+            `head`.
     """
 
     info: BackboneInfo
@@ -76,6 +81,34 @@ class ProbeContext:
     bank: KnnBank | None = None
     interventions: tuple[Intervention, ...] = ()
     only_variants: tuple[str, ...] | None = None
+    own_head: LinearHead | None = None
+
+    def linear_head(self) -> LinearHead | None:
+        """The run's head: the backbone's own classifier (`own_head`), else the head saved by
+        train_probe.py (`head`), checked against this run's backbone, classes (with labels),
+        resolution and position resize; None without either.
+
+        Raises:
+            UserError: the file is no head; HeadMismatchError: it was trained for another run.
+        """
+        if self.own_head is not None:
+            return self.own_head
+        if self.head is None:
+            return None
+        from harness.heads import LinearHead  # lightning: only where a head is read
+
+        head = LinearHead.load(self.head)
+        info = self.info
+        head.check_compatible(
+            info.identity, self.class_names or head.class_names, self.resolution, info.pos_interpolation
+        )
+        return head
+
+    def labels_index(self, head: LinearHead) -> bool:
+        """Whether the data's labels index `head`'s classes: labelled data with as many classes (a
+        saved head's class names are checked by `linear_head`; a model's own classifier is read in
+        its order, ImageNet-1k's sorted wnids as `--data imagenet` numbers them)."""
+        return len(self.class_names) >= 2 and len(self.class_names) == head.weight.shape[0]
 
     @property
     def layout(self) -> TokenLayout:

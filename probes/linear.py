@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor
 
-from harness.heads import LinearHead
+from harness.heads import HeadMismatchError, LinearHead
 from probes.base import FULL_OUTPUT, Probe, ProbeContext
 from probes.metrics.ridge import RidgeAccuracy
 from probes.metrics.topk import TopKAccuracy
@@ -46,14 +46,17 @@ class LinearProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> LinearProbe:
-        if context.head is None:
+        head = context.linear_head()
+        if head is None:
             return RidgeProbe(
                 context.output_variants, context.info.hidden_size, len(context.class_names), context.seed
             )
-        head = LinearHead.load(context.head)
-        head.check_compatible(
-            context.info.identity, context.class_names, context.resolution, context.info.pos_interpolation
-        )
+        if not context.labels_index(head):
+            raise HeadMismatchError(
+                f"the model's own classifier has {head.weight.shape[0]} classes, the data "
+                f"{len(context.class_names)}: its accuracy needs the data's labels in its classes "
+                "(ImageNet-1k's 1000 as --data imagenet numbers them)"
+            )
         return LinearHeadProbe(head, context.output_variants)
 
     @classmethod

@@ -46,6 +46,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("evaluate")
 
+MODEL_HEAD = "model"
+"""`--head model`: the backbone's own classifier on its [CLS] output (`DecomposingBackbone.classifier`)."""
+
 
 @dataclass(frozen=True)
 class ProbeOptions:
@@ -63,6 +66,25 @@ class ProbeOptions:
     """--intervene, as written (parsed against the backbone's depth once it is loaded)."""
     reference: DataOptions | None = None
     """The images whose states the mean / shuffle / noise interventions read (--reference-*)."""
+
+    @property
+    def own_head(self) -> bool:
+        """`--head model`: the backbone's own classifier instead of a head from train_probe.py."""
+        return self.head is not None and str(self.head) == MODEL_HEAD
+
+    def check_own_head(self, info: BackboneInfo, classifier: object | None) -> None:
+        """Refuse `--head model` for a backbone without its own classifier at hand (none in its
+        checkpoint, or saved features without the model)."""
+        if not self.own_head or classifier is not None:
+            return
+        if info.num_classes:
+            raise UserError(
+                "--head model reads the backbone's own classifier: run the backbone, not saved features"
+            )
+        raise UserError(
+            f"--head model: {info.name} has no classifier of its own on its [CLS] output (a DINOv2 or "
+            "CLIP classifier reads the patches too); train one with train_probe.py and pass its file"
+        )
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProbeOptions:
@@ -101,8 +123,11 @@ class ProbeRequest:
     layers: tuple[int, ...] = ()
     bank: KnnBank | None = None
     interventions: tuple[Intervention, ...] = ()
+    classifier: torch.nn.Linear | None = None
+    """The backbone's own classifier, read with `--head model`."""
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
+        from harness import LinearHead
         from probes import ProbeContext
 
         labelled = len(class_names) >= 2  # a classifier or a centroid ranking needs two classes
@@ -115,6 +140,12 @@ class ProbeRequest:
                 "same classes"
             )
         options = self.options
+        options.check_own_head(self.info, self.classifier)
+        own_head = None
+        if options.own_head and self.classifier is not None:
+            own_head = LinearHead.of_classifier(
+                self.classifier, self.info.identity, self.resolution, self.info.pos_interpolation
+            )
         context = ProbeContext(
             self.info,
             class_names,
@@ -122,10 +153,11 @@ class ProbeRequest:
             options.seed,
             options.episodes,
             options.shots,
-            options.head,
+            None if options.own_head else options.head,
             self.layers,
             self.bank,
             self.interventions,
+            own_head=own_head,
         )
         return self.selection.build(context)
 
@@ -154,7 +186,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--head",
         type=Path,
-        help="linear head from train_probe.py for --probe linear (and attribution's class scores)",
+        help="linear head from train_probe.py for --probe linear (and attribution's class scores); "
+        "'model': the backbone's own classifier on its [CLS] output (an ImageNet ViT's, DeiT's [CLS] "
+        "head, a timm model's head), labels in its class order",
     )
     parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
     parser.add_argument("--shots", type=int, default=1, help="one-shot support images per class (default: 1)")
@@ -369,8 +403,16 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         if not selection.reads_head:
             reading = " or ".join(name for name, probe in PROBES.items() if probe.reads_head)
             raise UserError(f"--head is read by the {reading} probe only: add one to --probe")
-        LinearHead.load(probes.head)
+        if not probes.own_head:
+            LinearHead.load(probes.head)
     return selection
+
+
+def head_record(probes: ProbeOptions) -> str | None:
+    """results.json `run.head`: the head file's absolute path, "model" for the backbone's own."""
+    if probes.head is None:
+        return None
+    return MODEL_HEAD if probes.own_head else str(probes.head.resolve())
 
 
 def intervention_blocks(text: str, num_layers: int | None) -> Intervention:
@@ -470,6 +512,7 @@ def run_one(
     backbone, layers = load_checked_backbone(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
+    probes.check_own_head(backbone.info, backbone.classifier)
     interventions, skipped_interventions = applicable_interventions(probes.interventions, backbone.info)
     forward = dataclasses.replace(selection.forward_options(layers, probes.seed), interventions=interventions)
     bank, train_description = None, None
@@ -489,6 +532,7 @@ def run_one(
         layers=layers,
         bank=bank,
         interventions=interventions,
+        classifier=backbone.classifier,
     )
     features = all_feature_names(backbone.info, layers=bool(layers)) if save_features else ()
     module = HarnessModule(
@@ -512,7 +556,7 @@ def run_one(
             batch_size=data.batch_size,
             episodes=probes.episodes,
             shots=probes.shots,
-            head=str(probes.head.resolve()) if probes.head else None,
+            head=head_record(probes),
             seconds=round(time.perf_counter() - started, 3),
             timings=run_timings(loading, started, module.stamps),
             compile=trainer_options.compile,

@@ -39,11 +39,16 @@ class UnitScale(nn.Module):
 class LoadAs:
     """How transformers loads a checkpoint: the class whose `from_pretrained` reads it, the extra
     arguments that call takes, and the prefixes of the checkpoint's tensors that the loaded model
-    leaves out on purpose (a pooler it does not build, a text tower): every other tensor must fit."""
+    leaves out on purpose (a pooler it does not build, a text tower, a classifier that reads more
+    than the [CLS] output): every other tensor must fit. A classifier checkpoint loaded whole names
+    the attribute of its wrapper that is the backbone (`inner`) and the one holding its classifier
+    on the [CLS] readout (`classifier`), which the backbone keeps as its own head."""
 
     model_class: Any  # a PreTrainedModel class, or AutoModel
     arguments: Mapping[str, Any] = field(default_factory=dict)
     left_out: tuple[str, ...] = ()
+    inner: str | None = None  # e.g. "vit" of ViTForImageClassification; None: the model itself
+    classifier: str | None = None  # e.g. "classifier"; None: no classifier kept
 
 
 class Family(ABC):
@@ -77,6 +82,12 @@ class Family(ABC):
         """How transformers should load a checkpoint whose config is `config`, where this family
         needs more than `AutoModel` with no extra arguments; None otherwise (also for a checkpoint of
         another family)."""
+        return None
+
+    def own_classifier(self) -> nn.Linear | None:
+        """The classifier the model itself holds on its [CLS] readout (`pooled`), e.g. a timm model's
+        `head`; None where it holds none (an HF classifier checkpoint's is kept by the loader:
+        `LoadAs.classifier`)."""
         return None
 
     def preparation(self, processor_config: Mapping[str, Any] | None = None) -> Preprocessing:

@@ -7,12 +7,14 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from transformers import (
+    AutoModel,
     Dinov2Model,
     Dinov2WithRegistersModel,
+    PretrainedConfig,
 )
 
 from cls_decoupling.preparation import DINOV2_EVALUATION
-from harness.families.base import Family
+from harness.families.base import Family, LoadAs
 from harness.tokens import TokenLayout
 
 
@@ -36,6 +38,15 @@ class Dinov2Family(Family):
     }
     preprocessing = DINOV2_EVALUATION
     reads_processor_config = False
+
+    @classmethod
+    def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        """A classifier checkpoint as its backbone: its classifier reads [CLS] beside the patch mean,
+        not the [CLS] output alone, so it is left out (no head of its own)."""
+        architecture = (getattr(config, "architectures", None) or [""])[0]
+        if architecture in ("Dinov2ForImageClassification", "Dinov2WithRegistersForImageClassification"):
+            return LoadAs(AutoModel, left_out=("classifier.",))
+        return None
 
     def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
         """ "original" for the released weights and "hf" for the others, unless asked otherwise."""

@@ -182,5 +182,10 @@ class TimmFamily(Family):
     def pooled(self, pixel_values: Tensor) -> Tensor:
         return self.model.forward_head(self.model.forward_features(pixel_values), pre_logits=True)
 
+    def own_classifier(self) -> nn.Linear | None:
+        """timm's `head` on the pre-logits output (a model with classes: DeiT III's ImageNet head)."""
+        head = self.model.get_classifier()
+        return head if isinstance(head, nn.Linear) else None
+
     def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         return self.model.blocks(tokens)

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from transformers import (
     AutoModel,
+    DeiTForImageClassification,
+    DeiTForImageClassificationWithTeacher,
     DeiTModel,
     PretrainedConfig,
+    ViTForImageClassification,
     ViTModel,
 )
 
@@ -34,11 +37,22 @@ class ViTFamily(Family):
         mean=(0.5, 0.5, 0.5), std=(0.5, 0.5, 0.5), resize="square", interpolation="bilinear", resize_ratio=1.0
     )
 
+    classifiers: ClassVar[Mapping[str, tuple[type[nn.Module], str, str]]] = {
+        "ViTForImageClassification": (ViTForImageClassification, "vit", "classifier")
+    }
+    """A classifier checkpoint's architecture -> (its class, the backbone's attribute, the attribute
+    of its classifier on the final layer norm's [CLS] row)."""
+
     @classmethod
     def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
+        """The model without its tanh pooler (not the readout: not built, its weights left out); a
+        classifier checkpoint (`google/vit-base-patch16-224`) whole, its classifier kept."""
         if config.model_type != cls.config_type:
             return None
-        # the tanh pooler: not the readout, not built, its weights left out
+        architecture = (getattr(config, "architectures", None) or [""])[0]
+        if architecture in cls.classifiers:
+            model_class, inner, classifier = cls.classifiers[architecture]
+            return LoadAs(model_class, left_out=(f"{inner}.pooler.",), inner=inner, classifier=classifier)
         return LoadAs(AutoModel, {"add_pooling_layer": False}, left_out=("pooler.",))
 
     def pos_interpolation(self, asked: str | None, as_released: bool) -> str:
@@ -76,11 +90,19 @@ class DeiTFamily(ViTFamily):
     """transformers' `DeiTModel` (a distilled DeiT): ViT's blocks, with a distillation token right after
     [CLS], its own token group (`distillation` variants and split share). The readout is the final
     layer norm's [CLS] row (DeiT's classifier averages the [CLS] and distillation heads; the [CLS]
-    output is what this tool decomposes)."""
+    output is what this tool decomposes, and the [CLS] head is the classifier it keeps)."""
 
     name = "deit"
     model_types = (DeiTModel,)
     config_type = "deit"
+    classifiers: ClassVar[Mapping[str, tuple[type[nn.Module], str, str]]] = {
+        "DeiTForImageClassificationWithTeacher": (
+            DeiTForImageClassificationWithTeacher,
+            "deit",
+            "cls_classifier",
+        ),
+        "DeiTForImageClassification": (DeiTForImageClassification, "deit", "classifier"),
+    }
     pos_interpolation = Family.pos_interpolation  # its own resize; DINO's rule is not DeiT's
     processor_type = "DeiTImageProcessor"
     preprocessing = Preprocessing(  # transformers' DeiTImageProcessor

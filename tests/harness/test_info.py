@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
@@ -23,6 +24,12 @@ def test_as_dict_writes_the_preparation_as_flat_keys_in_order() -> None:
     assert list(data) == KEYS
     assert (data["image_mean"], data["image_std"], data["resize"]) == (CLIP.mean, CLIP.std, "shorter_crop")
     assert (data["interpolation"], data["resize_ratio"]) == ("bicubic", 1.0)
+
+
+def test_a_models_own_classifier_is_recorded_only_where_it_has_one() -> None:
+    with_classifier = dataclasses.replace(INFO, num_classes=1000)
+    assert list(with_classifier.as_dict()) == [*KEYS, "num_classes"]
+    assert BackboneInfo.from_dict(json.loads(json.dumps(with_classifier.as_dict()))) == with_classifier
 
 
 def test_from_dict_reads_back_what_as_dict_wrote_and_defaults_to_dinov2() -> None:
