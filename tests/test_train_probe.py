@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 import torch
 from safetensors.numpy import load_file
+from transformers import ViTConfig, ViTForImageClassification
 
 from cls_decoupling.cli import evaluate, train_probe
 from harness import LinearHead
@@ -156,3 +157,59 @@ def test_the_attribution_maps_explain_the_heads_class(setup: dict[str, Path]) ->
         assert 0 <= results[f"maps/random/insertion/{measure}/area"] <= 1
     assert (output / "figures" / "attribution.png").is_file()
     assert "maps/chefer/deletion/accuracy/gain" in (output / "report.md").read_text()
+
+
+def own_classifier_model(folder: Path, classes: int) -> ViTForImageClassification:
+    """A random ImageNet-style ViT classifier (`classes` labels) saved as a user would have it."""
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=56, patch_size=14, num_labels=classes)  # fmt: skip
+    model = ViTForImageClassification(config).eval()
+    with torch.no_grad():  # weights blind to the output all images share (so the images differ in
+        # class), a bias that shows if it is lost
+        generator = torch.Generator().manual_seed(1)
+        shared = model.vit(pixel_values=torch.randn(8, 3, 56, 56, generator=generator))[0][:, 0].mean(0)
+        weight = torch.randn(classes, 32, generator=generator)
+        weight -= torch.outer(weight @ shared, shared) / shared.dot(shared)
+        model.classifier.weight.copy_(2 * weight)
+        model.classifier.bias.normal_(std=2.0, generator=generator)
+    model.save_pretrained(folder)
+    return model
+
+
+def test_head_model_reads_the_backbones_own_classifier(setup: dict[str, Path], tmp_path: Path) -> None:
+    """--head model: the linear probe's accuracy and the attribution maps' class are the checkpoint's own
+    classifier on output/full (computed here from the saved features and the model's own weights)."""
+    model = own_classifier_model(tmp_path / "vit", classes=3)
+    output = tmp_path / "own"
+    argv = [*common_args(tmp_path / "vit"), "--data", "folder", "--data-dir", str(setup["val"]), "--probe",
+            "linear,attribution", "--head", "model", "--save-features", "--output", str(output)]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    written = json.loads((output / "results.json").read_text())
+    assert written["run"]["head"] == "model" and written["backbone"]["num_classes"] == 3
+    features = load_file(str(output / "features.safetensors"))
+    weight, bias = model.classifier.weight.detach().numpy(), model.classifier.bias.detach().numpy()
+    expected = np.mean((features["output/full"] @ weight.T + bias).argmax(1) == features["label"])
+    results = written["results"]
+    assert results["linear/output/full/top1"] == pytest.approx(expected, abs=1e-6)
+    assert results["maps/full/accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert 0 <= results["maps/chefer/deletion/probability/area/top"] <= 1
+
+
+def test_head_model_refusals(
+    setup: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A backbone without a classifier of its own is refused in one line; a classifier of other classes
+    than the data's is refused by the linear probe and read without accuracy by the attribution probe."""
+    data = ["--data", "folder", "--data-dir", str(setup["val"]), "--head", "model"]
+    argv = [*common_args(setup["model"]), *data, "--probe", "attribution", "--output", str(tmp_path / "a")]
+    assert evaluate.main(argv) == 2
+    assert "has no classifier of its own" in capsys.readouterr().err and not (tmp_path / "a").exists()
+    own_classifier_model(tmp_path / "vit5", classes=5)
+    argv = [*common_args(tmp_path / "vit5"), *data, "--probe", "linear", "--output", str(tmp_path / "b")]
+    assert evaluate.main(argv) == 2
+    assert "own classifier has 5 classes, the data 3" in capsys.readouterr().err
+    argv = [*common_args(tmp_path / "vit5"), *data, "--probe", "attribution", "--output", str(tmp_path / "c")]
+    assert evaluate.main(argv) == 0
+    results = json.loads((tmp_path / "c" / "results.json").read_text())["results"]
+    assert "maps/full/accuracy" not in results and "maps/chefer/deletion/probability/gain" in results
