@@ -305,8 +305,9 @@ class DecomposingBackbone(nn.Module):
         compile_backend: run every block that a call does not read (all but the last and the
             per-layer ones) under `torch.compile` with this backend during each call; None: eager.
         classifier: the model's own classifier on its [CLS] readout (`output/full` -> class
-            logits), where its checkpoint has one; None: the family's (`Family.own_classifier`).
-            A `class_scores` for the attribution maps and the `--head model` of the command line.
+            logits), where it has one (`load_backbone` and `from_model` find it; `info.num_classes`
+            records its classes); None: none. A `class_scores` for the attribution maps and the
+            `--head model` of the command line.
 
     Calling it on `pixel_values` (batch, 3, height, width) returns a `Decomposition`.
     """
@@ -321,7 +322,7 @@ class DecomposingBackbone(nn.Module):
         super().__init__()
         self.model = model
         self.family: Family = family_for(model)  # where the blocks, norms and readout are
-        self.classifier = classifier if classifier is not None else self.family.own_classifier()
+        self.classifier = classifier
         self.info = info
         self.compiled = compile_backend
         self._compiled_forward: Callable[..., Any] | None = None

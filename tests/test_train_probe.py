@@ -209,7 +209,11 @@ def test_head_model_refusals(
     argv = [*common_args(tmp_path / "vit5"), *data, "--probe", "linear", "--output", str(tmp_path / "b")]
     assert evaluate.main(argv) == 2
     assert "own classifier has 5 classes, the data 3" in capsys.readouterr().err
-    argv = [*common_args(tmp_path / "vit5"), *data, "--probe", "attribution", "--output", str(tmp_path / "c")]
+    argv = [*common_args(tmp_path / "vit5"), *data, "--probe", "attribution", "--save-features",
+            "--output", str(tmp_path / "c")]  # fmt: skip
     assert evaluate.main(argv) == 0
     results = json.loads((tmp_path / "c" / "results.json").read_text())["results"]
     assert "maps/full/accuracy" not in results and "maps/chefer/deletion/probability/gain" in results
+    replay = ["--from-features", str(tmp_path / "c"), "--probe", "linear", "--head", "model"]
+    assert evaluate.main([*replay, "--output", str(tmp_path / "d")]) == 2
+    assert "run the backbone, not saved features" in capsys.readouterr().err and not (tmp_path / "d").exists()

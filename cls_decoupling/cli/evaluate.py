@@ -140,8 +140,7 @@ class ProbeRequest:
                 "same classes"
             )
         options = self.options
-        options.check_own_head(self.info, self.classifier)
-        own_head = None
+        own_head = None  # `check_own_head` has refused --head model without a classifier
         if options.own_head and self.classifier is not None:
             own_head = LinearHead.of_classifier(
                 self.classifier, self.info.identity, self.resolution, self.info.pos_interpolation
@@ -674,6 +673,7 @@ def run_from_features(
     info = earlier.backbone
     if backbone_name is not None and backbone_name not in (info.name, info.identity):
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
+    probes.check_own_head(info, None)  # saved features hold no classifier
     layers = earlier.run.layers
     request = ProbeRequest(probes, selection, info, earlier.data.resolution, layers=layers)
     built = request.build(earlier.data.class_names)
