@@ -25,7 +25,7 @@ from timm.models import save_for_hf
 from torch import Tensor
 from transformers import ViTConfig, ViTModel
 
-from cls_decoupling.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from harness import load_backbone
 from tests.harness.test_deit3_resize import deit_tokens
 from tests.harness.test_dino_v1_resize import dino_embeddings

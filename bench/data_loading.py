@@ -20,7 +20,7 @@ from PIL import Image
 from sklearn.datasets import load_sample_images
 from torch.utils.data import DataLoader
 
-from cls_decoupling.preparation import DINOV2_EVALUATION
+from common.preparation import DINOV2_EVALUATION
 from datamodules import ImageFileDataset, collate_images, evaluation_transform, folder_images
 
 

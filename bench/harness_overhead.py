@@ -5,6 +5,9 @@
 
 For each backbone and resolution, on the same inputs, timed in alternating rounds:
 - plain: the HF model's forward, `pooler_output` only (SDPA attention);
+- call: `DecomposingBackbone` alone (`backbone(pixels)`: the model's pass with its taps, then the
+  decomposition), what a notebook user pays;
+- capture: the model's pass with the taps alone (`backbone.capture(pixels)`), the taps' cost;
 - harness: `DecomposingBackbone` + the update of every probe (every name of PROBES: split,
   cka, cka_debiased, registers, norms, layerwise, maps, oneshot, linear) on synthetic labels;
 - layers_all: `--layers all`, the decomposition of every block as it runs + the depth probe's
@@ -70,7 +73,17 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
         depth.update(decomposition, labels, indices)
         return decomposition
 
-    functions = {"plain": plain, "harness": harness, "layers_all": harness_all_layers}
+    @torch.no_grad()
+    def call() -> object:
+        return backbone(pixels)
+
+    @torch.no_grad()
+    def capture() -> object:
+        return backbone.capture(pixels)
+
+    functions = {
+        "plain": plain, "call": call, "capture": capture, "harness": harness, "layers_all": harness_all_layers,
+    }  # fmt: skip
     tokens = 1 + info.num_registers + (resolution // info.patch_size) ** 2
     attention_gib = info.num_layers * batch_size * info.num_heads * tokens**2 * 4 / 2**30
     if attention_gib <= naive_gib:
@@ -93,6 +106,8 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
     parts = [
         f"{name} {resolution}px batch {batch_size}: plain {plain_median:.3f} s",
         f"harness {harness_median:.3f} s",
+        f"call/plain {median_ratio(times['call'], times['plain']):.3f}",
+        f"capture/plain {median_ratio(times['capture'], times['plain']):.3f}",
         f"harness/plain {median_ratio(times['harness'], times['plain']):.3f}",
         f"--layers all (decomposition at every block + depth probe)/plain "
         f"{median_ratio(times['layers_all'], times['plain']):.3f}",
@@ -116,10 +131,13 @@ def main() -> None:
     parser.add_argument("--resolutions", default="224,518")
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument(
         "--naive-gib", type=float, default=6.0, help="skip naive above this much attention memory"
     )
     args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, fp32 on CPU", flush=True)
     for name in args.backbones.split(","):
         for resolution in (int(r) for r in args.resolutions.split(",")):

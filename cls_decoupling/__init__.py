@@ -1,2 +1,3 @@
-"""The project's own package: its user-error type (layer 0), its outputs (layer 3) and its command-line
-entry points (layer 4); see docs/design.md#layers. Importing it imports nothing else."""
+"""The project's own package: its outputs (layer 4: run folders, reports, figures, comparisons) and its
+command-line entry points (layer 5); see docs/design.md#layers. What every layer builds on lives in
+`common` (layer 0). Importing it imports nothing else."""

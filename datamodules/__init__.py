@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cls_decoupling.lazy import lazy_exports
+from common.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from datamodules.choices import DATA_SOURCES, LABELLED_SOURCES

@@ -13,7 +13,7 @@ import lightning as L  # noqa: N812
 from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Sampler
 
-from cls_decoupling.preparation import DINOV2_EVALUATION, RESIZE_CHOICES, Preprocessing
+from common.preparation import DINOV2_EVALUATION, RESIZE_CHOICES, Preprocessing
 from datamodules.choices import DATA_SOURCES
 from datamodules.coco import coco_images, default_coco_root, download_coco
 from datamodules.imagenet import imagenet_images

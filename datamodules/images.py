@@ -15,8 +15,8 @@ from PIL import Image, ImageOps
 from torch import Tensor
 from torch.utils.data import Dataset
 
-from cls_decoupling.errors import UserError
-from cls_decoupling.run_folders import is_output_folder, lock_name, locked_folders
+from common.errors import UserError
+from common.run_folders import is_output_folder, lock_name, locked_folders
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp")
 UNLABELLED = -1
@@ -68,7 +68,7 @@ class FileListing:
 def list_image_files(root: Path) -> FileListing:
     """Every image file under `root`, recursively, in sorted order (hidden files skipped; symbolic
     links to files followed, to folders not), leaving out every run or comparison folder of this tool
-    below `root` (`cls_decoupling.run_folders`), finished or not: their figures are not data.
+    below `root` (`common.run_folders`), finished or not: their figures are not data.
 
     Raises:
         DataError: `root` itself is such a folder.

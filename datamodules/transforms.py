@@ -1,5 +1,5 @@
 """Evaluation transforms: DINOv2's Resize(256, bicubic) -> CenterCrop(224) -> ImageNet mean/std by
-default, or another family's (`Preprocessing`, cls_decoupling.preparation: its normalisation and
+default, or another family's (`Preprocessing`, common.preparation: its normalisation and
 resize), and their inverse for figures."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torchvision import transforms
 
-from cls_decoupling.preparation import (
+from common.preparation import (
     DINOV2_EVALUATION,
     IMAGENET_MEAN,
     IMAGENET_STD,

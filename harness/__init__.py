@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from cls_decoupling.lazy import lazy_exports
+from common.lazy import lazy_exports
 
 if TYPE_CHECKING:
     from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions

@@ -15,8 +15,8 @@ from PIL import Image
 from torch import Tensor, nn
 from transformers import Dinov2Model, Dinov2WithRegistersModel
 
-from cls_decoupling.hashing import uniform_hash
-from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
+from common.hashing import uniform_hash
+from common.preparation import DINOV2_EVALUATION, Preprocessing
 from harness.attribution import ClassScores, class_scores_of, explained_classes, scored_maps
 from harness.decomposition import (
     ATTENTION_MAP,

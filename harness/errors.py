@@ -1,6 +1,6 @@
-"""Backbone errors a user can act on; the entry points print them as one line (cls_decoupling.errors)."""
+"""Backbone errors a user can act on; the entry points print them as one line (common.errors)."""
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 
 
 class UnknownBackboneError(UserError, ValueError):

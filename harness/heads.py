@@ -12,7 +12,7 @@ import torch
 from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 
 
 class HeadMismatchError(UserError):

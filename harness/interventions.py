@@ -38,7 +38,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
-from cls_decoupling.hashing import uniform_hash
+from common.hashing import uniform_hash
 from harness.decomposition import (
     HFBlock,
     attention_readout,

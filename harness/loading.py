@@ -25,7 +25,7 @@ from transformers import (
     Dinov2WithRegistersModel,
 )
 
-from cls_decoupling.preparation import Preprocessing
+from common.preparation import Preprocessing
 from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
 from harness.checkpoints import PLAIN_FAMILY, is_plain, load_original_checkpoint
 from harness.choices import POS_INTERPOLATIONS

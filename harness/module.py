@@ -13,7 +13,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 from harness.attribution import ClassScores
 from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
 from harness.decomposition import (

@@ -11,7 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-from cls_decoupling.preparation import Preprocessing
+from common.preparation import Preprocessing
 from harness.errors import first_line
 
 PROCESSOR_CONFIG = "preprocessor_config.json"

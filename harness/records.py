@@ -10,7 +10,7 @@ from torch import Tensor
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 
 
 def one_row_per_index(indices: Tensor) -> Tensor:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from harness import PIXELS, ForwardOptions
 from harness.attribution import (

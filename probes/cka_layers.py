@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, ClassVar, cast
 import numpy as np
 from torch import Tensor, nn
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 from harness import ForwardOptions
 from harness.decomposition import HIDDEN_CLS
 from probes.base import Probe, ProbeContext

@@ -10,9 +10,8 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-
-import probes as _package
-from cls_decoupling.errors import UserError
+from pathlib import Path
+from common.errors import UserError
 from harness import ForwardOptions
 from probes.base import REGISTERED, Probe, ProbeContext
 from probes.interventions import Intervened
@@ -20,9 +19,9 @@ from probes.interventions import Intervened
 
 def _import_probe_modules() -> None:
     """Import every module of the package (their probe classes register as they are defined)."""
-    for module in pkgutil.iter_modules(_package.__path__):
+    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
         if not module.name.startswith("_"):
-            importlib.import_module(f"{_package.__name__}.{module.name}")
+            importlib.import_module(f"{__package__}.{module.name}")
 
 
 _import_probe_modules()

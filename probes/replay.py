@@ -7,7 +7,7 @@ from collections.abc import Mapping
 import torch
 from torch import Tensor
 
-from cls_decoupling.errors import InsufficientDataError, UserError
+from common.errors import InsufficientDataError, UserError
 from probes.base import Probe
 
 

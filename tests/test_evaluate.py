@@ -158,7 +158,7 @@ def test_bad_options_are_one_line_errors(
 def test_earlier_run_folders_inside_the_data_are_not_read_as_images(model_dir: Path, tmp_path: Path) -> None:
     """Issue 23: run folders of this tool inside the data folder (a finished one, an unfinished one
     in a class folder) are left out; the run gives the clean folder's images, classes and numbers."""
-    from cls_decoupling.run_folders import COMPLETE_MARKER
+    from common.run_folders import COMPLETE_MARKER
 
     data = tmp_path / "data"
     write_labelled_photos(data, per_class=4)
@@ -304,7 +304,7 @@ def test_figures_are_valid_pngs_and_in_tensorboard(finished_run: Path) -> None:
 def test_only_user_errors_become_one_line(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """A bug (any other exception) keeps its traceback instead of turning into `error: ...`."""
     from cls_decoupling.cli import evaluate as cli
-    from cls_decoupling.errors import UserError
+    from common.errors import UserError
 
     def broken(*args: object, **kwargs: object) -> None:
         raise ValueError("a bug, not the user's doing")

@@ -46,6 +46,11 @@ def test_repo_imports_only_downward() -> None:
     assert found == [], "forbidden imports (run `python tools/import_graph.py`):\n" + "\n".join(found)
 
 
+def test_repo_has_no_import_circle() -> None:
+    found = import_graph.circles(import_graph.collect_imports(REPO))
+    assert found == [], "import circles (run `python tools/import_graph.py`):\n" + "\n".join(found)
+
+
 def test_upward_import_is_caught(tmp_path: Path) -> None:
     root = _tree(
         tmp_path,
@@ -58,7 +63,7 @@ def test_upward_import_is_caught(tmp_path: Path) -> None:
     )
     assert import_graph.collect_imports(root)["harness.x"] == {"probes.base"}
     assert _violations(root) == [
-        "VIOLATION: harness.x imports probes.base (layer 1 group model -> layer 2 group probes)"
+        "VIOLATION: harness.x imports probes.base (layer 1 group model -> layer 3 group probes)"
     ]
 
 
@@ -88,23 +93,27 @@ def test_probes_may_import_metrics_but_not_the_reverse(tmp_path: Path) -> None:
 
     files["probes/metrics/cka.py"] = "from ..base import Probe\n"
     assert _violations(_tree(tmp_path / "bad", files)) == [
-        "VIOLATION: probes.metrics.cka imports probes.base (layer 1 group metrics -> layer 2 group probes)"
+        "VIOLATION: probes.metrics.cka imports probes.base (layer 1 group metrics -> layer 3 group probes)"
     ]
 
 
 @pytest.mark.parametrize(
     ("module", "expected"),
     [
-        ("cls_decoupling", (0, "package")),
-        ("cls_decoupling.errors", (0, "errors")),
+        ("common", (0, "package")),
+        ("common.errors", (0, "errors")),
         ("datamodules.coco", (1, "data")),
         ("harness", (1, "model")),
+        ("harness.backbone", (1, "model")),
+        ("harness.extras.deletion", (2, "extras")),
         ("probes.metrics", (1, "metrics")),
         ("probes.metrics.cka", (1, "metrics")),
-        ("probes.cka", (2, "probes")),
-        ("cls_decoupling.outputs.figures", (3, "outputs")),
-        ("cls_decoupling.cli.evaluate", (4, "entry")),
-        ("train_probe", (4, "entry")),
+        ("probes.cka", (3, "probes")),
+        ("cls_decoupling", (4, "outputs")),
+        ("cls_decoupling.outputs.figures", (4, "outputs")),
+        ("cls_decoupling.cli.evaluate", (5, "entry")),
+        ("train_probe", (5, "entry")),
+        ("common.elsewhere", (-1, "unassigned")),
         ("cls_decoupling.elsewhere", (-1, "unassigned")),
     ],
 )
@@ -115,9 +124,44 @@ def test_layer_of(module: str, expected: tuple[int, str]) -> None:
 def test_package_init_must_import_nothing(tmp_path: Path) -> None:
     root = _tree(
         tmp_path,
-        {"cls_decoupling/__init__.py": "from . import errors\n", "cls_decoupling/errors.py": ""},
+        {"common/__init__.py": "from . import errors\n", "common/errors.py": ""},
     )
     assert _violations(root) == [
-        "VIOLATION: cls_decoupling imports cls_decoupling.errors "
-        "(layer 0 group package -> layer 0 group errors)"
+        "VIOLATION: common imports common.errors (layer 0 group package -> layer 0 group errors)"
     ]
+
+
+def test_the_core_may_not_import_an_extra(tmp_path: Path) -> None:
+    """The backbone knows taps and the capture, never the extras that plug into it."""
+    root = _tree(
+        tmp_path,
+        {
+            "harness/__init__.py": "",
+            "harness/backbone.py": "from harness.extras.deletion import Deletion\n",
+            "harness/extras/__init__.py": "",
+            "harness/extras/deletion.py": "from harness.backbone import DecomposingBackbone\n",
+        },
+    )
+    assert _violations(root) == [
+        "VIOLATION: harness.backbone imports harness.extras.deletion "
+        "(layer 1 group model -> layer 2 group extras)"
+    ]
+
+
+def test_an_import_circle_is_caught_even_inside_one_group(tmp_path: Path) -> None:
+    """Two modules that import each other (here under TYPE_CHECKING) are one circle, whatever their
+    layers allow; a chain that does not come back is none."""
+    root = _tree(
+        tmp_path,
+        {
+            "harness/__init__.py": "",
+            "harness/a.py": "from harness.b import B\n",
+            "harness/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harness.c import C\n",
+            "harness/c.py": "import harness.a\n",
+            "harness/d.py": "import harness.a\n",
+        },
+    )
+    graph = import_graph.collect_imports(root)
+    assert import_graph.violations(graph) == []
+    assert import_graph.circles(graph) == ["CIRCLE: harness.a <-> harness.b <-> harness.c"]
+    assert import_graph.main(["--root", str(root)]) == 1

@@ -23,7 +23,7 @@ def installed_top_level_names() -> set[str]:
 
 def test_no_installed_top_level_module_is_named_after_a_script() -> None:
     names = installed_top_level_names()
-    assert names == {"cls_decoupling", "datamodules", "harness", "probes"}
+    assert names == {"cls_decoupling", "common", "datamodules", "harness", "probes"}
     assert not names & {"evaluate", "train_probe"}
 
 
@@ -34,7 +34,7 @@ def test_every_package_of_the_repository_is_installed() -> None:
     listed = set(tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
     found = {
         ".".join(init.parent.relative_to(REPO).parts)
-        for top in ("cls_decoupling", "datamodules", "harness", "probes")
+        for top in ("cls_decoupling", "common", "datamodules", "harness", "probes")
         for init in (REPO / top).rglob("__init__.py")
     }
     assert listed == found

@@ -8,7 +8,7 @@ from sklearn.datasets import load_sample_images
 from torch.testing import assert_close
 from torchvision import transforms
 
-from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
+from common.preparation import DINOV2_EVALUATION, Preprocessing
 
 BICUBIC, BILINEAR = transforms.InterpolationMode.BICUBIC, transforms.InterpolationMode.BILINEAR
 

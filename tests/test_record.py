@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from cls_decoupling.outputs import SCHEMA_VERSION, DataRecord, RunRecord, RunSettings
 from cls_decoupling.outputs.runs import strict_json
 from harness import BackboneInfo

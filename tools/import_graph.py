@@ -1,4 +1,4 @@
-"""Print the project's import graph between layers and fail on a forbidden import.
+"""Print the project's import graph between layers and fail on a forbidden import or an import circle.
 
 Usage, from anywhere (the repository root is found from this file's location)::
 
@@ -7,18 +7,19 @@ Usage, from anywhere (the repository root is found from this file's location)::
 
 Layering, bottom to top (a module belongs to the rule with the longest matching dotted prefix):
 
-    layer 0  package  ``cls_decoupling`` (its ``__init__`` only; it must import nothing)
-    layer 0  errors   ``cls_decoupling.errors``
-    layer 0  hashing  ``cls_decoupling.hashing`` (seeded per-sample numbers)
-    layer 0  lazy     ``cls_decoupling.lazy`` (packages that import their parts on first use)
-    layer 0  preparation  ``cls_decoupling.preparation`` (how images are prepared: ``Preprocessing``)
-    layer 0  run folders  ``cls_decoupling.run_folders`` (how a folder this tool wrote is recognised)
+    layer 0  package  ``common`` (its ``__init__`` only; it must import nothing)
+    layer 0  errors   ``common.errors``
+    layer 0  hashing  ``common.hashing`` (seeded per-sample numbers)
+    layer 0  lazy     ``common.lazy`` (packages that import their parts on first use)
+    layer 0  preparation  ``common.preparation`` (how images are prepared: ``Preprocessing``)
+    layer 0  run folders  ``common.run_folders`` (how a folder this tool wrote is recognised)
     layer 1  data     ``datamodules``
-    layer 1  model    ``harness``
+    layer 1  model    ``harness`` (the backbone, its taps and the decomposition)
     layer 1  metrics  ``probes.metrics``
-    layer 2  probes   ``probes``
-    layer 3  outputs  ``cls_decoupling.outputs``
-    layer 4  entry    ``cls_decoupling.cli``, ``evaluate``, ``train_probe``
+    layer 2  extras   ``harness.extras`` (what a call computes besides the decomposition)
+    layer 3  probes   ``probes``
+    layer 4  outputs  ``cls_decoupling.outputs`` (and the ``cls_decoupling`` package, which imports nothing)
+    layer 5  entry    ``cls_decoupling.cli``, ``evaluate``, ``train_probe``
 
 A module may import its own group and any strictly lower layer; groups that share a layer number
 but not a name (data, model, metrics) must not import each other. Only the project's own top-level
@@ -28,7 +29,10 @@ not scanned.
 Every ``import`` statement in a file counts, wherever it sits: inside functions, and inside
 ``if TYPE_CHECKING:`` blocks too (simpler, and stricter than the runtime graph).
 
-Exit status: 1 if there is any violation, else 0.
+An import circle between modules (a imports b, which imports ... a), wherever it sits, is a
+violation too, even inside one group: it means the two cannot be read, tested or replaced apart.
+
+Exit status: 1 if there is any violation or circle, else 0.
 """
 
 from __future__ import annotations
@@ -43,7 +47,7 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 """The repository root (computed from this file, not from the working directory)."""
 
-PACKAGES = ("harness", "probes", "datamodules", "cls_decoupling")
+PACKAGES = ("common", "harness", "probes", "datamodules", "cls_decoupling")
 """Project package directories that are scanned."""
 
 SCRIPTS = ("evaluate", "train_probe")
@@ -53,24 +57,26 @@ PROJECT_NAMES = frozenset(PACKAGES + SCRIPTS)
 """Top-level names whose imports count; every other import is ignored."""
 
 LAYERS: dict[str, tuple[int, str]] = {
-    "cls_decoupling": (0, "package"),
-    "cls_decoupling.errors": (0, "errors"),
-    "cls_decoupling.hashing": (0, "hashing"),
-    "cls_decoupling.lazy": (0, "lazy"),
-    "cls_decoupling.preparation": (0, "preparation"),
-    "cls_decoupling.run_folders": (0, "run_folders"),
+    "common": (0, "package"),
+    "common.errors": (0, "errors"),
+    "common.hashing": (0, "hashing"),
+    "common.lazy": (0, "lazy"),
+    "common.preparation": (0, "preparation"),
+    "common.run_folders": (0, "run_folders"),
     "datamodules": (1, "data"),
     "harness": (1, "model"),
     "probes.metrics": (1, "metrics"),
-    "probes": (2, "probes"),
-    "cls_decoupling.outputs": (3, "outputs"),
-    "cls_decoupling.cli": (4, "entry"),
-    "evaluate": (4, "entry"),
-    "train_probe": (4, "entry"),
+    "harness.extras": (2, "extras"),
+    "probes": (3, "probes"),
+    "cls_decoupling": (4, "outputs"),
+    "cls_decoupling.outputs": (4, "outputs"),
+    "cls_decoupling.cli": (5, "entry"),
+    "evaluate": (5, "entry"),
+    "train_probe": (5, "entry"),
 }
 """Dotted prefix -> (layer, group). The longest matching prefix wins."""
 
-EXACT_ONLY = frozenset({"cls_decoupling"})
+EXACT_ONLY = frozenset({"common", "cls_decoupling"})
 """Prefixes that match only the module itself, never its submodules."""
 
 UNASSIGNED = (-1, "unassigned")
@@ -220,7 +226,7 @@ def layer_of(module: str) -> tuple[int, str]:
         >>> layer_of("probes.metrics.cka")
         (1, 'metrics')
         >>> layer_of("probes.cka")
-        (2, 'probes')
+        (3, 'probes')
     """
     parts = module.split(".")
     for size in range(len(parts), 0, -1):
@@ -267,6 +273,60 @@ def violations(graph: Graph) -> list[str]:
     return sorted(found)
 
 
+def circles(graph: Graph) -> list[str]:
+    """Every import circle of a graph, one readable line each: the strongly connected components of
+    more than one module (Tarjan's algorithm, iterative), each listed from its smallest name.
+
+    Args:
+        graph: Module -> imported project modules, as from :func:`collect_imports`.
+
+    Returns:
+        Sorted lines ``CIRCLE: a -> b -> a``; empty if the graph has none.
+
+    Examples:
+        >>> circles({"a": {"b"}, "b": {"a", "c"}, "c": set()})
+        ['CIRCLE: a <-> b']
+    """
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[str] = []
+    for root in sorted(graph):
+        if root in index:
+            continue
+        work = [(root, iter(sorted(graph.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, targets = work[-1]
+            for target in targets:
+                if target not in index:
+                    index[target] = low[target] = len(index)
+                    stack.append(target)
+                    on_stack.add(target)
+                    work.append((target, iter(sorted(graph.get(target, ())))))
+                    break
+                if target in on_stack:
+                    low[node] = min(low[node], index[target])
+            else:
+                work.pop()
+                if work:
+                    low[work[-1][0]] = min(low[work[-1][0]], low[node])
+                if low[node] == index[node]:
+                    component = []
+                    while True:
+                        member = stack.pop()
+                        on_stack.discard(member)
+                        component.append(member)
+                        if member == node:
+                            break
+                    if len(component) > 1:
+                        found.append("CIRCLE: " + " <-> ".join(sorted(component)))
+    return sorted(found)
+
+
 def edge_key(source: str, target: str) -> tuple[int, str, int, str, str, str]:
     """Sort key of an edge: by source layer and group, then target layer and group, then names."""
     src, dst = layer_of(source), layer_of(target)
@@ -308,16 +368,16 @@ def main(argv: list[str] | None = None) -> int:
         argv: Command-line arguments (default: ``sys.argv[1:]``).
 
     Returns:
-        The exit status: 1 if any violation, else 0.
+        The exit status: 1 if any violation or circle, else 0.
     """
     parser = argparse.ArgumentParser(
-        description="Print the import graph between layers; fail on a forbidden import."
+        description="Print the import graph between layers; fail on a forbidden import or a circle."
     )
     parser.add_argument("--modules", action="store_true", help="print module-level edges")
     parser.add_argument("--root", type=Path, default=REPO, help="repository root (default: %(default)s)")
     args = parser.parse_args(argv)
     graph = collect_imports(args.root)
-    found = violations(graph)
+    found = violations(graph) + circles(graph)
     lines = module_lines(graph) if args.modules else group_lines(graph)
     print("\n".join([*lines, *found]))
     return 1 if found else 0

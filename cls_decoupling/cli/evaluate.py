@@ -34,7 +34,7 @@ from cls_decoupling.cli.options import (
     run_main,
     run_test,
 )
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from datamodules.choices import DATA_SOURCES, LABELLED_SOURCES
 
 if TYPE_CHECKING:

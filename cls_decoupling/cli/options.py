@@ -15,8 +15,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from cls_decoupling.errors import UserError
-from cls_decoupling.preparation import RESIZE_CHOICES
+from common.errors import UserError
+from common.preparation import RESIZE_CHOICES
 from datamodules.choices import DATA_SOURCES
 from harness.choices import POS_INTERPOLATIONS
 

@@ -28,7 +28,7 @@ from cls_decoupling.cli.options import (
     run_main,
     run_test,
 )
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from datamodules.choices import LABELLED_SOURCES
 
 if TYPE_CHECKING:

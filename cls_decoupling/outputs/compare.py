@@ -20,7 +20,7 @@ from matplotlib.figure import Figure
 from cls_decoupling.outputs.figures import probes_figures
 from cls_decoupling.outputs.report import format_value, markdown_table, results_by_probe
 from cls_decoupling.outputs.runs import Run
-from cls_decoupling.run_folders import COMPARISON_TABLES
+from common.run_folders import COMPARISON_TABLES
 from probes import FULL_OUTPUT
 from probes.metrics import linear_cka
 from probes.plotting import cka_heatmap, subplots

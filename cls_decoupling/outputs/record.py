@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from harness import BackboneInfo
 
 SCHEMA_VERSION = 1

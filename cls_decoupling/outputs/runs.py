@@ -18,14 +18,14 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from cls_decoupling.outputs.record import RunRecord
-from cls_decoupling.run_folders import COMPLETE_MARKER as COMPLETE_MARKER  # written last
-from cls_decoupling.run_folders import FIGURES_DIR as FIGURES_DIR
-from cls_decoupling.run_folders import RESULTS_FILE as RESULTS_FILE
+from common.run_folders import COMPLETE_MARKER as COMPLETE_MARKER  # written last
+from common.run_folders import FIGURES_DIR as FIGURES_DIR
+from common.run_folders import RESULTS_FILE as RESULTS_FILE
 from harness import BackboneInfo, variant_names
 
-# the names above live in layer 0 (`cls_decoupling.run_folders`): the data side recognises a run
+# the names above live in layer 0 (`common.run_folders`): the data side recognises a run
 # folder by them and leaves it out of a listing
 ARRAYS_FILE = "arrays.safetensors"
 FEATURES_FILE = "features.safetensors"

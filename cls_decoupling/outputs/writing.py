@@ -18,7 +18,7 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from cls_decoupling.outputs.compare import (
     COMPARISON_CSV,
     COMPARISON_MARKDOWN,
@@ -42,7 +42,7 @@ from cls_decoupling.outputs.runs import (
     is_complete,
     strict_json,
 )
-from cls_decoupling.run_folders import lock_name
+from common.run_folders import lock_name
 from probes import MapsProbe
 
 log = logging.getLogger(__name__)

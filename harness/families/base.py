@@ -14,7 +14,7 @@ from transformers import (
     PretrainedConfig,
 )
 
-from cls_decoupling.preparation import Preprocessing
+from common.preparation import Preprocessing
 from harness.processors import processor_preprocessing
 from harness.tokens import TokenLayout
 

@@ -12,7 +12,7 @@ from transformers import (
     PretrainedConfig,
 )
 
-from cls_decoupling.preparation import Preprocessing
+from common.preparation import Preprocessing
 from harness.families.base import BlockView, Family, LoadAs, UnitScale, attention_view
 from harness.tokens import TokenLayout
 

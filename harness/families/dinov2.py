@@ -13,7 +13,7 @@ from transformers import (
     PretrainedConfig,
 )
 
-from cls_decoupling.preparation import DINOV2_EVALUATION
+from common.preparation import DINOV2_EVALUATION
 from harness.families.base import Family, LoadAs
 from harness.tokens import TokenLayout
 

@@ -11,7 +11,7 @@ from transformers import (
     DINOv3ViTModel,
 )
 
-from cls_decoupling.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from harness.families.base import BlockView, Family, attention_view
 from harness.tokens import TokenLayout
 

@@ -13,7 +13,7 @@ from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
-from cls_decoupling.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from harness.families.base import AttentionView, BlockView, Family, UnitScale
 from harness.tokens import TokenLayout
 

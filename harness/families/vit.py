@@ -17,7 +17,7 @@ from transformers import (
     ViTModel,
 )
 
-from cls_decoupling.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
+from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
 from harness.families.base import BlockView, Family, LoadAs, UnitScale, attention_view
 from harness.tokens import TokenLayout
 

@@ -11,7 +11,7 @@ from torch.nn.functional import cosine_similarity
 from torchmetrics import Metric
 from torchmetrics.utilities import dim_zero_cat
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 from probes.metrics.rows import (
     add_row_states,
     append_rows,

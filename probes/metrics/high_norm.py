@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 
 TOP_DIMS = 100
 """Dimensions of the token compared before and after the norm (the paper's top-100)."""

@@ -10,7 +10,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 from probes.metrics.rows import add_row_states, append_rows, gathered_rows, is_empty
 
 _REFERENCE = "reference"

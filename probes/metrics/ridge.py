@@ -9,8 +9,8 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cls_decoupling.errors import InsufficientDataError
-from cls_decoupling.hashing import uniform_hash
+from common.errors import InsufficientDataError
+from common.hashing import uniform_hash
 from probes.metrics.oneshot import true_class_rank
 from probes.metrics.rows import add_row_states, append_rows, gathered_rows, is_empty
 
@@ -18,7 +18,7 @@ from probes.metrics.rows import add_row_states, append_rows, gathered_rows, is_e
 def is_train_image(indices: Tensor, seed: int, train_fraction: float) -> Tensor:
     """Whether each dataset index belongs to the training part: a seeded hash of the index alone.
 
-    (`cls_decoupling.hashing.uniform_hash`: computed on the indices' device, nothing read back.)
+    (`common.hashing.uniform_hash`: computed on the indices' device, nothing read back.)
 
     >>> is_train_image(torch.arange(6), seed=0, train_fraction=0.5).tolist()
     [False, False, False, True, True, True]

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 from torchmetrics import Metric
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 from probes.metrics.oneshot import true_class_rank
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from cls_decoupling import run_folders
-from cls_decoupling.run_folders import COMPLETE_MARKER, FIGURES_DIR, RESULTS_FILE, lock_name
+from common import run_folders
+from common.run_folders import COMPLETE_MARKER, FIGURES_DIR, RESULTS_FILE, lock_name
 from datamodules import DataError, ImageDataModule, folder_images
 from datamodules.coco import coco_images
 from datamodules.imagenet import imagenet_images

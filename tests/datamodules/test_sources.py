@@ -125,7 +125,7 @@ def test_every_source_through_the_data_module(tmp_path: Path) -> None:
 def test_higher_resolution_scales_the_resize() -> None:
     from PIL import Image
 
-    from cls_decoupling.preparation import DINOV2_EVALUATION
+    from common.preparation import DINOV2_EVALUATION
 
     shorter = DINOV2_EVALUATION.shorter_side
     assert shorter(224) == 256 and shorter(448) == 512 and shorter(518) == 592

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from cls_decoupling.hashing import uniform_hash
+from common.hashing import uniform_hash
 from harness.decomposition import DELETION_ORDERS, DELETION_PREFIX
 from probes import DeletionProbe
 from tests.conftest import ARCHITECTURES, tiny_model, wrap

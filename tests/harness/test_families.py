@@ -17,7 +17,7 @@ from transformers import (
     ViTModel,
 )
 
-from cls_decoupling.preparation import Preprocessing
+from common.preparation import Preprocessing
 from harness import BackboneInfo, DecomposingBackbone, Decomposition
 from harness.decomposition import DEPTH_PREFIX
 from harness.families import CLIPFamily, Dinov3Family, TimmFamily, ViTFamily, family_for

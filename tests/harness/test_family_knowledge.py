@@ -19,7 +19,7 @@ from transformers import (
     ViTConfig,
 )
 
-from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
+from common.preparation import DINOV2_EVALUATION, Preprocessing
 from harness import HUB_MODELS, DecomposingBackbone, resolve_backbone
 from harness.families import FAMILIES, Family, LoadAs, family_for, load_as, short_names
 from tests.conftest import tiny_model

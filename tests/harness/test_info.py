@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 
-from cls_decoupling.preparation import DINOV2_EVALUATION, Preprocessing
+from common.preparation import DINOV2_EVALUATION, Preprocessing
 from harness import BackboneInfo
 
 CLIP = Preprocessing((0.48, 0.45, 0.40), (0.26, 0.26, 0.27), "shorter_crop", "bicubic", 1.0)

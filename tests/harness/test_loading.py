@@ -23,7 +23,7 @@ from transformers import (
     ViTModel,
 )
 
-from cls_decoupling.preparation import Preprocessing
+from common.preparation import Preprocessing
 from harness import HUB_MODELS, RANDOM_MODELS, UnknownBackboneError, load_backbone, resolve_backbone
 from tests.conftest import tiny_model
 

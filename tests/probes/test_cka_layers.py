@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from cls_decoupling.errors import InsufficientDataError
+from common.errors import InsufficientDataError
 from probes import LayerCKAProbe
 from tests.probes.metrics.test_cka import debiased_gram_cka, gram_linear_cka
 

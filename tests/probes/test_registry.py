@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from cls_decoupling.errors import UserError
+from common.errors import UserError
 from harness import BackboneInfo, Intervention
 from probes import (
     PROBE_CLASSES,

@@ -26,7 +26,7 @@ def test_the_metrics_import_no_model_library_lightning_or_other_layer() -> None:
     assert project == {"probes", "probes.metrics", *METRIC_MODULES}
     assert {name for name in modules if name.startswith("cls_decoupling")} <= {
         "cls_decoupling",
-        "cls_decoupling.errors",
-        "cls_decoupling.hashing",
-        "cls_decoupling.lazy",
+        "common.errors",
+        "common.hashing",
+        "common.lazy",
     }

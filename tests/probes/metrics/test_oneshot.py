@@ -111,7 +111,7 @@ def test_functional_form_equals_the_metric() -> None:
 
 
 def test_too_few_classes_is_a_user_error() -> None:
-    from cls_decoupling.errors import UserError
+    from common.errors import UserError
 
     metric = OneShotAccuracy(["x"])
     metric.update(torch.zeros(4, 2), {"x": torch.zeros(4, 2)}, torch.tensor([0, 0, 0, 1]), torch.arange(4))
