@@ -34,3 +34,21 @@ def uniform_hash(keys: Tensor, seed: int) -> Tensor:
     state = (state ^ _shift_right(state, 27)) * _as_int64(_MIX2)
     state = state ^ _shift_right(state, 31)
     return _shift_right(state, 11).double() / float(1 << 53)
+
+
+def derived_seed(seed: int, *names: int) -> int:
+    """The seed of one named stream of draws, e.g. (seed, NOISE_STREAM, block): splitmix64 folded over
+    `names`, in Python integers (the same on every device, process and version of torch), as a
+    non-negative 63-bit integer.
+
+    >>> derived_seed(0, 1) == derived_seed(0, 1), derived_seed(0, 1) != derived_seed(0, 2)
+    (True, True)
+    """
+    mask = (1 << 64) - 1
+    state = seed & mask
+    for name in names:
+        state = (state + _GOLDEN + (name & mask)) & mask
+        state = ((state ^ (state >> 30)) * _MIX1) & mask
+        state = ((state ^ (state >> 27)) * _MIX2) & mask
+        state ^= state >> 31
+    return state >> 1

@@ -1,6 +1,7 @@
 """Model side (docs/design.md#layers): frozen ViT backbones (every family of `harness.families`) whose
-last-layer [CLS] output is split into contributions, the LightningModule that runs them once per batch,
-and linear heads on their features.
+last-layer [CLS] output is split into contributions, the seam extras plug into (`Extra`, `Tap`; the
+extras themselves are `harness.extras`, a layer above), the LightningModule that runs them once per
+batch, and linear heads on their features.
 
 Importing the package imports none of them: each name below loads its submodule (torch, transformers,
 timm, Lightning) on first use, so a command's `--help` stays fast."""
@@ -12,7 +13,8 @@ from typing import TYPE_CHECKING
 from common.lazy import lazy_exports
 
 if TYPE_CHECKING:
-    from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
+    from harness.backbone import Call, DecomposingBackbone, Extra, ExtraResult
+    from harness.capture import Capture
     from harness.decomposition import (
         PIXELS,
         PROJECTION,
@@ -23,19 +25,16 @@ if TYPE_CHECKING:
     )
     from harness.errors import BackboneUnavailableError, UnknownBackboneError
     from harness.heads import HeadMismatchError, LinearHead, LinearHeads
-    from harness.interventions import (
-        INTERVENTION_PREFIX,
-        Intervention,
-        ReferenceStatistics,
-        parse_intervention,
-    )
+    from harness.info import BackboneInfo
     from harness.loading import HUB_MODELS, RANDOM_MODELS, load_backbone, resolve_backbone
-    from harness.module import Consumer, HarnessModule, ReferenceModule, all_feature_names, feed
+    from harness.module import Consumer, HarnessModule, all_feature_names, feed, merged_extras
     from harness.records import EvaluatedImages, FeatureStore
+    from harness.taps import BlockParts, Tap
     from harness.tokens import GROUPS, TokenLayout
 
 _SUBMODULES: dict[str, tuple[str, ...]] = {
-    "backbone": ("BackboneInfo", "DecomposingBackbone", "ForwardOptions"),
+    "backbone": ("Call", "DecomposingBackbone", "Extra", "ExtraResult"),
+    "capture": ("Capture",),
     "decomposition": (
         "PIXELS",
         "PROJECTION",
@@ -46,10 +45,11 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     ),
     "errors": ("BackboneUnavailableError", "UnknownBackboneError"),
     "heads": ("HeadMismatchError", "LinearHead", "LinearHeads"),
-    "interventions": ("INTERVENTION_PREFIX", "Intervention", "ReferenceStatistics", "parse_intervention"),
+    "info": ("BackboneInfo",),
     "loading": ("HUB_MODELS", "RANDOM_MODELS", "load_backbone", "resolve_backbone"),
-    "module": ("Consumer", "HarnessModule", "ReferenceModule", "all_feature_names", "feed"),
+    "module": ("Consumer", "HarnessModule", "all_feature_names", "feed", "merged_extras"),
     "records": ("EvaluatedImages", "FeatureStore"),
+    "taps": ("BlockParts", "Tap"),
     "tokens": ("GROUPS", "TokenLayout"),
 }
 """Submodule -> the names the package exports from it."""
@@ -57,31 +57,32 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
 __all__ = [
     "GROUPS",
     "HUB_MODELS",
-    "INTERVENTION_PREFIX",
     "PIXELS",
     "PROJECTION",
     "RANDOM_MODELS",
     "BackboneInfo",
     "BackboneUnavailableError",
+    "BlockParts",
+    "Call",
+    "Capture",
     "Consumer",
     "DecomposingBackbone",
     "Decomposition",
     "EvaluatedImages",
+    "Extra",
+    "ExtraResult",
     "FeatureStore",
-    "ForwardOptions",
     "HarnessModule",
     "HeadMismatchError",
-    "Intervention",
     "LinearHead",
     "LinearHeads",
-    "ReferenceModule",
-    "ReferenceStatistics",
+    "Tap",
     "TokenLayout",
     "UnknownBackboneError",
     "all_feature_names",
     "feed",
     "load_backbone",
-    "parse_intervention",
+    "merged_extras",
     "parse_layers",
     "resolve_backbone",
     "split_names",

@@ -53,20 +53,6 @@ its sequence position (batch), its L2 norm (batch), the mean norm of the other n
 DEPTH_PREFIX = "depth/"
 """Per-layer entries (`--layers`): `depth/{quantity}` is (batch, chosen layers), see `depth_quantities`."""
 
-DELETION_PREFIX = "deletion/"
-DELETION_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5)
-"""Shares of the patches `--probe deletion` deletes (10 / 25 / 50 %)."""
-DELETION_ORDERS: tuple[str, ...] = ("top", "random", "bottom")
-"""Which patches `--probe deletion` removes first: the highest-ranked by the last-layer [CLS]
-attention (`map/attention`), seeded random ones (the control), the lowest-ranked."""
-
-
-def deletion_names() -> tuple[str, ...]:
-    """`deletion/{order}`: (batch, fractions) cosine of the pooled output without the deleted patches
-    to the pooled output with all of them."""
-    return tuple(DELETION_PREFIX + order for order in DELETION_ORDERS)
-
-
 HFBlock = Any
 """A block under the decomposition's names (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...): an HF
 `Dinov2Layer` itself, or a family's `harness.families.BlockView`."""
@@ -152,20 +138,38 @@ class Decomposition(Mapping[str, Tensor]):
 
     Keys: every name of `variant_names` (batch, hidden) (`projection/*`: batch, projection), every
     `split_names` entry (batch), `hidden/cls` (batch, layers + 1, hidden), `hidden/cls_cosine`
-    (batch, layers + 1), `map/attention` (batch, grid_height, grid_width), the `PENULTIMATE` entries
-    and, when blocks are decomposed as they run (`--layers`), `depth/{quantity}` (batch, chosen
-    blocks).
+    (batch, layers + 1), `map/attention` (batch, grid_height, grid_width), the `PENULTIMATE` entries,
+    and what the call's extras add under their own names (`depth/*`, `deletion/*`, `attribution/*`,
+    `maps/*`: `harness.extras`).
 
     Attributes:
         layout: token positions of this batch.
         pooler_error: max abs difference (0-dim tensor) between the reconstructed
-            `output/full` and the model's own pooled output; a built-in exactness check.
+            `output/full` (and whatever else the call rebuilt) and the model's own; a built-in
+            exactness check.
+        passes: the decompositions of other passes of the call, by name (a pass under an
+            intervention, by the intervention's name), read with `pass_of`.
     """
 
-    def __init__(self, tensors: Mapping[str, Tensor], layout: TokenLayout, pooler_error: Tensor) -> None:
+    def __init__(
+        self, tensors: Mapping[str, Tensor], layout: TokenLayout, pooler_error: Tensor,
+        passes: Mapping[str, Decomposition] | None = None,
+    ) -> None:  # fmt: skip
         self._tensors = MappingProxyType(dict(tensors))
         self.layout = layout
         self.pooler_error = pooler_error
+        self.passes = MappingProxyType(dict(passes or {}))
+
+    def with_entries(self, tensors: Mapping[str, Tensor]) -> Decomposition:
+        """This decomposition with `tensors` added (e.g. the batch's images under `PIXELS`)."""
+        return Decomposition({**self._tensors, **tensors}, self.layout, self.pooler_error, self.passes)
+
+    def pass_of(self, name: str) -> Decomposition:
+        """The decomposition of the pass `name`, with this one's images (`PIXELS`) where it has them."""
+        if name not in self.passes:
+            raise KeyError(f"this call ran no pass {name!r}; it ran {sorted(self.passes) or 'none'}")
+        found = self.passes[name]
+        return found.with_entries({PIXELS: self[PIXELS]}) if PIXELS in self else found
 
     def __getitem__(self, name: str) -> Tensor:
         try:

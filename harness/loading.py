@@ -26,7 +26,7 @@ from transformers import (
 )
 
 from common.preparation import Preprocessing
-from harness.backbone import BackboneInfo, DecomposingBackbone, HFDinov2
+from harness.backbone import DecomposingBackbone
 from harness.checkpoints import PLAIN_FAMILY, is_plain, load_original_checkpoint
 from harness.choices import POS_INTERPOLATIONS
 from harness.errors import (
@@ -37,6 +37,7 @@ from harness.errors import (
     state_dict_problem,
 )
 from harness.families import Family, family_for, load_as, short_names
+from harness.info import BackboneInfo
 from harness.positions import use_original_interpolation
 from harness.processors import PROCESSOR_CONFIG
 
@@ -440,7 +441,7 @@ def _processor_config_file(source: str, location: str) -> Path | None:
     return path if path is not None and path.is_file() else None
 
 
-def _random_model(name: str) -> HFDinov2:
+def _random_model(name: str) -> Dinov2Model | Dinov2WithRegistersModel:
     """A seeded random-weight DINOv2 of one of the released architectures (or `tiny`)."""
     arch = name.removeprefix(RANDOM_PREFIX)
     registers = arch.endswith("_reg")

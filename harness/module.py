@@ -14,8 +14,7 @@ from torch import Tensor, nn
 from torchmetrics import MaxMetric
 
 from common.errors import InsufficientDataError
-from harness.attribution import ClassScores
-from harness.backbone import BackboneInfo, DecomposingBackbone, ForwardOptions
+from harness.backbone import DecomposingBackbone, Extra
 from harness.decomposition import (
     HIDDEN_CLS_COSINE,
     PENULTIMATE,
@@ -25,7 +24,7 @@ from harness.decomposition import (
     split_names,
     variant_names,
 )
-from harness.interventions import Intervention, ReferenceStatistics
+from harness.info import BackboneInfo
 from harness.records import EvaluatedImages, FeatureStore
 
 log = logging.getLogger(__name__)
@@ -35,11 +34,11 @@ class Consumer(Protocol):
     """What the module feeds: a module that takes batches and gives named results (a probe).
 
     `update` gets the batch's decomposition with its normalised images under `PIXELS`, its labels
-    (-1 when unlabelled) and dataset indices; `compute` and `arrays` synchronise across ranks. A
-    consumer whose `class_scores` attribute is set (pooled outputs -> class scores,
-    `harness.attribution.ClassScores`: the attribution probe's head or k-NN bank) has the backbone's
-    attribution passes explain and score those classes.
+    (-1 when unlabelled) and dataset indices; `compute` and `arrays` synchronise across ranks;
+    `extras` are what it needs each backbone call to compute besides the decomposition (`Extra`).
     """
+
+    def extras(self) -> Sequence[Extra]: ...
 
     def update(self, inputs: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None: ...
 
@@ -52,12 +51,25 @@ ConsumerFactory = Callable[[tuple[str, ...]], Mapping[str, nn.Module]]
 """Builds the consumers of a run from the data's class names (empty when unlabelled)."""
 
 
-def feed(consumers: Iterable[Consumer], decomposition: Mapping[str, Tensor], pixels: Tensor,
+def feed(consumers: Iterable[Consumer], decomposition: Decomposition, pixels: Tensor,
          labels: Tensor, indices: Tensor) -> None:  # fmt: skip
     """Feed one batch to every consumer: its decomposition, with the batch's images under `PIXELS`."""
-    inputs = {**decomposition, PIXELS: pixels}  # references only: no tensor is copied
+    inputs = decomposition.with_entries({PIXELS: pixels})  # references only: no tensor is copied
     for consumer in consumers:
         consumer.update(inputs, labels, indices)
+
+
+def merged_extras(extras: Iterable[Extra]) -> tuple[Extra, ...]:
+    """One extra per key (`Extra.key`), in the order first asked: what several consumers ask for is
+    computed once (`Extra.merged`: equal ones are one; an intervention runs what each asks under it).
+
+    Raises:
+        ValueError: two extras of one key that cannot be merged (different settings).
+    """
+    merged: dict[Any, Extra] = {}
+    for extra in extras:
+        merged[extra.key] = merged[extra.key].merged(extra) if extra.key in merged else extra
+    return tuple(merged.values())
 
 
 class HarnessModule(L.LightningModule):
@@ -80,10 +92,8 @@ class HarnessModule(L.LightningModule):
         backbone: the decomposing backbone (frozen).
         consumers: builds name -> consumer (e.g. probes) from the data's class names.
         feature_names: decomposition names to gather per image (see `all_feature_names`).
-        forward_options: what each backbone call computes besides the last block (per-layer
-            decomposition, deletion passes, interventions); a plain decomposing pass by default.
-        reference: the reference statistics of the interventions that read them (`mean`,
-            `shuffle`, `noise`; `ReferenceModule` records them).
+        extras: what each backbone call computes whatever the consumers ask (e.g. the per-layer
+            decomposition the saved features hold); each consumer's own `extras` join them.
     """
 
     def __init__(
@@ -91,13 +101,12 @@ class HarnessModule(L.LightningModule):
         backbone: DecomposingBackbone,
         consumers: ConsumerFactory | None = None,
         feature_names: Sequence[str] = (),
-        forward_options: ForwardOptions | None = None,
-        reference: ReferenceStatistics | None = None,
+        extras: Sequence[Extra] = (),
     ) -> None:
         super().__init__()
         self.backbone = backbone
-        self.forward_options = forward_options or ForwardOptions()
-        self.reference = reference
+        self.run_extras = tuple(extras)
+        self.extras = merged_extras(self.run_extras)  # with the consumers' once they are built
         self.make_consumers = consumers
         self.consumers = nn.ModuleDict()
         self.images = EvaluatedImages()
@@ -120,6 +129,8 @@ class HarnessModule(L.LightningModule):
             datamodule = getattr(self.trainer, "datamodule", None)
             class_names = tuple(getattr(datamodule, "class_names", ()))
             self.consumers = nn.ModuleDict(dict(self.make_consumers(class_names)))
+        asked = (extra for consumer in self._consumers() for extra in consumer.extras())
+        self.extras = merged_extras((*self.run_extras, *asked))
 
     def on_test_start(self) -> None:
         self.stamps["test_start"] = time.perf_counter()  # the model is on its device, probes built
@@ -131,13 +142,7 @@ class HarnessModule(L.LightningModule):
         self._local_skipped.extend(batch["skipped"])
         if batch["index"].numel() == 0:
             return
-        options = self.forward_options
-        decomposition = self.backbone(
-            batch["pixels"], batch["index"], layers=options.layers, deletion=options.deletion,
-            deletion_seed=options.deletion_seed, interventions=options.interventions,
-            reference=self.reference, attribution=options.attribution,
-            class_scores=self._class_scores() if options.attribution else None,
-        )  # fmt: skip
+        decomposition = self.backbone(batch["pixels"], batch["index"], extras=self.extras)
         self.record(decomposition, batch["pixels"], batch["label"], batch["index"])
 
     def record(self, decomposition: Decomposition, pixels: Tensor, labels: Tensor, indices: Tensor) -> None:
@@ -189,52 +194,6 @@ class HarnessModule(L.LightningModule):
 
     def _consumers(self) -> list[Consumer]:
         return [cast(Consumer, consumer) for consumer in self.consumers.values()]
-
-    def _class_scores(self) -> ClassScores | None:
-        """The first consumer's `class_scores` (see `Consumer`), or None."""
-        for consumer in self.consumers.values():
-            if (scores := getattr(consumer, "class_scores", None)) is not None:
-                return cast(ClassScores, scores)
-        return None
-
-
-class ReferenceModule(L.LightningModule):
-    """A pass over reference images that records what interventions read (`mean`, `shuffle`,
-    `noise`: `DecomposingBackbone.record_reference`), reduced across ranks when it ends; then
-    `statistics` is the same on every rank.
-
-    Args:
-        backbone: the decomposing backbone (frozen).
-        interventions: the run's interventions.
-        statistics: where the values go (its bank size and seed).
-    """
-
-    def __init__(
-        self,
-        backbone: DecomposingBackbone,
-        interventions: Sequence[Intervention],
-        statistics: ReferenceStatistics,
-    ) -> None:
-        super().__init__()
-        self.backbone, self.interventions, self.statistics = backbone, tuple(interventions), statistics
-        self.images = EvaluatedImages()
-        self.num_images = 0
-
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        if batch["index"].numel():
-            self.images.update(batch["index"])
-            self.backbone.record_reference(
-                batch["pixels"], batch["index"], self.interventions, self.statistics
-            )
-
-    def on_test_epoch_end(self) -> None:
-        with warnings.catch_warnings():  # a rank that got no image never called update()
-            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")
-            self.num_images = int(self.images.compute()["distinct"])
-        self.statistics.reduce()
-
-    def configure_optimizers(self) -> None:
-        return None
 
 
 def _gather_objects(local: list[tuple[int, str]]) -> list[tuple[int, str]]:

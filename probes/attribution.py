@@ -1,16 +1,18 @@
-"""Which map shows what the model used (issue 22, opt-in): every attribution map of
-`harness.attribution` (the last block's attention and each head's, rollout, gradient-weighted
-attention, integrated gradients, value-weighted attention, the exact contributions) scored by the
-same causal tests.
+"""Which map shows what the model used (issue 22, opt-in): the attribution maps of
+`harness.extras.attribution` chosen for the run (`--maps`: by default every registered map, e.g. the
+last block's attention, rollout, gradient-weighted attention, integrated gradients, value-weighted
+attention, the exact contributions; each head's attention map when asked) scored by the same causal
+tests.
 
 Per image and map, for deletion and insertion in the map's order (`top`), its reverse (`bottom`; not
 for one head's map) and the random control (one seeded order shared by every map), each measure of
 the perturbed outputs: `cosine` to the full output; with class scores (a `--head`, else the k-NN bank
 of `--train-data`) `probability` of the class the full output is given (the class the gradient maps
 explain) and, with labels, `accuracy` (top-1 against the label, Chefer et al.'s perturbation test).
-The area under each curve (the mean over the fractions, trapezoids), the map's `gain` over the random
-control (deletion: random minus top, the output moves more when the map's top patches go; insertion:
-top minus random, it comes back sooner when only they stay), and the rank agreement with the exact
+The area under each curve (trapezoids over the fractions, from the first to the last, divided by
+their span: the curve's mean height over [0.10, 0.75]), the map's `gain` over the random control
+(deletion: random minus top, the output moves more when the map's top patches go; insertion: top
+minus random, it comes back sooner when only they stay), and the rank agreement with the exact
 contribution map. Means over images with seeded bootstrap 95 % intervals.
 
 Results: `maps/{map}/{score}/{measure}/{order}/{percent}` (mean; `/std` beside it: the bands of
@@ -19,7 +21,7 @@ Results: `maps/{map}/{score}/{measure}/{order}/{percent}` (mean; `/std` beside i
 `.../area` (the control), `maps/{map}/rank_agreement`, each area, gain and agreement with `/ci_low`
 and `/ci_high`; with labels and class scores `maps/full/accuracy` (the class scores' top-1 accuracy
 on the full images: where the accuracy curves start). Arrays: `attribution/gallery/{index,image,
-<map>}`, every map of `MAPS` for the `GALLERY_SIZE` images of smallest dataset index, and those
+<map>}`, every chosen map for the `GALLERY_SIZE` images of smallest dataset index, and those
 images (uint8): the same images on any number of processes, drawn side by side in
 `attribution_gallery.png`.
 """
@@ -37,17 +39,18 @@ from torchmetrics import Metric
 
 from common.errors import UserError
 from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
-from harness import PIXELS, ForwardOptions
-from harness.attribution import (
+from harness import PIXELS
+from harness.extras.attribution import (
     ATTRIBUTION_PREFIX,
+    CONTROL,
     EXPLAINED,
-    HEAD_MAP,
     HEAD_ORDERS,
     MAP_ORDERS,
-    MAPS,
     SCORE_FRACTIONS,
     SCORES,
+    AttributionMaps,
     head_map_names,
+    map_names,
 )
 from harness.heads import LinearHead
 from probes.base import Headline, Probe, ProbeContext
@@ -67,20 +70,14 @@ GALLERY = "attribution/gallery/"
 MEASURES: tuple[str, ...] = ("cosine", "probability", "accuracy")
 """What is read off each perturbed output: its cosine to the full output; with class scores the
 probability of the full output's class; with labels too, whether its class is the label."""
-CONTROL = "random"
-"""The control's name among the maps' results (`maps/random/...`): a random map."""
 FULL_ACCURACY = "maps/full/accuracy"
 
 
-def curve_name(name: str, score: str, order: str) -> str:
-    """The decomposition's entry of a map's cosine curve: `maps/{map}/{score}/{order}` (images,
-    fractions); `.../probability` and `.../predicted` follow it with class scores."""
-    return f"maps/{name}/{score}/{order}"
-
-
-def map_orders(name: str) -> tuple[str, ...]:
-    """The orders a map is scored in besides the shared random control."""
-    return tuple(o for o in (HEAD_ORDERS if name.startswith(HEAD_MAP) else MAP_ORDERS) if o != CONTROL)
+def curve_name(name: str, score: str, order: str = "") -> str:
+    """The decomposition's entry of a map's cosine curve, `maps/{map}/{score}/{order}`, or of the
+    random control, `maps/random/{score}` (images, fractions); `.../probability` and `.../predicted`
+    follow it with class scores."""
+    return f"maps/{name}/{score}" + (f"/{order}" if order else "")
 
 
 def area(cosines: Tensor, fractions: Sequence[float]) -> Tensor:
@@ -167,12 +164,12 @@ class AttributionProbe(Probe):
     and its rank agreement with the exact contribution map (see the module docstring).
 
     Args:
-        seed: seed of the bootstrap (the random order's is the backbone's `deletion_seed`).
+        seed: seed of the bootstrap and of the random control's order.
         fractions: the shares of the patches the backbone's passes remove or keep.
         mean, std: the normalisation of the images (to draw the gallery).
-        num_heads: heads of the last block: each head's map is scored too (0: none).
-        class_scores: the class scores the backbone's attribution passes explain and score
-            (`harness.module.Consumer`), None without.
+        maps: the maps scored (empty: every registered map, `harness.extras.attribution.MAPS`).
+        heads: the heads (1-based) whose own attention maps are scored too.
+        class_scores: the class scores the maps explain and the curves follow, None without.
         labelled: whether the data has labels (the `accuracy` measure).
     """
 
@@ -184,26 +181,33 @@ class AttributionProbe(Probe):
 
     def __init__(
         self, seed: int = 0, fractions: Sequence[float] = SCORE_FRACTIONS,
-        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD, num_heads: int = 0,
-        class_scores: nn.Module | None = None, labelled: bool = False,
+        mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
+        maps: Sequence[str] = (), heads: Sequence[int] = (), class_scores: nn.Module | None = None,
+        labelled: bool = False,
     ) -> None:  # fmt: skip
         super().__init__()
         self.seed, self.fractions = seed, tuple(fractions)
         self.class_scores = class_scores
-        self.map_names = (*MAPS, *head_map_names(num_heads))
+        self.scoring = AttributionMaps(tuple(maps), tuple(heads), self.fractions, seed, class_scores)
+        self.maps, self.heads = self.scoring.maps, head_map_names(self.scoring.heads)
+        self.map_names = self.scoring.scored
         self.measures = MEASURES[: 1 if class_scores is None else 3 if labelled else 2]
         self.rows = AttributionRows(
             [
                 *(self.row_name(CONTROL, s, m) for s in SCORES for m in self.measures),
                 *(self.row_name(n, s, m, o) for n in self.map_names for s in SCORES
-                  for o in map_orders(n) for m in self.measures),
+                  for o in self.orders(n) for m in self.measures),
                 *(f"maps/{n}/rank_agreement" for n in self.map_names),
                 *(["full/correct"] if "accuracy" in self.measures else []),
             ]
         )  # fmt: skip
         # the gallery's pixels back to uint8 with the normalisation the backbone's family used
         to_image = functools.partial(to_uint8_image, mean=tuple(mean), std=tuple(std))
-        self.gallery = FirstImages(GALLERY_SIZE, [f"{ATTRIBUTION_PREFIX}{m}" for m in MAPS], to_image)
+        self.gallery = FirstImages(GALLERY_SIZE, [f"{ATTRIBUTION_PREFIX}{m}" for m in self.maps], to_image)
+
+    def orders(self, name: str) -> tuple[str, ...]:
+        """The orders map `name` is scored in besides the shared random control."""
+        return HEAD_ORDERS if name in self.heads else MAP_ORDERS
 
     @staticmethod
     def row_name(name: str, score: str, measure: str, order: str = "") -> str:
@@ -218,13 +222,12 @@ class AttributionProbe(Probe):
         # need ImageNet-1k's labels; a saved head's and the bank's class names are checked)
         labelled = len(context.class_names) >= 2 if head is None else context.labels_index(head)
         return cls(
-            context.seed, mean=preprocessing.mean, std=preprocessing.std, num_heads=context.info.num_heads,
-            class_scores=class_scores_for(context, head), labelled=labelled,
+            context.seed, mean=preprocessing.mean, std=preprocessing.std, maps=context.maps,
+            heads=context.heads, class_scores=class_scores_for(context, head), labelled=labelled,
         )  # fmt: skip
 
-    @classmethod
-    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
-        return ForwardOptions(attribution=True, deletion_seed=seed)
+    def extras(self) -> tuple[AttributionMaps, ...]:
+        return (self.scoring,)
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         def measured(curve: str, measure: str) -> Tensor:
@@ -234,13 +237,13 @@ class AttributionProbe(Probe):
                 return decomposition[f"{curve}/probability"]
             return (decomposition[f"{curve}/predicted"] == labels.unsqueeze(1)).float()
 
-        rows = {  # the control is the same under every map's name: read it once
-            self.row_name(CONTROL, s, m): measured(curve_name(MAPS[0], s, CONTROL), m)
+        rows = {
+            self.row_name(CONTROL, s, m): measured(curve_name(CONTROL, s), m)
             for s in SCORES for m in self.measures
         }  # fmt: skip
         rows |= {
             self.row_name(n, s, m, o): measured(curve_name(n, s, o), m)
-            for n in self.map_names for s in SCORES for o in map_orders(n) for m in self.measures
+            for n in self.map_names for s in SCORES for o in self.orders(n) for m in self.measures
         }  # fmt: skip
         rows |= {
             f"maps/{n}/rank_agreement": decomposition[f"maps/{n}/rank_agreement"] for n in self.map_names
@@ -281,7 +284,7 @@ class AttributionProbe(Probe):
                 for map_name in self.map_names:
                     prefix = f"maps/{map_name}/{score}/{measure}"
                     areas = {CONTROL: controls}
-                    for order in map_orders(map_name):
+                    for order in self.orders(map_name):
                         areas[order] = curve(
                             f"{prefix}/{order}", self.row_name(map_name, score, measure, order)
                         )
@@ -297,7 +300,7 @@ class AttributionProbe(Probe):
         return results
 
     @classmethod
-    def run_headlines(cls, results: Mapping[str, float]) -> tuple[Headline, ...]:
+    def run_headlines(cls, run: RunView) -> tuple[Headline, ...]:
         """Each map's deletion gain over random deletion, in cosine and (with labels and class scores)
         in top-1 accuracy."""
         return tuple(
@@ -306,25 +309,35 @@ class AttributionProbe(Probe):
                 f"deletion gain of the {name} map over random deletion, {measure} (> 0: faithful)",
             )
             for measure in ("cosine", "accuracy")
-            for name in MAPS
-            if f"maps/{name}/deletion/{measure}/gain" in results
+            for name in cls.maps_of(run)
+            if f"maps/{name}/deletion/{measure}/gain" in run.results
         )
+
+    @staticmethod
+    def maps_of(run: RunView) -> list[str]:
+        """The maps (not the heads') the run scored, in registry order."""
+        return [name for name in map_names() if f"maps/{name}/rank_agreement" in run.results]
 
     @classmethod
     def figures(cls, run: RunView) -> dict[str, Figure]:
         """Each map's gain over the random control (every head's below the maps), for deletion and
         insertion, one row per measure, with 95 % intervals."""
-        if f"maps/{MAPS[0]}/deletion/cosine/gain" not in run.results:
+        maps = cls.maps_of(run)
+        heads = [
+            n
+            for n in head_map_names(range(1, run.info.num_heads + 1))
+            if f"maps/{n}/rank_agreement" in run.results
+        ]
+        names = [*maps, *heads]
+        if not names or f"maps/{names[0]}/deletion/cosine/gain" not in run.results:
             return {}
-        measures = [m for m in MEASURES if f"maps/{MAPS[0]}/deletion/{m}/gain" in run.results]
-        heads = [n for n in head_map_names(run.info.num_heads) if f"maps/{n}/rank_agreement" in run.results]
-        names = [*MAPS, *heads]
+        measures = [m for m in MEASURES if f"maps/{names[0]}/deletion/{m}/gain" in run.results]
         figure, axes = subplots(
             len(measures), len(SCORES), figsize=(5 * len(SCORES), (0.3 * len(names) + 1.5) * len(measures)),
             sharey=True, squeeze=False,
         )  # fmt: skip
         positions = np.arange(len(names))
-        colours = ["#1f77b4" if name in MAPS else "#9ecae1" for name in names]
+        colours = ["#1f77b4" if name in maps else "#9ecae1" for name in names]
         for row, measure in enumerate(measures):
             for axis, score in zip(axes[row], SCORES, strict=True):
                 gains = [f"maps/{n}/{score}/{measure}/gain" for n in names]
@@ -341,12 +354,12 @@ class AttributionProbe(Probe):
         figure.tight_layout()
         return (
             named("attribution.png", figure)
-            | named("attribution_curves.png", cls._curves(run, measures))
+            | named("attribution_curves.png", cls._curves(run, maps, measures))
             | named("attribution_gallery.png", cls._gallery(run))
         )
 
     @classmethod
-    def _curves(cls, run: RunView, measures: Sequence[str]) -> Figure:
+    def _curves(cls, run: RunView, maps: Sequence[str], measures: Sequence[str]) -> Figure:
         """Every map's mean curve in its own order, and the random control (dashed), over the share of
         patches deleted or kept, one row per measure; bands: the mean +- 1.96 standard errors."""
         figure, axes = subplots(
@@ -355,7 +368,7 @@ class AttributionProbe(Probe):
         root = np.sqrt(max(run.num_images, 1))
         for row, measure in enumerate(measures):
             for axis, score in zip(axes[row], SCORES, strict=True):
-                lines = [(f"maps/{name}/{score}/{measure}/top", name, "-") for name in MAPS]
+                lines = [(f"maps/{name}/{score}/{measure}/top", name, "-") for name in maps]
                 lines.append((f"maps/{CONTROL}/{score}/{measure}", "random", "--"))
                 for prefix, label, style in lines:
                     points = sorted(
@@ -389,13 +402,14 @@ class AttributionProbe(Probe):
             return None
         images = run.arrays[GALLERY + "image"].numpy()
         indices = run.arrays[GALLERY + "index"].tolist()
+        maps = [name for name in map_names() if GALLERY + name in run.arrays]
         figure, axes = subplots(
-            len(images), len(MAPS) + 1, figsize=(2 * (len(MAPS) + 1), 2 * len(images) + 0.6), squeeze=False
+            len(images), len(maps) + 1, figsize=(2 * (len(maps) + 1), 2 * len(images) + 0.6), squeeze=False
         )
         for row, (image, index) in enumerate(zip(images, indices, strict=True)):
             axes[row, 0].imshow(image.transpose(1, 2, 0))
             axes[row, 0].set_ylabel(f"image {index}")
-            for column, name in enumerate(MAPS, start=1):
+            for column, name in enumerate(maps, start=1):
                 axes[row, column].imshow(run.arrays[GALLERY + name][row].numpy(), cmap="viridis")
                 if row == 0:
                     axes[row, column].set_title(name, fontsize=9)
@@ -409,16 +423,17 @@ class AttributionProbe(Probe):
     @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
         """Each map's deletion gain (cosine) per model."""
-        if not any(f"maps/{MAPS[0]}/deletion/cosine/gain" in item.run.results for item in compared):
+        maps = [m for m in map_names() if any(m in cls.maps_of(item.run) for item in compared)]
+        if not maps:
             return {}
-        figure, axis = subplots(figsize=(max(6.0, 1.1 * len(MAPS) + 3), 4))
+        figure, axis = subplots(figsize=(max(6.0, 1.1 * len(maps) + 3), 4))
         width = 0.8 / len(compared)
-        positions = np.arange(len(MAPS))
+        positions = np.arange(len(maps))
         for offset, item in enumerate(compared):
-            values = [item.run.results.get(f"maps/{m}/deletion/cosine/gain", np.nan) for m in MAPS]
+            values = [item.run.results.get(f"maps/{m}/deletion/cosine/gain", np.nan) for m in maps]
             axis.bar(positions + offset * width - 0.4 + width / 2, values, width, label=item.label)
         axis.axhline(0, color="black", linewidth=0.8)
-        axis.set_xticks(positions, MAPS, rotation=20, ha="right")
+        axis.set_xticks(positions, maps, rotation=20, ha="right")
         axis.set_ylabel("deletion gain over random (cosine)")
         axis.legend()
         axis.set_title("Which map shows what each model used")

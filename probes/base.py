@@ -18,21 +18,14 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from harness import (
-    PROJECTION,
-    BackboneInfo,
-    ForwardOptions,
-    Intervention,
-    TokenLayout,
-    split_names,
-    variant_names,
-)
+from harness import PROJECTION, BackboneInfo, Extra, TokenLayout, split_names, variant_names
 from probes.metrics.stats import ColumnStats
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from harness.extras.interventions import Intervention
     from harness.heads import LinearHead
 
 FULL_OUTPUT = "output/full"
@@ -63,7 +56,10 @@ class ProbeContext:
             and the attribution probe's class scores.
         layers: the blocks decomposed as they run (`--layers`; 1-based, ascending), none by default.
         bank: `output/full` of labelled training images for the `knn` probe (`--train-data`).
-        interventions: the run's interventions (`--intervene`).
+        interventions: the run's interventions (`--intervene`), each with the reference statistics its
+            mode reads.
+        maps: the attribution maps the attribution probe scores (`--maps`; empty: every map).
+        heads: the heads whose own attention maps it scores too (1-based).
         only_variants: the variants a pass under an intervention reports, where it reports fewer
             than the clean pass (`variants` keeps only these); None: every variant.
         own_head: the backbone's own classifier on `output/full` (`--head model`), read instead of
@@ -80,6 +76,8 @@ class ProbeContext:
     layers: tuple[int, ...] = ()
     bank: KnnBank | None = None
     interventions: tuple[Intervention, ...] = ()
+    maps: tuple[str, ...] = ()
+    heads: tuple[int, ...] = ()
     only_variants: tuple[str, ...] | None = None
     own_head: LinearHead | None = None
 
@@ -157,8 +155,9 @@ class Probe(nn.Module, ABC):
     docs/design.md#names, each built by the class's own name functions.
 
     Subclasses hold torchmetrics Metrics as attributes, so states move with the module's device
-    and reduce across DDP ranks in `compute`. Class attributes and class methods are the probe's
-    facts, read by the registry, the CLI, the outputs and `--from-features`:
+    and reduce across DDP ranks in `compute`. `extras` says what else each backbone call must compute
+    for it (`harness.extras`). Class attributes and class methods are the probe's facts, read by the
+    registry, the CLI, the outputs and `--from-features`:
 
     Attributes:
         name: the `--probe` name; setting it in a class body registers the class.
@@ -214,11 +213,10 @@ class Probe(nn.Module, ABC):
         """Whether `--from-features` can feed it: it reads neither the images nor the hidden states."""
         return not cls.needs_pixels and not cls.needs_hidden_states
 
-    @classmethod
-    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
-        """What the backbone must compute for this probe besides the last block, given the run's
-        `--layers` and seed: nothing extra by default."""
-        return ForwardOptions()
+    def extras(self) -> tuple[Extra, ...]:
+        """What each backbone call must compute for this probe besides the decomposition (the extras
+        of `harness.extras`, built with this probe's settings): nothing by default."""
+        return ()
 
     @classmethod
     def figures(cls, run: RunView) -> dict[str, Figure]:
@@ -231,9 +229,9 @@ class Probe(nn.Module, ABC):
         return ()
 
     @classmethod
-    def run_headlines(cls, results: Mapping[str, float]) -> tuple[Headline, ...]:
-        """The key numbers of a run with these `results`: `headlines` (a probe whose result names
-        depend on the run's options names them from its results instead)."""
+    def run_headlines(cls, run: RunView) -> tuple[Headline, ...]:
+        """The key numbers of `run`: `headlines` (a probe whose result names depend on the run's
+        options names them from the run instead)."""
         return cls.headlines()
 
     @classmethod

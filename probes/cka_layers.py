@@ -9,7 +9,6 @@ import numpy as np
 from torch import Tensor, nn
 
 from common.errors import InsufficientDataError
-from harness import ForwardOptions
 from harness.decomposition import HIDDEN_CLS
 from probes.base import Probe, ProbeContext
 from probes.metrics.cka import SharedReferenceCKA
@@ -44,10 +43,6 @@ class LayerCKAProbe(Probe):
     @classmethod
     def from_context(cls, context: ProbeContext) -> LayerCKAProbe:
         return cls(context.layers, context.info.hidden_size)
-
-    @classmethod
-    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
-        return ForwardOptions(layers=layers)
 
     def __init__(self, layers: Sequence[int], hidden_size: int) -> None:
         super().__init__()

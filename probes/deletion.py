@@ -10,8 +10,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from harness import ForwardOptions
-from harness.decomposition import DELETION_FRACTIONS, DELETION_ORDERS, DELETION_PREFIX
+from harness.extras.deletion import DELETION_FRACTIONS, DELETION_ORDERS, DELETION_PREFIX, Deletion
 from probes.base import ColumnStatsProbe, ProbeContext
 from probes.plotting import run_title, subplots
 from probes.view import ComparedView, RunView
@@ -34,8 +33,8 @@ class DeletionProbe(ColumnStatsProbe):
     curve over the deleted fraction (trapezoids from 0, where every cosine is 1). A map that shows
     what the model used makes deleting its top patches hurt most: a positive area.
 
-    The backbone runs the extra passes (`forward_options`): 3 orders x fractions forward passes at
-    reduced length per batch, so the probe is left out of `all`.
+    The backbone runs the deletion passes (`extras`: `harness.extras.Deletion`): 3 orders x fractions
+    forward passes at reduced length per batch, so the probe is left out of `all`.
     """
 
     name = "deletion"
@@ -61,16 +60,15 @@ class DeletionProbe(ColumnStatsProbe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> DeletionProbe:
-        return cls(DELETION_FRACTIONS)
+        return cls(DELETION_FRACTIONS, context.seed)
 
-    @classmethod
-    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
-        return ForwardOptions(deletion=cls.FRACTIONS, deletion_seed=seed)
-
-    def __init__(self, fractions: Sequence[float]) -> None:
+    def __init__(self, fractions: Sequence[float], seed: int = 0) -> None:
         names = [(self.result_name(o, f), self.std_name(o, f)) for o in DELETION_ORDERS for f in fractions]
         super().__init__(names)
-        self.fractions = tuple(fractions)
+        self.fractions, self.seed = tuple(fractions), seed
+
+    def extras(self) -> tuple[Deletion, ...]:
+        return (Deletion(self.fractions, self.seed),)
 
     def columns(self, decomposition: Mapping[str, Tensor]) -> Tensor:
         return torch.cat([decomposition[DELETION_PREFIX + order] for order in DELETION_ORDERS], dim=1)

@@ -10,8 +10,9 @@ import torch
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
-from harness import GROUPS, ForwardOptions
+from harness import GROUPS
 from harness.decomposition import DEPTH_PREFIX, depth_quantities
+from harness.extras.depth import Depth
 from probes.base import ColumnStatsProbe, ProbeContext
 from probes.plotting import run_title, subplots, variant_colour
 from probes.view import ComparedView, RunView
@@ -52,10 +53,6 @@ class DepthProbe(ColumnStatsProbe):
         info = context.info
         return cls(context.layers, depth_quantities(info.num_registers, info.num_distillation))
 
-    @classmethod
-    def forward_options(cls, layers: tuple[int, ...], seed: int) -> ForwardOptions:
-        return ForwardOptions(layers=layers)
-
     def __init__(self, layers: Sequence[int], quantities: Sequence[str]) -> None:
         if not layers:
             raise ValueError("the depth probe needs decomposed layers (--layers)")
@@ -63,6 +60,9 @@ class DepthProbe(ColumnStatsProbe):
         columns = [(quantity, layer) for quantity in quantities for layer in layers]
         super().__init__([(self.result_name(layer, q), self.std_name(layer, q)) for q, layer in columns])
         self.layers, self.quantities = tuple(layers), tuple(quantities)
+
+    def extras(self) -> tuple[Depth, ...]:
+        return (Depth(self.layers),)
 
     def columns(self, decomposition: Mapping[str, Tensor]) -> Tensor:
         return torch.cat([decomposition[DEPTH_PREFIX + q] for q in self.quantities], dim=1)

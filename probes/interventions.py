@@ -3,7 +3,7 @@ output moves from the clean one (cosine, relative change, CKA over images), how 
 split shifts, and, through `Intervened`, the label probes (k-NN, linear, one-shot) read again on the
 intervened outputs, whose accuracy drop is the downstream cost.
 
-Results, per intervention (`harness.Intervention.prefix`, e.g. `intervened/model/register@12/mean/`):
+Results, per intervention (`Intervention.prefix`, e.g. `intervened/model/register@12/mean/`):
 `cosine_to_clean` (and `_std`), `relative_change` (and `_std`), `cka_to_clean`,
 `split_shift/{group}` (intervened minus clean [CLS] attention share, where the pass reports its
 split), and the wrapped probes' results under the same prefix (`.../knn/output/full/k20/top1`).
@@ -11,7 +11,6 @@ split), and the wrapped probes' results under the same prefix (`.../knn/output/f
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, cast
 
@@ -19,7 +18,8 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 
-from harness import INTERVENTION_PREFIX, PIXELS, Intervention
+from harness import Decomposition
+from harness.extras.interventions import Intervention
 from probes.base import FULL_OUTPUT, Headline, Probe, ProbeContext, module_key
 from probes.knn import SHOWN_K, KnnProbe
 from probes.linear import LinearProbe
@@ -41,19 +41,19 @@ LABEL_RESULTS: tuple[tuple[str, str], ...] = (
 """The label probes' headline accuracy of the full output, whose drop under an intervention is drawn."""
 
 
-def intervened_view(decomposition: Mapping[str, Tensor], intervention: Intervention) -> dict[str, Tensor]:
-    """The entries of the pass under `intervention`, under their clean names (and the batch's images)."""
-    prefix = intervention.prefix
-    view = {name[len(prefix) :]: tensor for name, tensor in decomposition.items() if name.startswith(prefix)}
-    if PIXELS in decomposition:
-        view[PIXELS] = decomposition[PIXELS]
-    return view
+def pass_under(decomposition: Mapping[str, Tensor], intervention: Intervention) -> Decomposition:
+    """The decomposition of the pass under `intervention` (with the batch's images), under the clean
+    names (`Decomposition.pass_of`)."""
+    if not isinstance(decomposition, Decomposition):
+        raise TypeError("a probe of an intervention reads a backbone call's passes: feed it a Decomposition")
+    return decomposition.pass_of(intervention.name)
 
 
 class Intervened(Probe):
-    """A probe read on the outputs of a pass under an intervention: it sees that pass's entries under
-    their clean names, and its results and arrays are named under the intervention's prefix. Built by
-    `ProbeSelection.build` for every probe that can read such a pass (`Probe.under_interventions`)."""
+    """A probe read on the outputs of a pass under an intervention: it sees that pass's decomposition,
+    runs what it needs under the intervention (its `extras`, e.g. the deletion passes), and its results
+    and arrays are named under the intervention's prefix. Built by `ProbeSelection.build` for every
+    probe that can read such a pass (`Probe.under_interventions`)."""
 
     def __init__(self, inner: Probe, intervention: Intervention) -> None:
         super().__init__()
@@ -63,8 +63,11 @@ class Intervened(Probe):
     def from_context(cls, context: ProbeContext) -> Probe:
         raise TypeError("Intervened wraps a built probe: Intervened(probe, intervention)")
 
+    def extras(self) -> tuple[Intervention, ...]:
+        return (self.intervention.running(self.inner.extras()),)
+
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
-        self.inner.update(intervened_view(decomposition, self.intervention), labels, indices)
+        self.inner.update(pass_under(decomposition, self.intervention), labels, indices)
 
     def compute(self) -> dict[str, float]:
         return {self.intervention.prefix + name: value for name, value in self.inner.compute().items()}
@@ -102,11 +105,14 @@ class InterventionsProbe(Probe):
         groups = tuple(name.removeprefix("split/") for name in context.split_names)
         return cls(context.interventions, context.info.hidden_size, groups)
 
+    def extras(self) -> tuple[Intervention, ...]:
+        return self.interventions
+
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         clean = decomposition[FULL_OUTPUT].float()
         for intervention in self.interventions:
             key = module_key(intervention.name)
-            view = intervened_view(decomposition, intervention)
+            view = pass_under(decomposition, intervention)
             moved = view[FULL_OUTPUT].float()
             cosine = nn.functional.cosine_similarity(moved.double(), clean.double(), dim=-1).float()
             change = (moved - clean).norm(dim=-1) / clean.norm(dim=-1).clamp_min(
@@ -136,22 +142,15 @@ class InterventionsProbe(Probe):
         return results
 
     @classmethod
-    def run_headlines(cls, results: Mapping[str, float]) -> tuple[Headline, ...]:
+    def run_headlines(cls, run: RunView) -> tuple[Headline, ...]:
         """Per intervention of the run: the cosine of its output to the clean one, and each label
         probe's full-output accuracy under it."""
         lines: list[Headline] = []
-        for name in _interventions_in(results):
-            lines.append(
-                (
-                    f"{INTERVENTION_PREFIX}{name}/{COSINE}",
-                    f"cosine of output/full under {name} to the clean one",
-                )
-            )
+        for intervention in _interventions_of(run):
+            prefix, name = intervention.prefix, intervention.name
+            lines.append((prefix + COSINE, f"cosine of output/full under {name} to the clean one"))
             lines += [
-                (
-                    f"{INTERVENTION_PREFIX}{name}/{result}",
-                    f"{probe} accuracy of output/full under {name} (clean: {result})",
-                )
+                (prefix + result, f"{probe} accuracy of output/full under {name} (clean: {result})")
                 for probe, result in LABEL_RESULTS
             ]
         return tuple(lines)
@@ -166,18 +165,20 @@ class InterventionsProbe(Probe):
     def figures(cls, run: RunView) -> dict[str, Figure]:
         """Per intervention: the cosine of the intervened output to the clean one, and the drop of each
         label probe's full-output accuracy (clean minus intervened)."""
-        names = _interventions_in(run.results)
-        if not names:
+        interventions = [i for i in _interventions_of(run) if i.prefix + COSINE in run.results]
+        if not interventions:
             return {}
-        drops = _drops(run.results, names)
+        drops = _drops(run.results, interventions)
         columns = 2 if drops else 1
-        figure, axes = subplots(1, columns, figsize=(6 * columns, 0.5 * len(names) + 2), squeeze=False)
-        positions = np.arange(len(names))
+        figure, axes = subplots(
+            1, columns, figsize=(6 * columns, 0.5 * len(interventions) + 2), squeeze=False
+        )
+        positions = np.arange(len(interventions))
         cosine_axis = axes[0, 0]
-        cosines = [run.results[f"{INTERVENTION_PREFIX}{name}/{COSINE}"] for name in names]
-        errors = [run.results.get(f"{INTERVENTION_PREFIX}{name}/{COSINE}_std", 0.0) for name in names]
+        cosines = [run.results[i.prefix + COSINE] for i in interventions]
+        errors = [run.results.get(i.prefix + COSINE + "_std", 0.0) for i in interventions]
         cosine_axis.barh(positions, cosines, xerr=errors, color="#1f77b4")
-        cosine_axis.set_yticks(positions, names)
+        cosine_axis.set_yticks(positions, [i.name for i in interventions])
         cosine_axis.set_xlabel("cosine of the intervened output/full to the clean one")
         cosine_axis.set_xlim(min(0.0, *cosines) - 0.05, 1.05)
         cosine_axis.invert_yaxis()
@@ -186,7 +187,7 @@ class InterventionsProbe(Probe):
             height = 0.8 / len(drops)
             for offset, (probe, values) in enumerate(drops.items()):
                 axis.barh(positions + offset * height - 0.4 + height / 2, values, height=height, label=probe)
-            axis.set_yticks(positions, [""] * len(names))
+            axis.set_yticks(positions, [""] * len(interventions))
             axis.axvline(0, color="black", linewidth=0.8)
             axis.set_xlabel("accuracy drop of output/full (clean - intervened)")
             axis.legend(loc="lower right")
@@ -194,21 +195,22 @@ class InterventionsProbe(Probe):
         figure.suptitle(f"Interventions: {run_title(run)}")
         figure.tight_layout()
         return named("interventions.png", figure) | named(
-            "interventions_blocks.png", cls._over_blocks(run, names)
+            "interventions_blocks.png", cls._over_blocks(run, interventions)
         )
 
     @classmethod
-    def _over_blocks(cls, run: RunView, names: Sequence[str]) -> Figure | None:
+    def _over_blocks(cls, run: RunView, interventions: Sequence[Intervention]) -> Figure | None:
         """The interventions given at two or more single blocks (e.g. `register@1:mean` ...
         `register@12:mean`): cosine to the clean output, and the first label probe's accuracy drop,
         over the block (None when there are none)."""
-        series: dict[str, list[tuple[int, str]]] = {}
-        for name in names:
-            if match := _SINGLE_BLOCK.match(name):
-                series.setdefault(f"{match['level']}/{match['targets']}/{match['mode']}", []).append(
-                    (int(match["block"]), name)
-                )
-        series = {label: sorted(points) for label, points in series.items() if len(points) >= 2}
+        series: dict[str, list[tuple[int, Intervention]]] = {}
+        for intervention in interventions:
+            if len(intervention.blocks) == 1:
+                curve = f"{intervention.level}/{'+'.join(intervention.targets)}/{intervention.mode}"
+                series.setdefault(curve, []).append((intervention.blocks[0], intervention))
+        series = {
+            curve: sorted(points, key=lambda p: p[0]) for curve, points in series.items() if len(points) >= 2
+        }
         if not series:
             return None
         label = next((pair for pair in LABEL_RESULTS if pair[1] in run.results), None)
@@ -216,17 +218,10 @@ class InterventionsProbe(Probe):
         figure, axes = subplots(rows, 1, figsize=(7, 3.2 * rows + 0.8), squeeze=False, sharex=True)
         for curve, points in series.items():
             blocks = [block for block, _ in points]
-            axes[0, 0].plot(
-                blocks,
-                [run.results[f"{INTERVENTION_PREFIX}{n}/{COSINE}"] for _, n in points],
-                "o-",
-                label=curve,
-            )
+            axes[0, 0].plot(blocks, [run.results[i.prefix + COSINE] for _, i in points], "o-", label=curve)
             if label:
                 clean = run.results[label[1]]
-                drops = [
-                    clean - run.results.get(f"{INTERVENTION_PREFIX}{n}/{label[1]}", np.nan) for _, n in points
-                ]
+                drops = [clean - run.results.get(i.prefix + label[1], np.nan) for _, i in points]
                 axes[1, 0].plot(blocks, drops, "o-", label=curve)
         axes[0, 0].set_ylabel("cosine to the clean output/full")
         axes[0, 0].legend()
@@ -244,8 +239,8 @@ class InterventionsProbe(Probe):
         """Per intervention and model: the cosine of the output to the clean one and, where every run
         has a label probe, the drop of its full-output accuracy (a cosine near 1 can hide a large drop:
         what the class needs may be a small part of the output)."""
-        names = list(dict.fromkeys(name for item in compared for name in _interventions_in(item.run.results)))
-        if not names:
+        interventions = list(dict.fromkeys(i for item in compared for i in _interventions_of(item.run)))
+        if not interventions:
             return {}
         label = next(
             (
@@ -257,21 +252,18 @@ class InterventionsProbe(Probe):
         )
         rows = 2 if label else 1
         figure, axes = subplots(
-            rows, 1, figsize=(max(6.0, 1.2 * len(names) + 3), 3.5 * rows + 1), squeeze=False
+            rows, 1, figsize=(max(6.0, 1.2 * len(interventions) + 3), 3.5 * rows + 1), squeeze=False
         )
         width = 0.8 / len(compared)
-        positions = np.arange(len(names))
+        positions = np.arange(len(interventions))
         for offset, item in enumerate(compared):
             results = item.run.results
             shift = positions + offset * width - 0.4 + width / 2
-            cosines = [results.get(f"{INTERVENTION_PREFIX}{name}/{COSINE}", np.nan) for name in names]
+            cosines = [results.get(i.prefix + COSINE, np.nan) for i in interventions]
             axes[0, 0].bar(shift, cosines, width, label=item.label)
             if label:
                 result = label[1]
-                drops = [
-                    results[result] - results.get(f"{INTERVENTION_PREFIX}{name}/{result}", np.nan)
-                    for name in names
-                ]
+                drops = [results[result] - results.get(i.prefix + result, np.nan) for i in interventions]
                 axes[1, 0].bar(shift, drops, width, label=item.label)
         axes[0, 0].set_ylabel("cosine to the clean output/full")
         axes[0, 0].set_ylim(0, 1.05)
@@ -281,33 +273,21 @@ class InterventionsProbe(Probe):
             axes[1, 0].axhline(0, color="black", linewidth=0.8)
             axes[1, 0].set_ylabel(f"{label[0]} accuracy drop\n(clean - intervened)")
         for row in range(rows):
-            shown = names if row == rows - 1 else [""] * len(names)
+            shown = [i.name for i in interventions] if row == rows - 1 else [""] * len(interventions)
             axes[row, 0].set_xticks(positions, shown, rotation=30, ha="right")
         figure.tight_layout()
         return named("compare_interventions.png", figure)
 
 
-_SINGLE_BLOCK = re.compile(
-    r"^(?P<level>model|readout)/(?P<targets>[a-z_+]+)@(?P<block>\d+)/(?P<mode>[a-z]+)$"
-)
-"""An intervention's name at one block."""
+def _interventions_of(run: RunView) -> list[Intervention]:
+    """The interventions the run recorded (results.json `run.interventions`), in the order given."""
+    return [Intervention.from_name(name) for name in run.interventions]
 
 
-def _interventions_in(results: Mapping[str, float]) -> list[str]:
-    """The interventions of a run's results, in the order they were given."""
-    suffix = f"/{COSINE}"
-    names = [
-        key.removeprefix(INTERVENTION_PREFIX).removesuffix(suffix) for key in results if key.endswith(suffix)
-    ]
-    return [name for name in names if name.startswith(("model/", "readout/"))]
-
-
-def _drops(results: Mapping[str, float], names: Sequence[str]) -> dict[str, list[float]]:
+def _drops(results: Mapping[str, float], interventions: Sequence[Intervention]) -> dict[str, list[float]]:
     """Label probe -> clean minus intervened full-output accuracy per intervention (probes that ran)."""
     drops: dict[str, list[float]] = {}
     for probe, result in LABEL_RESULTS:
-        if result in results and all(f"{INTERVENTION_PREFIX}{name}/{result}" in results for name in names):
-            drops[probe] = [
-                results[result] - results[f"{INTERVENTION_PREFIX}{name}/{result}"] for name in names
-            ]
+        if result in results and all(i.prefix + result in results for i in interventions):
+            drops[probe] = [results[result] - results[i.prefix + result] for i in interventions]
     return drops

@@ -11,8 +11,8 @@ import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
+
 from common.errors import UserError
-from harness import ForwardOptions
 from probes.base import REGISTERED, Probe, ProbeContext
 from probes.interventions import Intervened
 
@@ -53,8 +53,8 @@ RESOURCES: tuple[tuple[str, Callable[[type[Probe]], bool], str], ...] = (
 
 @dataclass(frozen=True)
 class ProbeSelection:
-    """The probes of a run, parsed once from `--probe` and shared by the CLI, the backbone's forward
-    options, the probes' construction and replay.
+    """The probes of a run, parsed once from `--probe` and shared by the CLI, the probes'
+    construction and replay.
 
     Attributes:
         names: the probe names, validated, in the order given (`all`: the registry's order).
@@ -126,14 +126,6 @@ class ProbeSelection:
     def reads_head(self) -> bool:
         """Whether a selected probe applies a head of train_probe.py (`--head`)."""
         return any(probe.reads_head for probe in self.classes)
-
-    def forward_options(self, layers: tuple[int, ...] = (), seed: int = 0) -> ForwardOptions:
-        """What the backbone computes for these probes: the run's `--layers` (decomposed whenever
-        given) and whatever each probe asks for (`Probe.forward_options`)."""
-        options = ForwardOptions(layers=layers)
-        for probe in self.classes:
-            options = options.merged(probe.forward_options(layers, seed))
-        return options
 
     def for_data(self, labelled: bool) -> ProbeSelection:
         """The selection on data with (or without) class labels: `all` leaves out the probes that

@@ -53,6 +53,11 @@ class RunView(Protocol):
         """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
         ...
 
+    @property
+    def interventions(self) -> tuple[str, ...]:
+        """The names of the run's interventions (`Intervention.name`), in the order given."""
+        ...
+
 
 class ComparedView(Protocol):
     """One run of a comparison and its label in figures and tables."""

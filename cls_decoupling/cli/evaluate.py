@@ -41,7 +41,8 @@ if TYPE_CHECKING:
     import torch
 
     from cls_decoupling.outputs import Run, RunRecord
-    from harness import BackboneInfo, DecomposingBackbone, Intervention, ReferenceStatistics
+    from harness import BackboneInfo, DecomposingBackbone
+    from harness.extras import Intervention, ReferenceStatistics
     from probes import KnnBank, Probe, ProbeSelection
 
 log = logging.getLogger("evaluate")
@@ -66,6 +67,8 @@ class ProbeOptions:
     """--intervene, as written (parsed against the backbone's depth once it is loaded)."""
     reference: DataOptions | None = None
     """The images whose states the mean / shuffle / noise interventions read (--reference-*)."""
+    maps: str | None = None
+    """--maps, as written (the heads are checked once the backbone is loaded); None: every map."""
 
     @property
     def own_head(self) -> bool:
@@ -107,7 +110,7 @@ class ProbeOptions:
             )  # fmt: skip
         return cls(
             args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
-            tuple(args.intervene or ()), reference,
+            tuple(args.intervene or ()), reference, args.maps,
         )  # fmt: skip
 
 
@@ -125,6 +128,9 @@ class ProbeRequest:
     interventions: tuple[Intervention, ...] = ()
     classifier: torch.nn.Linear | None = None
     """The backbone's own classifier, read with `--head model`."""
+    maps: tuple[str, ...] = ()
+    heads: tuple[int, ...] = ()
+    """The attribution maps and heads `--maps` chose (`harness.extras.attribution.parse_maps`)."""
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
         from harness import LinearHead
@@ -156,6 +162,8 @@ class ProbeRequest:
             self.layers,
             self.bank,
             self.interventions,
+            self.maps,
+            self.heads,
             own_head=own_head,
         )
         return self.selection.build(context)
@@ -213,7 +221,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="SPEC",
         help="also run the model under each intervention TARGETS@BLOCKS:MODE[:LEVEL]: targets cls, "
         "distillation, register, patch, high_norm, skip (readout only), joined by +; blocks last, all, N or "
-        "A-B; modes zero, mean, shuffle, noise; level model (default) or readout. E.g. register@last:mean",
+        "A-B; a mode (zero, mean, shuffle, noise, ...: a wrong one lists every mode) and a level (model, "
+        "the default, or readout). E.g. register@last:mean",
+    )
+    parser.add_argument(
+        "--maps",
+        help="the attribution probe's maps, comma list: all (default), map names (attention, rollout, "
+        "chefer, ...: a wrong one lists every map), heads (each head's attention map: about 4 passes "
+        "per head) or attention_headN",
     )
     parser.add_argument(
         "--reference-data",
@@ -383,6 +398,8 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         raise UserError("--from-features has no backbone to run interventions with; drop --intervene")
     for text in probes.interventions:  # the syntax now; the blocks once the backbone's depth is known
         intervention_blocks(text, None)
+    if probes.maps is not None:
+        checked_maps(probes.maps, None)
     selection = ProbeSelection.parse(
         probes.probe,
         pixels=replayed is None,
@@ -398,6 +415,8 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         probes.train.datamodule()  # its options, before any model loads
     if probes.episodes < 1 or probes.shots < 1:
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
+    if probes.maps is not None and "attribution" not in selection:
+        raise UserError("--maps chooses the attribution probe's maps: add --probe attribution")
     if probes.head is not None:
         if not selection.reads_head:
             reading = " or ".join(name for name, probe in PROBES.items() if probe.reads_head)
@@ -416,11 +435,22 @@ def head_record(probes: ProbeOptions) -> str | None:
 
 def intervention_blocks(text: str, num_layers: int | None) -> Intervention:
     """An `--intervene` spec parsed against a backbone of `num_layers` blocks (None: its syntax
-    only, against any depth)."""
-    from harness import parse_intervention
+    only, against any depth), its mode and level read from the registries."""
+    from harness.extras import Intervention
 
     try:
-        return parse_intervention(text, num_layers if num_layers is not None else 10**6)
+        return Intervention.parse(text, num_layers if num_layers is not None else 10**6)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def checked_maps(text: str | None, num_heads: int | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """`--maps` read from the registry of maps: (maps, heads) for a backbone of `num_heads` heads
+    (None: the syntax only); every map and no head when not given."""
+    from harness.extras import parse_maps
+
+    try:
+        return parse_maps(text or "all", num_heads)
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -428,20 +458,24 @@ def intervention_blocks(text: str, num_layers: int | None) -> Intervention:
 def applicable_interventions(
     texts: Sequence[str], info: BackboneInfo
 ) -> tuple[tuple[Intervention, ...], dict[str, str]]:
-    """The `--intervene` specs parsed for this backbone, and those left out (name -> why): a target
-    group the model lacks (registers of a model without any) is skipped and recorded, so one
-    command can compare models with and without that group."""
-    from harness.tokens import present_groups
+    """The `--intervene` specs parsed for this backbone, and those left out (name -> why): the
+    library's own check (`Intervention.check_model`); a target group the model lacks (registers of a
+    model without any) is skipped and recorded, so one command can compare models with and without
+    that group; anything else it refuses is refused."""
+    from harness.extras import AbsentTargetError
 
-    groups = present_groups(info.num_registers, info.num_distillation)
     kept, skipped = [], {}
     for text in texts:
         intervention = intervention_blocks(text, info.num_layers)
-        if absent := intervention.absent_targets(groups):
-            skipped[intervention.name] = f"this model has no {', '.join(absent)} tokens"
-            log.warning("--intervene %s: skipped, %s", text, skipped[intervention.name])
-        else:
-            kept.append(intervention)
+        try:
+            intervention.check_model(info)
+        except AbsentTargetError as error:
+            skipped[intervention.name] = error.reason
+            log.warning("--intervene %s: skipped, %s", text, error.reason)
+            continue
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        kept.append(intervention)
     return tuple(kept), skipped
 
 
@@ -505,6 +539,7 @@ def run_one(
 
     from cls_decoupling.outputs import DataRecord, Run, RunRecord, RunSettings
     from harness import HarnessModule, all_feature_names
+    from harness.extras import Depth
 
     datamodule = data.datamodule()  # after the data options: a bad one costs no model load
     loading = time.perf_counter()
@@ -513,7 +548,7 @@ def run_one(
     )
     probes.check_own_head(backbone.info, backbone.classifier)
     interventions, skipped_interventions = applicable_interventions(probes.interventions, backbone.info)
-    forward = dataclasses.replace(selection.forward_options(layers, probes.seed), interventions=interventions)
+    maps, heads = checked_maps(probes.maps, backbone.info.num_heads)
     bank, train_description = None, None
     if probes.train is not None:
         bank, train_description = build_bank(backbone, probes.train, trainer_options)
@@ -522,6 +557,7 @@ def run_one(
         reference, reference_description = build_reference(
             backbone, interventions, probes.reference, trainer_options, probes.seed
         )
+        interventions = tuple(intervention.using(reference) for intervention in interventions)
     trainer = trainer_options.trainer()  # no logger: nothing is written before the run has results
     request = ProbeRequest(
         probes,
@@ -532,11 +568,13 @@ def run_one(
         bank=bank,
         interventions=interventions,
         classifier=backbone.classifier,
+        maps=maps,
+        heads=heads,
     )
     features = all_feature_names(backbone.info, layers=bool(layers)) if save_features else ()
-    module = HarnessModule(
-        backbone, request.build, feature_names=features, forward_options=forward, reference=reference
-    )
+    # the layers given are decomposed whatever the probes (their entries are saved with the features)
+    every_call = (Depth(layers),) if layers else ()
+    module = HarnessModule(backbone, request.build, feature_names=features, extras=every_call)
     started = time.perf_counter()
     run_test(trainer, module, prepare_for(datamodule, backbone))
     if not module.num_images:  # nothing to report: an earlier run in `output` stays as it was
@@ -605,7 +643,8 @@ def build_reference(
 ) -> tuple[ReferenceStatistics, dict[str, Any]]:  # fmt: skip
     """The reference statistics of the interventions that read them (mean, shuffle, noise): one clean
     pass over the reference images, reduced across ranks; with what results.json records of them."""
-    from harness import ReferenceModule, ReferenceStatistics
+    from harness.extras import ReferenceStatistics
+    from harness.extras.interventions.recording import ReferenceModule
 
     datamodule = reference.datamodule()
     statistics = ReferenceStatistics(seed=seed)

@@ -11,12 +11,12 @@ from probes import PROBE_CLASSES, MapsProbe
 from probes.base import Headline
 
 
-def headlines(results: Mapping[str, float] | None = None) -> tuple[Headline, ...]:
-    """The key numbers every probe declares (`Probe.headlines`), in the registry's order: shown first
-    in report.md when the run has them."""
-    if results is None:
+def headlines(run: Run | None = None) -> tuple[Headline, ...]:
+    """The key numbers every probe declares (`Probe.headlines`; of `run`: `Probe.run_headlines`), in
+    the registry's order: shown first in report.md when the run has them."""
+    if run is None:
         return tuple(headline for probe in PROBE_CLASSES for headline in probe.headlines())
-    return tuple(headline for probe in PROBE_CLASSES for headline in probe.run_headlines(results))
+    return tuple(headline for probe in PROBE_CLASSES for headline in probe.run_headlines(run))
 
 
 def format_value(value: Any) -> str:
@@ -66,7 +66,7 @@ def run_report(run: Run, figures: Sequence[str]) -> str:
             "",
             "**Random weights: these numbers test the code and say nothing about any trained model.**",
         ]
-    key = [(name, text, run.results[name]) for name, text in headlines(run.results) if name in run.results]
+    key = [(name, text, run.results[name]) for name, text in headlines(run) if name in run.results]
     if key:
         lines += ["", "## Key numbers", "", *markdown_table(("result", "what", "value"), key)]
     if figures:

@@ -18,8 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import load_file
 from torch import Tensor
 
-from common.errors import UserError
 from cls_decoupling.outputs.record import RunRecord
+from common.errors import UserError
 from common.run_folders import COMPLETE_MARKER as COMPLETE_MARKER  # written last
 from common.run_folders import FIGURES_DIR as FIGURES_DIR
 from common.run_folders import RESULTS_FILE as RESULTS_FILE
@@ -113,6 +113,11 @@ class Run:
         """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
         info = self.info
         return variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation)
+
+    @property
+    def interventions(self) -> tuple[str, ...]:
+        """The names of the run's interventions (results.json `run.interventions`), in the order given."""
+        return tuple(self.record.run.interventions)
 
 
 def is_complete(folder: Path) -> bool:

@@ -18,7 +18,6 @@ from PIL import Image
 from safetensors.torch import save_file
 from torch import Tensor
 
-from common.errors import UserError
 from cls_decoupling.outputs.compare import (
     COMPARISON_CSV,
     COMPARISON_MARKDOWN,
@@ -42,6 +41,7 @@ from cls_decoupling.outputs.runs import (
     is_complete,
     strict_json,
 )
+from common.errors import UserError
 from common.run_folders import lock_name
 from probes import MapsProbe
 

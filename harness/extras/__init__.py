@@ -1,0 +1,66 @@
+"""What a call of the backbone computes besides the decomposition (docs/design.md#the-seam), each an
+`harness.Extra` that plugs into the backbone's taps and runs its own passes: `Depth` (the [CLS] update
+of chosen blocks), `Deletion` (deletion passes), `Intervention` (a pass under an intervention) and
+`AttributionMaps` (attribution maps and their scores). The core imports none of them.
+
+Importing the package imports none of them: each name below loads its submodule on first use."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from common.lazy import lazy_exports
+
+if TYPE_CHECKING:
+    from harness.extras.attribution import MAPS, AttributionMaps, map_names, parse_maps
+    from harness.extras.deletion import DELETION_FRACTIONS, DELETION_ORDERS, DELETION_PREFIX, Deletion
+    from harness.extras.depth import Depth
+    from harness.extras.interventions import (
+        INTERVENTION_PREFIX,
+        LEVELS,
+        MODES,
+        AbsentTargetError,
+        Intervention,
+        ReferenceStatistics,
+        parse_intervention,
+    )
+    from harness.extras.scores import ClassScores
+
+_SUBMODULES: dict[str, tuple[str, ...]] = {
+    "attribution": ("MAPS", "AttributionMaps", "map_names", "parse_maps"),
+    "deletion": ("DELETION_FRACTIONS", "DELETION_ORDERS", "DELETION_PREFIX", "Deletion"),
+    "depth": ("Depth",),
+    "interventions": (
+        "INTERVENTION_PREFIX",
+        "LEVELS",
+        "MODES",
+        "AbsentTargetError",
+        "Intervention",
+        "ReferenceStatistics",
+        "parse_intervention",
+    ),
+    "scores": ("ClassScores",),
+}
+"""Submodule -> the names the package exports from it."""
+
+__all__ = [
+    "DELETION_FRACTIONS",
+    "DELETION_ORDERS",
+    "DELETION_PREFIX",
+    "INTERVENTION_PREFIX",
+    "LEVELS",
+    "MAPS",
+    "MODES",
+    "AbsentTargetError",
+    "AttributionMaps",
+    "ClassScores",
+    "Deletion",
+    "Depth",
+    "Intervention",
+    "ReferenceStatistics",
+    "map_names",
+    "parse_intervention",
+    "parse_maps",
+]
+
+__getattr__, __dir__ = lazy_exports(__name__, globals(), _SUBMODULES)

@@ -1,0 +1,51 @@
+"""Attribution maps over the patches, scored by the same causal tests (issue 22): every map is a class
+of this package that registers itself by name (`MAPS`, `AttributionMap`); importing the package
+imports every module in it, so a new map is one file here. `AttributionMaps` is the extra that
+computes and scores the chosen ones (`harness.extras.attribution.scoring`)."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from pathlib import Path
+
+from harness.extras.attribution.maps import MAPS, AttributionMap, MapCall, gradient_target, map_names
+from harness.extras.attribution.scoring import (
+    ATTRIBUTION_PREFIX,
+    CONTROL,
+    EVERY_HEAD,
+    EXPLAINED,
+    HEAD_MAP,
+    HEAD_ORDERS,
+    MAP_ORDERS,
+    SCORE_FRACTIONS,
+    SCORES,
+    AttributionMaps,
+    head_map_names,
+    parse_maps,
+    rank_agreement,
+)
+
+for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    importlib.import_module(f"{__name__}.{_module.name}")
+
+__all__ = [
+    "ATTRIBUTION_PREFIX",
+    "CONTROL",
+    "EVERY_HEAD",
+    "EXPLAINED",
+    "HEAD_MAP",
+    "HEAD_ORDERS",
+    "MAPS",
+    "MAP_ORDERS",
+    "SCORES",
+    "SCORE_FRACTIONS",
+    "AttributionMap",
+    "AttributionMaps",
+    "MapCall",
+    "gradient_target",
+    "head_map_names",
+    "map_names",
+    "parse_maps",
+    "rank_agreement",
+]

@@ -1,0 +1,192 @@
+"""Attribution maps scored by the same causal tests (`AttributionMaps`, an extra): each chosen map
+(`MAPS`) and each asked head's attention map, their deletion and insertion curves against one random
+control shared by every map, and their rank agreement with the exact contribution map.
+
+Entries (per image): `attribution/{map}` (batch, grid_height, grid_width) for each chosen map, and
+`attribution/attention_heads` (batch, heads, grid_height, grid_width) when heads are asked;
+`maps/{map}/{score}/{order}` (batch, fractions), the cosine to the full output of the model run with
+the round(f x patches) first patches of the order removed (`deletion`) or only those kept with [CLS]
+and registers (`insertion`), orders `top` (the map's highest first) and `bottom` (its lowest first;
+not for one head's map, `HEAD_ORDERS`); `maps/random/{score}` the random control (seeded by dataset
+index, run once for every map); with class scores `.../probability` and `.../predicted` after each
+curve, and `maps/explained` (batch,), the class the full output is given; `maps/{map}/rank_agreement`
+(batch,), Spearman's correlation with the `contribution` map.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from harness.backbone import Call, DecomposingBackbone, Extra, ExtraResult
+from harness.extras.attribution.maps import MAPS, MapCall, map_names
+from harness.extras.deletion import DELETION_PREFIX, perturbed_outputs
+from harness.extras.scores import ClassScores, explained_classes
+from harness.taps import Tap
+from harness.tokens import TokenLayout
+
+ATTRIBUTION_PREFIX = "attribution/"
+HEAD_MAP = "attention_head"
+"""`attention_head{h}` (h = 1 ... heads): one head's attention map, scored when asked."""
+EVERY_HEAD = "heads"
+"""`--maps` word for every head's map."""
+EXPLAINED = "maps/explained"
+"""The class the gradient maps explain and the perturbation curves follow, per image (batch,)."""
+CONTROL = "random"
+"""The random control's name among the maps' entries and results (`maps/random/...`)."""
+REFERENCE_MAP = "contribution"
+"""The exact map every map's rank agreement is measured against."""
+SCORES: tuple[str, ...] = ("deletion", "insertion")
+"""How a map is scored: its patches removed in its order (deletion), or only they kept (insertion)."""
+SCORE_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
+"""Shares of the patches removed or kept."""
+MAP_ORDERS: tuple[str, ...] = ("top", "bottom")
+"""The orders a map is scored in besides the shared random control: its own and its reverse."""
+HEAD_ORDERS: tuple[str, ...] = ("top",)
+"""The orders one head's map is scored in besides the control (no reverse: it would double the passes
+of a many-headed model for a control the random one already gives)."""
+
+
+def head_map_names(heads: Sequence[int]) -> tuple[str, ...]:
+    """`attention_head{h}` for each (1-based) head."""
+    return tuple(f"{HEAD_MAP}{head}" for head in heads)
+
+
+def parse_maps(text: str, num_heads: int | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """`--maps`: `all` (every registered map), map names, `heads` (every head's map: about 4 passes
+    per head) and `attention_head{h}`, joined by commas -> (maps in registry order, heads ascending).
+    Without `num_heads` only the syntax is checked (`heads` -> none).
+
+    >>> parse_maps("chefer,rollout,attention_head2")
+    (('rollout', 'chefer'), (2,))
+
+    Raises:
+        ValueError: an unknown map or a head outside 1..num_heads.
+    """
+    words = [word.strip() for word in text.split(",") if word.strip()]
+    maps: set[str] = set()
+    heads: set[int] = set()
+    for word in words:
+        if word == "all":
+            maps |= set(MAPS)
+        elif word == EVERY_HEAD:
+            heads |= set(range(1, (num_heads or 0) + 1))
+        elif match := re.fullmatch(rf"{HEAD_MAP}(\d+)", word):
+            heads.add(int(match[1]))
+        elif word in MAPS:
+            maps.add(word)
+        else:
+            known = ", ".join(map_names())
+            raise ValueError(f"--maps: unknown map {word!r}; choose from all, {known}, heads, {HEAD_MAP}N")
+    if not words:
+        raise ValueError("--maps names no map")
+    if num_heads is not None and (wrong := sorted(h for h in heads if not 1 <= h <= num_heads)):
+        raise ValueError(f"--maps: this backbone has heads 1..{num_heads}, got {wrong}")
+    return tuple(name for name in map_names() if name in maps), tuple(sorted(heads))
+
+
+def rank_agreement(first: Tensor, second: Tensor) -> Tensor:
+    """Spearman's rank correlation of two maps over the patches, per image (batch,): the Pearson
+    correlation of their ranks (ties broken by position)."""
+    ranks = [
+        values.flatten(1).argsort(dim=1, stable=True).argsort(dim=1).double() for values in (first, second)
+    ]
+    centred = [rank - rank.mean(dim=1, keepdim=True) for rank in ranks]
+    return nn.functional.cosine_similarity(centred[0], centred[1], dim=1).float()
+
+
+@dataclass(frozen=True)
+class AttributionMaps(Extra):
+    """Each map of `maps` (default: every registered map) and each head of `heads` scored.
+
+    Args:
+        maps: names of `MAPS` (kept in registry order).
+        heads: 1-based heads whose own attention maps are scored too (each about 2 x fractions passes).
+        fractions: shares of the patches removed or kept.
+        seed: seed of the random control's order.
+        class_scores: the class scores the gradient maps explain and the curves follow.
+    """
+
+    maps: tuple[str, ...] = ()
+    heads: tuple[int, ...] = ()
+    fractions: tuple[float, ...] = SCORE_FRACTIONS
+    seed: int = 0
+    class_scores: ClassScores | None = None
+
+    def __post_init__(self) -> None:
+        chosen = self.maps or map_names()
+        if unknown := [name for name in chosen if name not in MAPS]:
+            raise ValueError(f"unknown attribution maps {unknown}; choose from {', '.join(map_names())}")
+        object.__setattr__(self, "maps", tuple(name for name in map_names() if name in chosen))
+        object.__setattr__(self, "heads", tuple(sorted(set(self.heads))))
+        if not self.fractions or any(not 0 < f < 1 for f in self.fractions):
+            raise ValueError(f"score fractions must lie in (0, 1), got {list(self.fractions)}")
+
+    @property
+    def draws_random(self) -> bool:
+        return True
+
+    @property
+    def scored(self) -> tuple[str, ...]:
+        """Every map it scores: the maps, then the heads' (`head_map_names`)."""
+        return (*self.maps, *head_map_names(self.heads))
+
+    def check(self, backbone: DecomposingBackbone) -> None:
+        count = backbone.info.num_heads
+        if wrong := [head for head in self.heads if not 1 <= head <= count]:
+            raise ValueError(f"this backbone has heads 1..{count}, got {wrong}")
+
+    def taps(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Mapping[str, Tap]:
+        chosen = ((name, MAPS[name]().tap(backbone, layout)) for name in self.maps)
+        return {name: tap for name, tap in chosen if tap is not None}
+
+    def run(self, call: Call, taps: Mapping[str, Tap]) -> ExtraResult:
+        capture = call.capture
+        explained = explained_classes(self.class_scores, capture.pooled)
+        maps_call = MapCall(call.backbone, call.pixel_values, capture, self.class_scores, explained, taps)
+        maps = {name: MAPS[name]().attribute(maps_call) for name in self.maps}
+        attention = maps_call.patch_attention  # batch, heads, patches
+        heads = {f"{HEAD_MAP}{head}": attention[:, head - 1] for head in self.heads}
+        grid = (-1, capture.layout.grid_height, capture.layout.grid_width)
+        entries = {ATTRIBUTION_PREFIX + name: values.reshape(grid) for name, values in maps.items()}
+        if self.heads:
+            entries[ATTRIBUTION_PREFIX + "attention_heads"] = maps_call.patch_attention.unflatten(
+                -1, grid[1:]
+            )
+        reference = (
+            maps[REFERENCE_MAP] if REFERENCE_MAP in maps else MAPS[REFERENCE_MAP]().attribute(maps_call)
+        )
+        scored = maps | heads
+        entries |= {f"maps/{name}/rank_agreement": rank_agreement(m, reference) for name, m in scored.items()}
+        if explained is not None:
+            entries[EXPLAINED] = explained
+        with torch.no_grad():
+            entries |= self._curves(call, scored)
+        return ExtraResult(entries)
+
+    def _curves(self, call: Call, scored: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Every scored map's curves in its own orders, and the random control's (run once)."""
+        curves: dict[str, Tensor] = {}
+        heads = set(head_map_names(self.heads))
+        for score in SCORES:
+
+            def run(
+                ranking: Tensor, orders: Sequence[str], insertion: bool = score == "insertion"
+            ) -> dict[str, Tensor]:
+                return perturbed_outputs(
+                    call, ranking, self.fractions, self.seed, orders, insertion, self.class_scores
+                )
+
+            control = run(next(iter(scored.values())), (CONTROL,))  # the order ignores the map
+            prefix = DELETION_PREFIX + CONTROL
+            curves |= {f"maps/{CONTROL}/{score}{key.removeprefix(prefix)}": v for key, v in control.items()}
+            for name, ranking in scored.items():
+                found = run(ranking, HEAD_ORDERS if name in heads else MAP_ORDERS)
+                curves |= {
+                    f"maps/{name}/{score}/{key.removeprefix(DELETION_PREFIX)}": v for key, v in found.items()
+                }
+        return curves

@@ -1,0 +1,364 @@
+"""An intervention (`Intervention`, an extra): its targets replaced by a mode at chosen blocks, at a
+level, and the model's output read again in one more pass from its first block on. Levels and modes
+are classes that register themselves by name (`LEVELS`, `MODES`): a new one is a file of this package
+(`harness.extras.interventions` imports every module of it)."""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from typing import ClassVar
+
+import torch
+from torch import Tensor
+
+from harness.backbone import Call, DecomposingBackbone, Extra, ExtraResult, joined
+from harness.decomposition import Decomposition, HFBlock, projection_readout
+from harness.extras.interventions.reference import ReferenceKey, ReferenceStatistics
+from harness.info import BackboneInfo
+from harness.taps import BlockParts, Tap
+from harness.tokens import GROUPS, TokenLayout, present_groups
+
+TARGETS: tuple[str, ...] = (*GROUPS, "high_norm", "skip")
+"""What an intervention acts on: a token group, the highest-norm non-[CLS] token of the block's
+input (the paper's high-norm token at the last block), or the [CLS] skip stream (readout level)."""
+INTERVENTION_PREFIX = "intervened/"
+"""`intervened/{level}/{targets}@{blocks}/{mode}/{name}`: a probe's results on the pass under an
+intervention (`Intervention.prefix`)."""
+_SPEC = re.compile(r"^(?P<targets>[a-z_+]+)@(?P<blocks>[a-z0-9-]+):(?P<mode>[a-z]+)(?::(?P<level>[a-z]+))?$")
+_NAME = re.compile(r"^(?P<level>[a-z]+)/(?P<targets>[a-z_+]+)@(?P<blocks>[0-9,-]+)/(?P<mode>[a-z]+)$")
+
+LEVELS: dict[str, type[Level]] = {}
+"""Level name -> class, filled as the package's modules define them."""
+MODES: dict[str, type[Mode]] = {}
+"""Mode name -> class, filled as the package's modules define them."""
+
+
+class AbsentTargetError(ValueError):
+    """An intervention targets a token group the model lacks (registers of a model without any).
+
+    Attributes:
+        reason: why, without the intervention's name (what the command line records of a skip).
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name}: {reason}")
+        self.reason = reason
+
+
+def _register(table: dict[str, type], kind: str, cls: type) -> None:
+    """`cls` under its name in `table` (a second class of the same name is an error)."""
+    if "name" not in cls.__dict__:  # an abstract base
+        return
+    known = table.get(cls.name)  # type: ignore[attr-defined]
+    if known is not None and known.__qualname__ != cls.__qualname__:
+        raise TypeError(f"two intervention {kind}s are named {cls.name!r}")  # type: ignore[attr-defined]
+    table[cls.name] = cls  # type: ignore[attr-defined]
+
+
+class Level(ABC):
+    """Where an intervention acts on a block. A subclass that sets `name` registers itself.
+
+    Attributes:
+        name: its name in a spec (`TARGETS@BLOCKS:MODE:LEVEL`).
+        description: one line for `--help` and the README.
+        targets: the `TARGETS` it acts on.
+        rebuilds_cls: whether it rebuilds a block's [CLS] row (so the last block's decomposition no
+            longer describes an output it rebuilt).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    targets: ClassVar[tuple[str, ...]]
+    rebuilds_cls: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        _register(LEVELS, "level", cls)
+
+    @abstractmethod
+    def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
+            indices: Tensor | None) -> Tap:  # fmt: skip
+        """The tap that applies `intervention` (its mode's `replacement`) in a pass."""
+
+    @abstractmethod
+    def current(self, target: str, parts: BlockParts, view: HFBlock, layout: TokenLayout) -> Tensor:
+        """What `target` is at this level in a block that ran (images, rows, hidden), float32: what a
+        reference pass records and a mode replaces."""
+
+    def reads(self) -> frozenset[str]:
+        """The block points `current` reads (`harness.taps.POINTS`)."""
+        return frozenset()
+
+
+class Mode(ABC):
+    """What an intervention puts in place of its target. A subclass that sets `name` registers itself.
+
+    Attributes:
+        name: its name in a spec.
+        description: one line for `--help` and the README.
+        reads_reference: it reads reference statistics (a reference pass runs first).
+        draws_random: it draws seeded numbers per image (a call needs the dataset indices).
+        allows_deletion: the deletion passes may run under it (their sequences are shortened).
+    """
+
+    name: ClassVar[str]
+    description: ClassVar[str]
+    reads_reference: ClassVar[bool] = False
+    draws_random: ClassVar[bool] = False
+    allows_deletion: ClassVar[bool] = True
+
+    def __init_subclass__(cls, **kwargs: object) -> None:
+        super().__init_subclass__(**kwargs)
+        _register(MODES, "mode", cls)
+
+    def replacement(
+        self,
+        current: Tensor,
+        key: ReferenceKey,
+        indices: Tensor | None,
+        reference: ReferenceStatistics | None,
+    ) -> Tensor:
+        """What replaces `current` (images, rows, hidden) of `key.target` at `key.block` for the
+        images `indices`; a mode that replaces no values says so."""
+        raise TypeError(f"the {self.name} mode replaces no values: it brings its own tap")
+
+    def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
+            indices: Tensor | None) -> Tap:  # fmt: skip
+        """The tap that applies it: its level's, which asks it for `replacement`s."""
+        return LEVELS[intervention.level]().tap(intervention, backbone, layout, indices)
+
+    def rebuilds_cls(self, intervention: Intervention) -> bool:
+        """Whether it rebuilds the [CLS] row of its blocks (as its level does, by default)."""
+        return LEVELS[intervention.level].rebuilds_cls
+
+    def check(self, intervention: Intervention, groups: Sequence[str]) -> None:
+        """Raise ValueError where it cannot act on `intervention`'s targets in a model with `groups`."""
+        return None
+
+
+def _span(blocks: Sequence[int]) -> str:
+    first, last = blocks[0], blocks[-1]
+    if first == last:
+        return str(first)
+    return f"{first}-{last}" if list(blocks) == list(range(first, last + 1)) else ",".join(map(str, blocks))
+
+
+@dataclass(frozen=True)
+class Intervention(Extra):
+    """`targets` replaced by `mode` at `blocks` (1-based, ascending), at `level`: one more pass from
+    its first block on (the blocks before it are not run again), reported as the decomposition of
+    that pass (`Decomposition.pass_of(name)`), with the results of the extras run `under` it.
+
+    >>> Intervention(("register",), (11, 12), "mean").name
+    'model/register@11-12/mean'
+
+    Args:
+        reference: the statistics its mode reads, where it reads any (`mean`, `shuffle`, `noise`).
+        under: extras run under it (their passes carry its tap: the deletion passes).
+    """
+
+    targets: tuple[str, ...]
+    blocks: tuple[int, ...]
+    mode: str
+    level: str = "model"
+    reference: ReferenceStatistics | None = field(default=None, compare=False, repr=False)
+    under: tuple[Extra, ...] = field(default=(), compare=False, repr=False)
+
+    def __post_init__(self) -> None:
+        unknown = [t for t in self.targets if t not in TARGETS]
+        if not self.targets or unknown:
+            raise ValueError(
+                f"unknown intervention target {unknown or self.targets}; choose from {', '.join(TARGETS)}"
+            )
+        if self.mode not in MODES:
+            raise ValueError(f"unknown intervention mode {self.mode!r}; choose from {', '.join(MODES)}")
+        if self.level not in LEVELS:
+            raise ValueError(f"unknown intervention level {self.level!r}; choose from {', '.join(LEVELS)}")
+        if wrong := [t for t in self.targets if t not in LEVELS[self.level].targets]:
+            hint = f"; {_SKIP_HINT}" if "skip" in wrong else ""
+            raise ValueError(f"{', '.join(wrong)}: not a target of the {self.level} level{hint}")
+        if not self.blocks or list(self.blocks) != sorted(set(self.blocks)) or self.blocks[0] < 1:
+            raise ValueError(f"intervention blocks must be ascending block numbers from 1, got {self.blocks}")
+
+    @classmethod
+    def parse(cls, text: str, num_layers: int) -> Intervention:
+        """`TARGETS@BLOCKS:MODE[:LEVEL]`: targets joined by `+`, blocks `last`, `all`, `N` or `A-B`,
+        level `model` (default) or another of `LEVELS`.
+
+        >>> Intervention.parse("cls+skip@3-4:zero:readout", 12).name
+        'readout/cls+skip@3-4/zero'
+
+        Raises:
+            ValueError: not of that form, an unknown target, mode or level, or blocks outside 1..num_layers.
+        """
+        match = _SPEC.match(text.strip())
+        if match is None:
+            raise ValueError(
+                f"--intervene {text!r}: expected TARGETS@BLOCKS:MODE[:LEVEL], e.g. register@last:mean or "
+                "cls+skip@10-12:zero:readout"
+            )
+        blocks = _blocks(match["blocks"], num_layers, text)
+        return cls(tuple(match["targets"].split("+")), blocks, match["mode"], match["level"] or "model")
+
+    @classmethod
+    def from_name(cls, name: str) -> Intervention:
+        """The intervention `name` names (`Intervention.name`'s inverse, e.g. read back from a run).
+
+        >>> Intervention.from_name("readout/cls+skip@3-4/zero").blocks
+        (3, 4)
+        """
+        match = _NAME.match(name)
+        if match is None:
+            raise ValueError(f"{name!r} is not an intervention's name (LEVEL/TARGETS@BLOCKS/MODE)")
+        blocks: list[int] = []
+        for part in match["blocks"].split(","):
+            first, _, last = part.partition("-")
+            blocks += range(int(first), int(last or first) + 1)
+        return cls(tuple(match["targets"].split("+")), tuple(blocks), match["mode"], match["level"])
+
+    @property
+    def name(self) -> str:
+        return f"{self.level}/{'+'.join(self.targets)}@{_span(self.blocks)}/{self.mode}"
+
+    @property
+    def prefix(self) -> str:
+        """The prefix of a probe's results on this intervention's pass."""
+        return f"{INTERVENTION_PREFIX}{self.name}/"
+
+    @property
+    def key(self) -> str:
+        return self.name
+
+    @property
+    def draws_random(self) -> bool:
+        return MODES[self.mode].draws_random or any(extra.draws_random for extra in self.under)
+
+    @property
+    def allows_deletion(self) -> bool:
+        """Whether the deletion passes can run under it: a model-level intervention whose targets sit
+        before the patches (or are the highest-norm token among those left) and whose mode allows it,
+        so the shortened sequences hold its targets where the full one does."""
+        return self.level == "model" and "patch" not in self.targets and MODES[self.mode].allows_deletion
+
+    def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
+        """The variants its pass reports where fewer than a clean pass's: only the outputs when it
+        rebuilds the last block's [CLS] row (`rebuilds_last`); None: every variant."""
+        return ("output/full", "projection/full") if self.rebuilds_last(num_layers) else None
+
+    def rebuilds_last(self, num_layers: int) -> bool:
+        """Whether it rebuilds the last block's [CLS] row (its pass then reports only its outputs)."""
+        return num_layers in self.blocks and MODES[self.mode]().rebuilds_cls(self)
+
+    def reference_keys(self) -> list[ReferenceKey]:
+        """The reference statistics it reads (none for a mode that reads none)."""
+        if not MODES[self.mode].reads_reference:
+            return []
+        return [ReferenceKey(self.level, target, block) for block in self.blocks for target in self.targets]
+
+    def absent_targets(self, groups: Sequence[str]) -> tuple[str, ...]:
+        """The target groups a model with token `groups` lacks (registers of a model without any)."""
+        return tuple(target for target in self.targets if target in GROUPS and target not in groups)
+
+    def using(self, reference: ReferenceStatistics | None) -> Intervention:
+        """This intervention reading `reference`."""
+        return Intervention(self.targets, self.blocks, self.mode, self.level, reference, self.under)
+
+    def running(self, extras: Sequence[Extra]) -> Intervention:
+        """This intervention with `extras` run under it too."""
+        under = tuple(dict.fromkeys((*self.under, *extras)))
+        return Intervention(self.targets, self.blocks, self.mode, self.level, self.reference, under)
+
+    def merged(self, other: Extra) -> Extra:
+        if not isinstance(other, Intervention) or other.name != self.name:
+            raise ValueError(f"{other} is not {self.name}")
+        if (
+            self.reference is not None
+            and other.reference is not None
+            and other.reference is not self.reference
+        ):
+            raise ValueError(f"two consumers ask for {self.name} with different reference statistics")
+        return self.using(self.reference or other.reference).running(other.under)
+
+    def check_model(self, info: BackboneInfo) -> None:
+        """Raise ValueError where the model `info` describes cannot take it: blocks it lacks, a mode
+        that cannot act on its targets there, or `AbsentTargetError` for a token group it lacks."""
+        if self.blocks[-1] > info.num_layers:
+            raise ValueError(f"{self.name}: this backbone has blocks 1..{info.num_layers}")
+        groups = present_groups(info.num_registers, info.num_distillation)
+        if absent := self.absent_targets(groups):
+            raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")
+        MODES[self.mode]().check(self, groups)
+
+    def check(self, backbone: DecomposingBackbone) -> None:
+        self.check_model(backbone.info)
+        if MODES[self.mode].reads_reference and self.reference is None:
+            raise ValueError(f"{self.name} reads reference statistics: pass `reference=` (a reference pass)")
+        if self.under and not self.allows_deletion:
+            raise ValueError(f"{self.name}: the deletion passes cannot run under it")
+        for extra in self.under:  # they run on its pass, with no taps of their own
+            extra.check(backbone)
+
+    def taps(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Mapping[str, Tap]:
+        return {"start": _Input(self.blocks[0])}
+
+    def run(self, call: Call, taps: Mapping[str, Tap]) -> ExtraResult:
+        """Its pass from the clean input of its first block, decomposed (unless it rebuilt the last
+        block's [CLS] row: then its outputs only), and the extras under it on that pass."""
+        backbone, layout, start = call.backbone, call.capture.layout, self.blocks[0]
+        tap = taps["start"]
+        assert isinstance(tap, _Input) and tap.tokens is not None
+        applied = MODES[self.mode]().tap(self, backbone, layout, call.indices)
+        captured = backbone.capture_from(tap.tokens, layout, start, (applied,))
+        rows = torch.cat([call.capture.cls_states[:, :start], captured.cls_states[:, start:]], dim=1)
+        captured = replace(captured, cls_states=rows)
+        if self.rebuilds_last(backbone.info.num_layers):
+            output = {"output/full": captured.pooled}
+            if backbone.family.projection is not None:
+                output |= projection_readout(backbone.family.projection, output)
+            return ExtraResult(
+                passes={self.name: Decomposition(output, layout, captured.pooled.new_zeros(()))}
+            )
+        decomposition = backbone.decompose(captured)
+        under = Call(backbone, call.pixel_values, call.indices, captured, decomposition, (applied,))
+        found = joined(decomposition, [extra.run(under, {}) for extra in self.under])
+        return ExtraResult(passes={self.name: found}, error=found.pooler_error)
+
+
+_SKIP_HINT = "the skip stream is the [CLS] residual inside a block: it has only the readout level"
+
+
+class _Input(Tap):
+    """The clean input of one block (where an intervention's pass starts)."""
+
+    def __init__(self, number: int) -> None:
+        self.blocks = (number,)
+        self.tokens: Tensor | None = None
+
+    def leave(self, parts: BlockParts) -> None:
+        self.tokens = parts.input
+
+
+def _blocks(text: str, num_layers: int, spec: str) -> tuple[int, ...]:
+    if text == "last":
+        return (num_layers,)
+    if text == "all":
+        return tuple(range(1, num_layers + 1))
+    bounds = text.split("-")
+    if len(bounds) > 2 or not all(bound.isdigit() for bound in bounds):
+        raise ValueError(f"--intervene {spec!r}: blocks are last, all, N or A-B, got {text!r}")
+    first, last = int(bounds[0]), int(bounds[-1])
+    if not 1 <= first <= last <= num_layers:
+        raise ValueError(f"--intervene {spec!r}: this backbone has blocks 1..{num_layers}, got {text!r}")
+    return tuple(range(first, last + 1))
+
+
+def parse_intervention(text: str, num_layers: int) -> Intervention:
+    """`Intervention.parse` (the name the command line and earlier code use).
+
+    >>> parse_intervention("register@last:mean", 12).name
+    'model/register@12/mean'
+    """
+    return Intervention.parse(text, num_layers)

@@ -1,0 +1,168 @@
+"""The two levels an intervention acts at (docs/design.md, Interventions):
+
+- `model`: the target tokens' states entering block l are replaced and the rest of the network runs
+  on them (every later token is affected; what activation patching and Parodi et al. 2026 do). The
+  skip stream is not a token: it has no model level.
+- `readout`: only block l's [CLS] update is rebuilt, m' = s + sum_g c_g + c_b with the target's term
+  replaced (the decomposition's own terms: `harness.decomposition`); the block's MLP and every later
+  block run on the new [CLS] row. At the last block, zeroing every term but one group's is the
+  decomposition's zeroed variant of that group.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import Tensor
+
+from harness.backbone import DecomposingBackbone
+from harness.decomposition import (
+    HFBlock,
+    attention_readout,
+    cls_attention,
+    contribution,
+    group_partial_sums,
+    output_bias_term,
+    output_readout,
+    per_head,
+)
+from harness.extras.interventions.intervention import MODES, Intervention, Level
+from harness.extras.interventions.reference import ReferenceKey
+from harness.taps import BlockParts, Tap
+from harness.tokens import GROUPS, TokenLayout
+
+
+def model_rows(target: str, block_input: Tensor, layout: TokenLayout) -> Tensor:
+    """The sequence positions (images, rows) a model-level `target` replaces in a block's input: the
+    group's positions, or the highest-norm non-[CLS] token of each image."""
+    images = block_input.shape[0]
+    if target == "high_norm":
+        after_cls = layout.slice("cls").stop
+        return block_input[:, after_cls:].float().norm(dim=-1).argmax(dim=1, keepdim=True) + after_cls
+    span = layout.slice(target)
+    return torch.arange(span.start, span.stop, device=block_input.device).expand(images, -1)
+
+
+def take_rows(tokens: Tensor, rows: Tensor) -> Tensor:
+    """tokens[i, rows[i]]: (images, rows, hidden)."""
+    return tokens.gather(1, rows.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+
+
+def put_rows(tokens: Tensor, rows: Tensor, values: Tensor) -> Tensor:
+    """A copy of `tokens` with tokens[i, rows[i]] = values[i]."""
+    return tokens.scatter(1, rows.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]), values.to(tokens.dtype))
+
+
+def readout_terms(
+    view: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor, layout: TokenLayout
+) -> dict[str, Tensor]:
+    """The terms of block l's [CLS] update, m = skip + sum_g c_g + bias (each (images, 1, hidden),
+    float32), and `high_norm`: the term of the highest-norm non-[CLS] token (part of its group's)."""
+    weights = cls_attention(view, block_input, keys)  # images, heads, tokens
+    sums = group_partial_sums(weights, values, layout)
+    skip = block_input[:, 0].float()
+    variants = attention_readout(view, sums, skip)
+    bias = output_bias_term(view)
+    terms = {group: variants[group] - bias for group in GROUPS}
+    terms["skip"] = skip
+    terms["bias"] = bias.expand_as(skip)
+    top = model_rows("high_norm", block_input, layout)[:, 0]  # images
+    image = torch.arange(weights.shape[0], device=weights.device)
+    top_values = per_head(values, weights.shape[1])[image, :, top]  # images, heads, head_dim
+    terms["high_norm"] = contribution(view, weights[image, :, top].unsqueeze(-1) * top_values)
+    return {name: term.unsqueeze(1) for name, term in terms.items()}
+
+
+def rebuilt_state(terms: Mapping[str, Tensor], replaced: Mapping[str, Tensor]) -> Tensor:
+    """m' = skip + sum_g c_g + bias with the `replaced` terms swapped in (images, hidden)."""
+    state = terms["skip"] + sum(terms[group] for group in GROUPS) + terms["bias"]
+    for target, value in replaced.items():
+        state = state - terms[target] + value
+    return state[:, 0]
+
+
+def per_image(indices: Tensor | None, rows: int) -> Tensor | None:
+    """The dataset index of each row of a pass: a pass may run several copies of the batch, copy
+    after copy (the deletion passes run their orders together), each copy replaced as its image."""
+    if indices is None or rows == indices.shape[0]:
+        return indices
+    if rows % indices.shape[0]:
+        raise ValueError(f"a pass of {rows} rows under an intervention on {indices.shape[0]} images")
+    return indices.repeat(rows // indices.shape[0])
+
+
+class ModelLevel(Level):
+    name = "model"
+    description = "the target tokens' states entering the block are replaced; the network runs on them"
+    targets = (*GROUPS, "high_norm")
+
+    def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
+            indices: Tensor | None) -> Tap:  # fmt: skip
+        return _ReplacingRows(intervention, layout, indices)
+
+    def current(self, target: str, parts: BlockParts, view: HFBlock, layout: TokenLayout) -> Tensor:
+        return take_rows(parts.input, model_rows(target, parts.input, layout)).float()
+
+
+class _ReplacingRows(Tap):
+    """The target rows of each chosen block's input replaced by the mode's values."""
+
+    def __init__(self, intervention: Intervention, layout: TokenLayout, indices: Tensor | None) -> None:
+        self.intervention, self.layout, self.indices = intervention, layout, indices
+        self.blocks = intervention.blocks
+        self.mode = MODES[intervention.mode]()
+
+    def enter(self, number: int, tokens: Tensor) -> Tensor:
+        indices = per_image(self.indices, tokens.shape[0])
+        for target in self.intervention.targets:
+            rows = model_rows(target, tokens, self.layout)
+            key = ReferenceKey("model", target, number)
+            value = self.mode.replacement(take_rows(tokens, rows), key, indices, self.intervention.reference)
+            tokens = put_rows(tokens, rows, value)
+        return tokens
+
+
+class ReadoutLevel(Level):
+    name = "readout"
+    description = "only the block's [CLS] update is rebuilt with the target's term replaced"
+    targets = (*GROUPS, "high_norm", "skip")
+    rebuilds_cls = True
+
+    def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
+            indices: Tensor | None) -> Tap:  # fmt: skip
+        return _RebuildingCls(intervention, backbone, layout, indices)
+
+    def current(self, target: str, parts: BlockParts, view: HFBlock, layout: TokenLayout) -> Tensor:
+        with torch.autocast(device_type=parts.input.device.type, enabled=False):
+            return readout_terms(view, parts.input, parts.read("keys"), parts.read("values"), layout)[target]
+
+    def reads(self) -> frozenset[str]:
+        return frozenset({"keys", "values"})
+
+
+class _RebuildingCls(Tap):
+    """Each chosen block's [CLS] output rebuilt from its update's terms with the targets' replaced (the
+    rest of the block run on it, as the decomposition does); the other tokens' outputs are its own."""
+
+    reads = frozenset({"keys", "values"})
+
+    def __init__(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
+                 indices: Tensor | None) -> None:  # fmt: skip
+        self.intervention, self.backbone, self.layout, self.indices = intervention, backbone, layout, indices
+        self.blocks = intervention.blocks
+        self.mode = MODES[intervention.mode]()
+
+    def leave(self, parts: BlockParts) -> Tensor:
+        view = self.backbone.view(parts.number)
+        indices = per_image(self.indices, parts.input.shape[0])
+        with torch.autocast(device_type=parts.input.device.type, enabled=False):
+            terms = readout_terms(view, parts.input, parts.read("keys"), parts.read("values"), self.layout)
+            replaced = {}
+            for target in self.intervention.targets:
+                key = ReferenceKey("readout", target, parts.number)
+                replaced[target] = self.mode.replacement(
+                    terms[target], key, indices, self.intervention.reference
+                )
+            row = output_readout(view, None, rebuilt_state(terms, replaced))
+        return torch.cat([row.to(parts.output.dtype).unsqueeze(1), parts.output[:, 1:]], dim=1)

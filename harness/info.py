@@ -1,0 +1,94 @@
+"""What a loaded backbone is and where it came from: `BackboneInfo`, recorded in results.json."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from common.preparation import DINOV2_EVALUATION, Preprocessing
+
+
+@dataclass(frozen=True)
+class BackboneInfo:
+    """What a loaded backbone is and where it came from (recorded in results.json).
+
+    Attributes:
+        name: what the user asked for (torch.hub name, HF id, path or `random:...`).
+        source: "hub", "folder", "checkpoint" or "random".
+        location: the HF id or file path the weights came from ("" for random weights).
+        random_weights: True for test models; their numbers mean nothing.
+        pos_interpolation: how the position grid is resized ("original": as the torch.hub models;
+            "hf": as transformers; "timm": as timm; `harness.positions`).
+        family: the adapter of `harness.families` ("dinov2", "dinov3", "vit", "clip", "timm"), or
+            "dino" for a DINO v1 / iBOT checkpoint.
+        preprocessing: how the model's images are prepared (its family's or its checkpoint's
+            processor); results.json holds it as the flat keys image_mean, image_std, resize,
+            interpolation, resize_ratio (`as_dict`).
+        projection_dim: width of the `projection/{variant}` readout (CLIP's visual_projection), 0
+            for models without a projection.
+        num_distillation: distillation tokens right after [CLS] (1 for a distilled DeiT): their own
+            token group.
+        num_classes: classes of the model's own classifier on the [CLS] readout (an ImageNet
+            ViT's, DeiT's [CLS] head, a timm model's `head`; `DecomposingBackbone.classifier`), 0
+            for models without one.
+    """
+
+    name: str
+    source: str
+    location: str
+    hidden_size: int
+    num_layers: int
+    num_heads: int
+    num_registers: int
+    patch_size: int
+    swiglu: bool
+    random_weights: bool
+    pos_interpolation: str = "hf"
+    family: str = "dinov2"
+    # DINOv2's evaluation by default (results.json written before the families had none of these)
+    preprocessing: Preprocessing = DINOV2_EVALUATION
+    projection_dim: int = 0  # width of the projection readout (CLIP's visual_projection); 0: none
+    num_distillation: int = 0  # distillation tokens after [CLS] (a distilled DeiT: 1)
+    num_classes: int = 0  # classes of the model's own classifier on output/full; 0: none
+
+    @property
+    def identity(self) -> str:
+        """What the weights are, however they were named: HF id, absolute path, or the name."""
+        return self.location or self.name
+
+    def as_dict(self) -> dict[str, Any]:
+        """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys;
+        `num_classes` only for a model with a classifier of its own (files of models without one stay
+        as they were written before it was recorded)."""
+        data: dict[str, Any] = {}
+        for item in fields(self):
+            if item.name == "preprocessing":
+                data |= {key: getattr(self.preprocessing, name) for key, name in _PREPROCESSING_KEYS.items()}
+            elif item.name != "num_classes" or self.num_classes:
+                data[item.name] = getattr(self, item.name)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> BackboneInfo:
+        """The info `as_dict` wrote. Keys it does not know are left (results.json of earlier versions
+        held a few more); missing preparation keys are DINOv2's evaluation (files written before
+        the families recorded theirs).
+
+        Raises:
+            TypeError, ValueError: a required field is missing or a preparation value is invalid.
+        """
+        names = {item.name for item in fields(cls)}
+        known = {key: value for key, value in data.items() if key in names and key != "preprocessing"}
+        stored = {name: data[key] for key, name in _PREPROCESSING_KEYS.items() if key in data}
+        return cls(**known, preprocessing=replace(DINOV2_EVALUATION, **stored))
+
+
+_PREPROCESSING_KEYS = {
+    "image_mean": "mean",
+    "image_std": "std",
+    "resize": "resize",
+    "interpolation": "interpolation",
+    "resize_ratio": "resize_ratio",
+}
+"""results.json's key -> the `Preprocessing` field it holds, in results.json's order."""
