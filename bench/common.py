@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from harness import PIXELS, DecomposingBackbone, load_backbone
-from harness.decomposition import DELETION_FRACTIONS
+from harness.extras import DELETION_FRACTIONS, Deletion, Depth
 from probes import PROBES, KnnBank, Probe, ProbeContext, build_probes
 
 
@@ -41,7 +41,8 @@ def probed_batch(backbone_name: str, resolution: int, batch_size: int, classes: 
     probes = build_probes(list(PROBES), context)
     with torch.no_grad():
         # every block decomposed (the depth probe, --layers all) and the deletion passes (its probe)
-        decomposition = backbone(pixels, layers=layers, deletion=DELETION_FRACTIONS)
+        extras = [Depth(layers), Deletion(DELETION_FRACTIONS)]
+        decomposition = backbone(pixels, torch.arange(batch_size), extras=extras)
         inputs = {**decomposition, PIXELS: pixels}
     return ProbedBatch(backbone, pixels, inputs, torch.arange(batch_size) % classes, probes)
 

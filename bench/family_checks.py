@@ -29,9 +29,9 @@ import torch
 from torch import Tensor
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from harness import load_backbone
-from harness.backbone import DecomposingBackbone
+from harness import DecomposingBackbone, load_backbone
 from harness.decomposition import DEPTH_PREFIX
+from harness.extras import Depth
 from tests.families import FAMILY_FOLDERS, save_family_models
 
 
@@ -74,7 +74,7 @@ def check(name: str, path: Path, image: int) -> str:
     generator = torch.Generator().manual_seed(0)
     shape = (2, 3, image, image) if name == "dino.pth" else (2, 3, 56, 70)  # the .pth reference: its grid
     pixels = torch.randn(shape, generator=generator)
-    decomposition = backbone(pixels, layers=range(1, backbone.info.num_layers + 1))
+    decomposition = backbone(pixels, extras=[Depth(tuple(range(1, backbone.info.num_layers + 1)))])
     own = timm_reference(path, pixels) if name == "dino.pth" else backbone.family.pooled(pixels)
     line = (
         f"| {name} | {backbone.info.family} | {(decomposition['output/full'] - own).abs().max():.1e} "

@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_ratio, paired_times
 from harness import feed, load_backbone
 from harness.decomposition import depth_quantities
+from harness.extras import Depth
 from probes import DepthProbe, ProbeContext, build_probes, parse_probe_names
 
 
@@ -65,11 +66,11 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
         feed(probes.values(), decomposition, pixels, labels, indices)
         return decomposition
 
-    every_block = range(1, info.num_layers + 1)
+    every_block = tuple(range(1, info.num_layers + 1))
 
     @torch.no_grad()
     def harness_all_layers() -> object:  # --layers all: the decomposition at every block + the depth probe
-        decomposition = backbone(pixels, layers=every_block)
+        decomposition = backbone(pixels, extras=[Depth(every_block)])
         depth.update(decomposition, labels, indices)
         return decomposition
 
@@ -81,9 +82,8 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
     def capture() -> object:
         return backbone.capture(pixels)
 
-    functions = {
-        "plain": plain, "call": call, "capture": capture, "harness": harness, "layers_all": harness_all_layers,
-    }  # fmt: skip
+    functions = {"plain": plain, "call": call, "capture": capture, "harness": harness}
+    functions["layers_all"] = harness_all_layers
     tokens = 1 + info.num_registers + (resolution // info.patch_size) ** 2
     attention_gib = info.num_layers * batch_size * info.num_heads * tokens**2 * 4 / 2**30
     if attention_gib <= naive_gib:

@@ -13,7 +13,7 @@ Rows (median seconds per batch, and the median per-round ratio to the plain deco
 - the reference pass (`record_reference`) for those four, per batch: what `--reference-limit`
   images cost once before the run.
 An intervention from block l costs about (L - l + 1) / L of a forward: the blocks before l are not
-run again (`DecomposingBackbone.intervened` starts from the input the clean pass kept).
+run again (`Intervention.run` starts from the input the clean pass kept).
 """
 
 from __future__ import annotations
@@ -27,7 +27,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.common import median_ratio, paired_times
-from harness import ReferenceStatistics, load_backbone, parse_intervention
+from harness import load_backbone
+from harness.extras import ReferenceStatistics, parse_intervention
+from harness.extras.interventions.recording import record_reference
 
 
 def main() -> None:
@@ -54,14 +56,17 @@ def main() -> None:
     every = [intervention for interventions in parsed.values() for intervention in interventions]
     reference = ReferenceStatistics(bank_size=args.batch_size)
     with torch.inference_mode():
-        backbone.record_reference(pixels, indices + 10_000, every, reference)
+        record_reference(backbone, pixels, indices + 10_000, every, reference)
         functions = {"clean": lambda: backbone(pixels, indices)}
         for name, interventions in parsed.items():
-            functions[name] = lambda i=interventions: backbone(
-                pixels, indices, interventions=i, reference=reference
-            )
-        functions["reference pass (4 modes)"] = lambda: backbone.record_reference(
-            pixels, indices, parsed["register@last: 4 modes"], ReferenceStatistics(bank_size=args.batch_size)
+            using = [intervention.using(reference) for intervention in interventions]
+            functions[name] = lambda extras=using: backbone(pixels, indices, extras=extras)
+        functions["reference pass (4 modes)"] = lambda: record_reference(
+            backbone,
+            pixels,
+            indices,
+            parsed["register@last: 4 modes"],
+            ReferenceStatistics(bank_size=args.batch_size),
         )
         times = paired_times(functions, args.repeats)
     shape = f"{depth} blocks, {args.resolution} px, batch {args.batch_size}"

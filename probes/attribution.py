@@ -190,7 +190,7 @@ class AttributionProbe(Probe):
         self.class_scores = class_scores
         self.scoring = AttributionMaps(tuple(maps), tuple(heads), self.fractions, seed, class_scores)
         self.maps, self.heads = self.scoring.maps, head_map_names(self.scoring.heads)
-        self.map_names = self.scoring.scored
+        self.map_names = self.scoring.names
         self.measures = MEASURES[: 1 if class_scores is None else 3 if labelled else 2]
         self.rows = AttributionRows(
             [

@@ -10,7 +10,6 @@ import importlib
 import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
-from pathlib import Path
 
 from common.errors import UserError
 from probes.base import REGISTERED, Probe, ProbeContext
@@ -19,7 +18,8 @@ from probes.interventions import Intervened
 
 def _import_probe_modules() -> None:
     """Import every module of the package (their probe classes register as they are defined)."""
-    for module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+    package = importlib.import_module(__package__)  # already imported: this module is one of its parts
+    for module in pkgutil.iter_modules(package.__path__):
         if not module.name.startswith("_"):
             importlib.import_module(f"{__package__}.{module.name}")
 

@@ -156,7 +156,7 @@ def test_an_import_circle_is_caught_even_inside_one_group(tmp_path: Path) -> Non
         {
             "harness/__init__.py": "",
             "harness/a.py": "from harness.b import B\n",
-            "harness/b.py": "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from harness.c import C\n",
+            "harness/b.py": "import typing\nif typing.TYPE_CHECKING:\n    from harness.c import C\n",
             "harness/c.py": "import harness.a\n",
             "harness/d.py": "import harness.a\n",
         },

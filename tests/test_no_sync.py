@@ -13,7 +13,6 @@ operation raises, and `HostToDeviceCopies` records every copy from the host onto
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
@@ -22,8 +21,17 @@ from torch._subclasses.fake_tensor import FakeTensorMode
 from torch.overrides import TorchFunctionMode
 from torchmetrics import MaxMetric
 
-from harness import Decomposition, HarnessModule, LinearHead, all_feature_names, load_backbone
-from harness.decomposition import DELETION_FRACTIONS, variant_names
+from harness import (
+    DecomposingBackbone,
+    Decomposition,
+    Extra,
+    HarnessModule,
+    LinearHead,
+    all_feature_names,
+    load_backbone,
+)
+from harness.decomposition import variant_names
+from harness.extras import DELETION_FRACTIONS, AttributionMaps, Deletion, Depth, Intervention
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 from tests.families import FAMILY_FOLDERS, save_family_models
@@ -74,22 +82,28 @@ class HostToDeviceCopies(TorchFunctionMode):
 
 
 def first_three(pooled: torch.Tensor) -> torch.Tensor:
-    """Class scores of any width: the first three features (`harness.attribution.ClassScores`)."""
+    """Class scores of any width: the first three features (`harness.extras.ClassScores`)."""
     return pooled[:, :3]
 
 
-EVERYTHING: dict[str, Any] = {
-    "layers": [1, 2], "deletion": DELETION_FRACTIONS, "attribution": True, "class_scores": first_three,
-}  # fmt: skip
-"""Per-call options of a backbone call that does all it can: every block decomposed, deletion passes,
-the attribution maps and their scores, with class scores."""
+def everything(backbone: DecomposingBackbone) -> list[Extra]:
+    """The extras of a backbone call that does all it can: blocks decomposed as they run, deletion
+    passes (also under a model-level intervention), a readout-level intervention, every attribution
+    map and each head's with their scores and class scores."""
+    deletion, layers = Deletion(DELETION_FRACTIONS), backbone.info.num_layers
+    heads = tuple(range(1, backbone.info.num_heads + 1))
+    return [
+        Depth((1, 2)), deletion, Intervention.parse("cls@1:zero", layers).running([deletion]),
+        Intervention.parse("cls+skip@last:zero:readout", layers),
+        AttributionMaps(heads=heads, class_scores=first_three),
+    ]  # fmt: skip
 
 
 @pytest.mark.parametrize("registers", [0, 4])
 def test_backbone_forward_reads_nothing_back(registers: int) -> None:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
     with FakeTensorMode(allow_non_fake_inputs=True):  # every block decomposed too, and the deletion passes
-        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3), **EVERYTHING)
+        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3), extras=everything(backbone))
     assert decomposition["output/full"].shape == (3, 32)
 
 
@@ -104,14 +118,14 @@ def test_every_familys_forward_reads_nothing_back(name: str, family_models: dict
     CLIP's projection, DeiT's distillation token."""
     backbone = load_backbone(family_models[name])
     with FakeTensorMode(allow_non_fake_inputs=True):
-        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3), **EVERYTHING)
+        decomposition = backbone(torch.randn(3, 3, 56, 70), torch.arange(3), extras=everything(backbone))
     assert decomposition["output/full"].shape == (3, backbone.info.hidden_size)
 
 
 def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decomposition, torch.Tensor]:
     backbone = wrap(tiny_model(registers=registers, patch=14, image=56))
     pixels = torch.randn(batch, 3, 56, 56)
-    decomposition = backbone(pixels, **EVERYTHING)
+    decomposition = backbone(pixels, torch.arange(batch), extras=everything(backbone))
     module = HarnessModule(backbone, feature_names=all_feature_names(backbone.info, layers=True))
     on_meta = {name: tensor.to(META) for name, tensor in decomposition.items()}
     meta_decomposition = Decomposition(on_meta, decomposition.layout, decomposition.pooler_error.to(META))

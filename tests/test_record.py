@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from common.errors import UserError
 from cls_decoupling.outputs import SCHEMA_VERSION, DataRecord, RunRecord, RunSettings
 from cls_decoupling.outputs.runs import strict_json
+from common.errors import UserError
 from harness import BackboneInfo
 
 EARLIER = Path(__file__).parent / "outputs_data" / "results_main_8b98c10.json"

@@ -1,7 +1,7 @@
-"""Attribution maps (issue 22, first part) against independent computations: the attention map and
-the rollout from the model's own eager attention weights (`output_attentions`), per family; the
-value-weighted and contribution maps from the last block's own modules, and their sum from the
-decomposition."""
+"""Attribution maps (issue 22) against independent computations: the attention map and the rollout
+from the model's own eager attention weights (`output_attentions`), per family; the value-weighted and
+contribution maps from the last block's own modules, and their sum from the decomposition; the
+gradient maps from the gradients of the eager weights; the scores from the model's own blocks."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
 
-from harness import DecomposingBackbone
-from harness.attribution import MAPS, attribution_maps
+from harness import DecomposingBackbone, Decomposition
+from harness.extras import AttributionMaps, map_names
+from harness.extras.attribution import EXPLAINED, SCORE_FRACTIONS, rank_agreement
+from harness.extras.scores import ClassScores
 from tests.conftest import tiny_model
 from tests.harness.test_families import tiny_clip, tiny_dinov3, tiny_vit
 
@@ -36,6 +38,46 @@ EAGER: dict[str, Callable[[], nn.Module]] = {
 def _eager(model: nn.Module) -> nn.Module:
     model.config._attn_implementation = "eager"
     return model
+
+
+def attribution_maps(
+    backbone: DecomposingBackbone,
+    pixels: Tensor,
+    class_scores: ClassScores | None = None,
+    every_head: bool = False,
+) -> Decomposition:
+    """Every registered map of a batch (each head's too where asked), without their scores."""
+    heads = tuple(range(1, backbone.info.num_heads + 1)) if every_head else ()
+    return backbone(pixels, extras=[AttributionMaps(heads=heads, class_scores=class_scores, scored=False)])
+
+
+def scored_maps(
+    backbone: DecomposingBackbone, pixels: Tensor, seed: int = 0, class_scores: ClassScores | None = None,
+    fractions: tuple[float, ...] = SCORE_FRACTIONS, maps: tuple[str, ...] = (),
+) -> Decomposition:  # fmt: skip
+    """Every registered map (or `maps`) and every head's, scored, for the images 0, 1, ..."""
+    heads = tuple(range(1, backbone.info.num_heads + 1))
+    scoring = AttributionMaps(maps, heads, fractions, seed, class_scores)
+    return backbone(pixels, torch.arange(len(pixels)), extras=[scoring])
+
+
+def outputs_without(
+    backbone: DecomposingBackbone, pixels: Tensor, order: Tensor, fractions: tuple[float, ...],
+    insertion: bool = False,
+) -> list[Tensor]:  # fmt: skip
+    """The pooled outputs with the first round(f x patches) patches of `order` (batch, patches) removed
+    (or, with `insertion`, the only ones kept beside [CLS] and the registers), from the model's own
+    embeddings, blocks and final norm: the perturbation test written out."""
+    layout = backbone.layout_for(pixels)
+    embeddings = backbone.family.embed(pixels)
+    outputs = []
+    for fraction in fractions:
+        count = round(fraction * layout.num_patches)
+        kept = (order[:, :count] if insertion else order[:, count:]).sort(dim=1).values + layout.num_prefix
+        rows = torch.cat([torch.arange(layout.num_prefix).expand(len(pixels), -1), kept], dim=1)
+        tokens = embeddings.gather(1, rows.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
+        outputs.append(backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0]))
+    return outputs
 
 
 @pytest.fixture
@@ -60,7 +102,7 @@ def rollout_from(attentions: tuple[Tensor, ...], patches: slice) -> Tensor:
 def test_attention_and_rollout_are_the_models_own_weights(family: str, pixels: Tensor) -> None:
     backbone = DecomposingBackbone.from_model(EAGER[family]())
     assert backbone.info.family == family
-    maps = attribution_maps(backbone, pixels)
+    maps = attribution_maps(backbone, pixels, every_head=True)
     layout = backbone.layout_for(pixels)
     patches, grid = layout.slice("patch"), (layout.grid_height, layout.grid_width)
     resize = {"interpolate_pos_encoding": True} if family in ("vit", "clip") else {}  # 32 x 40 px
@@ -221,32 +263,22 @@ def test_integrated_gradients_are_complete_over_the_patches(pixels: Tensor) -> N
 @torch.no_grad()
 def test_maps_are_scored_by_the_deletion_machinery_and_by_insertion(pixels: Tensor) -> None:
     """Deletion in a map's order is the deletion probe's own passes (for the attention map, the same
-    numbers); insertion keeps only the map's first patches, checked against the model's own blocks on
-    the embeddings of [CLS], the registers and those patches."""
-    from harness.attribution import perturbation_curves
+    numbers; the shared random control, the deletion probe's random order); insertion keeps only the
+    map's first patches, checked against the model's own blocks on the embeddings of [CLS], the
+    registers and those patches."""
+    from harness.extras import Deletion
 
     backbone = DecomposingBackbone.from_model(EAGER["dinov2"]())
-    indices = torch.arange(3)
-    maps = {
-        "attribution/attention": backbone(pixels)["map/attention"],
-        "attribution/contribution": torch.randn(3, 8, 10, generator=torch.Generator().manual_seed(0)),
-    }
-    curves = perturbation_curves(backbone, pixels, maps, indices, fractions=(0.25, 0.5), seed=3)
-    clean = backbone(pixels, indices, deletion=(0.25, 0.5), deletion_seed=3)
-    for order in ("top", "random", "bottom"):
-        assert_close(
-            curves[f"maps/attention/deletion/{order}"], clean[f"deletion/{order}"], rtol=0, atol=1e-6
-        )
-    layout = backbone.layout_for(pixels)
-    embeddings = backbone.family.embed(pixels)
-    order = maps["attribution/contribution"].flatten(1).argsort(dim=1, descending=True, stable=True)
-    for column, fraction in enumerate((0.25, 0.5)):
-        kept = order[:, : round(fraction * layout.num_patches)].sort(dim=1).values + layout.num_prefix
-        rows = torch.cat([torch.arange(layout.num_prefix).expand(3, -1), kept], dim=1)
-        tokens = embeddings.gather(1, rows.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
-        pooled = backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0])
-        expected = nn.functional.cosine_similarity(pooled, clean["output/full"], dim=-1)
-        assert_close(curves["maps/contribution/insertion/top"][:, column], expected, rtol=0, atol=1e-6)
+    fractions = (0.25, 0.5)
+    scoring = AttributionMaps(("attention", "contribution"), fractions=fractions, seed=3)
+    found = backbone(pixels, torch.arange(3), extras=[scoring, Deletion(fractions, seed=3)])
+    for order in ("top", "bottom"):
+        assert_close(found[f"maps/attention/deletion/{order}"], found[f"deletion/{order}"], rtol=0, atol=1e-6)
+    assert_close(found["maps/random/deletion"], found["deletion/random"], rtol=0, atol=1e-6)
+    order = found["attribution/contribution"].flatten(1).argsort(dim=1, descending=True, stable=True)
+    for column, pooled in enumerate(outputs_without(backbone, pixels, order, fractions, insertion=True)):
+        expected = nn.functional.cosine_similarity(pooled, found["output/full"], dim=-1)
+        assert_close(found["maps/contribution/insertion/top"][:, column], expected, rtol=0, atol=1e-6)
 
 
 def flipping_head(clean: Tensor, deleted: Tensor) -> nn.Linear:
@@ -269,24 +301,16 @@ def test_class_scores_follow_the_perturbed_outputs_and_every_head_is_scored(pixe
     head built so that the class changes as patches go); one random control, the same for every map;
     each head's map deleted in its own order (the deletion passes ordered by that head's row of the
     model's eager attention)."""
-    from harness.attribution import EXPLAINED, attribution_maps, scored_maps
-
     model = EAGER["dinov2"]()
     backbone = DecomposingBackbone.from_model(model)
-    indices, fractions = torch.arange(3), (0.1, 0.25, 0.5, 0.75)
+    fractions = (0.1, 0.25, 0.5, 0.75)
     layout = backbone.layout_for(pixels)
     clean = backbone(pixels)["output/full"]
-    embeddings = backbone.family.embed(pixels)
     rollout = attribution_maps(backbone, pixels)["attribution/rollout"]  # no class in it
     order = rollout.flatten(1).argsort(dim=1, descending=True, stable=True)
-    deleted = []
-    for fraction in fractions:
-        kept = order[:, round(fraction * layout.num_patches) :].sort(dim=1).values + layout.num_prefix
-        rows = torch.cat([torch.arange(layout.num_prefix).expand(3, -1), kept], dim=1)
-        tokens = embeddings.gather(1, rows.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
-        deleted.append(backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0]))
+    deleted = outputs_without(backbone, pixels, order, fractions)
     head = flipping_head(clean, deleted[-1])
-    scored = scored_maps(backbone, pixels, indices, seed=2, class_scores=head)
+    scored = scored_maps(backbone, pixels, seed=2, class_scores=head)
     assert torch.equal(scored[EXPLAINED], head(clean).argmax(dim=1))
     curve = "maps/rollout/deletion/top"
     for column, outputs in enumerate(deleted):
@@ -295,19 +319,23 @@ def test_class_scores_follow_the_perturbed_outputs_and_every_head_is_scored(pixe
         assert torch.equal(scored[f"{curve}/predicted"][:, column], head(outputs).argmax(dim=1))
     assert torch.all(scored[f"{curve}/predicted"][:, -1] != scored[EXPLAINED])  # the class did change
     heads = backbone.info.num_heads
-    for score in ("deletion", "insertion"):
-        controls = [scored[f"maps/{name}/{score}/random"] for name in MAPS]
-        controls += [scored[f"maps/attention_head{h}/{score}/random"] for h in range(1, heads + 1)]
-        assert all(control is controls[0] for control in controls)  # one control, run once
+    for score in ("deletion", "insertion"):  # one control, run once, under its own name
+        assert f"maps/random/{score}/probability" in scored
+        assert not [name for name in scored if name.startswith("maps/") and name.endswith(f"{score}/random")]
     weights = model(pixel_values=pixels, output_attentions=True).attentions[-1][
         :, :, 0, layout.slice("patch")
     ]
     for number in range(1, heads + 1):
-        own = backbone.deletion_passes(
-            pixels, weights[:, number - 1], clean, layout, indices, fractions, 2, orders=("top",)
-        )
+        own = weights[:, number - 1].argsort(dim=1, descending=True, stable=True)
+        expected = [
+            nn.functional.cosine_similarity(o, clean, dim=-1)
+            for o in outputs_without(backbone, pixels, own, fractions)
+        ]
         assert_close(
-            scored[f"maps/attention_head{number}/deletion/top"], own["deletion/top"], rtol=0, atol=1e-6
+            scored[f"maps/attention_head{number}/deletion/top"],
+            torch.stack(expected, dim=1),
+            rtol=0,
+            atol=1e-5,
         )
         assert f"maps/attention_head{number}/deletion/bottom" not in scored  # no reversed control per head
         assert f"maps/attention_head{number}/rank_agreement" in scored
@@ -344,8 +372,6 @@ def test_knn_class_scores_are_the_banks_vote_shares() -> None:
 def test_rank_agreement_is_spearmans() -> None:
     from scipy.stats import spearmanr
 
-    from harness.attribution import rank_agreement
-
     generator = torch.Generator().manual_seed(1)
     first, second = torch.randn(4, 5, 6, generator=generator), torch.randn(4, 5, 6, generator=generator)
     second[0] = first[0] * 2 + 1  # the same ranking: 1
@@ -375,8 +401,6 @@ def one_patch_model() -> nn.Module:
 
 @torch.no_grad()
 def test_the_maps_find_the_one_patch_that_makes_the_output() -> None:
-    from harness.attribution import perturbation_curves
-
     backbone = DecomposingBackbone.from_model(one_patch_model())
     pixels = torch.zeros(2, 3, 32, 32)
     pixels[:, :, 12:16, 8:12] = torch.randn(
@@ -390,12 +414,12 @@ def test_the_maps_find_the_one_patch_that_makes_the_output() -> None:
         assert torch.all(values[:, carrier].abs() > 0) and torch.all(others == 0), name
     attention = maps["attribution/attention"].flatten(1)
     assert_close(attention, attention[:, :1].expand_as(attention))  # uniform: it cannot tell
-    curves = perturbation_curves(backbone, pixels, maps, torch.arange(2), fractions=(0.1, 0.25, 0.5))
+    curves = backbone(pixels, torch.arange(2), extras=[AttributionMaps(fractions=(0.1, 0.25, 0.5))])
     for name in ("value_weighted", "contribution"):  # the carrier goes first: the output leaves at once
         assert torch.all(curves[f"maps/{name}/deletion/top"].abs() < 1e-6)
         inserted = curves[f"maps/{name}/insertion/top"]  # it alone remakes the output's direction (the
         assert torch.all(inserted > 0.99)  # uniform attention weighs it by 1 / the tokens kept)
-        assert torch.all(inserted >= curves[f"maps/{name}/insertion/random"])
+        assert torch.all(inserted >= curves["maps/random/insertion"])
     # the uniform attention map deletes in patch order: the carrier (patch 26 of 64) stays up to 25 %
     assert torch.all(curves["maps/attention/deletion/top"][:, :2] > 0.99)
 
@@ -421,31 +445,30 @@ def test_a_cls_that_ignores_the_patches_has_flat_curves_and_empty_causal_maps(pi
     perturbation curve stays at the full output (cosine 1, the class and its probability as they
     were), so every gain is zero: the scores say no map shows what the output used, because it used
     no patch."""
-    from harness.attribution import EXPLAINED, scored_maps
     from probes.attribution import AttributionProbe
 
     backbone = DecomposingBackbone.from_model(patch_blind_model())
     head = seeded_head(backbone.info.hidden_size)
-    scored = scored_maps(backbone, pixels, torch.arange(3), class_scores=head)
+    scored = scored_maps(backbone, pixels, class_scores=head)
     for name in ("value_weighted", "contribution", "chefer", "integrated_gradients"):
         assert torch.all(scored[f"attribution/{name}"] == 0), name
     for name in ("attention", "rollout"):  # they still point somewhere
         values = scored[f"attribution/{name}"].flatten(1)
         assert torch.all(values > 0) and torch.all(values.amax(dim=1) > 1.5 * values.mean(dim=1)), name
     clean = head(backbone(pixels)["output/full"]).softmax(dim=1).gather(1, scored[EXPLAINED].unsqueeze(1))
-    curves = [name for name in scored if name.startswith("maps/") and name.count("/") == 3]
-    assert (
-        len(curves) == (6 * 3 + backbone.info.num_heads * 2) * 2
-    )  # (maps x orders + heads x orders) x scores
+    heads, maps = backbone.info.num_heads, len(map_names())
+    curves = [name for name in scored if name.startswith("maps/") and name.endswith(("/top", "/bottom"))]
+    assert len(curves) == (maps * 2 + heads) * 2  # (maps x their orders + heads' top) x scores
+    curves += ["maps/random/deletion", "maps/random/insertion"]
     for name in curves:
         assert_close(scored[name], torch.ones_like(scored[name]), rtol=0, atol=1e-6)
         assert_close(scored[f"{name}/probability"], clean.expand(-1, 4), rtol=1e-5, atol=1e-7)
         assert torch.equal(scored[f"{name}/predicted"], scored[EXPLAINED].unsqueeze(1).expand(-1, 4))
-    probe = AttributionProbe(num_heads=backbone.info.num_heads, class_scores=head, labelled=True)
-    probe.update({**scored, "pixels": pixels}, scored[EXPLAINED], torch.arange(3))
+    probe = AttributionProbe(heads=range(1, heads + 1), class_scores=head, labelled=True)
+    probe.update(scored.with_entries({"pixels": pixels}), scored[EXPLAINED], torch.arange(3))
     results = probe.compute()
     gains = [name for name in results if name.endswith("/gain")]
-    assert len(gains) == (6 + backbone.info.num_heads) * 2 * 3  # maps x scores x measures
+    assert len(gains) == (maps + heads) * 2 * 3  # maps x scores x measures
     assert all(abs(results[name]) < 1e-6 for name in gains)
 
 

@@ -9,7 +9,8 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 from common.hashing import uniform_hash
-from harness.decomposition import DELETION_ORDERS, DELETION_PREFIX
+from harness.extras import Deletion
+from harness.extras.deletion import DELETION_ORDERS, DELETION_PREFIX
 from probes import DeletionProbe
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 
@@ -53,7 +54,7 @@ def test_deleted_patches_equal_masked_keys_in_every_layer(
     backbone = wrap(model)
     plain = backbone(pixels)
     indices = torch.tensor([7, 3, 11])
-    decomposition = backbone(pixels, indices, deletion=FRACTIONS, deletion_seed=4)
+    decomposition = backbone(pixels, indices, extras=[Deletion(FRACTIONS, seed=4)])
     for name in plain:  # the decomposition itself is unchanged
         assert torch.equal(plain[name], decomposition[name]), name
     with torch.no_grad():
@@ -84,7 +85,7 @@ def test_a_peaked_single_block_map_is_faithful_by_construction() -> None:
     deleting the highest-ranked tenth moves it most; the areas between the curves are positive."""
     backbone = wrap(sensitive_model(layers=1, sharpness=30.0))
     pixels = torch.randn(8, 3, 32, 40, generator=torch.Generator().manual_seed(1))
-    decomposition = backbone(pixels, torch.arange(8), deletion=FRACTIONS)
+    decomposition = backbone(pixels, torch.arange(8), extras=[Deletion(FRACTIONS)])
     bottom, top = (decomposition[DELETION_PREFIX + order] for order in ("bottom", "top"))
     assert float(bottom.min()) > 0.999
     assert float(top[:, 0].mean()) < float(bottom[:, 0].mean()) - 0.2
@@ -97,14 +98,14 @@ def test_a_peaked_single_block_map_is_faithful_by_construction() -> None:
 def test_random_deletions_follow_the_dataset_index(pixels: Tensor) -> None:
     backbone = wrap(sensitive_model(registers=4))
     random = DELETION_PREFIX + "random"
-    first = backbone(pixels, torch.tensor([5, 6, 7]), deletion=FRACTIONS)[random]
-    swapped = backbone(pixels.flip(0), torch.tensor([7, 6, 5]), deletion=FRACTIONS)[random]
+    first = backbone(pixels, torch.tensor([5, 6, 7]), extras=[Deletion(FRACTIONS)])[random]
+    swapped = backbone(pixels.flip(0), torch.tensor([7, 6, 5]), extras=[Deletion(FRACTIONS)])[random]
     # compared as 1 - cosine: the cosines of a tiny random model lie close to 1
     assert_close(swapped.flip(0), first, rtol=0, atol=1e-6)  # same image and index: same patches
-    other = backbone(pixels, torch.tensor([50, 60, 70]), deletion=FRACTIONS)[random]
+    other = backbone(pixels, torch.tensor([50, 60, 70]), extras=[Deletion(FRACTIONS)])[random]
     assert (other - first).abs().max() > 1e-3  # other indices: other patches
     with pytest.raises(ValueError, match=r"fractions must lie in \(0, 1\)"):
-        backbone(pixels, deletion=(0.0, 0.5))
+        backbone(pixels, torch.arange(len(pixels)), extras=[Deletion((0.0, 0.5))])
 
 
 def test_probe_means_and_areas_match_numpy() -> None:

@@ -9,6 +9,7 @@ from torch.testing import assert_close
 
 from harness import parse_layers
 from harness.decomposition import DEPTH_PREFIX, depth_quantities
+from harness.extras import Depth
 from harness.tokens import TokenLayout, present_groups
 from tests.conftest import ARCHITECTURES, tiny_model, wrap
 
@@ -50,7 +51,7 @@ def rest_of_block(model: nn.Module, number: int, state: Tensor) -> Tensor:
 def test_every_block_against_hf(registers: int, swiglu: bool, pixels: Tensor) -> None:
     model = tiny_model(registers=registers, swiglu=swiglu, layers=3, attn_implementation="eager")
     backbone = wrap(model)
-    decomposition = backbone(pixels, layers=[1, 2, 3])
+    decomposition = backbone(pixels, extras=[Depth((1, 2, 3))])
     hidden = model(pixel_values=pixels, output_hidden_states=True, output_attentions=True)
     layout = decomposition.layout
     groups = present_groups(registers)
@@ -91,23 +92,23 @@ def test_chosen_blocks_only_and_none_by_default(pixels: Tensor) -> None:
     backbone = wrap(tiny_model(registers=4, layers=4))
     plain = backbone(pixels)
     assert not any(name.startswith(DEPTH_PREFIX) for name in plain)
-    chosen = backbone(pixels, layers=[3, 1, 3])  # ascending, once each
+    chosen = backbone(pixels, extras=[Depth((3, 1, 3))])  # ascending, once each
     assert chosen[f"{DEPTH_PREFIX}split/patch"].shape == (3, 2)
     for name in plain:  # the last-layer decomposition is unchanged
         assert torch.equal(plain[name], chosen[name]), name
     all_blocks = wrap(tiny_model(registers=4, layers=4))
-    every = all_blocks(pixels, layers=[1, 2, 3, 4])
+    every = all_blocks(pixels, extras=[Depth((1, 2, 3, 4))])
     assert_close(every[f"{DEPTH_PREFIX}cosine/patch"][:, [0, 2]], chosen[f"{DEPTH_PREFIX}cosine/patch"])
     with pytest.raises(ValueError, match=r"numbered 1\.\.4"):
-        backbone(pixels, layers=[5])
+        backbone(pixels, extras=[Depth((5,))])
     assert not any(name.startswith(DEPTH_PREFIX) for name in backbone(pixels))  # nothing stays on
 
 
 @torch.no_grad()
 def test_compiled_blocks_leave_decomposed_blocks_eager(pixels: Tensor) -> None:
     backbone = wrap(tiny_model(registers=4, layers=4))
-    expected = backbone(pixels, layers=[2])
-    got = backbone.compiling("eager")(pixels, layers=[2])
+    expected = backbone(pixels, extras=[Depth((2,))])
+    got = backbone.compiling("eager")(pixels, extras=[Depth((2,))])
     for name, tensor in expected.items():
         assert_close(got[name], tensor, atol=1e-5 * (float(tensor.abs().max()) or 1.0), rtol=0, msg=name)
 

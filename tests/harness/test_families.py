@@ -20,6 +20,7 @@ from transformers import (
 from common.preparation import Preprocessing
 from harness import BackboneInfo, DecomposingBackbone, Decomposition
 from harness.decomposition import DEPTH_PREFIX
+from harness.extras import Deletion, Depth
 from harness.families import CLIPFamily, Dinov3Family, TimmFamily, ViTFamily, family_for
 from tests.families import perturbed
 
@@ -93,7 +94,7 @@ def cls_attention_weights(block: nn.Module, block_input: Tensor) -> Tensor:
 def test_vit_split_is_its_own_attention_and_every_block_decomposes(pixels: Tensor) -> None:
     model = tiny_vit()
     backbone = wrap(model, "vit")
-    decomposition = backbone(pixels, layers=[1, 2, 3])
+    decomposition = backbone(pixels, extras=[Depth((1, 2, 3))])
     states = block_states(model, pixels)
     layout = decomposition.layout
     scale = float(states[-1].abs().max())
@@ -115,7 +116,7 @@ def test_vit_split_is_its_own_attention_and_every_block_decomposes(pixels: Tenso
 def test_vit_deletion_and_compiled_blocks(pixels: Tensor) -> None:
     backbone = wrap(tiny_vit(), "vit")
     expected = backbone(pixels)
-    got = backbone.compiling("eager")(pixels, deletion=(0.25, 0.5))
+    got = backbone.compiling("eager")(pixels, torch.arange(len(pixels)), extras=[Deletion((0.25, 0.5))])
     for name, tensor in expected.items():
         assert_close(got[name], tensor, atol=1e-5 * (float(tensor.abs().max()) or 1.0), rtol=0, msg=name)
     assert got["deletion/top"].shape == (3, 2)
@@ -148,7 +149,7 @@ def test_clip_output_full_split_and_every_block(pixels: Tensor) -> None:
     info = BackboneInfo("tiny-clip", "random", "", 32, 3, 4, 0, 4, False, True, family="clip")
     backbone = DecomposingBackbone(model, info)
     assert isinstance(backbone.family, CLIPFamily)
-    decomposition = backbone(pixels, layers=[1, 2, 3])
+    decomposition = backbone(pixels, extras=[Depth((1, 2, 3))])
     expected = model(pixel_values=pixels, interpolate_pos_encoding=True).pooler_output
     scale = float(expected.abs().max())
     assert_close(decomposition["output/full"], expected, atol=1e-5 * scale, rtol=0)
@@ -169,7 +170,9 @@ def test_clip_output_full_split_and_every_block(pixels: Tensor) -> None:
         mass = weights[:, :, layout.slice("patch")].sum(-1).mean(1)
         assert_close(decomposition[f"{DEPTH_PREFIX}split/patch"][:, column], mass, atol=1e-6, rtol=0)
         state = block(state, None)
-    again = backbone.compiling("eager")(pixels, layers=[1, 2, 3], deletion=(0.5,))
+    again = backbone.compiling("eager")(
+        pixels, torch.arange(len(pixels)), extras=[Depth((1, 2, 3)), Deletion((0.5,))]
+    )
     assert_close(again["output/full"], decomposition["output/full"], atol=1e-5 * scale, rtol=0)
     assert again["deletion/top"].shape == (3, 1)
 
@@ -198,7 +201,7 @@ def test_dinov3_output_full_and_split_are_the_models_own(overrides: dict[str, An
     registers = model.config.num_register_tokens
     backbone = wrap(model, "dinov3", registers)
     assert isinstance(backbone.family, Dinov3Family)
-    decomposition = backbone(pixels, layers=[1, 2, 3])
+    decomposition = backbone(pixels, extras=[Depth((1, 2, 3))])
     own = model(pixel_values=pixels, output_attentions=True)
     scale = float(own.pooler_output.abs().max())
     assert_close(decomposition["output/full"], own.pooler_output, atol=1e-5 * scale, rtol=0)
@@ -237,7 +240,7 @@ def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None
     the full sequence run with the deleted patches' keys masked in every block."""
     model = tiny_dinov3("eager")
     backbone = wrap(model, "dinov3", 4)
-    decomposition = backbone(pixels, deletion=(0.5,))
+    decomposition = backbone(pixels, torch.arange(len(pixels)), extras=[Deletion((0.5,))])
     mask = top_deleted_mask(decomposition, 0.5)
     state = model.embeddings(pixels)
     rope = model.rope_embeddings(pixels)
@@ -248,7 +251,10 @@ def test_dinov3_deletion_equals_masking_the_deleted_keys(pixels: Tensor) -> None
     assert_close(decomposition["deletion/top"][:, 0], expected, atol=1e-5, rtol=0)
     compiled = backbone.compiling("eager")
     assert_close(
-        compiled(pixels, deletion=(0.5,))["deletion/top"], decomposition["deletion/top"], atol=1e-5, rtol=0
+        compiled(pixels, torch.arange(len(pixels)), extras=[Deletion((0.5,))])["deletion/top"],
+        decomposition["deletion/top"],
+        atol=1e-5,
+        rtol=0,
     )
 
 
@@ -281,7 +287,7 @@ def test_timm_output_full_split_and_every_block(variant: str, pixels: Tensor) ->
     model = tiny_timm(**TIMM_VARIANTS[variant])
     registers = model.num_reg_tokens
     backbone = wrap(model, "timm", registers)
-    decomposition = backbone(pixels, layers=[1, 2, 3])
+    decomposition = backbone(pixels, extras=[Depth((1, 2, 3))])
     expected = model.forward_head(model.forward_features(pixels), pre_logits=True)
     scale = float(expected.abs().max())
     assert_close(decomposition["output/full"], expected, atol=1e-5 * scale, rtol=0)
@@ -312,13 +318,13 @@ def test_timm_output_full_split_and_every_block(variant: str, pixels: Tensor) ->
 def test_timm_deletion_equals_masking_and_compiled_blocks_agree(pixels: Tensor) -> None:
     model = tiny_timm(**TIMM_VARIANTS["registers"])
     backbone = wrap(model, "timm", 4)
-    decomposition = backbone(pixels, deletion=(0.25,))
+    decomposition = backbone(pixels, torch.arange(len(pixels)), extras=[Deletion((0.25,))])
     mask = top_deleted_mask(decomposition, 0.25)
     masked = model.forward_head(model.forward_features(pixels, attn_mask=mask), pre_logits=True)
     own = model.forward_head(model.forward_features(pixels), pre_logits=True)
     expected = nn.functional.cosine_similarity(masked, own)
     assert_close(decomposition["deletion/top"][:, 0], expected, atol=1e-5, rtol=0)
-    again = backbone.compiling("eager")(pixels, deletion=(0.25,))
+    again = backbone.compiling("eager")(pixels, torch.arange(len(pixels)), extras=[Deletion((0.25,))])
     for name, tensor in decomposition.items():
         assert_close(again[name], tensor, atol=1e-5 * (float(tensor.abs().max()) or 1.0), rtol=0, msg=name)
 
@@ -372,7 +378,7 @@ def test_a_distilled_deit_has_its_own_distillation_group(pixels: Tensor) -> None
     model = tiny_deit()
     backbone = wrap(model, "deit")
     assert backbone.info.num_distillation == 1
-    decomposition = backbone(pixels, layers=[1, 2, 3])
+    decomposition = backbone(pixels, extras=[Depth((1, 2, 3))])
     layout = decomposition.layout
     assert layout.groups == ("cls", "distillation", "patch") and layout.slice("distillation") == slice(1, 2)
     expected = model(pixel_values=pixels, interpolate_pos_encoding=True).last_hidden_state[:, 0]

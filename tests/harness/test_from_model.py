@@ -13,6 +13,7 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 from harness import DecomposingBackbone
+from harness.extras import Deletion, Depth
 from tests.conftest import tiny_model
 
 README = Path(__file__).resolve().parents[2] / "README.md"
@@ -63,7 +64,7 @@ def test_output_full_is_the_models_own_and_the_model_is_left_as_it_was(make: obj
     assert backbone.info.family in ("timm", "dinov2") and backbone.info.source == "memory"
     pixels = torch.randn(2, 3, 32, 40, generator=torch.Generator().manual_seed(0))
     with torch.no_grad():
-        decomposition = backbone(pixels, layers=[1, 2], deletion=(0.5,))
+        decomposition = backbone(pixels, torch.arange(len(pixels)), extras=[Depth((1, 2)), Deletion((0.5,))])
         model.eval()
         expected = own_output(model, pixels)
         model.train()

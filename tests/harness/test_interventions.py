@@ -18,14 +18,10 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 from harness import DecomposingBackbone
-from harness.interventions import (
-    Intervention,
-    ReferenceKey,
-    ReferenceStatistics,
-    model_rows,
-    parse_intervention,
-    put_rows,
-)
+from harness.extras import Deletion, Intervention, ReferenceStatistics, parse_intervention
+from harness.extras.interventions import ReferenceKey
+from harness.extras.interventions.levels import model_rows, put_rows
+from harness.extras.interventions.recording import record_reference
 from tests.conftest import tiny_model
 from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 
@@ -41,6 +37,23 @@ FAMILIES: dict[str, Callable[[], nn.Module]] = {
 
 def scaled(expected: Tensor) -> dict[str, float]:
     return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
+
+
+def block_inputs(backbone: DecomposingBackbone, pixels: Tensor, blocks: list[int]) -> dict[int, Tensor]:
+    """The clean input of each of `blocks` in the model's own forward (one pre-hook each)."""
+    kept: dict[int, Tensor] = {}
+    handles = [
+        backbone.family.blocks[block - 1].register_forward_pre_hook(
+            lambda module, inputs, block=block: kept.__setitem__(block, inputs[0])
+        )
+        for block in blocks
+    ]
+    try:
+        backbone.family.pooled(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return kept
 
 
 @pytest.fixture
@@ -79,13 +92,12 @@ def test_readout_zero_at_the_last_block_is_the_zeroed_variants(pixels: Tensor) -
     interventions = [
         Intervention((*(g for g in groups if g != kept), "skip"), (3,), "zero", "readout") for kept in groups
     ]
-    decomposition = backbone(pixels, interventions=interventions)
+    decomposition = backbone(pixels, extras=interventions)
     for kept, intervention in zip(groups, interventions, strict=True):
         expected = decomposition[f"output/{kept}"]
-        assert_close(decomposition[intervention.prefix + "output/full"], expected, **scaled(expected))
+        assert_close(decomposition.pass_of(intervention.name)["output/full"], expected, **scaled(expected))
     # the last block's decomposition describes its [CLS] row before the rebuild: only the output is reported
-    prefix = interventions[0].prefix
-    assert [name.removeprefix(prefix) for name in decomposition if name.startswith(prefix)] == ["output/full"]
+    assert list(decomposition.pass_of(interventions[0].name)) == ["output/full"]
 
 
 def own_forward_with_rows_replaced(
@@ -135,15 +147,15 @@ def test_model_level_zero_is_the_models_own_forward_with_those_rows_zeroed(
     for target in targets:
         for block in (1, 3):
             intervention = Intervention((target,), (block,), "zero")
-            decomposition = backbone(pixels, interventions=[intervention])
-            got = decomposition[intervention.prefix + "output/full"]
+            decomposition = backbone(pixels, extras=[intervention])
+            got = decomposition.pass_of(intervention.name)["output/full"]
             expected = own_forward_with_rows_replaced(backbone, pixels, block, target, torch.zeros_like)
             assert_close(got, expected, **scaled(expected))
             # the intervened pass's last block decomposes its own input: it rebuilds that output
             assert decomposition.pooler_error < 1e-5 * expected.abs().max()
             # its [CLS] after every block (the clean rows before the intervention): the layerwise probe's
             rows = own_cls_rows(backbone, pixels, block, target)
-            assert_close(decomposition[intervention.prefix + "hidden/cls"], rows, **scaled(rows))
+            assert_close(decomposition.pass_of(intervention.name)["hidden/cls"], rows, **scaled(rows))
             if target == "patch":  # the test can fail: zeroing every patch moves the output
                 assert (got - backbone(pixels)["output/full"]).abs().max() > 1e-3 * expected.abs().max()
 
@@ -156,11 +168,11 @@ def test_model_level_mean_over_blocks_uses_each_blocks_clean_reference(pixels: T
     intervention = Intervention(("register",), (2, 3), "mean")
     reference = ReferenceStatistics(bank_size=4)
     indices = torch.arange(4)
-    backbone.record_reference(pixels, indices, [intervention], reference)
+    record_reference(backbone, pixels, indices, [intervention], reference)
     means = {block: reference.mean(ReferenceKey("model", "register", block)) for block in (2, 3)}
     assert reference.count(ReferenceKey("model", "register", 2)) == 4
     layout = backbone.layout_for(pixels)
-    clean_inputs = backbone.capture(pixels, inputs_of=[2, 3]).block_inputs
+    clean_inputs = block_inputs(backbone, pixels, [2, 3])
     for block in (2, 3):
         assert_close(means[block], clean_inputs[block][:, layout.slice("register")].float().mean(0))
     handles = [
@@ -178,8 +190,8 @@ def test_model_level_mean_over_blocks_uses_each_blocks_clean_reference(pixels: T
     finally:
         for handle in handles:
             handle.remove()
-    got = backbone(pixels, indices, interventions=[intervention], reference=reference)[
-        intervention.prefix + "output/full"
+    got = backbone(pixels, indices, extras=[intervention.using(reference)]).pass_of(intervention.name)[
+        "output/full"
     ]
     assert_close(got, expected, **scaled(expected))
 
@@ -204,14 +216,15 @@ def test_mean_and_shuffle_change_nothing_when_every_image_is_the_same(
     interventions = [Intervention((target,), (2, 3), mode, level) for target in targets]
     reference = ReferenceStatistics(bank_size=3)
     other = torch.randn(5, 3, 32, 40, generator=torch.Generator().manual_seed(9))  # other images, same states
-    backbone.record_reference(other, torch.arange(100, 105), interventions, reference)
-    decomposition = backbone(pixels, torch.arange(4), interventions=interventions, reference=reference)
+    record_reference(backbone, other, torch.arange(100, 105), interventions, reference)
+    using = [intervention.using(reference) for intervention in interventions]
+    decomposition = backbone(pixels, torch.arange(4), extras=using)
     clean = decomposition["output/full"]
     for intervention in interventions:
-        assert_close(decomposition[intervention.prefix + "output/full"], clean, **scaled(clean))
+        assert_close(decomposition.pass_of(intervention.name)["output/full"], clean, **scaled(clean))
     # zero does change it: the test can fail
     zero = Intervention(("register", "cls"), (2, 3), "zero", level)
-    changed = backbone(pixels, interventions=[zero])[zero.prefix + "output/full"]
+    changed = backbone(pixels, extras=[zero]).pass_of(zero.name)["output/full"]
     assert (changed - clean).abs().max() > 1e-3 * clean.abs().max()  # rounding is ~1e-7
 
 
@@ -224,7 +237,7 @@ def test_shuffle_partners_and_noise_follow_the_dataset_index(pixels: Tensor) -> 
     noise = Intervention(("cls",), (3,), "noise", "readout")
     reference = ReferenceStatistics(bank_size=3, seed=7)
     indices = torch.tensor([10, 11, 12, 13])
-    backbone.record_reference(pixels, indices, [shuffle, noise], reference)
+    record_reference(backbone, pixels, indices, [shuffle, noise], reference)
     key, noise_key = ReferenceKey("model", "patch", 3), ReferenceKey("readout", "cls", 3)
     _, bank_indices, _ = reference.banks[key]
     assert len(bank_indices) == 3 and set(bank_indices.tolist()) <= set(indices.tolist())
@@ -233,14 +246,15 @@ def test_shuffle_partners_and_noise_follow_the_dataset_index(pixels: Tensor) -> 
     assert torch.equal(reference.noise(noise_key, indices[order]), reference.noise(noise_key, indices)[order])
     partners = reference.partners(key, indices)
     layout = backbone.layout_for(pixels)
-    own = backbone.capture(pixels, inputs_of=[3]).block_inputs[3][:, layout.slice("patch")]
+    own = block_inputs(backbone, pixels, [3])[3][:, layout.slice("patch")]
     for image in range(4):  # never its own patches
         assert not torch.equal(partners[image], own[image])
-    together = backbone(pixels, indices, interventions=[shuffle, noise], reference=reference)
-    apart = backbone(pixels[order], indices[order], interventions=[shuffle, noise], reference=reference)
+    using = [shuffle.using(reference), noise.using(reference)]
+    together = backbone(pixels, indices, extras=using)
+    apart = backbone(pixels[order], indices[order], extras=using)
     for intervention in (shuffle, noise):
-        name = intervention.prefix + "output/full"
-        assert_close(apart[name], together[name][order], **scaled(together[name]))
+        expected = together.pass_of(intervention.name)["output/full"][order]
+        assert_close(apart.pass_of(intervention.name)["output/full"], expected, **scaled(expected))
     noise_key = ReferenceKey("readout", "cls", 3)
     draws = reference.noise(noise_key, torch.arange(2000) + 10_000)  # 2000 images: the reference moments
     assert_close(
@@ -292,12 +306,12 @@ def test_reference_statistics_are_the_same_on_one_or_two_processes(deal: str) ->
 def test_reference_mismatch_and_missing_statistics_are_named(pixels: Tensor) -> None:
     backbone = DecomposingBackbone.from_model(FAMILIES["dinov2"]())
     intervention = Intervention(("patch",), (3,), "mean")
-    with pytest.raises(ValueError, match="needs reference statistics"):
-        backbone(pixels, interventions=[intervention])
+    with pytest.raises(ValueError, match="reads reference statistics"):
+        backbone(pixels, extras=[intervention])
     reference = ReferenceStatistics(bank_size=2)
-    backbone.record_reference(torch.randn(2, 3, 32, 32), torch.arange(2), [intervention], reference)
+    record_reference(backbone, torch.randn(2, 3, 32, 32), torch.arange(2), [intervention], reference)
     with pytest.raises(ValueError, match=r"another resolution"):
-        backbone(pixels, interventions=[intervention], reference=reference)
+        backbone(pixels, extras=[intervention.using(reference)])
 
 
 @torch.no_grad()
@@ -307,10 +321,11 @@ def test_deletion_runs_under_a_model_level_intervention(pixels: Tensor) -> None:
     embeddings with those patches removed and a pre-hook zeroing [CLS] and the registers at block 2."""
     backbone = DecomposingBackbone.from_model(FAMILIES["dinov2"]())
     intervention = Intervention(("cls", "register"), (2,), "zero")
-    decomposition = backbone(pixels, interventions=[intervention], deletion=(0.25, 0.5))
-    prefix = intervention.prefix
+    deletion = Deletion((0.25, 0.5))
+    decomposition = backbone(pixels, torch.arange(4), extras=[deletion, intervention.running([deletion])])
+    under = decomposition.pass_of(intervention.name)
     layout = backbone.layout_for(pixels)
-    top = decomposition[prefix + "map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
+    top = under["map/attention"].flatten(1).argsort(dim=1, descending=True, stable=True)
 
     def zero_cls_and_registers(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...]:
         tokens = inputs[0].clone()
@@ -325,14 +340,12 @@ def test_deletion_runs_under_a_model_level_intervention(pixels: Tensor) -> None:
             rows = torch.cat([torch.arange(layout.num_prefix).expand(len(pixels), -1), kept], dim=1)
             tokens = embeddings.gather(1, rows.unsqueeze(-1).expand(-1, -1, embeddings.shape[-1]))
             pooled = backbone.family.final_norm(backbone.family.encode(tokens, layout)[:, 0])
-            expected = nn.functional.cosine_similarity(pooled, decomposition[prefix + "output/full"], dim=-1)
-            assert_close(decomposition[prefix + "deletion/top"][:, column], expected, rtol=0, atol=1e-6)
+            expected = nn.functional.cosine_similarity(pooled, under["output/full"], dim=-1)
+            assert_close(under["deletion/top"][:, column], expected, rtol=0, atol=1e-6)
     finally:
         handle.remove()
-    # the clean curves are the clean pass's; a patch intervention has none (its rows are deleted)
-    assert not torch.equal(decomposition["deletion/top"], decomposition[prefix + "deletion/top"])
+    # the clean curves are the clean pass's; a patch intervention cannot run them (its rows are deleted)
+    assert not torch.equal(decomposition["deletion/top"], under["deletion/top"])
     patch = Intervention(("patch",), (2,), "zero")
-    assert not any(
-        name.startswith(patch.prefix + "deletion/")
-        for name in backbone(pixels, interventions=[patch], deletion=(0.5,))
-    )
+    with pytest.raises(ValueError, match="deletion passes cannot run under it"):
+        backbone(pixels, torch.arange(4), extras=[patch.running([deletion])])

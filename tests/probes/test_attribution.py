@@ -8,13 +8,15 @@ import pytest
 import torch
 
 from harness import PIXELS
-from harness.attribution import EXPLAINED, MAPS, SCORES, head_map_names
+from harness.extras.attribution import EXPLAINED, SCORES, head_map_names, map_names
 from probes.attribution import AttributionProbe, bootstrap_interval
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75)
 TRAPEZOID = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
 HEADS = 2
 CLASSES = 3
+MAPS = map_names()
+HEAD_MAPS = head_map_names(range(1, HEADS + 1))
 
 
 def batch(images: np.ndarray, generator: torch.Generator) -> dict[str, torch.Tensor]:
@@ -32,11 +34,12 @@ def batch(images: np.ndarray, generator: torch.Generator) -> dict[str, torch.Ten
 
     rows = {PIXELS: torch.rand(len(images), 3, 8, 8, generator=generator) - 0.5}
     rows[EXPLAINED] = torch.randint(CLASSES, (len(images),), generator=generator)
-    control = {score: curves() for score in SCORES}
-    for name in (*MAPS, *head_map_names(HEADS)):
+    for score in SCORES:  # one control for every map
+        rows |= {f"maps/random/{score}{suffix}": v for suffix, v in curves().items()}
+    for name in (*MAPS, *HEAD_MAPS):
         for score in SCORES:
-            orders = ("top",) if name.startswith("attention_head") else ("top", "bottom")
-            for order, values in [*((order, curves()) for order in orders), ("random", control[score])]:
+            orders = ("top",) if name in HEAD_MAPS else ("top", "bottom")
+            for order, values in ((order, curves()) for order in orders):
                 rows |= {f"maps/{name}/{score}/{order}{suffix}": v for suffix, v in values.items()}
         rows[f"maps/{name}/rank_agreement"] = torch.rand(len(images), generator=generator) * 2 - 1
         rows[f"attribution/{name}"] = torch.rand(len(images), 2, 2, generator=generator)
@@ -51,7 +54,8 @@ def test_areas_gains_and_agreement_equal_numpy(classes: bool) -> None:
     labels = [torch.randint(CLASSES, (len(part),), generator=generator) for part in indices]
     scores = torch.nn.Linear(4, CLASSES) if classes else None
     probe, shuffled = (
-        AttributionProbe(seed=3, num_heads=HEADS, class_scores=scores, labelled=classes) for _ in range(2)
+        AttributionProbe(seed=3, heads=range(1, HEADS + 1), class_scores=scores, labelled=classes)
+        for _ in range(2)
     )
     for part, rows, label in zip(indices, batches, labels, strict=True):
         probe.update(rows, label, torch.from_numpy(part))
@@ -81,12 +85,15 @@ def test_areas_gains_and_agreement_equal_numpy(classes: bool) -> None:
         values = every[curve + measures[measure]]
         return (values == label[:, None]).astype(np.float64) if measure == "accuracy" else values
 
-    for name in (*MAPS, *head_map_names(HEADS)):
-        orders = ("top", "random") if name.startswith("attention_head") else ("top", "random", "bottom")
+    for name in (*MAPS, *HEAD_MAPS):
+        orders = ("top", "random") if name in HEAD_MAPS else ("top", "random", "bottom")
         for score in SCORES:
             for measure in measures:
                 prefix = f"maps/{name}/{score}/{measure}"
-                curves = {order: measured(f"maps/{name}/{score}/{order}", measure) for order in orders}
+                names = {order: f"maps/{name}/{score}/{order}" for order in orders} | {
+                    "random": f"maps/random/{score}"
+                }
+                curves = {order: measured(names[order], measure) for order in orders}
                 areas = {order: TRAPEZOID(curve, FRACTIONS, axis=1) / span for order, curve in curves.items()}
                 for order in orders:
                     shown = f"maps/random/{score}/{measure}" if order == "random" else f"{prefix}/{order}"
@@ -107,7 +114,7 @@ def test_areas_gains_and_agreement_equal_numpy(classes: bool) -> None:
                 assert results[f"{prefix}/gain"] == pytest.approx(gain.mean(), rel=1e-5, abs=1e-9)
                 low, high = results[f"{prefix}/gain/ci_low"], results[f"{prefix}/gain/ci_high"]
                 assert low <= gain.mean() <= high
-            assert f"maps/{name}/{score}/cosine/area/bottom" in results or name.startswith("attention_head")
+            assert f"maps/{name}/{score}/cosine/area/bottom" in results or name in HEAD_MAPS
         agreement = every[f"maps/{name}/rank_agreement"]
         assert results[f"maps/{name}/rank_agreement"] == pytest.approx(agreement.mean(), rel=1e-6)
 

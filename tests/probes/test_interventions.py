@@ -12,7 +12,8 @@ import pytest
 import torch
 
 import evaluate
-from harness import BackboneInfo, Intervention
+from harness import BackboneInfo, Decomposition, TokenLayout
+from harness.extras import Intervention
 from probes import build_probes
 from probes.base import ProbeContext
 from probes.interventions import Intervened, InterventionsProbe
@@ -25,20 +26,26 @@ MEAN = Intervention(("patch",), (2,), "mean")
 ZERO = Intervention(("cls", "skip"), (2,), "zero", "readout")
 
 
-def batches(count: int = 3, size: int = 7) -> list[dict[str, torch.Tensor]]:
+def batches(count: int = 3, size: int = 7) -> list[Decomposition]:
+    """Clean entries and the passes under MEAN and ZERO (ZERO's: readout at the last block, no split)."""
     generator = torch.Generator().manual_seed(0)
+    layout, error = TokenLayout.for_image(8, 8, 4, 0), torch.zeros(())
     out = []
     for _ in range(count):
         clean = torch.randn(size, 8, generator=generator)
         split = torch.rand(size, generator=generator)
-        out.append({
-            "output/full": clean,
-            "split/cls": split, "split/register": torch.zeros(size), "split/patch": 1 - split,
-            MEAN.prefix + "output/full": clean + 0.3 * torch.randn(size, 8, generator=generator),
-            MEAN.prefix + "split/cls": split * 0.5, MEAN.prefix + "split/register": torch.zeros(size),
-            MEAN.prefix + "split/patch": 1 - split * 0.5,
-            ZERO.prefix + "output/full": torch.randn(size, 8, generator=generator),  # no split: readout@last
-        })  # fmt: skip
+        mean = {
+            "output/full": clean + 0.3 * torch.randn(size, 8, generator=generator),
+            "split/cls": split * 0.5, "split/register": torch.zeros(size), "split/patch": 1 - split * 0.5,
+        }  # fmt: skip
+        zero = {"output/full": torch.randn(size, 8, generator=generator)}
+        passes = {
+            MEAN.name: Decomposition(mean, layout, error),
+            ZERO.name: Decomposition(zero, layout, error),
+        }
+        entries = {"output/full": clean, "split/cls": split, "split/register": torch.zeros(size),
+                   "split/patch": 1 - split}  # fmt: skip
+        out.append(Decomposition(entries, layout, error, passes))
     return out
 
 
@@ -51,14 +58,15 @@ def test_what_each_intervention_does_to_the_output_equals_numpy() -> None:
     clean = np.concatenate([b["output/full"].numpy() for b in data]).astype(np.float64)
     for intervention in (MEAN, ZERO):
         prefix = intervention.prefix
-        moved = np.concatenate([b[prefix + "output/full"].numpy() for b in data]).astype(np.float64)
+        moved = np.concatenate([b.pass_of(intervention.name)["output/full"].numpy() for b in data])
+        moved = moved.astype(np.float64)
         cosine = (clean * moved).sum(1) / np.linalg.norm(clean, axis=1) / np.linalg.norm(moved, axis=1)
         change = np.linalg.norm(moved - clean, axis=1) / np.linalg.norm(clean, axis=1)
         assert results[prefix + "cosine_to_clean"] == pytest.approx(cosine.mean(), rel=1e-5)
         assert results[prefix + "cosine_to_clean_std"] == pytest.approx(cosine.std(ddof=0), rel=1e-4)
         assert results[prefix + "relative_change"] == pytest.approx(change.mean(), rel=1e-5)
         assert results[prefix + "cka_to_clean"] == pytest.approx(gram_linear_cka(clean, moved), rel=1e-4)
-    shift = np.concatenate([(b[MEAN.prefix + "split/cls"] - b["split/cls"]).numpy() for b in data])
+    shift = np.concatenate([(b.pass_of(MEAN.name)["split/cls"] - b["split/cls"]).numpy() for b in data])
     assert results[MEAN.prefix + "split_shift/cls"] == pytest.approx(shift.mean(), rel=1e-5)
     assert ZERO.prefix + "split_shift/cls" not in results  # that pass reports no split
 
@@ -77,7 +85,7 @@ def test_a_label_probe_reads_the_intervened_pass_under_its_prefix() -> None:
     for i, batch in enumerate(batches()):
         wrapped.update(batch, labels[7 * i : 7 * i + 7], torch.arange(7 * i, 7 * i + 7))
         plain.update(
-            {"output/full": batch[ZERO.prefix + "output/full"]},
+            {"output/full": batch.pass_of(ZERO.name)["output/full"]},
             labels[7 * i : 7 * i + 7],
             torch.arange(7 * i, 7 * i + 7),
         )
@@ -134,5 +142,5 @@ def test_probes_of_the_decomposition_are_read_again_where_the_pass_reports_one()
     for batch in data:
         built[f"split@{MEAN.name}"].update(batch, torch.full((7,), -1), torch.arange(7))
     results = built[f"split@{MEAN.name}"].compute()
-    expected = np.concatenate([b[MEAN.prefix + "split/cls"].numpy() for b in data])
+    expected = np.concatenate([b.pass_of(MEAN.name)["split/cls"].numpy() for b in data])
     assert results[MEAN.prefix + "split/cls/mean"] == pytest.approx(expected.mean(), rel=1e-6)

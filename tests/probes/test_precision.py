@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 from torchmetrics import Metric
 
-from harness import feed
-from harness.decomposition import DELETION_FRACTIONS
+from harness import feed, merged_extras
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 
@@ -18,12 +17,10 @@ def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     probes = build_probes(list(PROBES), context)
     pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        # with the per-layer decomposition (the depth probe), the deletion passes (its probe) and the
-        # attribution maps (theirs)
-        decomposition = backbone(
-            pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, attribution=True,
-            class_scores=probes["attribution"].class_scores,  # the bank's
-        )  # fmt: skip
+        # with what the probes ask: the per-layer decomposition (the depth probe), the deletion passes
+        # (its probe) and the attribution maps with the bank's class scores (theirs)
+        extras = merged_extras(extra for probe in probes.values() for extra in probe.extras())
+        decomposition = backbone(pixels, torch.arange(6), extras=extras)
         feed(probes.values(), decomposition, pixels, torch.tensor([0, 1, 2, 0, 1, 2]), torch.arange(6))
     assert all(decomposition[name].dtype == torch.float32 for name in decomposition.variants)
     assert decomposition["maps/attention/deletion/top/probability"].dtype == torch.float32

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from common.errors import UserError
-from harness import BackboneInfo, Intervention
+from harness import BackboneInfo
+from harness.extras import Intervention
 from probes import (
     PROBE_CLASSES,
     PROBES,
@@ -156,21 +157,24 @@ def test_every_probe_class_of_the_package_registers_itself() -> None:
             name = "split"
 
 
-def test_the_selection_is_parsed_once_and_configures_the_forward() -> None:
-    from harness import ForwardOptions
+def test_the_selection_is_parsed_once_and_its_probes_say_what_each_call_computes() -> None:
+    """Each built probe names the extras it needs, with the run's settings (one route: the module
+    merges them); a probe that reads only the decomposition needs none."""
+    from harness import merged_extras
+    from harness.extras import Deletion, Depth
     from probes import DeletionProbe, ProbeSelection
 
     selection = ProbeSelection.parse("knn,deletion,split")
     assert selection.names == ("knn", "deletion", "split") and not selection.everything
     assert selection.needs_bank and not selection.reads_head and "deletion" in selection
-    assert selection.forward_options((2, 4), seed=7) == ForwardOptions(
-        layers=(2, 4), deletion=DeletionProbe.FRACTIONS, deletion_seed=7
+    built = ProbeSelection.parse("deletion,split,depth,cka_layers").build(
+        ProbeContext(INFO, seed=7, layers=(1, 2))
     )
-    assert ProbeSelection.parse("split").forward_options() == ForwardOptions()
+    asked = merged_extras(extra for probe in built.values() for extra in probe.extras())
+    assert asked == (Deletion(DeletionProbe.FRACTIONS, seed=7), Depth((1, 2)))
+    assert built["split"].extras() == () and built["cka_layers"].extras() == ()
     everything = ProbeSelection.parse("all", bank=True)
-    assert (
-        everything.everything and "deletion" not in everything and everything.forward_options().deletion == ()
-    )
+    assert everything.everything and "deletion" not in everything
     unlabelled = everything.for_data(labelled=False)
     assert unlabelled.names == tuple(name for name in everything.names if not PROBES[name].needs_labels)
     assert everything.for_data(labelled=True) == everything
@@ -188,8 +192,7 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
 
     import matplotlib.pyplot as plt
 
-    from harness import feed, variant_names
-    from harness.decomposition import DELETION_FRACTIONS
+    from harness import feed, merged_extras, variant_names
     from tests.conftest import tiny_model, wrap
 
     backbone = wrap(tiny_model(registers=4))
@@ -201,13 +204,15 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
     )
     built = build_probes(list(PROBES), context)
     pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
-    decomposition = backbone(
-        pixels, layers=[1, 2], deletion=DELETION_FRACTIONS, interventions=interventions, attribution=True,
-        class_scores=built["attribution"].class_scores,  # the bank's: the accuracy measure too
-    )  # fmt: skip
+    # what the probes ask: the layers, the deletion passes (also under each intervention), the
+    # interventions, the attribution maps with the bank's class scores (the accuracy measure too)
+    extras = merged_extras(extra for probe in built.values() for extra in probe.extras())
+    decomposition = backbone(pixels, torch.arange(12), extras=extras)
     feed(built.values(), decomposition, pixels, torch.arange(12) % 3, torch.arange(12))
     results = {name: value for probe in built.values() for name, value in probe.compute().items()}
     arrays = {name: value for probe in built.values() for name, value in probe.arrays().items()}
+
+    names = tuple(intervention.name for intervention in interventions)
 
     @dataclass(frozen=True)
     class InMemoryRun:  # what probes.view.RunView asks of a finished run
@@ -222,6 +227,7 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
         num_layers: int = tiny.num_layers
         num_registers: int = 4
         num_distillation: int = 0
+        interventions: tuple[str, ...] = names
 
     @dataclass(frozen=True)
     class Labelled:
@@ -233,7 +239,7 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
     for probe in PROBE_CLASSES:
         for name, _ in probe.headlines():
             assert name in results, (probe.name, name)
-        shown = [name for name, _ in probe.run_headlines(results) if name in results]
+        shown = [name for name, _ in probe.run_headlines(run) if name in results]
         assert len(shown) >= len(probe.headlines()), probe.name  # named from the run's results
         figures = {**probe.figures(run), **probe.comparison_figures([Labelled("a", run), Labelled("b", run)])}
         assert figures, f"{probe.name} drew no figure"
@@ -243,7 +249,7 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
         empty = InMemoryRun({}, {})
         assert probe.figures(empty) == {} and probe.comparison_figures([Labelled("a", empty)]) == {}
     assert {"knn.png", "compare_knn.png", "interventions_blocks.png"} <= set(drawn)
-    shown = {name for name, _ in PROBES["interventions"].run_headlines(results) if name in results}
+    shown = {name for name, _ in PROBES["interventions"].run_headlines(run) if name in results}
     for intervention in interventions:  # its cosine and the label probes read again under it
         assert {
             intervention.prefix + "cosine_to_clean",

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
 
 from harness.extras.attribution.maps import MAPS, AttributionMap, MapCall, gradient_target, map_names
 from harness.extras.attribution.scoring import (
@@ -26,7 +25,7 @@ from harness.extras.attribution.scoring import (
     rank_agreement,
 )
 
-for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [

@@ -109,6 +109,7 @@ class AttributionMaps(Extra):
         fractions: shares of the patches removed or kept.
         seed: seed of the random control's order.
         class_scores: the class scores the gradient maps explain and the curves follow.
+        scored: False for the maps alone (`attribution/*`): no perturbation pass, no rank agreement.
     """
 
     maps: tuple[str, ...] = ()
@@ -116,6 +117,7 @@ class AttributionMaps(Extra):
     fractions: tuple[float, ...] = SCORE_FRACTIONS
     seed: int = 0
     class_scores: ClassScores | None = None
+    scored: bool = True
 
     def __post_init__(self) -> None:
         chosen = self.maps or map_names()
@@ -128,11 +130,11 @@ class AttributionMaps(Extra):
 
     @property
     def draws_random(self) -> bool:
-        return True
+        return self.scored
 
     @property
-    def scored(self) -> tuple[str, ...]:
-        """Every map it scores: the maps, then the heads' (`head_map_names`)."""
+    def names(self) -> tuple[str, ...]:
+        """Every map it computes (and scores): the maps, then the heads' (`head_map_names`)."""
         return (*self.maps, *head_map_names(self.heads))
 
     def check(self, backbone: DecomposingBackbone) -> None:
@@ -154,18 +156,18 @@ class AttributionMaps(Extra):
         grid = (-1, capture.layout.grid_height, capture.layout.grid_width)
         entries = {ATTRIBUTION_PREFIX + name: values.reshape(grid) for name, values in maps.items()}
         if self.heads:
-            entries[ATTRIBUTION_PREFIX + "attention_heads"] = maps_call.patch_attention.unflatten(
-                -1, grid[1:]
-            )
+            entries[ATTRIBUTION_PREFIX + "attention_heads"] = attention.unflatten(-1, grid[1:])
+        if not self.scored:
+            return ExtraResult(entries)
         reference = (
             maps[REFERENCE_MAP] if REFERENCE_MAP in maps else MAPS[REFERENCE_MAP]().attribute(maps_call)
         )
-        scored = maps | heads
-        entries |= {f"maps/{name}/rank_agreement": rank_agreement(m, reference) for name, m in scored.items()}
+        every = maps | heads
+        entries |= {f"maps/{name}/rank_agreement": rank_agreement(m, reference) for name, m in every.items()}
         if explained is not None:
             entries[EXPLAINED] = explained
         with torch.no_grad():
-            entries |= self._curves(call, scored)
+            entries |= self._curves(call, every)
         return ExtraResult(entries)
 
     def _curves(self, call: Call, scored: Mapping[str, Tensor]) -> dict[str, Tensor]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import pkgutil
-from pathlib import Path
 
 from harness.extras.interventions.intervention import (
     INTERVENTION_PREFIX,
@@ -24,7 +23,7 @@ from harness.extras.interventions.intervention import (
 )
 from harness.extras.interventions.reference import DEFAULT_BANK_SIZE, ReferenceKey, ReferenceStatistics
 
-for _module in pkgutil.iter_modules([str(Path(__file__).parent)]):
+for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
