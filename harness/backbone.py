@@ -34,7 +34,8 @@ from harness.tokens import TokenLayout
 @dataclass(frozen=True)
 class Call:
     """One call of the backbone as its extras see it: the batch, its clean pass, and the taps every
-    pass an extra runs must carry (an intervention's, for the extras run under it: `under`)."""
+    pass an extra runs must carry (an intervention's, for the extras run under it: `under`); `indices`
+    is given whenever an extra draws (`Extra.draws_random`)."""
 
     backbone: DecomposingBackbone
     pixel_values: Tensor
@@ -42,12 +43,6 @@ class Call:
     capture: Capture
     decomposition: Decomposition
     under: tuple[Tap, ...] = ()
-
-    def dataset_indices(self) -> Tensor:
-        """The images' dataset indices, which seed every per-image draw (checked by the call)."""
-        if self.indices is None:
-            raise ValueError("this extra draws seeded numbers per image: pass the images' dataset indices")
-        return self.indices
 
 
 @dataclass(frozen=True)
@@ -100,15 +95,10 @@ class Extra(ABC):
 class DecomposingBackbone(nn.Module):
     """A ViT (DINOv2, or any family of `harness.families`) that decomposes its [CLS] output.
 
-    Each call runs the model once with its own fast attention (SDPA), with the taps the
-    decomposition and the call's extras read (`harness.taps`: hooks registered for that pass only);
-    only the last block's [CLS] query row is recomputed. What else a call computes is the extras
-    passed to it: the backbone holds no switches.
-
-    The wrapped model is left as it was: no hook outlives a call, its forward is never replaced
-    outside a call, and its training and `requires_grad` flags are not changed (each call runs the
-    model, and rebuilds its readouts, in eval mode, and restores the flags it found). Gradients flow
-    through the decomposition when the caller enables them.
+    Each call runs the model once (SDPA) with the taps the decomposition and the call's extras read,
+    recomputing only the last block's [CLS] query row; what else it computes is the extras passed to
+    it. The model is left as it was (no hook outlives a pass; its flags are restored: each call runs
+    it, and rebuilds its readouts, in eval mode). Gradients flow when the caller enables them.
 
     Args:
         model: a model of a family `harness.families` knows (DINOv2, DINOv3, ViT, DeiT, CLIP, timm
@@ -121,12 +111,9 @@ class DecomposingBackbone(nn.Module):
     """
 
     def __init__(
-        self,
-        model: nn.Module,
-        info: BackboneInfo,
-        compile_backend: str | None = None,
+        self, model: nn.Module, info: BackboneInfo, compile_backend: str | None = None,
         classifier: nn.Linear | None = None,
-    ) -> None:
+    ) -> None:  # fmt: skip
         super().__init__()
         self.model = model
         self.family: Family = family_for(model)  # where the blocks, norms and readout are
@@ -163,7 +150,7 @@ class DecomposingBackbone(nn.Module):
         return cls(model, info, compile_backend, classifier)
 
     def compiling(self, backend: str = "inductor") -> DecomposingBackbone:
-        """The same model, its unread blocks compiled with `backend` (results equal to rounding)."""
+        """The same model, its unread blocks compiled with `backend` (the same results, to rounding)."""
         return type(self)(self.model, self.info, backend, self.classifier)
 
     @property
@@ -224,7 +211,7 @@ class DecomposingBackbone(nn.Module):
         """
         for extra in extras:
             extra.check(self)
-        if indices is None and (drawing := [type(e).__name__ for e in extras if e.draws_random]):
+        if indices is None and (drawing := {type(e).__name__: e for e in extras if e.draws_random}):
             raise ValueError(f"{', '.join(drawing)}: seeded by dataset index, pass the images' `indices`")
         with evaluating(self.model):
             layout = self.layout_for(pixel_values)

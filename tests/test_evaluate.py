@@ -413,6 +413,36 @@ def test_deletion_is_opt_in_and_written(model_dir: Path, photo_dir: Path, tmp_pa
     assert "deletion" not in parse_probe_names("all")
 
 
+def test_maps_chooses_the_attribution_maps_from_the_registry(
+    model_dir: Path, photo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--maps: only the maps named (and a head's when asked) are computed and scored, in the
+    registry's order; a wrong name lists the registered maps, a head the model lacks and --maps
+    without the attribution probe are one line each, before any model loads."""
+    from harness.extras import map_names
+
+    argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photo_dir),
+            "--resolution", "56", "--batch-size", "4", "--num-workers", "0", "--limit", "4"]  # fmt: skip
+    output = tmp_path / "run"
+    assert evaluate.main([*argv, "--probe", "attribution", "--maps", "legrad,rollout,attention_head1",
+                          "--output", str(output)]) == 0  # fmt: skip
+    results = json.loads((output / "results.json").read_text())["results"]
+    scored = {name.split("/")[1] for name in results if name.endswith("/rank_agreement")}
+    assert scored == {"rollout", "legrad", "attention_head1"}
+    assert "maps/random/deletion/cosine/area" in results
+    for extra, message in (
+        (
+            ["--probe", "attribution", "--maps", "nope"],
+            f"unknown map 'nope'; choose from all, {', '.join(map_names())}",
+        ),
+        (["--probe", "attribution", "--maps", "attention_head9"], "this backbone has heads 1..2, got [9]"),
+        (["--probe", "split", "--maps", "rollout"], "--maps chooses the attribution probe's maps"),
+    ):
+        assert evaluate.main([*argv, *extra, "--output", str(tmp_path / "refused")]) == 2
+        assert message in capsys.readouterr().err
+        assert not (tmp_path / "refused" / "results.json").exists()
+
+
 def test_attribution_maps_explain_the_knn_banks_class(
     photo_dir: Path, model_dir: Path, tmp_path: Path
 ) -> None:
@@ -619,14 +649,14 @@ def test_the_bank_pass_is_a_plain_forward(
 ) -> None:
     """With --probe knn,deletion --layers all, the k-NN bank pass runs the model once per batch (no
     deletion passes, no per-layer decomposition); the evaluated pass does both."""
-    import harness.backbone
+    import harness.extras.depth
 
     photos = tmp_path / "photos"
     write_labelled_photos(photos, per_class=4)  # 12 images: 3 batches of 4
     calls = {"encoder": 0, "depth": 0}
     phases: dict[str, dict[str, int]] = {}
     decompose_block, load, build_bank = (
-        harness.backbone.decompose_block, evaluate.load_checked_backbone, evaluate.build_bank
+        harness.extras.depth.decompose_block, evaluate.load_checked_backbone, evaluate.build_bank
     )  # fmt: skip
 
     def counting_decompose_block(*args: Any, **kwargs: Any) -> Any:
@@ -648,7 +678,7 @@ def test_the_bank_pass_is_a_plain_forward(
             phases["bank"] = {name: calls[name] - before[name] for name in calls}
             phases["before_bank"] = before
 
-    monkeypatch.setattr(harness.backbone, "decompose_block", counting_decompose_block)
+    monkeypatch.setattr(harness.extras.depth, "decompose_block", counting_decompose_block)
     monkeypatch.setattr(evaluate, "load_checked_backbone", counting_load)
     monkeypatch.setattr(evaluate, "build_bank", counting_bank)
     argv = ["--backbone", str(model_dir), "--data", "folder", "--data-dir", str(photos), "--resolution", "56",

@@ -140,11 +140,12 @@ def test_existing_head_is_not_overwritten(setup: dict[str, Path], capsys: pytest
 def test_the_attribution_maps_explain_the_heads_class(setup: dict[str, Path]) -> None:
     """--probe attribution --head: the maps explain the class the head gives each full image, whose
     top-1 accuracy (`maps/full/accuracy`) equals the head on the saved output/full; every map has its
-    accuracy and probability curves, and the figure and the report show them."""
+    accuracy and probability curves (each head's too: `--maps all,heads`), and the figure and the
+    report show them."""
     output = setup["root"] / "attribution"
     argv = [*common_args(setup["model"]), "--data", "folder", "--data-dir", str(setup["val"]),
             "--probe", "attribution", "--head", str(setup["head"]), "--save-features",
-            "--output", str(output)]  # fmt: skip
+            "--maps", "all,heads", "--output", str(output)]  # fmt: skip
     assert evaluate.main(argv) == 0
     results = json.loads((output / "results.json").read_text())["results"]
     features = load_file(str(output / "features.safetensors"))

@@ -148,8 +148,10 @@ class MapCall:
         self.layout = capture.layout
 
     def target(self, pooled: Tensor) -> Tensor:
-        """The gradient maps' target of pooled outputs of the call's images (batch,)."""
-        return gradient_target(pooled, self.class_scores, self.explained)
+        """The gradient maps' target of pooled outputs of the call's images (batch,) (the explained
+        classes copied: they may come from a pass under inference mode, which autograd cannot save)."""
+        explained = None if self.explained is None else self.explained.clone()
+        return gradient_target(pooled, self.class_scores, explained)
 
     @functools.cached_property
     def patch_attention(self) -> Tensor:
