@@ -4,7 +4,8 @@
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Mapping
+import pkgutil
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 
@@ -33,3 +34,11 @@ def lazy_exports(
         return sorted({*namespace, *namespace.get("__all__", ())})
 
     return exported, listed
+
+
+def import_every_module(package: str, path: Iterable[str]) -> None:
+    """Import every module of `package` (its `__path__` is `path`) but those named `_...`: the classes
+    they define register themselves, so a new one is a file, nothing to list."""
+    for module in pkgutil.iter_modules(path):
+        if not module.name.startswith("_"):
+            importlib.import_module(f"{package}.{module.name}")

@@ -290,7 +290,8 @@ class DecomposingBackbone(nn.Module):
 
 def joined(decomposition: Decomposition, results: Sequence[ExtraResult]) -> Decomposition:
     """The call's decomposition with every extra's entries and passes, its error the largest."""
-    entries, passes, error = dict(decomposition), {}, decomposition.pooler_error
+    entries, error = dict(decomposition), decomposition.pooler_error
+    passes: dict[str, Decomposition] = {}
     for result in results:
         if clash := sorted(entries.keys() & result.entries.keys()):
             raise ValueError(f"two extras of one call write {clash[:3]}")

@@ -125,8 +125,8 @@ def _hooks(
     points = {point for tap in taps for point in tap.reads}
     if points - set(POINTS):
         raise ValueError(f"unknown tap points {sorted(points - set(POINTS))}: choose from {POINTS}")
-    attention = view(number).attention if points else None
     for point in sorted(points):
+        attention = view(number).attention
         if point == "heads":
             handles.append(attention.o_proj.register_forward_pre_hook(_keeping(kept, point)))
         else:
@@ -136,8 +136,8 @@ def _hooks(
     def leave(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> Tensor | None:
         read = {point: kept.pop(point, None) for point in points}
         for point in ("queries", "keys"):
-            if read.get(point) is not None:
-                read[point] = rotated(point, read[point])
+            if (projections := read.get(point)) is not None:
+                read[point] = rotated(point, projections)
         parts = BlockParts(number, inputs[0], output, **read)
         for tap in taps:
             replaced = tap.leave(parts)

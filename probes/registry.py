@@ -7,11 +7,11 @@ registered itself (`Probe.__init_subclass__`): adding a probe is one file, nothi
 from __future__ import annotations
 
 import importlib
-import pkgutil
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from common.errors import UserError
+from common.lazy import import_every_module
 from probes.base import REGISTERED, Probe, ProbeContext
 from probes.interventions import Intervened
 
@@ -19,9 +19,7 @@ from probes.interventions import Intervened
 def _import_probe_modules() -> None:
     """Import every module of the package (their probe classes register as they are defined)."""
     package = importlib.import_module(__package__)  # already imported: this module is one of its parts
-    for module in pkgutil.iter_modules(package.__path__):
-        if not module.name.startswith("_"):
-            importlib.import_module(f"{__package__}.{module.name}")
+    import_every_module(__package__, package.__path__)
 
 
 _import_probe_modules()

@@ -5,9 +5,7 @@ computes and scores the chosen ones (`harness.extras.attribution.scoring`)."""
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from common.lazy import import_every_module
 from harness.extras.attribution.maps import MAPS, AttributionMap, MapCall, gradient_target, map_names
 from harness.extras.attribution.scoring import (
     ATTRIBUTION_PREFIX,
@@ -25,8 +23,7 @@ from harness.extras.attribution.scoring import (
     rank_agreement,
 )
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_every_module(__name__, __path__)
 
 __all__ = [
     "ATTRIBUTION_PREFIX",

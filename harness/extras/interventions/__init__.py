@@ -7,9 +7,7 @@ so a new mode or level is one file here.
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-
+from common.lazy import import_every_module
 from harness.extras.interventions.intervention import (
     INTERVENTION_PREFIX,
     LEVELS,
@@ -23,8 +21,7 @@ from harness.extras.interventions.intervention import (
 )
 from harness.extras.interventions.reference import DEFAULT_BANK_SIZE, ReferenceKey, ReferenceStatistics
 
-for _module in pkgutil.iter_modules(__path__):
-    importlib.import_module(f"{__name__}.{_module.name}")
+import_every_module(__name__, __path__)
 
 __all__ = [
     "DEFAULT_BANK_SIZE",

@@ -295,7 +295,10 @@ class Intervention(Extra):
     def check(self, backbone: DecomposingBackbone) -> None:
         self.check_model(backbone.info)
         if MODES[self.mode].reads_reference and self.reference is None:
-            raise ValueError(f"{self.name} reads reference statistics: pass `reference=` (a reference pass)")
+            raise ValueError(
+                f"{self.name} reads reference statistics: pass `intervention.using(statistics)` after a "
+                "reference pass (`harness.extras.interventions.recording.record_reference`)"
+            )
         if self.under and not self.allows_deletion:
             raise ValueError(f"{self.name}: the deletion passes cannot run under it")
         for extra in self.under:  # they run on its pass, with no taps of their own
