@@ -30,12 +30,6 @@ DELETION_ORDERS: tuple[str, ...] = ("top", "random", "bottom")
 attention (`map/attention`), seeded random ones (the control), the lowest-ranked."""
 
 
-def deletion_names() -> tuple[str, ...]:
-    """`deletion/{order}`: (batch, fractions) cosine of the pooled output without the deleted patches
-    to the pooled output with all of them."""
-    return tuple(DELETION_PREFIX + order for order in DELETION_ORDERS)
-
-
 def patch_orders(ranking: Tensor, indices: Tensor | None, seed: int, orders: Sequence[str]) -> Tensor:
     """The patches of each image in each order, orders stacked: (orders x batch, patches). `top` and
     `bottom` follow `ranking` (batch, patches; ties by position), `random` hashes (seed, dataset index,
