@@ -53,6 +53,7 @@ def patch_orders(ranking: Tensor, indices: Tensor | None, seed: int, orders: Seq
 def perturbed_outputs(
     call: Call, ranking: Tensor, fractions: Sequence[float], seed: int = 0,
     orders: Sequence[str] = DELETION_ORDERS, insertion: bool = False, class_scores: ClassScores | None = None,
+    explained: Tensor | None = None,
 ) -> dict[str, Tensor]:  # fmt: skip
     """For each order and fraction f, the round(f x patches) first patches of that order removed
     (with `insertion`: the only ones kept, with [CLS], distillation and registers), the model run
@@ -62,7 +63,8 @@ def perturbed_outputs(
         `deletion/{order}` (batch, fractions): the cosine of each such pooled output to the call's
         (`call.capture.pooled`). With `class_scores`, also `deletion/{order}/probability`: the
         probability of the class the call's output is given, and `deletion/{order}/predicted`: the
-        class each output is given.
+        class each output is given; `explained`, the class of each of the call's outputs, where the
+        caller has it already (it is computed from the class scores otherwise).
     """
     backbone, layout = call.backbone, call.capture.layout
     patches = layout.slice("patch")
@@ -74,7 +76,8 @@ def perturbed_outputs(
     leading = torch.arange(first, device=embeddings.device).expand(repeats * batch, first)
     repeated = embeddings.repeat(repeats, 1, 1)
     pooled = call.capture.pooled
-    explained = explained_classes(class_scores, pooled)
+    if explained is None:
+        explained = explained_classes(class_scores, pooled)
     measured: dict[str, list[Tensor]] = {"": [], "/probability": [], "/predicted": []}
     for fraction in fractions:
         chosen = round(fraction * (patches.stop - first))

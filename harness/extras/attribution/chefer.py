@@ -1,7 +1,7 @@
 """`chefer` (Chefer et al. 2021, "Generic attention-model explainability"): R = I, then for every
 block R <- R + E_h[(grad A_l * A_l)^+] R, with the gradient of the target (`gradient_target`) with
 respect to the attention weights the block used, from the call's one gradient pass
-(`MapCall.attention_gradient`); the [CLS] row of R over the patches."""
+(`MapCall.attention`, `MapCall.attention_gradient`); the [CLS] row of R over the patches."""
 
 from __future__ import annotations
 
@@ -29,6 +29,6 @@ class CheferMap(AttributionMap):
     def attribute(self, call: MapCall) -> Tensor:
         relevance: Tensor | None = None
         for number in range(1, call.backbone.info.num_layers + 1):
-            relevance = chefer_step(relevance, *call.attention_gradient(number))
+            relevance = chefer_step(relevance, call.attention(number), call.attention_gradient(number))
         assert relevance is not None  # the model has blocks
         return relevance[:, 0, call.layout.slice("patch")]

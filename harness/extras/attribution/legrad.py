@@ -29,7 +29,7 @@ class LeGradMap(AttributionMap):
         blocks = call.backbone.info.num_layers
         total: Tensor | None = None
         for number in range(1, blocks + 1):
-            _, gradient = call.attention_gradient(number)  # batch, heads, queries, keys
+            gradient = call.attention_gradient(number)  # batch, heads, queries, keys
             block = gradient.clamp_min(0).mean(dim=(1, 2))  # batch, keys
             total = block if total is None else total + block
         assert total is not None  # the model has blocks

@@ -185,13 +185,17 @@ class MapCall:
             for p, g in zip(tap.parts, gradients, strict=True)
         )
 
-    def attention_gradient(self, number: int) -> tuple[Tensor, Tensor]:
-        """Block `number`'s attention A and the target's gradient with respect to it, both (batch,
-        heads, tokens, tokens): grad A = grad O V^T per head, O the block's attention output and V its
-        values (no attention materialised in the model's pass)."""
+    def attention(self, number: int) -> Tensor:
+        """Block `number`'s attention A in the gradient pass: (batch, heads, tokens, tokens)."""
         view, parts = self.backbone.view(number), self.gradients[number - 1]
-        heads = view.attention.num_attention_heads
         with torch.autocast(device_type=parts.keys.device.type, enabled=False):
-            attention = attention_matrix(view, parts.queries, parts.keys)
-            gradient = per_head(parts.gradient, heads) @ per_head(parts.values, heads).transpose(-1, -2)
-        return attention, gradient
+            return attention_matrix(view, parts.queries, parts.keys)
+
+    def attention_gradient(self, number: int) -> Tensor:
+        """The target's gradient with respect to block `number`'s attention A: (batch, heads, tokens,
+        tokens), grad A = grad O V^T per head, O the block's attention output and V its values (no
+        attention materialised in the model's pass)."""
+        heads = self.backbone.view(number).attention.num_attention_heads
+        parts = self.gradients[number - 1]
+        with torch.autocast(device_type=parts.values.device.type, enabled=False):
+            return per_head(parts.gradient, heads) @ per_head(parts.values, heads).transpose(-1, -2)

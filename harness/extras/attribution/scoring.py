@@ -167,11 +167,14 @@ class AttributionMaps(Extra):
         if explained is not None:
             entries[EXPLAINED] = explained
         with torch.no_grad():
-            entries |= self._curves(call, every)
+            entries |= self._curves(call, every, explained)
         return ExtraResult(entries)
 
-    def _curves(self, call: Call, scored: Mapping[str, Tensor]) -> dict[str, Tensor]:
-        """Every scored map's curves in its own orders, and the random control's (run once)."""
+    def _curves(
+        self, call: Call, scored: Mapping[str, Tensor], explained: Tensor | None
+    ) -> dict[str, Tensor]:
+        """Every scored map's curves in its own orders, and the random control's (run once), following
+        the class each full output is given (`explained`, computed once for the call)."""
         curves: dict[str, Tensor] = {}
         heads = set(head_map_names(self.heads))
         for score in SCORES:
@@ -180,7 +183,7 @@ class AttributionMaps(Extra):
                 ranking: Tensor, orders: Sequence[str], insertion: bool = score == "insertion"
             ) -> dict[str, Tensor]:
                 return perturbed_outputs(
-                    call, ranking, self.fractions, self.seed, orders, insertion, self.class_scores
+                    call, ranking, self.fractions, self.seed, orders, insertion, self.class_scores, explained
                 )
 
             control = run(next(iter(scored.values())), (CONTROL,))  # the order ignores the map

@@ -219,6 +219,10 @@ class Intervention(Extra):
             blocks += range(int(first), int(last or first) + 1)
         return cls(tuple(match["targets"].split("+")), tuple(blocks), match["mode"], match["level"])
 
+    def mode_of(self) -> Mode:
+        """Its mode (`MODES`)."""
+        return MODES[self.mode]()
+
     @property
     def name(self) -> str:
         return f"{self.level}/{'+'.join(self.targets)}@{_span(self.blocks)}/{self.mode}"
@@ -234,14 +238,14 @@ class Intervention(Extra):
 
     @property
     def draws_random(self) -> bool:
-        return MODES[self.mode].draws_random or any(extra.draws_random for extra in self.under)
+        return self.mode_of().draws_random or any(extra.draws_random for extra in self.under)
 
     @property
     def allows_deletion(self) -> bool:
         """Whether the deletion passes can run under it: a model-level intervention whose targets sit
         before the patches (or are the highest-norm token among those left) and whose mode allows it,
         so the shortened sequences hold its targets where the full one does."""
-        return self.level == "model" and "patch" not in self.targets and MODES[self.mode].allows_deletion
+        return self.level == "model" and "patch" not in self.targets and self.mode_of().allows_deletion
 
     def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
         """The variants its pass reports where fewer than a clean pass's: only the outputs when it
@@ -250,11 +254,11 @@ class Intervention(Extra):
 
     def rebuilds_last(self, num_layers: int) -> bool:
         """Whether it rebuilds the last block's [CLS] row (its pass then reports only its outputs)."""
-        return num_layers in self.blocks and MODES[self.mode]().rebuilds_cls(self)
+        return num_layers in self.blocks and self.mode_of().rebuilds_cls(self)
 
     def reference_keys(self) -> list[ReferenceKey]:
         """The reference statistics it reads (none for a mode that reads none)."""
-        if not MODES[self.mode].reads_reference:
+        if not self.mode_of().reads_reference:
             return []
         return [ReferenceKey(self.level, target, block) for block in self.blocks for target in self.targets]
 
@@ -290,11 +294,11 @@ class Intervention(Extra):
         groups = present_groups(info.num_registers, info.num_distillation)
         if absent := self.absent_targets(groups):
             raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")
-        MODES[self.mode]().check(self, groups)
+        self.mode_of().check(self, groups)
 
     def check(self, backbone: DecomposingBackbone) -> None:
         self.check_model(backbone.info)
-        if MODES[self.mode].reads_reference and self.reference is None:
+        if self.mode_of().reads_reference and self.reference is None:
             raise ValueError(
                 f"{self.name} reads reference statistics: pass `intervention.using(statistics)` after a "
                 "reference pass (`harness.extras.interventions.recording.record_reference`)"
@@ -313,7 +317,7 @@ class Intervention(Extra):
         backbone, layout, start = call.backbone, call.capture.layout, self.blocks[0]
         tap = taps["start"]
         assert isinstance(tap, _Input) and tap.tokens is not None
-        applied = MODES[self.mode]().tap(self, backbone, layout, call.indices)
+        applied = self.mode_of().tap(self, backbone, layout, call.indices)
         captured = backbone.capture_from(tap.tokens, layout, start, (applied,))
         rows = torch.cat([call.capture.cls_states[:, :start], captured.cls_states[:, start:]], dim=1)
         captured = replace(captured, cls_states=rows)

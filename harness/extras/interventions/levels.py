@@ -27,7 +27,7 @@ from harness.decomposition import (
     output_readout,
     per_head,
 )
-from harness.extras.interventions.intervention import MODES, Intervention, Level
+from harness.extras.interventions.intervention import Intervention, Level
 from harness.extras.interventions.reference import ReferenceKey
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout
@@ -111,7 +111,7 @@ class _ReplacingRows(Tap):
     def __init__(self, intervention: Intervention, layout: TokenLayout, indices: Tensor | None) -> None:
         self.intervention, self.layout, self.indices = intervention, layout, indices
         self.blocks = intervention.blocks
-        self.mode = MODES[intervention.mode]()
+        self.mode = intervention.mode_of()
 
     def enter(self, number: int, tokens: Tensor) -> Tensor:
         indices = per_image(self.indices, tokens.shape[0])
@@ -151,7 +151,7 @@ class _RebuildingCls(Tap):
                  indices: Tensor | None) -> None:  # fmt: skip
         self.intervention, self.backbone, self.layout, self.indices = intervention, backbone, layout, indices
         self.blocks = intervention.blocks
-        self.mode = MODES[intervention.mode]()
+        self.mode = intervention.mode_of()
 
     def leave(self, parts: BlockParts) -> Tensor:
         view = self.backbone.view(parts.number)

@@ -46,6 +46,8 @@ class _FromReference(Mode):
     ) -> Tensor:
         if reference is None:
             raise ValueError(f"the {self.name} mode needs reference statistics (a reference pass)")
+        if self.draws_random and indices is None:
+            raise ValueError(f"the {self.name} mode draws by dataset index: pass the images' indices")
         held = tuple(reference.mean(key).shape)
         if held != tuple(current.shape[1:]):
             raise ValueError(
@@ -57,7 +59,8 @@ class _FromReference(Mode):
     def values(
         self, key: ReferenceKey, current: Tensor, indices: Tensor | None, reference: ReferenceStatistics
     ) -> Tensor:
-        """The replacement, before it takes `current`'s device and dtype."""
+        """The replacement, before it takes `current`'s device and dtype (`indices` given where the
+        mode draws: `draws_random`)."""
         raise NotImplementedError
 
 
@@ -71,12 +74,6 @@ class Mean(_FromReference):
         return reference.mean(key).expand_as(current)
 
 
-def _indices(indices: Tensor | None, mode: str) -> Tensor:
-    if indices is None:
-        raise ValueError(f"the {mode} mode draws by dataset index: pass the images' indices")
-    return indices
-
-
 class Shuffle(_FromReference):
     name = "shuffle"
     description = "another reference image's, the partner drawn by a seeded hash of the dataset index"
@@ -85,7 +82,8 @@ class Shuffle(_FromReference):
     def values(
         self, key: ReferenceKey, current: Tensor, indices: Tensor | None, reference: ReferenceStatistics
     ) -> Tensor:
-        return reference.partners(key, _indices(indices, self.name))
+        assert indices is not None  # checked by `replacement`
+        return reference.partners(key, indices)
 
 
 class Noise(_FromReference):
@@ -96,4 +94,5 @@ class Noise(_FromReference):
     def values(
         self, key: ReferenceKey, current: Tensor, indices: Tensor | None, reference: ReferenceStatistics
     ) -> Tensor:
-        return reference.noise(key, _indices(indices, self.name))
+        assert indices is not None  # checked by `replacement`
+        return reference.noise(key, indices)
