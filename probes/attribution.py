@@ -255,6 +255,7 @@ class AttributionProbe(Probe):
 
     def arrays(self) -> dict[str, Tensor]:
         rows = self.gallery.compute()
+        rows["index"] = torch.atleast_1d(rows["index"])  # torchmetrics squeezes one image's to 0-dim
         return {GALLERY + name.removeprefix(ATTRIBUTION_PREFIX): value for name, value in rows.items()}
 
     def compute(self) -> dict[str, float]:

@@ -153,3 +153,21 @@ def test_the_gallery_keeps_the_same_images_on_one_or_two_processes() -> None:
     }
     make = functools.partial(FirstImages, 3, ["attribution/rollout"], functools.partial(to_uint8_image))
     check_metric(make, batches, reference, atol=0)
+
+
+def test_one_image_keeps_its_row_and_its_gallery_is_drawn() -> None:
+    """A run of one image: the gallery's index keeps its row axis (torchmetrics squeezes a
+    one-element result) and the gallery figure draws that image and every map."""
+    from types import SimpleNamespace
+
+    import matplotlib.pyplot as plt
+
+    probe = AttributionProbe(seed=0, heads=range(1, HEADS + 1))
+    rows = batch(np.arange(1), torch.Generator().manual_seed(4))
+    probe.update(rows, torch.full((1,), -1), torch.tensor([7]))
+    arrays = probe.arrays()
+    assert arrays["attribution/gallery/index"].tolist() == [7]
+    run = SimpleNamespace(arrays=arrays, backbone="tiny", num_images=1)
+    figure = AttributionProbe._gallery(run)  # type: ignore[arg-type]
+    assert figure is not None and len(figure.axes) == len(MAPS) + 1
+    plt.close(figure)
