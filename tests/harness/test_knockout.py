@@ -29,9 +29,10 @@ def eager_model() -> nn.Module:
     return model
 
 
-@pytest.fixture
-def pixels() -> Tensor:
-    return torch.randn(4, 3, 32, 40, generator=torch.Generator().manual_seed(5))
+@pytest.fixture(params=[(32, 40), (48, 24)], ids=["32x40", "48x24"])
+def pixels(request: pytest.FixtureRequest) -> Tensor:
+    """Two image sizes (the position grid resized to each)."""
+    return torch.randn(4, 3, *request.param, generator=torch.Generator().manual_seed(5))
 
 
 def scaled(expected: Tensor) -> dict[str, float]:

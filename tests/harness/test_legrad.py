@@ -28,12 +28,15 @@ def legrad_from(attentions: tuple[Tensor, ...], target: Tensor, patches: slice) 
     return (sum(per_block) / len(per_block))[:, patches]
 
 
+@pytest.mark.parametrize("size", [(32, 40), (48, 32)], ids=["32x40", "48x32"])
 @pytest.mark.parametrize("target", ["output", "class"])
 @pytest.mark.parametrize("family", list(EAGER))
-def test_legrad_is_the_papers_on_the_models_own_attention_gradients(family: str, target: str) -> None:
+def test_legrad_is_the_papers_on_the_models_own_attention_gradients(
+    family: str, target: str, size: tuple[int, int]
+) -> None:
     model = EAGER[family]()
     backbone = DecomposingBackbone.from_model(model)
-    pixels = torch.randn(3, 3, 32, 40, generator=torch.Generator().manual_seed(6))
+    pixels = torch.randn(3, 3, *size, generator=torch.Generator().manual_seed(6))
     torch.manual_seed(7)
     head = nn.Linear(backbone.info.hidden_size, 5).requires_grad_(False) if target == "class" else None
     found = backbone(pixels, extras=[AttributionMaps(("legrad",), class_scores=head, scored=False)])
