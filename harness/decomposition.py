@@ -276,6 +276,34 @@ def contribution(layer: HFBlock, partial_sum: Tensor) -> Tensor:
     return gamma1 * (partial_sum.flatten(1) @ layer.attention.o_proj.weight.float().T)
 
 
+def head_terms(layer: HFBlock, partial_sums: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Head h's part of each group's contribution, gamma1 * (W_o^h S^h_g) with W_o^h the output
+    projection's columns of head h: (batch, heads, hidden) per group, float32; summed over heads it
+    is c_g (`contribution`), the bias term c_b belonging to no head."""
+    weight = layer.attention.o_proj.weight.float()  # hidden, heads * head_dim (heads side by side)
+    gamma1 = layer.layer_scale1.lambda1.float()
+    terms = {}
+    for group, partial in partial_sums.items():  # batch, heads, head_dim
+        by_head = weight.view(weight.shape[0], partial.shape[1], partial.shape[2])  # hidden, heads, head_dim
+        terms[group] = gamma1 * torch.einsum("bhk,dhk->bhd", partial, by_head)
+    return terms
+
+
+def decompose_heads(
+    layer: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor, layout: TokenLayout
+) -> dict[str, Tensor]:
+    """The per-head terms of one block's [CLS] update for every group the layout has: `{group}`,
+    (batch, heads, hidden) (`head_terms`), and `split/{group}`, each head's [CLS] attention mass on
+    the group (batch, heads)."""
+    with torch.autocast(device_type=block_input.device.type, enabled=False):
+        weights = cls_attention(layer, block_input, keys)
+        groups = layout.groups
+        sums = group_partial_sums(weights, values, layout)
+        terms = head_terms(layer, {group: sums[group] for group in groups})
+        masses = group_masses(weights, layout)
+    return terms | {f"split/{group}": masses[group] for group in groups}
+
+
 def output_bias_term(layer: HFBlock) -> Tensor:
     """c_b = gamma1 * b_o (zeros for an output projection without a bias), float32."""
     gamma1 = layer.layer_scale1.lambda1.float()

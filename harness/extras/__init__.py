@@ -1,7 +1,8 @@
 """What a call of the backbone computes besides the decomposition (docs/design.md#the-seam), each an
 `harness.Extra` that plugs into the backbone's taps and runs its own passes: `Depth` (the [CLS] update
-of chosen blocks), `Deletion` (deletion passes), `Intervention` (a pass under an intervention) and
-`AttributionMaps` (attribution maps and their scores). The core imports none of them.
+of chosen blocks), `HeadTerms` (its per-head terms), `Deletion` (deletion passes), `Intervention` (a
+pass under an intervention) and `AttributionMaps` (attribution maps and their scores). The core
+imports none of them.
 
 Importing the package imports none of them: each name below loads its submodule on first use."""
 
@@ -15,6 +16,7 @@ if TYPE_CHECKING:
     from harness.extras.attribution import MAPS, AttributionMaps, map_names, parse_maps
     from harness.extras.deletion import DELETION_FRACTIONS, DELETION_ORDERS, DELETION_PREFIX, Deletion
     from harness.extras.depth import Depth
+    from harness.extras.head_terms import HEADS_PREFIX, HeadTerms, head_prefix
     from harness.extras.interventions import (
         INTERVENTION_PREFIX,
         LEVELS,
@@ -30,6 +32,7 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     "attribution": ("MAPS", "AttributionMaps", "map_names", "parse_maps"),
     "deletion": ("DELETION_FRACTIONS", "DELETION_ORDERS", "DELETION_PREFIX", "Deletion"),
     "depth": ("Depth",),
+    "head_terms": ("HEADS_PREFIX", "HeadTerms", "head_prefix"),
     "interventions": (
         "INTERVENTION_PREFIX",
         "LEVELS",
@@ -47,6 +50,7 @@ __all__ = [
     "DELETION_FRACTIONS",
     "DELETION_ORDERS",
     "DELETION_PREFIX",
+    "HEADS_PREFIX",
     "INTERVENTION_PREFIX",
     "LEVELS",
     "MAPS",
@@ -56,8 +60,10 @@ __all__ = [
     "ClassScores",
     "Deletion",
     "Depth",
+    "HeadTerms",
     "Intervention",
     "ReferenceStatistics",
+    "head_prefix",
     "map_names",
     "parse_intervention",
     "parse_maps",
