@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from harness import PIXELS, DecomposingBackbone, load_backbone
-from harness.extras import DELETION_FRACTIONS, Deletion, Depth
+from harness.extras import DELETION_FRACTIONS, Deletion, Depth, HeadTerms
 from probes import PROBES, KnnBank, Probe, ProbeContext, build_probes
 
 
@@ -40,8 +40,9 @@ def probed_batch(backbone_name: str, resolution: int, batch_size: int, classes: 
     context = ProbeContext(backbone.info, class_names, resolution, layers=layers, bank=bank)
     probes = build_probes(list(PROBES), context)
     with torch.no_grad():
-        # every block decomposed (the depth probe, --layers all) and the deletion passes (its probe)
-        extras = [Depth(layers), Deletion(DELETION_FRACTIONS)]
+        # every block decomposed (the depth probe, --layers all), its per-head terms (the heads probe)
+        # and the deletion passes (its probe)
+        extras = [Depth(layers), HeadTerms(layers), Deletion(DELETION_FRACTIONS)]
         decomposition = backbone(pixels, torch.arange(batch_size), extras=extras)
         inputs = {**decomposition, PIXELS: pixels}
     return ProbedBatch(backbone, pixels, inputs, torch.arange(batch_size) % classes, probes)

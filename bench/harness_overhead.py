@@ -9,7 +9,8 @@ For each backbone and resolution, on the same inputs, timed in alternating round
   decomposition), what a notebook user pays;
 - capture: the model's pass with the taps alone (`backbone.capture(pixels)`), the taps' cost;
 - harness: `DecomposingBackbone` + the update of every probe (every name of PROBES: split,
-  cka, cka_debiased, registers, norms, layerwise, maps, oneshot, linear) on synthetic labels;
+  cka, cka_debiased, registers, norms, layerwise, maps, oneshot, linear, heads) on synthetic labels,
+  with the extras they ask each call for (the heads probe's per-head terms);
 - layers_all: `--layers all`, the decomposition of every block as it runs + the depth probe's
   update (without the other probes: its own cost);
 - naive: the same model with eager attention and `output_attentions=True` (every layer's
@@ -36,6 +37,7 @@ from bench.common import median_ratio, paired_times
 from harness import feed, load_backbone
 from harness.decomposition import depth_quantities
 from harness.extras import Depth
+from harness.module import merged_extras
 from probes import DepthProbe, ProbeContext, build_probes, parse_probe_names
 
 
@@ -60,9 +62,11 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int, naive_g
     def plain() -> object:
         return backbone.model(pixel_values=pixels).pooler_output
 
+    asked = merged_extras(extra for probe in probes.values() for extra in probe.extras())  # heads' terms
+
     @torch.no_grad()
     def harness() -> object:
-        decomposition = backbone(pixels)
+        decomposition = backbone(pixels, extras=asked)
         feed(probes.values(), decomposition, pixels, labels, indices)
         return decomposition
 
