@@ -235,6 +235,12 @@ class Probe(nn.Module, ABC):
         return cls.headlines()
 
     @classmethod
+    def report_tables(cls, run: RunView) -> dict[str, tuple[tuple[str, ...], list[tuple[object, ...]]]]:
+        """Tables of numbers derived from the run's results for report.md, each under its title:
+        (header, rows); none by default."""
+        return {}
+
+    @classmethod
     def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
         """The probe's figures across runs, by file name (none when no run has its results)."""
         return {}

@@ -155,6 +155,48 @@ class InterventionsProbe(Probe):
             ]
         return tuple(lines)
 
+    @classmethod
+    def report_tables(cls, run: RunView) -> dict[str, tuple[tuple[str, ...], list[tuple[object, ...]]]]:
+        """One at a time against all together: for each intervention on a whole group (`register@12:zero`)
+        whose members the run also replaced one by one at the same blocks, mode and level
+        (`register1@12:zero` ... `register4@12:zero`), the drop under the group beside the sum of the
+        single drops, for the cosine to the clean output (1 - cosine) and each label probe's accuracy."""
+        done = [i for i in _interventions_of(run) if i.prefix + COSINE in run.results]
+        rows: list[tuple[object, ...]] = []
+        for joint in done:
+            if len(joint.targets) != 1:
+                continue
+            group = joint.targets[0]
+            singles = [
+                i for i in done
+                if (i.blocks, i.mode, i.level) == (joint.blocks, joint.mode, joint.level)
+                and len(i.targets) == 1 and i.targets[0].removeprefix(group).isdigit()
+            ]  # fmt: skip
+            if not singles:
+                continue
+            results = run.results
+            labels = [
+                (probe, result) for probe, result in LABEL_RESULTS
+                if result in results and all(i.prefix + result in results for i in (joint, *singles))
+            ]  # fmt: skip
+            measures = [("1 - cosine to the clean output/full", COSINE, 1.0)]
+            measures += [(f"{probe} accuracy drop", result, results[result]) for probe, result in labels]
+            for measure, result, clean in measures:  # the drop: clean value minus intervened value
+                alone = [clean - results[i.prefix + result] for i in singles]
+                together = clean - results[joint.prefix + result]
+                rows.append((joint.name, len(singles), measure, together, sum(alone), max(alone)))
+        if not rows:
+            return {}
+        header = (
+            "all together",
+            "one at a time",
+            "measure",
+            "drop together",
+            "sum of single drops",
+            "largest single drop",
+        )
+        return {"Interventions one at a time against all together": (header, rows)}
+
     def _stats(self, key: str) -> ColumnStats:
         return cast(ColumnStats, self.stats[key])
 

@@ -69,6 +69,9 @@ def run_report(run: Run, figures: Sequence[str]) -> str:
     key = [(name, text, run.results[name]) for name, text in headlines(run) if name in run.results]
     if key:
         lines += ["", "## Key numbers", "", *markdown_table(("result", "what", "value"), key)]
+    for probe_class in PROBE_CLASSES:
+        for title, (header, rows) in probe_class.report_tables(run).items():
+            lines += ["", f"## {title}", "", *markdown_table(header, rows)]
     if figures:
         lines += ["", "## Figures"]
         for name in figures:

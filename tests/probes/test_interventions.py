@@ -144,3 +144,35 @@ def test_probes_of_the_decomposition_are_read_again_where_the_pass_reports_one()
     results = built[f"split@{MEAN.name}"].compute()
     expected = np.concatenate([b.pass_of(MEAN.name)["split/cls"].numpy() for b in data])
     assert results[MEAN.prefix + "split/cls/mean"] == pytest.approx(expected.mean(), rel=1e-6)
+
+
+def test_registers_one_at_a_time_against_all_together_in_the_report() -> None:
+    """report.md's table: the joint drop beside the sum and the largest of the single drops, for the
+    cosine and the label probes every pass has; nothing for a group without its singles."""
+    from types import SimpleNamespace
+
+    from probes.interventions import InterventionsProbe
+
+    names = [
+        "model/register1@12/zero",
+        "model/register2@12/zero",
+        "model/register@12/zero",
+        "model/cls@12/zero",
+    ]
+    cosines = {"model/register1@12/zero": 0.9, "model/register2@12/zero": 0.8, "model/register@12/zero": 0.5,
+               "model/cls@12/zero": 0.7}  # fmt: skip
+    linear = "linear/output/full/top1"
+    results = {linear: 0.75}
+    for name, cosine in cosines.items():
+        results[f"intervened/{name}/cosine_to_clean"] = cosine
+        results[f"intervened/{name}/{linear}"] = {"model/register@12/zero": 0.25}.get(name, 0.7)
+    run = SimpleNamespace(results=results, interventions=names)
+    tables = InterventionsProbe.report_tables(run)  # type: ignore[arg-type]
+    (header, rows), = tables.values()  # fmt: skip
+    assert header[3:] == ("drop together", "sum of single drops", "largest single drop")
+    assert [row[:3] for row in rows] == [
+        ("model/register@12/zero", 2, "1 - cosine to the clean output/full"),
+        ("model/register@12/zero", 2, "linear accuracy drop"),
+    ]
+    assert rows[0][3:] == pytest.approx((0.5, 0.1 + 0.2, 0.2))
+    assert rows[1][3:] == pytest.approx((0.5, 0.1, 0.05))

@@ -57,7 +57,7 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
         labelled == {"oneshot", "linear", "knn"} and bank == {"knn"} and opt_in == {"deletion", "attribution"}
     )
     interventions = {name for name, probe in PROBES.items() if probe.needs_interventions}
-    assert pixels == {"maps", "deletion", "interventions", "attribution"} and layers == {
+    assert pixels == {"maps", "deletion", "interventions", "attribution", "heads"} and layers == {
         "depth",
         "cka_layers",
     }

@@ -21,14 +21,54 @@ from harness.info import BackboneInfo
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout, present_groups
 
-TARGETS: tuple[str, ...] = (*GROUPS, "high_norm", "skip")
+TARGETS: tuple[str, ...] = (*GROUPS, "high_norm", "skip", "registerN", "tokenN")
 """What an intervention acts on: a token group, the highest-norm non-[CLS] token of the block's
-input (the paper's high-norm token at the last block), or the [CLS] skip stream (readout level)."""
+input (the paper's high-norm token at the last block), the [CLS] skip stream (readout level), one
+register (`register3`: the third, from 1) or one token position (`token5`: sequence position 5, [CLS]
+at 0)."""
+_ONE_TOKEN = re.compile(r"^(?P<kind>register|token)(?P<number>[0-9]+)$")
+ONE_TOKEN = "one_token"
+"""The kind of a one-token target (`registerN`, `tokenN`) in a level's `targets`."""
+
+
+def target_kind(target: str) -> str:
+    """The kind a level lists: the target itself, or `ONE_TOKEN` for `registerN` / `tokenN`.
+
+    >>> target_kind("register3"), target_kind("register"), target_kind("token0")
+    ('one_token', 'register', 'one_token')
+    """
+    return ONE_TOKEN if _ONE_TOKEN.match(target) else target
+
+
+def one_token_position(target: str, layout: TokenLayout) -> int | None:
+    """The sequence position of a one-token target in `layout` (None for any other target).
+
+    >>> one_token_position("register2", TokenLayout(num_registers=4, grid_height=2, grid_width=2))
+    2
+
+    Raises:
+        ValueError: a register or position the sequence does not have.
+    """
+    match = _ONE_TOKEN.match(target)
+    if match is None:
+        return None
+    number = int(match["number"])
+    if match["kind"] == "token":
+        if number >= layout.num_tokens:
+            raise ValueError(f"{target}: the sequence has positions 0..{layout.num_tokens - 1}")
+        return number
+    if not 1 <= number <= layout.num_registers:
+        raise ValueError(f"{target}: this model has registers 1..{layout.num_registers}")
+    return layout.slice("register").start + number - 1
+
+
 INTERVENTION_PREFIX = "intervened/"
 """`intervened/{level}/{targets}@{blocks}/{mode}/{name}`: a probe's results on the pass under an
 intervention (`Intervention.prefix`)."""
-_SPEC = re.compile(r"^(?P<targets>[a-z_+]+)@(?P<blocks>[a-z0-9-]+):(?P<mode>[a-z]+)(?::(?P<level>[a-z]+))?$")
-_NAME = re.compile(r"^(?P<level>[a-z]+)/(?P<targets>[a-z_+]+)@(?P<blocks>[0-9,-]+)/(?P<mode>[a-z]+)$")
+_SPEC = re.compile(
+    r"^(?P<targets>[a-z0-9_+]+)@(?P<blocks>[a-z0-9-]+):(?P<mode>[a-z]+)(?::(?P<level>[a-z]+))?$"
+)
+_NAME = re.compile(r"^(?P<level>[a-z]+)/(?P<targets>[a-z0-9_+]+)@(?P<blocks>[0-9,-]+)/(?P<mode>[a-z]+)$")
 
 LEVELS: dict[str, type[Level]] = {}
 """Level name -> class, filled as the package's modules define them."""
@@ -168,7 +208,7 @@ class Intervention(Extra):
     under: tuple[Extra, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.targets if t not in TARGETS]
+        unknown = [t for t in self.targets if t not in TARGETS[:-2] and target_kind(t) != ONE_TOKEN]
         if not self.targets or unknown:
             raise ValueError(
                 f"unknown intervention target {unknown or self.targets}; choose from {', '.join(TARGETS)}"
@@ -177,7 +217,7 @@ class Intervention(Extra):
             raise ValueError(f"unknown intervention mode {self.mode!r}; choose from {', '.join(MODES)}")
         if self.level not in LEVELS:
             raise ValueError(f"unknown intervention level {self.level!r}; choose from {', '.join(LEVELS)}")
-        if wrong := [t for t in self.targets if t not in LEVELS[self.level].targets]:
+        if wrong := [t for t in self.targets if target_kind(t) not in LEVELS[self.level].targets]:
             hint = f"; {_SKIP_HINT}" if "skip" in wrong else ""
             raise ValueError(f"{', '.join(wrong)}: not a target of the {self.level} level{hint}")
         if not self.blocks or list(self.blocks) != sorted(set(self.blocks)) or self.blocks[0] < 1:
@@ -243,9 +283,11 @@ class Intervention(Extra):
     @property
     def allows_deletion(self) -> bool:
         """Whether the deletion passes can run under it: a model-level intervention whose targets sit
-        before the patches (or are the highest-norm token among those left) and whose mode allows it,
-        so the shortened sequences hold its targets where the full one does."""
-        return self.level == "model" and "patch" not in self.targets and self.mode_of().allows_deletion
+        before the patches (or are the highest-norm token among those left; a token position may be a
+        patch) and whose mode allows it, so the shortened sequences hold its targets where the full one
+        does."""
+        before_patches = not any(t == "patch" or t.startswith("token") for t in self.targets)
+        return self.level == "model" and before_patches and self.mode_of().allows_deletion
 
     def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
         """The variants its pass reports where fewer than a clean pass's: only the outputs when it
@@ -263,8 +305,12 @@ class Intervention(Extra):
         return [ReferenceKey(self.level, target, block) for block in self.blocks for target in self.targets]
 
     def absent_targets(self, groups: Sequence[str]) -> tuple[str, ...]:
-        """The target groups a model with token `groups` lacks (registers of a model without any)."""
-        return tuple(target for target in self.targets if target in GROUPS and target not in groups)
+        """The target groups a model with token `groups` lacks (registers of a model without any, also
+        for one register: `register3`)."""
+        absent = [target for target in self.targets if target in GROUPS and target not in groups]
+        if "register" not in groups:
+            absent += [target for target in self.targets if _ONE_TOKEN.match(target) and target[0] == "r"]
+        return tuple(absent)
 
     def using(self, reference: ReferenceStatistics | None) -> Intervention:
         """This intervention reading `reference`."""
@@ -294,6 +340,10 @@ class Intervention(Extra):
         groups = present_groups(info.num_registers, info.num_distillation)
         if absent := self.absent_targets(groups):
             raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")
+        registers = TokenLayout(info.num_registers, 1, 1, info.num_distillation)
+        for target in self.targets:  # a register it lacks (token positions are checked per image size)
+            if target.startswith("register"):
+                one_token_position(target, registers)
         self.mode_of().check(self, groups)
 
     def check(self, backbone: DecomposingBackbone) -> None:
@@ -309,6 +359,11 @@ class Intervention(Extra):
             extra.check(backbone)
 
     def taps(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Mapping[str, Tap]:
+        for target in self.targets:
+            try:
+                one_token_position(target, layout)
+            except ValueError as error:
+                raise ValueError(f"{self.name}: {error} at this image size") from None
         return {"start": _Input(self.blocks[0])}
 
     def run(self, call: Call, taps: Mapping[str, Tap]) -> ExtraResult:

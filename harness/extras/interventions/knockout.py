@@ -20,7 +20,7 @@ from torch import Tensor
 
 from harness.backbone import DecomposingBackbone
 from harness.decomposition import cls_attention, contribution, output_bias_term, output_readout, per_head
-from harness.extras.interventions.intervention import Intervention, Mode
+from harness.extras.interventions.intervention import ONE_TOKEN, Intervention, Mode, target_kind
 from harness.extras.interventions.levels import model_rows
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout
@@ -59,7 +59,7 @@ class _KnockingOut(Tap):
         """1 where the [CLS] query may still attend, 0 at the targets: (batch, tokens)."""
         kept = torch.ones(block_input.shape[:2], device=block_input.device)
         for target in self.intervention.targets:
-            if target == "high_norm":
+            if target == "high_norm" or target_kind(target) == ONE_TOKEN:
                 kept = kept.scatter(1, model_rows(target, block_input, self.layout), 0.0)
             elif target in GROUPS:
                 kept[:, self.layout.slice(target)] = 0.0

@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import torch
 from torch import Tensor
@@ -27,7 +27,13 @@ from harness.decomposition import (
     output_readout,
     per_head,
 )
-from harness.extras.interventions.intervention import Intervention, Level
+from harness.extras.interventions.intervention import (
+    ONE_TOKEN,
+    Intervention,
+    Level,
+    one_token_position,
+    target_kind,
+)
 from harness.extras.interventions.reference import ReferenceKey
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout
@@ -35,11 +41,13 @@ from harness.tokens import GROUPS, TokenLayout
 
 def model_rows(target: str, block_input: Tensor, layout: TokenLayout) -> Tensor:
     """The sequence positions (images, rows) a model-level `target` replaces in a block's input: the
-    group's positions, or the highest-norm non-[CLS] token of each image."""
+    group's positions, the highest-norm non-[CLS] token of each image, or one token's position."""
     images = block_input.shape[0]
     if target == "high_norm":
         after_cls = layout.slice("cls").stop
         return block_input[:, after_cls:].float().norm(dim=-1).argmax(dim=1, keepdim=True) + after_cls
+    if (position := one_token_position(target, layout)) is not None:
+        return torch.full((images, 1), position, device=block_input.device)
     span = layout.slice(target)
     return torch.arange(span.start, span.stop, device=block_input.device).expand(images, -1)
 
@@ -55,10 +63,12 @@ def put_rows(tokens: Tensor, rows: Tensor, values: Tensor) -> Tensor:
 
 
 def readout_terms(
-    view: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor, layout: TokenLayout
-) -> dict[str, Tensor]:
+    view: HFBlock, block_input: Tensor, keys: Tensor, values: Tensor, layout: TokenLayout,
+    targets: Sequence[str] = (),
+) -> dict[str, Tensor]:  # fmt: skip
     """The terms of block l's [CLS] update, m = skip + sum_g c_g + bias (each (images, 1, hidden),
-    float32), and `high_norm`: the term of the highest-norm non-[CLS] token (part of its group's)."""
+    float32), `high_norm`: the term of the highest-norm non-[CLS] token (part of its group's), and the
+    term of each one-token target among `targets` (`register3`, `token5`: part of its group's)."""
     weights = cls_attention(view, block_input, keys)  # images, heads, tokens
     sums = group_partial_sums(weights, values, layout)
     skip = block_input[:, 0].float()
@@ -67,10 +77,11 @@ def readout_terms(
     terms = {group: variants[group] - bias for group in GROUPS}
     terms["skip"] = skip
     terms["bias"] = bias.expand_as(skip)
-    top = model_rows("high_norm", block_input, layout)[:, 0]  # images
     image = torch.arange(weights.shape[0], device=weights.device)
-    top_values = per_head(values, weights.shape[1])[image, :, top]  # images, heads, head_dim
-    terms["high_norm"] = contribution(view, weights[image, :, top].unsqueeze(-1) * top_values)
+    heads = per_head(values, weights.shape[1])  # images, heads, tokens, head_dim
+    for target in ("high_norm", *(t for t in targets if target_kind(t) == ONE_TOKEN)):
+        row = model_rows(target, block_input, layout)[:, 0]  # images
+        terms[target] = contribution(view, weights[image, :, row].unsqueeze(-1) * heads[image, :, row])
     return {name: term.unsqueeze(1) for name, term in terms.items()}
 
 
@@ -95,7 +106,7 @@ def per_image(indices: Tensor | None, rows: int) -> Tensor | None:
 class ModelLevel(Level):
     name = "model"
     description = "the target tokens' states entering the block are replaced; the network runs on them"
-    targets = (*GROUPS, "high_norm")
+    targets = (*GROUPS, "high_norm", ONE_TOKEN)
 
     def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
             indices: Tensor | None) -> Tap:  # fmt: skip
@@ -126,7 +137,7 @@ class _ReplacingRows(Tap):
 class ReadoutLevel(Level):
     name = "readout"
     description = "only the block's [CLS] update is rebuilt with the target's term replaced"
-    targets = (*GROUPS, "high_norm", "skip")
+    targets = (*GROUPS, "high_norm", "skip", ONE_TOKEN)
     rebuilds_cls = True
 
     def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
@@ -135,7 +146,8 @@ class ReadoutLevel(Level):
 
     def current(self, target: str, parts: BlockParts, view: HFBlock, layout: TokenLayout) -> Tensor:
         with torch.autocast(device_type=parts.input.device.type, enabled=False):
-            return readout_terms(view, parts.input, parts.read("keys"), parts.read("values"), layout)[target]
+            keys, values = parts.read("keys"), parts.read("values")
+            return readout_terms(view, parts.input, keys, values, layout, (target,))[target]
 
     def reads(self) -> frozenset[str]:
         return frozenset({"keys", "values"})
@@ -157,7 +169,8 @@ class _RebuildingCls(Tap):
         view = self.backbone.view(parts.number)
         indices = per_image(self.indices, parts.input.shape[0])
         with torch.autocast(device_type=parts.input.device.type, enabled=False):
-            terms = readout_terms(view, parts.input, parts.read("keys"), parts.read("values"), self.layout)
+            keys, values = parts.read("keys"), parts.read("values")
+            terms = readout_terms(view, parts.input, keys, values, self.layout, self.intervention.targets)
             replaced = {}
             for target in self.intervention.targets:
                 key = ReferenceKey("readout", target, parts.number)
