@@ -48,21 +48,32 @@ class BlockParts:
         return value
 
 
+REPLACEABLE: tuple[str, ...] = ("heads",)
+"""The points inside a block a tap may replace as the block runs (`Tap.inside`)."""
+
+
 class Tap:
-    """What one computation reads of a pass, and where it steps in. A subclass sets `blocks` (1-based)
-    and `reads` (of `POINTS`) and overrides `enter` and / or `leave`; it may keep what it read (a tap
-    object lives for one call).
+    """What one computation reads of a pass, and where it steps in. A subclass sets `blocks` (1-based),
+    `reads` (of `POINTS`) and `replaces` (of `REPLACEABLE`) and overrides `enter`, `inside` and / or
+    `leave`; it may keep what it read (a tap object lives for one call).
 
     Attributes:
         blocks: the blocks it reads.
         reads: the points inside those blocks it reads at their end (`BlockParts`).
+        replaces: the points inside those blocks it replaces as they run (`inside`).
     """
 
     blocks: tuple[int, ...] = ()
     reads: frozenset[str] = frozenset()
+    replaces: frozenset[str] = frozenset()
 
     def enter(self, number: int, tokens: Tensor) -> Tensor | None:
         """Block `number` is about to run on `tokens`: the tokens to run it on instead, or None."""
+        return None
+
+    def inside(self, number: int, point: str, value: Tensor) -> Tensor | None:
+        """Block `number` computed `point` (one of `replaces`, e.g. `heads`: the attention output
+        before the output projection): the value to go on with instead, or None."""
         return None
 
     def leave(self, parts: BlockParts) -> Tensor | None:
@@ -71,8 +82,8 @@ class Tap:
 
 
 def read_inside(taps: Sequence[Tap]) -> set[int]:
-    """The blocks whose insides (`POINTS`) some tap reads: they run eagerly (not compiled)."""
-    return {number for tap in taps if tap.reads for number in tap.blocks}
+    """The blocks whose insides (`POINTS`) some tap reads or replaces: they run eagerly (not compiled)."""
+    return {number for tap in taps if tap.reads or tap.replaces for number in tap.blocks}
 
 
 @contextlib.contextmanager
@@ -122,6 +133,16 @@ def _hooks(
             return None if tokens is inputs[0] else (tokens, *inputs[1:])
 
         handles.append(block.register_forward_pre_hook(enter))
+    replaced = {point for tap in taps for point in tap.replaces}
+    if replaced - set(REPLACEABLE):
+        raise ValueError(f"taps cannot replace {sorted(replaced - set(REPLACEABLE))}: only {REPLACEABLE}")
+    for point in sorted(replaced):  # before the reading hooks: what they keep is what the block went on with
+        replacing_taps = [tap for tap in taps if point in tap.replaces]
+        handles.append(
+            view(number).attention.o_proj.register_forward_pre_hook(
+                _replacing_inside(number, point, replacing_taps, replacing)
+            )
+        )
     points = {point for tap in taps for point in tap.reads}
     if points - set(POINTS):
         raise ValueError(f"unknown tap points {sorted(points - set(POINTS))}: choose from {POINTS}")
@@ -147,6 +168,21 @@ def _hooks(
 
     handles.append(block.register_forward_hook(leave))
     return handles
+
+
+def _replacing_inside(
+    number: int, point: str, taps: Sequence[Tap], replacing: bool
+) -> Callable[[nn.Module, tuple[Any, ...]], tuple[Any, ...] | None]:
+    """A pre-hook that hands the module's first input to each tap's `inside` in turn."""
+
+    def replace_input(module: nn.Module, inputs: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        value = inputs[0]
+        for tap in taps:
+            replaced = tap.inside(number, point, value)
+            value = value if replaced is None else _checked(replaced, replacing, number)
+        return None if value is inputs[0] else (value, *inputs[1:])
+
+    return replace_input
 
 
 def _keeping(store: dict[str, Tensor], key: str) -> Callable[..., None]:

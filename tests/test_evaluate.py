@@ -252,15 +252,17 @@ def test_from_features_reproduces_the_run_that_saved_them(model_dir: Path, tmp_p
     replayed = json.loads((tmp_path / "replayed" / "results.json").read_text())
     assert replayed["backbone"] == saved["backbone"]
     assert replayed["data"]["from_features"] == str((tmp_path / "saved").resolve())
-    assert "maps" in saved["run"]["probes"] and "maps" not in replayed["run"]["probes"]  # needs pixels
-    replayable = {name for name in saved["results"] if not name.startswith("maps/")}
+    for probe in ("maps", "heads"):  # they read the images or the backbone's own computations
+        assert probe in saved["run"]["probes"] and probe not in replayed["run"]["probes"]
+    unsaved = ("maps/", "heads/")
+    replayable = {name for name in saved["results"] if not name.startswith(unsaved)}
     assert set(replayed["results"]) == replayable
     assert any(name.startswith(("oneshot/", "linear/", "cka_debiased/")) for name in saved["results"])
     for name in replayable:
         assert replayed["results"][name] == pytest.approx(saved["results"][name], rel=1e-9, abs=1e-15), name
     saved_arrays = load_file(str(tmp_path / "saved" / "arrays.safetensors"))
     replayed_arrays = load_file(str(tmp_path / "replayed" / "arrays.safetensors"))
-    assert set(replayed_arrays) == {name for name in saved_arrays if not name.startswith("maps/")}
+    assert set(replayed_arrays) == {name for name in saved_arrays if not name.startswith(unsaved)}
     for name, array in replayed_arrays.items():
         np.testing.assert_array_equal(array, saved_arrays[name], err_msg=name)
 

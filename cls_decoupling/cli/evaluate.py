@@ -456,19 +456,26 @@ def checked_maps(text: str | None, num_heads: int | None) -> tuple[tuple[str, ..
 
 
 def applicable_interventions(
-    texts: Sequence[str], info: BackboneInfo
+    texts: Sequence[str], info: BackboneInfo, resolution: int | None = None
 ) -> tuple[tuple[Intervention, ...], dict[str, str]]:
     """The `--intervene` specs parsed for this backbone, and those left out (name -> why): the
     library's own check (`Intervention.check_model`); a target group the model lacks (registers of a
     model without any) is skipped and recorded, so one command can compare models with and without
     that group; anything else it refuses is refused."""
     from harness.extras import AbsentTargetError
+    from harness.tokens import TokenLayout
 
     kept, skipped = [], {}
     for text in texts:
         intervention = intervention_blocks(text, info.num_layers)
         try:
             intervention.check_model(info)
+            if resolution is not None:  # a token position beyond the sequence at this resolution
+                intervention.check_layout(
+                    TokenLayout.for_image(
+                        resolution, resolution, info.patch_size, info.num_registers, info.num_distillation
+                    )
+                )
         except AbsentTargetError as error:
             skipped[intervention.name] = error.reason
             log.warning("--intervene %s: skipped, %s", text, error.reason)
@@ -547,7 +554,9 @@ def run_one(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
     probes.check_own_head(backbone.info, backbone.classifier)
-    interventions, skipped_interventions = applicable_interventions(probes.interventions, backbone.info)
+    interventions, skipped_interventions = applicable_interventions(
+        probes.interventions, backbone.info, data.resolution
+    )
     maps, heads = checked_maps(probes.maps, backbone.info.num_heads)
     bank, train_description = None, None
     if probes.train is not None:

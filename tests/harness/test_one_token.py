@@ -5,6 +5,8 @@ model lacks is refused in one line (a model without registers skips it, as it sk
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 from torch import Tensor
@@ -117,3 +119,15 @@ def test_a_register_or_position_the_model_lacks_is_refused(
     no_registers = DecomposingBackbone.from_model(tiny_timm())
     with pytest.raises(AbsentTargetError, match="no register1 tokens"):
         parse_intervention("register1@last:zero", no_registers.info.num_layers).check_model(no_registers.info)
+
+
+def test_the_command_line_refuses_a_position_beyond_the_sequence_before_it_runs(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cls_decoupling.cli import evaluate
+
+    argv = ["--backbone", "random:tiny", "--data", "demo", "--limit", "2", "--resolution", "56",
+            "--num-workers", "0", "--probe", "split", "--output", str(tmp_path / "run")]  # fmt: skip
+    assert evaluate.main([*argv, "--intervene", "token17@last:zero"]) == 2
+    assert "token17: the sequence has positions 0..16 at this image size" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()

@@ -21,11 +21,14 @@ from harness.info import BackboneInfo
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout, present_groups
 
-TARGETS: tuple[str, ...] = (*GROUPS, "high_norm", "skip", "registerN", "tokenN")
+TARGETS: tuple[str, ...] = (*GROUPS, "high_norm", "skip", "registerN", "tokenN", "headN")
 """What an intervention acts on: a token group, the highest-norm non-[CLS] token of the block's
 input (the paper's high-norm token at the last block), the [CLS] skip stream (readout level), one
-register (`register3`: the third, from 1) or one token position (`token5`: sequence position 5, [CLS]
-at 0)."""
+register (`register3`: the third, from 1), one token position (`token5`: sequence position 5, [CLS]
+at 0) or one attention head's output (`head5`: the fifth, from 1)."""
+_ONE_HEAD = re.compile(r"^head(?P<number>[0-9]+)$")
+ONE_HEAD = "one_head"
+"""The kind of a one-head target (`headN`) in a level's `targets`."""
 _ONE_TOKEN = re.compile(r"^(?P<kind>register|token)(?P<number>[0-9]+)$")
 ONE_TOKEN = "one_token"
 """The kind of a one-token target (`registerN`, `tokenN`) in a level's `targets`."""
@@ -34,10 +37,22 @@ ONE_TOKEN = "one_token"
 def target_kind(target: str) -> str:
     """The kind a level lists: the target itself, or `ONE_TOKEN` for `registerN` / `tokenN`.
 
-    >>> target_kind("register3"), target_kind("register"), target_kind("token0")
-    ('one_token', 'register', 'one_token')
+    >>> target_kind("register3"), target_kind("register"), target_kind("head2")
+    ('one_token', 'register', 'one_head')
     """
+    if _ONE_HEAD.match(target):
+        return ONE_HEAD
     return ONE_TOKEN if _ONE_TOKEN.match(target) else target
+
+
+def one_head(target: str) -> int | None:
+    """The head (0-based) of a one-head target (None for any other target).
+
+    >>> one_head("head5"), one_head("high_norm")
+    (4, None)
+    """
+    match = _ONE_HEAD.match(target)
+    return None if match is None else int(match["number"]) - 1
 
 
 def one_token_position(target: str, layout: TokenLayout) -> int | None:
@@ -128,8 +143,8 @@ class Level(ABC):
         """What `target` is at this level in a block that ran (images, rows, hidden), float32: what a
         reference pass records and a mode replaces."""
 
-    def reads(self) -> frozenset[str]:
-        """The block points `current` reads (`harness.taps.POINTS`)."""
+    def reads(self, target: str) -> frozenset[str]:
+        """The block points `current` reads of `target` (`harness.taps.POINTS`)."""
         return frozenset()
 
 
@@ -208,7 +223,9 @@ class Intervention(Extra):
     under: tuple[Extra, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        unknown = [t for t in self.targets if t not in TARGETS[:-2] and target_kind(t) != ONE_TOKEN]
+        unknown = [
+            t for t in self.targets if t not in TARGETS[:-3] and target_kind(t) not in (ONE_TOKEN, ONE_HEAD)
+        ]
         if not self.targets or unknown:
             raise ValueError(
                 f"unknown intervention target {unknown or self.targets}; choose from {', '.join(TARGETS)}"
@@ -284,9 +301,9 @@ class Intervention(Extra):
     def allows_deletion(self) -> bool:
         """Whether the deletion passes can run under it: a model-level intervention whose targets sit
         before the patches (or are the highest-norm token among those left; a token position may be a
-        patch) and whose mode allows it, so the shortened sequences hold its targets where the full one
-        does."""
-        before_patches = not any(t == "patch" or t.startswith("token") for t in self.targets)
+        patch, a head's output covers every token) and whose mode allows it, so the shortened sequences
+        hold its targets where the full one does."""
+        before_patches = not any(t == "patch" or t.startswith(("token", "head")) for t in self.targets)
         return self.level == "model" and before_patches and self.mode_of().allows_deletion
 
     def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
@@ -295,8 +312,11 @@ class Intervention(Extra):
         return ("output/full", "projection/full") if self.rebuilds_last(num_layers) else None
 
     def rebuilds_last(self, num_layers: int) -> bool:
-        """Whether it rebuilds the last block's [CLS] row (its pass then reports only its outputs)."""
-        return num_layers in self.blocks and self.mode_of().rebuilds_cls(self)
+        """Whether it rebuilds the last block's [CLS] row, or replaces a head's output inside the last
+        block (the decomposition, from that block's keys and values, then describes no output the
+        model made): its pass then reports only its outputs."""
+        inside = any(one_head(target) is not None for target in self.targets)
+        return num_layers in self.blocks and (inside or self.mode_of().rebuilds_cls(self))
 
     def reference_keys(self) -> list[ReferenceKey]:
         """The reference statistics it reads (none for a mode that reads none)."""
@@ -341,9 +361,12 @@ class Intervention(Extra):
         if absent := self.absent_targets(groups):
             raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")
         registers = TokenLayout(info.num_registers, 1, 1, info.num_distillation)
-        for target in self.targets:  # a register it lacks (token positions are checked per image size)
+        for target in self.targets:  # a register or head it lacks (positions are checked per image size)
             if target.startswith("register"):
                 one_token_position(target, registers)
+            head = one_head(target)
+            if head is not None and not 0 <= head < info.num_heads:
+                raise ValueError(f"{self.name}: this model has heads 1..{info.num_heads}")
         self.mode_of().check(self, groups)
 
     def check(self, backbone: DecomposingBackbone) -> None:
@@ -358,12 +381,16 @@ class Intervention(Extra):
         for extra in self.under:  # they run on its pass, with no taps of their own
             extra.check(backbone)
 
-    def taps(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Mapping[str, Tap]:
+    def check_layout(self, layout: TokenLayout) -> None:
+        """Raise ValueError where a token position it targets lies beyond the sequence of `layout`."""
         for target in self.targets:
             try:
                 one_token_position(target, layout)
             except ValueError as error:
                 raise ValueError(f"{self.name}: {error} at this image size") from None
+
+    def taps(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Mapping[str, Tap]:
+        self.check_layout(layout)
         return {"start": _Input(self.blocks[0])}
 
     def run(self, call: Call, taps: Mapping[str, Tap]) -> ExtraResult:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -28,9 +29,11 @@ from harness.decomposition import (
     per_head,
 )
 from harness.extras.interventions.intervention import (
+    ONE_HEAD,
     ONE_TOKEN,
     Intervention,
     Level,
+    one_head,
     one_token_position,
     target_kind,
 )
@@ -67,8 +70,9 @@ def readout_terms(
     targets: Sequence[str] = (),
 ) -> dict[str, Tensor]:  # fmt: skip
     """The terms of block l's [CLS] update, m = skip + sum_g c_g + bias (each (images, 1, hidden),
-    float32), `high_norm`: the term of the highest-norm non-[CLS] token (part of its group's), and the
-    term of each one-token target among `targets` (`register3`, `token5`: part of its group's)."""
+    float32), `high_norm`: the term of the highest-norm non-[CLS] token (part of its group's), the
+    term of each one-token target among `targets` (`register3`, `token5`: part of its group's) and of
+    each one-head target (`head5`: gamma1 W_o^h times the head's output, over every group)."""
     weights = cls_attention(view, block_input, keys)  # images, heads, tokens
     sums = group_partial_sums(weights, values, layout)
     skip = block_input[:, 0].float()
@@ -82,6 +86,12 @@ def readout_terms(
     for target in ("high_norm", *(t for t in targets if target_kind(t) == ONE_TOKEN)):
         row = model_rows(target, block_input, layout)[:, 0]  # images
         terms[target] = contribution(view, weights[image, :, row].unsqueeze(-1) * heads[image, :, row])
+    if chosen := [(t, head) for t in targets if (head := one_head(t)) is not None]:
+        outputs = (weights.unsqueeze(2) @ heads).squeeze(2)  # images, heads, head_dim
+        for target, head in chosen:
+            alone = torch.zeros_like(outputs)
+            alone[:, head] = outputs[:, head]
+            terms[target] = contribution(view, alone)
     return {name: term.unsqueeze(1) for name, term in terms.items()}
 
 
@@ -106,27 +116,57 @@ def per_image(indices: Tensor | None, rows: int) -> Tensor | None:
 class ModelLevel(Level):
     name = "model"
     description = "the target tokens' states entering the block are replaced; the network runs on them"
-    targets = (*GROUPS, "high_norm", ONE_TOKEN)
+    targets = (*GROUPS, "high_norm", ONE_TOKEN, ONE_HEAD)
 
     def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
             indices: Tensor | None) -> Tap:  # fmt: skip
-        return _ReplacingRows(intervention, layout, indices)
+        return _ReplacingRows(intervention, backbone, layout, indices)
 
     def current(self, target: str, parts: BlockParts, view: HFBlock, layout: TokenLayout) -> Tensor:
+        head = one_head(target)
+        if head is not None:
+            return parts.read("heads")[..., head_columns(view, head)].float()
         return take_rows(parts.input, model_rows(target, parts.input, layout)).float()
+
+    def reads(self, target: str) -> frozenset[str]:
+        return frozenset({"heads"}) if one_head(target) is not None else frozenset()
+
+
+def head_columns(view: HFBlock, head: int) -> slice:
+    """Head `head`'s columns of the attention output before the output projection (heads side by side)."""
+    width = view.attention.head_dim
+    return slice(head * width, (head + 1) * width)
 
 
 class _ReplacingRows(Tap):
-    """The target rows of each chosen block's input replaced by the mode's values."""
+    """The target rows of each chosen block's input replaced by the mode's values, and a target head's
+    slice of the attention output (before the output projection) for every token."""
 
-    def __init__(self, intervention: Intervention, layout: TokenLayout, indices: Tensor | None) -> None:
-        self.intervention, self.layout, self.indices = intervention, layout, indices
+    def __init__(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
+                 indices: Tensor | None) -> None:  # fmt: skip
+        self.intervention, self.backbone, self.layout, self.indices = intervention, backbone, layout, indices
         self.blocks = intervention.blocks
         self.mode = intervention.mode_of()
+        self.rows = tuple(target for target in intervention.targets if one_head(target) is None)
+        self.heads = tuple(target for target in intervention.targets if one_head(target) is not None)
+        self.replaces = frozenset({"heads"}) if self.heads else frozenset()
+
+    def inside(self, number: int, point: str, value: Tensor) -> Tensor:
+        indices = per_image(self.indices, value.shape[0])
+        view = self.backbone.view(number)
+        value = value.clone()
+        for target in self.heads:
+            columns = head_columns(view, cast(int, one_head(target)))
+            key = ReferenceKey("model", target, number)
+            replacement = self.mode.replacement(
+                value[..., columns], key, indices, self.intervention.reference
+            )
+            value[..., columns] = replacement.to(value.dtype)
+        return value
 
     def enter(self, number: int, tokens: Tensor) -> Tensor:
         indices = per_image(self.indices, tokens.shape[0])
-        for target in self.intervention.targets:
+        for target in self.rows:
             rows = model_rows(target, tokens, self.layout)
             key = ReferenceKey("model", target, number)
             value = self.mode.replacement(take_rows(tokens, rows), key, indices, self.intervention.reference)
@@ -137,7 +177,7 @@ class _ReplacingRows(Tap):
 class ReadoutLevel(Level):
     name = "readout"
     description = "only the block's [CLS] update is rebuilt with the target's term replaced"
-    targets = (*GROUPS, "high_norm", "skip", ONE_TOKEN)
+    targets = (*GROUPS, "high_norm", "skip", ONE_TOKEN, ONE_HEAD)
     rebuilds_cls = True
 
     def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
@@ -149,7 +189,7 @@ class ReadoutLevel(Level):
             keys, values = parts.read("keys"), parts.read("values")
             return readout_terms(view, parts.input, keys, values, layout, (target,))[target]
 
-    def reads(self) -> frozenset[str]:
+    def reads(self, target: str) -> frozenset[str]:
         return frozenset({"keys", "values"})
 
 

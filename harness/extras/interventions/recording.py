@@ -27,7 +27,7 @@ class _Recording(Tap):
     ) -> None:  # fmt: skip
         self.backbone, self.keys, self.layout, self.indices, self.into = backbone, keys, layout, indices, into
         self.blocks = tuple(sorted({key.block for key in keys}))
-        self.reads = frozenset(point for key in keys for point in LEVELS[key.level]().reads())
+        self.reads = frozenset(point for key in keys for point in LEVELS[key.level]().reads(key.target))
 
     def leave(self, parts: BlockParts) -> None:
         view = self.backbone.view(parts.number)
