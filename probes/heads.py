@@ -67,7 +67,7 @@ class HeadsProbe(Probe):
     1 (a head writing against the term has a negative share). The update is the heads' terms summed
     (the output projection's bias belongs to no head).
 
-    Results (prefix P = `heads/` at the last block, `depth/layer{l}/heads/` at block l):
+    Results (prefix P = `heads/` at the last block, `heads/layer{l}/` at block l):
     `P carrying` (+ `/std`): heads in an image's carrying set, mean over images; `P carrying_set`:
     heads whose mean shares of the update reach 90 %; `P top_head` (1-based) and `P top_update`: the
     head of the largest mean share of the update and that share; `P top_share/{group}`: the largest
@@ -86,6 +86,15 @@ class HeadsProbe(Probe):
     position = 105
     needs_pixels = True  # per-head terms come from the backbone's pass: saved features hold none
     QUANTITIES: ClassVar[tuple[str, ...]] = ("share", "mass", "cosine", "update", "in_set", "carrying")
+
+    @staticmethod
+    def result_prefix(block: int, num_layers: int) -> str:
+        """Where the results of block `block` sit: `heads/` at the last block, else `heads/layer{l}/`.
+
+        >>> HeadsProbe.result_prefix(12, 12), HeadsProbe.result_prefix(3, 12)
+        ('heads/', 'heads/layer3/')
+        """
+        return "heads/" if block == num_layers else f"heads/layer{block}/"
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> HeadsProbe:
@@ -150,7 +159,7 @@ class HeadsProbe(Probe):
     def compute(self) -> dict[str, float]:
         results: dict[str, float] = {}
         for block, quantities in self._per_block().items():
-            prefix = head_prefix(block, self.num_layers)
+            prefix = self.result_prefix(block, self.num_layers)
             carrying, carrying_std = quantities["carrying"]
             update = quantities["update"][0]
             ordered = update.sort(descending=True).values
@@ -168,7 +177,7 @@ class HeadsProbe(Probe):
     def arrays(self) -> dict[str, Tensor]:
         found: dict[str, Tensor] = {}
         for block, quantities in self._per_block().items():
-            prefix = head_prefix(block, self.num_layers)
+            prefix = self.result_prefix(block, self.num_layers)
             for quantity in ("share", "mass", "cosine", "update"):
                 mean, std = quantities[quantity]
                 found |= {prefix + quantity: mean, f"{prefix}{quantity}/std": std}
@@ -189,7 +198,11 @@ class HeadsProbe(Probe):
     def blocks_of(cls, run: RunView) -> list[int]:
         """The blocks (1-based) with heads results, in order."""
         layers = run.num_layers
-        return [block for block in range(1, layers + 1) if head_prefix(block, layers) + "share" in run.arrays]
+        return [
+            block
+            for block in range(1, layers + 1)
+            if cls.result_prefix(block, layers) + "share" in run.arrays
+        ]
 
     @classmethod
     def figures(cls, run: RunView) -> dict[str, Figure]:
@@ -201,15 +214,13 @@ class HeadsProbe(Probe):
         layers, groups = run.num_layers, present_groups(run.num_registers, run.num_distillation)
         columns = min(len(blocks), 4)
         rows = math.ceil(len(blocks) / columns)
-        heads = run.arrays[head_prefix(blocks[0], layers) + "share"].shape[0]
-        figure, axes = subplots(
-            rows, columns, figsize=(2.2 + 1.1 * len(groups) * columns, 0.8 + (0.9 + 0.22 * heads) * rows),
-            squeeze=False,
-        )  # fmt: skip
+        heads = run.arrays[cls.result_prefix(blocks[0], layers) + "share"].shape[0]
+        size = (2.2 + 1.1 * len(groups) * columns, max(3.2, 0.8 + (0.9 + 0.22 * heads) * rows))
+        figure, axes = subplots(rows, columns, figsize=size, squeeze=False)
         for axis in axes.flat[len(blocks) :]:
             axis.set_visible(False)
         for axis, block in zip(axes.flat, blocks, strict=False):
-            prefix = head_prefix(block, layers)
+            prefix = cls.result_prefix(block, layers)
             share = run.arrays[prefix + "share"].numpy()
             bound = max(float(np.abs(share).max()), 1e-6)
             image = axis.imshow(share, cmap="RdBu_r", norm=TwoSlopeNorm(0, -bound, bound), aspect="auto")
@@ -229,10 +240,14 @@ class HeadsProbe(Probe):
     @classmethod
     def _update_figure(cls, run: RunView, blocks: list[int]) -> dict[str, Figure]:
         layers = run.num_layers
-        update = np.stack([run.arrays[head_prefix(block, layers) + "update"].numpy() for block in blocks])
-        in_set = np.stack([run.arrays[head_prefix(block, layers) + "in_set"].numpy() for block in blocks])
+        update = np.stack(
+            [run.arrays[cls.result_prefix(block, layers) + "update"].numpy() for block in blocks]
+        )
+        in_set = np.stack(
+            [run.arrays[cls.result_prefix(block, layers) + "in_set"].numpy() for block in blocks]
+        )
         heads = update.shape[1]
-        figure, axis = subplots(figsize=(max(6.5, 2.5 + 0.35 * heads), 1.8 + 0.35 * len(blocks)))
+        figure, axis = subplots(figsize=(max(6.5, 2.5 + 0.35 * heads), max(3.2, 1.8 + 0.35 * len(blocks))))
         bound = max(float(np.abs(update).max()), 1e-6)
         image = axis.imshow(update, cmap="RdBu_r", norm=TwoSlopeNorm(0, -bound, bound), aspect="auto")
         for row, column in zip(*np.nonzero(in_set >= 0.5), strict=True):

@@ -31,7 +31,7 @@ from harness import (
     load_backbone,
 )
 from harness.decomposition import variant_names
-from harness.extras import DELETION_FRACTIONS, AttributionMaps, Deletion, Depth, Intervention
+from harness.extras import DELETION_FRACTIONS, AttributionMaps, Deletion, Depth, HeadTerms, Intervention
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 from tests.families import FAMILY_FOLDERS, save_family_models
@@ -87,13 +87,15 @@ def first_three(pooled: torch.Tensor) -> torch.Tensor:
 
 
 def everything(backbone: DecomposingBackbone) -> list[Extra]:
-    """The extras of a backbone call that does all it can: blocks decomposed as they run, deletion
+    """The extras of a backbone call that does all it can: blocks decomposed as they run (with their
+    per-head terms), deletion
     passes (also under a model-level intervention), a readout-level intervention, every attribution
     map and each head's with their scores and class scores."""
     deletion, layers = Deletion(DELETION_FRACTIONS), backbone.info.num_layers
     heads = tuple(range(1, backbone.info.num_heads + 1))
     return [
-        Depth((1, 2)), deletion, Intervention.parse("cls@1:zero", layers).running([deletion]),
+        Depth((1, 2)), HeadTerms((1, 2)), deletion,
+        Intervention.parse("cls@1:zero", layers).running([deletion]),
         Intervention.parse("cls+skip@last:zero:readout", layers),
         AttributionMaps(heads=heads, class_scores=first_three),
     ]  # fmt: skip

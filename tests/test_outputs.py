@@ -18,7 +18,7 @@ from tests.conftest import tiny_model, write_labelled_photos
 
 EVERY_FIGURE = {
     "split.png", "registers.png", "cka.png", "cka_debiased.png", "oneshot.png", "linear.png", "maps.png",
-    "faithfulness.png", "norms.png", "layerwise.png",
+    "faithfulness.png", "norms.png", "layerwise.png", "heads.png", "heads_update.png",
 }  # fmt: skip
 
 

@@ -68,11 +68,11 @@ def test_results_and_arrays_equal_the_reference(make: object) -> None:
             entries.setdefault(name, []).append(decomposition[name])
     results, arrays = probe.compute(), probe.arrays()
     for block in (1, info.num_layers):
-        prefix = head_prefix(block, info.num_layers)
+        entry, prefix = head_prefix(block, info.num_layers), HeadsProbe.result_prefix(block, info.num_layers)
 
-        def stacked(kind: str, prefix: str = prefix) -> np.ndarray:
+        def stacked(kind: str, entry: str = entry) -> np.ndarray:
             return np.stack(
-                [torch.cat(entries[f"{prefix}{kind}{g}"]).double().numpy() for g in groups], axis=2
+                [torch.cat(entries[f"{entry}{kind}{g}"]).double().numpy() for g in groups], axis=2
             )
 
         expected = reference(stacked(""), stacked("split/"))
@@ -102,7 +102,7 @@ def test_evaluate_writes_the_heads_results_and_figures(tmp_path: Path) -> None:
     assert evaluate.main(argv) == 0
     summary = json.loads((output / "results.json").read_text())
     results = summary["results"]
-    assert {"heads/carrying", "depth/layer1/heads/carrying", "heads/top_head"} <= set(results)
+    assert {"heads/carrying", "heads/layer1/carrying", "heads/top_head"} <= set(results)
     assert 1 <= results["heads/carrying"] <= summary["backbone"]["num_heads"]
     assert all((output / "figures" / name).is_file() for name in ("heads.png", "heads_update.png"))
     assert "heads" in ProbeSelection.parse("all").names
