@@ -1,8 +1,9 @@
 """The two levels an intervention acts at (docs/design.md, Interventions):
 
 - `model`: the target tokens' states entering block l are replaced and the rest of the network runs
-  on them (every later token is affected; what activation patching and Parodi et al. 2026 do). The
-  skip stream is not a token: it has no model level.
+  on them (every later token is affected; what activation patching and Parodi et al. 2026 do); for
+  a head (`head5`), its slice of block l's attention output before W_o, for every token. The skip
+  stream is not a token: it has no model level.
 - `readout`: only block l's [CLS] update is rebuilt, m' = s + sum_g c_g + c_b with the target's term
   replaced (the decomposition's own terms: `harness.decomposition`); the block's MLP and every later
   block run on the new [CLS] row. At the last block, zeroing every term but one group's is the
