@@ -162,12 +162,12 @@ class HeadsProbe(Probe):
             prefix = self.result_prefix(block, self.num_layers)
             carrying, carrying_std = quantities["carrying"]
             update = quantities["update"][0]
-            ordered = update.sort(descending=True).values
+            data_level, _ = carrying_sets(update.unsqueeze(0))  # the same rule on the mean shares
             share = quantities["share"][0]
             results |= {
                 prefix + "carrying": carrying.item(),
                 prefix + "carrying/std": carrying_std.item(),
-                prefix + "carrying_set": float(int((ordered.cumsum(0) < CARRYING_SHARE).sum()) + 1),
+                prefix + "carrying_set": float(data_level[0]),
                 prefix + "top_head": float(int(update.argmax()) + 1),
                 prefix + "top_update": update.max().item(),
                 **{f"{prefix}top_share/{g}": share[:, i].max().item() for i, g in enumerate(self.groups)},

@@ -21,7 +21,9 @@ from harness.info import BackboneInfo
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout, present_groups
 
-TARGETS: tuple[str, ...] = (*GROUPS, "high_norm", "skip", "registerN", "tokenN", "headN")
+_NAMED: tuple[str, ...] = (*GROUPS, "high_norm", "skip")
+"""The targets named as they are (the others carry a number: `register3`, `token5`, `head2`)."""
+TARGETS: tuple[str, ...] = (*_NAMED, "registerN", "tokenN", "headN")
 """What an intervention acts on: a token group, the highest-norm non-[CLS] token of the block's
 input (the paper's high-norm token at the last block), the [CLS] skip stream (readout level), one
 register (`register3`: the third, from 1), one token position (`token5`: sequence position 5, [CLS]
@@ -53,6 +55,16 @@ def one_head(target: str) -> int | None:
     """
     match = _ONE_HEAD.match(target)
     return None if match is None else int(match["number"]) - 1
+
+
+def one_token_kind(target: str) -> str | None:
+    """`register` or `token` for a one-token target, None for any other target.
+
+    >>> one_token_kind("register3"), one_token_kind("token0"), one_token_kind("register")
+    ('register', 'token', None)
+    """
+    match = _ONE_TOKEN.match(target)
+    return None if match is None else match["kind"]
 
 
 def one_token_position(target: str, layout: TokenLayout) -> int | None:
@@ -223,9 +235,8 @@ class Intervention(Extra):
     under: tuple[Extra, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        unknown = [
-            t for t in self.targets if t not in TARGETS[:-3] and target_kind(t) not in (ONE_TOKEN, ONE_HEAD)
-        ]
+        known = (*_NAMED, ONE_TOKEN, ONE_HEAD)
+        unknown = [t for t in self.targets if target_kind(t) not in known]
         if not self.targets or unknown:
             raise ValueError(
                 f"unknown intervention target {unknown or self.targets}; choose from {', '.join(TARGETS)}"
@@ -303,7 +314,9 @@ class Intervention(Extra):
         before the patches (or are the highest-norm token among those left; a token position may be a
         patch, a head's output covers every token) and whose mode allows it, so the shortened sequences
         hold its targets where the full one does."""
-        before_patches = not any(t == "patch" or t.startswith(("token", "head")) for t in self.targets)
+        before_patches = not any(
+            t == "patch" or one_token_kind(t) == "token" or one_head(t) is not None for t in self.targets
+        )
         return self.level == "model" and before_patches and self.mode_of().allows_deletion
 
     def reported_variants(self, num_layers: int) -> tuple[str, ...] | None:
@@ -329,7 +342,7 @@ class Intervention(Extra):
         for one register: `register3`)."""
         absent = [target for target in self.targets if target in GROUPS and target not in groups]
         if "register" not in groups:
-            absent += [target for target in self.targets if _ONE_TOKEN.match(target) and target[0] == "r"]
+            absent += [target for target in self.targets if one_token_kind(target) == "register"]
         return tuple(absent)
 
     def using(self, reference: ReferenceStatistics | None) -> Intervention:
@@ -362,7 +375,7 @@ class Intervention(Extra):
             raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")
         registers = TokenLayout(info.num_registers, 1, 1, info.num_distillation)
         for target in self.targets:  # a register or head it lacks (positions are checked per image size)
-            if target.startswith("register"):
+            if one_token_kind(target) == "register":
                 one_token_position(target, registers)
             head = one_head(target)
             if head is not None and not 0 <= head < info.num_heads:

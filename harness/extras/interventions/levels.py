@@ -25,6 +25,7 @@ from harness.decomposition import (
     cls_attention,
     contribution,
     group_partial_sums,
+    head_terms,
     output_bias_term,
     output_readout,
     per_head,
@@ -89,10 +90,9 @@ def readout_terms(
         terms[target] = contribution(view, weights[image, :, row].unsqueeze(-1) * heads[image, :, row])
     if chosen := [(t, head) for t in targets if (head := one_head(t)) is not None]:
         outputs = (weights.unsqueeze(2) @ heads).squeeze(2)  # images, heads, head_dim
+        per_head_terms = head_terms(view, {"all": outputs})["all"]  # images, heads, hidden
         for target, head in chosen:
-            alone = torch.zeros_like(outputs)
-            alone[:, head] = outputs[:, head]
-            terms[target] = contribution(view, alone)
+            terms[target] = per_head_terms[:, head]
     return {name: term.unsqueeze(1) for name, term in terms.items()}
 
 
