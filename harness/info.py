@@ -32,6 +32,8 @@ class BackboneInfo:
         num_classes: classes of the model's own classifier on the [CLS] readout (an ImageNet
             ViT's, DeiT's [CLS] head, a timm model's `head`; `DecomposingBackbone.classifier`), 0
             for models without one.
+        mlp_size: the width of the blocks' MLP (its neurons; 0 in results written before it was
+            recorded).
     """
 
     name: str
@@ -51,6 +53,7 @@ class BackboneInfo:
     projection_dim: int = 0  # width of the projection readout (CLIP's visual_projection); 0: none
     num_distillation: int = 0  # distillation tokens after [CLS] (a distilled DeiT: 1)
     num_classes: int = 0  # classes of the model's own classifier on output/full; 0: none
+    mlp_size: int = 0  # the MLP's width (its neurons); 0: not recorded
 
     @property
     def identity(self) -> str:
@@ -59,13 +62,13 @@ class BackboneInfo:
 
     def as_dict(self) -> dict[str, Any]:
         """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys;
-        `num_classes` only for a model with a classifier of its own (files of models without one stay
-        as they were written before it was recorded)."""
+        `num_classes` only for a model with a classifier of its own and `mlp_size` only where known
+        (`_WHERE_KNOWN`: files stay as they were written before these were recorded)."""
         data: dict[str, Any] = {}
         for item in fields(self):
             if item.name == "preprocessing":
                 data |= {key: getattr(self.preprocessing, name) for key, name in _PREPROCESSING_KEYS.items()}
-            elif item.name != "num_classes" or self.num_classes:
+            elif item.name not in _WHERE_KNOWN or getattr(self, item.name):
                 data[item.name] = getattr(self, item.name)
         return data
 
@@ -84,6 +87,8 @@ class BackboneInfo:
         return cls(**known, preprocessing=replace(DINOV2_EVALUATION, **stored))
 
 
+_WHERE_KNOWN = ("num_classes", "mlp_size")
+"""Fields written only where they are not 0."""
 _PREPROCESSING_KEYS = {
     "image_mean": "mean",
     "image_std": "std",

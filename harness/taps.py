@@ -12,13 +12,15 @@ from typing import Any
 
 from torch import Tensor, nn
 
+from harness.families.base import mlp_output
 from harness.tokens import TokenLayout
 
-POINTS: tuple[str, ...] = ("queries", "keys", "values", "heads")
+POINTS: tuple[str, ...] = ("queries", "keys", "values", "heads", "neurons")
 """What a tap may ask to read inside a block besides its input and output (always handed over): the
 query, key and value projections (batch, tokens, hidden; queries and keys as the block's softmax
-sees them, rotated where the family uses RoPE) and `heads`, the attention output before the output
-projection (the heads side by side, batch, tokens, hidden)."""
+sees them, rotated where the family uses RoPE), `heads`, the attention output before the output
+projection (the heads side by side, batch, tokens, hidden), and `neurons`, the MLP's activations
+before its output projection (after the non-linearity and any gate; batch, tokens, mlp width)."""
 
 
 @dataclass(frozen=True)
@@ -29,7 +31,7 @@ class BlockParts:
         number: the block (1-based).
         input: the tokens it ran on (after any tap's replacement), (batch, tokens, hidden).
         output: its output (after the replacements of the taps before this one).
-        queries, keys, values, heads: the `POINTS` some tap of this block reads; None otherwise.
+        queries, keys, values, heads, neurons: the `POINTS` some tap of this block reads; None otherwise.
     """
 
     number: int
@@ -39,6 +41,7 @@ class BlockParts:
     keys: Tensor | None = None
     values: Tensor | None = None
     heads: Tensor | None = None
+    neurons: Tensor | None = None
 
     def read(self, point: str) -> Tensor:
         """One of the `POINTS`, which the tap must have asked for (`Tap.reads`)."""
@@ -48,8 +51,9 @@ class BlockParts:
         return value
 
 
-REPLACEABLE: tuple[str, ...] = ("heads",)
-"""The points inside a block a tap may replace as the block runs (`Tap.inside`)."""
+REPLACEABLE: tuple[str, ...] = ("heads", "neurons")
+"""The points inside a block a tap may replace as the block runs (`Tap.inside`): each is the input of
+a projection (the attention's output projection, the MLP's)."""
 
 
 class Tap:
@@ -72,8 +76,8 @@ class Tap:
         return None
 
     def inside(self, number: int, point: str, value: Tensor) -> Tensor | None:
-        """Block `number` computed `point` (one of `replaces`, e.g. `heads`: the attention output
-        before the output projection): the value to go on with instead, or None."""
+        """Block `number` computed `point` (one of `replaces`: `heads`, the attention output before the
+        output projection; `neurons`, the MLP's activations): the value to go on with instead, or None."""
         return None
 
     def leave(self, parts: BlockParts) -> Tensor | None:
@@ -139,7 +143,7 @@ def _hooks(
     for point in sorted(replaced):  # before the reading hooks: what they keep is what the block went on with
         replacing_taps = [tap for tap in taps if point in tap.replaces]
         handles.append(
-            view(number).attention.o_proj.register_forward_pre_hook(
+            _inputs_of(view(number), point).register_forward_pre_hook(
                 _replacing_inside(number, point, replacing_taps, replacing)
             )
         )
@@ -147,10 +151,10 @@ def _hooks(
     if points - set(POINTS):
         raise ValueError(f"unknown tap points {sorted(points - set(POINTS))}: choose from {POINTS}")
     for point in sorted(points):
-        attention = view(number).attention
-        if point == "heads":
-            handles.append(attention.o_proj.register_forward_pre_hook(_keeping(kept, point)))
+        if point in REPLACEABLE:
+            handles.append(_inputs_of(view(number), point).register_forward_pre_hook(_keeping(kept, point)))
         else:
+            attention = view(number).attention
             projection = {"queries": attention.q_proj, "keys": attention.k_proj, "values": attention.v_proj}
             handles.append(projection[point].register_forward_hook(_keeping(kept, point)))
 
@@ -168,6 +172,11 @@ def _hooks(
 
     handles.append(block.register_forward_hook(leave))
     return handles
+
+
+def _inputs_of(view: Any, point: str) -> nn.Module:
+    """The module whose input is `point` (one of `REPLACEABLE`) in a block's view."""
+    return view.attention.o_proj if point == "heads" else mlp_output(view.mlp)
 
 
 def _replacing_inside(

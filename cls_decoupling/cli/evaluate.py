@@ -220,9 +220,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         nargs="+",
         metavar="SPEC",
         help="also run the model under each intervention TARGETS@BLOCKS:MODE[:LEVEL]: targets cls, "
-        "distillation, register, patch, high_norm, skip (readout only), joined by +; blocks last, all, N or "
-        "A-B; a mode (zero, mean, shuffle, noise, ...: a wrong one lists every mode) and a level (model, "
-        "the default, or readout). E.g. register@last:mean",
+        "distillation, register, patch, high_norm, skip (readout only), registerN, tokenN (sequence "
+        "position), headN, neurons:I,J,K (MLP neurons from 0, model level), joined by +; blocks last, all, "
+        "N or A-B; a mode (zero, mean, shuffle, noise, knockout, ...: a wrong one lists every mode) and a "
+        "level (model, the default, or readout). E.g. register@last:mean, head5@12:zero, "
+        "neurons@12:5,17,300:zero",
     )
     parser.add_argument(
         "--maps",

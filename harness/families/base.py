@@ -125,7 +125,7 @@ class Family(ABC):
 
     def architecture(self) -> dict[str, Any]:
         """The `BackboneInfo` fields that describe the architecture: hidden_size, num_layers,
-        num_heads, num_registers, patch_size, swiglu (a gated MLP); read from an HF config."""
+        num_heads, num_registers, patch_size, swiglu (a gated MLP), mlp_size; read from an HF config."""
         config = self.model.config
         return {
             "hidden_size": config.hidden_size,
@@ -136,7 +136,12 @@ class Family(ABC):
             "swiglu": getattr(config, "use_swiglu_ffn", False) or getattr(config, "use_gated_mlp", False),
             "projection_dim": self.projection.out_features if self.projection is not None else 0,
             "num_distillation": 0,
+            "mlp_size": self.mlp_size(),
         }
+
+    def mlp_size(self) -> int:
+        """The width of the blocks' MLP (its neurons: the input of its output projection)."""
+        return int(mlp_output(self.view(self.blocks[0]).mlp).in_features)
 
     @property
     @abstractmethod
@@ -220,6 +225,23 @@ class BlockView:
     norm2: nn.Module
     mlp: nn.Module
     layer_scale2: nn.Module
+
+
+MLP_OUTPUTS: tuple[str, ...] = ("fc2", "down_proj")
+"""The names the families' MLPs give their output projection (transformers' and timm's)."""
+
+
+def mlp_output(mlp: nn.Module) -> nn.Linear:
+    """`mlp`'s output projection (`MLP_OUTPUTS`), whose input is the MLP's neurons: their activations
+    after the non-linearity (and the gate, in a gated MLP), (batch, tokens, mlp width).
+
+    Raises:
+        ValueError: the MLP has none of those names.
+    """
+    for name in MLP_OUTPUTS:
+        if isinstance(layer := getattr(mlp, name, None), nn.Linear):
+            return layer
+    raise ValueError(f"{type(mlp).__name__} has no output projection named {' or '.join(MLP_OUTPUTS)}")
 
 
 def attention_view(attention: Any, o_proj: nn.Module, heads: int, scaling: float) -> AttentionView:

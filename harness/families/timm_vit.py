@@ -146,6 +146,7 @@ class TimmFamily(Family):
             "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
             "projection_dim": 0,
             "num_distillation": 0,
+            "mlp_size": self.mlp_size(),
         }
 
     @property

@@ -26,10 +26,13 @@ def test_as_dict_writes_the_preparation_as_flat_keys_in_order() -> None:
     assert (data["interpolation"], data["resize_ratio"]) == ("bicubic", 1.0)
 
 
-def test_a_models_own_classifier_is_recorded_only_where_it_has_one() -> None:
+def test_a_models_own_classifier_and_mlp_width_are_recorded_only_where_known() -> None:
     with_classifier = dataclasses.replace(INFO, num_classes=1000)
     assert list(with_classifier.as_dict()) == [*KEYS, "num_classes"]
     assert BackboneInfo.from_dict(json.loads(json.dumps(with_classifier.as_dict()))) == with_classifier
+    with_mlp = dataclasses.replace(with_classifier, mlp_size=128)
+    assert list(with_mlp.as_dict()) == [*KEYS, "num_classes", "mlp_size"]
+    assert BackboneInfo.from_dict(json.loads(json.dumps(with_mlp.as_dict()))) == with_mlp
 
 
 def test_from_dict_reads_back_what_as_dict_wrote_and_defaults_to_dinov2() -> None:

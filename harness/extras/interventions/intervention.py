@@ -22,28 +22,36 @@ from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout, present_groups
 
 _NAMED: tuple[str, ...] = (*GROUPS, "high_norm", "skip")
-"""The targets named as they are (the others carry a number: `register3`, `token5`, `head2`)."""
-TARGETS: tuple[str, ...] = (*_NAMED, "registerN", "tokenN", "headN")
+"""The targets named as they are (the others carry numbers: `register3`, `token5`, `head2`,
+`neurons:5,17`)."""
+TARGETS: tuple[str, ...] = (*_NAMED, "registerN", "tokenN", "headN", "neurons:I,J,K")
 """What an intervention acts on: a token group, the highest-norm non-[CLS] token of the block's
 input (the paper's high-norm token at the last block), the [CLS] skip stream (readout level), one
 register (`register3`: the third, from 1), one token position (`token5`: sequence position 5, [CLS]
-at 0) or one attention head's output (`head5`: the fifth, from 1)."""
+at 0), one attention head's output (`head5`: the fifth, from 1) or a set of MLP neurons
+(`neurons:5,17,300`: their activations after the non-linearity, numbered from 0 as the MLP's hidden
+units are, for every token)."""
 _ONE_HEAD = re.compile(r"^head(?P<number>[0-9]+)$")
 ONE_HEAD = "one_head"
 """The kind of a one-head target (`headN`) in a level's `targets`."""
 _ONE_TOKEN = re.compile(r"^(?P<kind>register|token)(?P<number>[0-9]+)$")
 ONE_TOKEN = "one_token"
 """The kind of a one-token target (`registerN`, `tokenN`) in a level's `targets`."""
+_NEURONS = re.compile(r"^neurons:(?P<numbers>[0-9]+(?:,[0-9]+)*)$")
+NEURONS = "neurons"
+"""The kind of a neurons target (`neurons:I,J,K`) in a level's `targets`."""
 
 
 def target_kind(target: str) -> str:
     """The kind a level lists: the target itself, or `ONE_TOKEN` for `registerN` / `tokenN`.
 
-    >>> target_kind("register3"), target_kind("register"), target_kind("head2")
-    ('one_token', 'register', 'one_head')
+    >>> target_kind("register3"), target_kind("register"), target_kind("head2"), target_kind("neurons:4,7")
+    ('one_token', 'register', 'one_head', 'neurons')
     """
     if _ONE_HEAD.match(target):
         return ONE_HEAD
+    if _NEURONS.match(target):
+        return NEURONS
     return ONE_TOKEN if _ONE_TOKEN.match(target) else target
 
 
@@ -55,6 +63,28 @@ def one_head(target: str) -> int | None:
     """
     match = _ONE_HEAD.match(target)
     return None if match is None else int(match["number"]) - 1
+
+
+def neurons(target: str) -> tuple[int, ...] | None:
+    """The MLP neurons (0-based) of a neurons target, ascending (None for any other target).
+
+    >>> neurons("neurons:17,5,300"), neurons("head2")
+    ((5, 17, 300), None)
+    """
+    match = _NEURONS.match(target)
+    return None if match is None else tuple(sorted({int(n) for n in match["numbers"].split(",")}))
+
+
+def _canonical(target: str) -> str:
+    """A neurons target with its neurons ascending and once each; any other target as it is."""
+    chosen = neurons(target)
+    return target if chosen is None else f"neurons:{','.join(map(str, chosen))}"
+
+
+def acts_inside(target: str) -> bool:
+    """Whether `target` is replaced inside a block as it runs (a head's output, MLP neurons) rather
+    than among the tokens entering it: such a target covers every token."""
+    return target_kind(target) in (ONE_HEAD, NEURONS)
 
 
 def one_token_kind(target: str) -> str | None:
@@ -93,9 +123,11 @@ INTERVENTION_PREFIX = "intervened/"
 """`intervened/{level}/{targets}@{blocks}/{mode}/{name}`: a probe's results on the pass under an
 intervention (`Intervention.prefix`)."""
 _SPEC = re.compile(
-    r"^(?P<targets>[a-z0-9_+]+)@(?P<blocks>[a-z0-9-]+):(?P<mode>[a-z]+)(?::(?P<level>[a-z]+))?$"
+    r"^(?P<targets>[a-z0-9_+:,]+)@(?P<blocks>[a-z0-9-]+):(?P<mode>[a-z]+)(?::(?P<level>[a-z]+))?$"
 )
-_NAME = re.compile(r"^(?P<level>[a-z]+)/(?P<targets>[a-z0-9_+]+)@(?P<blocks>[0-9,-]+)/(?P<mode>[a-z]+)$")
+_NEURONS_SPEC = re.compile(r"^neurons@(?P<blocks>[a-z0-9-]+):(?P<numbers>[0-9,]+):(?P<rest>.*)$")
+"""The issue's form of a neurons spec, `neurons@12:5,17,300:zero`: read as `neurons:5,17,300@12:zero`."""
+_NAME = re.compile(r"^(?P<level>[a-z]+)/(?P<targets>[a-z0-9_+:,]+)@(?P<blocks>[0-9,-]+)/(?P<mode>[a-z]+)$")
 
 LEVELS: dict[str, type[Level]] = {}
 """Level name -> class, filled as the package's modules define them."""
@@ -235,7 +267,8 @@ class Intervention(Extra):
     under: tuple[Extra, ...] = field(default=(), compare=False, repr=False)
 
     def __post_init__(self) -> None:
-        known = (*_NAMED, ONE_TOKEN, ONE_HEAD)
+        object.__setattr__(self, "targets", tuple(_canonical(target) for target in self.targets))
+        known = (*_NAMED, ONE_TOKEN, ONE_HEAD, NEURONS)
         unknown = [t for t in self.targets if target_kind(t) not in known]
         if not self.targets or unknown:
             raise ValueError(
@@ -254,19 +287,25 @@ class Intervention(Extra):
     @classmethod
     def parse(cls, text: str, num_layers: int) -> Intervention:
         """`TARGETS@BLOCKS:MODE[:LEVEL]`: targets joined by `+`, blocks `last`, `all`, `N` or `A-B`,
-        level `model` (default) or another of `LEVELS`.
+        level `model` (default) or another of `LEVELS`. A set of neurons alone may also be written
+        `neurons@BLOCKS:I,J,K:MODE`.
 
         >>> Intervention.parse("cls+skip@3-4:zero:readout", 12).name
         'readout/cls+skip@3-4/zero'
+        >>> Intervention.parse("neurons@12:300,5,17:zero", 12).name
+        'model/neurons:5,17,300@12/zero'
 
         Raises:
             ValueError: not of that form, an unknown target, mode or level, or blocks outside 1..num_layers.
         """
-        match = _SPEC.match(text.strip())
+        written = text.strip()
+        if spoken := _NEURONS_SPEC.match(written):
+            written = f"neurons:{spoken['numbers']}@{spoken['blocks']}:{spoken['rest']}"
+        match = _SPEC.match(written)
         if match is None:
             raise ValueError(
-                f"--intervene {text!r}: expected TARGETS@BLOCKS:MODE[:LEVEL], e.g. register@last:mean or "
-                "cls+skip@10-12:zero:readout"
+                f"--intervene {text!r}: expected TARGETS@BLOCKS:MODE[:LEVEL], e.g. register@last:mean, "
+                "cls+skip@10-12:zero:readout or neurons@12:5,17,300:zero"
             )
         blocks = _blocks(match["blocks"], num_layers, text)
         return cls(tuple(match["targets"].split("+")), blocks, match["mode"], match["level"] or "model")
@@ -312,10 +351,10 @@ class Intervention(Extra):
     def allows_deletion(self) -> bool:
         """Whether the deletion passes can run under it: a model-level intervention whose targets sit
         before the patches (or are the highest-norm token among those left; a token position may be a
-        patch, a head's output covers every token) and whose mode allows it, so the shortened sequences
-        hold its targets where the full one does."""
+        patch, a head's output or a set of neurons covers every token) and whose mode allows it, so the
+        shortened sequences hold its targets where the full one does."""
         before_patches = not any(
-            t == "patch" or one_token_kind(t) == "token" or one_head(t) is not None for t in self.targets
+            t == "patch" or one_token_kind(t) == "token" or acts_inside(t) for t in self.targets
         )
         return self.level == "model" and before_patches and self.mode_of().allows_deletion
 
@@ -325,10 +364,10 @@ class Intervention(Extra):
         return ("output/full", "projection/full") if self.rebuilds_last(num_layers) else None
 
     def rebuilds_last(self, num_layers: int) -> bool:
-        """Whether it rebuilds the last block's [CLS] row, or replaces a head's output inside the last
-        block (the decomposition, from that block's keys and values, then describes no output the
-        model made): its pass then reports only its outputs."""
-        inside = any(one_head(target) is not None for target in self.targets)
+        """Whether it rebuilds the last block's [CLS] row, or replaces a head's output or neurons inside
+        the last block (the decomposition, from that block's keys, values and MLP, then describes no
+        output the model made): its pass then reports only its outputs."""
+        inside = any(acts_inside(target) for target in self.targets)
         return num_layers in self.blocks and (inside or self.mode_of().rebuilds_cls(self))
 
     def reference_keys(self) -> list[ReferenceKey]:
@@ -380,6 +419,9 @@ class Intervention(Extra):
             head = one_head(target)
             if head is not None and not 0 <= head < info.num_heads:
                 raise ValueError(f"{self.name}: this model has heads 1..{info.num_heads}")
+            chosen = neurons(target) or ()
+            if chosen and info.mlp_size and chosen[-1] >= info.mlp_size:
+                raise ValueError(f"{self.name}: this model's MLPs have neurons 0..{info.mlp_size - 1}")
         self.mode_of().check(self, groups)
 
     def check(self, backbone: DecomposingBackbone) -> None:

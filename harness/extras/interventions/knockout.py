@@ -20,7 +20,7 @@ from torch import Tensor
 
 from harness.backbone import DecomposingBackbone
 from harness.decomposition import cls_attention, contribution, output_bias_term, output_readout, per_head
-from harness.extras.interventions.intervention import ONE_HEAD, ONE_TOKEN, Intervention, Mode, target_kind
+from harness.extras.interventions.intervention import ONE_TOKEN, Intervention, Mode, acts_inside, target_kind
 from harness.extras.interventions.levels import model_rows
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout
@@ -39,10 +39,11 @@ class Knockout(Mode):
         return True
 
     def check(self, intervention: Intervention, groups: Sequence[str]) -> None:
-        if heads := [t for t in intervention.targets if target_kind(t) == ONE_HEAD]:
+        if inside := [t for t in intervention.targets if acts_inside(t)]:
             raise ValueError(
                 f"{intervention.name}: knockout removes tokens from the [CLS] attention; "
-                f"{', '.join(heads)} is no token (use zero, mean, shuffle or noise)"
+                f"{' and '.join(inside)} {'is' if len(inside) == 1 else 'are'} no token "
+                "(use zero, mean, shuffle or noise)"
             )
         if all(group in intervention.targets for group in groups):
             raise ValueError(f"{intervention.name}: it leaves the [CLS] query no token to attend to")

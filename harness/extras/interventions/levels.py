@@ -2,12 +2,13 @@
 
 - `model`: the target tokens' states entering block l are replaced and the rest of the network runs
   on them (every later token is affected; what activation patching and Parodi et al. 2026 do); for
-  a head (`head5`), its slice of block l's attention output before W_o, for every token. The skip
-  stream is not a token: it has no model level.
+  a head (`head5`), its slice of block l's attention output before W_o, for every token; for a set
+  of neurons (`neurons:5,17`), their activations in block l's MLP (the input of its output
+  projection), for every token. The skip stream is not a token: it has no model level.
 - `readout`: only block l's [CLS] update is rebuilt, m' = s + sum_g c_g + c_b with the target's term
   replaced (the decomposition's own terms: `harness.decomposition`); the block's MLP and every later
   block run on the new [CLS] row. At the last block, zeroing every term but one group's is the
-  decomposition's zeroed variant of that group.
+  decomposition's zeroed variant of that group. Neurons are no term of the update: model level only.
 """
 
 from __future__ import annotations
@@ -31,10 +32,13 @@ from harness.decomposition import (
     per_head,
 )
 from harness.extras.interventions.intervention import (
+    NEURONS,
     ONE_HEAD,
     ONE_TOKEN,
     Intervention,
     Level,
+    acts_inside,
+    neurons,
     one_head,
     one_token_position,
     target_kind,
@@ -117,20 +121,19 @@ def per_image(indices: Tensor | None, rows: int) -> Tensor | None:
 class ModelLevel(Level):
     name = "model"
     description = "the target tokens' states entering the block are replaced; the network runs on them"
-    targets = (*GROUPS, "high_norm", ONE_TOKEN, ONE_HEAD)
+    targets = (*GROUPS, "high_norm", ONE_TOKEN, ONE_HEAD, NEURONS)
 
     def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
             indices: Tensor | None) -> Tap:  # fmt: skip
         return _ReplacingRows(intervention, backbone, layout, indices)
 
     def current(self, target: str, parts: BlockParts, view: HFBlock, layout: TokenLayout) -> Tensor:
-        head = one_head(target)
-        if head is not None:
-            return parts.read("heads")[..., head_columns(view, head)].float()
+        if acts_inside(target):
+            return parts.read(inside_point(target))[..., inside_columns(target, view)].float()
         return take_rows(parts.input, model_rows(target, parts.input, layout)).float()
 
     def reads(self, target: str) -> frozenset[str]:
-        return frozenset({"heads"}) if one_head(target) is not None else frozenset()
+        return frozenset({inside_point(target)}) if acts_inside(target) else frozenset()
 
 
 def head_columns(view: HFBlock, head: int) -> slice:
@@ -139,25 +142,38 @@ def head_columns(view: HFBlock, head: int) -> slice:
     return slice(head * width, (head + 1) * width)
 
 
+def inside_point(target: str) -> str:
+    """The block point (`harness.taps.REPLACEABLE`) a target replaced inside a block lives in."""
+    return "neurons" if target_kind(target) == NEURONS else "heads"
+
+
+def inside_columns(target: str, view: HFBlock) -> slice | list[int]:
+    """The columns of its point (`inside_point`) a target replaced inside a block is: a head's slice
+    of the attention output, or the chosen neurons of the MLP's activations."""
+    head = one_head(target)
+    return head_columns(view, head) if head is not None else list(cast(tuple[int, ...], neurons(target)))
+
+
 class _ReplacingRows(Tap):
-    """The target rows of each chosen block's input replaced by the mode's values, and a target head's
-    slice of the attention output (before the output projection) for every token."""
+    """The target rows of each chosen block's input replaced by the mode's values; a target head's
+    slice of the attention output (before the output projection) and target neurons of the MLP's
+    activations (before its output projection), for every token."""
 
     def __init__(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
                  indices: Tensor | None) -> None:  # fmt: skip
         self.intervention, self.backbone, self.layout, self.indices = intervention, backbone, layout, indices
         self.blocks = intervention.blocks
         self.mode = intervention.mode_of()
-        self.rows = tuple(target for target in intervention.targets if one_head(target) is None)
-        self.heads = tuple(target for target in intervention.targets if one_head(target) is not None)
-        self.replaces = frozenset({"heads"}) if self.heads else frozenset()
+        self.rows = tuple(target for target in intervention.targets if not acts_inside(target))
+        self.inside_targets = tuple(target for target in intervention.targets if acts_inside(target))
+        self.replaces = frozenset(inside_point(target) for target in self.inside_targets)
 
     def inside(self, number: int, point: str, value: Tensor) -> Tensor:
         indices = per_image(self.indices, value.shape[0])
         view = self.backbone.view(number)
         value = value.clone()
-        for target in self.heads:
-            columns = head_columns(view, cast(int, one_head(target)))
+        for target in (target for target in self.inside_targets if inside_point(target) == point):
+            columns = inside_columns(target, view)
             key = ReferenceKey("model", target, number)
             replacement = self.mode.replacement(
                 value[..., columns], key, indices, self.intervention.reference
