@@ -139,7 +139,7 @@ class DecomposingBackbone(nn.Module):
             name=name or type(model).__name__,
             source="memory",
             location="",
-            **family.architecture(),
+            **family.described(),
             random_weights=False,
             # what the model does: the authors' resize where its embeddings were switched to it
             pos_interpolation="original" if resizes_as_original(model) else family.own_pos_interpolation,

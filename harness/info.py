@@ -34,6 +34,8 @@ class BackboneInfo:
             for models without one.
         mlp_size: the width of the blocks' MLP (its neurons; 0 in results written before it was
             recorded).
+        test_time_registers: how many of `num_registers` are test-time registers (extra tokens fed by
+            register neurons, `harness.test_time_registers`; 0 for a model without).
     """
 
     name: str
@@ -54,6 +56,7 @@ class BackboneInfo:
     num_distillation: int = 0  # distillation tokens after [CLS] (a distilled DeiT: 1)
     num_classes: int = 0  # classes of the model's own classifier on output/full; 0: none
     mlp_size: int = 0  # the MLP's width (its neurons); 0: not recorded
+    test_time_registers: int = 0  # of num_registers, those added at test time (harness.test_time_registers)
 
     @property
     def identity(self) -> str:
@@ -87,7 +90,7 @@ class BackboneInfo:
         return cls(**known, preprocessing=replace(DINOV2_EVALUATION, **stored))
 
 
-_WHERE_KNOWN = ("num_classes", "mlp_size")
+_WHERE_KNOWN = ("num_classes", "mlp_size", "test_time_registers")
 """Fields written only where they are not 0."""
 _PREPROCESSING_KEYS = {
     "image_mean": "mean",

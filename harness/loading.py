@@ -133,7 +133,7 @@ def load_backbone(
         name=name,
         source=source,
         location=location,
-        **family.architecture(),
+        **family.described(),
         random_weights=source == "random",
         pos_interpolation=pos_interpolation,
         family=family_name,

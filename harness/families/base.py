@@ -18,6 +18,10 @@ from common.preparation import Preprocessing
 from harness.processors import processor_preprocessing
 from harness.tokens import TokenLayout
 
+TEST_TIME_REGISTERS = "test_time_registers"
+"""The attribute of a model with test-time registers (`harness.test_time_registers`) saying what it
+carries: its extra tokens count as registers."""
+
 
 class UnitScale(nn.Module):
     """Layer scale of a family without one: gamma = 1 (no parameters: runs in its input's dtype)."""
@@ -73,6 +77,9 @@ class Family(ABC):
     (transformers would take it from the model's config.json)."""
     own_pos_interpolation: ClassVar[str] = "hf"
     """How the model resizes its position grid itself, as results.json records it."""
+    embeddings_normalise: ClassVar[bool] = False
+    """Whether `embeddings` is a norm on the token sequence (CLIP's pre-norm, timm's `norm_pre`), so
+    its input holds the tokens as the embedding made them; else its output does."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model: Any = model  # a model of one of `model_types`
@@ -138,6 +145,18 @@ class Family(ABC):
             "num_distillation": 0,
             "mlp_size": self.mlp_size(),
         }
+
+    def described(self) -> dict[str, Any]:
+        """`architecture` as the model runs: test-time registers it carries
+        (`harness.test_time_registers`) counted among its registers, and recorded."""
+        described = self.architecture()
+        added = getattr(self.model, TEST_TIME_REGISTERS, None)
+        if added is not None:
+            described |= {
+                "num_registers": described["num_registers"] + added.count,
+                "test_time_registers": added.count,
+            }
+        return described
 
     def mlp_size(self) -> int:
         """The width of the blocks' MLP (its neurons: the input of its output projection)."""

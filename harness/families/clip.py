@@ -25,6 +25,7 @@ class CLIPFamily(Family):
     (the image embedding CLIP compares with text)."""
 
     name = "clip"
+    embeddings_normalise = True  # `embeddings` is its pre-norm
     model_types = (CLIPVisionModel, CLIPVisionModelWithProjection)
     processor_type = "CLIPImageProcessor"
     preprocessing = Preprocessing(  # transformers' CLIPImageProcessor

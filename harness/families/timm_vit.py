@@ -70,6 +70,7 @@ class TimmFamily(Family):
     the model's pretrained config says."""
 
     name = "timm"
+    embeddings_normalise = True  # `embeddings` is its pre-norm
     model_types = (VisionTransformer,)
     preprocessing = Preprocessing(  # timm's default: ImageNet, crop_pct 0.875, bicubic
         IMAGENET_MEAN, IMAGENET_STD, resize="shorter_crop", interpolation="bicubic", resize_ratio=1 / 0.875
