@@ -1,7 +1,8 @@
 """What a call of the backbone computes besides the decomposition (docs/design.md#the-seam), each an
 `harness.Extra` that plugs into the backbone's taps and runs its own passes: `Depth` (the [CLS] update
 of chosen blocks), `HeadTerms` (its per-head terms), `Deletion` (deletion passes), `Intervention` (a
-pass under an intervention) and `AttributionMaps` (attribution maps and their scores). The core
+pass under an intervention), `AttributionMaps` (attribution maps and their scores) and
+`RegisterNeurons` (the MLP neurons that make high-norm tokens). The core
 imports none of them.
 
 Importing the package imports none of them: each name below loads its submodule on first use."""
@@ -26,6 +27,13 @@ if TYPE_CHECKING:
         ReferenceStatistics,
         parse_intervention,
     )
+    from harness.extras.register_neurons import (
+        REGISTER_NEURONS_PREFIX,
+        NeuronScores,
+        RegisterNeurons,
+        neurons_by_block,
+        ranked_neurons,
+    )
     from harness.extras.scores import ClassScores
 
 _SUBMODULES: dict[str, tuple[str, ...]] = {
@@ -42,6 +50,13 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
         "ReferenceStatistics",
         "parse_intervention",
     ),
+    "register_neurons": (
+        "REGISTER_NEURONS_PREFIX",
+        "NeuronScores",
+        "RegisterNeurons",
+        "neurons_by_block",
+        "ranked_neurons",
+    ),
     "scores": ("ClassScores",),
 }
 """Submodule -> the names the package exports from it."""
@@ -55,6 +70,7 @@ __all__ = [
     "LEVELS",
     "MAPS",
     "MODES",
+    "REGISTER_NEURONS_PREFIX",
     "AbsentTargetError",
     "AttributionMaps",
     "ClassScores",
@@ -62,11 +78,15 @@ __all__ = [
     "Depth",
     "HeadTerms",
     "Intervention",
+    "NeuronScores",
     "ReferenceStatistics",
+    "RegisterNeurons",
     "head_prefix",
     "map_names",
+    "neurons_by_block",
     "parse_intervention",
     "parse_maps",
+    "ranked_neurons",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _SUBMODULES)
