@@ -26,6 +26,8 @@ from tests.harness.test_families import tiny_clip, tiny_deit, tiny_timm, tiny_vi
 from tests.harness.test_interventions import scaled
 
 PLANTED_BLOCK, PLANTED = 2, (7, 40)
+Activation = Callable[[nn.Module], nn.Module]
+"""A block -> its MLP's activation module."""
 THRESHOLD = 100.0
 
 
@@ -151,8 +153,10 @@ def test_a_test_time_register_takes_the_high_norm_from_the_patch() -> None:
     assert (decomposition["output/full"] - clean).abs().max() > 1e-4 * clean.abs().max()
 
 
-def authors_placement(model: nn.Module, activation: Callable[[nn.Module], nn.Module], embeddings: str,
-                      before_norm: bool, neurons: dict[int, tuple[int, ...]], count: int) -> nn.Module:  # fmt: skip
+def authors_placement(
+    model: nn.Module, activation: Activation, embeddings: str, before_norm: bool,
+    neurons: dict[int, tuple[int, ...]], count: int,
+) -> nn.Module:  # fmt: skip
     """The authors' way, written here from their description: `count` zeros appended at the end of
     the sequence (entering the pre-norm where the model has one), and a forward hook on each block's
     MLP activation module writing the signed maximum into the last `count` tokens and zero into
@@ -193,14 +197,14 @@ def _blocks(model: nn.Module) -> list[nn.Module]:
     raise AssertionError(f"no blocks in {type(model).__name__}")
 
 
-FAMILIES: dict[str, tuple[Callable[[], nn.Module], Callable[[nn.Module], nn.Module], str, bool]] = {
+FAMILIES: dict[str, tuple[Callable[[], nn.Module], Activation, str, bool]] = {
     "dinov2": (lambda: tiny_model(layers=3), lambda b: b.mlp.activation_fn, "embeddings", False),
-    "dinov2-registers": (
+    "dinov2-reg": (
         lambda: tiny_model(registers=2, layers=3),
         lambda b: b.mlp.activation_fn,
         "embeddings",
         False,
-    ),  # fmt: skip
+    ),
     "vit": (tiny_vit, lambda b: b.mlp.activation_fn, "embeddings", False),
     "deit": (tiny_deit, lambda b: b.mlp.activation_fn, "embeddings", False),
     "clip": (tiny_clip, lambda b: b.mlp.activation_fn, "pre_layrnorm", True),
