@@ -1,7 +1,7 @@
 """Model side (docs/design.md#layers): frozen ViT backbones (every family of `harness.families`) whose
 last-layer [CLS] output is split into contributions, the seam extras plug into (`Extra`, `Tap`; the
 extras themselves are `harness.extras`, a layer above), the LightningModule that runs them once per
-batch, and linear heads on their features.
+batch, linear heads on their features, and test-time registers (a model transform).
 
 Importing the package imports none of them: each name below loads its submodule (torch, transformers,
 timm, Lightning) on first use, so a command's `--help` stays fast."""
@@ -30,6 +30,7 @@ if TYPE_CHECKING:
     from harness.module import Consumer, HarnessModule, all_feature_names, feed, merged_extras
     from harness.records import EvaluatedImages, FeatureStore
     from harness.taps import BlockParts, Tap
+    from harness.test_time_registers import TestTimeRegisters, with_test_time_registers
     from harness.tokens import GROUPS, TokenLayout
 
 _SUBMODULES: dict[str, tuple[str, ...]] = {
@@ -50,6 +51,7 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     "module": ("Consumer", "HarnessModule", "all_feature_names", "feed", "merged_extras"),
     "records": ("EvaluatedImages", "FeatureStore"),
     "taps": ("BlockParts", "Tap"),
+    "test_time_registers": ("TestTimeRegisters", "with_test_time_registers"),
     "tokens": ("GROUPS", "TokenLayout"),
 }
 """Submodule -> the names the package exports from it."""
@@ -77,6 +79,7 @@ __all__ = [
     "LinearHead",
     "LinearHeads",
     "Tap",
+    "TestTimeRegisters",
     "TokenLayout",
     "UnknownBackboneError",
     "all_feature_names",
@@ -87,6 +90,7 @@ __all__ = [
     "resolve_backbone",
     "split_names",
     "variant_names",
+    "with_test_time_registers",
 ]
 
 __getattr__, __dir__ = lazy_exports(__name__, globals(), _SUBMODULES)

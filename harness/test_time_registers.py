@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from harness.backbone import DecomposingBackbone
 from harness.families import family_for
 from harness.families.base import TEST_TIME_REGISTERS, mlp_output
 
@@ -147,3 +148,40 @@ def with_test_time_registers(
         mlp_output(own.view(layer).mlp).register_forward_pre_hook(moving)
     setattr(made, TEST_TIME_REGISTERS, TestTimeRegisters(count, start, chosen))
     return made
+
+
+def parse_neurons(text: str) -> dict[int, tuple[int, ...]]:
+    """Register neurons written `BLOCK:I,J,...;BLOCK:K,...` (blocks from 1, neurons from 0).
+
+    >>> parse_neurons("18:884,133; 17:5")
+    {17: (5,), 18: (133, 884)}
+
+    Raises:
+        ValueError: not of that form, or a block written twice.
+    """
+    neurons: dict[int, tuple[int, ...]] = {}
+    for part in text.split(";"):
+        block, colon, numbers = part.strip().partition(":")
+        found = [n.strip() for n in numbers.split(",")]
+        if not (colon and block.isdigit() and int(block) >= 1 and all(n.isdigit() for n in found)):
+            raise ValueError(
+                f"register neurons {text!r}: write BLOCK:I,J;BLOCK:K (blocks from 1), got {part!r}"
+            )
+        if int(block) in neurons:
+            raise ValueError(f"register neurons {text!r}: block {block} is written twice")
+        neurons[int(block)] = tuple(sorted({int(n) for n in found}))
+    return dict(sorted(neurons.items()))
+
+
+def with_test_time_registers_backbone(
+    backbone: DecomposingBackbone, neurons: Mapping[int, Sequence[int]], count: int = 1
+) -> DecomposingBackbone:
+    """`backbone`'s model with test-time registers (`with_test_time_registers`), as a backbone with
+    the same name, classifier and compilation; its info counts them among the registers."""
+    model = with_test_time_registers(backbone.model, neurons, count)
+    info = replace(
+        backbone.info,
+        num_registers=backbone.info.num_registers + count,
+        test_time_registers=count,
+    )
+    return DecomposingBackbone(model, info, backbone.compiled, backbone.classifier)

@@ -101,7 +101,7 @@ class ProbeOptions:
         reference = None
         if args.reference_dir is not None and args.reference_data is None:
             raise UserError("--reference-dir names the folder of --reference-data: add --reference-data")
-        if args.intervene:
+        if args.intervene or any(args.test_time_registers or ()):
             evaluated = DataOptions.from_args(args)
             reference = dataclasses.replace(
                 evaluated, source=args.reference_data or evaluated.source,
@@ -112,6 +112,67 @@ class ProbeOptions:
             args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
             tuple(args.intervene or ()), reference, args.maps,
         )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class RegisterOptions:
+    """--test-time-registers and how their register neurons are found (Jiang et al. 2025): searched
+    over the reference images (`--reference-*`, default the evaluated data) with the authors' settings
+    where they publish them and these options otherwise, or given (`--register-neurons`)."""
+
+    counts: tuple[int, ...] = ()
+    """Test-time registers per backbone (one number: every backbone)."""
+    threshold: float | None = None
+    detection_block: int | None = None
+    max_block: int | None = None
+    top_k: int | None = None
+    sparse: bool = False
+    neurons: str | None = None
+    """--register-neurons, as written (BLOCK:I,J;BLOCK:K)."""
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RegisterOptions:
+        return cls(
+            tuple(args.test_time_registers or ()), args.neuron_threshold, args.neuron_detection_block,
+            args.neuron_max_block, args.neuron_top_k, args.neuron_sparse, args.register_neurons,
+        )  # fmt: skip
+
+    def check(self, backbones: int) -> None:
+        """Refuse, before any model loads: a count per backbone that does not fit, a negative one,
+        neuron options without test-time registers, or options that do not parse."""
+        from harness.test_time_registers import parse_neurons
+
+        if self.counts and len(self.counts) not in (1, backbones):
+            raise UserError(
+                f"--test-time-registers takes one number, or one per backbone ({backbones}); "
+                f"got {len(self.counts)}"
+            )
+        if any(count < 0 for count in self.counts):
+            raise UserError(f"--test-time-registers counts extra tokens: 0 or more, got {list(self.counts)}")
+        chosen = [self.threshold, self.detection_block, self.max_block, self.top_k, self.neurons]
+        if not any(self.counts) and (any(option is not None for option in chosen) or self.sparse):
+            raise UserError("the --neuron-* and --register-neurons options choose the register neurons of "
+                            "--test-time-registers: add it")  # fmt: skip
+        if self.neurons is not None and any(
+            option is not None
+            for option in (self.threshold, self.detection_block, self.max_block, self.top_k)
+        ):
+            raise UserError(
+                "--register-neurons gives the neurons: the --neuron-* search options do not apply"
+            )
+        if self.top_k is not None and self.top_k < 1:
+            raise UserError(f"--neuron-top-k must be positive, got {self.top_k}")
+        if self.neurons is not None:
+            try:
+                parse_neurons(self.neurons)
+            except ValueError as error:
+                raise UserError(f"--register-neurons: {error}") from None
+
+    def count_for(self, position: int) -> int:
+        """The test-time registers of the backbone at `position` (0 without any)."""
+        if not self.counts:
+            return 0
+        return self.counts[0] if len(self.counts) == 1 else self.counts[position]
 
 
 @dataclass
@@ -233,9 +294,48 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "per head) or attention_headN",
     )
     parser.add_argument(
+        "--test-time-registers",
+        type=int,
+        nargs="+",
+        metavar="K",
+        help="give the model K test-time registers (Jiang et al. 2025: extra tokens the register neurons' "
+        "activations are moved into; counted as registers): one number, or one per --backbone (0: none), "
+        "e.g. --backbone M M M_reg --test-time-registers 0 1 0",
+    )
+    parser.add_argument(
+        "--register-neurons",
+        metavar="SPEC",
+        help="the register neurons, BLOCK:I,J;BLOCK:K (blocks from 1, neurons from 0); default: searched "
+        "over the reference images",
+    )
+    parser.add_argument(
+        "--neuron-threshold", type=float,
+        help="the search's outliers: tokens whose norm exceeds this (default: the authors' for the model, "
+        "150 for DINOv2-L; required for others)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--neuron-detection-block", type=int,
+        help="the block whose output norms find the outliers (default: the second-to-last)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--neuron-max-block", type=int,
+        help="score the neurons of blocks 1..N (default: the authors' for the model, else 3/4 of the depth)",
+    )  # fmt: skip
+    parser.add_argument(
+        "--neuron-top-k",
+        type=int,
+        help="register neurons kept, ranked over blocks (default: the authors' or 50)",
+    )
+    parser.add_argument(
+        "--neuron-sparse", action="store_true",
+        help="the authors' notebook's sparsity filter: a neuron scores only where below 0.5 on half "
+        "the tokens",
+    )  # fmt: skip
+    parser.add_argument(
         "--reference-data",
         choices=sorted(DATA_SOURCES),
-        help="images whose states mean / shuffle / noise read (default: the evaluated data)",
+        help="images whose states mean / shuffle / noise read, and the register-neuron search's (default: "
+        "the evaluated data)",
     )
     parser.add_argument("--reference-dir", type=Path, help="folder of --reference-data")
     parser.add_argument(
@@ -261,6 +361,7 @@ def main(argv: list[str] | None = None) -> int:
             from_features=args.from_features,
             compare=args.compare,
             pos_interpolation=args.pos_interpolation,
+            registers=RegisterOptions.from_args(args),
         )
     )
 
@@ -276,6 +377,7 @@ def evaluate(
     from_features: Path | None = None,
     compare: Sequence[Path] | None = None,
     pos_interpolation: str | None = None,
+    registers: RegisterOptions = RegisterOptions(),
 ) -> list[dict[str, Any]]:
     """Evaluate one or several backbones, re-run probes from saved features, or compare finished runs;
     return (on every rank) what each results.json holds. Every option, backbone name, head and the
@@ -293,14 +395,20 @@ def evaluate(
     from harness import resolve_backbone
 
     if compare is not None:
-        if backbones or from_features:
-            raise UserError("--compare reads finished runs: it takes no --backbone or --from-features")
+        if backbones or from_features or registers.counts:
+            raise UserError(
+                "--compare reads finished runs: it takes no --backbone, --from-features or "
+                "--test-time-registers"
+            )
         with _locked(output):
             compare_folders(compare, output, overwrite)
         return []
     names: list[str | None] = [*backbones] if backbones else [None]
     if from_features is not None and len(names) > 1:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
+    if from_features is not None and registers.counts:
+        raise UserError("--from-features replays saved features: it takes no --test-time-registers")
+    registers.check(len(names))
     if from_features is None:
         check_apart(
             output, {"--data-dir": data, "--train-dir": probes.train, "--reference-dir": probes.reference}
@@ -320,16 +428,28 @@ def evaluate(
                 assert replayed is not None  # read with from_features above
                 return [run_from_features(from_features, replayed, output, probes, selection, names[0])]
             return [
-                run_one(names[0], output, data, probes, selection, trainer, save_features, pos_interpolation)
+                run_one(
+                    names[0],
+                    output,
+                    data,
+                    probes,
+                    selection,
+                    trainer,
+                    save_features,
+                    pos_interpolation,
+                    registers,
+                    registers.count_for(0),
+                )
             ]
-        labels = backbone_labels([name for name in names if name is not None])
+        counts = [registers.count_for(position) for position in range(len(names))]
+        labels = backbone_labels([name for name in names if name is not None], counts)
         for label in labels:
             check_output_dir(output / label, overwrite)
         check_output_dir(output, overwrite, COMPARISON_FILES, also=labels)
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
             mark_unfinished(output)  # an earlier comparison no longer describes the runs beside it
         summaries = []
-        for label, backbone in zip(labels, names, strict=True):
+        for label, backbone, count in zip(labels, names, counts, strict=True):
             log.info("backbone %s -> %s", backbone, output / label)
             summaries.append(
                 run_one(
@@ -341,6 +461,8 @@ def evaluate(
                     trainer,
                     save_features,
                     pos_interpolation,
+                    registers,
+                    count,
                 )
             )
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
@@ -516,12 +638,16 @@ def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> N
     )
 
 
-def backbone_labels(backbones: Sequence[str]) -> list[str]:
-    """A folder name per backbone (`random:tiny_reg` -> `random_tiny_reg`, a path -> its last part)."""
+def backbone_labels(backbones: Sequence[str], test_time_registers: Sequence[int] = ()) -> list[str]:
+    """A folder name per backbone (`random:tiny_reg` -> `random_tiny_reg`, a path -> its last part;
+    `_ttr2` added for 2 test-time registers)."""
     from cls_decoupling.outputs.writing import COMPARISON_FILES
 
+    counts = list(test_time_registers) or [0] * len(backbones)
     labels = [
-        re.sub(r"[^\w.-]+", "_", Path(name).name if Path(name).exists() else name) for name in backbones
+        re.sub(r"[^\w.-]+", "_", Path(name).name if Path(name).exists() else name)
+        + (f"_ttr{count}" if count else "")
+        for name, count in zip(backbones, counts, strict=True)
     ]
     if len(set(labels)) != len(labels):
         raise UserError(f"each backbone once, please: {', '.join(backbones)} name the same run folders")
@@ -541,9 +667,12 @@ def run_one(
     trainer_options: TrainerOptions,
     save_features: bool = False,
     pos_interpolation: str | None = None,
+    registers: RegisterOptions = RegisterOptions(),
+    test_time_registers: int = 0,
 ) -> dict[str, Any]:
-    """Evaluate one backbone; write its run folder on rank 0 (`pos_interpolation`: see
-    `harness.load_backbone`; `evaluate` has checked the device options)."""
+    """Evaluate one backbone, with `test_time_registers` test-time registers (found as `registers`
+    says); write its run folder on rank 0 (`pos_interpolation`: see `harness.load_backbone`;
+    `evaluate` has checked the device options)."""
     import torch
 
     from cls_decoupling.outputs import DataRecord, Run, RunRecord, RunSettings
@@ -556,6 +685,12 @@ def run_one(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
     probes.check_own_head(backbone.info, backbone.classifier)
+    register_record = None
+    if test_time_registers:
+        searched = probes.reference or data  # ProbeOptions builds a reference whenever registers are asked
+        backbone, register_record = add_test_time_registers(
+            backbone, test_time_registers, registers, searched, trainer_options
+        )
     interventions, skipped_interventions = applicable_interventions(
         probes.interventions, backbone.info, data.resolution
     )
@@ -614,6 +749,7 @@ def run_one(
             interventions=tuple(intervention.name for intervention in interventions),
             skipped_interventions=skipped_interventions,
             reference=reference_description,
+            test_time_registers=register_record,
         ),
         module.results,
     )
@@ -646,6 +782,70 @@ def build_bank(
         "num_images": module.num_images,
         "num_skipped": len(module.skipped),
     }
+
+
+def add_test_time_registers(
+    backbone: DecomposingBackbone, count: int, registers: RegisterOptions, reference: DataOptions,
+    trainer_options: TrainerOptions,
+) -> tuple[DecomposingBackbone, dict[str, Any]]:  # fmt: skip
+    """`backbone` with `count` test-time registers fed by the register neurons given, or searched over
+    the `reference` images (one pass of `RegisterNeurons` each, reduced across ranks); with what
+    results.json records of them (`run.test_time_registers`)."""
+    from harness.extras.register_neurons import (
+        NeuronSearchModule,
+        RegisterNeurons,
+        neurons_by_block,
+        published_for,
+    )
+    from harness.test_time_registers import parse_neurons, with_test_time_registers_backbone
+
+    record: dict[str, Any] = {"count": count}
+    if registers.neurons is not None:
+        neurons = parse_neurons(registers.neurons)
+        record["found_by"] = "given"
+    else:
+        try:
+            search = RegisterNeurons.for_model(
+                backbone.info, registers.threshold, registers.detection_block, registers.max_block,
+                registers.sparse,
+            )  # fmt: skip
+            search.check(backbone)
+        except ValueError as error:
+            raise UserError(f"--test-time-registers: {error}") from None
+        published = published_for(backbone.info)
+        top_k = registers.top_k or (published.top_k if published else 50)
+        datamodule = reference.datamodule()
+        module = NeuronSearchModule(backbone, search)
+        log.info("register-neuron search: %s images of %s", reference.limit or "all", reference.source)
+        run_test(trainer_options.trainer(), module, prepare_for(datamodule, backbone))
+        found = module.computed
+        if not int(found["with_outliers"]):
+            raise UserError(
+                f"--test-time-registers: no token's norm exceeds {search.threshold:g} at block "
+                f"{search.detection_block} in {int(found['distinct'])} reference images of "
+                f"{reference.source}: no register neurons to move; lower --neuron-threshold or choose "
+                "another --neuron-detection-block"
+            )
+        ranked = module.ranked(top_k)
+        neurons = neurons_by_block(ranked)
+        record |= {
+            "found_by": "search",
+            "threshold": search.threshold,
+            "detection_block": search.detection_block,
+            "max_block": search.max_block,
+            "top_k": top_k,
+            "sparse": search.sparse,
+            "reference": {**datamodule.describe(), "num_images": int(found["distinct"])},
+            "images_with_outliers": int(found["with_outliers"]),
+            "outliers": int(found["outliers"]),
+            "ranked": [[item.block, item.neuron, round(item.score, 6)] for item in ranked],
+        }
+    try:
+        moved = with_test_time_registers_backbone(backbone, neurons, count)
+    except ValueError as error:
+        raise UserError(f"--test-time-registers: {error}") from None
+    record["neurons"] = {str(block): list(found_neurons) for block, found_neurons in neurons.items()}
+    return moved, record
 
 
 def build_reference(

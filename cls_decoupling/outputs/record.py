@@ -108,6 +108,7 @@ class RunSettings:
     interventions: tuple[str, ...] = ()  # backbone pass: `Intervention.name` of each --intervene
     skipped_interventions: Mapping[str, str] = field(default_factory=dict)  # name -> why (backbone pass)
     reference: Mapping[str, Any] | None = None  # backbone pass: the reference images' description
+    test_time_registers: Mapping[str, Any] | None = None  # backbone pass: their count and neurons
 
     BACKBONE_PASS = (
         "precision",
@@ -120,6 +121,7 @@ class RunSettings:
         "interventions",
         "skipped_interventions",
         "reference",
+        "test_time_registers",
     )
 
     def as_dict(self, replayed: bool = False) -> dict[str, Any]:
@@ -133,6 +135,8 @@ class RunSettings:
         }
         if not self.interventions and not self.skipped_interventions:  # written only when asked
             del data["interventions"], data["skipped_interventions"], data["reference"]
+        if self.test_time_registers is None:  # written only when asked
+            del data["test_time_registers"]
         if self.timings is not None:
             data["timings"] = dict(self.timings)
         return {key: value for key, value in data.items() if not (replayed and key in self.BACKBONE_PASS)}

@@ -18,15 +18,19 @@ clean pass; the scores from one more pass (the scored blocks run before the dete
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
+import lightning as L  # noqa: N812
 import torch
 from torch import Tensor
 from torchmetrics import Metric
 
 from harness.backbone import Call, DecomposingBackbone, Extra, ExtraResult
 from harness.info import BackboneInfo
+from harness.records import EvaluatedImages
 from harness.taps import BlockParts, Tap
 from harness.tokens import TokenLayout
 
@@ -237,3 +241,39 @@ def neurons_by_block(ranked: list[RankedNeuron]) -> dict[int, tuple[int, ...]]:
     for found in ranked:
         blocks.setdefault(found.block, []).append(found.neuron)
     return {block: tuple(sorted(blocks[block])) for block in sorted(blocks)}
+
+
+class NeuronSearchModule(L.LightningModule):
+    """The register-neuron search over a set of images (each image once: `EvaluatedImages`), its
+    scores summed exactly across ranks (`NeuronScores`); after `trainer.test`, `ranked(top_k)`.
+
+    Args:
+        backbone: the decomposing backbone (frozen).
+        search: the outlier rule and the blocks scored.
+    """
+
+    def __init__(self, backbone: DecomposingBackbone, search: RegisterNeurons) -> None:
+        super().__init__()
+        self.backbone, self.search = backbone, search
+        self.scores = NeuronScores(search.max_block, backbone.info.mlp_size or backbone.family.mlp_size())
+        self.images = EvaluatedImages()
+        self.computed: dict[str, Tensor] = {}
+
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> None:
+        if batch["index"].numel():
+            self.images.update(batch["index"])
+            found = self.backbone(batch["pixels"], batch["index"], extras=[self.search])
+            self.scores.update(
+                found[f"{REGISTER_NEURONS_PREFIX}scores"], found[f"{REGISTER_NEURONS_PREFIX}outliers"]
+            )
+
+    def on_test_epoch_end(self) -> None:
+        with warnings.catch_warnings():  # a rank that got no image never called update()
+            warnings.filterwarnings("ignore", message=".*was called before the ``update`` method")
+            self.computed = self.scores.compute() | {"distinct": self.images.compute()["distinct"]}
+
+    def ranked(self, top_k: int) -> list[RankedNeuron]:
+        return ranked_neurons(self.computed["scores"], top_k)
+
+    def configure_optimizers(self) -> None:
+        return None
