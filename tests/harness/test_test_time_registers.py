@@ -242,6 +242,8 @@ def test_a_batch_equals_its_images_one_by_one_and_the_users_model_is_unchanged()
         alone = backbone(pixels[image : image + 1])
         for name in ("output/full", "split/register", "attention/register"):
             assert_close(batch[name][image : image + 1], alone[name], **scaled(alone[name]))
+    compiled = DecomposingBackbone.from_model(backbone.model, compile_backend="eager")(pixels)["output/full"]
+    assert_close(compiled, batch["output/full"], **scaled(compiled))  # the hooks fire in compiled blocks too
     assert_close(model(pixel_values=pixels).pooler_output, clean)
     assert getattr(model, TEST_TIME_REGISTERS, None) is None
     assert not any(m._forward_hooks or m._forward_pre_hooks for m in model.modules())
