@@ -282,7 +282,7 @@ class DecomposingBackbone(nn.Module):
         blocks = self.family.blocks
         with (
             evaluating(self.model),
-            compiled_blocks(blocks, self._compiled_forward, read_inside(taps)),
+            compiled_blocks(blocks, self._compiled_forward, read_inside(taps) | self.family.hooked_blocks()),
             tapping(blocks, self.view, layout_rotation(self.family, layout), taps, replacing),
         ):
             yield

@@ -68,7 +68,8 @@ def test_given_register_neurons_are_used_as_given(photo_dir: Path, tmp_path: Pat
     output = tmp_path / "given"
     argv = [
         "--backbone", "random:tiny", "--test-time-registers", "2", "--register-neurons", "2:7,3;1:250",
-        "--data", "folder", "--data-dir", str(photo_dir), "--probe", "split", "--output", str(output), *COMMON,
+        "--data", "folder", "--data-dir", str(photo_dir), "--probe", "split", "--output", str(output),
+        *COMMON,
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
     run = json.loads((output / "results.json").read_text())

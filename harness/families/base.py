@@ -158,6 +158,13 @@ class Family(ABC):
             }
         return described
 
+    def hooked_blocks(self) -> set[int]:
+        """The blocks (1-based) that carry hooks of their own inside: those of test-time registers'
+        neurons. They run eagerly: a compiled block forward, traced once for every block, would not
+        see hooks on one block's modules."""
+        added = getattr(self.model, TEST_TIME_REGISTERS, None)
+        return set() if added is None else set(added.neurons)
+
     def mlp_size(self) -> int:
         """The width of the blocks' MLP (its neurons: the input of its output projection)."""
         return int(mlp_output(self.view(self.blocks[0]).mlp).in_features)
