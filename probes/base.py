@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from harness.extras.interventions import Intervention
+    from harness.extras.register_neurons import RegisterNeurons
     from harness.heads import LinearHead
 
 FULL_OUTPUT = "output/full"
@@ -64,6 +65,9 @@ class ProbeContext:
             than the clean pass (`variants` keeps only these); None: every variant.
         own_head: the backbone's own classifier on `output/full` (`--head model`), read instead of
             `head`.
+        neuron_search: the register-neuron search (`--neuron-*`); None: the authors' settings for
+            the model (`RegisterNeurons.for_model`).
+        neuron_top_k: register neurons ranked (None: the authors' number for the model, else 50).
     """
 
     info: BackboneInfo
@@ -80,6 +84,8 @@ class ProbeContext:
     heads: tuple[int, ...] = ()
     only_variants: tuple[str, ...] | None = None
     own_head: LinearHead | None = None
+    neuron_search: RegisterNeurons | None = None
+    neuron_top_k: int | None = None
 
     def linear_head(self) -> LinearHead | None:
         """The run's head: the backbone's own classifier (`own_head`), else the head saved by

@@ -31,7 +31,7 @@ def test_one_command_compares_no_test_time_and_trained_registers(photo_dir: Path
     argv = [
         "--backbone", "random:tiny", "random:tiny", "random:tiny_reg", "--test-time-registers", "0", "1", "0",
         "--neuron-threshold", "4", "--neuron-top-k", "5", "--data", "folder", "--data-dir", str(photo_dir),
-        "--probe", "split,norms,heads", "--output", str(output), *COMMON,
+        "--probe", "split,norms,heads,register_neurons", "--output", str(output), *COMMON,
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
     runs = {name: json.loads((output / name / "results.json").read_text()) for name in
@@ -62,6 +62,13 @@ def test_one_command_compares_no_test_time_and_trained_registers(photo_dir: Path
     assert record["neurons"] == {str(b): list(n) for b, n in neurons_by_block(ranked).items()}
     assert [item[:2] for item in record["ranked"]] == [[item.block, item.neuron] for item in ranked]
     assert (output / "comparison.csv").exists()
+    # the probe's search on the evaluated images is the same search: the same top neurons
+    probed = runs["random_tiny"]["results"]
+    assert (probed["register_neurons/top_block"], probed["register_neurons/top_neuron"]) == (
+        ranked[0].block,
+        ranked[0].neuron,
+    )
+    assert (output / "random_tiny" / "figures" / "register_neurons.png").stat().st_size > 0
 
 
 def test_given_register_neurons_are_used_as_given(photo_dir: Path, tmp_path: Path) -> None:
@@ -86,14 +93,27 @@ def test_given_register_neurons_are_used_as_given(photo_dir: Path, tmp_path: Pat
     [
         (["--test-time-registers", "1", "1"], "one number, or one per backbone (1)"),
         (["--test-time-registers", "-1"], "0 or more"),
-        (["--neuron-threshold", "3"], "add it"),
+        (["--neuron-threshold", "3"], "add one"),
+        (["--register-neurons", "1:3"], "--register-neurons gives the neurons of --test-time-registers"),
+        (["--probe", "register_neurons"], "publish no norm threshold"),
         (["--test-time-registers", "1", "--register-neurons", "a:1"], "write BLOCK:I,J;BLOCK:K"),
         (["--test-time-registers", "1", "--register-neurons", "1:3", "--neuron-top-k", "3"], "do not apply"),
         (["--test-time-registers", "1", "--register-neurons", "9:3"], "the model has blocks 1..2"),
         (["--test-time-registers", "1"], "publish no norm threshold for random:tiny"),
         (["--test-time-registers", "1", "--neuron-threshold", "1e9"], "no token's norm exceeds 1e+09"),
     ],
-    ids=["counts", "negative", "no-registers", "syntax", "both", "block", "threshold", "no-outliers"],
+    ids=[
+        "counts",
+        "negative",
+        "no-registers",
+        "given-alone",
+        "probe-threshold",
+        "syntax",
+        "both",
+        "block",
+        "threshold",
+        "no-outliers",
+    ],
 )
 def test_what_cannot_run_is_one_line(
     extra: list[str], message: str, photo_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]

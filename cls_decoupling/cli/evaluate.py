@@ -42,7 +42,7 @@ if TYPE_CHECKING:
 
     from cls_decoupling.outputs import Run, RunRecord
     from harness import BackboneInfo, DecomposingBackbone
-    from harness.extras import Intervention, ReferenceStatistics
+    from harness.extras import Intervention, ReferenceStatistics, RegisterNeurons
     from probes import KnnBank, Probe, ProbeSelection
 
 log = logging.getLogger("evaluate")
@@ -137,9 +137,10 @@ class RegisterOptions:
             args.neuron_max_block, args.neuron_top_k, args.neuron_sparse, args.register_neurons,
         )  # fmt: skip
 
-    def check(self, backbones: int) -> None:
+    def check(self, backbones: int, searching: bool = False) -> None:
         """Refuse, before any model loads: a count per backbone that does not fit, a negative one,
-        neuron options without test-time registers, or options that do not parse."""
+        neuron options without test-time registers or the register_neurons probe (`searching`), or
+        options that do not parse."""
         from harness.test_time_registers import parse_neurons
 
         if self.counts and len(self.counts) not in (1, backbones):
@@ -149,10 +150,12 @@ class RegisterOptions:
             )
         if any(count < 0 for count in self.counts):
             raise UserError(f"--test-time-registers counts extra tokens: 0 or more, got {list(self.counts)}")
-        chosen = [self.threshold, self.detection_block, self.max_block, self.top_k, self.neurons]
-        if not any(self.counts) and (any(option is not None for option in chosen) or self.sparse):
-            raise UserError("the --neuron-* and --register-neurons options choose the register neurons of "
-                            "--test-time-registers: add it")  # fmt: skip
+        search = [self.threshold, self.detection_block, self.max_block, self.top_k]
+        if not any(self.counts) and not searching and (any(o is not None for o in search) or self.sparse):
+            raise UserError("the --neuron-* options choose the register neurons of --test-time-registers "
+                            "or --probe register_neurons: add one")  # fmt: skip
+        if not any(self.counts) and self.neurons is not None:
+            raise UserError("--register-neurons gives the neurons of --test-time-registers: add it")
         if self.neurons is not None and any(
             option is not None
             for option in (self.threshold, self.detection_block, self.max_block, self.top_k)
@@ -167,6 +170,33 @@ class RegisterOptions:
                 parse_neurons(self.neurons)
             except ValueError as error:
                 raise UserError(f"--register-neurons: {error}") from None
+
+    def search(self, info: BackboneInfo) -> RegisterNeurons:
+        """The register-neuron search these options ask for on the backbone `info` describes.
+
+        Raises:
+            UserError: no threshold for a model the authors publish none for, or a block it lacks.
+        """
+        from harness.extras.register_neurons import RegisterNeurons
+
+        try:
+            search = RegisterNeurons.for_model(
+                info, self.threshold, self.detection_block, self.max_block, self.sparse
+            )
+        except ValueError as error:
+            raise UserError(str(error)) from None
+        for what, block in (("--neuron-detection-block", search.detection_block),
+                            ("--neuron-max-block", search.max_block)):  # fmt: skip
+            if not 1 <= block <= info.num_layers:
+                raise UserError(f"{what} {block}: {info.name} has blocks 1..{info.num_layers}")
+        return search
+
+    def top_k_for(self, info: BackboneInfo) -> int:
+        """Register neurons kept: as asked, else the authors' number for the model, else 50."""
+        from harness.extras.register_neurons import published_for
+
+        published = published_for(info)
+        return self.top_k or (published.top_k if published else 50)
 
     def count_for(self, position: int) -> int:
         """The test-time registers of the backbone at `position` (0 without any)."""
@@ -192,6 +222,9 @@ class ProbeRequest:
     maps: tuple[str, ...] = ()
     heads: tuple[int, ...] = ()
     """The attribution maps and heads `--maps` chose (`harness.extras.attribution.parse_maps`)."""
+    neuron_search: RegisterNeurons | None = None
+    neuron_top_k: int | None = None
+    """The register_neurons probe's search and its number of neurons (`--neuron-*`)."""
 
     def build(self, class_names: tuple[str, ...]) -> dict[str, Probe]:
         from harness import LinearHead
@@ -226,6 +259,8 @@ class ProbeRequest:
             self.maps,
             self.heads,
             own_head=own_head,
+            neuron_search=self.neuron_search,
+            neuron_top_k=self.neuron_top_k,
         )
         return self.selection.build(context)
 
@@ -408,13 +443,13 @@ def evaluate(
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
     if from_features is not None and registers.counts:
         raise UserError("--from-features replays saved features: it takes no --test-time-registers")
-    registers.check(len(names))
     if from_features is None:
         check_apart(
             output, {"--data-dir": data, "--train-dir": probes.train, "--reference-dir": probes.reference}
         )
     replayed = None if from_features is None else load_record(from_features)
     selection = check_probe_options(probes, replayed)
+    registers.check(len(names), searching="register_neurons" in selection.names)
     if from_features is None:
         for name in names:
             if name is None:
@@ -717,6 +752,9 @@ def run_one(
         maps=maps,
         heads=heads,
     )
+    if "register_neurons" in selection.names:  # on the model as evaluated (test-time registers included)
+        request.neuron_search = registers.search(backbone.info)
+        request.neuron_top_k = registers.top_k_for(backbone.info)
     features = all_feature_names(backbone.info, layers=bool(layers)) if save_features else ()
     # the layers given are decomposed whatever the probes (their entries are saved with the features)
     every_call = (Depth(layers),) if layers else ()
@@ -791,12 +829,7 @@ def add_test_time_registers(
     """`backbone` with `count` test-time registers fed by the register neurons given, or searched over
     the `reference` images (one pass of `RegisterNeurons` each, reduced across ranks); with what
     results.json records of them (`run.test_time_registers`)."""
-    from harness.extras.register_neurons import (
-        NeuronSearchModule,
-        RegisterNeurons,
-        neurons_by_block,
-        published_for,
-    )
+    from harness.extras.register_neurons import NeuronSearchModule, neurons_by_block
     from harness.test_time_registers import parse_neurons, with_test_time_registers_backbone
 
     record: dict[str, Any] = {"count": count}
@@ -804,16 +837,7 @@ def add_test_time_registers(
         neurons = parse_neurons(registers.neurons)
         record["found_by"] = "given"
     else:
-        try:
-            search = RegisterNeurons.for_model(
-                backbone.info, registers.threshold, registers.detection_block, registers.max_block,
-                registers.sparse,
-            )  # fmt: skip
-            search.check(backbone)
-        except ValueError as error:
-            raise UserError(f"--test-time-registers: {error}") from None
-        published = published_for(backbone.info)
-        top_k = registers.top_k or (published.top_k if published else 50)
+        search, top_k = registers.search(backbone.info), registers.top_k_for(backbone.info)
         datamodule = reference.datamodule()
         module = NeuronSearchModule(backbone, search)
         log.info("register-neuron search: %s images of %s", reference.limit or "all", reference.source)
