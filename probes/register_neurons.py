@@ -72,6 +72,14 @@ class RegisterNeuronsProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> RegisterNeuronsProbe:
+        """The probe for the run's backbone: `context.neuron_search`, else the authors' settings.
+
+        Raises:
+            ValueError: no search given and none published for the model, or a backbone record
+                without its MLP width (`BackboneInfo.mlp_size`).
+        """
+        if not context.info.mlp_size:
+            raise ValueError("the register_neurons probe needs the MLP width: BackboneInfo.mlp_size is 0")
         search = context.neuron_search or RegisterNeurons.for_model(context.info)
         return cls(search, context.info.mlp_size, context.neuron_top_k or DEFAULT_TOP_K)
 

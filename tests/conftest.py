@@ -12,6 +12,7 @@ from torch import nn
 from transformers import Dinov2Config, Dinov2Model, Dinov2WithRegistersConfig, Dinov2WithRegistersModel
 
 from harness import BackboneInfo, DecomposingBackbone
+from harness.families import family_for
 
 ARCHITECTURES = [
     pytest.param(0, False, id="mlp"),
@@ -73,6 +74,7 @@ def wrap(model: nn.Module, name: str = "tiny-test") -> DecomposingBackbone:
         patch_size=config.patch_size,
         swiglu=config.use_swiglu_ffn,
         random_weights=True,
+        mlp_size=family_for(model).mlp_size(),
     )
     return DecomposingBackbone(model.eval().requires_grad_(False), info)
 

@@ -6,6 +6,7 @@ import torch
 from torchmetrics import Metric
 
 from harness import feed, merged_extras
+from harness.extras import RegisterNeurons
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 
@@ -13,7 +14,10 @@ from tests.conftest import tiny_model, wrap
 def test_probes_accumulate_in_float64_under_bf16_autocast() -> None:
     backbone = wrap(tiny_model(registers=4, swiglu=True))
     bank = KnnBank(torch.randn(9, backbone.info.hidden_size), torch.arange(9) % 3, ("a", "b", "c"))
-    context = ProbeContext(backbone.info, ("a", "b", "c"), resolution=32, layers=(1, 2), bank=bank)
+    search = RegisterNeurons(1.0, 1, 2)  # the register_neurons probe's search (every token an outlier)
+    context = ProbeContext(
+        backbone.info, ("a", "b", "c"), resolution=32, layers=(1, 2), bank=bank, neuron_search=search
+    )
     probes = build_probes(list(PROBES), context)
     pixels = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     with torch.autocast("cpu", dtype=torch.bfloat16):
