@@ -70,3 +70,35 @@ def paired_times(functions: dict[str, Callable[[], object]], repeats: int) -> di
 def median_ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median over rounds of numerator / denominator."""
     return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+
+
+def against_call(title: str, times: dict[str, list[float]]) -> str:
+    """One line: the median seconds of `times["call"]`, then of every other entry with its median
+    per-round ratio to it."""
+    parts = [f"{title}: call {statistics.median(times['call']):.3f} s"]
+    for what in (name for name in times if name != "call"):
+        ratio = median_ratio(times[what], times["call"])
+        parts.append(f"{what} {statistics.median(times[what]):.3f} s ({ratio:.3f}x)")
+    return ", ".join(parts)
+
+
+def main_per_backbone(
+    doc: str | None, backbones: str, bench_one: Callable[[str, int, int, int], str]
+) -> None:
+    """The command line of a per-backbone benchmark: --backbones (comma list, default `backbones`),
+    --resolution, --batch-size, --repeats; prints `bench_one`'s line for each backbone."""
+    import argparse
+
+    import torch
+
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbones", default=backbones)
+    parser.add_argument("--resolution", type=int, default=224)
+    parser.add_argument("--batch-size", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    arguments = parser.parse_args()
+    torch.set_grad_enabled(False)
+    for name in arguments.backbones.split(","):
+        print(
+            bench_one(name.strip(), arguments.resolution, arguments.batch_size, arguments.repeats), flush=True
+        )

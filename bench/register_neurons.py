@@ -16,15 +16,13 @@ Prints median seconds per batch and the median per-round ratios to `call`.
 
 from __future__ import annotations
 
-import argparse
-import statistics
 import sys
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import median_ratio, paired_times
+from bench.common import against_call, main_per_backbone, paired_times
 from harness import load_backbone
 from harness.extras import NeuronScores, RegisterNeurons
 from harness.test_time_registers import with_test_time_registers_backbone
@@ -55,29 +53,11 @@ def bench_one(name: str, resolution: int, batch_size: int, repeats: int) -> str:
         return moved(pixels)
 
     times = paired_times({"call": call, "search": searching, "test_time": test_time}, repeats)
-    base = statistics.median(times["call"])
-    parts = [f"{name} {resolution}px batch {batch_size}: call {base:.3f} s"]
-    for what in ("search", "test_time"):
-        parts.append(
-            f"{what} {statistics.median(times[what]):.3f} s ({median_ratio(times[what], times['call']):.3f}x)"
-        )
-    return ", ".join(parts)
+    return against_call(f"{name} {resolution}px batch {batch_size}", times)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backbones", default="random:dinov2_vits14")
-    parser.add_argument("--resolution", type=int, default=224)
-    parser.add_argument("--batch-size", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    arguments = parser.parse_args()
-    torch.set_grad_enabled(False)
-    for name in arguments.backbones.split(","):
-        print(
-            bench_one(name.strip(), arguments.resolution, arguments.batch_size, arguments.repeats), flush=True
-        )
+    main_per_backbone(__doc__, "random:dinov2_vits14", bench_one)
 
 
 if __name__ == "__main__":

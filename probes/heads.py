@@ -18,7 +18,7 @@ from harness.tokens import present_groups
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.stats import ColumnStats
 from probes.plotting import GROUP_LABELS, run_title, subplots
-from probes.view import RunView
+from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -236,6 +236,33 @@ class HeadsProbe(Probe):
         )
         figure.tight_layout()
         return {"heads.png": figure, **cls._update_figure(run, blocks)}
+
+    @classmethod
+    def comparison_figures(cls, compared: Sequence[ComparedView]) -> dict[str, Figure]:
+        """Across models: how few heads carry the last block's [CLS] update. Per model, the heads'
+        mean shares of the update, largest first, summed: the curve crosses 90 % at the size of the
+        carrying set of the mean shares (`carrying_set`)."""
+        shown = [item for item in compared if "heads/update" in item.run.arrays]
+        if not shown:
+            return {}
+        figure, axis = subplots(figsize=(6.5, 4.0))
+        for item in shown:
+            shares = np.sort(item.run.arrays["heads/update"].numpy())[::-1]
+            heads = np.arange(1, len(shares) + 1)
+            carrying = item.run.results.get("heads/carrying", float("nan"))
+            axis.plot(heads, np.cumsum(shares), marker="o", markersize=3,
+                      label=f"{item.label} ({carrying:.1f} heads per image)")  # fmt: skip
+        axis.axhline(CARRYING_SHARE, color="grey", linewidth=0.8, linestyle="--")
+        axis.set_xlabel("heads, largest mean share of the update first")
+        axis.set_ylabel("their summed share of the update")
+        axis.legend(fontsize=7)
+        axis.set_title(
+            "How few heads carry the last block's [CLS] update, per model\n"
+            "(dashed: 90 %; in brackets: the mean per-image carrying set)",
+            fontsize=9,
+        )
+        figure.tight_layout()
+        return {"compare_heads.png": figure}
 
     @classmethod
     def _update_figure(cls, run: RunView, blocks: list[int]) -> dict[str, Figure]:

@@ -456,26 +456,18 @@ def evaluate(
                 raise UserError("--backbone is required")
             resolve_backbone(name)  # a typo in any name, before the first backbone runs
         trainer.check()  # the device options, once, before any model loads
+
+    def one(name: str | None, folder: Path, test_time_registers: int) -> dict[str, Any]:
+        return run_one(name, folder, data, probes, selection, trainer, save_features, pos_interpolation,
+                       registers, test_time_registers)  # fmt: skip
+
     with _locked(output):
         if len(names) == 1:
             check_output_dir(output, overwrite)
             if from_features is not None:
                 assert replayed is not None  # read with from_features above
                 return [run_from_features(from_features, replayed, output, probes, selection, names[0])]
-            return [
-                run_one(
-                    names[0],
-                    output,
-                    data,
-                    probes,
-                    selection,
-                    trainer,
-                    save_features,
-                    pos_interpolation,
-                    registers,
-                    registers.count_for(0),
-                )
-            ]
+            return [one(names[0], output, registers.count_for(0))]
         counts = [registers.count_for(position) for position in range(len(names))]
         labels = backbone_labels([name for name in names if name is not None], counts)
         for label in labels:
@@ -486,20 +478,7 @@ def evaluate(
         summaries = []
         for label, backbone, count in zip(labels, names, counts, strict=True):
             log.info("backbone %s -> %s", backbone, output / label)
-            summaries.append(
-                run_one(
-                    backbone,
-                    output / label,
-                    data,
-                    probes,
-                    selection,
-                    trainer,
-                    save_features,
-                    pos_interpolation,
-                    registers,
-                    count,
-                )
-            )
+            summaries.append(one(backbone, output / label, count))
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
             write_comparison([(label, load_run(output / label)) for label in labels], output)
         return summaries
