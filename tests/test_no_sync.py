@@ -31,7 +31,15 @@ from harness import (
     load_backbone,
 )
 from harness.decomposition import variant_names
-from harness.extras import DELETION_FRACTIONS, AttributionMaps, Deletion, Depth, HeadTerms, Intervention
+from harness.extras import (
+    DELETION_FRACTIONS,
+    AttributionMaps,
+    Deletion,
+    Depth,
+    HeadTerms,
+    Intervention,
+    RegisterNeurons,
+)
 from probes import PROBES, KnnBank, ProbeContext, build_probes
 from tests.conftest import tiny_model, wrap
 from tests.families import FAMILY_FOLDERS, save_family_models
@@ -90,14 +98,14 @@ def everything(backbone: DecomposingBackbone) -> list[Extra]:
     """The extras of a backbone call that does all it can: blocks decomposed as they run (with their
     per-head terms), deletion
     passes (also under a model-level intervention), a readout-level intervention, every attribution
-    map and each head's with their scores and class scores."""
+    map and each head's with their scores and class scores, and the register-neuron search."""
     deletion, layers = Deletion(DELETION_FRACTIONS), backbone.info.num_layers
     heads = tuple(range(1, backbone.info.num_heads + 1))
     return [
         Depth((1, 2)), HeadTerms((1, 2)), deletion,
         Intervention.parse("cls@1:zero", layers).running([deletion]),
         Intervention.parse("cls+skip@last:zero:readout", layers),
-        AttributionMaps(heads=heads, class_scores=first_three),
+        AttributionMaps(heads=heads, class_scores=first_three), RegisterNeurons(1.0, 1, 2),
     ]  # fmt: skip
 
 
@@ -138,7 +146,10 @@ def _meta_batch(registers: int, batch: int = 6) -> tuple[HarnessModule, Decompos
 def test_every_probe_and_record_updates_without_reading_back(registers: int, tmp_path: Path) -> None:
     module, decomposition, pixels = _meta_batch(registers)
     bank = KnnBank(torch.randn(20, module.backbone.info.hidden_size), torch.arange(20) % 3, ("a", "b", "c"))
-    context = ProbeContext(module.backbone.info, ("a", "b", "c"), resolution=56, layers=(1, 2), bank=bank)
+    context = ProbeContext(
+        module.backbone.info, ("a", "b", "c"), resolution=56, layers=(1, 2), bank=bank,
+        neuron_search=RegisterNeurons(1.0, 1, 2),
+    )  # fmt: skip
     head_path = tmp_path / "head.pt"
     dims = module.backbone.info.hidden_size
     classes = ("a", "b", "c")

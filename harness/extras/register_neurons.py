@@ -199,8 +199,8 @@ class NeuronScores(Metric):
     def update(self, scores: Tensor, outliers: Tensor) -> None:
         """One batch: scores (images, blocks, width), outliers (images, tokens) 0 / 1."""
         counts = outliers.sum(dim=1)
-        kept = counts > 0
-        self.totals += scores[kept].double().sum(dim=0)
+        kept = counts > 0  # an image without outliers scores 0: its scores add nothing
+        self.totals += (scores.double() * kept[:, None, None]).sum(dim=0)
         self.with_outliers += kept.sum()
         self.images += outliers.shape[0]
         self.outliers += counts.sum().long()

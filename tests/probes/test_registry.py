@@ -7,7 +7,7 @@ import torch
 
 from common.errors import UserError
 from harness import BackboneInfo
-from harness.extras import Intervention
+from harness.extras import Intervention, RegisterNeurons
 from probes import (
     PROBE_CLASSES,
     PROBES,
@@ -23,7 +23,9 @@ from probes import (
 )
 from probes.metrics import LinearCKA
 
-INFO = BackboneInfo("t", "random", "", 8, 2, 2, 4, 4, False, True)
+INFO = BackboneInfo("t", "random", "", 8, 2, 2, 4, 4, False, True, mlp_size=32)
+SEARCH = RegisterNeurons(1.0, 1, 2)
+"""The register_neurons probe's search (the authors publish none for a test model)."""
 
 
 def test_both_cka_estimators_share_one_set_of_moments() -> None:
@@ -54,10 +56,19 @@ def test_the_registry_is_derived_from_the_probe_classes() -> None:
     bank = {name for name, probe in PROBES.items() if probe.needs_bank}
     opt_in = {name for name, probe in PROBES.items() if probe.opt_in}
     assert (
-        labelled == {"oneshot", "linear", "knn"} and bank == {"knn"} and opt_in == {"deletion", "attribution"}
+        labelled == {"oneshot", "linear", "knn"}
+        and bank == {"knn"}
+        and opt_in == {"deletion", "attribution", "register_neurons"}
     )
     interventions = {name for name, probe in PROBES.items() if probe.needs_interventions}
-    assert pixels == {"maps", "deletion", "interventions", "attribution", "heads"} and layers == {
+    assert pixels == {
+        "maps",
+        "deletion",
+        "interventions",
+        "attribution",
+        "heads",
+        "register_neurons",
+    } and layers == {
         "depth",
         "cka_layers",
     }
@@ -83,7 +94,9 @@ def test_every_probe_builds_from_the_context_and_names_its_results() -> None:
     """Each class's from_context gives a probe whose results all carry the probe's own name functions'
     prefixes (no name is made up elsewhere)."""
     bank = KnnBank(torch.zeros(3, 8), torch.arange(3), ("a", "b", "c"))
-    context = ProbeContext(INFO, ("a", "b", "c"), resolution=8, layers=(1, 2), bank=bank)
+    context = ProbeContext(
+        INFO, ("a", "b", "c"), resolution=8, layers=(1, 2), bank=bank, neuron_search=SEARCH
+    )
     for name, cls in PROBES.items():
         probe = cls.from_context(context)
         assert isinstance(probe, cls) and probe.name == name
@@ -101,7 +114,7 @@ def test_linear_is_a_ridge_classifier_without_a_head_and_the_head_with_one(tmp_p
 
 
 def test_probe_names() -> None:
-    opt_in = ("deletion", "attribution")  # extra passes: never in `all`
+    opt_in = ("deletion", "attribution", "register_neurons")  # extra passes: never in `all`
     assert parse_probe_names("all", labelled=True) == [n for n in PROBES if n not in opt_in]
     assert parse_probe_names("all", layers=False) == [
         name for name in PROBES if name not in ("depth", "cka_layers", *opt_in)
@@ -200,7 +213,13 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
     bank = KnnBank(torch.randn(9, tiny.hidden_size), torch.arange(9) % 3, ("a", "b", "c"))
     interventions = (Intervention(("register",), (1,), "zero"), Intervention(("register",), (2,), "zero"))
     context = ProbeContext(
-        tiny, ("a", "b", "c"), resolution=32, layers=(1, 2), bank=bank, interventions=interventions
+        tiny,
+        ("a", "b", "c"),
+        resolution=32,
+        layers=(1, 2),
+        bank=bank,
+        interventions=interventions,
+        neuron_search=SEARCH,
     )
     built = build_probes(list(PROBES), context)
     pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
