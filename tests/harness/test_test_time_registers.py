@@ -22,7 +22,7 @@ from harness.extras import NeuronScores, RegisterNeurons, neurons_by_block, rank
 from harness.families.base import TEST_TIME_REGISTERS
 from harness.test_time_registers import signed_max, with_test_time_registers
 from tests.conftest import tiny_model
-from tests.harness.test_families import tiny_clip, tiny_deit, tiny_timm, tiny_vit
+from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 from tests.harness.test_interventions import scaled
 
 PLANTED_BLOCK, PLANTED = 2, (7, 40)
@@ -268,3 +268,28 @@ def test_signed_max_and_refusals() -> None:
     assert RegisterNeurons.for_model(backbone.info, threshold=5) == RegisterNeurons(5.0, 1, 2)
     with pytest.raises(ValueError, match=r"the detection block is 3; the model has blocks 1\.\.2"):
         RegisterNeurons(5.0, 3, 1).check(backbone)
+
+
+@pytest.mark.parametrize("family", ["dinov2", "dinov3", "vit", "deit", "clip", "timm"])
+@torch.no_grad()
+def test_every_family_decomposes_its_test_time_registers_exactly(family: str) -> None:
+    """The extra tokens are registers of the layout (DINOv3's RoPE included): `output/full` is the
+    model's own output, the decomposition rebuilds it, and the [CLS] attends to them."""
+    make = {
+        "dinov2": lambda: tiny_model(layers=3),
+        "dinov3": lambda: tiny_dinov3(num_register_tokens=2),
+        "vit": tiny_vit,
+        "deit": tiny_deit,
+        "clip": tiny_clip,
+        "timm": lambda: tiny_timm(init_values=0.5),
+    }
+    model = make[family]()
+    trained = DecomposingBackbone.from_model(model).info.num_registers
+    backbone = DecomposingBackbone.from_model(with_test_time_registers(model, {1: (0, 3), 2: (8,)}, count=2))
+    assert (backbone.info.num_registers, backbone.info.test_time_registers) == (trained + 2, 2)
+    pixels = torch.randn(2, 3, 32, 48, generator=torch.Generator().manual_seed(9))
+    got = backbone(pixels)
+    own = backbone.family.pooled(pixels).float()
+    assert_close(got["output/full"], own, **scaled(own))
+    assert got.pooler_error < 1e-4 * float(own.abs().max())
+    assert (got["split/register"] > 0).all()
