@@ -193,6 +193,12 @@ class DecomposingBackbone(nn.Module):
             raise ValueError(
                 f"image size {height}x{width} is not a multiple of the patch size {self.patch_size}"
             )
+        fixed = self.family.fixed_resolution()
+        if fixed is not None and (height, width) != (fixed, fixed):
+            raise ValueError(
+                f"{self.info.name} reads {fixed} x {fixed} images only (its position embedding is not "
+                f"resized); got {height} x {width}"
+            )
         info = self.info
         return TokenLayout.for_image(
             height, width, info.patch_size, info.num_registers, info.num_distillation

@@ -247,6 +247,12 @@ def load_checked_backbone(
         raise UserError(
             f"--resolution {resolution} is not a multiple of the patch size {backbone.patch_size}"
         )
+    fixed = backbone.family.fixed_resolution()
+    if fixed is not None and resolution != fixed:
+        raise UserError(
+            f"--resolution {resolution}: {name} reads {fixed} x {fixed} images only (its position "
+            f"embedding is not resized); run it with --resolution {fixed}"
+        )
     try:
         chosen = parse_layers(layers, backbone.info.num_layers)
     except ValueError as error:

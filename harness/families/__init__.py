@@ -19,6 +19,7 @@ from harness.families.base import AttentionView, BlockView, Family, LoadAs, Unit
 from harness.families.clip import CLIPFamily
 from harness.families.dinov2 import Dinov2Family
 from harness.families.dinov3 import Dinov3Family
+from harness.families.openclip import OpenCLIPFamily
 from harness.families.timm_vit import TimmFamily
 from harness.families.vit import DeiTFamily, ViTFamily
 
@@ -32,6 +33,7 @@ __all__ = [
     "Dinov3Family",
     "Family",
     "LoadAs",
+    "OpenCLIPFamily",
     "TimmFamily",
     "UnitScale",
     "ViTFamily",
@@ -41,7 +43,7 @@ __all__ = [
 ]
 
 FAMILIES: tuple[type[Family], ...] = (
-    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, TimmFamily,
+    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, TimmFamily, OpenCLIPFamily,
 )  # fmt: skip
 
 
@@ -64,7 +66,7 @@ def family_for(model: nn.Module) -> Family:
         ValueError: no adapter knows the model (the message names the supported families).
     """
     for family in FAMILIES:
-        if isinstance(model, family.model_types):
+        if family.accepts(model):
             return family(model)
-    supported = ", ".join(t.__name__ for family in FAMILIES for t in family.model_types)
+    supported = ", ".join(name for family in FAMILIES for name in family.type_names())
     raise ValueError(f"{type(model).__name__} is not a supported ViT ({supported})")

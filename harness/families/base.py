@@ -77,12 +77,29 @@ class Family(ABC):
     (transformers would take it from the model's config.json)."""
     own_pos_interpolation: ClassVar[str] = "hf"
     """How the model resizes its position grid itself, as results.json records it."""
+    reads_heads: ClassVar[bool] = True
+    """Whether a hook sees the attention output before the output projection (the `heads` tap point:
+    one-head interventions at model level); False where the attention runs it inside one call."""
     embeddings_normalise: ClassVar[bool] = False
     """Whether `embeddings` is a norm on the token sequence (CLIP's pre-norm, timm's `norm_pre`), so
     its input holds the tokens as the embedding made them; else its output does."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model: Any = model  # a model of one of `model_types`
+
+    @classmethod
+    def accepts(cls, model: nn.Module) -> bool:
+        """Whether `model` is one of this family's (by default: an instance of `model_types`)."""
+        return isinstance(model, cls.model_types)
+
+    @classmethod
+    def type_names(cls) -> tuple[str, ...]:
+        """The model classes it reads, as the refusal of an unknown model lists them."""
+        return tuple(t.__name__ for t in cls.model_types)
+
+    def fixed_resolution(self) -> int | None:
+        """The only image side the model reads, where it cannot resize its position grid; None: any."""
+        return None
 
     @classmethod
     def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
@@ -253,8 +270,8 @@ class BlockView:
     layer_scale2: nn.Module
 
 
-MLP_OUTPUTS: tuple[str, ...] = ("fc2", "down_proj")
-"""The names the families' MLPs give their output projection (transformers' and timm's)."""
+MLP_OUTPUTS: tuple[str, ...] = ("fc2", "down_proj", "c_proj")
+"""The names the families' MLPs give their output projection (transformers', timm's, open_clip's)."""
 
 
 def mlp_output(mlp: nn.Module) -> nn.Linear:

@@ -189,7 +189,7 @@ def authors_placement(
 
 
 def _blocks(model: nn.Module) -> list[nn.Module]:
-    for path in ("encoder.layer", "encoder.layers", "blocks", "layers"):
+    for path in ("encoder.layer", "encoder.layers", "blocks", "layers", "transformer.resblocks"):
         try:
             return list(model.get_submodule(path))
         except AttributeError:

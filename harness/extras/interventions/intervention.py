@@ -426,6 +426,12 @@ class Intervention(Extra):
 
     def check(self, backbone: DecomposingBackbone) -> None:
         self.check_model(backbone.info)
+        heads = [t for t in self.targets if one_head(t) is not None]
+        if heads and self.level == "model" and not backbone.family.reads_heads:
+            raise ValueError(
+                f"{self.name}: {backbone.family.name}'s attention runs its output projection inside one "
+                "call, so a head's output cannot be replaced for every token; use the readout level"
+            )
         if self.mode_of().reads_reference and self.reference is None:
             raise ValueError(
                 f"{self.name} reads reference statistics: pass `intervention.using(statistics)` after a "
