@@ -54,6 +54,12 @@ TIMM_HUB_ORG = "timm/"  # `timm/<model>.<tag>` on the hub is `timm:<model>.<tag>
 TIMM_CONFIG_KEY = "architecture"  # what marks a folder in timm's hub layout (config.json)
 _TIMM_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
 
+OPENCLIP_PREFIX = "open_clip:"
+"""`open_clip:hf-hub:<org>/<repo>` or `open_clip:<model>@<pretrained tag or weights file>`: an open_clip
+model with its weights (`open_clip.create_model`), read as its image tower."""
+OPENCLIP_CONFIG = "open_clip_config.json"  # what marks a folder in open_clip's hub layout
+_OPENCLIP_WEIGHTS = ("*.safetensors", "*.bin", "*.pth")
+
 RANDOM_PREFIX = "random:"
 # (hidden, layers, heads, swiglu) of the released sizes; `tiny` is for tests and demos
 _ARCHITECTURES: dict[str, tuple[int, int, int, bool]] = {
@@ -108,6 +114,10 @@ def load_backbone(
         model = _random_model(name)
     elif source == "folder" and is_timm_folder(location):
         model = _from_timm_folder(location, name)
+    elif source == "folder" and (Path(location) / OPENCLIP_CONFIG).is_file():
+        model = _from_openclip(f"local-dir:{location}", name)
+    elif source == "open_clip":
+        model = _from_openclip(location, name)
     elif source == "folder":
         model, classifier = _from_pretrained(location, name)
     elif source == "timm":
@@ -162,6 +172,8 @@ def resolve_backbone(name: str) -> tuple[str, str]:
         return "random", ""
     if name.startswith(TIMM_PREFIX):
         return "timm", _timm_name(name.removeprefix(TIMM_PREFIX))
+    if name.startswith(OPENCLIP_PREFIX) or HUB_MODELS.get(name, "").startswith(OPENCLIP_PREFIX):
+        return "open_clip", _openclip_name(HUB_MODELS.get(name, name).removeprefix(OPENCLIP_PREFIX))
     if name.startswith(TIMM_HUB_ORG) and not path.exists():  # timm's own hub copy: the same model
         return "timm", _timm_name(name.removeprefix(TIMM_HUB_ORG))
     if path.is_dir():
@@ -194,6 +206,65 @@ def _from_hub(hub_id: str, name: str) -> tuple[torch.nn.Module, torch.nn.Linear 
     if not hf_constants.HF_HUB_OFFLINE and (problem := _hub_unreachable()):
         raise BackboneUnavailableError(_unavailable_message(name, hub_id, problem))
     return _from_pretrained(hub_id, name)
+
+
+def _openclip_name(spec: str) -> str:
+    """An open_clip model spec, `hf-hub:<org>/<repo>` or `<model>@<tag or file>`, checked for form.
+
+    Raises:
+        UnknownBackboneError: neither form, or a model open_clip does not know.
+    """
+    if spec.startswith("hf-hub:") and _HF_ID.match(spec.removeprefix("hf-hub:")):
+        return spec
+    model, _, weights = spec.partition("@")
+    if not weights:
+        raise UnknownBackboneError(
+            f"open_clip:{spec}: name the weights, open_clip:{model}@<pretrained tag or file> (see "
+            "open_clip.list_pretrained()) or open_clip:hf-hub:<org>/<repo>"
+        )
+    open_clip = _openclip()
+    if model not in open_clip.list_models():
+        closest = difflib.get_close_matches(model, open_clip.list_models(), n=1)
+        hint = f" Did you mean {closest[0]!r}?" if closest else ""
+        raise UnknownBackboneError(f"open_clip has no model {model!r}.{hint} (see open_clip.list_models())")
+    return spec
+
+
+def _openclip() -> Any:
+    """The open_clip package (`pip install open_clip_torch`), or one line saying how to get it."""
+    try:
+        import open_clip
+    except ImportError:
+        raise UnknownBackboneError(
+            "open_clip models need open_clip: pip install open_clip_torch (or '.[openclip]')"
+        ) from None
+    return open_clip
+
+
+def _from_openclip(spec: str, name: str) -> torch.nn.Module:
+    """The image tower of an open_clip model: `hf-hub:` from the HF cache (no network) or the hub,
+    `local-dir:` from a folder in open_clip's hub layout, `<model>@<tag or file>` as open_clip
+    resolves it; weights read weights-only, a folder without weights or an unreachable hub one line."""
+    open_clip = _openclip()
+    if spec.startswith("local-dir:"):
+        folder = Path(spec.removeprefix("local-dir:"))
+        if not any(found for pattern in _OPENCLIP_WEIGHTS for found in folder.glob(pattern)):
+            raise CheckpointFormatError(f"{name!r}: {folder} holds {OPENCLIP_CONFIG} but no weights file")
+    if spec.startswith("hf-hub:"):
+        hub_id = spec.removeprefix("hf-hub:")
+        cached = isinstance(try_to_load_from_cache(hub_id, OPENCLIP_CONFIG), str)
+        if not cached and (hf_constants.HF_HUB_OFFLINE or (problem := _hub_unreachable())):
+            reason = "offline (HF_HUB_OFFLINE)" if hf_constants.HF_HUB_OFFLINE else problem
+            raise BackboneUnavailableError(_unavailable_message(name, hub_id, str(reason)))
+    schema = spec.startswith(("hf-hub:", "local-dir:"))  # the weights come with the name
+    model, _, weights = (spec, "", "") if schema else spec.partition("@")
+    try:
+        built = open_clip.create_model(
+            model, pretrained=weights or None, weights_only=True, require_pretrained=True
+        )
+    except (RuntimeError, OSError, ValueError, KeyError) as error:
+        raise UnknownBackboneError(f"{name!r}: open_clip cannot load it: {first_line(error)}") from None
+    return _checked(built.visual, name)
 
 
 def _timm_name(model: str) -> str:

@@ -120,6 +120,12 @@ class OpenCLIPFamily(Family):
     Its position grid is the model's own size: other resolutions are refused (`fixed_resolution`)."""
 
     name = "open_clip"
+    short_names: ClassVar[Mapping[str, str]] = {  # LAION's OpenCLIP image towers (open_clip's hub layout)
+        "openclip_vitb16_laion2b": "open_clip:hf-hub:laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+        "openclip_vitl14_laion2b": "open_clip:hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+        "openclip_vith14_laion2b": "open_clip:hf-hub:laion/CLIP-ViT-H-14-laion2B-s32B-b79K",
+        "openclip_vitbigg14_laion2b": "open_clip:hf-hub:laion/CLIP-ViT-bigG-14-laion2B-39B-b160k",
+    }
     model_types: ClassVar[tuple[type[nn.Module], ...]] = ()  # `accepts`: open_clip is imported only when used
     embeddings_normalise = True  # `embeddings` is its pre-norm (`ln_pre`)
     reads_heads = False  # torch's MultiheadAttention: no hook sees the heads before `out_proj`

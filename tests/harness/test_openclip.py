@@ -6,6 +6,8 @@ tower's own MLP activation say; what the family cannot do is refused in one line
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,8 +17,17 @@ from torch.testing import assert_close
 
 open_clip = pytest.importorskip("open_clip")
 
-from harness import DecomposingBackbone, with_test_time_registers  # noqa: E402
+from harness import (  # noqa: E402
+    BackboneUnavailableError,
+    DecomposingBackbone,
+    UnknownBackboneError,
+    load_backbone,
+    loading,
+    resolve_backbone,
+    with_test_time_registers,
+)
 from harness.decomposition import output_bias_term  # noqa: E402
+from harness.errors import CheckpointFormatError  # noqa: E402
 from harness.extras import Depth, Intervention, parse_intervention  # noqa: E402
 from tests.harness.test_interventions import scaled  # noqa: E402
 from tests.harness.test_test_time_registers import authors_placement  # noqa: E402
@@ -154,3 +165,78 @@ def test_what_it_cannot_read_is_refused_in_one_line() -> None:
     assert torch.isfinite(
         backbone(pixels_for(32), extras=[readout]).pass_of(readout.name)["output/full"]
     ).all()
+
+
+MODEL_CFG = {
+    "embed_dim": 16,
+    "vision_cfg": {
+        "image_size": 32,
+        "patch_size": 4,
+        "width": 32,
+        "layers": 2,
+        "head_width": 8,
+        "mlp_ratio": 2.0,
+    },
+    "text_cfg": {"context_length": 8, "vocab_size": 50, "width": 16, "heads": 2, "layers": 1},
+}
+"""A tiny CLIP in open_clip's config format (open_clip_config.json's `model_cfg`)."""
+
+
+def openclip_folder(folder: Path, weights: bool = True) -> nn.Module:
+    """A folder in open_clip's hub layout (open_clip_config.json with its preprocessing, the weights
+    as open_clip_model.safetensors), and the model saved there."""
+    from safetensors.torch import save_file
+
+    torch.manual_seed(1)
+    model = open_clip.CLIP(**MODEL_CFG).eval()
+    folder.mkdir(parents=True, exist_ok=True)
+    preprocess = {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+        "interpolation": "bilinear",
+        "resize_mode": "squash",
+    }
+    (folder / "open_clip_config.json").write_text(
+        json.dumps({"model_cfg": MODEL_CFG, "preprocess_cfg": preprocess})
+    )
+    if weights:
+        save_file(
+            {k: v.contiguous() for k, v in model.state_dict().items()}, folder / "open_clip_model.safetensors"
+        )
+    return model
+
+
+@torch.no_grad()
+def test_a_folder_in_open_clips_layout_loads_its_weights_and_preparation(tmp_path: Path) -> None:
+    saved = openclip_folder(tmp_path / "tiny-openclip")
+    backbone = load_backbone(tmp_path / "tiny-openclip")
+    assert backbone.info.family == "open_clip" and backbone.info.source == "folder"
+    preparation = backbone.info.preprocessing
+    assert (preparation.mean, preparation.interpolation, preparation.resize) == (
+        (0.5, 0.5, 0.5),
+        "bilinear",
+        "square",
+    )
+    pixels = pixels_for(32)
+    expected = saved.encode_image(pixels)
+    assert_close(backbone(pixels)["projection/full"], expected, **scaled(expected))
+
+
+def test_open_clip_names_that_cannot_load_are_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    openclip_folder(tmp_path / "no-weights", weights=False)
+    with pytest.raises(CheckpointFormatError, match=r"holds open_clip_config\.json but no weights file"):
+        load_backbone(tmp_path / "no-weights")
+    with pytest.raises(UnknownBackboneError, match="name the weights"):
+        load_backbone("open_clip:ViT-B-16")
+    with pytest.raises(UnknownBackboneError, match="open_clip has no model 'ViT-Q-16'"):
+        load_backbone("open_clip:ViT-Q-16@laion2b")
+    monkeypatch.setattr(loading, "_hub_unreachable", lambda: "the hub did not answer (test)")
+    monkeypatch.setattr(loading, "try_to_load_from_cache", lambda *args, **kwargs: None)
+    with pytest.raises(BackboneUnavailableError, match="laion/CLIP-ViT-B-16-laion2B-s34B-b88K"):
+        load_backbone("openclip_vitb16_laion2b")
+    assert resolve_backbone("openclip_vitl14_laion2b") == (
+        "open_clip",
+        "hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
+    )
