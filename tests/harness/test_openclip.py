@@ -240,3 +240,22 @@ def test_open_clip_names_that_cannot_load_are_one_line(
         "open_clip",
         "hf-hub:laion/CLIP-ViT-L-14-laion2B-s32B-b82K",
     )
+
+
+def test_the_command_line_runs_it_at_its_own_size_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from cls_decoupling.cli import evaluate
+    from tests.conftest import write_photos
+
+    openclip_folder(tmp_path / "tiny-openclip")
+    write_photos(tmp_path / "photos", 4)
+    common = ["--backbone", str(tmp_path / "tiny-openclip"), "--data", "folder",
+              "--data-dir", str(tmp_path / "photos"), "--probe", "split,norms,cka", "--batch-size", "2",
+              "--num-workers", "0"]  # fmt: skip
+    assert evaluate.main([*common, "--resolution", "48", "--output", str(tmp_path / "wrong")]) == 2
+    assert "reads 32 x 32 images only" in capsys.readouterr().err
+    assert evaluate.main([*common, "--resolution", "32", "--output", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert results["backbone"]["family"] == "open_clip" and results["backbone"]["projection_dim"] == 16
+    assert results["run"]["max_pooler_error"] < 1e-4 and "cka/projection/patch" in results["results"]
