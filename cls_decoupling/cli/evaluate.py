@@ -346,7 +346,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--neuron-threshold", type=float,
         help="the search's outliers: tokens whose norm exceeds this (default: the authors' for the model, "
-        "150 for DINOv2-L; required for others)",
+        "150 for DINOv2-L, 30 for OpenCLIP and OpenAI ViT-B/16; required for others)",
     )  # fmt: skip
     parser.add_argument(
         "--neuron-detection-block", type=int,

@@ -50,9 +50,20 @@ class Published:
     top_k: int
 
 
-PUBLISHED: tuple[Published, ...] = (Published(("dinov2_vitl14", "facebook/dinov2-large"), 150.0, 2, 18, 50),)
-"""DINOv2-L (configs/dinov2_large.yaml): norm 150 at the second-to-last block, the top 50 neurons of
-blocks up to 17 (0-based: 18 here)."""
+_OPENCLIP_B16 = (
+    "openclip_vitb16_laion2b",
+    "hf-hub:laion/CLIP-ViT-B-16-laion2B-s34B-b88K",
+    "ViT-B-16@laion2b_s34b_b88k",
+)
+PUBLISHED: tuple[Published, ...] = (
+    Published(("dinov2_vitl14", "facebook/dinov2-large"), 150.0, 2, 18, 50),
+    Published(_OPENCLIP_B16, 30.0, 1, 6, 10),
+    Published(("clip_vitb16", "openai/clip-vit-base-patch16", "ViT-B-16@openai"), 30.0, 1, 6, 10),
+)
+"""The authors' configs (layers 0-based there, 1-based here). DINOv2-L (configs/dinov2_large.yaml):
+norm 150 at the second-to-last block, the top 50 neurons of blocks up to 18. OpenCLIP ViT-B/16
+LAION-2B and OpenAI's ViT-B/16 (configs/openclip_base.yaml, openai_clip_base.yaml): norm 30 at the
+last block, the top 10 neurons of blocks up to 6."""
 
 
 def published_for(info: BackboneInfo) -> Published | None:
