@@ -9,8 +9,8 @@ For each backbone, on the same seeded batch, timed in alternating rounds (`paire
 - search: the same call with `RegisterNeurons` (outliers at the second-to-last block, neurons of
   blocks up to 3/4 of the depth; one more pass) + `NeuronScores.update`: what `--probe
   register_neurons` adds per batch, and each batch of the search `--test-time-registers` runs first;
-- test_time: the call on the model with one test-time register fed by 50 neurons spread over the
-  scored blocks (one more token, a hook per block with neurons, those blocks run eagerly).
+- test_time: the call on the model with one test-time register fed by about 7 neurons of each
+  scored block (one more token, a hook per block with neurons, those blocks run eagerly).
 Prints median seconds per batch and the median per-round ratios to `call`.
 """
 

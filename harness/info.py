@@ -60,8 +60,11 @@ class BackboneInfo:
 
     @property
     def identity(self) -> str:
-        """What the weights are, however they were named: HF id, absolute path, or the name."""
-        return self.location or self.name
+        """What the weights are, however they were named: HF id, absolute path, or the name; with
+        test-time registers, said (a head trained on the model without them does not fit)."""
+        weights = self.location or self.name
+        added = self.test_time_registers
+        return f"{weights} with {added} test-time register{'s' if added > 1 else ''}" if added else weights
 
     def as_dict(self) -> dict[str, Any]:
         """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys;

@@ -144,7 +144,7 @@ def with_test_time_registers(
         moving = _MovingNeurons(found, count, start)
         layer = own.blocks[block - 1]
         layer.register_forward_pre_hook(moving.enter)
-        layer.register_forward_hook(moving.leave)
+        layer.register_forward_hook(moving.leave, always_call=True)  # also when the block raises
         mlp_output(own.view(layer).mlp).register_forward_pre_hook(moving)
     setattr(made, TEST_TIME_REGISTERS, TestTimeRegisters(count, start, chosen))
     return made

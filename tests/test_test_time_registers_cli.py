@@ -75,8 +75,8 @@ def test_given_register_neurons_are_used_as_given(photo_dir: Path, tmp_path: Pat
     output = tmp_path / "given"
     argv = [
         "--backbone", "random:tiny", "--test-time-registers", "2", "--register-neurons", "2:7,3;1:250",
-        "--data", "folder", "--data-dir", str(photo_dir), "--probe", "split", "--output", str(output),
-        *COMMON,
+        "--probe", "split,register_neurons", "--neuron-threshold", "4",  # the probe's own search
+        "--data", "folder", "--data-dir", str(photo_dir), "--output", str(output), *COMMON,
     ]  # fmt: skip
     assert evaluate.main(argv) == 0
     run = json.loads((output / "results.json").read_text())
@@ -86,6 +86,7 @@ def test_given_register_neurons_are_used_as_given(photo_dir: Path, tmp_path: Pat
         "neurons": {"1": [250], "2": [3, 7]},
     }
     assert run["backbone"]["num_registers"] == 2
+    assert run["results"]["register_neurons/threshold"] == 4.0
 
 
 @pytest.mark.parametrize(
@@ -101,6 +102,9 @@ def test_given_register_neurons_are_used_as_given(photo_dir: Path, tmp_path: Pat
         (["--test-time-registers", "1", "--register-neurons", "9:3"], "the model has blocks 1..2"),
         (["--test-time-registers", "1"], "publish no norm threshold for random:tiny"),
         (["--test-time-registers", "1", "--neuron-threshold", "1e9"], "no token's norm exceeds 1e+09"),
+        (["--test-time-registers", "1", "--neuron-threshold", "-1"], "a positive number, got -1.0"),
+        (["--probe", "register_neurons", "--neuron-threshold", "nan"], "a positive number, got nan"),
+        (["--test-time-registers", "1", "--register-neurons", "1:3", "--neuron-sparse"], "do not apply"),
     ],
     ids=[
         "counts",
@@ -113,6 +117,9 @@ def test_given_register_neurons_are_used_as_given(photo_dir: Path, tmp_path: Pat
         "block",
         "threshold",
         "no-outliers",
+        "negative-threshold",
+        "nan-threshold",
+        "given-sparse",
     ],
 )
 def test_what_cannot_run_is_one_line(

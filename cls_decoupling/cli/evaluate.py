@@ -16,6 +16,7 @@ import argparse
 import contextlib
 import dataclasses
 import logging
+import math
 import os
 import re
 import time
@@ -151,18 +152,18 @@ class RegisterOptions:
         if any(count < 0 for count in self.counts):
             raise UserError(f"--test-time-registers counts extra tokens: 0 or more, got {list(self.counts)}")
         search = [self.threshold, self.detection_block, self.max_block, self.top_k]
-        if not any(self.counts) and not searching and (any(o is not None for o in search) or self.sparse):
+        asked = any(option is not None for option in search) or self.sparse
+        if not any(self.counts) and not searching and asked:
             raise UserError("the --neuron-* options choose the register neurons of --test-time-registers "
                             "or --probe register_neurons: add one")  # fmt: skip
         if not any(self.counts) and self.neurons is not None:
             raise UserError("--register-neurons gives the neurons of --test-time-registers: add it")
-        if self.neurons is not None and any(
-            option is not None
-            for option in (self.threshold, self.detection_block, self.max_block, self.top_k)
-        ):
+        if self.neurons is not None and asked and not searching:
             raise UserError(
                 "--register-neurons gives the neurons: the --neuron-* search options do not apply"
             )
+        if self.threshold is not None and not (math.isfinite(self.threshold) and self.threshold > 0):
+            raise UserError(f"--neuron-threshold is a norm: a positive number, got {self.threshold}")
         if self.top_k is not None and self.top_k < 1:
             raise UserError(f"--neuron-top-k must be positive, got {self.top_k}")
         if self.neurons is not None:

@@ -30,6 +30,7 @@ def test_a_models_own_classifier_and_mlp_width_are_recorded_only_where_known() -
     with_classifier = dataclasses.replace(INFO, num_classes=1000)
     assert list(with_classifier.as_dict()) == [*KEYS, "num_classes"]
     assert BackboneInfo.from_dict(json.loads(json.dumps(with_classifier.as_dict()))) == with_classifier
+    assert dataclasses.replace(INFO, test_time_registers=1).identity == "/m/clip with 1 test-time register"
     with_mlp = dataclasses.replace(with_classifier, mlp_size=128)
     assert list(with_mlp.as_dict()) == [*KEYS, "num_classes", "mlp_size"]
     assert BackboneInfo.from_dict(json.loads(json.dumps(with_mlp.as_dict()))) == with_mlp

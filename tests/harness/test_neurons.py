@@ -109,3 +109,5 @@ def test_spec_forms_and_refusals() -> None:
         parse_intervention("neurons@1:3:zero:readout", 2)
     assert not parse_intervention("neurons@1:3:zero", 2).allows_deletion
     assert parse_intervention("register+neurons:3@1:zero", 2).targets == ("register", "neurons:3")
+    with pytest.raises(ValueError, match="unknown intervention target"):  # a bare `neurons` names none
+        parse_intervention("neurons@1:zero", 2)

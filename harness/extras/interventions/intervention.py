@@ -38,15 +38,16 @@ _ONE_TOKEN = re.compile(r"^(?P<kind>register|token)(?P<number>[0-9]+)$")
 ONE_TOKEN = "one_token"
 """The kind of a one-token target (`registerN`, `tokenN`) in a level's `targets`."""
 _NEURONS = re.compile(r"^neurons:(?P<numbers>[0-9]+(?:,[0-9]+)*)$")
-NEURONS = "neurons"
-"""The kind of a neurons target (`neurons:I,J,K`) in a level's `targets`."""
+NEURONS = "neuron_set"
+"""The kind of a neurons target (`neurons:I,J,K`) in a level's `targets` (a bare `neurons` is no
+target: it names no neuron)."""
 
 
 def target_kind(target: str) -> str:
     """The kind a level lists: the target itself, or `ONE_TOKEN` for `registerN` / `tokenN`.
 
     >>> target_kind("register3"), target_kind("register"), target_kind("head2"), target_kind("neurons:4,7")
-    ('one_token', 'register', 'one_head', 'neurons')
+    ('one_token', 'register', 'one_head', 'neuron_set')
     """
     if _ONE_HEAD.match(target):
         return ONE_HEAD
