@@ -19,7 +19,7 @@ from tests.families import FAMILY_FOLDERS, save_family_models
 COMPARISON_FIGURES = {
     "compare_split.png", "compare_registers.png", "compare_cka.png", "compare_cka_debiased.png",
     "compare_oneshot.png", "compare_linear.png", "compare_faithfulness.png", "compare_norms.png",
-    "compare_layerwise.png", "compare_depth.png", "compare_cka_models.png",
+    "compare_layerwise.png", "compare_depth.png", "compare_cka_models.png", "compare_heads.png",
 }  # fmt: skip
 
 

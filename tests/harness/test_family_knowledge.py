@@ -24,6 +24,7 @@ from harness import HUB_MODELS, DecomposingBackbone, resolve_backbone
 from harness.families import FAMILIES, Family, LoadAs, family_for, load_as, short_names
 from tests.conftest import tiny_model
 from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
+from tests.harness.test_openclip import tiny_tower
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "dinov2": lambda: tiny_model(registers=0),
@@ -32,6 +33,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "deit": tiny_deit,
     "clip": tiny_clip,
     "timm": tiny_timm,
+    "open_clip": lambda: tiny_tower(),
 }
 """A tiny random model of every family."""
 
@@ -49,10 +51,12 @@ def test_short_names_are_their_familys_and_point_at_its_hub_ids() -> None:
     assert short_names() == HUB_MODELS
     assert sum(len(family.short_names) for family in FAMILIES) == len(HUB_MODELS)  # no name twice
     owners = {name: family.name for family in FAMILIES for name in family.short_names}
-    assert {owners[name] for name in HUB_MODELS} == {"dinov2", "dinov3", "clip"}
+    assert {owners[name] for name in HUB_MODELS} == {"dinov2", "dinov3", "clip", "open_clip"}
     assert owners["dinov2_vitg14_reg"] == "dinov2" and owners["clip_vitb16"] == "clip"
-    for name, hub_id in HUB_MODELS.items():
-        assert resolve_backbone(name) == ("hub", hub_id)
+    for name, hub_id in HUB_MODELS.items():  # open_clip's: its hub layout, loaded by open_clip
+        opened = hub_id.startswith("open_clip:")
+        expected = ("open_clip", hub_id.removeprefix("open_clip:")) if opened else ("hub", hub_id)
+        assert resolve_backbone(name) == expected
 
 
 def whole_clip() -> PretrainedConfig:
@@ -141,12 +145,14 @@ FROM_PROCESSOR = Preprocessing((0.1, 0.2, 0.3), (0.4, 0.5, 0.6), "square", "bili
 @pytest.mark.parametrize("family", MODELS)
 def test_each_family_says_how_its_images_are_prepared(families: dict[str, Family], family: str) -> None:
     """DINOv2 keeps the paper's transform and timm its pretrained config whatever a processor config
-    says; the other families read the checkpoint's processor config over their default."""
+    says, open_clip its preprocess_cfg; the other families read the checkpoint's processor config over
+    their default."""
     adapter = families[family]
-    expected = {"dinov2": DINOV2_EVALUATION, "timm": adapter.preparation()}.get(family, FROM_PROCESSOR)
+    carried = {name: adapter.preparation() for name in ("timm", "open_clip")}  # the model carries its own
+    expected = {"dinov2": DINOV2_EVALUATION, **carried}.get(family, FROM_PROCESSOR)
     assert adapter.preparation(PROCESSOR) == expected
-    assert adapter.reads_processor_config == (family not in ("dinov2", "timm"))
-    if family != "timm":  # without a processor config: the family's default
+    assert adapter.reads_processor_config == (family not in ("dinov2", "timm", "open_clip"))
+    if family not in carried:  # without a processor config: the family's default
         assert adapter.preparation() == adapter.preprocessing
 
 
