@@ -71,17 +71,39 @@ class LinearHead:
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:
+        """The head `train_probe.py` saved at `path`, read weights-only.
+
+        Raises:
+            UserError: anything else in the file (random bytes, an empty file, a bare tensor, a pickle
+                that would run code), or a head whose weights are not finite numbers of one width.
+        """
         try:
             record = torch.load(path, map_location="cpu", weights_only=True)
+            if not isinstance(record, dict):
+                raise TypeError(f"it holds a {type(record).__name__}, not a head's record")
             record["class_names"] = tuple(record["class_names"])
-            return cls(**record)
-        except (OSError, KeyError, TypeError, RuntimeError) as error:
-            raise UserError(f"{path} is not a linear head saved by train_probe.py: {error}") from None
+            head = cls(**record)
+        except Exception as error:  # what torch.load and a wrong record raise varies: each is one line
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise UserError(f"{path} is not a linear head saved by train_probe.py: {reason}") from None
+        weight, bias = head.weight, head.bias
+        if weight.ndim != 2 or bias.shape != (weight.shape[0],) or len(head.class_names) != weight.shape[0]:
+            raise UserError(f"{path}: a head of {tuple(weight.shape)} weights, {tuple(bias.shape)} bias and "
+                            f"{len(head.class_names)} classes does not fit together")  # fmt: skip
+        if not (torch.isfinite(weight).all() and torch.isfinite(bias).all()):
+            raise UserError(f"{path}: the head's weights hold NaN or infinite values")
+        return head
 
     def check_compatible(
-        self, backbone: str, class_names: tuple[str, ...], resolution: int, pos_interpolation: str
-    ) -> None:
-        """Refuse a head trained for another backbone, class list, resolution or position resize."""
+        self, backbone: str, class_names: tuple[str, ...], resolution: int, pos_interpolation: str,
+        width: int | None = None,
+    ) -> None:  # fmt: skip
+        """Refuse a head trained for another backbone, class list, resolution, position resize or
+        feature width (`width`: the features it will read, where known)."""
+        if width is not None and self.weight.shape[1] != width:
+            raise HeadMismatchError(
+                f"the head reads {self.weight.shape[1]} features, this backbone's {self.feature} has {width}"
+            )
         if backbone != self.backbone:
             raise HeadMismatchError(f"the head was trained on backbone {self.backbone!r}, not {backbone!r}")
         if class_names != self.class_names:

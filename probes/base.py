@@ -104,8 +104,9 @@ class ProbeContext:
         head = LinearHead.load(self.head)
         info = self.info
         head.check_compatible(
-            info.identity, self.class_names or head.class_names, self.resolution, info.pos_interpolation
-        )
+            info.identity, self.class_names or head.class_names, self.resolution, info.pos_interpolation,
+            self.width(head.feature) if head.feature in self.variants else None,
+        )  # fmt: skip
         return head
 
     def labels_index(self, head: LinearHead) -> bool:

@@ -4,6 +4,7 @@ complete (marker written last) or refused by everything that reads runs."""
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import json
 import shutil
@@ -454,3 +455,74 @@ def test_weights_that_do_not_fit_their_model_are_one_line(
     line = one_error(capsys)
     assert "do not fit" in line or "does not match a DINOv2 model" in line, line
     assert not (tmp_path / "r").exists()
+
+
+class _Runs:
+    """Code a pickle would run on load (weights-only loading refuses it)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("this must not run",))
+
+
+def bad_head(kind: str, path: Path) -> Path:
+    """A `--head` file of each kind that is no usable head (issue 34)."""
+    from harness import LinearHead
+
+    good = LinearHead(
+        torch.zeros(2, 64), torch.zeros(2), "random:tiny", "output/full", ("a", "b"), 28, 0.1, 0.5
+    )
+    if kind == "bytes":
+        path.write_bytes(bytes(range(256)) * 4)
+    elif kind == "empty":
+        path.write_bytes(b"")
+    elif kind == "tensor":
+        torch.save(torch.zeros(3), path)
+    elif kind == "code":
+        import pickle
+
+        path.write_bytes(pickle.dumps(_Runs()))
+    elif kind == "nan":
+        dataclasses.replace(good, weight=torch.full((2, 64), float("nan"))).save(path)
+    elif kind == "width":
+        dataclasses.replace(good, weight=torch.zeros(2, 65)).save(path)
+    return path
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("bytes", "is not a linear head saved by train_probe.py"),
+        ("empty", "is not a linear head saved by train_probe.py"),
+        ("tensor", "it holds a Tensor, not a head's record"),
+        ("code", "is not a linear head saved by train_probe.py"),
+        ("nan", "the head's weights hold NaN or infinite values"),
+        ("width", "the head reads 65 features, this backbone's output/full has 64"),
+    ],
+)
+def test_a_head_file_that_is_no_usable_head_is_one_line(
+    kind: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Every kind of bad --head file (issue 34) ends in one line, exit 2, nothing written and no code run."""
+    from tests.conftest import write_labelled_photos
+
+    write_labelled_photos(tmp_path / "data", per_class=2)
+    head = bad_head(kind, tmp_path / "head.pt")
+    argv = ["--backbone", "random:tiny", "--data", "folder", "--data-dir", str(tmp_path / "data"),
+            "--resolution", "28", "--num-workers", "0", "--probe", "linear", "--head", str(head),
+            "--output", str(tmp_path / "run")]  # fmt: skip
+    assert evaluate.main(argv) == 2
+    assert message in one_error(capsys)
+    assert not (tmp_path / "run" / "results.json").exists()
+
+
+def test_a_replay_records_the_seed_it_used(tmp_path: Path) -> None:
+    """--from-features --seed 5 (issue 34): the probes' seed is recorded as the one that ran; the data's
+    seed stays the one that chose the saved images."""
+    argv = ["--backbone", "random:tiny", "--limit", "4", "--resolution", "28", "--num-workers", "0",
+            "--probe", "split", "--save-features", "--output", str(tmp_path / "saved")]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    replay = ["--from-features", str(tmp_path / "saved"), "--seed", "5", "--probe", "split",
+              "--output", str(tmp_path / "replayed")]  # fmt: skip
+    assert evaluate.main(replay) == 0
+    record = json.loads((tmp_path / "replayed" / "results.json").read_text())
+    assert (record["data"]["seed"], record["run"]["seed"]) == (0, 5)

@@ -98,6 +98,7 @@ class RunSettings:
     batch_size: int | None = None  # backbone pass
     episodes: int = 10
     shots: int = 1
+    seed: int | None = None  # the probes' seed (episodes, ridge split); a replay's may differ from data.seed
     head: str | None = None  # backbone pass: the linear head's path (None: ridge classifier)
     seconds: float = 0.0
     timings: Mapping[str, float] | None = None  # backbone pass: seconds per phase
@@ -137,6 +138,8 @@ class RunSettings:
             del data["interventions"], data["skipped_interventions"], data["reference"]
         if self.test_time_registers is None:  # written only when asked
             del data["test_time_registers"]
+        if self.seed is None:  # records written before it was
+            del data["seed"]
         if self.timings is not None:
             data["timings"] = dict(self.timings)
         return {key: value for key, value in data.items() if not (replayed and key in self.BACKBONE_PASS)}
