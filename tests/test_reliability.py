@@ -526,3 +526,44 @@ def test_a_replay_records_the_seed_it_used(tmp_path: Path) -> None:
     assert evaluate.main(replay) == 0
     record = json.loads((tmp_path / "replayed" / "results.json").read_text())
     assert (record["data"]["seed"], record["run"]["seed"]) == (0, 5)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--accelerator", "tpu"], "the device options do not work here"),
+        (["--num-workers", "-1"], "--num-workers counts loader processes: 0 or more, got -1"),
+    ],
+    ids=["accelerator", "workers"],
+)
+def test_device_and_loader_options_that_cannot_work_are_one_line(
+    extra: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = [
+        "--backbone",
+        "random:tiny",
+        "--limit",
+        "2",
+        "--probe",
+        "split",
+        "--output",
+        str(tmp_path / "run"),
+    ]
+    assert evaluate.main([*argv, *extra]) == 2
+    assert message in one_error(capsys)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("spelled", ["", "."])
+def test_a_folder_of_other_files_is_never_written_into(
+    spelled: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--output '' (the working directory) or a folder of the user's files (issue 34), with or without
+    --overwrite: refused, the folder left as it was."""
+    (tmp_path / "notes.txt").write_text("mine")
+    monkeypatch.chdir(tmp_path)
+    argv = ["--backbone", "random:tiny", "--limit", "2", "--probe", "split", "--output", spelled]
+    for overwrite in ([], ["--overwrite"]):
+        assert evaluate.main([*argv, *overwrite]) == 2
+        assert "holds files that are not a run's (notes.txt)" in one_error(capsys)
+        assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]

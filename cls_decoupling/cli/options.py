@@ -51,6 +51,8 @@ class DataOptions:
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DataOptions:
+        if args.num_workers is not None and args.num_workers < 0:
+            raise UserError(f"--num-workers counts loader processes: 0 or more, got {args.num_workers}")
         return cls(
             source=args.data,
             data_dir=args.data_dir,
@@ -147,7 +149,8 @@ class TrainerOptions:
                 enable_checkpointing=False,
                 enable_model_summary=False,
             )
-        except (MisconfigurationException, TypeError, ValueError) as error:
+        except (MisconfigurationException, TypeError, ValueError, ImportError, RuntimeError) as error:
+            # ImportError: an accelerator whose library is missing (tpu without torch_xla)
             first_line = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise UserError(f"the device options do not work here: {first_line}") from None
 

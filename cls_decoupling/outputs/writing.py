@@ -66,9 +66,10 @@ COMPARISON_FILES = (COMPARISON_MARKDOWN, COMPARISON_CSV, COMPARISON_TENSORBOARD,
 def check_output_dir(
     output: Path, overwrite: bool, names: tuple[str, ...] = RUN_FILES, also: Sequence[str] = ()
 ) -> None:
-    """Refuse to write over an earlier run (or comparison) unless asked to, and with `overwrite` refuse
-    a folder that holds anything else (only a run's own files are ever replaced); `also` names other
-    entries the folder may hold (the run folders of a comparison)."""
+    """Refuse to write over an earlier run (or comparison) unless asked to, and a folder that holds
+    anything else, asked or not (only a run's own files are ever written or replaced: `--output ''`
+    is the working directory); `also` names other entries the folder may hold (the run folders of a
+    comparison)."""
     if output.exists() and not output.is_dir():
         raise UserError(f"--output {output} is a file, not a folder")
     existing = [name for name in names if (output / name).exists()]
@@ -77,13 +78,13 @@ def check_output_dir(
         raise UserError(
             f"{output} already holds {state} ({', '.join(existing)}); pass --overwrite or another --output"
         )
-    if overwrite and output.is_dir():
+    if output.is_dir():
         known = {*names, COMPLETE_MARKER, *also}
         foreign = sorted(entry.name for entry in output.iterdir() if entry.name not in known)
         if foreign:
             raise UserError(
-                f"{output} holds files that are not a run's ({', '.join(foreign[:5])}); "
-                "--overwrite replaces a run folder as a whole: choose another --output"
+                f"--output {output.resolve()} holds files that are not a run's ({', '.join(foreign[:5])}); "
+                "a run is written to a new or empty folder, or over a run: choose another --output"
             )
 
 
