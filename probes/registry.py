@@ -93,6 +93,12 @@ class ProbeSelection:
                 if not probe.opt_in and not any(needs(probe) for needs in unfed)
             ]
             return cls(tuple(chosen), everything=True)
+        if "all" in names:  # `all` stands alone: the opt-in probes are named instead
+            opt_in = ", ".join(name for name, probe in PROBES.items() if probe.opt_in)
+            raise ProbeSelectionError(
+                f"--probe {text!r}: 'all' stands alone; to add opt-in probes ({opt_in}) to it, list every "
+                "probe by name"
+            )
         unknown = [name for name in names if name not in PROBES]
         if unknown or not names:
             raise ProbeSelectionError(

@@ -567,3 +567,32 @@ def test_a_folder_of_other_files_is_never_written_into(
         assert evaluate.main([*argv, *overwrite]) == 2
         assert "holds files that are not a run's (notes.txt)" in one_error(capsys)
         assert sorted(path.name for path in tmp_path.iterdir()) == ["notes.txt"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--compare", "A", "B", "--probe", "split"], "it runs no probe or intervention"),
+        (["--compare", "A", "B", "--intervene", "register@last:zero"], "it runs no probe or intervention"),
+        (["--from-features", "A", "--crop-ratio", "0.9"], "it takes no --resize or --crop-ratio"),
+        (["--backbone", "random:tiny", "--reference-data", "demo"],
+         "add --intervene or --test-time-registers"),
+        (["--backbone", "random:tiny", "--intervene", "register@last:mean", "--reference-data", "folder"],
+         "--reference-data folder reads a folder: add --reference-dir"),
+        (["--backbone", "random:tiny", "--intervene", "register@last:mean", "--reference-limit", "0"],
+         "--reference-limit counts reference images: 1 or more, got 0"),
+        (["--backbone", "random:tiny", "--probe", "all,deletion"], "'all' stands alone"),
+        (["--backbone", "random:tiny", "--intervene", "register@0:zero"], "blocks are numbered from 1"),
+        (["--backbone", "random:tiny", "--intervene", "register@3-1:zero"], "a range A-B needs A <= B"),
+    ],
+    ids=["compare-probe", "compare-intervene", "replay-crop", "reference-alone", "reference-no-dir",
+         "reference-limit", "all-and-more", "block-0", "range"],
+)  # fmt: skip
+def test_an_option_that_would_be_ignored_or_misread_is_refused_by_its_name(
+    argv: list[str], message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 34: options ignored without a word, and messages that named another option or range."""
+    argv = [str(tmp_path / part) if part in ("A", "B") else part for part in argv]
+    assert evaluate.main([*argv, "--output", str(tmp_path / "out")]) == 2
+    assert message in one_error(capsys)
+    assert not (tmp_path / "out").exists()

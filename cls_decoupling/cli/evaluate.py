@@ -102,7 +102,19 @@ class ProbeOptions:
         reference = None
         if args.reference_dir is not None and args.reference_data is None:
             raise UserError("--reference-dir names the folder of --reference-data: add --reference-data")
-        if args.intervene or any(args.test_time_registers or ()):
+        registers = any(args.test_time_registers or ())
+        if args.reference_data is not None and not args.intervene and not registers:
+            raise UserError(
+                "--reference-data chooses the images the interventions' mean / shuffle / noise and the "
+                "register-neuron search read: add --intervene or --test-time-registers"
+            )
+        if args.reference_data in ("folder", "imagenet") and args.reference_dir is None:
+            raise UserError(f"--reference-data {args.reference_data} reads a folder: add --reference-dir")
+        if args.reference_limit < 1:
+            raise UserError(
+                f"--reference-limit counts reference images: 1 or more, got {args.reference_limit}"
+            )
+        if args.intervene or registers:
             evaluated = DataOptions.from_args(args)
             reference = dataclasses.replace(
                 evaluated, source=args.reference_data or evaluated.source,
@@ -436,6 +448,11 @@ def evaluate(
                 "--compare reads finished runs: it takes no --backbone, --from-features or "
                 "--test-time-registers"
             )
+        if probes.interventions or probes.probe != "all":
+            raise UserError(
+                "--compare compares the results the runs hold: it runs no probe or intervention; drop "
+                "--probe and --intervene (re-run a run with them, then compare)"
+            )
         with _locked(output):
             compare_folders(compare, output, overwrite)
         return []
@@ -444,6 +461,11 @@ def evaluate(
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
     if from_features is not None and registers.counts:
         raise UserError("--from-features replays saved features: it takes no --test-time-registers")
+    if from_features is not None and (data.resize is not None or data.crop_ratio is not None):
+        raise UserError(
+            "--from-features replays features of images prepared as their run prepared them: it takes "
+            "no --resize or --crop-ratio"
+        )
     if from_features is None:
         check_apart(
             output, {"--data-dir": data, "--train-dir": probes.train, "--reference-dir": probes.reference}

@@ -501,7 +501,11 @@ def _blocks(text: str, num_layers: int, spec: str) -> tuple[int, ...]:
     if len(bounds) > 2 or not all(bound.isdigit() for bound in bounds):
         raise ValueError(f"--intervene {spec!r}: blocks are last, all, N or A-B, got {text!r}")
     first, last = int(bounds[0]), int(bounds[-1])
-    if not 1 <= first <= last <= num_layers:
+    if first < 1:
+        raise ValueError(f"--intervene {spec!r}: blocks are numbered from 1, got {text!r}")
+    if first > last:
+        raise ValueError(f"--intervene {spec!r}: a range A-B needs A <= B, got {text!r}")
+    if last > num_layers:
         raise ValueError(f"--intervene {spec!r}: this backbone has blocks 1..{num_layers}, got {text!r}")
     return tuple(range(first, last + 1))
 
