@@ -596,3 +596,45 @@ def test_an_option_that_would_be_ignored_or_misread_is_refused_by_its_name(
     assert evaluate.main([*argv, "--output", str(tmp_path / "out")]) == 2
     assert message in one_error(capsys)
     assert not (tmp_path / "out").exists()
+
+
+def _edited(kind: str, folder: Path) -> None:
+    """A run folder edited by hand as issue 34's attack did."""
+    results = folder / "results.json"
+    record = json.loads(results.read_text())
+    if kind == "text-result":
+        record["results"][next(iter(record["results"]))] = "oops"
+    elif kind == "list":
+        record = []
+    elif kind == "hidden-size":
+        record["backbone"]["hidden_size"] = 999
+    elif kind == "other-features":
+        record["data"]["num_images"] = 3
+    results.write_text(json.dumps(record))
+
+
+@pytest.mark.parametrize(
+    ("kind", "message"),
+    [
+        ("text-result", "is 'oops', not a number"),
+        ("list", "is not a results.json of evaluate.py (it holds a list)"),
+        ("hidden-size", "is 64 wide, and results.json says 999"),
+        ("other-features", "holds 4 images, and results.json says 3"),
+    ],
+)
+def test_a_hand_edited_run_folder_is_one_line_for_every_reader(
+    kind: str, message: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--compare and --from-features read an edited folder (issue 34): one line, nothing written."""
+    argv = ["--backbone", "random:tiny", "--limit", "4", "--resolution", "28", "--num-workers", "0",
+            "--probe", "split", "--save-features"]  # fmt: skip
+    for name in ("edited", "clean"):
+        assert evaluate.main([*argv, "--output", str(tmp_path / name)]) == 0
+    _edited(kind, tmp_path / "edited")
+    readers = [["--from-features", str(tmp_path / "edited")]]
+    if kind in ("text-result", "list"):  # what --compare reads: results.json
+        readers.append(["--compare", str(tmp_path / "edited"), str(tmp_path / "clean")])
+    for reader in readers:
+        assert evaluate.main([*reader, "--output", str(tmp_path / "out")]) == 2
+        assert message in one_error(capsys)
+        assert not (tmp_path / "out").exists()

@@ -927,6 +927,20 @@ def write_finished(
         ) from None
 
 
+def features_problem(features: Mapping[str, torch.Tensor], record: RunRecord) -> str | None:
+    """What in saved features disagrees with the run record beside them (the width of a readout,
+    the number of images), or None."""
+    info = record.backbone
+    widths = {"attention/": info.hidden_size, "output/": info.hidden_size, "projection/": info.projection_dim}
+    for name, tensor in features.items():
+        width = next((w for prefix, w in widths.items() if name.startswith(prefix)), None)
+        if width is not None and tensor.shape[-1] != width:
+            return f"{name} is {tensor.shape[-1]} wide, and results.json says {width}"
+        if width is not None and tensor.shape[0] != record.data.num_images:
+            return f"{name} holds {tensor.shape[0]} images, and results.json says {record.data.num_images}"
+    return None
+
+
 def run_from_features(
     source: Path,
     earlier: RunRecord,
@@ -955,7 +969,12 @@ def run_from_features(
     request = ProbeRequest(probes, selection, info, earlier.data.resolution, layers=layers)
     built = request.build(earlier.data.class_names)
     started = time.perf_counter()
-    results, arrays, skipped_probes = replay_features(built, load_tensors(source / FEATURES_FILE))
+    features = load_tensors(source / FEATURES_FILE)
+    if problem := features_problem(features, earlier):
+        raise UserError(
+            f"{source}: {problem}; its {FEATURES_FILE} is not the run its results.json describes (edited?)"
+        )
+    results, arrays, skipped_probes = replay_features(built, features)
     record = RunRecord(
         info,
         dataclasses.replace(earlier.data, from_features=str(source.resolve())),

@@ -186,6 +186,10 @@ class RunRecord:
         Raises:
             UserError: a newer schema, or a file that is not a run's results.json.
         """
+        if not isinstance(summary, Mapping):
+            raise UserError(
+                f"{where} is not a results.json of evaluate.py (it holds a {type(summary).__name__})"
+            )
         version = summary.get("schema_version", 1)
         if not isinstance(version, int) or version > SCHEMA_VERSION:
             raise UserError(
@@ -193,7 +197,7 @@ class RunRecord:
                 "update cls-decoupling to read it"
             )
         try:
-            return cls(
+            record = cls(
                 BackboneInfo.from_dict(summary["backbone"]),
                 DataRecord.from_dict(summary["data"]),
                 RunSettings.from_dict(summary["run"]),
@@ -203,6 +207,13 @@ class RunRecord:
             raise UserError(
                 f"{where} is not a results.json of evaluate.py ({type(error).__name__}: {error})"
             ) from None
+        if wrong := next(
+            ((name, value) for name, value in record.results.items() if not _is_number(value)), None
+        ):
+            raise UserError(
+                f"{where}: the result {wrong[0]!r} is {wrong[1]!r}, not a number (was it edited?)"
+            )
+        return record
 
 
 def _known(kind: type, data: Mapping[str, Any]) -> dict[str, Any]:
@@ -210,3 +221,8 @@ def _known(kind: type, data: Mapping[str, Any]) -> dict[str, Any]:
     results.json of earlier versions held a few more)."""
     names = {item.name for item in dataclasses.fields(kind)}
     return {key: value for key, value in data.items() if key in names}
+
+
+def _is_number(value: object) -> bool:
+    """A result value as results.json holds one: a number (NaN where undefined), not a bool or text."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
