@@ -638,3 +638,18 @@ def test_a_hand_edited_run_folder_is_one_line_for_every_reader(
         assert evaluate.main([*reader, "--output", str(tmp_path / "out")]) == 2
         assert message in one_error(capsys)
         assert not (tmp_path / "out").exists()
+
+
+def test_a_run_missing_its_arrays_is_compared_with_a_word(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 34: the split distributions vanished from the comparison without a word."""
+    argv = ["--backbone", "random:tiny", "--limit", "4", "--resolution", "28", "--num-workers", "0",
+            "--probe", "split"]  # fmt: skip
+    for name in ("first", "second"):
+        assert evaluate.main([*argv, "--output", str(tmp_path / name)]) == 0
+    (tmp_path / "first" / "arrays.safetensors").unlink()
+    with caplog.at_level("WARNING"):
+        assert evaluate.main(["--compare", str(tmp_path / "first"), str(tmp_path / "second"),
+                              "--output", str(tmp_path / "compared")]) == 0  # fmt: skip
+    assert any("holds no arrays.safetensors" in record.getMessage() for record in caplog.records)

@@ -8,6 +8,7 @@ refused by every command that reads runs.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ from harness import BackboneInfo, variant_names
 
 # the names above live in layer 0 (`common.run_folders`): the data side recognises a run
 # folder by them and leaves it out of a listing
+log = logging.getLogger(__name__)
+
 ARRAYS_FILE = "arrays.safetensors"
 FEATURES_FILE = "features.safetensors"
 TENSORBOARD_DIR = "tensorboard"
@@ -133,6 +136,11 @@ def load_run(folder: Path) -> Run:
     """
     record = load_record(folder)
     arrays = folder / ARRAYS_FILE
+    if not arrays.is_file() and "split" in record.run.probes:  # the split probe always writes its histograms
+        log.warning(
+            "%s holds no %s (its split distributions and the other probes' arrays): the figures that "
+            "read them leave this run out", folder, ARRAYS_FILE,
+        )  # fmt: skip
     return Run(record, load_tensors(arrays) if arrays.is_file() else {}, folder)
 
 
