@@ -653,3 +653,21 @@ def test_a_run_missing_its_arrays_is_compared_with_a_word(
         assert evaluate.main(["--compare", str(tmp_path / "first"), str(tmp_path / "second"),
                               "--output", str(tmp_path / "compared")]) == 0  # fmt: skip
     assert any("holds no arrays.safetensors" in record.getMessage() for record in caplog.records)
+
+
+def test_the_same_intervention_twice_runs_once_and_a_repeated_target_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 34: `cls@last` beside `cls@2` (a 2-block model), `@all` beside `@1-2`, ran twice."""
+    argv = ["--backbone", "random:tiny", "--limit", "2", "--resolution", "28", "--num-workers", "0",
+            "--probe", "split"]  # fmt: skip
+    specs = ["cls@last:zero", "cls@2:zero", "cls@1-2:zero", "cls@all:zero"]
+    with caplog.at_level("WARNING"):
+        assert evaluate.main([*argv, "--intervene", *specs, "--output", str(tmp_path / "run")]) == 0
+    ran = json.loads((tmp_path / "run" / "results.json").read_text())["run"]["interventions"]
+    assert ran == ["model/cls@2/zero", "model/cls@1-2/zero"]
+    assert sum("run once" in record.getMessage() for record in caplog.records) == 2
+    assert (
+        evaluate.main([*argv, "--intervene", "cls+cls@last:zero", "--output", str(tmp_path / "twice")]) == 2
+    )
+    assert "name cls twice" in one_error(capsys)

@@ -627,8 +627,14 @@ def applicable_interventions(
     from harness.tokens import TokenLayout
 
     kept, skipped = [], {}
+    given: dict[str, str] = {}  # name -> the spec that asked for it first
     for text in texts:
         intervention = intervention_blocks(text, info.num_layers)
+        if intervention.name in given:  # the same intervention written twice (last and its number, ...)
+            log.warning("--intervene %s: the same as %s (%s), run once", text, given[intervention.name],
+                        intervention.name)  # fmt: skip
+            continue
+        given[intervention.name] = text
         try:
             intervention.check_model(info)
             if resolution is not None:  # a token position beyond the sequence at this resolution

@@ -269,6 +269,10 @@ class Intervention(Extra):
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(_canonical(target) for target in self.targets))
+        if repeated := sorted({t for t in self.targets if self.targets.count(t) > 1}):
+            raise ValueError(
+                f"intervention targets {'+'.join(self.targets)} name {', '.join(repeated)} twice"
+            )
         known = (*_NAMED, ONE_TOKEN, ONE_HEAD, NEURONS)
         unknown = [t for t in self.targets if target_kind(t) not in known]
         if not self.targets or unknown:
