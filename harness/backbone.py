@@ -23,7 +23,7 @@ from harness.decomposition import (
     decompose_last_block,
     projection_readout,
 )
-from harness.families import Family, family_for
+from harness.families import Family, family_for, unwrapped
 from harness.info import BackboneInfo
 from harness.positions import resizes_as_original
 from harness.running import compiled_blocks, evaluating, starting_at
@@ -131,10 +131,17 @@ class DecomposingBackbone(nn.Module):
         architecture, image preparation and position interpolation are read from the model.
 
         Raises:
-            ValueError: no family adapter reads the model (the message names the supported ones).
+            ValueError: no family adapter reads the model (the message names the supported ones), or
+                its weights are not loaded (on the meta device).
         """
+        if any(parameter.is_meta for parameter in model.parameters()):
+            raise ValueError(
+                f"{type(model).__name__}'s weights are on the meta device (not loaded): load them first "
+                "(from_pretrained, or to_empty and load_state_dict)"
+            )
+        model, classifier = unwrapped(model)  # ViTForImageClassification: its ViT and its classifier
         family = family_for(model)
-        classifier = family.own_classifier()
+        classifier = classifier if classifier is not None else family.own_classifier()
         info = BackboneInfo(
             name=name or type(model).__name__,
             source="memory",

@@ -671,3 +671,36 @@ def test_the_same_intervention_twice_runs_once_and_a_repeated_target_is_refused(
         evaluate.main([*argv, "--intervene", "cls+cls@last:zero", "--output", str(tmp_path / "twice")]) == 2
     )
     assert "name cls twice" in one_error(capsys)
+
+
+@torch.no_grad()
+def test_from_model_takes_the_wrappers_the_command_line_loads_and_refuses_unloaded_weights() -> None:
+    """Issue 34: `from_model` refused ViTForImageClassification and CLIPModel (the CLI loads their
+    folders), and failed inside autocast on a meta-device model."""
+    from transformers import CLIPConfig, CLIPModel, CLIPVisionConfig, ViTConfig, ViTForImageClassification
+
+    from harness import DecomposingBackbone
+
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    torch.manual_seed(0)
+    vit = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                    image_size=32, patch_size=4, num_labels=5)  # fmt: skip
+    classifier = ViTForImageClassification(vit).eval()
+    backbone = DecomposingBackbone.from_model(classifier)
+    assert backbone.info.family == "vit" and backbone.info.num_classes == 5
+    logits = classifier(pixel_values=pixels).logits
+    assert torch.allclose(backbone.classifier(backbone(pixels)["output/full"]), logits, atol=1e-5)
+    tower = CLIPVisionConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                             image_size=32, patch_size=4)  # fmt: skip
+    text = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                vocab_size=50, bos_token_id=0, eos_token_id=1)  # fmt: skip
+    clip = CLIPModel(CLIPConfig(vision_config=tower.to_dict(), text_config=text, projection_dim=8)).eval()
+    backbone = DecomposingBackbone.from_model(clip)
+    embedded = clip.get_image_features(pixel_values=pixels)
+    embedded = getattr(embedded, "pooler_output", embedded)
+    assert backbone.info.projection_dim == 8
+    assert torch.allclose(backbone(pixels)["projection/full"], embedded, atol=1e-5)
+    with torch.device("meta"):
+        unloaded = ViTForImageClassification(vit)
+    with pytest.raises(ValueError, match="weights are on the meta device"):
+        DecomposingBackbone.from_model(unloaded)

@@ -40,6 +40,7 @@ __all__ = [
     "family_for",
     "load_as",
     "short_names",
+    "unwrapped",
 ]
 
 FAMILIES: tuple[type[Family], ...] = (
@@ -57,6 +58,16 @@ def load_as(config: PretrainedConfig) -> LoadAs:
     (`Family.load_as`), else with `AutoModel`."""
     found = (family.load_as(config) for family in FAMILIES)
     return next((how for how in found if how is not None), LoadAs(AutoModel))
+
+
+def unwrapped(model: nn.Module) -> tuple[nn.Module, nn.Linear | None]:
+    """A classifier a family keeps whole (ViT's and DeiT's `...ForImageClassification`: `classifiers`)
+    as its backbone and its classifier on the [CLS] readout; any other model as it is, with None."""
+    for family in FAMILIES:
+        for model_class, inner, classifier in getattr(family, "classifiers", {}).values():
+            if type(model) is model_class:
+                return getattr(model, inner), getattr(model, classifier)
+    return model, None
 
 
 def family_for(model: nn.Module) -> Family:

@@ -150,7 +150,7 @@ class Family(ABC):
     def architecture(self) -> dict[str, Any]:
         """The `BackboneInfo` fields that describe the architecture: hidden_size, num_layers,
         num_heads, num_registers, patch_size, swiglu (a gated MLP), mlp_size; read from an HF config."""
-        config = self.model.config
+        config = self.config
         return {
             "hidden_size": config.hidden_size,
             "num_layers": config.num_hidden_layers,
@@ -185,6 +185,11 @@ class Family(ABC):
     def mlp_size(self) -> int:
         """The width of the blocks' MLP (its neurons: the input of its output projection)."""
         return int(mlp_output(self.view(self.blocks[0]).mlp).in_features)
+
+    @property
+    def config(self) -> Any:
+        """The HF config that describes the architecture (the model's own, unless a family says)."""
+        return self.model.config
 
     @property
     @abstractmethod

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from transformers import (
+    CLIPModel,
     CLIPVisionModel,
     CLIPVisionModelWithProjection,
     PretrainedConfig,
@@ -26,7 +27,7 @@ class CLIPFamily(Family):
 
     name = "clip"
     embeddings_normalise = True  # `embeddings` is its pre-norm
-    model_types = (CLIPVisionModel, CLIPVisionModelWithProjection)
+    model_types = (CLIPVisionModel, CLIPVisionModelWithProjection, CLIPModel)  # a whole CLIP: its tower
     processor_type = "CLIPImageProcessor"
     preprocessing = Preprocessing(  # transformers' CLIPImageProcessor
         mean=(0.48145466, 0.4578275, 0.40821073), std=(0.26862954, 0.26130258, 0.27577711),
@@ -52,6 +53,11 @@ class CLIPFamily(Family):
         if architecture == "CLIPVisionModelWithProjection":
             return LoadAs(CLIPVisionModelWithProjection)
         return None
+
+    @property
+    def config(self) -> Any:
+        """The image tower's config (a whole CLIP's `vision_config`)."""
+        return self.tower.config
 
     @property
     def tower(self) -> Any:
