@@ -28,8 +28,9 @@ def load_original_checkpoint(path: Path, num_heads: int | None = None) -> nn.Mod
     Raises:
         CheckpointFormatError: the file is no weights-only checkpoint of one of these layouts.
     """
-    state = read_state_dict(path)
-    for layout in (dinov3, deit3):
-        if layout.recognises(state):
-            return layout.convert(state, path, num_heads)
+    state, classifier = read_state_dict(path)
+    if dinov3.recognises(state):
+        return dinov3.convert(state, path, num_heads)
+    if deit3.recognises(state):  # its ImageNet classifier kept (the model's own head: --head model)
+        return deit3.convert(state, path, num_heads, classifier)
     return dinov2.convert(state, path, num_heads)

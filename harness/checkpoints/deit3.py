@@ -5,8 +5,9 @@ computation: [CLS] without a position, `pos_embed` over the patch grid only, lay
 
 The architecture is read off the tensors (width from `cls_token`, depth from `blocks.N`, patch size
 from `patch_embed.proj`, the training grid from `pos_embed`, the MLP width from `fc1`); heads as the
-released sizes have them (head width 64, but 80 for ViT-H). The classifier is dropped (the tool reads
-the pre-logits output). timm's own checkpoint filter renames the layer scales.
+released sizes have them (head width 64, but 80 for ViT-H). A classifier the file holds (`head`) is
+kept as the model's own (timm's `head`, on the pre-logits output the tool reads: `--head model`).
+timm's own checkpoint filter renames the layer scales.
 """
 
 from __future__ import annotations
@@ -32,13 +33,16 @@ def recognises(state: StateDict) -> bool:
     return any(key.endswith(".gamma_1") for key in state)
 
 
-def convert(state: StateDict, path: Path, num_heads: int | None = None) -> VisionTransformer:
+def convert(
+    state: StateDict, path: Path, num_heads: int | None = None, classifier: StateDict | None = None
+) -> VisionTransformer:
     """timm's DeiT III holding the weights of an original DeiT III state dict.
 
     Args:
-        state: the backbone's tensors (`reading.read_state_dict`, the classifier dropped).
+        state: the backbone's tensors (`reading.read_state_dict`).
         path: the file they came from (for messages).
         num_heads: override the released sizes' heads (only for non-standard test models).
+        classifier: its classifier (`head.weight`, `head.bias`), where the file holds one.
 
     Raises:
         CheckpointFormatError: the state dict does not fit a DeiT III model.
@@ -57,7 +61,7 @@ def convert(state: StateDict, path: Path, num_heads: int | None = None) -> Visio
     model = timm.create_model(
         _architecture(width, patch_size, side * patch_size),
         pretrained=False,
-        num_classes=0,
+        num_classes=classifier["head.weight"].shape[0] if classifier else 0,
         dynamic_img_size=True,  # any image size, as every timm model this tool loads
         img_size=side * patch_size,
         patch_size=patch_size,
@@ -68,7 +72,8 @@ def convert(state: StateDict, path: Path, num_heads: int | None = None) -> Visio
         pretrained_cfg_overlay={"crop_pct": EVAL_CROP_RATIO},
     )
     assert isinstance(model, VisionTransformer)  # every deit3_* architecture is one
-    load_converted(model, checkpoint_filter_fn(state, model, adapt_layer_scale=True), path, LAYOUT)
+    converted = checkpoint_filter_fn({**state, **(classifier or {})}, model, adapt_layer_scale=True)
+    load_converted(model, converted, path, LAYOUT)
     return model
 
 

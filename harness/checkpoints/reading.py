@@ -34,13 +34,16 @@ them; each layout adds its MLP's."""
 _WRAPPERS = ("teacher", "model", "state_dict")
 _WRAPPER_PREFIXES = ("module.", "backbone.")
 _HEAD_PREFIXES = ("dino_head.", "ibot_head.", "head.")
+CLASSIFIER = ("head.weight", "head.bias")
+"""A linear classifier on the pre-logits output (DeiT III's), kept apart by `read_state_dict`."""
 
 StateDict = dict[str, Tensor]
 
 
-def read_state_dict(path: Path) -> StateDict:
+def read_state_dict(path: Path) -> tuple[StateDict, StateDict]:
     """The backbone's tensors in a `.pth`: a bare state dict, or one under "teacher" / "model" /
-    "state_dict" with `module.` / `backbone.` prefixes; classifier and projection heads dropped.
+    "state_dict" with `module.` / `backbone.` prefixes, projection heads dropped; and apart from them a
+    linear classifier (`CLASSIFIER`) where the file holds one, else an empty dict.
 
     Raises:
         CheckpointFormatError: the file is no weights-only torch checkpoint, or holds no state dict.
@@ -60,11 +63,14 @@ def read_state_dict(path: Path) -> StateDict:
     if not isinstance(state, dict) or not all(isinstance(v, Tensor) for v in state.values()):
         raise CheckpointFormatError(f"{path} does not hold a state dict of tensors")
     # training checkpoints carry heads (dino_head, ibot_head, a classifier) beside the backbone
-    state = {k: v for k, v in state.items() if not k.startswith(_HEAD_PREFIXES)}
+    heads = {k for k in state if k.startswith(_HEAD_PREFIXES)}
+    linear = heads == set(CLASSIFIER) and state["head.weight"].ndim == 2 and state["head.bias"].ndim == 1
+    classifier = {k: state[k] for k in CLASSIFIER} if linear else {}
+    state = {k: v for k, v in state.items() if k not in heads}
     for prefix in _WRAPPER_PREFIXES:
         if state and all(k.startswith(prefix) for k in state):
             state = {k.removeprefix(prefix): v for k, v in state.items()}
-    return state
+    return state, classifier
 
 
 def require(state: StateDict, keys: tuple[str, ...], layout: str) -> None:

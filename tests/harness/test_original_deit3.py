@@ -105,6 +105,11 @@ def test_an_original_deit3_file_equals_deits_own_forward(deit3_file: Path, size:
     expected = deit3_forward(deit3_state(), pixels)
     full = backbone(pixels)["output/full"]
     assert_close(full, expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item())
+    # its classifier is the model's own (issue 34: it was dropped, so --head model found none)
+    state = deit3_state()
+    assert backbone.info.num_classes == 10 and backbone.classifier is not None
+    logits = expected @ state["head.weight"].T + state["head.bias"]
+    assert_close(backbone.classifier(full), logits, rtol=1e-5, atol=1e-5 * logits.abs().max().item())
 
 
 def test_deit3_files_that_do_not_fit_are_one_line(tmp_path: Path) -> None:
