@@ -218,3 +218,15 @@ def test_head_model_refusals(
     replay = ["--from-features", str(tmp_path / "c"), "--probe", "linear", "--head", "model"]
     assert evaluate.main([*replay, "--output", str(tmp_path / "d")]) == 2
     assert "run the backbone, not saved features" in capsys.readouterr().err and not (tmp_path / "d").exists()
+
+
+def test_a_learning_rate_chosen_on_few_images_is_warned_about(
+    setup: dict[str, Path], tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 34: with a handful of validation images the choice was made without a word."""
+    argv = [*common_args(setup["model"]), "--data", "folder", "--data-dir", str(setup["val"]),
+            "--output", str(tmp_path / "head.pt"), "--epochs", "1", "--val-fraction", "0.2",
+            "--learning-rates", "0.01,0.1"]  # fmt: skip
+    with caplog.at_level("WARNING"):
+        assert train_probe.main(argv) == 0
+    assert any("the choice is close to arbitrary" in record.getMessage() for record in caplog.records)

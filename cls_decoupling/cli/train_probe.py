@@ -35,6 +35,8 @@ if TYPE_CHECKING:
     from harness import LinearHead
 
 log = logging.getLogger("train_probe")
+FEW_VALIDATION_IMAGES = 20
+"""Below this many validation images the learning rate's choice is warned about (issue 34)."""
 DEFAULT_LEARNING_RATES = "1e-3,3e-3,1e-2,3e-2,1e-1,3e-1,1"
 
 
@@ -162,6 +164,13 @@ def train_probe(
         int(train.sum()),
         int((~train).sum()),
     )
+    held_out = int((~train).sum())
+    if held_out < FEW_VALIDATION_IMAGES and len(learning_rates) > 1:
+        log.warning(
+            "the learning rate is chosen on %d validation image%s: top-1 moves in steps of %.2f there, so "
+            "the choice is close to arbitrary; give more images or a larger --val-fraction",
+            held_out, "" if held_out == 1 else "s", 1 / held_out,
+        )  # fmt: skip
 
     generator = torch.Generator().manual_seed(data.seed)
     train_loader = DataLoader(
