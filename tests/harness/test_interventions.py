@@ -74,7 +74,8 @@ def test_specs_parse_and_name_target_blocks_mode_and_level() -> None:
         ("register@last:drop", "unknown intervention mode 'drop'"),
         ("register@last:zero:head", "unknown intervention level 'head'"),
         ("skip@last:zero", "only the readout level"),
-        ("cls@0-2:zero", "this backbone has blocks 1..12"),
+        ("cls@0-2:zero", "blocks are numbered from 1"),
+        ("cls@3-2:zero", "a range A-B needs A <= B"),
         ("cls@13:zero", "this backbone has blocks 1..12"),
     ]:
         with pytest.raises(ValueError, match=message):
