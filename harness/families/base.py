@@ -39,6 +39,23 @@ class UnitScale(nn.Module):
         return inputs
 
 
+class GammaScale(nn.Module):
+    """A layer scale that keeps its vector as `gamma` (timm's and open_clip's `LayerScale`) under the
+    decomposition's name (`lambda1`); applied out of place."""
+
+    def __init__(self, scale: nn.Module) -> None:
+        super().__init__()
+        self.scale = scale
+
+    @property
+    def lambda1(self) -> Tensor:
+        gamma: Tensor = self.scale.gamma  # type: ignore[assignment]
+        return gamma
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return inputs * self.lambda1
+
+
 @dataclass(frozen=True)
 class LoadAs:
     """How transformers loads a checkpoint: the class whose `from_pretrained` reads it, the extra

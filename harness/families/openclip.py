@@ -12,7 +12,7 @@ from typing import Any, ClassVar, cast
 from torch import Tensor, nn
 
 from common.preparation import Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, UnitScale
+from harness.families.base import AttentionView, BlockView, Family, GammaScale, UnitScale
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -73,22 +73,6 @@ class _OutProjection(nn.Module):
             "open_clip's attention (torch's nn.MultiheadAttention) applies its output projection "
             "inside one call: the heads' outputs before it cannot be read or replaced there"
         )
-
-
-class _Gamma(nn.Module):
-    """open_clip's `LayerScale` (`gamma`) under the decomposition's name (`lambda1`)."""
-
-    def __init__(self, scale: Any) -> None:
-        super().__init__()
-        self.scale = scale
-
-    @property
-    def lambda1(self) -> Tensor:
-        gamma: Tensor = self.scale.gamma
-        return gamma
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        return inputs * self.lambda1
 
 
 class _Projection(nn.Module):
@@ -224,7 +208,7 @@ class OpenCLIPFamily(Family):
         output = _OutProjection(attention.out_proj)
         view = AttentionView(query, key, value, output, heads, attention.head_dim, attention.head_dim**-0.5)
         scales = [
-            _Gamma(scale) if hasattr(scale, "gamma") else UnitScale(attention.out_proj)
+            GammaScale(scale) if hasattr(scale, "gamma") else UnitScale(attention.out_proj)
             for scale in (block.ls_1, block.ls_2)
         ]
         return BlockView(block.ln_1, view, scales[0], block.ln_2, block.mlp, scales[1])

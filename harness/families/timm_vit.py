@@ -14,7 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, UnitScale
+from harness.families.base import AttentionView, BlockView, Family, GammaScale, UnitScale
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -44,21 +44,6 @@ class _FusedPart(nn.Module):
             return hook(self, inputs, self._finish(output[..., self.rows]))
 
         return self.qkv.register_forward_hook(on_fused, **kwargs)
-
-
-class _Gamma(nn.Module):
-    """timm's `LayerScale` (`gamma`) under the decomposition's name (`lambda1`)."""
-
-    def __init__(self, scale: LayerScale) -> None:
-        super().__init__()
-        self.scale = scale
-
-    @property
-    def lambda1(self) -> Tensor:
-        return self.scale.gamma
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        return self.scale(inputs)
 
 
 class TimmFamily(Family):
@@ -164,7 +149,7 @@ class TimmFamily(Family):
         query, key, value = projections
         view = AttentionView(query, key, value, attention.proj, heads, attention.head_dim, attention.scale)
         scales = [
-            _Gamma(scale) if isinstance(scale, LayerScale) else UnitScale(attention.proj)
+            GammaScale(scale) if isinstance(scale, LayerScale) else UnitScale(attention.proj)
             for scale in (block.ls1, block.ls2)
         ]
         return BlockView(block.norm1, view, scales[0], block.norm2, block.mlp, scales[1])
