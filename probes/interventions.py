@@ -330,7 +330,7 @@ class InterventionsProbe(Probe):
 
 def _interventions_of(run: RunView) -> list[Intervention]:
     """The interventions the run recorded (results.json `run.interventions`), in the order given."""
-    return [Intervention.from_name(name) for name in run.interventions]
+    return [Intervention.from_name(name, run.num_layers) for name in run.interventions]
 
 
 def _drops(results: Mapping[str, float], interventions: Sequence[Intervention]) -> dict[str, list[float]]:

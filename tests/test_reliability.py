@@ -665,7 +665,7 @@ def test_the_same_intervention_twice_runs_once_and_a_repeated_target_is_refused(
     with caplog.at_level("WARNING"):
         assert evaluate.main([*argv, "--intervene", *specs, "--output", str(tmp_path / "run")]) == 0
     ran = json.loads((tmp_path / "run" / "results.json").read_text())["run"]["interventions"]
-    assert ran == ["model/cls@2/zero", "model/cls@1-2/zero"]
+    assert ran == ["model/cls@last/zero", "model/cls@1-2/zero"]
     assert sum("run once" in record.getMessage() for record in caplog.records) == 2
     assert (
         evaluate.main([*argv, "--intervene", "cls+cls@last:zero", "--output", str(tmp_path / "twice")]) == 2
@@ -704,3 +704,21 @@ def test_from_model_takes_the_wrappers_the_command_line_loads_and_refuses_unload
         unloaded = ViTForImageClassification(vit)
     with pytest.raises(ValueError, match="weights are on the meta device"):
         DecomposingBackbone.from_model(unloaded)
+
+
+def test_an_intervention_at_the_last_block_lines_up_across_depths(tmp_path: Path) -> None:
+    """Issue 34: `cls@last` was recorded as `cls@2` on a 2-block model and `cls@12` on a 12-block one,
+    so the comparison never set them side by side; the resolved block is recorded beside the name."""
+    argv = ["--backbone", "random:tiny", "random:dinov2_vits14", "--limit", "2", "--resolution", "28",
+            "--num-workers", "0", "--probe", "split", "--intervene", "cls@last:zero",
+            "--output", str(tmp_path / "both")]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    blocks = {}
+    for run in ("random_tiny", "random_dinov2_vits14"):
+        record = json.loads((tmp_path / "both" / run / "results.json").read_text())["run"]
+        assert record["interventions"] == ["model/cls@last/zero"]
+        blocks[run] = record["intervention_blocks"]["model/cls@last/zero"]
+    assert blocks == {"random_tiny": [2], "random_dinov2_vits14": [12]}
+    header, *rows = (tmp_path / "both" / "comparison.csv").read_text().splitlines()
+    column = header.split(",").index("intervened/model/cls@last/zero/cosine_to_clean")
+    assert all(row.split(",")[column] for row in rows) and len(rows) == 2

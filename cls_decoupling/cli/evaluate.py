@@ -627,14 +627,14 @@ def applicable_interventions(
     from harness.tokens import TokenLayout
 
     kept, skipped = [], {}
-    given: dict[str, str] = {}  # name -> the spec that asked for it first
+    given: dict[tuple[object, ...], str] = {}  # what it does -> the spec that asked for it first
     for text in texts:
         intervention = intervention_blocks(text, info.num_layers)
-        if intervention.name in given:  # the same intervention written twice (last and its number, ...)
-            log.warning("--intervene %s: the same as %s (%s), run once", text, given[intervention.name],
-                        intervention.name)  # fmt: skip
+        does = (intervention.targets, intervention.blocks, intervention.mode, intervention.level)
+        if does in given:  # the same intervention written twice (last and its number, all and its range)
+            log.warning("--intervene %s: the same as %s, run once", text, given[does])
             continue
-        given[intervention.name] = text
+        given[does] = text
         try:
             intervention.check_model(info)
             if resolution is not None:  # a token position beyond the sequence at this resolution
@@ -794,6 +794,7 @@ def run_one(
             max_pooler_error=module.max_pooler_error,
             torch=torch.__version__,
             interventions=tuple(intervention.name for intervention in interventions),
+            intervention_blocks={i.name: i.blocks for i in interventions},  # `last` and `all` resolved
             skipped_interventions=skipped_interventions,
             reference=reference_description,
             test_time_registers=register_record,

@@ -107,6 +107,7 @@ class RunSettings:
     max_pooler_error: float | None = None  # backbone pass
     torch: str = ""
     interventions: tuple[str, ...] = ()  # backbone pass: `Intervention.name` of each --intervene
+    intervention_blocks: Mapping[str, Sequence[int]] = field(default_factory=dict)  # name -> its blocks
     skipped_interventions: Mapping[str, str] = field(default_factory=dict)  # name -> why (backbone pass)
     reference: Mapping[str, Any] | None = None  # backbone pass: the reference images' description
     test_time_registers: Mapping[str, Any] | None = None  # backbone pass: their count and neurons
@@ -120,6 +121,7 @@ class RunSettings:
         "compile",
         "max_pooler_error",
         "interventions",
+        "intervention_blocks",
         "skipped_interventions",
         "reference",
         "test_time_registers",
@@ -132,10 +134,12 @@ class RunSettings:
             "layers": list(self.layers),
             "skipped_probes": dict(self.skipped_probes),
             "interventions": list(self.interventions),
+            "intervention_blocks": {name: list(blocks) for name, blocks in self.intervention_blocks.items()},
             "skipped_interventions": dict(self.skipped_interventions),
         }
         if not self.interventions and not self.skipped_interventions:  # written only when asked
             del data["interventions"], data["skipped_interventions"], data["reference"]
+            del data["intervention_blocks"]
         if self.test_time_registers is None:  # written only when asked
             del data["test_time_registers"]
         if self.seed is None:  # records written before it was

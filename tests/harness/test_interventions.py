@@ -62,7 +62,9 @@ def pixels() -> Tensor:
 
 
 def test_specs_parse_and_name_target_blocks_mode_and_level() -> None:
-    assert parse_intervention("register@last:mean", 12) == Intervention(("register",), (12,), "mean", "model")
+    assert parse_intervention("register@last:mean", 12) == Intervention(
+        ("register",), (12,), "mean", "model", spelled="last"
+    )  # `last` kept in its name: models of different depths line up
     assert parse_intervention("cls@2-4:shuffle", 12).name == "model/cls@2-4/shuffle"
     assert parse_intervention("high_norm@all:noise:readout", 3).blocks == (1, 2, 3)
     assert parse_intervention("cls+register+skip@12:zero:readout", 12).prefix == (

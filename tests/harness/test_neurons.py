@@ -97,7 +97,7 @@ def test_mean_neurons_are_the_reference_images_mean_per_token(pixels: Tensor) ->
 def test_spec_forms_and_refusals() -> None:
     backbone = DecomposingBackbone.from_model(tiny_model(layers=2))  # MLP width 128
     spoken = parse_intervention("neurons@2:17,5,5:zero", 2)
-    written = parse_intervention("neurons:5,17@last:zero", 2)
+    written = parse_intervention("neurons:5,17@2:zero", 2)
     assert spoken == written and spoken.name == "model/neurons:5,17@2/zero"
     assert Intervention.from_name(spoken.name) == spoken
     assert backbone.info.mlp_size == 128

@@ -39,8 +39,11 @@ def each_register() -> tuple[str, ...]:
 
 def test_names_round_trip() -> None:
     intervention = parse_intervention("register3+token0@last:zero:readout", 12)
-    assert intervention.name == "readout/register3+token0@12/zero"
-    assert Intervention.from_name(intervention.name) == intervention
+    assert intervention.name == "readout/register3+token0@last/zero"
+    assert Intervention.from_name(intervention.name, 12) == intervention
+    assert Intervention.from_name(intervention.name, 12).blocks == (12,)
+    with pytest.raises(ValueError, match="needs the model's number of blocks"):
+        Intervention.from_name(intervention.name)
     with pytest.raises(ValueError, match="unknown intervention target"):
         parse_intervention("registers3@last:zero", 12)
 

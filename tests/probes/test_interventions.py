@@ -108,8 +108,9 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
     summary = json.loads((tmp_path / "run" / "results.json").read_text())
     assert summary["run"]["probes"] == ["oneshot", "deletion", "interventions"]
     assert summary["run"]["interventions"] == [
-        "model/register@2/shuffle", "model/register@3/shuffle", "readout/cls+skip@3/zero",
+        "model/register@2/shuffle", "model/register@last/shuffle", "readout/cls+skip@3/zero",
     ]  # fmt: skip
+    assert summary["run"]["intervention_blocks"]["model/register@last/shuffle"] == [3]
     assert summary["run"]["reference"]["num_images"] == 12
     # a group the model lacks: left out, and why (so one command compares models with and without it)
     assert summary["run"]["skipped_interventions"] == {
@@ -120,12 +121,12 @@ def test_a_run_with_interventions_writes_their_results_figure_and_report(tmp_pat
         assert -1 <= results[f"intervened/{name}/cosine_to_clean"] <= 1
         assert f"intervened/{name}/oneshot/output/full/top1" in results
     # deletion curves under the model-level interventions (ordered by their own maps), not the readout one
-    assert "intervened/model/register@3/shuffle/deletion/area/random_minus_top" in results
+    assert "intervened/model/register@last/shuffle/deletion/area/random_minus_top" in results
     assert not any(name.startswith("intervened/readout/cls+skip@3/zero/deletion/") for name in results)
     for figure in ("interventions.png", "interventions_blocks.png"):  # register/shuffle at blocks 2 and 3
         assert (tmp_path / "run" / "figures" / figure).is_file()
     report = (tmp_path / "run" / "report.md").read_text()
-    assert "cosine of output/full under model/register@3/shuffle to the clean one" in report
+    assert "cosine of output/full under model/register@last/shuffle to the clean one" in report
 
 
 def test_probes_of_the_decomposition_are_read_again_where_the_pass_reports_one() -> None:
@@ -166,7 +167,7 @@ def test_registers_one_at_a_time_against_all_together_in_the_report() -> None:
     for name, cosine in cosines.items():
         results[f"intervened/{name}/cosine_to_clean"] = cosine
         results[f"intervened/{name}/{linear}"] = {"model/register@12/zero": 0.25}.get(name, 0.7)
-    run = SimpleNamespace(results=results, interventions=names)
+    run = SimpleNamespace(results=results, interventions=names, num_layers=12)
     tables = InterventionsProbe.report_tables(run)  # type: ignore[arg-type]
     (header, rows), = tables.values()  # fmt: skip
     assert header[3:] == ("drop together", "sum of single drops", "largest single drop")

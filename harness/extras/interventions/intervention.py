@@ -128,7 +128,12 @@ _SPEC = re.compile(
 )
 _NEURONS_SPEC = re.compile(r"^neurons@(?P<blocks>[a-z0-9-]+):(?P<numbers>[0-9,]+):(?P<rest>.*)$")
 """The issue's form of a neurons spec, `neurons@12:5,17,300:zero`: read as `neurons:5,17,300@12:zero`."""
-_NAME = re.compile(r"^(?P<level>[a-z]+)/(?P<targets>[a-z0-9_+:,]+)@(?P<blocks>[0-9,-]+)/(?P<mode>[a-z]+)$")
+_NAME = re.compile(
+    r"^(?P<level>[a-z]+)/(?P<targets>[a-z0-9_+:,]+)@(?P<blocks>[0-9,-]+|last|all)/(?P<mode>[a-z]+)$"
+)
+SPELLED = ("last", "all")
+"""Blocks named by their place in the model: an intervention keeps them so in its name (`register@last`),
+so models of different depths line up in comparisons."""
 
 LEVELS: dict[str, type[Level]] = {}
 """Level name -> class, filled as the package's modules define them."""
@@ -254,10 +259,13 @@ class Intervention(Extra):
 
     >>> Intervention(("register",), (11, 12), "mean").name
     'model/register@11-12/mean'
+    >>> Intervention(("register",), (12,), "mean", spelled="last").name
+    'model/register@last/mean'
 
     Args:
         reference: the statistics its mode reads, where it reads any (`mean`, `shuffle`, `noise`).
         under: extras run under it (their passes carry its tap: the deletion passes).
+        spelled: `last` or `all` where the blocks were named so (`SPELLED`), kept in `name`; "" else.
     """
 
     targets: tuple[str, ...]
@@ -266,6 +274,7 @@ class Intervention(Extra):
     level: str = "model"
     reference: ReferenceStatistics | None = field(default=None, compare=False, repr=False)
     under: tuple[Extra, ...] = field(default=(), compare=False, repr=False)
+    spelled: str = ""
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "targets", tuple(_canonical(target) for target in self.targets))
@@ -288,6 +297,13 @@ class Intervention(Extra):
             raise ValueError(f"{', '.join(wrong)}: not a target of the {self.level} level{hint}")
         if not self.blocks or list(self.blocks) != sorted(set(self.blocks)) or self.blocks[0] < 1:
             raise ValueError(f"intervention blocks must be ascending block numbers from 1, got {self.blocks}")
+        whole = self.blocks == tuple(range(1, len(self.blocks) + 1))
+        if (
+            self.spelled not in ("", *SPELLED)
+            or (self.spelled == "last" and len(self.blocks) > 1)
+            or (self.spelled == "all" and not whole)
+        ):
+            raise ValueError(f"blocks {self.blocks} are not {self.spelled!r}")
 
     @classmethod
     def parse(cls, text: str, num_layers: int) -> Intervention:
@@ -313,23 +329,39 @@ class Intervention(Extra):
                 "cls+skip@10-12:zero:readout or neurons@12:5,17,300:zero"
             )
         blocks = _blocks(match["blocks"], num_layers, text)
-        return cls(tuple(match["targets"].split("+")), blocks, match["mode"], match["level"] or "model")
+        spelled = match["blocks"] if match["blocks"] in SPELLED else ""
+        return cls(
+            tuple(match["targets"].split("+")),
+            blocks,
+            match["mode"],
+            match["level"] or "model",
+            spelled=spelled,
+        )
 
     @classmethod
-    def from_name(cls, name: str) -> Intervention:
-        """The intervention `name` names (`Intervention.name`'s inverse, e.g. read back from a run).
+    def from_name(cls, name: str, num_layers: int | None = None) -> Intervention:
+        """The intervention `name` names (`Intervention.name`'s inverse, e.g. read back from a run of a
+        model of `num_layers` blocks, which `last` and `all` need).
 
         >>> Intervention.from_name("readout/cls+skip@3-4/zero").blocks
         (3, 4)
+        >>> Intervention.from_name("model/register@last/zero", 12).blocks
+        (12,)
         """
         match = _NAME.match(name)
         if match is None:
             raise ValueError(f"{name!r} is not an intervention's name (LEVEL/TARGETS@BLOCKS/MODE)")
-        blocks: list[int] = []
-        for part in match["blocks"].split(","):
+        targets, spelled = tuple(match["targets"].split("+")), match["blocks"]
+        if spelled in SPELLED:
+            if num_layers is None:
+                raise ValueError(f"{name!r}: '{spelled}' needs the model's number of blocks")
+            blocks = _blocks(spelled, num_layers, name)
+            return cls(targets, blocks, match["mode"], match["level"], spelled=spelled)
+        numbers: list[int] = []
+        for part in spelled.split(","):
             first, _, last = part.partition("-")
-            blocks += range(int(first), int(last or first) + 1)
-        return cls(tuple(match["targets"].split("+")), tuple(blocks), match["mode"], match["level"])
+            numbers += range(int(first), int(last or first) + 1)
+        return cls(targets, tuple(numbers), match["mode"], match["level"])
 
     def mode_of(self) -> Mode:
         """Its mode (`MODES`)."""
@@ -337,7 +369,7 @@ class Intervention(Extra):
 
     @property
     def name(self) -> str:
-        return f"{self.level}/{'+'.join(self.targets)}@{_span(self.blocks)}/{self.mode}"
+        return f"{self.level}/{'+'.join(self.targets)}@{self.spelled or _span(self.blocks)}/{self.mode}"
 
     @property
     def prefix(self) -> str:
@@ -391,12 +423,11 @@ class Intervention(Extra):
 
     def using(self, reference: ReferenceStatistics | None) -> Intervention:
         """This intervention reading `reference`."""
-        return Intervention(self.targets, self.blocks, self.mode, self.level, reference, self.under)
+        return replace(self, reference=reference)
 
     def running(self, extras: Sequence[Extra]) -> Intervention:
         """This intervention with `extras` run under it too."""
-        under = tuple(dict.fromkeys((*self.under, *extras)))
-        return Intervention(self.targets, self.blocks, self.mode, self.level, self.reference, under)
+        return replace(self, under=tuple(dict.fromkeys((*self.under, *extras))))
 
     def merged(self, other: Extra) -> Extra:
         if not isinstance(other, Intervention) or other.name != self.name:
@@ -518,6 +549,6 @@ def parse_intervention(text: str, num_layers: int) -> Intervention:
     """`Intervention.parse` (the name the command line and earlier code use).
 
     >>> parse_intervention("register@last:mean", 12).name
-    'model/register@12/mean'
+    'model/register@last/mean'
     """
     return Intervention.parse(text, num_layers)
