@@ -74,7 +74,7 @@ def test_a_target_the_model_lacks_is_refused_before_anything_runs(pixels: Tensor
     backbone = DecomposingBackbone.from_model(tiny_model(registers=0, layers=3))
     calls, handle = first_block_calls(backbone)
     try:
-        with pytest.raises(ValueError, match="model/register@3/zero: this model has no register tokens"):
+        with pytest.raises(ValueError, match="model/register@last/zero: this model has no register tokens"):
             backbone(pixels, extras=[Intervention.parse("register@last:zero", 3)])
         with pytest.raises(ValueError, match=r"heads 1\.\.4, got \[5\]"):
             backbone(pixels, torch.arange(4), extras=[AttributionMaps(heads=(5,))])
