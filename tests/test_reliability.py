@@ -722,3 +722,15 @@ def test_an_intervention_at_the_last_block_lines_up_across_depths(tmp_path: Path
     header, *rows = (tmp_path / "both" / "comparison.csv").read_text().splitlines()
     column = header.split(",").index("intervened/model/cls@last/zero/cosine_to_clean")
     assert all(row.split(",")[column] for row in rows) and len(rows) == 2
+
+
+def test_the_one_shot_key_number_is_not_trivially_true_with_few_classes() -> None:
+    """Issue 34: with 3 classes report.md's first key number was a one-shot top-5 of 1.0."""
+    from types import SimpleNamespace
+
+    from probes.oneshot import OneShotProbe
+
+    few = SimpleNamespace(results={OneShotProbe.CLASSES: 3.0})
+    many = SimpleNamespace(results={OneShotProbe.CLASSES: 10.0})
+    assert OneShotProbe.run_headlines(few)[0][0] == OneShotProbe.result_name("output/patch", 1)  # type: ignore[arg-type]
+    assert OneShotProbe.run_headlines(many)[0][0] == OneShotProbe.result_name("output/patch", 5)  # type: ignore[arg-type]
