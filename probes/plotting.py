@@ -150,8 +150,9 @@ def variant_sweep(
     ylim: tuple[float, float] | None,
     readout: str | None = None,
 ) -> Figure | None:
-    """One line per variant across models (± std where the probe gives one), a panel per readout (or
-    only `readout`); `names` gives a variant's result name and that of its std."""
+    """One series of markers per variant across models (± std where the probe gives one; no line
+    joins them: the models are not a sequence), a panel per readout (or only `readout`); `names`
+    gives a variant's result name and that of its std."""
     found = [
         variant_values(
             c.run.results,
@@ -172,9 +173,11 @@ def variant_sweep(
             pairs = [values.get(panel, {}).get(variant, (np.nan, np.nan)) for values in found]
             means, stds = np.array(pairs).T
             dodge = (v - (len(variants) - 1) / 2) * 0.25 / len(variants)  # error bars side by side
-            style = dict(linestyle="--" if "renorm" in variant else "-", color=variant_colour(variant))
-            axis.errorbar(np.arange(len(compared)) + dodge, means, yerr=error_bars(stds), marker="o",
-                          markersize=4, capsize=2, label=variant, **style)  # fmt: skip
+            renorm = "renorm" in variant  # hollow squares: the renormalised variants
+            style = dict(marker="s" if renorm else "o", fillstyle="none" if renorm else "full",
+                         color=variant_colour(variant))  # fmt: skip
+            axis.errorbar(np.arange(len(compared)) + dodge, means, yerr=error_bars(stds), linestyle="none",
+                          markersize=5, capsize=2, label=variant, **style)  # fmt: skip
         models_axis(axis, compared)
         if ylim is not None:
             axis.set_ylim(*ylim)
