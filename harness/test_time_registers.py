@@ -60,10 +60,11 @@ def signed_max(values: Tensor) -> Tensor:
 
 
 class _Inserting:
-    """Adds `count` zero tokens at sequence position `start` of a module's input (`pre`) or output."""
+    """Adds `count` zero tokens at sequence position `start` of a module's input (`before`, a
+    pre-hook) or output (`after`, a forward hook)."""
 
-    def __init__(self, count: int, start: int, pre: bool) -> None:
-        self.count, self.start, self.pre = count, start, pre
+    def __init__(self, count: int, start: int) -> None:
+        self.count, self.start = count, start
 
     def insert(self, tokens: Tensor) -> Tensor:
         zeros = tokens.new_zeros(tokens.shape[0], self.count, tokens.shape[2])
@@ -135,7 +136,7 @@ def with_test_time_registers(
     own = family_for(made)
     architecture = own.architecture()
     start = 1 + architecture["num_distillation"] + architecture["num_registers"]
-    inserting = _Inserting(count, start, own.embeddings_normalise)
+    inserting = _Inserting(count, start)
     if own.embeddings_normalise:  # the zeros enter the pre-norm, as the authors' OpenCLIP does
         own.embeddings.register_forward_pre_hook(inserting.before)
     else:
