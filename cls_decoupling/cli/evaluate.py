@@ -617,15 +617,17 @@ def checked_maps(text: str | None, num_heads: int | None) -> tuple[tuple[str, ..
 
 
 def applicable_interventions(
-    texts: Sequence[str], info: BackboneInfo, resolution: int | None = None
+    texts: Sequence[str], backbone: DecomposingBackbone, resolution: int | None = None
 ) -> tuple[tuple[Intervention, ...], dict[str, str]]:
     """The `--intervene` specs parsed for this backbone, and those left out (name -> why): the
-    library's own check (`Intervention.check_model`); a target group the model lacks (registers of a
-    model without any) is skipped and recorded, so one command can compare models with and without
-    that group; anything else it refuses is refused."""
+    library's own checks (`Intervention.check_model`, `check_family`), before any pass (a reference
+    pass included); a target group the model lacks (registers of a model without any) is skipped and
+    recorded, so one command can compare models with and without that group; anything else it
+    refuses is refused."""
     from harness.extras import AbsentTargetError
     from harness.tokens import TokenLayout
 
+    info = backbone.info
     kept, skipped = [], {}
     given: dict[tuple[object, ...], str] = {}  # what it does -> the spec that asked for it first
     for text in texts:
@@ -637,6 +639,7 @@ def applicable_interventions(
         given[does] = text
         try:
             intervention.check_model(info)
+            intervention.check_family(backbone.family)
             if resolution is not None:  # a token position beyond the sequence at this resolution
                 intervention.check_layout(
                     TokenLayout.for_image(
@@ -735,7 +738,7 @@ def run_one(
             backbone, test_time_registers, registers, searched, trainer_options
         )
     interventions, skipped_interventions = applicable_interventions(
-        probes.interventions, backbone.info, data.resolution
+        probes.interventions, backbone, data.resolution
     )
     maps, heads = checked_maps(probes.maps, backbone.info.num_heads)
     bank, train_description = None, None

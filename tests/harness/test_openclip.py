@@ -255,6 +255,12 @@ def test_the_command_line_runs_it_at_its_own_size_only(
               "--num-workers", "0"]  # fmt: skip
     assert evaluate.main([*common, "--resolution", "48", "--output", str(tmp_path / "wrong")]) == 2
     assert "reads 32 x 32 images only" in capsys.readouterr().err
+    for mode in ("zero", "mean"):  # refused before any pass, the reference pass of `mean` included
+        spec = ["--resolution", "32", "--intervene", f"head2@2:{mode}", "--output", str(tmp_path / mode)]
+        assert evaluate.main([*common, *spec]) == 2
+        err = capsys.readouterr().err
+        assert "use the readout level" in err and "Traceback" not in err
+        assert not (tmp_path / mode / "results.json").exists()
     assert evaluate.main([*common, "--resolution", "32", "--output", str(tmp_path / "run")]) == 0
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["backbone"]["family"] == "open_clip" and results["backbone"]["projection_dim"] == 16

@@ -17,6 +17,7 @@ from torch import Tensor
 from harness.backbone import Call, DecomposingBackbone, Extra, ExtraResult, joined
 from harness.decomposition import Decomposition, HFBlock, projection_readout
 from harness.extras.interventions.reference import ReferenceKey, ReferenceStatistics
+from harness.families import Family
 from harness.info import BackboneInfo
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout, present_groups
@@ -460,14 +461,19 @@ class Intervention(Extra):
                 raise ValueError(f"{self.name}: this model's MLPs have neurons 0..{info.mlp_size - 1}")
         self.mode_of().check(self, groups)
 
+    def check_family(self, family: Family) -> None:
+        """Raise ValueError where the model's family cannot act on its targets: a head's output at
+        model level where no hook sees it (`Family.reads_heads`)."""
+        heads = [t for t in self.targets if one_head(t) is not None]
+        if heads and self.level == "model" and not family.reads_heads:
+            raise ValueError(
+                f"{self.name}: {family.name}'s attention runs its output projection inside one call, so a "
+                "head's output cannot be replaced for every token; use the readout level"
+            )
+
     def check(self, backbone: DecomposingBackbone) -> None:
         self.check_model(backbone.info)
-        heads = [t for t in self.targets if one_head(t) is not None]
-        if heads and self.level == "model" and not backbone.family.reads_heads:
-            raise ValueError(
-                f"{self.name}: {backbone.family.name}'s attention runs its output projection inside one "
-                "call, so a head's output cannot be replaced for every token; use the readout level"
-            )
+        self.check_family(backbone.family)
         if self.mode_of().reads_reference and self.reference is None:
             raise ValueError(
                 f"{self.name} reads reference statistics: pass `intervention.using(statistics)` after a "
