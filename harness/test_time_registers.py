@@ -180,9 +180,10 @@ def with_test_time_registers_backbone(
     """`backbone`'s model with test-time registers (`with_test_time_registers`), as a backbone with
     the same name, classifier and compilation; its info counts them among the registers."""
     model = with_test_time_registers(backbone.model, neurons, count)
+    described = family_for(model).described()  # what from_model reads of it: the registers counted
     info = replace(
         backbone.info,
-        num_registers=backbone.info.num_registers + count,
-        test_time_registers=count,
+        num_registers=described["num_registers"],
+        test_time_registers=described["test_time_registers"],
     )
     return DecomposingBackbone(model, info, backbone.compiled, backbone.classifier)
