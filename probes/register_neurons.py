@@ -13,10 +13,12 @@ from torch import Tensor
 from torchmetrics import Metric
 
 from harness.extras.register_neurons import (
+    DEFAULT_TOP_K,
     REGISTER_NEURONS_PREFIX,
     NeuronScores,
     RegisterNeurons,
     ranked_neurons,
+    top_k_for,
 )
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.rows import add_row_states, append_rows, gathered_rows
@@ -26,9 +28,6 @@ from probes.view import RunView
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-DEFAULT_TOP_K = 50
-"""Register neurons kept where the authors publish no number for the model."""
 
 
 class OutlierRows(Metric):
@@ -81,7 +80,7 @@ class RegisterNeuronsProbe(Probe):
         if not context.info.mlp_size:
             raise ValueError("the register_neurons probe needs the MLP width: BackboneInfo.mlp_size is 0")
         search = context.neuron_search or RegisterNeurons.for_model(context.info)
-        return cls(search, context.info.mlp_size, context.neuron_top_k or DEFAULT_TOP_K)
+        return cls(search, context.info.mlp_size, top_k_for(context.info, context.neuron_top_k))
 
     def __init__(self, search: RegisterNeurons, width: int, top_k: int = DEFAULT_TOP_K) -> None:
         super().__init__()

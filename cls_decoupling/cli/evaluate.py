@@ -204,13 +204,6 @@ class RegisterOptions:
                 raise UserError(f"{what} {block}: {info.name} has blocks 1..{info.num_layers}")
         return search
 
-    def top_k_for(self, info: BackboneInfo) -> int:
-        """Register neurons kept: as asked, else the authors' number for the model, else 50."""
-        from harness.extras.register_neurons import published_for
-
-        published = published_for(info)
-        return self.top_k or (published.top_k if published else 50)
-
     def count_for(self, position: int) -> int:
         """The test-time registers of the backbone at `position` (0 without any)."""
         if not self.counts:
@@ -765,7 +758,7 @@ def run_one(
     )
     if "register_neurons" in selection.names:  # on the model as evaluated (test-time registers included)
         request.neuron_search = registers.search(backbone.info)
-        request.neuron_top_k = registers.top_k_for(backbone.info)
+        request.neuron_top_k = registers.top_k  # the probe's own default where not asked
     features = all_feature_names(backbone.info, layers=bool(layers)) if save_features else ()
     # the layers given are decomposed whatever the probes (their entries are saved with the features)
     every_call = (Depth(layers),) if layers else ()
@@ -842,7 +835,7 @@ def add_test_time_registers(
     """`backbone` with `count` test-time registers fed by the register neurons given, or searched over
     the `reference` images (one pass of `RegisterNeurons` each, reduced across ranks); with what
     results.json records of them (`run.test_time_registers`)."""
-    from harness.extras.register_neurons import NeuronSearchModule, neurons_by_block
+    from harness.extras.register_neurons import NeuronSearchModule, neurons_by_block, top_k_for
     from harness.test_time_registers import parse_neurons, with_test_time_registers_backbone
 
     record: dict[str, Any] = {"count": count}
@@ -850,7 +843,7 @@ def add_test_time_registers(
         neurons = parse_neurons(registers.neurons)
         record["found_by"] = "given"
     else:
-        search, top_k = registers.search(backbone.info), registers.top_k_for(backbone.info)
+        search, top_k = registers.search(backbone.info), top_k_for(backbone.info, registers.top_k)
         datamodule = reference.datamodule()
         module = NeuronSearchModule(backbone, search)
         log.info("register-neuron search: %s images of %s", reference.limit or "all", reference.source)

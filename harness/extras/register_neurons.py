@@ -71,6 +71,16 @@ def published_for(info: BackboneInfo) -> Published | None:
     return next((found for found in PUBLISHED if {info.name, info.location} & set(found.names)), None)
 
 
+DEFAULT_TOP_K = 50
+"""Register neurons kept where the authors publish no number for the model."""
+
+
+def top_k_for(info: BackboneInfo, asked: int | None = None) -> int:
+    """Register neurons kept: `asked`, else the authors' number for the model, else `DEFAULT_TOP_K`."""
+    published = published_for(info)
+    return asked or (published.top_k if published else DEFAULT_TOP_K)
+
+
 @dataclass(frozen=True)
 class RegisterNeurons(Extra):
     """Each image's outliers at `detection_block` and its neurons' scores at blocks 1..`max_block`.
