@@ -11,6 +11,7 @@ import numpy as np
 import torch
 from matplotlib.colors import TwoSlopeNorm
 from matplotlib.patches import Rectangle
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from harness.extras.head_terms import HeadTerms, head_prefix
@@ -253,6 +254,7 @@ class HeadsProbe(Probe):
             axis.plot(heads, np.cumsum(shares), marker="o", markersize=3,
                       label=f"{item.label} ({carrying:.1f} heads per image)")  # fmt: skip
         axis.axhline(CARRYING_SHARE, color="grey", linewidth=0.8, linestyle="--")
+        axis.xaxis.set_major_locator(MaxNLocator(integer=True))
         axis.set_xlabel("heads, largest mean share of the update first")
         axis.set_ylabel("their summed share of the update")
         axis.legend(fontsize=7)
