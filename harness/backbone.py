@@ -21,6 +21,7 @@ from harness.decomposition import (
     Decomposition,
     HFBlock,
     decompose_last_block,
+    highest_norm_token,
     projection_readout,
 )
 from harness.families import Family, family_for, unwrapped
@@ -165,6 +166,19 @@ class DecomposingBackbone(nn.Module):
         """The last block under the decomposition's names (its family's view)."""
         return self.view(self.info.num_layers)
 
+    @property
+    def read_view(self) -> HFBlock:
+        """What reads the pooled output, under the decomposition's names: the last block (a [CLS]
+        readout), or the attention-pooling head (`PoolView`, a "map" readout)."""
+        pool = self.family.pool_view()
+        return self.last_block if pool is None else pool
+
+    @property
+    def after_readout(self) -> nn.Module:
+        """What follows `read_view` to the pooled output: the final norm, or what follows the head."""
+        pool = self.family.pool_view()
+        return self.family.final_norm if pool is None else pool.after
+
     def view(self, number: int) -> HFBlock:
         """Block `number` (1-based) under the decomposition's names, made once (not per batch)."""
         if number not in self._views:
@@ -206,10 +220,7 @@ class DecomposingBackbone(nn.Module):
                 f"{self.info.name} reads {fixed} x {fixed} images only (its position embedding is not "
                 f"resized); got {height} x {width}"
             )
-        info = self.info
-        return TokenLayout.for_image(
-            height, width, info.patch_size, info.num_registers, info.num_distillation
-        )
+        return self.info.layout(height, width)
 
     def forward(
         self, pixel_values: Tensor, indices: Tensor | None = None, *, extras: Sequence[Extra] = ()
@@ -239,30 +250,41 @@ class DecomposingBackbone(nn.Module):
         """Run the model once on `pixel_values`, keeping what the decomposition reads, with `taps`
         (which may read, never replace: a clean pass)."""
         layout = self.layout_for(pixel_values)
-        rows, last = ClsRows(self.info.num_layers), LastBlock(self.info.num_layers)
-        pooled = self.pooled(pixel_values, (*taps, rows, last), replacing=False)
-        return last.captured(pooled, layout, rows)
+        rows, last = self._core_taps(layout)
+        with last.hooked():
+            pooled = self.pooled(pixel_values, (*taps, *(rows or ()), last), replacing=False)
+        return last.captured(pooled, layout, rows[0] if rows else None)
 
     def capture_from(self, tokens: Tensor, layout: TokenLayout, start: int, taps: Sequence[Tap]) -> Capture:
         """A pass from block `start` on `tokens` (its input) under `taps`, keeping what the
         decomposition reads (`cls_states` rows of the blocks before `start` hold `tokens`' row)."""
-        rows, last = ClsRows(self.info.num_layers), LastBlock(self.info.num_layers)
-        pooled = self.pooled_from(tokens, layout, (*taps, rows, last), start=start)
-        return last.captured(pooled, layout, rows)
+        rows, last = self._core_taps(layout)
+        with last.hooked():
+            pooled = self.pooled_from(tokens, layout, (*taps, *(rows or ()), last), start=start)
+        return last.captured(pooled, layout, rows[0] if rows else None)
+
+    def _core_taps(self, layout: TokenLayout) -> tuple[tuple[ClsRows] | None, LastBlock]:
+        """The core's taps of a pass: the [CLS] rows (none without a [CLS] token) and the last block
+        (with the pooling head's input, for a "map" readout)."""
+        rows = (ClsRows(self.info.num_layers),) if layout.num_cls else None
+        return rows, LastBlock(self.info.num_layers, self.family.pool_view())
 
     def decompose(self, capture: Capture) -> Decomposition:
         """Every variant, split and per-image quantity of docs/design.md#the-decomposition from one
         capture, with the pooler error: the largest difference of output/full to the model's own."""
         tensors = decompose_last_block(
-            self.last_block, self.family.final_norm, block_input=capture.block_input,
+            self.read_view, self.after_readout, block_input=capture.block_input,
             keys=capture.keys, values=capture.values, layout=capture.layout,
         )  # fmt: skip
+        with torch.autocast(device_type=capture.penultimate.device.type, enabled=False):
+            tensors |= highest_norm_token(self.last_block, capture.penultimate, capture.layout)
         if self.family.projection is not None:
             tensors |= projection_readout(self.family.projection, tensors)
-        tensors[HIDDEN_CLS] = capture.cls_states
-        tensors[HIDDEN_CLS_COSINE] = nn.functional.cosine_similarity(
-            capture.cls_states.double(), capture.cls_states[:, -1:].double(), dim=-1
-        ).float()
+        if (states := capture.cls_states) is not None:
+            tensors[HIDDEN_CLS] = states
+            tensors[HIDDEN_CLS_COSINE] = nn.functional.cosine_similarity(
+                states.double(), states[:, -1:].double(), dim=-1
+            ).float()
         pooler_error = (tensors["output/full"] - capture.pooled).abs().max()
         return Decomposition(tensors, capture.layout, pooler_error)
 
@@ -277,10 +299,10 @@ class DecomposingBackbone(nn.Module):
         patches: Tensor | None = None,
     ) -> Tensor:  # fmt: skip
         """The blocks from `start` (1-based) on `tokens`, the input of that block (e.g. `embed`'s
-        output for 1), under `taps`: the final norm of the [CLS] row, float32. `patches`: which
+        output for 1), under `taps`: the pooled output (`Family.pool_of`), float32. `patches`: which
         patches of `layout`'s grid the sequence holds, where some were removed (`Family.encode`)."""
         with self._passing(layout, taps), starting_at(self.family.blocks, start):
-            return self.family.final_norm(self.family.encode(tokens, layout, patches)[:, 0]).float()
+            return self.family.pool_of(self.family.encode(tokens, layout, patches)).float()
 
     def embed(self, pixel_values: Tensor) -> Tensor:
         """The token sequence entering the first block (batch, tokens, hidden)."""

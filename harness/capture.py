@@ -1,14 +1,18 @@
-"""What one pass of the model leaves for the decomposition (`Capture`), and the two taps of the core
-that keep it: the [CLS] row entering the first block and leaving every block, and the last block's
-input, keys and values."""
+"""What one pass of the model leaves for the decomposition (`Capture`), and what of the core keeps
+it: two taps, the [CLS] row entering the first block and leaving every block, and the last block's
+input, keys and values; and for a model pooled by an attention head, the tokens the head reads."""
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from harness.families.base import PoolView
 from harness.taps import BlockParts, Tap
 from harness.tokens import TokenLayout
 
@@ -20,12 +24,15 @@ class Capture:
 
     Attributes:
         layout: token positions of the batch.
-        pooled: the model's own pooled [CLS] output (batch, hidden), float32.
-        block_input: the last block's input x (batch, tokens, hidden), as the model ran it.
-        keys: the last block's keys as its softmax sees them (rotated where the family uses RoPE).
-        values: the last block's value projections (batch, tokens, hidden).
+        pooled: the model's own pooled output (batch, hidden), float32.
+        block_input: the input of what reads the pooled output (batch, tokens, hidden), as the model
+            ran it: the last block's input x, or the tokens an attention-pooling head reads.
+        keys: its keys as its softmax sees them (rotated where the family uses RoPE).
+        values: its value projections (batch, tokens, hidden).
         cls_states: the [CLS] row entering the first block and after every block (batch, layers + 1,
-            hidden), float32.
+            hidden), float32; None for a model without a [CLS] token.
+        penultimate: the last block's input (batch, tokens, hidden): `block_input` itself for a
+            [CLS] readout.
     """
 
     layout: TokenLayout
@@ -33,7 +40,8 @@ class Capture:
     block_input: Tensor
     keys: Tensor
     values: Tensor
-    cls_states: Tensor
+    cls_states: Tensor | None
+    penultimate: Tensor
 
 
 class ClsRows(Tap):
@@ -55,19 +63,58 @@ class ClsRows(Tap):
 
 
 class LastBlock(Tap):
-    """The last block's input, keys (as its softmax sees them) and values."""
+    """The last block's input, keys (as its softmax sees them) and values; with a `pool`, the tokens
+    that attention-pooling head reads (a pre-hook on it, `hooked`) and its keys and values, and of
+    the last block its input alone."""
 
-    reads = frozenset({"keys", "values"})
-
-    def __init__(self, num_layers: int) -> None:
+    def __init__(self, num_layers: int, pool: PoolView | None = None) -> None:
         self.blocks = (num_layers,)
-        self.kept: tuple[Tensor, Tensor, Tensor] | None = None
+        self.pool = pool
+        self.reads = frozenset() if pool is not None else frozenset({"keys", "values"})
+        self.kept: tuple[Tensor, ...] | None = None
+        self.pool_input: Tensor | None = None
 
     def leave(self, parts: BlockParts) -> None:
-        self.kept = (parts.input, parts.read("keys"), parts.read("values"))
+        self.kept = (
+            (parts.input,)
+            if self.pool is not None
+            else (parts.input, parts.read("keys"), parts.read("values"))
+        )
 
-    def captured(self, pooled: Tensor, layout: TokenLayout, rows: ClsRows) -> Capture:
-        """The capture of the pass that ran with this tap and `rows`, which gave `pooled`."""
+    @contextlib.contextmanager
+    def hooked(self) -> Iterator[None]:
+        """Keep the pooling head's input while it runs (nothing without a head)."""
+        if self.pool is None:
+            yield
+            return
+
+        def keep(module: nn.Module, inputs: tuple[Any, ...]) -> None:
+            self.pool_input = inputs[0]
+
+        handle = self.pool.module.register_forward_pre_hook(keep)
+        try:
+            yield
+        finally:
+            handle.remove()
+
+    def captured(self, pooled: Tensor, layout: TokenLayout, rows: ClsRows | None) -> Capture:
+        """The capture of the pass that ran with this tap and `rows` (None: a model without [CLS]),
+        which gave `pooled`."""
         if self.kept is None:
             raise RuntimeError("the last block did not run in this pass")
-        return Capture(layout, pooled.float(), *self.kept, rows.states())
+        states = None if rows is None else rows.states()
+        if self.pool is None:
+            block_input, keys, values = self.kept
+            return Capture(layout, pooled.float(), block_input, keys, values, states, block_input)
+        if self.pool_input is None:
+            raise RuntimeError("the pooling head did not run in this pass")
+        tokens, attention = self.pool_input, self.pool.attention
+        with torch.autocast(device_type=tokens.device.type, enabled=False):
+            keys, values = (_float(projection, tokens) for projection in (attention.k_proj, attention.v_proj))
+        return Capture(layout, pooled.float(), tokens, keys, values, states, self.kept[0])
+
+
+def _float(module: nn.Module, inputs: Tensor) -> Tensor:
+    """`module` on `inputs` in its parameters' dtype, returned as float32."""
+    parameter = next(module.parameters(), None)
+    return module(inputs.to(torch.float32 if parameter is None else parameter.dtype)).float()

@@ -21,6 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.families.base import PoolView
 from harness.tokens import GROUPS, TokenLayout, present_groups, split_groups
 
 READOUTS: tuple[str, ...] = ("attention", "output")
@@ -55,28 +56,35 @@ DEPTH_PREFIX = "depth/"
 
 HFBlock = Any
 """A block under the decomposition's names (norm1, attention.{q,k,v,o}_proj, layer_scale1, ...): an HF
-`Dinov2Layer` itself, or a family's `harness.families.BlockView`."""
+`Dinov2Layer` itself, or a family's `harness.families.BlockView`; or an attention-pooling head read
+as one (`harness.families.PoolView`: its query is its learned latent, and it has no skip)."""
 
 
-def variant_names(num_registers: int, projection: bool = False, num_distillation: int = 0) -> tuple[str, ...]:
+def variant_names(
+    num_registers: int, projection: bool = False, num_distillation: int = 0, num_cls: int = 1,
+    skip: bool = True,
+) -> tuple[str, ...]:  # fmt: skip
     """Names of every `{readout}/{variant}` a model with `num_registers` registers (and
-    `num_distillation` distillation tokens) has, and the `projection/{variant}` readout when it has a
-    projection.
+    `num_distillation` distillation tokens, `num_cls` [CLS] tokens) has, and the
+    `projection/{variant}` readout when it has a projection.
 
     Models without registers have no register variants (their register group is empty); only
-    distilled models have distillation variants.
+    distilled models have distillation variants; a model pooled by an attention head (`skip`
+    False) has no residual around its readout, so no skip variant.
 
     >>> [n.removeprefix("attention/") for n in variant_names(0) if n.startswith("attention/")]
     ['full', 'patch', 'cls', 'skip', 'patch_renorm', 'cls_renorm']
+    >>> [n for n in variant_names(0, num_cls=0, skip=False) if n.startswith("attention/")]
+    ['attention/full', 'attention/patch', 'attention/patch_renorm']
     """
-    groups = present_groups(num_registers, num_distillation)
-    plain = [v for v in VARIANTS if v not in GROUPS or v in groups]
+    groups = present_groups(num_registers, num_distillation, num_cls)
+    plain = [v for v in VARIANTS if (v not in GROUPS or v in groups) and (skip or v != "skip")]
     renorm = [v + RENORM_SUFFIX for v in RENORMALISED_VARIANTS if v in groups]
     readouts = READOUTS + ((PROJECTION,) if projection else ())
     return tuple(f"{readout}/{v}" for readout in readouts for v in plain + renorm)
 
 
-def depth_quantities(num_registers: int, num_distillation: int = 0) -> tuple[str, ...]:
+def depth_quantities(num_registers: int, num_distillation: int = 0) -> tuple[str, ...]:  # [CLS] models
     """What is measured per image at every chosen block l (docs/design.md#the-decomposition):
 
     - `split/{group}`: the [CLS] query's attention mass on the group, mean over heads;
@@ -188,12 +196,21 @@ class Decomposition(Mapping[str, Tensor]):
         """The `{readout}/{variant}` names present, in canonical order."""
         layout = self.layout
         return variant_names(
-            layout.num_registers, f"{PROJECTION}/full" in self._tensors, layout.num_distillation
-        )
+            layout.num_registers, f"{PROJECTION}/full" in self._tensors, layout.num_distillation,
+            layout.num_cls, "attention/skip" in self._tensors,
+        )  # fmt: skip
+
+
+def skip_of(layer: HFBlock, block_input: Tensor) -> Tensor:
+    """s, the residual the block adds to its [CLS] update (batch, hidden), float32: the [CLS] row of
+    its input; zeros for an attention-pooling head, which has none."""
+    if isinstance(layer, PoolView):
+        return block_input.new_zeros(block_input.shape[0], block_input.shape[-1], dtype=torch.float32)
+    return block_input[:, 0].float()
 
 
 def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
-    """Post-softmax attention of the [CLS] query over all tokens, per head.
+    """Post-softmax attention of the [CLS] query (a pooling head's latent) over all tokens, per head.
 
     Args:
         layer: the block (`HFBlock`: `norm1`, `attention.q_proj`, ...).
@@ -205,7 +222,11 @@ def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
     """
     attention = layer.attention
     batch = keys.shape[0]
-    query_cls = _apply(attention.q_proj, _apply(layer.norm1, block_input[:, 0]))  # batch, hidden
+    if isinstance(layer, PoolView):  # the learned latent, the same for every image
+        source = layer.latent.detach().float().reshape(1, -1).expand(batch, -1)
+    else:
+        source = _apply(layer.norm1, block_input[:, 0])
+    query_cls = _apply(attention.q_proj, source)  # batch, hidden
     query_cls = query_cls.view(batch, attention.num_attention_heads, 1, attention.head_dim)
     logits = (query_cls @ per_head(keys, attention.num_attention_heads).transpose(-1, -2)).squeeze(
         2
@@ -329,7 +350,7 @@ def decompose_block(
     """
     with torch.autocast(device_type=block_input.device.type, enabled=False):
         weights = cls_attention(layer, block_input, keys)
-        skip = block_input[:, 0].float()
+        skip = skip_of(layer, block_input)
         masses = group_masses(weights, layout)
         zeroed = attention_readout(layer, group_partial_sums(weights, values, layout), skip)
         bias_term = output_bias_term(layer)
@@ -358,11 +379,12 @@ def decompose_last_block(
     """Every variant and split of docs/design.md#the-decomposition for one batch.
 
     Args:
-        layer: the last block (`HFBlock`).
-        final_norm: the model's final layer norm.
-        block_input: x (batch, tokens, hidden).
-        keys: the last block's key projections (batch, tokens, hidden).
-        values: the last block's value projections (batch, tokens, hidden).
+        layer: the block that reads the pooled output: the last block (`HFBlock`), or the model's
+            attention-pooling head (`PoolView`).
+        final_norm: what follows it: the model's final layer norm, or what follows the head.
+        block_input: x (batch, tokens, hidden): the block's input, or the tokens the head reads.
+        keys: its key projections (batch, tokens, hidden).
+        values: its value projections (batch, tokens, hidden).
         layout: token positions; must match the sequence length.
 
     Returns:
@@ -375,14 +397,17 @@ def decompose_last_block(
         )
     with torch.autocast(device_type=block_input.device.type, enabled=False):
         weights = cls_attention(layer, block_input, keys)
-        skip = block_input[:, 0].float()
+        skip = skip_of(layer, block_input)
         partial_sums = group_partial_sums(weights, values, layout)
         masses = group_masses(weights, layout)
         zeroed = attention_readout(layer, partial_sums, skip)
         renormalised = attention_readout(layer, renormalise(partial_sums, masses), skip)
         attention = {f"attention/{variant}": vector for variant, vector in zeroed.items()}
         attention |= {f"attention/{v}{RENORM_SUFFIX}": renormalised[v] for v in RENORMALISED_VARIANTS}
-        every = variant_names(layout.num_registers, num_distillation=layout.num_distillation)
+        every = variant_names(
+            layout.num_registers, num_distillation=layout.num_distillation, num_cls=layout.num_cls,
+            skip=not isinstance(layer, PoolView),
+        )  # fmt: skip
         names = [name for name in every if name.startswith("attention/")]
         # output readout of every variant in one pass; output/full starts from m = s + attention/full
         states = [skip + attention[name] if name == "attention/full" else attention[name] for name in names]
@@ -394,7 +419,6 @@ def decompose_last_block(
         result |= {f"split/{g}": masses[g].mean(dim=1) for g in split_groups(layout.num_distillation)}
         patch_weights = weights[:, :, layout.slice("patch")].mean(dim=1)
         result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
-        result |= highest_norm_token(layer, block_input, layout)
     return result
 
 

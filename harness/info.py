@@ -7,6 +7,12 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from common.preparation import DINOV2_EVALUATION, Preprocessing
+from harness.decomposition import split_names, variant_names
+from harness.tokens import TokenLayout, present_groups
+
+READOUTS = ("cls", "map")
+"""How a model's pooled output is read: the [CLS] row of its last block (through the final norm), or
+an attention-pooling head over its final tokens (MAP: SigLIP, PE-core); docs/design.md#readouts."""
 
 
 @dataclass(frozen=True)
@@ -36,6 +42,9 @@ class BackboneInfo:
             recorded).
         test_time_registers: how many of `num_registers` are test-time registers (extra tokens fed by
             register neurons, `harness.test_time_registers`; 0 for a model without).
+        num_cls: 1, or 0 for a model without a [CLS] token (SigLIP: pooled by attention).
+        readout: how the pooled output is read (`READOUTS`): "cls" or "map" (an attention-pooling
+            head, which has no residual: no skip variant).
     """
 
     name: str
@@ -57,6 +66,40 @@ class BackboneInfo:
     num_classes: int = 0  # classes of the model's own classifier on output/full; 0: none
     mlp_size: int = 0  # the MLP's width (its neurons); 0: not recorded
     test_time_registers: int = 0  # of num_registers, those added at test time (harness.test_time_registers)
+    num_cls: int = 1  # 0: no [CLS] token (SigLIP)
+    readout: str = "cls"  # "cls" or "map" (READOUTS)
+
+    def __post_init__(self) -> None:
+        if self.readout not in READOUTS or self.num_cls not in (0, 1):
+            raise ValueError(f"readout {self.readout!r} ({self.num_cls} [CLS] tokens): not one of {READOUTS}")
+        if self.num_cls == 0 and self.readout == "cls":
+            raise ValueError("a model without a [CLS] token cannot be read from its [CLS] row")
+
+    @property
+    def has_skip(self) -> bool:
+        """Whether the readout has a residual (the [CLS] row's skip stream); an attention pool has none."""
+        return self.readout == "cls"
+
+    @property
+    def groups(self) -> tuple[str, ...]:
+        """The token groups the model has (`harness.tokens.present_groups`)."""
+        return present_groups(self.num_registers, self.num_distillation, self.num_cls)
+
+    def layout(self, height: int, width: int) -> TokenLayout:
+        """The token positions of a `height` x `width` image."""
+        return TokenLayout.for_image(
+            height, width, self.patch_size, self.num_registers, self.num_distillation, self.num_cls
+        )
+
+    def variant_names(self) -> tuple[str, ...]:
+        """Every `{readout}/{variant}` the model's decomposition has (`variant_names`)."""
+        return variant_names(
+            self.num_registers, self.projection_dim > 0, self.num_distillation, self.num_cls, self.has_skip
+        )
+
+    def split_names(self) -> tuple[str, ...]:
+        """`split/{group}` of every group the readout's attention is split over (`split_names`)."""
+        return split_names(self.num_distillation)
 
     @property
     def identity(self) -> str:
@@ -69,11 +112,15 @@ class BackboneInfo:
     def as_dict(self) -> dict[str, Any]:
         """results.json's `backbone`: the fields in order, `preprocessing` as its flat keys;
         `num_classes` only for a model with a classifier of its own and `mlp_size` only where known
-        (`_WHERE_KNOWN`: files stay as they were written before these were recorded)."""
+        (`_WHERE_KNOWN`: files stay as they were written before these were recorded); `num_cls` and
+        `readout` only for a model pooled otherwise than by its [CLS] row."""
         data: dict[str, Any] = {}
         for item in fields(self):
             if item.name == "preprocessing":
                 data |= {key: getattr(self.preprocessing, name) for key, name in _PREPROCESSING_KEYS.items()}
+            elif item.name in _WHERE_NOT_DEFAULT:
+                if getattr(self, item.name) != _WHERE_NOT_DEFAULT[item.name]:
+                    data[item.name] = getattr(self, item.name)
             elif item.name not in _WHERE_KNOWN or getattr(self, item.name):
                 data[item.name] = getattr(self, item.name)
         return data
@@ -95,6 +142,8 @@ class BackboneInfo:
 
 _WHERE_KNOWN = ("num_classes", "mlp_size", "test_time_registers")
 """Fields written only where they are not 0."""
+_WHERE_NOT_DEFAULT = {"num_cls": 1, "readout": "cls"}
+"""Fields written only where they differ from the default (every [CLS] model's file stays as it was)."""
 _PREPROCESSING_KEYS = {
     "image_mean": "mean",
     "image_std": "std",

@@ -21,8 +21,6 @@ from harness.decomposition import (
     PIXELS,
     Decomposition,
     depth_names,
-    split_names,
-    variant_names,
 )
 from harness.info import BackboneInfo
 from harness.records import EvaluatedImages, FeatureStore
@@ -210,9 +208,9 @@ def all_feature_names(info: BackboneInfo, layers: bool = False) -> tuple[str, ..
     the per-layer entries when blocks are decomposed as they run): what features.safetensors holds."""
     depth = depth_names(info.num_registers, info.num_distillation) if layers else ()
     return (
-        *variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation),
-        *split_names(info.num_distillation),
-        HIDDEN_CLS_COSINE,
+        *info.variant_names(),
+        *info.split_names(),
+        *((HIDDEN_CLS_COSINE,) if info.num_cls else ()),
         *PENULTIMATE,
         *depth,
     )

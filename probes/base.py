@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torchmetrics import Metric
 
-from harness import PROJECTION, BackboneInfo, Extra, TokenLayout, split_names, variant_names
+from harness import PROJECTION, BackboneInfo, Extra, TokenLayout
 from probes.metrics.stats import ColumnStats
 from probes.view import ComparedView, RunView
 
@@ -119,9 +119,7 @@ class ProbeContext:
     def layout(self) -> TokenLayout:
         """Token positions at this run's (square) resolution."""
         info = self.info
-        return TokenLayout.for_image(
-            self.resolution, self.resolution, info.patch_size, info.num_registers, info.num_distillation
-        )
+        return info.layout(self.resolution, self.resolution)
 
     @property
     def num_tokens(self) -> int:
@@ -132,13 +130,13 @@ class ProbeContext:
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the backbone produces."""
         info = self.info
-        every = variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation)
+        every = info.variant_names()
         return every if self.only_variants is None else tuple(v for v in every if v in self.only_variants)
 
     @property
     def split_names(self) -> tuple[str, ...]:
         """`split/{group}` of every group the [CLS] attention is split over."""
-        return split_names(self.info.num_distillation)
+        return self.info.split_names()
 
     def width(self, variant: str) -> int:
         """Feature size of a `{readout}/{variant}` (the projection readout has its own)."""

@@ -15,7 +15,6 @@ from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
 from harness.extras.head_terms import HeadTerms, head_prefix
-from harness.tokens import present_groups
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.stats import ColumnStats
 from probes.plotting import GROUP_LABELS, run_title, subplots
@@ -101,9 +100,7 @@ class HeadsProbe(Probe):
     def from_context(cls, context: ProbeContext) -> HeadsProbe:
         info = context.info
         blocks = tuple(sorted({*context.layers, info.num_layers}))
-        return cls(
-            blocks, info.num_layers, info.num_heads, present_groups(info.num_registers, info.num_distillation)
-        )
+        return cls(blocks, info.num_layers, info.num_heads, info.groups)
 
     def __init__(self, blocks: Sequence[int], num_layers: int, num_heads: int, groups: Sequence[str]) -> None:
         super().__init__()
@@ -212,7 +209,7 @@ class HeadsProbe(Probe):
         blocks = cls.blocks_of(run)
         if not blocks:
             return {}
-        layers, groups = run.num_layers, present_groups(run.num_registers, run.num_distillation)
+        layers, groups = run.num_layers, run.info.groups
         columns = min(len(blocks), 4)
         rows = math.ceil(len(blocks) / columns)
         heads = run.arrays[cls.result_prefix(blocks[0], layers) + "share"].shape[0]

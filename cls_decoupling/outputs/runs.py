@@ -24,7 +24,7 @@ from common.errors import UserError
 from common.run_folders import COMPLETE_MARKER as COMPLETE_MARKER  # written last
 from common.run_folders import FIGURES_DIR as FIGURES_DIR
 from common.run_folders import RESULTS_FILE as RESULTS_FILE
-from harness import BackboneInfo, variant_names
+from harness import BackboneInfo
 
 # the names above live in layer 0 (`common.run_folders`): the data side recognises a run
 # folder by them and leaves it out of a listing
@@ -115,7 +115,7 @@ class Run:
     def variants(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the run's backbone produces, in canonical order."""
         info = self.info
-        return variant_names(info.num_registers, info.projection_dim > 0, info.num_distillation)
+        return info.variant_names()
 
     @property
     def interventions(self) -> tuple[str, ...]:

@@ -100,6 +100,9 @@ class Family(ABC):
     embeddings_normalise: ClassVar[bool] = False
     """Whether `embeddings` is a norm on the token sequence (CLIP's pre-norm, timm's `norm_pre`), so
     its input holds the tokens as the embedding made them; else its output does."""
+    readout: ClassVar[str] = "cls"
+    """How its pooled output is read (`harness.info.READOUTS`): "cls", the final norm of the last
+    block's [CLS] row; "map", an attention-pooling head over the final-normed tokens (`pool_view`)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model: Any = model  # a model of one of `model_types`
@@ -178,6 +181,8 @@ class Family(ABC):
             "projection_dim": self.projection.out_features if self.projection is not None else 0,
             "num_distillation": 0,
             "mlp_size": self.mlp_size(),
+            "num_cls": 1,
+            "readout": self.readout,
         }
 
     def described(self) -> dict[str, Any]:
@@ -191,6 +196,19 @@ class Family(ABC):
                 "test_time_registers": added.count,
             }
         return described
+
+    def pool_view(self) -> PoolView | None:
+        """The attention-pooling head under the decomposition's names, for a "map" readout; None for
+        a [CLS] readout."""
+        return None
+
+    def pool_of(self, sequence: Tensor) -> Tensor:
+        """The pooled output from the last block's output (batch, tokens, hidden): the final norm of
+        its [CLS] row, or the pooling head on the final-normed tokens and what follows it."""
+        pool = self.pool_view()
+        if pool is None:
+            return self.final_norm(sequence[:, 0])
+        return pool.after(pool.module(self.final_norm(sequence)))
 
     def hooked_blocks(self) -> set[int]:
         """The blocks (1-based) that carry hooks of their own inside: those of test-time registers'
@@ -231,8 +249,8 @@ class Family(ABC):
 
     @property
     def final_norm(self) -> nn.Module:
-        """The norm after the last block, whose [CLS] row is the pooled output (transformers'
-        `layernorm` unless a family says otherwise)."""
+        """The norm after the last block: of its [CLS] row, the pooled output; of every token, what
+        an attention-pooling head reads (transformers' `layernorm` unless a family says otherwise)."""
         return self.model.layernorm
 
     @abstractmethod
@@ -241,7 +259,7 @@ class Family(ABC):
 
     @abstractmethod
     def pooled(self, pixel_values: Tensor) -> Tensor:
-        """The model's own forward pass; its pooled [CLS] output (batch, hidden)."""
+        """The model's own forward pass; its pooled output (batch, hidden)."""
 
     @abstractmethod
     def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
@@ -290,6 +308,96 @@ class BlockView:
     norm2: nn.Module
     mlp: nn.Module
     layer_scale2: nn.Module
+
+
+@dataclass(frozen=True)
+class PoolView:
+    """An attention-pooling head (MAP: SigLIP's, timm's `AttentionPoolLatent`) under the names of a
+    block view, read as the block whose [CLS] query is the head's learned `latent`: over the tokens
+    it reads (the final-normed output of the last block, `Family.final_norm`), a = o_proj(softmax(q
+    k^T) v) with q = q_proj(latent), then v + mlp(norm2(v)), then `after` (timm's `fc_norm`). It has
+    no residual: no skip (docs/design.md#readouts). `module` is the head itself (its input is what it
+    reads; its output, then `after`, is the pooled output)."""
+
+    module: nn.Module
+    latent: Tensor  # (hidden,): the learned query before q_proj
+    attention: AttentionView
+    norm2: nn.Module
+    mlp: nn.Module
+    after: nn.Module
+    norm1: nn.Module = field(default_factory=nn.Identity)  # the latent is not normed
+
+    @property
+    def layer_scale1(self) -> UnitScale:
+        return UnitScale(self.attention.o_proj)
+
+    @property
+    def layer_scale2(self) -> UnitScale:
+        return UnitScale(self.attention.o_proj)
+
+
+class InProjection(nn.Module):
+    """q, k or v of torch's `nn.MultiheadAttention` (one fused `in_proj_weight`): its rows applied to
+    the attention's input. torch runs the fused projection inside one call, so a forward hook on
+    this part goes on `norm`, the module whose output the attention reads (a block's `ln_1`), and
+    computes the part there: it fires in the model's own pass. Without `norm` it takes no hook."""
+
+    def __init__(self, attention: nn.MultiheadAttention, part: int, norm: nn.Module | None = None) -> None:
+        super().__init__()
+        self.attention, self.norm = attention, norm
+        width = attention.embed_dim
+        self.rows = slice(part * width, (part + 1) * width)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        bias = self.attention.in_proj_bias
+        return nn.functional.linear(
+            inputs, self.attention.in_proj_weight[self.rows], None if bias is None else bias[self.rows]
+        )
+
+    def register_forward_hook(self, hook: Any, **kwargs: Any) -> Any:
+        if self.norm is None:
+            raise ValueError("this projection runs inside torch's MultiheadAttention: no hook sees it")
+
+        def on_norm(module: nn.Module, inputs: Any, output: Tensor) -> Any:
+            hook(self, (output,), self(output))
+
+        return self.norm.register_forward_hook(on_norm, **kwargs)
+
+
+class OutProjection(nn.Module):
+    """The output projection (`out_proj`) of torch's `nn.MultiheadAttention`, which torch applies
+    inside one call: the decomposition reads its weight and bias; a hook before it would never fire,
+    so asking for one is an error (`Family.reads_heads` is False)."""
+
+    def __init__(self, linear: nn.Linear) -> None:
+        super().__init__()
+        self.linear = linear
+
+    @property
+    def weight(self) -> Tensor:
+        return self.linear.weight
+
+    @property
+    def bias(self) -> Tensor | None:
+        return self.linear.bias
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return self.linear(inputs)
+
+    def register_forward_pre_hook(self, hook: Any, **kwargs: Any) -> Any:
+        raise ValueError(
+            "torch's nn.MultiheadAttention applies its output projection inside one call: the heads' "
+            "outputs before it cannot be read or replaced there"
+        )
+
+
+def multihead_view(attention: nn.MultiheadAttention, norm: nn.Module | None = None) -> AttentionView:
+    """torch's `nn.MultiheadAttention` under the decomposition's names (`InProjection`,
+    `OutProjection`; hooks on q, k, v go on `norm`, the module whose output it reads)."""
+    heads = attention.num_heads
+    head_dim = attention.embed_dim // heads
+    q, k, v = (InProjection(attention, part, norm) for part in range(3))
+    return AttentionView(q, k, v, OutProjection(attention.out_proj), heads, head_dim, head_dim**-0.5)
 
 
 MLP_OUTPUTS: tuple[str, ...] = ("fc2", "down_proj", "c_proj")

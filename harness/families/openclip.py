@@ -12,7 +12,7 @@ from typing import Any, ClassVar, cast
 from torch import Tensor, nn
 
 from common.preparation import Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, GammaScale, UnitScale
+from harness.families.base import BlockView, Family, GammaScale, UnitScale, multihead_view
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -21,58 +21,6 @@ OPENAI_MEAN = (0.48145466, 0.4578275, 0.40821073)
 OPENAI_STD = (0.26862954, 0.26130258, 0.27577711)
 _TOWERS = ("VisionTransformer",)
 _HOLDERS = ("CLIP", "CustomTextCLIP")
-
-
-class _InProjection(nn.Module):
-    """q, k or v of torch's `nn.MultiheadAttention` (one fused `in_proj_weight`): its rows applied to
-    the block's attention input. torch runs the fused projection inside one call, so a forward hook
-    on this part goes on the block's `ln_1` (the attention's input) and computes the part there: it
-    fires in the model's own pass."""
-
-    def __init__(self, attention: nn.MultiheadAttention, norm: nn.Module, part: int) -> None:
-        super().__init__()
-        self.attention, self.norm = attention, norm
-        width = attention.embed_dim
-        self.rows = slice(part * width, (part + 1) * width)
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        bias = self.attention.in_proj_bias
-        return nn.functional.linear(
-            inputs, self.attention.in_proj_weight[self.rows], None if bias is None else bias[self.rows]
-        )
-
-    def register_forward_hook(self, hook: Any, **kwargs: Any) -> Any:
-        def on_norm(module: nn.Module, inputs: Any, output: Tensor) -> Any:
-            hook(self, (output,), self(output))
-
-        return self.norm.register_forward_hook(on_norm, **kwargs)
-
-
-class _OutProjection(nn.Module):
-    """The attention's output projection (`out_proj`), which torch applies inside one call: the
-    decomposition reads its weight and bias; a hook before it would never fire, so asking for one
-    is an error (`OpenCLIPFamily.reads_heads`)."""
-
-    def __init__(self, linear: nn.Linear) -> None:
-        super().__init__()
-        self.linear = linear
-
-    @property
-    def weight(self) -> Tensor:
-        return self.linear.weight
-
-    @property
-    def bias(self) -> Tensor | None:
-        return self.linear.bias
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        return self.linear(inputs)
-
-    def register_forward_pre_hook(self, hook: Any, **kwargs: Any) -> Any:
-        raise ValueError(
-            "open_clip's attention (torch's nn.MultiheadAttention) applies its output projection "
-            "inside one call: the heads' outputs before it cannot be read or replaced there"
-        )
 
 
 class _Projection(nn.Module):
@@ -202,11 +150,7 @@ class OpenCLIPFamily(Family):
 
     def view(self, block: Any) -> Any:
         attention = block.attn
-        heads = attention.num_heads
-        parts = [_InProjection(attention, block.ln_1, part) for part in range(3)]
-        query, key, value = parts
-        output = _OutProjection(attention.out_proj)
-        view = AttentionView(query, key, value, output, heads, attention.head_dim, attention.head_dim**-0.5)
+        view = multihead_view(attention, block.ln_1)
         scales = [
             GammaScale(scale) if hasattr(scale, "gamma") else UnitScale(attention.out_proj)
             for scale in (block.ls_1, block.ls_2)

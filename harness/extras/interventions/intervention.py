@@ -20,7 +20,7 @@ from harness.extras.interventions.reference import ReferenceKey, ReferenceStatis
 from harness.families import Family
 from harness.info import BackboneInfo
 from harness.taps import BlockParts, Tap
-from harness.tokens import GROUPS, TokenLayout, present_groups
+from harness.tokens import GROUPS, TokenLayout
 
 _NAMED: tuple[str, ...] = (*GROUPS, "high_norm", "skip")
 """The targets named as they are (the others carry numbers: `register3`, `token5`, `head2`,
@@ -446,7 +446,7 @@ class Intervention(Extra):
         that cannot act on its targets there, or `AbsentTargetError` for a token group it lacks."""
         if self.blocks[-1] > info.num_layers:
             raise ValueError(f"{self.name}: this backbone has blocks 1..{info.num_layers}")
-        groups = present_groups(info.num_registers, info.num_distillation)
+        groups = info.groups
         if absent := self.absent_targets(groups):
             raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")
         registers = TokenLayout(info.num_registers, 1, 1, info.num_distillation)
