@@ -176,6 +176,8 @@ class Probe(nn.Module, ABC):
         opt_in: True for probes that cost extra forward passes: never part of `all`.
         needs_hidden_states: True for probes that read `hidden/cls` (every block's [CLS] state),
             which features.safetensors does not hold: they cannot be re-run from saved features.
+        needs_cls: True for probes that read the [CLS] token's state at every block (`hidden/cls`,
+            `hidden/cls_cosine`): a model without one (SigLIP) cannot feed them (`unsupported`).
         needs_bank: True for probes that read a bank of training features (`--train-data`): left
             out of `all` without one.
         reads_head: True for the probe that applies a head of train_probe.py (`--head`).
@@ -197,6 +199,7 @@ class Probe(nn.Module, ABC):
     opt_in: ClassVar[bool] = False
     needs_bank: ClassVar[bool] = False
     needs_hidden_states: ClassVar[bool] = False
+    needs_cls: ClassVar[bool] = False
     reads_head: ClassVar[bool] = False
     needs_interventions: ClassVar[bool] = False
     under_interventions: ClassVar[str] = ""
@@ -212,6 +215,14 @@ class Probe(nn.Module, ABC):
                 f"two probes are named {cls.name!r}: {known.__module__}.{known.__qualname__} and {where}"
             )
         REGISTERED[cls.name] = cls
+
+    @classmethod
+    def unsupported(cls, info: BackboneInfo) -> str:
+        """Why the model `info` describes cannot feed this probe ("" when it can): by default, a
+        probe that reads the [CLS] token's states (`needs_cls`) on a model without one."""
+        if cls.needs_cls and not info.num_cls:
+            return f"reads the [CLS] token's state at every block, and {info.name} has no [CLS] token"
+        return ""
 
     @classmethod
     def replayable(cls) -> bool:

@@ -30,6 +30,7 @@ class LayerCKAProbe(Probe):
     """
 
     name = "cka_layers"
+    needs_cls = True  # hidden/cls
     position = 110
     needs_layers = True
     needs_hidden_states = True  # hidden/cls: not in features.safetensors

@@ -32,6 +32,7 @@ class LayerwiseProbe(ColumnStatsProbe):
     """
 
     name = "layerwise"
+    needs_cls = True  # hidden/cls
     position = 60
     under_interventions = "decomposition"
 

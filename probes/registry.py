@@ -12,6 +12,7 @@ from dataclasses import dataclass, replace
 
 from common.errors import UserError
 from common.lazy import import_every_module
+from harness import BackboneInfo
 from probes.base import REGISTERED, Probe, ProbeContext
 from probes.interventions import Intervened
 
@@ -130,6 +131,16 @@ class ProbeSelection:
     def reads_head(self) -> bool:
         """Whether a selected probe applies a head of train_probe.py (`--head`)."""
         return any(probe.reads_head for probe in self.classes)
+
+    def for_model(self, info: BackboneInfo) -> ProbeSelection:
+        """The selection on the model `info` describes: `all` leaves out the probes it cannot feed
+        (`Probe.unsupported`); a named one is refused in one line."""
+        reasons = {probe.name: reason for probe in self.classes if (reason := probe.unsupported(info))}
+        if not reasons:
+            return self
+        if self.everything:
+            return ProbeSelection(tuple(name for name in self.names if name not in reasons), everything=True)
+        raise ProbeSelectionError("; ".join(f"probe {name} {reason}" for name, reason in reasons.items()))
 
     def for_data(self, labelled: bool) -> ProbeSelection:
         """The selection on data with (or without) class labels: `all` leaves out the probes that

@@ -598,13 +598,16 @@ def intervention_blocks(text: str, num_layers: int | None) -> Intervention:
         raise UserError(str(error)) from None
 
 
-def checked_maps(text: str | None, num_heads: int | None) -> tuple[tuple[str, ...], tuple[int, ...]]:
+def checked_maps(
+    text: str | None, num_heads: int | None, readout: str = "cls"
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """`--maps` read from the registry of maps: (maps, heads) for a backbone of `num_heads` heads
-    (None: the syntax only); every map and no head when not given."""
+    read by `readout` (`num_heads` None: the syntax only); every map it can have and no head when
+    not given."""
     from harness.extras import parse_maps
 
     try:
-        return parse_maps(text or "all", num_heads)
+        return parse_maps(text or "all", num_heads, readout)
     except ValueError as error:
         raise UserError(str(error)) from None
 
@@ -724,6 +727,7 @@ def run_one(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
     probes.check_own_head(backbone.info, backbone.classifier)
+    selection = selection.for_model(backbone.info)
     register_record = None
     if test_time_registers:
         searched = probes.reference or data  # ProbeOptions builds a reference whenever registers are asked
@@ -733,7 +737,7 @@ def run_one(
     interventions, skipped_interventions = applicable_interventions(
         probes.interventions, backbone, data.resolution
     )
-    maps, heads = checked_maps(probes.maps, backbone.info.num_heads)
+    maps, heads = checked_maps(probes.maps, backbone.info.num_heads, backbone.info.readout)
     bank, train_description = None, None
     if probes.train is not None:
         bank, train_description = build_bank(backbone, probes.train, trainer_options)

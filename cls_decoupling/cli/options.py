@@ -260,6 +260,10 @@ def load_checked_backbone(
         chosen = parse_layers(layers, backbone.info.num_layers)
     except ValueError as error:
         raise UserError(str(error)) from None
+    if chosen and not backbone.info.num_cls:
+        raise UserError(
+            f"--layers {layers}: the per-block decomposition reads the [CLS] row; {name} has none"
+        )
     if compile_backend is not None:
         backbone = backbone.compiling(compile_backend)
     return backbone, chosen

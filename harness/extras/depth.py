@@ -50,6 +50,10 @@ class Depth(Extra):
             raise ValueError("Depth needs at least one block")
 
     def check(self, backbone: DecomposingBackbone) -> None:
+        if not backbone.info.num_cls:
+            raise ValueError(
+                f"the per-block decomposition reads the [CLS] row; {backbone.info.name} has none"
+            )
         count = backbone.info.num_layers
         if not 1 <= self.layers[0] <= self.layers[-1] <= count:
             raise ValueError(f"layers are numbered 1..{count}, got {list(self.layers)}")

@@ -72,6 +72,8 @@ class HeadTerms(Extra):
 
     def check(self, backbone: DecomposingBackbone) -> None:
         count = backbone.info.num_layers
+        if not backbone.info.num_cls and any(layer != count for layer in self.layers):
+            raise ValueError(f"the heads of a block's [CLS] update: {backbone.info.name} has no [CLS] token")
         if self.layers and not 1 <= self.layers[0] <= self.layers[-1] <= count:
             raise ValueError(f"layers are numbered 1..{count}, got {list(self.layers)}")
 
@@ -82,7 +84,7 @@ class HeadTerms(Extra):
     def run(self, call: Call, taps: Mapping[str, Tap]) -> ExtraResult:
         capture, backbone = call.capture, call.backbone
         last = decompose_heads(
-            backbone.last_block, capture.block_input, capture.keys, capture.values, capture.layout
+            backbone.read_view, capture.block_input, capture.keys, capture.values, capture.layout
         )
         entries = {HEADS_PREFIX + name: value for name, value in last.items()}
         if "heads" in taps:

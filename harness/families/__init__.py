@@ -15,11 +15,12 @@ from __future__ import annotations
 from torch import nn
 from transformers import AutoModel, PretrainedConfig
 
-from harness.families.base import AttentionView, BlockView, Family, LoadAs, UnitScale
+from harness.families.base import AttentionView, BlockView, Family, LoadAs, PoolView, UnitScale
 from harness.families.clip import CLIPFamily
 from harness.families.dinov2 import Dinov2Family
 from harness.families.dinov3 import Dinov3Family
 from harness.families.openclip import OpenCLIPFamily
+from harness.families.siglip import SiglipFamily
 from harness.families.timm_vit import TimmFamily
 from harness.families.vit import DeiTFamily, ViTFamily
 
@@ -34,6 +35,8 @@ __all__ = [
     "Family",
     "LoadAs",
     "OpenCLIPFamily",
+    "PoolView",
+    "SiglipFamily",
     "TimmFamily",
     "UnitScale",
     "ViTFamily",
@@ -44,7 +47,8 @@ __all__ = [
 ]
 
 FAMILIES: tuple[type[Family], ...] = (
-    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, TimmFamily, OpenCLIPFamily,
+    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, SiglipFamily, TimmFamily,
+    OpenCLIPFamily,
 )  # fmt: skip
 
 

@@ -26,9 +26,9 @@ carries: its extra tokens count as registers."""
 class UnitScale(nn.Module):
     """Layer scale of a family without one: gamma = 1 (no parameters: runs in its input's dtype)."""
 
-    def __init__(self, like: nn.Linear) -> None:
+    def __init__(self, like: nn.Module) -> None:
         super().__init__()
-        self._like = [like]  # a reference, not a child: its size, device and dtype
+        self._like: list[Any] = [like]  # a reference, not a child (a projection): its size, device and dtype
 
     @property
     def lambda1(self) -> Tensor:

@@ -21,6 +21,7 @@ def chefer_step(relevance: Tensor | None, attention: Tensor, gradient: Tensor) -
 
 class CheferMap(AttributionMap):
     name = "chefer"
+    reads_cls_rows = True  # relevance read from the [CLS] row of every block
     position = 30
     description = (
         "Chefer et al. 2021: R += E_h[(grad A * A)^+] R per block, the gradient through the model's own pass"

@@ -20,6 +20,7 @@ from harness.extras.attribution.maps import AttributionMap, MapCall
 
 class LeGradMap(AttributionMap):
     name = "legrad"
+    reads_cls_rows = True  # relevance read from the [CLS] row of every block
     position = 35
     description = (
         "Bousselham et al. 2024: the positive gradient of the target w.r.t. each block's attention, averaged"

@@ -41,11 +41,14 @@ class AttributionMap(ABC):
         name: its name (`--maps`, results `maps/{name}/...`, entries `attribution/{name}`).
         position: where it sits among the maps (figures, results, the default `--maps`).
         description: one line for `--help` and the README.
+        reads_cls_rows: whether it reads the [CLS] row of the blocks' attention (rollout, Chefer,
+            LeGrad): it explains the [CLS] readout only, not an attention-pooling head's.
     """
 
     name: ClassVar[str]
     position: ClassVar[int] = 1000
     description: ClassVar[str]
+    reads_cls_rows: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
@@ -158,14 +161,14 @@ class MapCall:
         """The last block's [CLS] attention over the patches, per head: (batch, heads, patches)."""
         capture = self.capture
         with torch.autocast(device_type=capture.keys.device.type, enabled=False):
-            weights = cls_attention(self.backbone.last_block, capture.block_input, capture.keys)
+            weights = cls_attention(self.backbone.read_view, capture.block_input, capture.keys)
         return weights[:, :, self.layout.slice("patch")]
 
     @functools.cached_property
     def patch_terms(self) -> tuple[Tensor, Tensor]:
         """Each patch's exact contribution c_j to the last [CLS] update (batch, patches, hidden), and
         the direction of that update, `attention/full` (batch, hidden)."""
-        capture, view = self.capture, self.backbone.last_block
+        capture, view = self.capture, self.backbone.read_view
         with torch.autocast(device_type=capture.keys.device.type, enabled=False):
             contributions = token_contributions(view, capture.block_input, capture.keys, capture.values)
             update = contributions.sum(dim=1) + output_bias_term(view)

@@ -39,6 +39,7 @@ class RollingOut(Tap):
 
 class RolloutMap(AttributionMap):
     name = "rollout"
+    reads_cls_rows = True  # relevance read from the [CLS] row of every block
     position = 20
     description = "Abnar & Zuidema 2020: the [CLS] row of prod_l (0.5 E_h[A_l] + 0.5 I)"
 

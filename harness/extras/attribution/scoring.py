@@ -56,23 +56,27 @@ def head_map_names(heads: Sequence[int]) -> tuple[str, ...]:
     return tuple(f"{HEAD_MAP}{head}" for head in heads)
 
 
-def parse_maps(text: str, num_heads: int | None = None) -> tuple[tuple[str, ...], tuple[int, ...]]:
-    """`--maps`: `all` (every registered map), map names, `heads` (every head's map: about 4 passes
-    per head) and `attention_head{h}`, joined by commas -> (maps in registry order, heads ascending).
-    Without `num_heads` only the syntax is checked (`heads` -> none).
+def parse_maps(
+    text: str, num_heads: int | None = None, readout: str = "cls"
+) -> tuple[tuple[str, ...], tuple[int, ...]]:
+    """`--maps`: `all` (every registered map; for a model read by an attention-pooling head,
+    `readout` "map", those that do not read the blocks' [CLS] rows), map names, `heads` (every
+    head's map: about 4 passes per head) and `attention_head{h}`, joined by commas -> (maps in
+    registry order, heads ascending). Without `num_heads` only the syntax is checked (`heads` -> none).
 
     >>> parse_maps("chefer,rollout,attention_head2")
     (('rollout', 'chefer'), (2,))
 
     Raises:
-        ValueError: an unknown map or a head outside 1..num_heads.
+        ValueError: an unknown map, a head outside 1..num_heads, or a map that reads the [CLS] rows
+            named for a "map" readout.
     """
     words = [word.strip() for word in text.split(",") if word.strip()]
     maps: set[str] = set()
     heads: set[int] = set()
     for word in words:
         if word == "all":
-            maps |= set(MAPS)
+            maps |= {name for name, kind in MAPS.items() if readout == "cls" or not kind.reads_cls_rows}
         elif word == EVERY_HEAD:
             heads |= set(range(1, (num_heads or 0) + 1))
         elif match := re.fullmatch(rf"{HEAD_MAP}(\d+)", word):
@@ -86,6 +90,11 @@ def parse_maps(text: str, num_heads: int | None = None) -> tuple[tuple[str, ...]
         raise ValueError("--maps names no map")
     if num_heads is not None and (wrong := sorted(h for h in heads if not 1 <= h <= num_heads)):
         raise ValueError(f"--maps: this backbone has heads 1..{num_heads}, got {wrong}")
+    if readout != "cls" and (rows := sorted(name for name in maps if MAPS[name].reads_cls_rows)):
+        raise ValueError(
+            f"--maps {', '.join(rows)}: they explain the [CLS] row of the blocks, and this model's "
+            "output is read by an attention-pooling head"
+        )
     return tuple(name for name in map_names() if name in maps), tuple(sorted(heads))
 
 
@@ -141,6 +150,11 @@ class AttributionMaps(Extra):
         count = backbone.info.num_heads
         if wrong := [head for head in self.heads if not 1 <= head <= count]:
             raise ValueError(f"this backbone has heads 1..{count}, got {wrong}")
+        if backbone.info.readout != "cls" and (rows := [m for m in self.maps if MAPS[m].reads_cls_rows]):
+            raise ValueError(
+                f"maps {', '.join(rows)} explain the [CLS] row of the blocks, and {backbone.info.name}'s "
+                "output is read by an attention-pooling head"
+            )
 
     def taps(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Mapping[str, Tap]:
         chosen = ((name, MAPS[name]().tap(backbone, layout)) for name in self.maps)

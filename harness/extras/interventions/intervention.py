@@ -446,6 +446,11 @@ class Intervention(Extra):
         that cannot act on its targets there, or `AbsentTargetError` for a token group it lacks."""
         if self.blocks[-1] > info.num_layers:
             raise ValueError(f"{self.name}: this backbone has blocks 1..{info.num_layers}")
+        if info.readout != "cls" and (self.level != "model" or self.mode == "knockout"):
+            raise ValueError(
+                f"{self.name}: it rebuilds a block's [CLS] row, and {info.name}'s output is read by an "
+                "attention-pooling head; replace tokens at the model level instead"
+            )
         groups = info.groups
         if absent := self.absent_targets(groups):
             raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")
@@ -504,8 +509,9 @@ class Intervention(Extra):
         assert isinstance(tap, _Input) and tap.tokens is not None
         applied = self.mode_of().tap(self, backbone, layout, call.indices)
         captured = backbone.capture_from(tap.tokens, layout, start, (applied,))
-        rows = torch.cat([call.capture.cls_states[:, :start], captured.cls_states[:, start:]], dim=1)
-        captured = replace(captured, cls_states=rows)
+        clean, own = call.capture.cls_states, captured.cls_states
+        if clean is not None and own is not None:  # a model with a [CLS] token
+            captured = replace(captured, cls_states=torch.cat([clean[:, :start], own[:, start:]], dim=1))
         if self.rebuilds_last(backbone.info.num_layers):
             output = {"output/full": captured.pooled}
             if backbone.family.projection is not None:
