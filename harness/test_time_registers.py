@@ -83,8 +83,8 @@ class _MovingNeurons:
     but [CLS]. Outside the block's own forward (the decomposition rebuilding a [CLS] row with the
     block's MLP) it does nothing: the model leaves [CLS]'s activations as they are."""
 
-    def __init__(self, neurons: Sequence[int], count: int, start: int) -> None:
-        self.neurons, self.count, self.start = list(neurons), count, start
+    def __init__(self, neurons: Sequence[int], count: int, start: int, num_cls: int = 1) -> None:
+        self.neurons, self.count, self.start, self.num_cls = list(neurons), count, start, num_cls
         self.running = False
 
     def enter(self, module: nn.Module, inputs: tuple[Any, ...]) -> None:
@@ -99,7 +99,7 @@ class _MovingNeurons:
         activations = inputs[0]
         chosen = activations[..., self.neurons]  # images, tokens, neurons
         moved = torch.zeros_like(chosen)
-        moved[:, 0] = chosen[:, 0]
+        moved[:, : self.num_cls] = chosen[:, : self.num_cls]  # [CLS] keeps its own
         moved[:, self.start : self.start + self.count] = signed_max(chosen)[:, None, None]
         activations = activations.clone()
         activations[..., self.neurons] = moved
@@ -134,15 +134,16 @@ def with_test_time_registers(
             raise ValueError(f"register neurons of block {block}: its MLP has neurons 0..{width - 1}")
     made = copy.deepcopy(model)
     own = family_for(made)
-    architecture = own.architecture()
-    start = 1 + architecture["num_distillation"] + architecture["num_registers"]
+    architecture = own.described()
+    num_cls = architecture["num_cls"]
+    start = num_cls + architecture["num_distillation"] + architecture["num_registers"]
     inserting = _Inserting(count, start)
     if own.embeddings_normalise:  # the zeros enter the pre-norm, as the authors' OpenCLIP does
         own.embeddings.register_forward_pre_hook(inserting.before)
     else:
         own.embeddings.register_forward_hook(inserting.after)
     for block, found in sorted(chosen.items()):
-        moving = _MovingNeurons(found, count, start)
+        moving = _MovingNeurons(found, count, start, num_cls)
         layer = own.blocks[block - 1]
         layer.register_forward_pre_hook(moving.enter)
         layer.register_forward_hook(moving.leave, always_call=True)  # also when the block raises

@@ -48,14 +48,22 @@ class RegistersProbe(Probe):
     def from_context(cls, context: ProbeContext) -> RegistersProbe:
         layout = context.layout
         return cls(
-            context.info.hidden_size, layout.num_tokens, layout.num_registers, layout.slice("register").start
-        )
+            context.info.hidden_size, layout.num_tokens, layout.num_registers, layout.slice("register").start,
+            layout.num_cls,
+        )  # fmt: skip
 
     def __init__(
-        self, hidden_size: int, num_tokens: int, num_registers: int, first_register: int = 1
+        self,
+        hidden_size: int,
+        num_tokens: int,
+        num_registers: int,
+        first_register: int = 1,
+        first_token: int = 1,
     ) -> None:
         super().__init__()
-        self.metric = HighNormToken(hidden_size, num_tokens, num_registers, first_register=first_register)
+        self.metric = HighNormToken(
+            hidden_size, num_tokens, num_registers, first_register=first_register, first_token=first_token
+        )
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         self.metric.update(*(decomposition[name] for name in PENULTIMATE))

@@ -100,7 +100,7 @@ class Family(ABC):
     embeddings_normalise: ClassVar[bool] = False
     """Whether `embeddings` is a norm on the token sequence (CLIP's pre-norm, timm's `norm_pre`), so
     its input holds the tokens as the embedding made them; else its output does."""
-    readout: ClassVar[str] = "cls"
+    readout: str = "cls"
     """How its pooled output is read (`harness.info.READOUTS`): "cls", the final norm of the last
     block's [CLS] row; "map", an attention-pooling head over the final-normed tokens (`pool_view`)."""
 
@@ -181,14 +181,13 @@ class Family(ABC):
             "projection_dim": self.projection.out_features if self.projection is not None else 0,
             "num_distillation": 0,
             "mlp_size": self.mlp_size(),
-            "num_cls": 1,
-            "readout": self.readout,
         }
 
     def described(self) -> dict[str, Any]:
-        """`architecture` as the model runs: test-time registers it carries
-        (`harness.test_time_registers`) counted among its registers, and recorded."""
-        described = self.architecture()
+        """`architecture` as the model runs, with its readout (`readout`, and `num_cls` 1 unless the
+        architecture says 0): test-time registers it carries (`harness.test_time_registers`) counted
+        among its registers, and recorded."""
+        described = {"num_cls": 1, "readout": self.readout} | self.architecture()
         added = getattr(self.model, TEST_TIME_REGISTERS, None)
         if added is not None:
             described |= {

@@ -7,28 +7,29 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any
 
-from timm.layers import LayerScale, PatchEmbed
+from timm.layers import AttentionPoolLatent, LayerScale, PatchEmbed
 from timm.layers.attention import Attention as TimmAttention
 from timm.models.vision_transformer import Block as TimmBlock
 from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, GammaScale, UnitScale
+from harness.families.base import AttentionView, BlockView, Family, GammaScale, PoolView, UnitScale
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
 
 
 class _FusedPart(nn.Module):
-    """q, k or v of a fused `qkv` projection (timm): its rows of the weight, then the per-head norm
-    the model applies to it (timm's q_norm / k_norm; identity by default). Forward hooks go on the
-    fused projection and see this part of its output, so they fire in the model's own pass."""
+    """q, k or v of a fused `qkv` projection (timm; k or v of an attention pool's `kv`, `parts` 2): its
+    rows of the weight, then the per-head norm the model applies to it (timm's q_norm / k_norm;
+    identity by default). Forward hooks go on the fused projection and see this part of its output,
+    so they fire in the model's own pass."""
 
-    def __init__(self, qkv: nn.Linear, part: int, heads: int, norm: nn.Module) -> None:
+    def __init__(self, qkv: nn.Linear, part: int, heads: int, norm: nn.Module, parts: int = 3) -> None:
         super().__init__()
         self.qkv, self.norm, self.heads = qkv, norm, heads
-        width = qkv.out_features // 3
+        width = qkv.out_features // parts
         self.rows = slice(part * width, (part + 1) * width)
 
     def _finish(self, projected: Tensor) -> Tensor:
@@ -78,22 +79,30 @@ class TimmFamily(Family):
         problem = self.unsupported(model)
         if problem:
             raise ValueError(f"{type(model).__name__} ({problem}) is not a supported ViT")
-        self._final_norm = nn.Sequential(self.model.norm, self.model.fc_norm)
+        pool = model.attn_pool
+        self.readout = "cls" if pool is None else "map"
+        # a [CLS] readout: fc_norm(norm(x)) of the [CLS] row; a pool reads norm(x), fc_norm follows it
+        self._final_norm = nn.Sequential(model.norm, model.fc_norm) if pool is None else model.norm
+        self._pool = None if pool is None else _pool_view(pool, model.fc_norm)
 
     @staticmethod
     def unsupported(model: Any) -> str:
         """What keeps the decomposition from this timm model ("" when nothing does)."""
-        if model.cls_token is None:
+        if model.attn_pool is not None:
+            problem = _unsupported_pool(model)
+            if problem:
+                return problem
+        elif model.cls_token is None:
             return "no [CLS] token"
         if type(model.patch_embed) is not PatchEmbed:  # a hybrid's CNN stem: its stride is no patch size
             return f"a {type(model.patch_embed).__name__} patch embedding"
         if len(set(model.patch_embed.patch_size)) != 1:
             return f"{'x'.join(map(str, model.patch_embed.patch_size))} patches"
-        if model.global_pool != "token" or model.attn_pool is not None:
-            return f"its output pools with {model.global_pool!r}, not the [CLS] token"
+        if model.global_pool not in ("token", "map"):
+            return f"its output pools with {model.global_pool!r}, not the [CLS] token or an attention pool"
         if getattr(model, "dist_token", None) is not None:
             return "a distillation token"
-        if model.num_prefix_tokens != 1 + model.num_reg_tokens:
+        if model.num_prefix_tokens != int(model.cls_token is not None) + model.num_reg_tokens:
             return f"{model.num_prefix_tokens} prefix tokens"
         for block in model.blocks:
             if type(block) is not TimmBlock or type(block.attn) is not TimmAttention:
@@ -133,6 +142,7 @@ class TimmFamily(Family):
             "projection_dim": 0,
             "num_distillation": 0,
             "mlp_size": self.mlp_size(),
+            "num_cls": int(model.cls_token is not None),
         }
 
     @property
@@ -153,6 +163,9 @@ class TimmFamily(Family):
             for scale in (block.ls1, block.ls2)
         ]
         return BlockView(block.norm1, view, scales[0], block.norm2, block.mlp, scales[1])
+
+    def pool_view(self) -> PoolView | None:
+        return self._pool
 
     @property
     def embeddings(self) -> nn.Module:
@@ -176,3 +189,31 @@ class TimmFamily(Family):
 
     def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         return self.model.blocks(tokens)
+
+
+def _unsupported_pool(model: Any) -> str:
+    """What keeps the decomposition from a timm model's attention pool ("" when nothing does): one
+    latent query read as the pooled output, over every token, with an MLP after it."""
+    pool = model.attn_pool
+    if type(pool) is not AttentionPoolLatent:
+        return f"a {type(pool).__name__} attention pool"
+    if pool.latent_len != 1 or pool.pool != "token" or pool.pos_embed is not None:
+        return "an attention pool of several latents or with positions of its own"
+    if pool.mlp is None or not isinstance(pool.q, nn.Linear):
+        return "an attention pool without a query projection or an MLP"
+    if model.num_prefix_tokens and not model.pool_include_prefix:
+        return "an attention pool that leaves the prefix tokens out"
+    return ""
+
+
+def _pool_view(pool: Any, after: nn.Module) -> PoolView:
+    """timm's `AttentionPoolLatent` under the decomposition's names: its `q` (then `q_norm`), the two
+    parts of its `kv` (k then `k_norm`), `proj`, then x + mlp(norm(x)), then `after` (fc_norm)."""
+    heads = pool.num_heads
+    query = _FusedPart(pool.q, 0, heads, pool.q_norm, parts=1)
+    key, value = (
+        _FusedPart(pool.kv, part, heads, norm, parts=2)
+        for part, norm in enumerate((pool.k_norm, nn.Identity()))
+    )
+    view = AttentionView(query, key, value, pool.proj, heads, pool.head_dim, pool.scale)
+    return PoolView(pool, pool.latent.reshape(-1), view, pool.norm, pool.mlp, after)

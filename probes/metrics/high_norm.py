@@ -35,6 +35,7 @@ class HighNormToken(Metric):
         num_tokens: sequence length (1 + registers + patches).
         num_registers: register tokens.
         first_register: the first register's position (1, after [CLS]; 2 after a distillation token).
+        first_token: the first position the token may hold (1, after [CLS]; 0 for a model without).
         top_dims: how many dimensions the last two results average over.
         kwargs: torchmetrics' Metric arguments (`compute_on_cpu`, `sync_on_compute`, ...).
     """
@@ -59,6 +60,7 @@ class HighNormToken(Metric):
         num_registers: int,
         top_dims: int = TOP_DIMS,
         first_register: int = 1,
+        first_token: int = 1,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -67,7 +69,7 @@ class HighNormToken(Metric):
                 f"need 2+ tokens, 1+ dims, top_dims >= 1; got {num_tokens}, {hidden_size}, {top_dims}"
             )
         self.num_registers, self.top_dims = num_registers, min(top_dims, hidden_size)
-        self.first_register = first_register
+        self.first_register, self.first_token = first_register, first_token
         for name, shape in {
             "n": (), "register_hits": (), "positions": (num_tokens,), "unit_sum": (hidden_size,),
             "state_sum": (hidden_size,), "state_norm1_sum": (hidden_size,),
@@ -82,8 +84,8 @@ class HighNormToken(Metric):
         # checked where it costs nothing; on an accelerator the check would wait for the device
         # every batch (index_add_ below still refuses positions past the end there)
         on_host = position.device.type == "cpu" and position.numel()
-        if on_host and (position.min() < 1 or position.max() >= self.positions.shape[0]):
-            raise ValueError(f"token positions must lie in 1..{self.positions.shape[0] - 1}")
+        if on_host and (position.min() < self.first_token or position.max() >= self.positions.shape[0]):
+            raise ValueError(f"token positions must lie in {self.first_token}..{self.positions.shape[0] - 1}")
         state = state.double()
         self.n += position.numel()
         first = self.first_register

@@ -25,6 +25,7 @@ from harness.families import FAMILIES, Family, LoadAs, family_for, load_as, shor
 from tests.conftest import tiny_model
 from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 from tests.harness.test_openclip import tiny_tower
+from tests.harness.test_pooled import tiny_siglip
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "dinov2": lambda: tiny_model(registers=0),
@@ -34,6 +35,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "clip": tiny_clip,
     "timm": tiny_timm,
     "open_clip": lambda: tiny_tower(),
+    "siglip": tiny_siglip,
 }
 """A tiny random model of every family."""
 
@@ -51,7 +53,7 @@ def test_short_names_are_their_familys_and_point_at_its_hub_ids() -> None:
     assert short_names() == HUB_MODELS
     assert sum(len(family.short_names) for family in FAMILIES) == len(HUB_MODELS)  # no name twice
     owners = {name: family.name for family in FAMILIES for name in family.short_names}
-    assert {owners[name] for name in HUB_MODELS} == {"dinov2", "dinov3", "clip", "open_clip"}
+    assert {owners[name] for name in HUB_MODELS} == {"dinov2", "dinov3", "clip", "open_clip", "siglip"}
     assert owners["dinov2_vitg14_reg"] == "dinov2" and owners["clip_vitb16"] == "clip"
     for name, hub_id in HUB_MODELS.items():  # open_clip's: its hub layout, loaded by open_clip
         opened = hub_id.startswith("open_clip:")

@@ -1,0 +1,231 @@
+"""Models read by an attention-pooling head (the "map" readout): transformers' SigLIP and timm's
+ViTs with `global_pool='map'`. The pool is recomputed here from its own modules, written from the
+description (a learned latent attends over the final-normed tokens, then x + MLP(norm(x))), and
+the decomposition is checked against it and against the model's own pooled output."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+import timm
+import torch
+from torch import Tensor, nn
+from torch.testing import assert_close
+from transformers import SiglipConfig, SiglipModel, SiglipTextConfig, SiglipVisionConfig, SiglipVisionModel
+
+from harness import DecomposingBackbone, with_test_time_registers
+from harness.extras import Intervention
+
+
+def tiny_siglip(layers: int = 2) -> SiglipVisionModel:
+    torch.manual_seed(0)
+    config = SiglipVisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=layers, num_attention_heads=4,
+        image_size=32, patch_size=8,
+    )  # fmt: skip
+    return SiglipVisionModel(config).eval()
+
+
+def tiny_timm_map(**options: Any) -> nn.Module:
+    """A timm ViT pooled by `AttentionPoolLatent` (SigLIP in timm: no [CLS]); `options` add a [CLS],
+    registers, layer scale (the pool then reads every token: `pool_include_prefix`)."""
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2,
+        num_heads=4, dynamic_img_size=True, num_classes=0, global_pool="map",
+        **({"class_token": False} | options),
+    )  # fmt: skip
+    with torch.no_grad():  # the pool's biases and latent off their init, so every term is visible
+        for name, parameter in model.attn_pool.named_parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return model.eval()
+
+
+WITH_PREFIX = {"class_token": True, "reg_tokens": 2, "pool_include_prefix": True, "init_values": 0.5}
+
+MODELS: dict[str, Callable[[], nn.Module]] = {
+    "siglip": tiny_siglip,
+    "timm": tiny_timm_map,
+    "timm_cls_registers": lambda: tiny_timm_map(**WITH_PREFIX),
+}
+
+
+def pool_reference(backbone: DecomposingBackbone, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """The pool recomputed from its own parameters: (its input tokens, the per-head attention of
+    the latent over them (batch, heads, tokens), its attention output before the MLP)."""
+    family = backbone.family
+    kept: list[Tensor] = []
+    pool = family.pool_view()
+    assert pool is not None
+    handle = pool.module.register_forward_pre_hook(lambda module, inputs: kept.append(inputs[0]))
+    try:
+        family.pooled(pixels)
+    finally:
+        handle.remove()
+    tokens = kept[0]
+    module = pool.module
+    if isinstance(getattr(module, "attention", None), nn.MultiheadAttention):  # SigLIP's head
+        latent = module.probe.expand(tokens.shape[0], -1, -1)
+        output, weights = module.attention(latent, tokens, tokens, need_weights=True, average_attn_weights=False)
+        return tokens, weights[:, :, 0], output[:, 0]
+    heads = module.num_heads  # timm's AttentionPoolLatent, written out
+    query = module.q_norm(module.q(module.latent).unflatten(-1, (heads, -1)).transpose(1, 2))
+    key, value = module.kv(tokens).unflatten(-1, (2, heads, -1)).permute(2, 0, 3, 1, 4)
+    key = module.k_norm(key)
+    weights = ((query * module.scale) @ key.transpose(-1, -2)).softmax(dim=-1)  # batch, heads, 1, tokens
+    output = module.proj((weights @ value).transpose(1, 2).flatten(2))
+    return tokens, weights[:, :, 0], output[:, 0]
+
+
+def scaled(expected: Tensor) -> dict[str, float]:
+    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
+
+
+@pytest.mark.parametrize("family", MODELS)
+@pytest.mark.parametrize("side", [32, 48])
+@torch.no_grad()
+def test_the_pool_decomposes_exactly_into_its_token_groups(family: str, side: int) -> None:
+    backbone = DecomposingBackbone.from_model(MODELS[family]())
+    info = backbone.info
+    assert info.readout == "map" and info.num_cls == (1 if family == "timm_cls_registers" else 0)
+    pixels = torch.randn(3, 3, side, side, generator=torch.Generator().manual_seed(side))
+    decomposition = backbone(pixels)
+    own = backbone.family.pooled(pixels)
+    assert_close(decomposition["output/full"], own, **scaled(own))
+    assert decomposition.pooler_error < 1e-5 * own.abs().max()
+    # no residual around a pool: no skip variant; the groups are the model's
+    assert not [name for name in decomposition if name.endswith("/skip")]
+    assert set(decomposition.variants) == set(info.variant_names())
+    tokens, weights, attended = pool_reference(backbone, pixels)
+    layout = backbone.layout_for(pixels)
+    assert tokens.shape[1] == layout.num_tokens
+    assert_close(decomposition["attention/full"], attended, **scaled(attended))
+    bias = backbone.read_view.attention.o_proj.bias
+    groups = layout.groups
+    summed = sum(decomposition[f"attention/{group}"] - bias for group in groups) + bias
+    assert_close(summed, attended, **scaled(attended))
+    for group in ("cls", "register", "patch"):  # the shares are the pool's own attention weights
+        expected = weights[:, :, layout.slice(group)].sum(dim=-1).mean(dim=1)
+        assert_close(decomposition[f"split/{group}"], expected, rtol=1e-5, atol=1e-6)
+    patches = weights[:, :, layout.slice("patch")].mean(dim=1).view(-1, layout.grid_height, layout.grid_width)
+    assert_close(decomposition["map/attention"], patches, rtol=1e-5, atol=1e-6)
+    if family == "timm_cls_registers":  # every group's term is there and moves the output
+        for group in ("cls", "register"):
+            assert (decomposition[f"output/{group}"] - decomposition["output/full"]).abs().max() > 1e-3
+
+
+@torch.no_grad()
+def test_a_whole_siglip_is_read_through_its_image_tower() -> None:
+    tower = tiny_siglip().config
+    text = SiglipTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    whole = SiglipModel(SiglipConfig(vision_config=tower.to_dict(), text_config=text.to_dict())).eval()
+    backbone = DecomposingBackbone.from_model(whole)
+    pixels = torch.randn(2, 3, 32, 32)
+    expected = whole.get_image_features(pixel_values=pixels)
+    expected = getattr(expected, "pooler_output", expected)
+    assert_close(backbone(pixels)["output/full"], expected, **scaled(expected))
+
+
+def test_a_siglip_without_its_pooling_head_is_refused() -> None:
+    config = tiny_siglip().config
+    config.vision_use_head = False
+    with pytest.raises(ValueError, match="no attention-pooling head"):
+        DecomposingBackbone.from_model(SiglipVisionModel(config))
+
+
+@torch.no_grad()
+def test_model_level_zero_on_a_pooled_model_is_its_own_forward_with_those_rows_zeroed() -> None:
+    backbone = DecomposingBackbone.from_model(tiny_timm_map(**WITH_PREFIX))
+    pixels = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(3))
+    layout = backbone.layout_for(pixels)
+    for target in ("patch", "register", "cls"):
+        intervention = Intervention((target,), (2,), "zero")
+        got = backbone(pixels, extras=[intervention]).pass_of(intervention.name)["output/full"]
+        rows = layout.slice(target)
+
+        def zeroed(module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+            edited = inputs[0].clone()
+            edited[:, rows] = 0
+            return (edited, *inputs[1:])
+
+        handle = backbone.family.blocks[1].register_forward_pre_hook(zeroed)
+        try:
+            expected = backbone.family.pooled(pixels)
+        finally:
+            handle.remove()
+        assert_close(got, expected, **scaled(expected))
+
+
+def test_what_reads_the_cls_row_is_refused_on_a_pooled_model() -> None:
+    from harness.extras import AttributionMaps, Depth
+
+    siglip = DecomposingBackbone.from_model(tiny_siglip())
+    pixels = torch.randn(1, 3, 32, 32)
+    with pytest.raises(ValueError, match="has none"):
+        siglip(pixels, extras=[Depth((1,))])
+    with pytest.raises(ValueError, match="attention-pooling head"):
+        siglip(pixels, extras=[Intervention(("patch",), (2,), "zero", "readout")])
+    with pytest.raises(ValueError, match="attention-pooling head"):
+        siglip(pixels, extras=[Intervention(("patch",), (2,), "knockout")])
+    with pytest.raises(ValueError, match="attention-pooling head"):
+        siglip(pixels, extras=[AttributionMaps(("rollout",))])
+
+
+@torch.no_grad()
+def test_test_time_registers_on_a_model_without_cls_start_the_sequence() -> None:
+    model = tiny_siglip()
+    added = with_test_time_registers(model, {1: [3, 7]}, count=1)
+    backbone = DecomposingBackbone.from_model(added)
+    assert backbone.info.num_registers == 1 and backbone.info.num_cls == 0
+    pixels = torch.randn(2, 3, 32, 32)
+    decomposition = backbone(pixels)
+    own = backbone.family.pooled(pixels)
+    assert decomposition.pooler_error < 1e-5 * own.abs().max()
+    assert "attention/register" in decomposition and decomposition["split/register"].min() > 0
+
+
+def siglip_folder(root: Path, whole: bool = False) -> Path:
+    model = tiny_siglip(layers=3)
+    if whole:
+        text = SiglipTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+        config = SiglipConfig(vision_config=model.config.to_dict(), text_config=text.to_dict())
+        model = SiglipModel(config)
+    model.save_pretrained(root)
+    return root
+
+
+@pytest.mark.parametrize("whole", [False, True])
+def test_the_command_line_runs_a_saved_siglip(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], whole: bool
+) -> None:
+    from cls_decoupling.cli import evaluate
+    from tests.conftest import write_photos
+
+    folder = siglip_folder(tmp_path / "siglip", whole)
+    write_photos(tmp_path / "photos", 4)
+    capsys.readouterr()  # what saving printed
+    common = ["--backbone", str(folder), "--data", "folder", "--data-dir", str(tmp_path / "photos"),
+              "--batch-size", "2", "--num-workers", "0", "--resolution", "32"]  # fmt: skip
+    refused = {
+        "layerwise": ["--probe", "layerwise"],
+        "layers": ["--probe", "split", "--layers", "all"],
+        "readout": ["--probe", "interventions", "--intervene", "patch@last:zero:readout"],
+        "rollout": ["--probe", "attribution", "--maps", "rollout"],
+    }
+    for name, options in refused.items():
+        assert evaluate.main([*common, *options, "--output", str(tmp_path / name)]) == 2, name
+        err = capsys.readouterr().err
+        last = err.strip().splitlines()[-1]  # after the loader's progress bar
+        assert last.startswith("error:") and "Traceback" not in err, (name, err)
+        assert not (tmp_path / name / "results.json").exists()
+    assert evaluate.main([*common, "--probe", "all", "--output", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())
+    backbone = results["backbone"]
+    assert backbone["family"] == "siglip" and backbone["readout"] == "map" and backbone["num_cls"] == 0
+    assert results["run"]["max_pooler_error"] < 1e-4
+    assert "cka/output/patch" in results["results"] and not any("skip" in key for key in results["results"])
+    assert not any(key.startswith("layerwise/") for key in results["results"])
