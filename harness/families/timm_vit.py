@@ -51,8 +51,9 @@ class TimmFamily(Family):
     """timm's `VisionTransformer` (DeiT III, timm's ViTs, DINOv2 / CLIP in timm's layout): fused `qkv`
     (q and k after the model's q_norm / k_norm), layer scale `ls1`/`ls2` where present, registers
     (`reg_token`) after [CLS]; `norm_pre` is the sequence entering the first block; the readout is
-    `fc_norm(norm(x))` of the [CLS] row, the model's pre-logits output with `global_pool='token'`.
-    Position embeddings are resized as the model does it (`dynamic_img_size`); images are prepared as
+    `fc_norm(norm(x))` of the [CLS] row, the model's pre-logits output with `global_pool='token'`;
+    with `global_pool='map'` (timm's SigLIP) its `AttentionPoolLatent` on `norm(x)`, then `fc_norm`
+    (a "map" readout; no [CLS] token needed). Position embeddings are resized as the model does it (`dynamic_img_size`); images are prepared as
     the model's pretrained config says."""
 
     name = "timm"
