@@ -281,14 +281,12 @@ class InterventionsProbe(Probe):
         """Per intervention and model: the cosine of the output to the clean one and, where every run
         has a label probe, the drop of its full-output accuracy (a cosine near 1 can hide a large drop:
         what the class needs may be a small part of the output)."""
-        interventions = list(
-            dict.fromkeys(
-                i
-                for item in compared
-                for i in _interventions_of(item.run)
-                if i.prefix + COSINE in item.run.results
-            )
-        )
+        by_name: dict[str, Intervention] = {}  # one per name: `@last` is another block at another depth
+        for item in compared:
+            for intervention in _interventions_of(item.run):
+                if intervention.prefix + COSINE in item.run.results:
+                    by_name.setdefault(intervention.name, intervention)
+        interventions = list(by_name.values())
         if not interventions:
             return {}
         label = next(

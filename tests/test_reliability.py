@@ -722,6 +722,15 @@ def test_an_intervention_at_the_last_block_lines_up_across_depths(tmp_path: Path
     header, *rows = (tmp_path / "both" / "comparison.csv").read_text().splitlines()
     column = header.split(",").index("intervened/model/cls@last/zero/cosine_to_clean")
     assert all(row.split(",")[column] for row in rows) and len(rows) == 2
+    # and the figure has one group of bars for it (it had one per depth, each with one bar)
+    from cls_decoupling.outputs import load_run
+    from cls_decoupling.outputs.compare import Compared
+    from probes.interventions import InterventionsProbe
+
+    compared = [Compared(run, load_run(tmp_path / "both" / run)) for run in blocks]
+    figure = InterventionsProbe.comparison_figures(compared)["compare_interventions.png"]
+    labels = [tick.get_text() for tick in figure.axes[0].get_xticklabels()]
+    assert labels == ["model/cls@last/zero"]
 
 
 def test_the_one_shot_key_number_is_not_trivially_true_with_few_classes() -> None:

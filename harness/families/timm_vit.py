@@ -53,8 +53,8 @@ class TimmFamily(Family):
     (`reg_token`) after [CLS]; `norm_pre` is the sequence entering the first block; the readout is
     `fc_norm(norm(x))` of the [CLS] row, the model's pre-logits output with `global_pool='token'`;
     with `global_pool='map'` (timm's SigLIP) its `AttentionPoolLatent` on `norm(x)`, then `fc_norm`
-    (a "map" readout; no [CLS] token needed). Position embeddings are resized as the model does it (`dynamic_img_size`); images are prepared as
-    the model's pretrained config says."""
+    (a "map" readout; no [CLS] token needed). Position embeddings are resized as the model does it
+    (`dynamic_img_size`); images are prepared as the model's pretrained config says."""
 
     name = "timm"
     embeddings_normalise = True  # `embeddings` is its pre-norm

@@ -40,7 +40,7 @@ def tiny_timm_map(**options: Any) -> nn.Module:
         **({"class_token": False} | options),
     )  # fmt: skip
     with torch.no_grad():  # the pool's biases and latent off their init, so every term is visible
-        for name, parameter in model.attn_pool.named_parameters():
+        for parameter in model.attn_pool.parameters():
             parameter.add_(0.3 * torch.randn_like(parameter))
     return model.eval()
 
@@ -70,7 +70,8 @@ def pool_reference(backbone: DecomposingBackbone, pixels: Tensor) -> tuple[Tenso
     module = pool.module
     if isinstance(getattr(module, "attention", None), nn.MultiheadAttention):  # SigLIP's head
         latent = module.probe.expand(tokens.shape[0], -1, -1)
-        output, weights = module.attention(latent, tokens, tokens, need_weights=True, average_attn_weights=False)
+        attention = module.attention
+        output, weights = attention(latent, tokens, tokens, need_weights=True, average_attn_weights=False)
         return tokens, weights[:, :, 0], output[:, 0]
     heads = module.num_heads  # timm's AttentionPoolLatent, written out
     query = module.q_norm(module.q(module.latent).unflatten(-1, (heads, -1)).transpose(1, 2))
@@ -147,7 +148,7 @@ def test_model_level_zero_on_a_pooled_model_is_its_own_forward_with_those_rows_z
         got = backbone(pixels, extras=[intervention]).pass_of(intervention.name)["output/full"]
         rows = layout.slice(target)
 
-        def zeroed(module: nn.Module, inputs: tuple[Tensor, ...]) -> tuple[Tensor, ...]:
+        def zeroed(module: nn.Module, inputs: tuple[Tensor, ...], rows: slice = rows) -> tuple[Tensor, ...]:
             edited = inputs[0].clone()
             edited[:, rows] = 0
             return (edited, *inputs[1:])
@@ -191,8 +192,10 @@ def test_test_time_registers_on_a_model_without_cls_start_the_sequence() -> None
 def siglip_folder(root: Path, whole: bool = False) -> Path:
     model = tiny_siglip(layers=3)
     if whole:
-        text = SiglipTextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
-        config = SiglipConfig(vision_config=model.config.to_dict(), text_config=text.to_dict())
+        text = SiglipTextConfig(
+            hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4
+        ).to_dict()
+        config = SiglipConfig(vision_config=model.config.to_dict(), text_config=text)
         model = SiglipModel(config)
     model.save_pretrained(root)
     return root
