@@ -80,11 +80,12 @@ class TimmFamily(Family):
         problem = self.unsupported(model)
         if problem:
             raise ValueError(f"{type(model).__name__} ({problem}) is not a supported ViT")
-        pool = model.attn_pool
+        tower: Any = model
+        pool = tower.attn_pool
         self.readout = "cls" if pool is None else "map"
         # a [CLS] readout: fc_norm(norm(x)) of the [CLS] row; a pool reads norm(x), fc_norm follows it
-        self._final_norm = nn.Sequential(model.norm, model.fc_norm) if pool is None else model.norm
-        self._pool = None if pool is None else _pool_view(pool, model.fc_norm)
+        self._final_norm: nn.Module = nn.Sequential(tower.norm, tower.fc_norm) if pool is None else tower.norm
+        self._pool = None if pool is None else _pool_view(pool, tower.fc_norm)
 
     @staticmethod
     def unsupported(model: Any) -> str:
