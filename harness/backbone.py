@@ -7,7 +7,7 @@ from __future__ import annotations
 import contextlib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Hashable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import torch
@@ -20,6 +20,7 @@ from harness.decomposition import (
     HIDDEN_CLS_COSINE,
     Decomposition,
     HFBlock,
+    artifact_mask,
     decompose_last_block,
     highest_norm_token,
     projection_readout,
@@ -161,6 +162,17 @@ class DecomposingBackbone(nn.Module):
         """The same model, its unread blocks compiled with `backend` (the same results, to rounding)."""
         return type(self)(self.model, self.info, backend, self.classifier)
 
+    def with_artifacts(self, threshold: float) -> DecomposingBackbone:
+        """The same model with its patches split by norm (docs/design.md#artifacts): those whose L2
+        norm in the last block's input exceeds `threshold` are the `artifact` group (recorded as
+        `info.artifact_threshold`; 0: no split).
+
+        Raises:
+            ValueError: a negative or NaN threshold.
+        """
+        return type(self)(self.model, replace(self.info, artifact_threshold=float(threshold)), self.compiled,
+                          self.classifier)  # fmt: skip
+
     @property
     def last_block(self) -> HFBlock:
         """The last block under the decomposition's names (its family's view)."""
@@ -272,9 +284,11 @@ class DecomposingBackbone(nn.Module):
     def decompose(self, capture: Capture) -> Decomposition:
         """Every variant, split and per-image quantity of docs/design.md#the-decomposition from one
         capture, with the pooler error: the largest difference of output/full to the model's own."""
+        threshold = self.info.artifact_threshold
+        artifacts = artifact_mask(capture.penultimate, capture.layout, threshold) if threshold else None
         tensors = decompose_last_block(
             self.read_view, self.after_readout, block_input=capture.block_input,
-            keys=capture.keys, values=capture.values, layout=capture.layout,
+            keys=capture.keys, values=capture.values, layout=capture.layout, artifacts=artifacts,
         )  # fmt: skip
         with torch.autocast(device_type=capture.penultimate.device.type, enabled=False):
             tensors |= highest_norm_token(self.last_block, capture.penultimate, capture.layout)

@@ -31,6 +31,12 @@ PROJECTION = "projection"
 VARIANTS: tuple[str, ...] = ("full", "patch", "register", "cls", "distillation", "skip")
 RENORMALISED_VARIANTS: tuple[str, ...] = ("patch", "register", "cls", "distillation")
 RENORM_SUFFIX = "_renorm"
+ARTIFACT_GROUPS: tuple[str, ...] = ("artifact", "ordinary")
+"""The patch group split by norm (`BackboneInfo.artifact_threshold`, docs/design.md#artifacts): the
+patches whose norm in the last block's input exceeds the threshold, and the other patches; their
+variants (and `_renorm`) and `split/artifact` join the decomposition, and `patch` stays every patch."""
+ARTIFACT_COUNT = "artifact/count"
+"""How many patches of each image are artifacts: (batch,)."""
 HIDDEN_CLS = "hidden/cls"
 """[CLS] hidden state after the embeddings and after every block: (batch, layers + 1, hidden)."""
 HIDDEN_CLS_COSINE = "hidden/cls_cosine"
@@ -62,7 +68,7 @@ as one (`harness.families.PoolView`: its query is its learned latent, and it has
 
 def variant_names(
     num_registers: int, projection: bool = False, num_distillation: int = 0, num_cls: int = 1,
-    skip: bool = True,
+    skip: bool = True, artifact: bool = False,
 ) -> tuple[str, ...]:  # fmt: skip
     """Names of every `{readout}/{variant}` a model with `num_registers` registers (and
     `num_distillation` distillation tokens, `num_cls` [CLS] tokens) has, and the
@@ -70,7 +76,9 @@ def variant_names(
 
     Models without registers have no register variants (their register group is empty); only
     distilled models have distillation variants; a model pooled by an attention head (`skip`
-    False) has no residual around its readout, so no skip variant.
+    False) has no residual around its readout, so no skip variant; with the patch group split by
+    norm (`artifact`) the `ARTIFACT_GROUPS` follow the groups, and their renormalised variants the
+    groups' ones.
 
     >>> [n.removeprefix("attention/") for n in variant_names(0) if n.startswith("attention/")]
     ['full', 'patch', 'cls', 'skip', 'patch_renorm', 'cls_renorm']
@@ -80,6 +88,9 @@ def variant_names(
     groups = present_groups(num_registers, num_distillation, num_cls)
     plain = [v for v in VARIANTS if (v not in GROUPS or v in groups) and (skip or v != "skip")]
     renorm = [v + RENORM_SUFFIX for v in RENORMALISED_VARIANTS if v in groups]
+    if artifact:
+        plain += ARTIFACT_GROUPS
+        renorm += [v + RENORM_SUFFIX for v in ARTIFACT_GROUPS]
     readouts = READOUTS + ((PROJECTION,) if projection else ())
     return tuple(f"{readout}/{v}" for readout in readouts for v in plain + renorm)
 
@@ -136,9 +147,12 @@ def depth_names(num_registers: int, num_distillation: int = 0) -> tuple[str, ...
     return tuple(DEPTH_PREFIX + q for q in depth_quantities(num_registers, num_distillation))
 
 
-def split_names(num_distillation: int = 0) -> tuple[str, ...]:
-    """Names of the per-image attention split, one per group of `split_groups`."""
-    return tuple(f"split/{group}" for group in split_groups(num_distillation))
+def split_names(num_distillation: int = 0, artifact: bool = False) -> tuple[str, ...]:
+    """Names of the per-image attention split, one per group of `split_groups`, and `split/artifact`
+    (part of `split/patch`) where the patches are split by norm."""
+    return tuple(f"split/{group}" for group in split_groups(num_distillation)) + (
+        ("split/artifact",) if artifact else ()
+    )
 
 
 class Decomposition(Mapping[str, Tensor]):
@@ -197,7 +211,7 @@ class Decomposition(Mapping[str, Tensor]):
         layout = self.layout
         return variant_names(
             layout.num_registers, f"{PROJECTION}/full" in self._tensors, layout.num_distillation,
-            layout.num_cls, "attention/skip" in self._tensors,
+            layout.num_cls, "attention/skip" in self._tensors, "attention/artifact" in self._tensors,
         )  # fmt: skip
 
 
@@ -259,6 +273,28 @@ def group_partial_sums(weights: Tensor, values: Tensor, layout: TokenLayout) -> 
         group_weights = weights[:, :, span].unsqueeze(2)  # batch, heads, 1, group tokens
         sums[group] = (group_weights @ values[:, :, span]).squeeze(2)  # batch, heads, head_dim
     return sums
+
+
+def artifact_mask(tokens: Tensor, layout: TokenLayout, threshold: float) -> Tensor:
+    """(batch, tokens) bool: the patches whose L2 norm in `tokens` (a block's input) exceeds
+    `threshold`; False at every other position."""
+    mask = tokens.float().norm(dim=-1) > threshold
+    mask[:, : layout.slice("patch").start] = False
+    return mask
+
+
+def artifact_sums(
+    weights: Tensor, values: Tensor, mask: Tensor, sums: Mapping[str, Tensor], masses: Mapping[str, Tensor]
+) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
+    """S_g and M^h_g of the `ARTIFACT_GROUPS` (the patches in `mask`, and the other patches: the patch
+    group's S and M less the artifacts'), from the read block's weights (batch, heads, tokens)."""
+    artifact_weights = weights * mask.unsqueeze(1).to(weights.dtype)  # batch, heads, tokens
+    artifact = (artifact_weights.unsqueeze(2) @ per_head(values, weights.shape[1])).squeeze(2)
+    artifact_mass = artifact_weights.sum(dim=-1)
+    return (
+        {"artifact": artifact, "ordinary": sums["patch"] - artifact},
+        {"artifact": artifact_mass, "ordinary": masses["patch"] - artifact_mass},
+    )
 
 
 def group_masses(weights: Tensor, layout: TokenLayout) -> dict[str, Tensor]:
@@ -375,6 +411,7 @@ def decompose_last_block(
     keys: Tensor,
     values: Tensor,
     layout: TokenLayout,
+    artifacts: Tensor | None = None,
 ) -> dict[str, Tensor]:
     """Every variant and split of docs/design.md#the-decomposition for one batch.
 
@@ -386,10 +423,13 @@ def decompose_last_block(
         keys: its key projections (batch, tokens, hidden).
         values: its value projections (batch, tokens, hidden).
         layout: token positions; must match the sequence length.
+        artifacts: (batch, tokens) bool, the patches split off as artifacts (`artifact_mask`); None:
+            no split.
 
     Returns:
         name -> tensor for every `variant_names(layout.num_registers)`, `split/*` and
-        `map/attention`. `output/full` is f, the model's pooled output.
+        `map/attention` (with `artifacts`, also the `ARTIFACT_GROUPS`' variants, `split/artifact` and
+        `ARTIFACT_COUNT`). `output/full` is f, the model's pooled output.
     """
     if block_input.shape[1] != layout.num_tokens:
         raise ValueError(
@@ -404,9 +444,15 @@ def decompose_last_block(
         renormalised = attention_readout(layer, renormalise(partial_sums, masses), skip)
         attention = {f"attention/{variant}": vector for variant, vector in zeroed.items()}
         attention |= {f"attention/{v}{RENORM_SUFFIX}": renormalised[v] for v in RENORMALISED_VARIANTS}
+        if artifacts is not None:
+            split_sums, split_masses = artifact_sums(weights, values, artifacts, partial_sums, masses)
+            bias = output_bias_term(layer)
+            for end, sums in (("", split_sums), (RENORM_SUFFIX, renormalise(split_sums, split_masses))):
+                attention |= {f"attention/{g}{end}": bias + contribution(layer, s) for g, s in sums.items()}
+            masses = {**masses, **split_masses}
         every = variant_names(
             layout.num_registers, num_distillation=layout.num_distillation, num_cls=layout.num_cls,
-            skip=not isinstance(layer, PoolView),
+            skip=not isinstance(layer, PoolView), artifact=artifacts is not None,
         )  # fmt: skip
         names = [name for name in every if name.startswith("attention/")]
         # output readout of every variant in one pass; output/full starts from m = s + attention/full
@@ -417,6 +463,9 @@ def decompose_last_block(
             name.replace("attention/", "output/", 1): out for name, out in zip(names, outputs, strict=True)
         }
         result |= {f"split/{g}": masses[g].mean(dim=1) for g in split_groups(layout.num_distillation)}
+        if artifacts is not None:
+            result["split/artifact"] = masses["artifact"].mean(dim=1)
+            result[ARTIFACT_COUNT] = artifacts.sum(dim=1).float()
         patch_weights = weights[:, :, layout.slice("patch")].mean(dim=1)
         result[ATTENTION_MAP] = patch_weights.view(-1, layout.grid_height, layout.grid_width)
     return result

@@ -45,6 +45,8 @@ class BackboneInfo:
         num_cls: 1, or 0 for a model without a [CLS] token (SigLIP: pooled by attention).
         readout: how the pooled output is read (`READOUTS`): "cls" or "map" (an attention-pooling
             head, which has no residual: no skip variant).
+        artifact_threshold: the patches whose norm in the last block's input exceeds it are the
+            `artifact` group (`harness.decomposition.ARTIFACT_GROUPS`); 0: no such split.
     """
 
     name: str
@@ -68,12 +70,15 @@ class BackboneInfo:
     test_time_registers: int = 0  # of num_registers, those added at test time (harness.test_time_registers)
     num_cls: int = 1  # 0: no [CLS] token (SigLIP)
     readout: str = "cls"  # "cls" or "map" (READOUTS)
+    artifact_threshold: float = 0.0  # > 0: the patches above this norm are the artifact group
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS or self.num_cls not in (0, 1):
             raise ValueError(f"readout {self.readout!r} ({self.num_cls} [CLS] tokens): not one of {READOUTS}")
         if self.num_cls == 0 and self.readout == "cls":
             raise ValueError("a model without a [CLS] token cannot be read from its [CLS] row")
+        if not self.artifact_threshold >= 0:  # NaN too
+            raise ValueError(f"artifact threshold {self.artifact_threshold}: give a norm above 0")
 
     @property
     def has_skip(self) -> bool:
@@ -94,12 +99,13 @@ class BackboneInfo:
     def variant_names(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the model's decomposition has (`variant_names`)."""
         return variant_names(
-            self.num_registers, self.projection_dim > 0, self.num_distillation, self.num_cls, self.has_skip
-        )
+            self.num_registers, self.projection_dim > 0, self.num_distillation, self.num_cls, self.has_skip,
+            self.artifact_threshold > 0,
+        )  # fmt: skip
 
     def split_names(self) -> tuple[str, ...]:
         """`split/{group}` of every group the readout's attention is split over (`split_names`)."""
-        return split_names(self.num_distillation)
+        return split_names(self.num_distillation, self.artifact_threshold > 0)
 
     @property
     def identity(self) -> str:
@@ -140,7 +146,7 @@ class BackboneInfo:
         return cls(**known, preprocessing=replace(DINOV2_EVALUATION, **stored))
 
 
-_WHERE_KNOWN = ("num_classes", "mlp_size", "test_time_registers")
+_WHERE_KNOWN = ("num_classes", "mlp_size", "test_time_registers", "artifact_threshold")
 """Fields written only where they are not 0."""
 _WHERE_NOT_DEFAULT = {"num_cls": 1, "readout": "cls"}
 """Fields written only where they differ from the default (every [CLS] model's file stays as it was)."""

@@ -13,6 +13,8 @@ import torch
 from torch import nn
 from torch.testing import assert_close
 from transformers import (
+    BeitConfig,
+    BeitModel,
     CLIPVisionConfig,
     CLIPVisionModel,
     DINOv3ViTConfig,
@@ -65,10 +67,21 @@ def test_unknown_name_lists_names_and_closest_match() -> None:
 
 
 def test_unsupported_folder_and_non_checkpoint_file_are_refused(tmp_path: Path) -> None:
-    SiglipVisionModel(  # no [CLS] token: out of scope
-        SiglipVisionConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    BeitModel(  # relative positions inside its attention: out of scope
+        BeitConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    ).save_pretrained(tmp_path / "beit")
+    with pytest.raises(UnknownBackboneError, match=r"BeitModel is not a supported ViT \(Dinov2Model"):
+        load_backbone(tmp_path / "beit")
+    SiglipVisionModel(  # no [CLS] token and no pooling head: nothing reads its output
+        SiglipVisionConfig(
+            hidden_size=32,
+            num_hidden_layers=1,
+            num_attention_heads=2,
+            intermediate_size=32,
+            vision_use_head=False,
+        )
     ).save_pretrained(tmp_path / "siglip")
-    with pytest.raises(UnknownBackboneError, match=r"SiglipVisionModel is not a supported ViT \(Dinov2Model"):
+    with pytest.raises(UnknownBackboneError, match=r"no attention-pooling head"):
         load_backbone(tmp_path / "siglip")
     (tmp_path / "unknown").mkdir()
     (tmp_path / "unknown" / "config.json").write_text('{"hidden_size": 8}')
