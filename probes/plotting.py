@@ -19,8 +19,10 @@ NameOf = Callable[[str], str]
 """A probe's result name of a `{readout}/{variant}` (e.g. `lambda v: CKAProbe.result_name("cka", v)`)."""
 GROUP_COLOURS = {"cls": "#7f7f7f", "distillation": "#8c564b", "register": "#d62728", "patch": "#1f77b4"}
 """One colour per token group (`harness.GROUPS`)."""
+GROUP_COLOURS |= {"artifact": "#17becf", "ordinary": "#aec7e8"}  # the patches split by norm
 VARIANT_COLOURS = {**GROUP_COLOURS, "full": "#2ca02c", "skip": "#ff7f0e"}
-GROUP_LABELS = {"cls": "[CLS]", "distillation": "distillation", "register": "registers", "patch": "patches"}
+GROUP_LABELS = {"cls": "[CLS]", "distillation": "distillation", "register": "registers", "patch": "patches",
+                "artifact": "artifact patches", "ordinary": "ordinary patches"}  # fmt: skip
 
 
 def subplots(

@@ -39,7 +39,8 @@ class SplitProbe(Probe):
     distillation token), and the paper's two-way split.
 
     Results: `split/{cls,register,patch,register_vs_patch}/{mean,std}` over images (std ddof 0),
-    and `split/distillation/{mean,std}` for a distilled model.
+    `split/distillation/{mean,std}` for a distilled model, and `split/artifact/{mean,std}` (the
+    artifact patches' share, part of the patches') where the patches are split by norm.
     Arrays: `split/{column}/histogram` (images per bin of 20 equal bins of [0, 1]) and
     `split/bin_edges`.
 
@@ -52,10 +53,10 @@ class SplitProbe(Probe):
     under_interventions = "decomposition"
 
     @staticmethod
-    def columns_for(num_distillation: int = 0) -> tuple[str, ...]:
-        """The columns of a model with `num_distillation` distillation tokens: its `split_groups`,
-        then the two-way split."""
-        return (*split_groups(num_distillation), TWO_WAY)
+    def columns_for(num_distillation: int = 0, artifact: bool = False) -> tuple[str, ...]:
+        """The columns of a model with `num_distillation` distillation tokens: its `split_groups`, the
+        artifact patches where the patches are split by norm (part of `patch`), then the two-way split."""
+        return (*split_groups(num_distillation), *(("artifact",) if artifact else ()), TWO_WAY)
 
     COLUMNS: ClassVar[tuple[str, ...]] = columns_for(0)
     """The columns of every model; a distilled model's probe adds `distillation`."""
@@ -73,12 +74,12 @@ class SplitProbe(Probe):
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> SplitProbe:
-        return cls(context.info.num_distillation)
+        return cls(context.info.num_distillation, context.info.artifact_threshold > 0)
 
-    def __init__(self, num_distillation: int = 0) -> None:
+    def __init__(self, num_distillation: int = 0, artifact: bool = False) -> None:
         super().__init__()
-        self.names = split_names(num_distillation)
-        self.columns = self.columns_for(num_distillation)
+        self.names = split_names(num_distillation, artifact)
+        self.columns = self.columns_for(num_distillation, artifact)
         self.metric = ShareHistogram(columns=len(self.columns))
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
@@ -121,6 +122,7 @@ class SplitProbe(Probe):
             return {}
         registers = run.num_registers > 0
         groups = [g for g in split_groups(run.num_distillation) if registers or g != "register"]
+        groups += ["artifact"] if cls.result_name("artifact", "mean") in results else []
         histograms = cls.BIN_EDGES in run.arrays
         figure, axes = subplots(
             1, 2 if histograms else 1, figsize=(10 if histograms else 4.5, 3.8), squeeze=False
@@ -147,8 +149,13 @@ class SplitProbe(Probe):
         """The distribution of each group's share over images (registers only when the model has them)."""
         edges = run.arrays[cls.BIN_EDGES].numpy()
         # the parts of the whole first ([CLS], distillation, patches), then registers and the two-way split
-        present = set(cls.columns_for(run.num_distillation)) - (set() if registers else {"register", TWO_WAY})
-        columns = [c for c in ("cls", "distillation", "patch", "register", TWO_WAY) if c in present]
+        artifact = cls.histogram_name("artifact") in run.arrays
+        present = set(cls.columns_for(run.num_distillation, artifact)) - (
+            set() if registers else {"register", TWO_WAY}
+        )
+        columns = [
+            c for c in ("cls", "distillation", "patch", "artifact", "register", TWO_WAY) if c in present
+        ]
         rows = [(LABELS[c], run.arrays[cls.histogram_name(c)].numpy(), COLOURS[c]) for c in columns]
         histogram_rows(axis, rows, edges)
         axis.set_xlabel("share of [CLS] attention in one image")
@@ -166,7 +173,8 @@ class SplitProbe(Probe):
             1, 2 if with_histograms else 1, figsize=(figure_width, 4.0), squeeze=False,
         )  # fmt: skip
         axis = axes[0, 0]
-        columns = cls.columns_for(max(c.run.num_distillation for c in compared))
+        artifact = any(cls.result_name("artifact", "mean") in c.run.results for c in compared)
+        columns = cls.columns_for(max(c.run.num_distillation for c in compared), artifact)
         width = 0.8 / len(columns)
         for g, column in enumerate(columns):
             means = [c.run.results.get(cls.result_name(column, "mean"), np.nan) for c in compared]

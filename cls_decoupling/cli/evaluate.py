@@ -70,6 +70,26 @@ class ProbeOptions:
     """The images whose states the mean / shuffle / noise interventions read (--reference-*)."""
     maps: str | None = None
     """--maps, as written (the heads are checked once the backbone is loaded); None: every map."""
+    artifact_thresholds: tuple[float, ...] = ()
+    """--artifact-threshold: one norm for every backbone, or one per backbone (0: no split)."""
+
+    def check_artifacts(self, backbones: int) -> None:
+        """Refuse a count of thresholds that does not fit the backbones, or one that is not a norm."""
+        thresholds = self.artifact_thresholds
+        if thresholds and len(thresholds) not in (1, backbones):
+            raise UserError(
+                f"--artifact-threshold takes one norm, or one per backbone ({backbones}); "
+                f"got {len(thresholds)}"
+            )
+        if any(not (math.isfinite(value) and value >= 0) for value in thresholds):
+            raise UserError(f"--artifact-threshold is a norm: 0 (no split) or more, got {list(thresholds)}")
+
+    def artifact_for(self, position: int) -> float:
+        """The artifact threshold of the backbone at `position` (0: no split)."""
+        thresholds = self.artifact_thresholds
+        if not thresholds:
+            return 0.0
+        return thresholds[0] if len(thresholds) == 1 else thresholds[position]
 
     @property
     def own_head(self) -> bool:
@@ -123,7 +143,7 @@ class ProbeOptions:
             )  # fmt: skip
         return cls(
             args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
-            tuple(args.intervene or ()), reference, args.maps,
+            tuple(args.intervene or ()), reference, args.maps, tuple(args.artifact_threshold or ()),
         )  # fmt: skip
 
 
@@ -335,6 +355,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "per head) or attention_headN",
     )
     parser.add_argument(
+        "--artifact-threshold",
+        type=float,
+        nargs="+",
+        metavar="NORM",
+        help="split the patches into artifact (norm in the last block's input above NORM, e.g. 150 for "
+        "DINOv2-L as Darcet et al. and the test-time-registers paper use) and ordinary ones: their "
+        "variants, split/artifact and the intervention target `artifact`; one norm, or one per --backbone "
+        "(0: no split)",
+    )
+    parser.add_argument(
         "--test-time-registers",
         type=int,
         nargs="+",
@@ -452,8 +482,11 @@ def evaluate(
     names: list[str | None] = [*backbones] if backbones else [None]
     if from_features is not None and len(names) > 1:
         raise UserError("--from-features takes one run; compare replayed runs with --compare")
-    if from_features is not None and registers.counts:
-        raise UserError("--from-features replays saved features: it takes no --test-time-registers")
+    if from_features is not None and (registers.counts or probes.artifact_thresholds):
+        raise UserError(
+            "--from-features replays saved features: it takes no --test-time-registers or "
+            "--artifact-threshold (the features hold what their run split)"
+        )
     if from_features is not None and (data.resize is not None or data.crop_ratio is not None):
         raise UserError(
             "--from-features replays features of images prepared as their run prepared them: it takes "
@@ -466,6 +499,7 @@ def evaluate(
     replayed = None if from_features is None else load_record(from_features)
     selection = check_probe_options(probes, replayed)
     registers.check(len(names), searching="register_neurons" in selection.names)
+    probes.check_artifacts(len(names))
     if from_features is None:
         for name in names:
             if name is None:
@@ -473,9 +507,9 @@ def evaluate(
             resolve_backbone(name)  # a typo in any name, before the first backbone runs
         trainer.check()  # the device options, once, before any model loads
 
-    def one(name: str | None, folder: Path, test_time_registers: int) -> dict[str, Any]:
+    def one(name: str | None, folder: Path, position: int) -> dict[str, Any]:
         return run_one(name, folder, data, probes, selection, trainer, save_features, pos_interpolation,
-                       registers, test_time_registers)  # fmt: skip
+                       registers, registers.count_for(position), probes.artifact_for(position))  # fmt: skip
 
     with _locked(output):
         if len(names) == 1:
@@ -483,18 +517,19 @@ def evaluate(
             if from_features is not None:
                 assert replayed is not None  # read with from_features above
                 return [run_from_features(from_features, replayed, output, probes, selection, names[0])]
-            return [one(names[0], output, registers.count_for(0))]
+            return [one(names[0], output, 0)]
         counts = [registers.count_for(position) for position in range(len(names))]
-        labels = backbone_labels([name for name in names if name is not None], counts)
+        thresholds = [probes.artifact_for(position) for position in range(len(names))]
+        labels = backbone_labels([name for name in names if name is not None], counts, thresholds)
         for label in labels:
             check_output_dir(output / label, overwrite)
         check_output_dir(output, overwrite, COMPARISON_FILES, also=labels)
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
             mark_unfinished(output)  # an earlier comparison no longer describes the runs beside it
         summaries = []
-        for label, backbone, count in zip(labels, names, counts, strict=True):
+        for position, (label, backbone) in enumerate(zip(labels, names, strict=True)):
             log.info("backbone %s -> %s", backbone, output / label)
-            summaries.append(one(backbone, output / label, count))
+            summaries.append(one(backbone, output / label, position))
         if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
             write_comparison([(label, load_run(output / label)) for label in labels], output)
         return summaries
@@ -680,16 +715,24 @@ def compare_folders(folders: Sequence[Path], output: Path, overwrite: bool) -> N
     )
 
 
-def backbone_labels(backbones: Sequence[str], test_time_registers: Sequence[int] = ()) -> list[str]:
+def backbone_labels(
+    backbones: Sequence[str],
+    test_time_registers: Sequence[int] = (),
+    artifact_thresholds: Sequence[float] = (),
+) -> list[str]:
     """A folder name per backbone (`random:tiny_reg` -> `random_tiny_reg`, a path -> its last part;
-    `_ttr2` added for 2 test-time registers)."""
+    `_ttr2` added for 2 test-time registers, `_art150` for patches split by norm at 150, where the
+    backbones' thresholds differ)."""
     from cls_decoupling.outputs.writing import COMPARISON_FILES
 
     counts = list(test_time_registers) or [0] * len(backbones)
+    thresholds = list(artifact_thresholds) or [0.0] * len(backbones)
+    marked = len(set(thresholds)) > 1
     labels = [
         re.sub(r"[^\w.-]+", "_", Path(name).name if Path(name).exists() else name)
         + (f"_ttr{count}" if count else "")
-        for name, count in zip(backbones, counts, strict=True)
+        + (f"_art{threshold:g}" if marked and threshold else "")
+        for name, count, threshold in zip(backbones, counts, thresholds, strict=True)
     ]
     if len(set(labels)) != len(labels):
         raise UserError(f"each backbone once, please: {', '.join(backbones)} name the same run folders")
@@ -711,9 +754,11 @@ def run_one(
     pos_interpolation: str | None = None,
     registers: RegisterOptions = RegisterOptions(),
     test_time_registers: int = 0,
+    artifact_threshold: float = 0.0,
 ) -> dict[str, Any]:
     """Evaluate one backbone, with `test_time_registers` test-time registers (found as `registers`
-    says); write its run folder on rank 0 (`pos_interpolation`: see `harness.load_backbone`;
+    says) and its patches split by norm at `artifact_threshold` (0: no split); write its run folder
+    on rank 0 (`pos_interpolation`: see `harness.load_backbone`;
     `evaluate` has checked the device options)."""
     import torch
 
@@ -734,6 +779,8 @@ def run_one(
         backbone, register_record = add_test_time_registers(
             backbone, test_time_registers, registers, searched, trainer_options
         )
+    if artifact_threshold:  # on the model as evaluated (test-time registers included)
+        backbone = backbone.with_artifacts(artifact_threshold)
     interventions, skipped_interventions = applicable_interventions(
         probes.interventions, backbone, data.resolution
     )

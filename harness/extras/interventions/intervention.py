@@ -22,12 +22,17 @@ from harness.info import BackboneInfo
 from harness.taps import BlockParts, Tap
 from harness.tokens import GROUPS, TokenLayout
 
-_NAMED: tuple[str, ...] = (*GROUPS, "high_norm", "skip")
+ARTIFACT = "artifact"
+"""The target of the patches whose norm in the block's input exceeds the backbone's artifact threshold
+(`BackboneInfo.artifact_threshold`): a different set per image, so zeroed only."""
+_NAMED: tuple[str, ...] = (*GROUPS, "high_norm", "skip", ARTIFACT)
 """The targets named as they are (the others carry numbers: `register3`, `token5`, `head2`,
 `neurons:5,17`)."""
 TARGETS: tuple[str, ...] = (*_NAMED, "registerN", "tokenN", "headN", "neurons:I,J,K")
 """What an intervention acts on: a token group, the highest-norm non-[CLS] token of the block's
-input (the paper's high-norm token at the last block), the [CLS] skip stream (readout level), one
+input (the paper's high-norm token at the last block), the artifact patches of the block's input
+(`artifact`: above the backbone's artifact threshold; model level, zero), the [CLS] skip stream
+(readout level), one
 register (`register3`: the third, from 1), one token position (`token5`: sequence position 5, [CLS]
 at 0), one attention head's output (`head5`: the fifth, from 1) or a set of MLP neurons
 (`neurons:5,17,300`: their activations after the non-linearity, numbered from 0 as the MLP's hidden
@@ -392,7 +397,7 @@ class Intervention(Extra):
         patch, a head's output or a set of neurons covers every token) and whose mode allows it, so the
         shortened sequences hold its targets where the full one does."""
         before_patches = not any(
-            t == "patch" or one_token_kind(t) == "token" or acts_inside(t) for t in self.targets
+            t in ("patch", ARTIFACT) or one_token_kind(t) == "token" or acts_inside(t) for t in self.targets
         )
         return self.level == "model" and before_patches and self.mode_of().allows_deletion
 
@@ -451,6 +456,12 @@ class Intervention(Extra):
                 f"{self.name}: it rebuilds a block's [CLS] row, and {info.name}'s output is read by an "
                 "attention-pooling head; replace tokens at the model level instead"
             )
+        if ARTIFACT in self.targets and not info.artifact_threshold:  # skipped where one model has none
+            raise AbsentTargetError(
+                self.name, "the artifact patches are those above a norm: add --artifact-threshold"
+            )
+        if ARTIFACT in self.targets and self.mode != "zero":
+            raise ValueError(f"{self.name}: the artifact patches differ per image, so they are zeroed only")
         groups = info.groups
         if absent := self.absent_targets(groups):
             raise AbsentTargetError(self.name, f"this model has no {', '.join(absent)} tokens")

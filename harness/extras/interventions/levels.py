@@ -22,6 +22,7 @@ from torch import Tensor
 from harness.backbone import DecomposingBackbone
 from harness.decomposition import (
     HFBlock,
+    artifact_mask,
     attention_readout,
     cls_attention,
     contribution,
@@ -32,6 +33,7 @@ from harness.decomposition import (
     per_head,
 )
 from harness.extras.interventions.intervention import (
+    ARTIFACT,
     NEURONS,
     ONE_HEAD,
     ONE_TOKEN,
@@ -121,7 +123,7 @@ def per_image(indices: Tensor | None, rows: int) -> Tensor | None:
 class ModelLevel(Level):
     name = "model"
     description = "the target tokens' states entering the block are replaced; the network runs on them"
-    targets = (*GROUPS, "high_norm", ONE_TOKEN, ONE_HEAD, NEURONS)
+    targets = (*GROUPS, "high_norm", ARTIFACT, ONE_TOKEN, ONE_HEAD, NEURONS)
 
     def tap(self, intervention: Intervention, backbone: DecomposingBackbone, layout: TokenLayout,
             indices: Tensor | None) -> Tap:  # fmt: skip
@@ -184,6 +186,10 @@ class _ReplacingRows(Tap):
     def enter(self, number: int, tokens: Tensor) -> Tensor:
         indices = per_image(self.indices, tokens.shape[0])
         for target in self.rows:
+            if target == ARTIFACT:  # zeroed (`Intervention.check_model`): a different set per image
+                mask = artifact_mask(tokens, self.layout, self.backbone.info.artifact_threshold)
+                tokens = tokens.masked_fill(mask.unsqueeze(-1), 0.0)
+                continue
             rows = model_rows(target, tokens, self.layout)
             key = ReferenceKey("model", target, number)
             value = self.mode.replacement(take_rows(tokens, rows), key, indices, self.intervention.reference)
