@@ -219,9 +219,12 @@ class InterventionsProbe(Probe):
         cosine_axis = axes[0, 0]
         cosines = [run.results[i.prefix + COSINE] for i in interventions]
         errors = [run.results.get(i.prefix + COSINE + "_std", 0.0) for i in interventions]
-        cosine_axis.barh(positions, cosines, xerr=errors, color="#1f77b4")
+        bars = cosine_axis.barh(positions, cosines, xerr=errors, color="#1f77b4")
+        # 0.996 and 1.0 look alike on a 0..1 axis: each bar says its value (inside it, left of the error)
+        cosine_axis.bar_label(bars, labels=[f"{value:.4f}" for value in cosines], label_type="center",
+                              fontsize=7, color="white")  # fmt: skip
         cosine_axis.set_yticks(positions, [i.name for i in interventions])
-        cosine_axis.set_xlabel("cosine of the intervened output/full to the clean one")
+        cosine_axis.set_xlabel("cosine to the clean output/full (± std over images)")
         cosine_axis.set_xlim(min(0.0, *cosines) - 0.05, 1.05)
         cosine_axis.invert_yaxis()
         if drops:
@@ -232,7 +235,7 @@ class InterventionsProbe(Probe):
             axis.set_yticks(positions, [""] * len(interventions))
             axis.axvline(0, color="black", linewidth=0.8)
             axis.set_xlabel("accuracy drop of output/full (clean - intervened)")
-            axis.legend(loc="lower right")
+            axis.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8)  # beside, never over a bar
             axis.invert_yaxis()
         figure.suptitle(f"Interventions: {run_title(run)}")
         figure.tight_layout()
@@ -298,24 +301,29 @@ class InterventionsProbe(Probe):
             None,
         )
         rows = 2 if label else 1
+        longest = max(len(item.label) for item in compared)  # the legend sits beside the bars
         figure, axes = subplots(
-            rows, 1, figsize=(max(6.0, 1.2 * len(interventions) + 3), 3.5 * rows + 1), squeeze=False
-        )
+            rows, 1, figsize=(max(7.0, 1.2 * len(interventions) + 3 + 0.08 * longest), 3.5 * rows + 1.2),
+            squeeze=False,
+        )  # fmt: skip
         width = 0.8 / len(compared)
         positions = np.arange(len(interventions))
         for offset, item in enumerate(compared):
             results = item.run.results
             shift = positions + offset * width - 0.4 + width / 2
             cosines = [results.get(i.prefix + COSINE, np.nan) for i in interventions]
-            axes[0, 0].bar(shift, cosines, width, label=item.label)
+            bars = axes[0, 0].bar(shift, cosines, width, label=item.label)
+            # 0.996 and 1.0 look alike on a 0..1 axis: each bar says its value
+            axes[0, 0].bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
             if label:
                 result = label[1]
                 drops = [results[result] - results.get(i.prefix + result, np.nan) for i in interventions]
                 axes[1, 0].bar(shift, drops, width, label=item.label)
         axes[0, 0].set_ylabel("cosine to the clean output/full")
-        axes[0, 0].set_ylim(0, 1.05)
+        axes[0, 0].set_ylim(0, 1.25)  # room for the values above the bars
+        axes[0, 0].set_yticks(np.linspace(0, 1, 6))
         axes[0, 0].legend(loc="upper left", bbox_to_anchor=(1.0, 1.0))  # beside the bars, never over them
-        axes[0, 0].set_title("What each intervention does to the output, per model")
+        figure.suptitle("What each intervention does to the output, per model", fontsize=10)
         if label:
             axes[1, 0].axhline(0, color="black", linewidth=0.8)
             axes[1, 0].set_ylabel(f"{label[0]} accuracy drop\n(clean - intervened)")
