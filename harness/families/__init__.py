@@ -15,6 +15,7 @@ from __future__ import annotations
 from torch import nn
 from transformers import AutoModel, PretrainedConfig
 
+from harness.families.aimv2 import Aimv2Family
 from harness.families.base import AttentionView, BlockView, Family, LoadAs, PoolView, UnitScale
 from harness.families.clip import CLIPFamily
 from harness.families.dinov2 import Dinov2Family
@@ -26,6 +27,7 @@ from harness.families.vit import DeiTFamily, ViTFamily
 
 __all__ = [
     "FAMILIES",
+    "Aimv2Family",
     "AttentionView",
     "BlockView",
     "CLIPFamily",
@@ -47,7 +49,7 @@ __all__ = [
 ]
 
 FAMILIES: tuple[type[Family], ...] = (
-    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, SiglipFamily, TimmFamily,
+    Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, SiglipFamily, Aimv2Family, TimmFamily,
     OpenCLIPFamily,
 )  # fmt: skip
 

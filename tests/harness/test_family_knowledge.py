@@ -25,7 +25,7 @@ from harness.families import FAMILIES, Family, LoadAs, family_for, load_as, shor
 from tests.conftest import tiny_model
 from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 from tests.harness.test_openclip import tiny_tower
-from tests.harness.test_pooled import tiny_siglip
+from tests.harness.test_pooled import tiny_aimv2, tiny_siglip
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "dinov2": lambda: tiny_model(registers=0),
@@ -36,6 +36,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "timm": tiny_timm,
     "open_clip": lambda: tiny_tower(),
     "siglip": tiny_siglip,
+    "aimv2": tiny_aimv2,
 }
 """A tiny random model of every family."""
 
@@ -53,7 +54,14 @@ def test_short_names_are_their_familys_and_point_at_its_hub_ids() -> None:
     assert short_names() == HUB_MODELS
     assert sum(len(family.short_names) for family in FAMILIES) == len(HUB_MODELS)  # no name twice
     owners = {name: family.name for family in FAMILIES for name in family.short_names}
-    assert {owners[name] for name in HUB_MODELS} == {"dinov2", "dinov3", "clip", "open_clip", "siglip"}
+    assert {owners[name] for name in HUB_MODELS} == {
+        "dinov2",
+        "dinov3",
+        "clip",
+        "open_clip",
+        "siglip",
+        "aimv2",
+    }
     assert owners["dinov2_vitg14_reg"] == "dinov2" and owners["clip_vitb16"] == "clip"
     for name, hub_id in HUB_MODELS.items():  # open_clip's: its hub layout, loaded by open_clip
         opened = hub_id.startswith("open_clip:")

@@ -1,5 +1,5 @@
-"""Models read by an attention-pooling head (the "map" readout): transformers' SigLIP and timm's
-ViTs with `global_pool='map'`. The pool is recomputed here from its own modules, written from the
+"""Models read by an attention-pooling head (the "map" readout): transformers' SigLIP and AIMv2, and
+timm's ViTs with `global_pool='map'`. The pool is recomputed here from its own modules, written from the
 description (a learned latent attends over the final-normed tokens, then x + MLP(norm(x))), and
 the decomposition is checked against it and against the model's own pooled output."""
 
@@ -15,7 +15,18 @@ import timm
 import torch
 from torch import Tensor, nn
 from torch.testing import assert_close
-from transformers import SiglipConfig, SiglipModel, SiglipTextConfig, SiglipVisionConfig, SiglipVisionModel
+from transformers import (
+    Aimv2Config,
+    Aimv2Model,
+    Aimv2TextConfig,
+    Aimv2VisionConfig,
+    Aimv2VisionModel,
+    SiglipConfig,
+    SiglipModel,
+    SiglipTextConfig,
+    SiglipVisionConfig,
+    SiglipVisionModel,
+)
 
 from harness import DecomposingBackbone, with_test_time_registers
 from harness.extras import Intervention
@@ -28,6 +39,21 @@ def tiny_siglip(layers: int = 2) -> SiglipVisionModel:
         image_size=32, patch_size=8,
     )  # fmt: skip
     return SiglipVisionModel(config).eval()
+
+
+def tiny_aimv2(native: bool = False) -> Aimv2VisionModel:
+    """A random AIMv2 tower (a learned position table of 32 px, or sine-cosine positions: `native`),
+    its head's latent and projections off their init."""
+    torch.manual_seed(0)
+    config = Aimv2VisionConfig(
+        hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4, image_size=32,
+        patch_size=8, qkv_bias=True, is_native=native,
+    )  # fmt: skip
+    model = Aimv2VisionModel(config).eval()
+    with torch.no_grad():
+        for parameter in model.head.parameters():
+            parameter.add_(0.3 * torch.randn_like(parameter))
+    return model
 
 
 def tiny_timm_map(**options: Any) -> nn.Module:
@@ -49,6 +75,8 @@ WITH_PREFIX = {"class_token": True, "reg_tokens": 2, "pool_include_prefix": True
 
 MODELS: dict[str, Callable[[], nn.Module]] = {
     "siglip": tiny_siglip,
+    "aimv2": tiny_aimv2,
+    "aimv2_native": lambda: tiny_aimv2(native=True),
     "timm": tiny_timm_map,
     "timm_cls_registers": lambda: tiny_timm_map(**WITH_PREFIX),
 }
@@ -73,6 +101,15 @@ def pool_reference(backbone: DecomposingBackbone, pixels: Tensor) -> tuple[Tenso
         attention = module.attention
         output, weights = attention(latent, tokens, tokens, need_weights=True, average_attn_weights=False)
         return tokens, weights[:, :, 0], output[:, 0]
+    if hasattr(module, "output_proj"):  # AIMv2's head: the latent is the query, written out
+        heads = module.num_heads
+        query = module.cls_token.unflatten(-1, (heads, -1)).transpose(1, 2)  # 1, heads, 1, width
+        key, value = (
+            p(tokens).unflatten(-1, (heads, -1)).transpose(1, 2) for p in (module.k_proj, module.v_proj)
+        )
+        weights = ((query @ key.transpose(-1, -2)) * query.shape[-1] ** -0.5).softmax(dim=-1)
+        output = module.output_proj((weights @ value).transpose(1, 2).flatten(2))
+        return tokens, weights[:, :, 0], output[:, 0]
     heads = module.num_heads  # timm's AttentionPoolLatent, written out
     query = module.q_norm(module.q(module.latent).unflatten(-1, (heads, -1)).transpose(1, 2))
     key, value = module.kv(tokens).unflatten(-1, (2, heads, -1)).permute(2, 0, 3, 1, 4)
@@ -93,6 +130,8 @@ def test_the_pool_decomposes_exactly_into_its_token_groups(family: str, side: in
     backbone = DecomposingBackbone.from_model(MODELS[family]())
     info = backbone.info
     assert info.readout == "map" and info.num_cls == (1 if family == "timm_cls_registers" else 0)
+    if backbone.family.fixed_resolution() not in (None, side):
+        pytest.skip("a learned position table of 32 px: other sizes are refused")
     pixels = torch.randn(3, 3, side, side, generator=torch.Generator().manual_seed(side))
     decomposition = backbone(pixels)
     own = backbone.family.pooled(pixels)
@@ -129,6 +168,22 @@ def test_a_whole_siglip_is_read_through_its_image_tower() -> None:
     expected = whole.get_image_features(pixel_values=pixels)
     expected = getattr(expected, "pooler_output", expected)
     assert_close(backbone(pixels)["output/full"], expected, **scaled(expected))
+
+
+@torch.no_grad()
+def test_a_whole_aimv2_has_its_image_embedding_as_the_projection_readout() -> None:
+    tower = tiny_aimv2().config
+    text = Aimv2TextConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4)
+    config = Aimv2Config(vision_config=tower.to_dict(), text_config=text.to_dict(), projection_dim=16)
+    whole = Aimv2Model(config).eval()
+    backbone = DecomposingBackbone.from_model(whole)
+    assert backbone.info.projection_dim == 16
+    pixels = torch.randn(2, 3, 32, 32)
+    expected = whole.get_image_features(pixel_values=pixels)
+    expected = getattr(expected, "pooler_output", expected)
+    assert_close(backbone(pixels)["projection/full"], expected, **scaled(expected))
+    with pytest.raises(ValueError, match="reads 32 x 32 images only"):
+        backbone(torch.randn(1, 3, 48, 48))
 
 
 def test_a_siglip_without_its_pooling_head_is_refused() -> None:
