@@ -119,6 +119,10 @@ def with_test_time_registers(
             neurons or count below 1, or a block or neuron the model lacks.
     """
     family = family_for(model)
+    if not family.takes_extra_tokens:
+        raise ValueError(
+            f"test-time registers: {family.name}'s blocks count its prefix tokens, so no token can be added"
+        )
     if getattr(model, TEST_TIME_REGISTERS, None) is not None:
         raise ValueError("the model already has test-time registers")
     if count < 1:

@@ -20,6 +20,7 @@ from harness.families.base import AttentionView, BlockView, Family, LoadAs, Pool
 from harness.families.clip import CLIPFamily
 from harness.families.dinov2 import Dinov2Family
 from harness.families.dinov3 import Dinov3Family
+from harness.families.eva import EvaFamily
 from harness.families.openclip import OpenCLIPFamily
 from harness.families.siglip import SiglipFamily
 from harness.families.timm_vit import TimmFamily
@@ -34,6 +35,7 @@ __all__ = [
     "DeiTFamily",
     "Dinov2Family",
     "Dinov3Family",
+    "EvaFamily",
     "Family",
     "LoadAs",
     "OpenCLIPFamily",
@@ -50,7 +52,7 @@ __all__ = [
 
 FAMILIES: tuple[type[Family], ...] = (
     Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, SiglipFamily, Aimv2Family, TimmFamily,
-    OpenCLIPFamily,
+    EvaFamily, OpenCLIPFamily,
 )  # fmt: skip
 
 

@@ -100,6 +100,9 @@ class Family(ABC):
     embeddings_normalise: ClassVar[bool] = False
     """Whether `embeddings` is a norm on the token sequence (CLIP's pre-norm, timm's `norm_pre`), so
     its input holds the tokens as the embedding made them; else its output does."""
+    takes_extra_tokens: ClassVar[bool] = True
+    """Whether tokens may be inserted after the prefix (test-time registers); False where the blocks
+    find the patches by counting the prefix tokens from the start (EVA's RoPE)."""
     readout: str = "cls"
     """How its pooled output is read (`harness.info.READOUTS`): "cls", the final norm of the last
     block's [CLS] row; "map", an attention-pooling head over the final-normed tokens (`pool_view`)."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, ClassVar
 
 from timm.layers import AttentionPoolLatent, LayerScale, PatchEmbed
 from timm.layers.attention import Attention as TimmAttention
@@ -58,7 +58,7 @@ class TimmFamily(Family):
 
     name = "timm"
     embeddings_normalise = True  # `embeddings` is its pre-norm
-    model_types = (VisionTransformer,)
+    model_types: ClassVar[tuple[type[nn.Module], ...]] = (VisionTransformer,)
     preprocessing = Preprocessing(  # timm's default: ImageNet, crop_pct 0.875, bicubic
         IMAGENET_MEAN, IMAGENET_STD, resize="shorter_crop", interpolation="bicubic", resize_ratio=1 / 0.875
     )
@@ -85,13 +85,15 @@ class TimmFamily(Family):
         self.readout = "cls" if pool is None else "map"
         # a [CLS] readout: fc_norm(norm(x)) of the [CLS] row; a pool reads norm(x), fc_norm follows it
         self._final_norm: nn.Module = nn.Sequential(tower.norm, tower.fc_norm) if pool is None else tower.norm
-        self._pool = None if pool is None else _pool_view(pool, tower.fc_norm)
+        self._pool = None if pool is None else timm_pool_view(pool, tower.fc_norm)
 
     @staticmethod
     def unsupported(model: Any) -> str:
         """What keeps the decomposition from this timm model ("" when nothing does)."""
         if model.attn_pool is not None:
-            problem = _unsupported_pool(model)
+            if model.num_prefix_tokens and not model.pool_include_prefix:
+                return "an attention pool that leaves the prefix tokens out"
+            problem = unsupported_pool(model.attn_pool)
             if problem:
                 return problem
         elif model.cls_token is None:
@@ -193,22 +195,19 @@ class TimmFamily(Family):
         return self.model.blocks(tokens)
 
 
-def _unsupported_pool(model: Any) -> str:
-    """What keeps the decomposition from a timm model's attention pool ("" when nothing does): one
-    latent query read as the pooled output, over every token, with an MLP after it."""
-    pool = model.attn_pool
+def unsupported_pool(pool: Any) -> str:
+    """What keeps the decomposition from a timm attention pool ("" when nothing does): one latent
+    query read as the pooled output, with a query projection and an MLP after it."""
     if type(pool) is not AttentionPoolLatent:
         return f"a {type(pool).__name__} attention pool"
     if pool.latent_len != 1 or pool.pool != "token" or pool.pos_embed is not None:
         return "an attention pool of several latents or with positions of its own"
     if pool.mlp is None or not isinstance(pool.q, nn.Linear):
         return "an attention pool without a query projection or an MLP"
-    if model.num_prefix_tokens and not model.pool_include_prefix:
-        return "an attention pool that leaves the prefix tokens out"
     return ""
 
 
-def _pool_view(pool: Any, after: nn.Module) -> PoolView:
+def timm_pool_view(pool: Any, after: nn.Module) -> PoolView:
     """timm's `AttentionPoolLatent` under the decomposition's names: its `q` (then `q_norm`), the two
     parts of its `kv` (k then `k_norm`), `proj`, then x + mlp(norm(x)), then `after` (fc_norm)."""
     heads = pool.num_heads

@@ -23,6 +23,7 @@ from common.preparation import DINOV2_EVALUATION, Preprocessing
 from harness import HUB_MODELS, DecomposingBackbone, resolve_backbone
 from harness.families import FAMILIES, Family, LoadAs, family_for, load_as, short_names
 from tests.conftest import tiny_model
+from tests.harness.test_eva import tiny_eva
 from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 from tests.harness.test_openclip import tiny_tower
 from tests.harness.test_pooled import tiny_aimv2, tiny_siglip
@@ -37,6 +38,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "open_clip": lambda: tiny_tower(),
     "siglip": tiny_siglip,
     "aimv2": tiny_aimv2,
+    "eva": lambda: tiny_eva(global_pool="token"),
 }
 """A tiny random model of every family."""
 
@@ -158,10 +160,12 @@ def test_each_family_says_how_its_images_are_prepared(families: dict[str, Family
     says, open_clip its preprocess_cfg; the other families read the checkpoint's processor config over
     their default."""
     adapter = families[family]
-    carried = {name: adapter.preparation() for name in ("timm", "open_clip")}  # the model carries its own
+    carried = {
+        name: adapter.preparation() for name in ("timm", "eva", "open_clip")
+    }  # the model carries its own
     expected = {"dinov2": DINOV2_EVALUATION, **carried}.get(family, FROM_PROCESSOR)
     assert adapter.preparation(PROCESSOR) == expected
-    assert adapter.reads_processor_config == (family not in ("dinov2", "timm", "open_clip"))
+    assert adapter.reads_processor_config == (family not in ("dinov2", "timm", "eva", "open_clip"))
     if family not in carried:  # without a processor config: the family's default
         assert adapter.preparation() == adapter.preprocessing
 

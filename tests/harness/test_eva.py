@@ -1,0 +1,115 @@
+"""timm's `Eva` (EVA-02, Perception Encoder core): RoPE on the patches, read from [CLS] or by an
+attention pool; each block's [CLS] attention checked against the model's own softmax."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+import timm
+import torch
+from torch import Tensor, nn
+from torch.testing import assert_close
+
+from harness import DecomposingBackbone, with_test_time_registers
+from harness.decomposition import DEPTH_PREFIX
+from harness.extras import Depth
+from tests.harness.test_pooled import pool_reference
+
+
+def tiny_eva(name: str = "eva02_tiny_patch14_224", **options: Any) -> nn.Module:
+    """A seeded random timm `Eva` (32 px, patch 8, 2 blocks of width 32, 4 heads) whose biases,
+    tokens, layer scales and pool latent are off their init."""
+    torch.manual_seed(0)
+    settings = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=0,
+                    dynamic_img_size=True) | options  # fmt: skip
+    model = timm.create_model(name, pretrained=False, **settings).eval()
+    with torch.no_grad():
+        for key, parameter in model.named_parameters():
+            if any(part in key for part in ("bias", "gamma", "token", "latent")):
+                parameter.add_(0.3 * torch.randn_like(parameter))
+    return model
+
+
+MODELS = {
+    "eva02": lambda: tiny_eva(global_pool="token"),
+    "eva02_registers_layer_scale": lambda: tiny_eva(global_pool="token", num_reg_tokens=2, init_values=0.5),
+    "eva02_map": lambda: tiny_eva(global_pool="map"),
+    "pe_core": lambda: tiny_eva("vit_pe_core_tiny_patch16_384"),
+}
+
+
+def own_cls_rows(model: nn.Module, pixels: Tensor) -> list[Tensor]:
+    """Every block's [CLS] attention row as the model computes it (its non-fused softmax, read at
+    `attn_drop`): (batch, heads, tokens) per block."""
+    rows: list[Tensor] = []
+    handles = []
+    for block in model.blocks:
+        block.attn.fused_attn = False
+        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: rows.append(o[:, :, 0])))
+    try:
+        model.forward_features(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for block in model.blocks:
+            block.attn.fused_attn = True
+    return rows
+
+
+def scaled(expected: Tensor) -> dict[str, float]:
+    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
+
+
+@pytest.mark.parametrize("family", MODELS)
+@pytest.mark.parametrize("side", [32, 48])
+@torch.no_grad()
+def test_eva_decomposes_exactly_and_every_blocks_split_is_its_own_attention(family: str, side: int) -> None:
+    model = MODELS[family]()
+    backbone = DecomposingBackbone.from_model(model)
+    info = backbone.info
+    assert info.family == "eva" and info.readout == ("cls" if family.startswith("eva02") and "map" not in family
+                                                     else "map")  # fmt: skip
+    pixels = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(side))
+    decomposition = backbone(pixels, extras=[Depth((1, 2))])
+    own = model.forward_head(model.forward_features(pixels), pre_logits=True)
+    assert_close(decomposition["output/full"], own, **scaled(own))
+    assert decomposition.pooler_error < 1e-5 * own.abs().max()  # every block's rebuilt [CLS] output too
+    layout = backbone.layout_for(pixels)
+    for block, row in enumerate(own_cls_rows(model, pixels)):  # RoPE: the keys as the softmax sees them
+        for group in layout.groups:
+            expected = row[:, :, layout.slice(group)].sum(dim=-1).mean(dim=1)
+            got = decomposition[f"{DEPTH_PREFIX}split/{group}"][:, block]
+            assert_close(got, expected, rtol=1e-5, atol=1e-6)
+    if info.readout == "map":
+        tokens, weights, attended = pool_reference(backbone, pixels)
+        assert_close(decomposition["attention/full"], attended, **scaled(attended))
+        assert_close(decomposition["split/patch"], weights[:, :, layout.slice("patch")].sum(-1).mean(1))
+
+
+@torch.no_grad()
+def test_removing_patches_is_masking_their_keys_with_each_images_own_rotations() -> None:
+    model = MODELS["eva02_registers_layer_scale"]()
+    backbone = DecomposingBackbone.from_model(model)
+    pixels = torch.randn(2, 3, 32, 32)
+    layout = backbone.layout_for(pixels)
+    tokens = backbone.embed(pixels)
+    prefix = layout.slice("patch").start
+    kept = torch.tensor([[0, 2, 3, 5, 9, 15], [1, 4, 6, 7, 8, 12]])  # patches kept, per image
+    rows = torch.cat([torch.arange(prefix).expand(2, -1), kept + prefix], dim=1)
+    shortened = tokens.gather(1, rows.unsqueeze(-1).expand(-1, -1, tokens.shape[-1]))
+    got = backbone.pooled_from(shortened, layout, patches=kept)
+    visible = torch.zeros(2, layout.num_tokens, dtype=torch.bool)
+    visible.scatter_(1, rows, True)
+    mask = visible[:, None, None, :].expand(-1, 1, layout.num_tokens, -1)  # every query sees the kept keys
+    expected = model.forward_head(model.forward_features(pixels, attn_mask=mask), pre_logits=True)
+    assert_close(got, expected, **scaled(expected))
+
+
+def test_what_eva_cannot_take_is_refused_in_one_line() -> None:
+    with pytest.raises(ValueError, match="a norm or gate between attention and its output projection"):
+        DecomposingBackbone.from_model(tiny_eva("eva02_base_patch16_clip_224"))  # EVA-02-CLIP's sub-LN
+    with pytest.raises(ValueError, match="'avg'"):
+        DecomposingBackbone.from_model(tiny_eva(global_pool="avg"))
+    with pytest.raises(ValueError, match="no token can be added"):
+        with_test_time_registers(MODELS["eva02"](), {1: [0]})
