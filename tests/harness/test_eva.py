@@ -68,8 +68,8 @@ def test_eva_decomposes_exactly_and_every_blocks_split_is_its_own_attention(fami
     model = MODELS[family]()
     backbone = DecomposingBackbone.from_model(model)
     info = backbone.info
-    assert info.family == "eva" and info.readout == ("cls" if family.startswith("eva02") and "map" not in family
-                                                     else "map")  # fmt: skip
+    pooled_by_attention = family in ("eva02_map", "pe_core")
+    assert info.family == "eva" and info.readout == ("map" if pooled_by_attention else "cls")
     pixels = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(side))
     decomposition = backbone(pixels, extras=[Depth((1, 2))])
     own = model.forward_head(model.forward_features(pixels), pre_logits=True)
@@ -82,7 +82,7 @@ def test_eva_decomposes_exactly_and_every_blocks_split_is_its_own_attention(fami
             got = decomposition[f"{DEPTH_PREFIX}split/{group}"][:, block]
             assert_close(got, expected, rtol=1e-5, atol=1e-6)
     if info.readout == "map":
-        tokens, weights, attended = pool_reference(backbone, pixels)
+        _, weights, attended = pool_reference(backbone, pixels)
         assert_close(decomposition["attention/full"], attended, **scaled(attended))
         assert_close(decomposition["split/patch"], weights[:, :, layout.slice("patch")].sum(-1).mean(1))
 
