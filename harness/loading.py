@@ -170,8 +170,8 @@ def resolve_backbone(name: str) -> tuple[str, str]:
         if name not in RANDOM_MODELS:
             raise UnknownBackboneError(_unknown_message(name))
         return "random", ""
-    if name.startswith(TIMM_PREFIX):
-        return "timm", _timm_name(name.removeprefix(TIMM_PREFIX))
+    if name.startswith(TIMM_PREFIX) or HUB_MODELS.get(name, "").startswith(TIMM_PREFIX):
+        return "timm", _timm_name(HUB_MODELS.get(name, name).removeprefix(TIMM_PREFIX))
     if name.startswith(OPENCLIP_PREFIX) or HUB_MODELS.get(name, "").startswith(OPENCLIP_PREFIX):
         return "open_clip", _openclip_name(HUB_MODELS.get(name, name).removeprefix(OPENCLIP_PREFIX))
     if name.startswith(TIMM_HUB_ORG) and not path.exists():  # timm's own hub copy: the same model

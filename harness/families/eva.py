@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, ClassVar
 
 import torch
 from timm.layers import apply_rot_embed_cat
@@ -80,6 +81,11 @@ class EvaFamily(TimmFamily):
 
     name = "eva"
     model_types = (Eva,)
+    short_names: ClassVar[Mapping[str, str]] = {  # Meta's Perception Encoder core image towers, in timm
+        "pe_core_b16": "timm:vit_pe_core_base_patch16_224.fb",
+        "pe_core_l14": "timm:vit_pe_core_large_patch14_336.fb",
+        "pe_core_g14": "timm:vit_pe_core_gigantic_patch14_448.fb",
+    }
     takes_extra_tokens = False  # its RoPE counts the prefix from the start: an inserted token is a patch
 
     @staticmethod

@@ -56,19 +56,13 @@ def test_short_names_are_their_familys_and_point_at_its_hub_ids() -> None:
     assert short_names() == HUB_MODELS
     assert sum(len(family.short_names) for family in FAMILIES) == len(HUB_MODELS)  # no name twice
     owners = {name: family.name for family in FAMILIES for name in family.short_names}
-    assert {owners[name] for name in HUB_MODELS} == {
-        "dinov2",
-        "dinov3",
-        "clip",
-        "open_clip",
-        "siglip",
-        "aimv2",
-    }
+    families = {"dinov2", "dinov3", "clip", "open_clip", "siglip", "aimv2", "eva"}
+    assert {owners[name] for name in HUB_MODELS} == families
     assert owners["dinov2_vitg14_reg"] == "dinov2" and owners["clip_vitb16"] == "clip"
-    for name, hub_id in HUB_MODELS.items():  # open_clip's: its hub layout, loaded by open_clip
-        opened = hub_id.startswith("open_clip:")
-        expected = ("open_clip", hub_id.removeprefix("open_clip:")) if opened else ("hub", hub_id)
-        assert resolve_backbone(name) == expected
+    for name, hub_id in HUB_MODELS.items():  # open_clip's and timm's: loaded by their own library
+        library, _, location = hub_id.partition(":")
+        own = library in ("open_clip", "timm")
+        assert resolve_backbone(name) == ((library, location) if own else ("hub", hub_id))
 
 
 def whole_clip() -> PretrainedConfig:
