@@ -3,9 +3,9 @@ the model's own pooled output|) relative to that output's scale, at two square r
 
     python bench/pooled_readouts.py
 
-The models are the tests' (`tests/harness/test_family_knowledge.py` MODELS, and
-`tests/harness/test_pooled.py` for timm's attention-pooled ViTs); float32 on CPU. open_clip reads
-its own image size only (its position grid is not resized), so it has one resolution.
+The models are the tests' (`tests/harness/test_family_knowledge.py` MODELS, `test_pooled.py` and
+`test_eva.py` for the attention-pooled ones); float32 on CPU. open_clip and AIMv2 with a learned
+position table read their own image size only, so they have one resolution.
 """
 
 from __future__ import annotations
@@ -17,14 +17,18 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from harness import DecomposingBackbone
+from tests.harness.test_eva import tiny_eva
 from tests.harness.test_family_knowledge import MODELS
-from tests.harness.test_pooled import WITH_PREFIX, tiny_timm_map
+from tests.harness.test_pooled import WITH_PREFIX, tiny_aimv2, tiny_timm_map
 
 
 def main() -> None:
     models = dict(MODELS)
     models["timm (map, no [CLS])"] = tiny_timm_map
     models["timm (map, [CLS] + 2 registers)"] = lambda: tiny_timm_map(**WITH_PREFIX)
+    models["aimv2 (native: sine-cosine positions)"] = lambda: tiny_aimv2(native=True)
+    models["eva (PE-core: map, RoPE)"] = lambda: tiny_eva("vit_pe_core_tiny_patch16_384")
+    models["eva (EVA-02, map)"] = lambda: tiny_eva(global_pool="map")
     print("| family | readout | groups | resolution | pooler error / scale |")
     print("|---|---|---|---|---|")
     for name, make in models.items():
