@@ -21,6 +21,7 @@ from harness.families.clip import CLIPFamily
 from harness.families.dinov2 import Dinov2Family
 from harness.families.dinov3 import Dinov3Family
 from harness.families.eva import EvaFamily
+from harness.families.naflex import NaFlexFamily
 from harness.families.openclip import OpenCLIPFamily
 from harness.families.siglip import SiglipFamily
 from harness.families.timm_vit import TimmFamily
@@ -38,6 +39,7 @@ __all__ = [
     "EvaFamily",
     "Family",
     "LoadAs",
+    "NaFlexFamily",
     "OpenCLIPFamily",
     "PoolView",
     "SiglipFamily",
@@ -52,7 +54,7 @@ __all__ = [
 
 FAMILIES: tuple[type[Family], ...] = (
     Dinov2Family, Dinov3Family, ViTFamily, DeiTFamily, CLIPFamily, SiglipFamily, Aimv2Family, TimmFamily,
-    EvaFamily, OpenCLIPFamily,
+    EvaFamily, NaFlexFamily, OpenCLIPFamily,
 )  # fmt: skip
 
 

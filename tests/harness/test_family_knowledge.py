@@ -25,6 +25,7 @@ from harness.families import FAMILIES, Family, LoadAs, family_for, load_as, shor
 from tests.conftest import tiny_model
 from tests.harness.test_eva import tiny_eva
 from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
+from tests.harness.test_naflex import tiny_naflex
 from tests.harness.test_openclip import tiny_tower
 from tests.harness.test_pooled import tiny_aimv2, tiny_siglip
 
@@ -39,6 +40,7 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "siglip": tiny_siglip,
     "aimv2": tiny_aimv2,
     "eva": lambda: tiny_eva(global_pool="token"),
+    "naflex": tiny_naflex,
 }
 """A tiny random model of every family."""
 
@@ -56,7 +58,7 @@ def test_short_names_are_their_familys_and_point_at_its_hub_ids() -> None:
     assert short_names() == HUB_MODELS
     assert sum(len(family.short_names) for family in FAMILIES) == len(HUB_MODELS)  # no name twice
     owners = {name: family.name for family in FAMILIES for name in family.short_names}
-    families = {"dinov2", "dinov3", "clip", "open_clip", "siglip", "aimv2", "eva"}
+    families = {"dinov2", "dinov3", "clip", "open_clip", "siglip", "aimv2", "eva", "naflex"}
     assert {owners[name] for name in HUB_MODELS} == families
     assert owners["dinov2_vitg14_reg"] == "dinov2" and owners["clip_vitb16"] == "clip"
     for name, hub_id in HUB_MODELS.items():  # open_clip's and timm's: loaded by their own library
@@ -155,11 +157,11 @@ def test_each_family_says_how_its_images_are_prepared(families: dict[str, Family
     their default."""
     adapter = families[family]
     carried = {
-        name: adapter.preparation() for name in ("timm", "eva", "open_clip")
+        name: adapter.preparation() for name in ("timm", "eva", "naflex", "open_clip")
     }  # the model carries its own
     expected = {"dinov2": DINOV2_EVALUATION, **carried}.get(family, FROM_PROCESSOR)
     assert adapter.preparation(PROCESSOR) == expected
-    assert adapter.reads_processor_config == (family not in ("dinov2", "timm", "eva", "open_clip"))
+    assert adapter.reads_processor_config == (family not in ("dinov2", "timm", "eva", "naflex", "open_clip"))
     if family not in carried:  # without a processor config: the family's default
         assert adapter.preparation() == adapter.preprocessing
 

@@ -1,0 +1,75 @@
+"""timm's `NaFlexVit` with timm's plain blocks on whole images (RADIO v3: [CLS] and 7 registers;
+timm's NaFlex SigLIP towers: an attention pool)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, ClassVar
+
+from timm.layers.attention import Attention as TimmAttention
+from timm.models.naflexvit import NaFlexVit
+from timm.models.vision_transformer import Block as TimmBlock
+from torch import Tensor, nn
+
+from harness.families.timm_vit import TimmFamily, unsupported_pool
+
+
+class NaFlexFamily(TimmFamily):
+    """timm's `NaFlexVit` run on whole images (its NaFlex patch lists are not read): the embedding
+    module `embeds` patchifies the image and resizes its position table to the grid (RADIO: stored on
+    a 128 x 128 grid, resized keeping the aspect ratio), then `norm_pre`; pre-norm timm `Block`s,
+    the same views as `TimmFamily`; [CLS] (where it has one) and registers (`reg_tokens`: RADIO's
+    extra summary tokens) first. Read from the [CLS] row (`global_pool='token'`: `fc_norm(norm(x))`)
+    or by its `AttentionPoolLatent` over every token. Refused: EVA blocks or RoPE (`rope_type`),
+    a pool that leaves the prefix tokens out."""
+
+    name = "naflex"
+    model_types = (NaFlexVit,)
+    short_names: ClassVar[Mapping[str, str]] = {  # NVIDIA's C-RADIOv3 image towers, in timm
+        "radio_v3_b16": "timm:naflexvit_base_patch16_radio_v3.c_radio",
+        "radio_v3_l16": "timm:naflexvit_large_patch16_radio_v3.c_radio",
+        "radio_v3_h16": "timm:naflexvit_huge_patch16_radio_v3.c_radio",
+        "radio_v3_g16": "timm:naflexvit_giant_patch16_radio_v3.c_radio",
+    }
+
+    @staticmethod
+    def unsupported(model: Any) -> str:
+        if model.global_pool not in ("token", "map"):
+            return f"its output pools with {model.global_pool!r}, not the [CLS] token or an attention pool"
+        if model.rope is not None:
+            return "a rotary position embedding"
+        if model.attn_pool is not None:
+            if model.num_prefix_tokens and not model.pool_include_prefix:
+                return "an attention pool that leaves the prefix tokens out"
+            problem = unsupported_pool(model.attn_pool)
+            if problem:
+                return problem
+        elif not model.has_class_token:
+            return "no [CLS] token"
+        if len(set(model.embeds.patch_size)) != 1:
+            return f"{'x'.join(map(str, model.embeds.patch_size))} patches"
+        for block in model.blocks:
+            if type(block) is not TimmBlock or type(block.attn) is not TimmAttention:
+                return f"{type(block).__name__} blocks with {type(block.attn).__name__}, not pre-norm Block"
+            if not isinstance(block.attn.norm, nn.Identity) or block.attn.gate is not None:
+                return "a norm or gate between attention and its output projection"
+        return ""
+
+    def architecture(self) -> dict[str, Any]:
+        model = self.model
+        return {
+            "hidden_size": model.embed_dim,
+            "num_layers": len(model.blocks),
+            "num_heads": model.blocks[0].attn.num_heads,
+            "num_registers": model.num_reg_tokens,
+            "patch_size": model.embeds.patch_size[0],
+            "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
+            "projection_dim": 0,
+            "num_distillation": 0,
+            "mlp_size": self.mlp_size(),
+            "num_cls": int(model.has_class_token),
+        }
+
+    def embed(self, pixel_values: Tensor) -> Tensor:
+        embedded: Tensor = self.model._forward_embeds(pixel_values, None, None, None)["patches"]
+        return embedded
