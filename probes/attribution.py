@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
+from matplotlib.ticker import MaxNLocator
 from torch import Tensor, nn
 from torchmetrics import Metric
 
@@ -46,6 +47,7 @@ from harness.extras.attribution import (
     EXPLAINED,
     HEAD_ORDERS,
     MAP_ORDERS,
+    MAPS,
     SCORE_FRACTIONS,
     SCORES,
     AttributionMaps,
@@ -56,7 +58,7 @@ from harness.heads import LinearHead
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.knn import KnnScores
 from probes.metrics.rows import add_row_states, append_rows, gathered_rows, row_state
-from probes.plotting import named, run_title, subplots
+from probes.plotting import colour_key, named, run_title, subplots
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -71,6 +73,17 @@ MEASURES: tuple[str, ...] = ("cosine", "probability", "accuracy")
 """What is read off each perturbed output: its cosine to the full output; with class scores the
 probability of the full output's class; with labels too, whether its class is the label."""
 FULL_ACCURACY = "maps/full/accuracy"
+
+
+BANDS_FROM = 10
+"""The fewest images whose curves get bands (`AttributionProbe._curves`)."""
+MARKERS = ("s", "^", "v", "D", "P", "X", "*", "h", "<", ">")
+SIGNED_CMAP = "RdBu_r"
+
+
+def _signed(name: str) -> bool:
+    """Whether the map `name` has a meaningful sign (`AttributionMap.signed`)."""
+    return name in MAPS and MAPS[name].signed
 
 
 def curve_name(name: str, score: str, order: str = "") -> str:
@@ -350,8 +363,13 @@ class AttributionProbe(Probe):
                 axis.axvline(0, color="black", linewidth=0.8)
                 axis.set_yticks(positions, names)
                 axis.set_xlabel(f"{score} gain over random ({measure})")
+                axis.xaxis.set_major_locator(MaxNLocator(nbins=5))  # no tick labels run into each other
         axes[0, 0].invert_yaxis()
-        figure.suptitle(f"Which map shows what the model used: {run_title(run)}")
+        figure.suptitle(
+            f"Which map shows what the model used: {run_title(run)}\n"
+            "bars: mean gain over the random order; black lines: 95 % bootstrap intervals over images",
+            fontsize=10,
+        )
         figure.tight_layout()
         return (
             named("attribution.png", figure)
@@ -362,16 +380,19 @@ class AttributionProbe(Probe):
     @classmethod
     def _curves(cls, run: RunView, maps: Sequence[str], measures: Sequence[str]) -> Figure:
         """Every map's mean curve in its own order, and the random control (dashed), over the share of
-        patches deleted or kept, one row per measure; bands: the mean +- 1.96 standard errors."""
+        patches deleted or kept, one row per measure, each map its own marker; bands: the mean +- 1.96
+        standard errors, within the measure's range, from `BANDS_FROM` images on (fewer give bands
+        wider than the curves' differences, piling into a smear)."""
         figure, axes = subplots(
             len(measures), len(SCORES), figsize=(5.5 * len(SCORES), 3.6 * len(measures)), squeeze=False
         )
         root = np.sqrt(max(run.num_images, 1))
+        bands = run.num_images >= BANDS_FROM
         for row, measure in enumerate(measures):
             for axis, score in zip(axes[row], SCORES, strict=True):
                 lines = [(f"maps/{name}/{score}/{measure}/top", name, "-") for name in maps]
                 lines.append((f"maps/{CONTROL}/{score}/{measure}", "random", "--"))
-                for prefix, label, style in lines:
+                for position, (prefix, label, style) in enumerate(lines):
                     points = sorted(
                         int(name.rsplit("/", 1)[1]) for name in run.results
                         if name.startswith(prefix + "/") and name.rsplit("/", 1)[1].isdigit()
@@ -381,18 +402,23 @@ class AttributionProbe(Probe):
                         1.96 * np.array([run.results.get(f"{prefix}/{p}/std", 0.0) for p in points]) / root
                     )
                     colour = "black" if label == "random" else None
+                    marker = "o" if label == "random" else MARKERS[position % len(MARKERS)]
                     (line,) = axis.plot(
-                        points, means, style, marker="o", markersize=3, label=label, color=colour
-                    )
-                    axis.fill_between(
-                        points, means - errors, means + errors, color=line.get_color(), alpha=0.15
-                    )
+                        points, means, style, marker=marker, markersize=4, label=label, color=colour,
+                        alpha=0.85, zorder=3 if label == "random" else 2,
+                    )  # fmt: skip
+                    if bands:  # a cosine, probability or accuracy is at most 1
+                        floor = min(0.0, float(means.min()))
+                        low = np.clip(means - errors, floor, 1.0)
+                        high = np.clip(means + errors, floor, 1.0)
+                        axis.fill_between(points, low, high, color=line.get_color(), alpha=0.08)
                 axis.set_xlabel(
                     f"patches {'deleted' if score == 'deletion' else 'kept'} (%), in the map's order"
                 )
                 axis.set_ylabel(measure)
         axes[0, -1].legend(fontsize=8)
-        figure.suptitle(f"Perturbation curves of every map: {run_title(run)}")
+        what = "bands: 95 % of the mean" if bands else f"no bands under {BANDS_FROM} images"
+        figure.suptitle(f"Perturbation curves of every map: {run_title(run)} ({what})")
         figure.tight_layout()
         return figure
 
@@ -411,13 +437,20 @@ class AttributionProbe(Probe):
             axes[row, 0].imshow(image.transpose(1, 2, 0))
             axes[row, 0].set_ylabel(f"image {index}")
             for column, name in enumerate(maps, start=1):
-                axes[row, column].imshow(run.arrays[GALLERY + name][row].numpy(), cmap="viridis")
+                values = run.arrays[GALLERY + name][row].numpy()
+                if _signed(name):  # centred at 0: blue writes against the output, red with it
+                    extent = max(float(np.abs(values).max()), 1e-12)
+                    axes[row, column].imshow(values, cmap=SIGNED_CMAP, vmin=-extent, vmax=extent)
+                else:
+                    axes[row, column].imshow(values, cmap="viridis")
                 if row == 0:
                     axes[row, column].set_title(name, fontsize=9)
         for axis in axes.flat:
             axis.set_xticks([])
             axis.set_yticks([])
-        figure.suptitle(f"Attribution maps of the same images: {run_title(run)}")
+        for column, name in enumerate(maps, start=1):
+            colour_key(figure, axes[-1, column], SIGNED_CMAP if _signed(name) else "viridis", _signed(name))
+        figure.suptitle(f"Attribution maps of the same images (each on its own scale): {run_title(run)}")
         figure.tight_layout()
         return figure
 

@@ -14,7 +14,7 @@ from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from harness.decomposition import ATTENTION_MAP, PIXELS
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.faithfulness import Faithfulness
-from probes.plotting import error_bars, models_axis, run_title, subplots
+from probes.plotting import colour_key, error_bars, models_axis, run_title, subplots
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -150,7 +150,8 @@ class MapsProbe(Probe):
         least = int(gallery["least"])
         rows = [("least faithful", range(least)), ("most faithful", range(least, len(indices)))]
         columns = max(least, len(indices) - least)
-        figure, axes = subplots(2, columns, figsize=(2.2 * columns, 5.8), squeeze=False)
+        width = max(2.2 * columns, 6.5)  # room for the title with few images
+        figure, axes = subplots(2, columns, figsize=(width, 5.8), squeeze=False)
         for row, (label, members) in enumerate(rows):
             for column in range(columns):
                 axis = axes[row, column]
@@ -168,6 +169,7 @@ class MapsProbe(Probe):
                 axis.set_title(f"image {indices[i]}\ncos = {cosines[i]:+.4f}", fontsize=8)
                 if column == 0:
                     axis.set_ylabel(label, fontsize=9)
+        colour_key(figure, axes[-1, 0], "inferno")
         figure.suptitle(
             "Last-layer [CLS] attention over patches (mean over heads, per-image colour scale) (Fig 4)\n"
             f"cos = cosine of attention/patch to attention/full; {run_title(run)}",
@@ -206,9 +208,12 @@ class MapsProbe(Probe):
             means = [c.run.results.get(cls.result_name(readout, "mean"), np.nan) for c in compared]
             stds = [c.run.results.get(cls.result_name(readout, "std"), np.nan) for c in compared]
             axis.errorbar(range(len(compared)), means, yerr=error_bars(stds), marker="o", markersize=4,
-                          capsize=2, color=colour, label=f"{readout} readout")  # fmt: skip
+                          capsize=2, color=colour, label=f"{readout} readout", linestyle="none")  # fmt: skip
         axis.axhline(0, color="black", linewidth=0.6)
-        models_axis(axis, compared)
+        measured = [
+            any(cls.result_name(r, "mean") in c.run.results for r in READOUT_COLOURS) for c in compared
+        ]
+        models_axis(axis, compared, measured)
         axis.set_ylim(-1.05, 1.05)
         axis.set_ylabel("cosine of patch-only to full output\n(mean ± std over images)")
         axis.legend(fontsize=8)

@@ -138,9 +138,17 @@ def cka_heatmap(axis: Axes, labels: Sequence[str], matrix: np.ndarray, title: st
     axis.figure.colorbar(image, ax=axis, fraction=0.046)
 
 
-def models_axis(axis: Axes, compared: Sequence[ComparedView]) -> None:
-    """The compared runs along the x axis, in the order given."""
-    axis.set_xticks(range(len(compared)), [c.label for c in compared], rotation=30, ha="right", fontsize=8)
+def models_axis(axis: Axes, compared: Sequence[ComparedView], measured: Sequence[bool] | None = None) -> None:
+    """The compared runs along the x axis, in the order given; a run that did not measure what the
+    axis shows (`measured` False) says so under its name, in grey, so its empty slot is not read as 0."""
+    shown = measured if measured is not None else [True] * len(compared)
+    labels = [
+        c.label if found else f"{c.label}\n(not measured)" for c, found in zip(compared, shown, strict=True)
+    ]
+    axis.set_xticks(range(len(compared)), labels, rotation=30, ha="right", fontsize=8)
+    for tick, found in zip(axis.get_xticklabels(), shown, strict=True):
+        if not found:
+            tick.set_color("grey")
     axis.set_xlim(-0.5, len(compared) - 0.5)
 
 
@@ -180,7 +188,7 @@ def variant_sweep(
                          color=variant_colour(variant))  # fmt: skip
             axis.errorbar(np.arange(len(compared)) + dodge, means, yerr=error_bars(stds), linestyle="none",
                           markersize=5, capsize=2, label=variant, **style)  # fmt: skip
-        models_axis(axis, compared)
+        models_axis(axis, compared, [bool(values.get(panel)) for values in found])
         if ylim is not None:
             axis.set_ylim(*ylim)
         axis.set_ylabel(ylabel)
@@ -199,6 +207,21 @@ def accuracy_sweep(
     (`names_at(k)`: a variant's top-k result name and that of its std; `title` may hold `{k}`)."""
     k = min((top_k(n) for n in classes if n), default=5)
     return variant_sweep(compared, names_at(k), title.format(k=k), f"top-{k} accuracy", (0, 1.05))
+
+
+def colour_key(figure: Figure, axis: Axes, cmap: str, signed: bool = False) -> None:
+    """A horizontal colour bar under `axis` saying what its per-image colour scale means: low to high
+    (each image's own minimum to maximum), or for a signed map -max, 0, +max (centred at 0)."""
+    from matplotlib.cm import ScalarMappable
+    from matplotlib.colors import Normalize
+
+    scale = Normalize(-1.0, 1.0) if signed else Normalize(0.0, 1.0)
+    bar = figure.colorbar(
+        ScalarMappable(scale, cmap), ax=axis, orientation="horizontal", fraction=0.08, pad=0.04
+    )
+    ticks = [-1.0, 0.0, 1.0] if signed else [0.0, 1.0]
+    bar.set_ticks(ticks, labels=["-max", "0", "+max"] if signed else ["low", "high"])
+    bar.ax.tick_params(labelsize=7)
 
 
 def named(name: str, figure: Figure | None) -> dict[str, Figure]:

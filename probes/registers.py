@@ -135,11 +135,12 @@ class RegistersProbe(Probe):
             return [c.run.results.get(cls.result_name(key), np.nan) for c in compared]
 
         shares.plot(x, values("top_in_registers"), marker="o", color=GROUP_COLOURS["register"],
-                    label="share of images where it is a register")  # fmt: skip
+                    linestyle="none", label="share of images where it is a register")  # fmt: skip
         shares.plot(
             x,
             values("pairwise_cosine"),
             marker="s",
+            linestyle="none",
             color="black",
             label="mean pairwise cosine across images",
         )
@@ -148,21 +149,29 @@ class RegistersProbe(Probe):
         shares.legend(fontsize=7, loc="upper center")
         shares.set_title("which token, and how alike across images", fontsize=9)
         ratios = values("norm_ratio")
-        ratio.plot(x, ratios, marker="o", color="#8c564b")
+        ratio.plot(x, ratios, marker="o", linestyle="none", color="#8c564b")
         if np.isfinite(np.nanmax(ratios)):
             ratio.set_ylim(0, 1.15 * np.nanmax(ratios))
         ratio.set_ylabel("its norm / mean norm of the other tokens")
         ratio.set_title("how much larger than the others", fontsize=9)
         dims.plot(
-            x, values("top_dims_before"), marker="o", color=GROUP_COLOURS["register"], label="before norm1"
+            x,
+            values("top_dims_before"),
+            marker="o",
+            linestyle="none",
+            color=GROUP_COLOURS["register"],
+            label="before norm1",
         )
-        dims.plot(x, values("top_dims_after"), marker="o", color="#ff9896", label="after norm1")
+        dims.plot(
+            x, values("top_dims_after"), marker="o", linestyle="none", color="#ff9896", label="after norm1"
+        )
         dims.set_yscale("log")
         dims.set_ylabel("mean |activation| of its top dims")
         dims.legend(fontsize=7)
         dims.set_title("its largest dimensions", fontsize=9)
-        for axis in (shares, ratio, dims):
-            models_axis(axis, compared)
+        measured = [cls.result_name("top_norm") in c.run.results for c in compared]
+        for axis in (shares, ratio, dims):  # markers, no lines: the models are not a sequence
+            models_axis(axis, compared, measured)
         figure.suptitle("Highest-norm token of the penultimate layer per model (Fig 2b)", fontsize=10)
         figure.tight_layout()
         return {"compare_registers.png": figure}

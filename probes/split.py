@@ -184,7 +184,7 @@ class SplitProbe(Probe):
             positions = np.arange(len(compared)) + (g - (len(columns) - 1) / 2) * width
             axis.bar(positions, means, width, yerr=error_bars(stds), capsize=2, color=COLOURS[column],
                      label=LABELS[column], hatch="//" if column == TWO_WAY else None)  # fmt: skip
-        models_axis(axis, compared)
+        models_axis(axis, compared, [cls.result_name("patch", "mean") in c.run.results for c in compared])
         axis.set_ylim(0, 1.3)  # room for the legend above the bars
         axis.set_yticks(np.linspace(0, 1, 6))
         axis.set_ylabel(f"share of {_reader([c.run for c in compared])} attention (mean ± std)")

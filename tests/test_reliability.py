@@ -743,3 +743,40 @@ def test_the_one_shot_key_number_is_not_trivially_true_with_few_classes() -> Non
     many = SimpleNamespace(results={OneShotProbe.CLASSES: 10.0})
     assert OneShotProbe.run_headlines(few)[0][0] == OneShotProbe.result_name("output/patch", 1)  # type: ignore[arg-type]
     assert OneShotProbe.run_headlines(many)[0][0] == OneShotProbe.result_name("output/patch", 5)  # type: ignore[arg-type]
+
+
+def test_a_run_that_did_not_measure_a_probe_is_marked_in_comparison_figures() -> None:
+    """Issue 34: a run without the probe was drawn as an empty slot that looked like 0 (its legend
+    entry still there); its name now says it was not measured, in grey, and no line joins models."""
+    from dataclasses import dataclass, field
+
+    import matplotlib.pyplot as plt
+
+    from harness import BackboneInfo
+    from probes.registers import RegistersProbe
+    from probes.split import SplitProbe
+
+    model = BackboneInfo("m", "random", "", 8, 2, 2, 0, 4, False, True)
+
+    @dataclass(frozen=True)
+    class Fake:
+        results: dict[str, float]
+        arrays: dict[str, object] = field(default_factory=dict)
+        info: BackboneInfo = model
+        num_registers: int = 0
+        num_distillation: int = 0
+
+    @dataclass(frozen=True)
+    class Labelled:
+        label: str
+        run: Fake
+
+    split = {SplitProbe.result_name(c, s): 0.5 for c in SplitProbe.COLUMNS for s in SplitProbe.STATS}
+    registers = {RegistersProbe.result_name(key): 0.5 for key in RegistersProbe.RESULTS}
+    compared = [Labelled("measured", Fake(split | registers)), Labelled("other", Fake({}))]
+    for probe, file in ((SplitProbe, "compare_split.png"), (RegistersProbe, "compare_registers.png")):
+        figure = probe.comparison_figures(compared)[file]  # type: ignore[arg-type]
+        labels = [tick.get_text() for tick in figure.axes[0].get_xticklabels()]
+        assert labels == ["measured", "other\n(not measured)"], probe.name
+        assert all(line.get_linestyle() == "None" for line in figure.axes[0].get_lines() if line.get_marker())
+        plt.close(figure)

@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from common.errors import UserError
+from common.errors import InsufficientDataError, UserError
 from harness import BackboneInfo
 from harness.extras import Intervention, RegisterNeurons
 from probes import (
@@ -198,9 +198,12 @@ def test_the_selection_is_parsed_once_and_its_probes_say_what_each_call_computes
     assert ProbeSelection.parse("linear").reads_head
 
 
-def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
-    """Every probe fed one batch: its headlines name results it computed, each draws its own figures
-    (and comparison figures) from the run, under file names no other probe uses."""
+@pytest.mark.parametrize("images", [2, 12])
+def test_every_probe_draws_its_figures_and_names_its_headlines(images: int) -> None:
+    """Every probe fed one batch of 2 or 12 images: its headlines name results it computed, each
+    draws its own figures (and comparison figures) from the run, rendered to PNG without error,
+    under file names no other probe uses."""
+    import io
     from dataclasses import dataclass, field
 
     import matplotlib.pyplot as plt
@@ -222,14 +225,23 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
         neuron_search=SEARCH,
     )
     built = build_probes(list(PROBES), context)
-    pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    pixels = torch.randn(images, 3, 32, 32, generator=torch.Generator().manual_seed(0))
     # what the probes ask: the layers, the deletion passes (also under each intervention), the
     # interventions, the attribution maps with the bank's class scores (the accuracy measure too)
     extras = merged_extras(extra for probe in built.values() for extra in probe.extras())
-    decomposition = backbone(pixels, torch.arange(12), extras=extras)
-    feed(built.values(), decomposition, pixels, torch.arange(12) % 3, torch.arange(12))
-    results = {name: value for probe in built.values() for name, value in probe.compute().items()}
-    arrays = {name: value for probe in built.values() for name, value in probe.arrays().items()}
+    decomposition = backbone(pixels, torch.arange(images), extras=extras)
+    feed(built.values(), decomposition, pixels, torch.arange(images) % 3, torch.arange(images))
+    results: dict[str, float] = {}
+    arrays: dict[str, torch.Tensor] = {}
+    skipped = set()
+    for key, probe in built.items():  # as HarnessModule: a probe short of images is skipped
+        try:
+            results |= probe.compute()
+            arrays |= probe.arrays()
+        except InsufficientDataError:
+            skipped.add(key.split("@")[0])
+    few = {"oneshot", "linear", "registers", "knn", "cka_layers", "heads"}  # need more than 2 images
+    assert skipped <= few and (images == 2 or not skipped)
 
     names = tuple(intervention.name for intervention in interventions)
 
@@ -239,7 +251,7 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
         arrays: dict[str, torch.Tensor]
         info: BackboneInfo = tiny
         backbone: str = "tiny"
-        num_images: int = 12
+        num_images: int = images
         num_classes: int = 3
         resolution: int = 32
         variants: tuple[str, ...] = field(default=variant_names(4))
@@ -256,17 +268,21 @@ def test_every_probe_draws_its_figures_and_names_its_headlines() -> None:
     run = InMemoryRun(results, {name: value.cpu() for name, value in arrays.items()})
     drawn: dict[str, str] = {}
     for probe in PROBE_CLASSES:
-        for name, _ in probe.headlines():
-            assert name in results, (probe.name, name)
-        shown = [name for name, _ in probe.run_headlines(run) if name in results]
-        assert len(shown) >= len(probe.headlines()), probe.name  # named from the run's results
         figures = {**probe.figures(run), **probe.comparison_figures([Labelled("a", run), Labelled("b", run)])}
-        assert figures, f"{probe.name} drew no figure"
+        if probe.name not in skipped:
+            for name, _ in probe.headlines():
+                assert name in results, (probe.name, name)
+            shown = [name for name, _ in probe.run_headlines(run) if name in results]
+            assert len(shown) >= len(probe.headlines()), probe.name  # named from the run's results
+            assert figures, f"{probe.name} drew no figure"
         for file_name, figure in figures.items():
             assert drawn.setdefault(file_name, probe.name) == probe.name, file_name
+            figure.savefig(io.BytesIO(), format="png", dpi=40)  # drawn through, ticks and all
             plt.close(figure)
         empty = InMemoryRun({}, {})
         assert probe.figures(empty) == {} and probe.comparison_figures([Labelled("a", empty)]) == {}
+    if images == 2:
+        return
     assert {"knn.png", "compare_knn.png", "interventions_blocks.png"} <= set(drawn)
     shown = {name for name, _ in PROBES["interventions"].run_headlines(run) if name in results}
     for intervention in interventions:  # its cosine and the label probes read again under it

@@ -27,6 +27,7 @@ class ValueWeightedMap(AttributionMap):
 
 class ContributionMap(AttributionMap):
     name = "contribution"
+    signed = True  # a patch may write against the update
     position = 60
     description = "each patch's exact contribution projected on the direction of the last [CLS] update"
 

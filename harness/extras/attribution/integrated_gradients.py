@@ -17,6 +17,7 @@ INTEGRATION_STEPS = 32
 
 class IntegratedGradientsMap(AttributionMap):
     name = "integrated_gradients"
+    signed = True  # a patch may lower the target
     position = 40
     description = (
         "Sundararajan et al. 2017 through captum, from the data's mean colour, summed over each patch"

@@ -43,12 +43,15 @@ class AttributionMap(ABC):
         description: one line for `--help` and the README.
         reads_cls_rows: whether it reads the [CLS] row of the blocks' attention (rollout, Chefer,
             LeGrad): it explains the [CLS] readout only, not an attention-pooling head's.
+        signed: whether its values have a sign that means something (a patch writing against the
+            output: `contribution`, `integrated_gradients`): drawn on a diverging scale centred at 0.
     """
 
     name: ClassVar[str]
     position: ClassVar[int] = 1000
     description: ClassVar[str]
     reads_cls_rows: ClassVar[bool] = False
+    signed: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: object) -> None:
         super().__init_subclass__(**kwargs)
