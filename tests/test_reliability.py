@@ -780,3 +780,33 @@ def test_a_run_that_did_not_measure_a_probe_is_marked_in_comparison_figures() ->
         assert labels == ["measured", "other\n(not measured)"], probe.name
         assert all(line.get_linestyle() == "None" for line in figure.axes[0].get_lines() if line.get_marker())
         plt.close(figure)
+
+
+def test_ctrl_c_after_a_folder_was_finished_says_what_was_kept(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 34: Ctrl-C during shutdown, after `.complete` or the head file, said nothing of what was
+    kept; the line names what the command finished (complete) besides the unfinished rule."""
+    from cls_decoupling.cli.options import run_main
+    from cls_decoupling.outputs import writing
+
+    monkeypatch.setattr(writing, "KEPT", [])
+
+    def finished_then_interrupted() -> None:
+        writing._finish(tmp_path)
+        raise KeyboardInterrupt
+
+    assert run_main(finished_then_interrupted) == 130
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: interrupted; kept, complete: ") and str(tmp_path) in err
+    assert err.count("\n") == 0
+    monkeypatch.setattr(writing, "KEPT", [])
+
+    def interrupted() -> None:
+        raise KeyboardInterrupt
+
+    assert run_main(interrupted) == 130
+    assert (
+        capsys.readouterr().err.strip()
+        == "error: interrupted; an unfinished output folder has no .complete marker"
+    )

@@ -293,6 +293,17 @@ def check_writable(folder: Path) -> None:
         raise UserError(f"cannot write to {folder}: {existing} is not a writable folder")
 
 
+def _kept_message() -> str:
+    """What an interrupted command leaves: the folders and files it finished, which are complete,
+    and that an unfinished folder has no `.complete` marker."""
+    from cls_decoupling.outputs.writing import KEPT
+
+    unfinished = "an unfinished output folder has no .complete marker"
+    if not KEPT:
+        return unfinished
+    return f"kept, complete: {', '.join(str(path) for path in dict.fromkeys(KEPT))}; {unfinished}"
+
+
 def run_main(run: Callable[[], Any]) -> int:
     """Run an entry point; a `UserError` is one line on stderr and exit status 2, Ctrl-C one line and
     130 (anything else is a bug and keeps its traceback)."""
@@ -303,6 +314,6 @@ def run_main(run: Callable[[], Any]) -> int:
         print(f"error: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print("error: interrupted; an unfinished output folder has no .complete marker", file=sys.stderr)
+        print(f"error: interrupted; {_kept_message()}", file=sys.stderr)
         return 130
     return 0

@@ -113,6 +113,7 @@ def train_probe(
     from torch import nn
     from torch.utils.data import DataLoader, TensorDataset
 
+    from cls_decoupling.outputs.writing import kept
     from harness import HarnessModule, LinearHead, LinearHeads
     from probes import FULL_OUTPUT
     from probes.metrics import is_train_image
@@ -223,6 +224,7 @@ def train_probe(
         output.parent.mkdir(parents=True, exist_ok=True)
         head.save(partial)
         partial.replace(output)  # the head file appears whole or not at all
+        kept(output)
     except OSError as error:
         partial.unlink(missing_ok=True)
         raise UserError(f"could not write the head to {output}: {error.strerror or error}") from None

@@ -132,9 +132,20 @@ def _clear(output: Path, names: Sequence[str]) -> None:
             path.unlink()
 
 
+KEPT: list[Path] = []
+"""What this process finished writing (a run or comparison folder with its marker, a head file), in
+order: what a Ctrl-C after it leaves complete (`cls_decoupling.cli.options.run_main` says so)."""
+
+
+def kept(path: Path) -> None:
+    """Note that `path` is finished (`KEPT`)."""
+    KEPT.append(path)
+
+
 def _finish(output: Path) -> None:
     """Write the marker, last: the folder is complete."""
     (output / COMPLETE_MARKER).write_text("finished\n")
+    kept(output)
 
 
 def run_logger(output: Path, name: str = TENSORBOARD_DIR) -> TensorBoardLogger:
