@@ -9,7 +9,9 @@ import errno
 import json
 import shutil
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 import torch
@@ -810,3 +812,89 @@ def test_ctrl_c_after_a_folder_was_finished_says_what_was_kept(
         capsys.readouterr().err.strip()
         == "error: interrupted; an unfinished output folder has no .complete marker"
     )
+
+
+def _edits() -> dict[str, tuple[str, Callable[[Path], None]]]:
+    """Hand-edits of a finished run folder: name -> (the file, how it is edited)."""
+
+    def remove(path: Path) -> None:
+        path.unlink()
+
+    def empty(path: Path) -> None:
+        path.write_bytes(b"")
+
+    def garbage(path: Path) -> None:
+        path.write_bytes(bytes(range(256)) * 4)
+
+    def truncated(path: Path) -> None:
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+
+    def json_edit(change: Callable[[dict[str, Any]], Any]) -> Callable[[Path], None]:
+        def edit(path: Path) -> None:
+            path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+        return edit
+
+    edits: dict[str, tuple[str, Callable[[Path], None]]] = {}
+    for file in ("results.json", "arrays.safetensors", "features.safetensors"):
+        for name, edit in (
+            ("removed", remove),
+            ("empty", empty),
+            ("garbage", garbage),
+            ("truncated", truncated),
+        ):
+            edits[f"{file} {name}"] = (file, edit)
+    edits["results.json a list"] = ("results.json", json_edit(lambda data: []))
+    edits["results.json no backbone"] = ("results.json", json_edit(lambda data: {**data, "backbone": None}))
+    edits["results.json results a string"] = (
+        "results.json",
+        json_edit(lambda data: {**data, "results": "x"}),
+    )
+    edits["results.json hidden size edited"] = (
+        "results.json", json_edit(lambda data: {**data, "backbone": {**data["backbone"], "hidden_size": 7}}),
+    )  # fmt: skip
+    return edits
+
+
+def test_every_reader_of_a_run_folder_survives_every_hand_edit(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Issue 34, as a property: every reader of a finished run folder (`--compare`, `--from-features`)
+    answers each hand-edit of each of its files with a result or one `error:` line (exit 2), never a
+    traceback, and never leaves a folder that looks finished when it refused."""
+    argv = ["--backbone", "random:tiny", "--data", "demo", "--limit", "3", "--resolution", "28",
+            "--num-workers", "0", "--probe", "split,cka", "--save-features"]  # fmt: skip
+    assert evaluate.main([*argv, "--output", str(tmp_path / "clean")]) == 0
+    assert evaluate.main([*argv, "--output", str(tmp_path / "other")]) == 0
+    capsys.readouterr()
+    for number, (name, (file, edit)) in enumerate(_edits().items()):
+        edited = tmp_path / f"edited{number}"
+        shutil.copytree(tmp_path / "clean", edited)
+        edit(edited / file)
+        readers = {
+            "compare": [
+                "--compare",
+                str(edited),
+                str(tmp_path / "other"),
+                "--output",
+                str(tmp_path / f"c{number}"),
+            ],
+            "replay": [
+                "--from-features",
+                str(edited),
+                "--probe",
+                "split",
+                "--output",
+                str(tmp_path / f"r{number}"),
+            ],
+        }
+        for reader, command in readers.items():
+            try:
+                status = evaluate.main(command)
+            except Exception as error:  # a traceback: the defect this test is for
+                pytest.fail(f"{reader} of a folder with {name}: {type(error).__name__}: {error}")
+            err = capsys.readouterr().err
+            assert status in (0, 2), (reader, name, status)
+            if status == 2:
+                assert err.strip().splitlines()[-1].startswith("error:"), (reader, name, err)
+                assert not (Path(command[-1]) / ".complete").exists(), (reader, name)
