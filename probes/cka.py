@@ -10,7 +10,7 @@ from torch import Tensor, nn
 
 from probes.base import Headline, Probe, ProbeContext, module_key
 from probes.metrics.cka import SharedReferenceCKA
-from probes.plotting import named, variant_bars, variant_sweep
+from probes.plotting import named, reader_of, variant_bars, variant_sweep
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -125,7 +125,7 @@ class CKAProbe(Probe):
         """Fig 3a / 6: CKA of the full output with each variant (this class's estimator)."""
         figure = variant_bars(
             run, lambda variant: cls.result_name(cls.name, variant), None,
-            f"{cls.TITLE} with the full [CLS] output (Fig 3a, 6)", "CKA",
+            f"{cls.TITLE} with the full {reader_of([run])} output (Fig 3a, 6)", "CKA",
         )  # fmt: skip
         if figure is not None:
             for axis in figure.axes:
@@ -137,7 +137,8 @@ class CKAProbe(Probe):
         """Fig 3a / 6 across models: CKA of the full output with each variant."""
         figure = variant_sweep(
             compared, (lambda variant: cls.result_name(cls.name, variant), None),
-            f"{cls.TITLE} with the full [CLS] output per model (Fig 3a, 6)", "CKA", (0, 1.05),
+            f"{cls.TITLE} with the full {reader_of([c.run for c in compared])} output per model (Fig 3a, 6)",
+            "CKA", (0, 1.05),
         )  # fmt: skip
         return named(f"compare_{cls.name}.png", figure)
 

@@ -14,7 +14,7 @@ from datamodules.transforms import IMAGENET_MEAN, IMAGENET_STD, to_uint8_image
 from harness.decomposition import ATTENTION_MAP, PIXELS
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.faithfulness import Faithfulness
-from probes.plotting import colour_key, error_bars, models_axis, run_title, subplots
+from probes.plotting import colour_key, error_bars, models_axis, reader_of, run_title, subplots
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ class MapsProbe(Probe):
                       linewidth=1.5, color=colour, label=f"{readout} readout (mean {mean:+.3f})")  # fmt: skip
         axis.axvline(0, color="black", linewidth=0.6)
         axis.set_xlim(-1, 1)
-        axis.set_xlabel("cosine of patch-only to full [CLS] output, per image")
+        axis.set_xlabel(f"cosine of patch-only to full {reader_of([run])} output, per image")
         axis.set_ylabel("share of images")
         axis.legend(fontsize=8)
         axis.set_title(f"How faithful are the attention maps? (Fig 4)\n{run_title(run)}", fontsize=10)

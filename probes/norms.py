@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from probes.base import ColumnStatsProbe, Headline, ProbeContext
-from probes.plotting import named, variant_bars, variant_sweep
+from probes.plotting import named, reader_of, variant_bars, variant_sweep
 from probes.view import ComparedView, RunView
 
 if TYPE_CHECKING:
@@ -63,7 +63,7 @@ class NormsProbe(ColumnStatsProbe):
         skip)."""
         figure = variant_bars(
             run, cls.result_name, cls.std_name,
-            "L2 norm of each contribution to the [CLS] residual stream (Fig 5a)",
+            f"L2 norm of each contribution to {_stream([run])} (Fig 5a)",
             "L2 norm (mean ± std over images)", readout="attention",
         )  # fmt: skip
         return named("norms.png", figure)
@@ -73,7 +73,20 @@ class NormsProbe(ColumnStatsProbe):
         """Fig 5a across models: L2 norm of each contribution at the attention readout."""
         figure = variant_sweep(
             compared, (cls.result_name, cls.std_name),
-            "L2 norm of each contribution to the [CLS] residual stream per model (Fig 5a)",
+            f"L2 norm of each contribution to {_stream([c.run for c in compared])} per model (Fig 5a)",
             "L2 norm (mean ± std over images)", None, readout="attention",
         )  # fmt: skip
         return named("compare_norms.png", figure)
+
+
+def _stream(runs: Sequence[RunView]) -> str:
+    """What the contributions add up to: the [CLS] residual stream, or a pooling head's output (no
+    residual there, so no skip bar)."""
+    reader = reader_of(runs)
+    if reader == "[CLS]":
+        return "the [CLS] residual stream"
+    return (
+        "the pooling head's output (no residual: no skip)"
+        if reader == "pooling-head"
+        else "the pooled output"
+    )

@@ -138,6 +138,15 @@ def cka_heatmap(axis: Axes, labels: Sequence[str], matrix: np.ndarray, title: st
     axis.figure.colorbar(image, ax=axis, fraction=0.046)
 
 
+def reader_of(runs: Sequence[RunView]) -> str:
+    """What reads the pooled output of `runs` (`BackboneInfo.readout`), for titles: "[CLS]",
+    "pooling-head", or "[CLS] or pooling-head" across runs of both."""
+    readouts = {run.info.readout for run in runs}
+    if readouts == {"cls"}:
+        return "[CLS]"
+    return "pooling-head" if readouts == {"map"} else "[CLS] or pooling-head"
+
+
 def models_axis(axis: Axes, compared: Sequence[ComparedView], measured: Sequence[bool] | None = None) -> None:
     """The compared runs along the x axis, in the order given; a run that did not measure what the
     axis shows (`measured` False) says so under its name, in grey, so its empty slot is not read as 0."""

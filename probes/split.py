@@ -19,6 +19,7 @@ from probes.plotting import (
     error_bars,
     histogram_rows,
     models_axis,
+    reader_of,
     run_title,
     subplots,
 )
@@ -132,7 +133,7 @@ class SplitProbe(Probe):
         stds = [results[cls.result_name(g, "std")] for g in groups]
         axis.bar([LABELS[g] for g in groups], means, yerr=stds, capsize=4, color=[COLOURS[g] for g in groups])
         axis.set_ylim(0, 1)
-        axis.set_ylabel(f"share of {_reader([run])} attention (mean ± std)")
+        axis.set_ylabel(f"share of {reader_of([run])} attention (mean ± std)")
         two_way = results[cls.result_name(TWO_WAY, "mean")]
         axis.set_title(
             f"mean over images; registers / (registers + patches) = {two_way:.3f}" if registers
@@ -141,7 +142,7 @@ class SplitProbe(Probe):
         if histograms:
             cls._histograms(axes[0, 1], run, registers)
         figure.suptitle(
-            f"Last-layer {_reader([run])} attention split (Fig 2a)\n{run_title(run)}", fontsize=10
+            f"Last-layer {reader_of([run])} attention split (Fig 2a)\n{run_title(run)}", fontsize=10
         )
         figure.tight_layout()
         return {"split.png": figure}
@@ -160,7 +161,7 @@ class SplitProbe(Probe):
         ]
         rows = [(LABELS[c], run.arrays[cls.histogram_name(c)].numpy(), COLOURS[c]) for c in columns]
         histogram_rows(axis, rows, edges)
-        axis.set_xlabel(f"share of {_reader([run])} attention in one image")
+        axis.set_xlabel(f"share of {reader_of([run])} attention in one image")
         axis.set_title("distribution over images (bar height: share of images)", fontsize=9)
 
     @classmethod
@@ -187,7 +188,7 @@ class SplitProbe(Probe):
         models_axis(axis, compared, [cls.result_name("patch", "mean") in c.run.results for c in compared])
         axis.set_ylim(0, 1.3)  # room for the legend above the bars
         axis.set_yticks(np.linspace(0, 1, 6))
-        axis.set_ylabel(f"share of {_reader([c.run for c in compared])} attention (mean ± std)")
+        axis.set_ylabel(f"share of {reader_of([c.run for c in compared])} attention (mean ± std)")
         axis.legend(fontsize=7, loc="upper center", ncol=2)
         axis.set_title("mean over images", fontsize=9)
         if with_histograms:
@@ -198,15 +199,7 @@ class SplitProbe(Probe):
             histogram_rows(axes[0, 1], rows, with_histograms[0].run.arrays[cls.BIN_EDGES].numpy())
             axes[0, 1].set_xlabel("registers / (registers + patches) in one image")
             axes[0, 1].set_title("distribution over images (models with registers)", fontsize=9)
-        reader = _reader([c.run for c in compared])
+        reader = reader_of([c.run for c in compared])
         figure.suptitle(f"Last-layer {reader} attention split per model (Fig 2a)", fontsize=10)
         figure.tight_layout()
         return {"compare_split.png": figure}
-
-
-def _reader(runs: Sequence[RunView]) -> str:
-    """Whose attention the split is: the [CLS] query's, a pooling head's, or either across runs."""
-    readouts = {run.info.readout for run in runs}
-    if readouts == {"cls"}:
-        return "[CLS]"
-    return "pooling-head" if readouts == {"map"} else "[CLS] or pooling-head"
