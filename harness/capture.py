@@ -91,7 +91,13 @@ class LastBlock(Tap):
         def keep(module: nn.Module, inputs: tuple[Any, ...]) -> None:
             self.pool_input = inputs[0]
 
-        handle = self.pool.module.register_forward_pre_hook(keep)
+        def keep_output(module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
+            self.pool_input = output
+
+        if self.pool.mean_from is not None:  # a token mean reads the final norm's output
+            handle = self.pool.module.register_forward_hook(keep_output)
+        else:
+            handle = self.pool.module.register_forward_pre_hook(keep)
         try:
             yield
         finally:

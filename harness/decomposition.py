@@ -236,6 +236,11 @@ def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
     """
     attention = layer.attention
     batch = keys.shape[0]
+    if isinstance(layer, PoolView) and layer.mean_from is not None:  # the token mean: uniform weights
+        tokens = keys.shape[1]
+        weights = keys.new_zeros(batch, 1, tokens, dtype=torch.float32)
+        weights[:, :, layer.mean_from :] = 1.0 / (tokens - layer.mean_from)
+        return weights
     if isinstance(layer, PoolView):  # the learned latent, the same for every image
         source = layer.latent.detach().float().reshape(1, -1).expand(batch, -1)
     else:
@@ -450,9 +455,11 @@ def decompose_last_block(
             for end, sums in (("", split_sums), (RENORM_SUFFIX, renormalise(split_sums, split_masses))):
                 attention |= {f"attention/{g}{end}": bias + contribution(layer, s) for g, s in sums.items()}
             masses = {**masses, **split_masses}
+        averaged = isinstance(layer, PoolView) and layer.mean_from  # a mean that leaves the prefix out
         every = variant_names(
-            layout.num_registers, num_distillation=layout.num_distillation, num_cls=layout.num_cls,
-            skip=not isinstance(layer, PoolView), artifact=artifacts is not None,
+            0 if averaged else layout.num_registers, num_distillation=layout.num_distillation,
+            num_cls=0 if averaged else layout.num_cls, skip=not isinstance(layer, PoolView),
+            artifact=artifacts is not None,
         )  # fmt: skip
         names = [name for name in every if name.startswith("attention/")]
         # output readout of every variant in one pass; output/full starts from m = s + attention/full

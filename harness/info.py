@@ -10,9 +10,10 @@ from common.preparation import DINOV2_EVALUATION, Preprocessing
 from harness.decomposition import split_names, variant_names
 from harness.tokens import TokenLayout, present_groups
 
-READOUTS = ("cls", "map")
-"""How a model's pooled output is read: the [CLS] row of its last block (through the final norm), or
-an attention-pooling head over its final tokens (MAP: SigLIP, PE-core); docs/design.md#readouts."""
+READOUTS = ("cls", "map", "mean")
+"""How a model's pooled output is read: the [CLS] row of its last block (through the final norm), an
+attention-pooling head over its final tokens (MAP: SigLIP, PE-core), or the mean of its final patch
+tokens (timm's `global_pool='avg'`); docs/design.md#readouts."""
 
 
 @dataclass(frozen=True)
@@ -43,8 +44,9 @@ class BackboneInfo:
         test_time_registers: how many of `num_registers` are test-time registers (extra tokens fed by
             register neurons, `harness.test_time_registers`; 0 for a model without).
         num_cls: 1, or 0 for a model without a [CLS] token (SigLIP: pooled by attention).
-        readout: how the pooled output is read (`READOUTS`): "cls" or "map" (an attention-pooling
-            head, which has no residual: no skip variant).
+        readout: how the pooled output is read (`READOUTS`): "cls", "map" (an attention-pooling
+            head, which has no residual: no skip variant) or "mean" (the patch tokens' mean: only
+            patch variants).
         artifact_threshold: the patches whose norm in the last block's input exceeds it are the
             `artifact` group (`harness.decomposition.ARTIFACT_GROUPS`); 0: no such split.
     """
@@ -69,7 +71,7 @@ class BackboneInfo:
     mlp_size: int = 0  # the MLP's width (its neurons); 0: not recorded
     test_time_registers: int = 0  # of num_registers, those added at test time (harness.test_time_registers)
     num_cls: int = 1  # 0: no [CLS] token (SigLIP)
-    readout: str = "cls"  # "cls" or "map" (READOUTS)
+    readout: str = "cls"  # "cls", "map" or "mean" (READOUTS)
     artifact_threshold: float = 0.0  # > 0: the patches above this norm are the artifact group
 
     def __post_init__(self) -> None:
@@ -98,9 +100,10 @@ class BackboneInfo:
 
     def variant_names(self) -> tuple[str, ...]:
         """Every `{readout}/{variant}` the model's decomposition has (`variant_names`)."""
+        averaged = self.readout == "mean"  # the patches' mean: no [CLS] or register part
         return variant_names(
-            self.num_registers, self.projection_dim > 0, self.num_distillation, self.num_cls, self.has_skip,
-            self.artifact_threshold > 0,
+            0 if averaged else self.num_registers, self.projection_dim > 0, self.num_distillation,
+            0 if averaged else self.num_cls, self.has_skip, self.artifact_threshold > 0,
         )  # fmt: skip
 
     def split_names(self) -> tuple[str, ...]:

@@ -210,7 +210,10 @@ class Family(ABC):
         pool = self.pool_view()
         if pool is None:
             return self.final_norm(sequence[:, 0])
-        return pool.after(pool.module(self.final_norm(sequence)))
+        tokens = self.final_norm(sequence)
+        if pool.mean_from is not None:  # the token mean
+            return pool.after(tokens[:, pool.mean_from :].mean(dim=1))
+        return pool.after(pool.module(tokens))
 
     def hooked_blocks(self) -> set[int]:
         """The blocks (1-based) that carry hooks of their own inside: those of test-time registers'
@@ -328,6 +331,10 @@ class PoolView:
     mlp: nn.Module
     after: nn.Module
     norm1: nn.Module = field(default_factory=nn.Identity)  # the latent is not normed
+    mean_from: int | None = None
+    """For a model pooled by the token mean (`mean_view`): the first position averaged (the prefix
+    before it left out); its weights are uniform there instead of a softmax, and `module` is the
+    final norm, whose output it reads. None: an attention-pooling head."""
 
     @property
     def layer_scale1(self) -> UnitScale:
@@ -336,6 +343,43 @@ class PoolView:
     @property
     def layer_scale2(self) -> UnitScale:
         return UnitScale(self.attention.o_proj)
+
+
+class _Eye(nn.Module):
+    """The identity as a projection with a weight (the mean readout's W_o = I, no bias), in the
+    dtype and on the device of `like`."""
+
+    bias = None
+
+    def __init__(self, like: Tensor) -> None:
+        super().__init__()
+        self._like = [like]  # a reference, not a child
+
+    @property
+    def weight(self) -> Tensor:
+        like = self._like[0]
+        return torch.eye(like.shape[-1], device=like.device, dtype=like.dtype)
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return inputs
+
+
+def mean_view(final_norm: nn.Module, after: nn.Module, first: int, like: Tensor) -> PoolView:
+    """A model pooled by the mean of its final-normed tokens from position `first` on (timm's
+    `global_pool='avg'`), then `after` (`fc_norm`), read as a pool: one head whose weights are
+    uniform over those tokens, the tokens themselves as keys and values, W_o = I, no bias, no MLP.
+    `like`: a parameter of the model's width (the identity's size, device and dtype)."""
+    width = like.shape[-1]
+    identity = _Eye(like)
+    view = AttentionView(nn.Identity(), nn.Identity(), nn.Identity(), identity, 1, width, 1.0)
+    return PoolView(final_norm, like.new_zeros(width), view, nn.Identity(), _NoMLP(), after, mean_from=first)
+
+
+class _NoMLP(nn.Module):
+    """No MLP after a pool's attention: adds nothing (v + 0 = v)."""
+
+    def forward(self, inputs: Tensor) -> Tensor:
+        return torch.zeros_like(inputs)
 
 
 class InProjection(nn.Module):

@@ -90,14 +90,14 @@ class EvaFamily(TimmFamily):
 
     @staticmethod
     def unsupported(model: Any) -> str:
+        if model.global_pool not in ("token", "map", "avg"):
+            return f"its output pools with {model.global_pool!r}, not the [CLS] token, a pool or the mean"
         if model.attn_pool is not None:
             problem = unsupported_pool(model.attn_pool)
             if problem:
                 return problem
-        elif model.cls_token is None:
+        elif model.cls_token is None and model.global_pool != "avg":
             return "no [CLS] token"
-        if model.global_pool not in ("token", "map"):
-            return f"its output pools with {model.global_pool!r}, not the [CLS] token or an attention pool"
         if getattr(model, "rope_mixed", False):
             return "a RoPE of its own per block"
         for block in model.blocks:

@@ -34,8 +34,8 @@ class NaFlexFamily(TimmFamily):
 
     @staticmethod
     def unsupported(model: Any) -> str:
-        if model.global_pool not in ("token", "map"):
-            return f"its output pools with {model.global_pool!r}, not the [CLS] token or an attention pool"
+        if model.global_pool not in ("token", "map", "avg"):
+            return f"its output pools with {model.global_pool!r}, not the [CLS] token, a pool or the mean"
         if model.rope is not None:
             return "a rotary position embedding"
         if model.attn_pool is not None:
@@ -44,6 +44,9 @@ class NaFlexFamily(TimmFamily):
             problem = unsupported_pool(model.attn_pool)
             if problem:
                 return problem
+        elif model.global_pool == "avg":
+            if model.num_prefix_tokens and model.pool_include_prefix:
+                return "a mean that takes the prefix tokens in"
         elif not model.has_class_token:
             return "no [CLS] token"
         if len(set(model.embeds.patch_size)) != 1:

@@ -14,7 +14,7 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, GammaScale, PoolView, UnitScale
+from harness.families.base import AttentionView, BlockView, Family, GammaScale, PoolView, UnitScale, mean_view
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -82,28 +82,40 @@ class TimmFamily(Family):
             raise ValueError(f"{type(model).__name__} ({problem}) is not a supported ViT")
         tower: Any = model
         pool = tower.attn_pool
-        self.readout = "cls" if pool is None else "map"
+        averaged = pool is None and tower.global_pool == "avg"
+        self.readout = "map" if pool is not None else "mean" if averaged else "cls"
         # a [CLS] readout: fc_norm(norm(x)) of the [CLS] row; a pool reads norm(x), fc_norm follows it
-        self._final_norm: nn.Module = nn.Sequential(tower.norm, tower.fc_norm) if pool is None else tower.norm
-        self._pool = None if pool is None else timm_pool_view(pool, tower.fc_norm)
+        self._final_norm: nn.Module = (
+            tower.norm if pool is not None or averaged else nn.Sequential(tower.norm, tower.fc_norm)
+        )
+        self._pool = None
+        if pool is not None:
+            self._pool = timm_pool_view(pool, tower.fc_norm)
+        elif averaged:  # the mean of the patch tokens (timm leaves the prefix out), then fc_norm
+            self._pool = mean_view(
+                tower.norm, tower.fc_norm, tower.num_prefix_tokens, _width_parameter(tower)
+            )
 
     @staticmethod
     def unsupported(model: Any) -> str:
         """What keeps the decomposition from this timm model ("" when nothing does)."""
+        if model.global_pool not in ("token", "map", "avg"):
+            return f"its output pools with {model.global_pool!r}, not the [CLS] token, a pool or the mean"
         if model.attn_pool is not None:
             if model.num_prefix_tokens and not model.pool_include_prefix:
                 return "an attention pool that leaves the prefix tokens out"
             problem = unsupported_pool(model.attn_pool)
             if problem:
                 return problem
+        elif model.global_pool == "avg":
+            if model.num_prefix_tokens and model.pool_include_prefix:
+                return "a mean that takes the prefix tokens in"
         elif model.cls_token is None:
             return "no [CLS] token"
         if type(model.patch_embed) is not PatchEmbed:  # a hybrid's CNN stem: its stride is no patch size
             return f"a {type(model.patch_embed).__name__} patch embedding"
         if len(set(model.patch_embed.patch_size)) != 1:
             return f"{'x'.join(map(str, model.patch_embed.patch_size))} patches"
-        if model.global_pool not in ("token", "map"):
-            return f"its output pools with {model.global_pool!r}, not the [CLS] token or an attention pool"
         if getattr(model, "dist_token", None) is not None:
             return "a distillation token"
         if model.num_prefix_tokens != int(model.cls_token is not None) + model.num_reg_tokens:
@@ -193,6 +205,11 @@ class TimmFamily(Family):
 
     def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         return self.model.blocks(tokens)
+
+
+def _width_parameter(model: Any) -> Tensor:
+    """A parameter of the model's width (the mean readout's identity takes its size, device, dtype)."""
+    return model.blocks[-1].attn.proj.weight[0]
 
 
 def unsupported_pool(pool: Any) -> str:

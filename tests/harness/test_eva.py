@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from harness import DecomposingBackbone, with_test_time_registers
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
-from tests.harness.test_pooled import pool_reference
+from tests.harness.pools import pool_reference
 
 
 def tiny_eva(name: str = "eva02_tiny_patch14_224", **options: Any) -> nn.Module:
@@ -109,7 +109,7 @@ def test_removing_patches_is_masking_their_keys_with_each_images_own_rotations()
 def test_what_eva_cannot_take_is_refused_in_one_line() -> None:
     with pytest.raises(ValueError, match="a norm or gate between attention and its output projection"):
         DecomposingBackbone.from_model(tiny_eva("eva02_base_patch16_clip_224"))  # EVA-02-CLIP's sub-LN
-    with pytest.raises(ValueError, match="'avg'"):
-        DecomposingBackbone.from_model(tiny_eva(global_pool="avg"))
+    with pytest.raises(ValueError, match="'max'"):
+        DecomposingBackbone.from_model(tiny_eva(global_pool="max"))
     with pytest.raises(ValueError, match="no token can be added"):
         with_test_time_registers(MODELS["eva02"](), {1: [0]})

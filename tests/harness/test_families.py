@@ -123,7 +123,10 @@ def test_vit_deletion_and_compiled_blocks(pixels: Tensor) -> None:
 
 
 def test_an_unknown_model_is_named() -> None:
-    every = r"\(Dinov2Model, .*DINOv3ViTModel, ViTModel, DeiTModel, CLIP.*, VisionTransformer, open_clip .*\)"
+    every = (
+        r"\(Dinov2Model, .*DINOv3ViTModel, ViTModel, DeiTModel, CLIP.*, SiglipVisionModel, "
+        r".*Aimv2VisionModel, .*VisionTransformer, Eva, NaFlexVit, open_clip .*\)"
+    )
     with pytest.raises(ValueError, match=r"Linear is not a supported ViT " + every):
         family_for(nn.Linear(2, 2))
 
@@ -332,8 +335,8 @@ def test_timm_deletion_equals_masking_and_compiled_blocks_agree(pixels: Tensor) 
 @pytest.mark.parametrize(
     ("overrides", "problem"),
     [
-        ({"global_pool": "avg"}, "pools with 'avg'"),
-        ({"class_token": False, "global_pool": "avg"}, "no \\[CLS\\] token"),
+        ({"global_pool": "max"}, "pools with 'max'"),
+        ({"global_pool": "avg", "pool_include_prefix": True}, "a mean that takes the prefix tokens in"),
         ({"block_fn": "ResPostBlock"}, "ResPostBlock blocks"),
     ],
 )

@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from harness import DecomposingBackbone
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
-from tests.harness.test_pooled import pool_reference
+from tests.harness.pools import pool_reference
 
 
 def tiny_naflex(name: str = "naflexvit_base_patch16_radio_v3", **options: Any) -> nn.Module:
@@ -105,7 +105,7 @@ def test_removing_patches_is_masking_their_keys() -> None:
 
 
 def test_what_naflex_cannot_take_is_refused_in_one_line() -> None:
-    with pytest.raises(ValueError, match="'avg'"):
-        DecomposingBackbone.from_model(tiny_naflex("naflexvit_base_patch16_gap"))
+    with pytest.raises(ValueError, match="'max'"):
+        DecomposingBackbone.from_model(tiny_naflex("naflexvit_base_patch16_gap", global_pool="max"))
     with pytest.raises(ValueError, match="leaves the prefix tokens out"):
         DecomposingBackbone.from_model(tiny_naflex("naflexvit_base_patch16_map"))

@@ -30,6 +30,7 @@ from transformers import (
 
 from harness import DecomposingBackbone, with_test_time_registers
 from harness.extras import Intervention
+from tests.harness.pools import pool_reference
 
 
 def tiny_siglip(layers: int = 2) -> SiglipVisionModel:
@@ -80,43 +81,6 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "timm": tiny_timm_map,
     "timm_cls_registers": lambda: tiny_timm_map(**WITH_PREFIX),
 }
-
-
-def pool_reference(backbone: DecomposingBackbone, pixels: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """The pool recomputed from its own parameters: (its input tokens, the per-head attention of
-    the latent over them (batch, heads, tokens), its attention output before the MLP)."""
-    family = backbone.family
-    kept: list[Tensor] = []
-    pool = family.pool_view()
-    assert pool is not None
-    handle = pool.module.register_forward_pre_hook(lambda module, inputs: kept.append(inputs[0]))
-    try:
-        family.pooled(pixels)
-    finally:
-        handle.remove()
-    tokens = kept[0]
-    module = pool.module
-    if isinstance(getattr(module, "attention", None), nn.MultiheadAttention):  # SigLIP's head
-        latent = module.probe.expand(tokens.shape[0], -1, -1)
-        attention = module.attention
-        output, weights = attention(latent, tokens, tokens, need_weights=True, average_attn_weights=False)
-        return tokens, weights[:, :, 0], output[:, 0]
-    if hasattr(module, "output_proj"):  # AIMv2's head: the latent is the query, written out
-        heads = module.num_heads
-        query = module.cls_token.unflatten(-1, (heads, -1)).transpose(1, 2)  # 1, heads, 1, width
-        key, value = (
-            p(tokens).unflatten(-1, (heads, -1)).transpose(1, 2) for p in (module.k_proj, module.v_proj)
-        )
-        weights = ((query @ key.transpose(-1, -2)) * query.shape[-1] ** -0.5).softmax(dim=-1)
-        output = module.output_proj((weights @ value).transpose(1, 2).flatten(2))
-        return tokens, weights[:, :, 0], output[:, 0]
-    heads = module.num_heads  # timm's AttentionPoolLatent, written out
-    query = module.q_norm(module.q(module.latent).unflatten(-1, (heads, -1)).transpose(1, 2))
-    key, value = module.kv(tokens).unflatten(-1, (2, heads, -1)).permute(2, 0, 3, 1, 4)
-    key = module.k_norm(key)
-    weights = ((query * module.scale) @ key.transpose(-1, -2)).softmax(dim=-1)  # batch, heads, 1, tokens
-    output = module.proj((weights @ value).transpose(1, 2).flatten(2))
-    return tokens, weights[:, :, 0], output[:, 0]
 
 
 def scaled(expected: Tensor) -> dict[str, float]:
@@ -287,3 +251,61 @@ def test_the_command_line_runs_a_saved_siglip(
     assert results["run"]["max_pooler_error"] < 1e-4
     assert "cka/output/patch" in results["results"] and not any("skip" in key for key in results["results"])
     assert not any(key.startswith("layerwise/") for key in results["results"])
+
+
+def tiny_timm_mean(**options: Any) -> nn.Module:
+    """A timm ViT pooled by the mean of its patch tokens (`global_pool='avg'`, then `fc_norm`)."""
+    torch.manual_seed(0)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, img_size=32, patch_size=8, embed_dim=32, depth=2,
+        num_heads=4, dynamic_img_size=True, num_classes=0, global_pool="avg", **options,
+    )  # fmt: skip
+    with torch.no_grad():
+        model.fc_norm.bias.add_(0.3 * torch.randn_like(model.fc_norm.bias))
+    return model.eval()
+
+
+def averaged_models() -> dict[str, Callable[[], nn.Module]]:
+    from tests.harness.test_eva import tiny_eva
+    from tests.harness.test_naflex import tiny_naflex
+
+    return {
+        "timm": tiny_timm_mean,
+        "timm_registers": lambda: tiny_timm_mean(reg_tokens=2),
+        "timm_no_cls": lambda: tiny_timm_mean(class_token=False),
+        "eva": tiny_eva,  # EVA-02's own default
+        "naflex": lambda: tiny_naflex("naflexvit_base_patch16_gap"),
+    }
+
+
+@pytest.mark.parametrize("family", averaged_models())
+@pytest.mark.parametrize("size", [(32, 32), (32, 48)])
+@torch.no_grad()
+def test_a_model_pooled_by_the_patch_mean_decomposes_into_its_patches(
+    family: str, size: tuple[int, int]
+) -> None:
+    model = averaged_models()[family]()
+    backbone = DecomposingBackbone.from_model(model)
+    assert backbone.info.readout == "mean"
+    assert set(backbone.info.variant_names()) == {
+        f"{readout}/{variant}"
+        for readout in ("attention", "output")
+        for variant in ("full", "patch", "patch_renorm")
+    }  # only the patches are averaged: no [CLS], register or skip part
+    pixels = torch.randn(2, 3, *size, generator=torch.Generator().manual_seed(size[1]))
+    decomposition = backbone(pixels)
+    own = model.forward_head(model.forward_features(pixels), pre_logits=True)
+    assert_close(decomposition["output/full"], own, **scaled(own))
+    layout = backbone.layout_for(pixels)
+    tokens = model.forward_features(pixels)  # the final-normed tokens, written out: their patches' mean
+    mean = tokens[:, layout.slice("patch")].mean(dim=1)
+    assert_close(decomposition["attention/full"], mean, **scaled(mean))
+    assert_close(decomposition["split/patch"], torch.ones(2))
+    # the artifact patches' share of a mean is their count over the patches
+    split = backbone.with_artifacts(float(backbone.capture(pixels).penultimate.norm(dim=-1).median()))(pixels)
+    assert_close(split["split/artifact"], split["artifact/count"] / layout.num_patches)
+
+
+def test_a_mean_that_takes_the_prefix_in_is_refused() -> None:
+    with pytest.raises(ValueError, match="a mean that takes the prefix tokens in"):
+        DecomposingBackbone.from_model(tiny_timm_mean(pool_include_prefix=True))
