@@ -6,20 +6,12 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
-import torch
 from torch import Tensor, nn
 from transformers import Aimv2Model, Aimv2VisionModel
 
 from common.preparation import Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, PoolView, UnitScale, attention_view
+from harness.families.base import AttentionView, BlockView, Family, NoMLP, PoolView, UnitScale, attention_view
 from harness.tokens import TokenLayout
-
-
-class NoMLP(nn.Module):
-    """A pooling head without an MLP after its attention: adds nothing (v + 0 = v)."""
-
-    def forward(self, inputs: Tensor) -> Tensor:
-        return torch.zeros_like(inputs)
 
 
 class Aimv2Family(Family):

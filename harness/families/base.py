@@ -372,10 +372,10 @@ def mean_view(final_norm: nn.Module, after: nn.Module, first: int, like: Tensor)
     width = like.shape[-1]
     identity = _Eye(like)
     view = AttentionView(nn.Identity(), nn.Identity(), nn.Identity(), identity, 1, width, 1.0)
-    return PoolView(final_norm, like.new_zeros(width), view, nn.Identity(), _NoMLP(), after, mean_from=first)
+    return PoolView(final_norm, like.new_zeros(width), view, nn.Identity(), NoMLP(), after, mean_from=first)
 
 
-class _NoMLP(nn.Module):
+class NoMLP(nn.Module):
     """No MLP after a pool's attention: adds nothing (v + 0 = v)."""
 
     def forward(self, inputs: Tensor) -> Tensor:
