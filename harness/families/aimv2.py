@@ -10,11 +10,19 @@ from torch import Tensor, nn
 from transformers import Aimv2Model, Aimv2VisionModel
 
 from common.preparation import Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, NoMLP, PoolView, UnitScale, attention_view
+from harness.families.base import (
+    AttentionView,
+    BlockView,
+    ImageTowerFamily,
+    NoMLP,
+    PoolView,
+    UnitScale,
+    attention_view,
+)
 from harness.tokens import TokenLayout
 
 
-class Aimv2Family(Family):
+class Aimv2Family(ImageTowerFamily):
     """transformers' AIMv2 image tower (`Aimv2VisionModel`, or the whole `Aimv2Model`, whose
     `vision_model` and `visual_projection` it reads): patches only, pre-norm blocks with RMSNorm and a
     SwiGLU MLP, no layer scale, `rms_norm` on every token; the pooled output is the attention-pooling
@@ -44,16 +52,6 @@ class Aimv2Family(Family):
                 f"{type(model).__name__} (no attention-pooling head: use_head is off) is not a supported ViT"
             )
 
-    @property
-    def config(self) -> Any:
-        """The image tower's config (a whole AIMv2's `vision_config`)."""
-        return self.tower.config
-
-    @property
-    def tower(self) -> Any:
-        """The image tower (embeddings, encoder, rms_norm, head)."""
-        return getattr(self.model, "vision_model", self.model)
-
     def architecture(self) -> dict[str, Any]:
         return super().architecture() | {"num_cls": 0, "swiglu": True}
 
@@ -63,10 +61,6 @@ class Aimv2Family(Family):
             return None
         size = self.config.image_size
         return int(size[0] if isinstance(size, Sequence) else size)
-
-    @property
-    def blocks(self) -> Sequence[nn.Module]:
-        return list(self.tower.encoder.layers)
 
     def view(self, block: Any) -> Any:
         attention = block.attention

@@ -289,6 +289,35 @@ class Family(ABC):
         return queries
 
 
+class ImageTowerFamily(Family):
+    """A family of transformers image towers, held alone or inside a two-tower model whose image tower
+    is its `vision_model` (CLIP, SigLIP, AIMv2): the tower, its config and its blocks
+    (`encoder.layers`) are read from there."""
+
+    @property
+    def tower(self) -> Any:
+        """The image tower (a whole two-tower model's `vision_model`)."""
+        return getattr(self.model, "vision_model", self.model)
+
+    @property
+    def config(self) -> Any:
+        """The image tower's config (a whole model's `vision_config`)."""
+        return self.tower.config
+
+    @property
+    def blocks(self) -> Sequence[nn.Module]:
+        return list(self.tower.encoder.layers)
+
+
+def clip_layer_view(block: Any) -> BlockView:
+    """A CLIP-style encoder layer (`self_attn` with q/k/v/out_proj, `layer_norm1` / `layer_norm2`,
+    `mlp`, no layer scale: CLIP's and SigLIP's) under the decomposition's names."""
+    attention = block.self_attn
+    unit = UnitScale(attention.out_proj)
+    view = attention_view(attention, attention.out_proj, attention.num_heads, attention.scale)
+    return BlockView(block.layer_norm1, view, unit, block.layer_norm2, block.mlp, unit)
+
+
 @dataclass(frozen=True)
 class AttentionView:
     """An attention module under the decomposition's names (its own projection modules)."""

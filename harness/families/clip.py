@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -14,11 +14,11 @@ from transformers import (
 )
 
 from common.preparation import Preprocessing
-from harness.families.base import BlockView, Family, LoadAs, UnitScale, attention_view
+from harness.families.base import ImageTowerFamily, LoadAs, clip_layer_view
 from harness.tokens import TokenLayout
 
 
-class CLIPFamily(Family):
+class CLIPFamily(ImageTowerFamily):
     """transformers' CLIP image tower (`CLIPVisionModel`, or `CLIPVisionModelWithProjection`, which
     also holds `visual_projection`): `pre_layrnorm` on the embeddings (the sequence entering the
     first block is after it), no layer scale, no registers; the readout is `post_layernorm` of the
@@ -54,25 +54,8 @@ class CLIPFamily(Family):
             return LoadAs(CLIPVisionModelWithProjection)
         return None
 
-    @property
-    def config(self) -> Any:
-        """The image tower's config (a whole CLIP's `vision_config`)."""
-        return self.tower.config
-
-    @property
-    def tower(self) -> Any:
-        """The vision transformer (embeddings, pre_layrnorm, encoder, post_layernorm)."""
-        return getattr(self.model, "vision_model", self.model)
-
-    @property
-    def blocks(self) -> Sequence[nn.Module]:
-        return list(self.tower.encoder.layers)
-
     def view(self, block: Any) -> Any:
-        attention = block.self_attn
-        unit = UnitScale(attention.out_proj)
-        view = attention_view(attention, attention.out_proj, attention.num_heads, attention.scale)
-        return BlockView(block.layer_norm1, view, unit, block.layer_norm2, block.mlp, unit)
+        return clip_layer_view(block)
 
     @property
     def embeddings(self) -> nn.Module:

@@ -110,21 +110,9 @@ class EvaFamily(TimmFamily):
                 return "grouped-query attention"
         return ""
 
-    def architecture(self) -> dict[str, Any]:
-        model = self.model
-        mlp = model.blocks[0].mlp
-        return {
-            "hidden_size": model.embed_dim,
-            "num_layers": len(model.blocks),
-            "num_heads": model.blocks[0].attn.num_heads,
-            "num_registers": model.num_prefix_tokens - int(model.cls_token is not None),
-            "patch_size": model.patch_embed.patch_size[0],
-            "swiglu": type(mlp).__name__ in ("SwiGLU", "GluMlp"),
-            "projection_dim": 0,
-            "num_distillation": 0,
-            "mlp_size": self.mlp_size(),
-            "num_cls": int(model.cls_token is not None),
-        }
+    def prefix(self) -> tuple[int, int]:
+        cls = int(self.model.cls_token is not None)
+        return cls, self.model.num_prefix_tokens - cls
 
     def fixed_resolution(self) -> int | None:
         """The training size, unless the model resizes its grid (`dynamic_img_size`)."""

@@ -58,20 +58,12 @@ class NaFlexFamily(TimmFamily):
                 return "a norm or gate between attention and its output projection"
         return ""
 
-    def architecture(self) -> dict[str, Any]:
-        model = self.model
-        return {
-            "hidden_size": model.embed_dim,
-            "num_layers": len(model.blocks),
-            "num_heads": model.blocks[0].attn.num_heads,
-            "num_registers": model.num_reg_tokens,
-            "patch_size": model.embeds.patch_size[0],
-            "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
-            "projection_dim": 0,
-            "num_distillation": 0,
-            "mlp_size": self.mlp_size(),
-            "num_cls": int(model.has_class_token),
-        }
+    def prefix(self) -> tuple[int, int]:
+        return int(self.model.has_class_token), self.model.num_reg_tokens
+
+    def patch_sides(self) -> tuple[int, int]:
+        height, width = self.model.embeds.patch_size
+        return int(height), int(width)
 
     def embed(self, pixel_values: Tensor) -> Tensor:
         embedded: Tensor = self.model._forward_embeds(pixel_values, None, None, None)["patches"]

@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from transformers import PretrainedConfig, SiglipModel, SiglipVisionModel
 
 from common.preparation import Preprocessing
-from harness.families.base import (
-    BlockView,
-    Family,
-    LoadAs,
-    PoolView,
-    UnitScale,
-    attention_view,
-    multihead_view,
-)
+from harness.families.base import ImageTowerFamily, LoadAs, PoolView, clip_layer_view, multihead_view
 from harness.tokens import TokenLayout
 
 
-class SiglipFamily(Family):
+class SiglipFamily(ImageTowerFamily):
     """transformers' SigLIP image tower (`SiglipVisionModel`, or the whole `SiglipModel`, whose
     `vision_model` it reads): patches only (no [CLS] token, no registers), pre-norm blocks without
     layer scale, `post_layernorm` on every token; the pooled output is the attention-pooling head
@@ -60,28 +52,11 @@ class SiglipFamily(Family):
             return LoadAs(SiglipVisionModel, {"config": config.vision_config}, left_out=text)
         return None
 
-    @property
-    def config(self) -> Any:
-        """The image tower's config (a whole SigLIP's `vision_config`)."""
-        return self.tower.config
-
-    @property
-    def tower(self) -> Any:
-        """The image tower (embeddings, encoder, post_layernorm, head)."""
-        return getattr(self.model, "vision_model", self.model)
-
     def architecture(self) -> dict[str, Any]:
         return super().architecture() | {"num_cls": 0}
 
-    @property
-    def blocks(self) -> Sequence[nn.Module]:
-        return list(self.tower.encoder.layers)
-
     def view(self, block: Any) -> Any:
-        attention = block.self_attn
-        unit = UnitScale(attention.out_proj)
-        view = attention_view(attention, attention.out_proj, attention.num_heads, attention.scale)
-        return BlockView(block.layer_norm1, view, unit, block.layer_norm2, block.mlp, unit)
+        return clip_layer_view(block)
 
     def pool_view(self) -> PoolView:
         head = self.tower.head

@@ -152,14 +152,23 @@ class TimmFamily(Family):
             "hidden_size": model.embed_dim,
             "num_layers": len(model.blocks),
             "num_heads": model.blocks[0].attn.num_heads,
-            "num_registers": model.num_reg_tokens,
-            "patch_size": model.patch_embed.patch_size[0],
+            "num_registers": self.prefix()[1],
+            "patch_size": self.patch_sides()[0],
             "swiglu": type(model.blocks[0].mlp).__name__ != "Mlp",
             "projection_dim": 0,
             "num_distillation": 0,
             "mlp_size": self.mlp_size(),
-            "num_cls": int(model.cls_token is not None),
+            "num_cls": self.prefix()[0],
         }
+
+    def prefix(self) -> tuple[int, int]:
+        """Its [CLS] tokens (0 or 1) and registers, in that order before the patches."""
+        return int(self.model.cls_token is not None), self.model.num_reg_tokens
+
+    def patch_sides(self) -> tuple[int, int]:
+        """The patch's height and width in pixels."""
+        height, width = self.model.patch_embed.patch_size
+        return int(height), int(width)
 
     @property
     def blocks(self) -> Sequence[nn.Module]:

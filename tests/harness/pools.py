@@ -1,5 +1,6 @@
-"""The attention-pooling heads of the pooled families, recomputed from their own modules as their
-papers describe them (the tests' independent reference)."""
+"""Independent references for the pooled and timm families' tests: the attention-pooling heads
+recomputed from their own modules as their papers describe them, and every block's [CLS] attention
+row as timm's own non-fused softmax computes it."""
 
 from __future__ import annotations
 
@@ -43,3 +44,22 @@ def pool_reference(backbone: DecomposingBackbone, pixels: Tensor) -> tuple[Tenso
     weights = ((query * module.scale) @ key.transpose(-1, -2)).softmax(dim=-1)  # batch, heads, 1, tokens
     output = module.proj((weights @ value).transpose(1, 2).flatten(2))
     return tokens, weights[:, :, 0], output[:, 0]
+
+
+def own_cls_rows(model: nn.Module, pixels: Tensor) -> list[Tensor]:
+    """Every block's attention row of the first token ([CLS]) as a timm model computes it (its non-fused
+    softmax, read at `attn_drop`; timm's `Attention`, EVA's and `AttentionRope`): (batch, heads, tokens)
+    per block."""
+    rows: list[Tensor] = []
+    handles = []
+    for block in model.blocks:
+        block.attn.fused_attn = False
+        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: rows.append(o[:, :, 0])))
+    try:
+        model.forward_features(pixels)
+    finally:
+        for handle in handles:
+            handle.remove()
+        for block in model.blocks:
+            block.attn.fused_attn = True
+    return rows

@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from harness import DecomposingBackbone, with_test_time_registers
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
-from tests.harness.pools import pool_reference
+from tests.harness.pools import own_cls_rows, pool_reference
 
 
 def tiny_eva(name: str = "eva02_tiny_patch14_224", **options: Any) -> nn.Module:
@@ -37,24 +37,6 @@ MODELS = {
     "eva02_map": lambda: tiny_eva(global_pool="map"),
     "pe_core": lambda: tiny_eva("vit_pe_core_tiny_patch16_384"),
 }
-
-
-def own_cls_rows(model: nn.Module, pixels: Tensor) -> list[Tensor]:
-    """Every block's [CLS] attention row as the model computes it (its non-fused softmax, read at
-    `attn_drop`): (batch, heads, tokens) per block."""
-    rows: list[Tensor] = []
-    handles = []
-    for block in model.blocks:
-        block.attn.fused_attn = False
-        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: rows.append(o[:, :, 0])))
-    try:
-        model.forward_features(pixels)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for block in model.blocks:
-            block.attn.fused_attn = True
-    return rows
 
 
 def scaled(expected: Tensor) -> dict[str, float]:

@@ -14,7 +14,7 @@ from torch.testing import assert_close
 from harness import DecomposingBackbone
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
-from tests.harness.pools import pool_reference
+from tests.harness.pools import own_cls_rows, pool_reference
 
 
 def tiny_naflex(name: str = "naflexvit_base_patch16_radio_v3", **options: Any) -> nn.Module:
@@ -31,24 +31,6 @@ def tiny_naflex(name: str = "naflexvit_base_patch16_radio_v3", **options: Any) -
 
 
 MODELS = {"radio_v3": tiny_naflex, "siglip": lambda: tiny_naflex("naflexvit_base_patch16_siglip")}
-
-
-def own_cls_rows(model: nn.Module, pixels: Tensor) -> list[Tensor]:
-    """Every block's attention row of the first token as the model computes it (its non-fused
-    softmax, read at `attn_drop`): (batch, heads, tokens) per block."""
-    rows: list[Tensor] = []
-    handles = []
-    for block in model.blocks:
-        block.attn.fused_attn = False
-        handles.append(block.attn.attn_drop.register_forward_hook(lambda m, i, o: rows.append(o[:, :, 0])))
-    try:
-        model.forward_features(pixels)
-    finally:
-        for handle in handles:
-            handle.remove()
-        for block in model.blocks:
-            block.attn.fused_attn = True
-    return rows
 
 
 def scaled(expected: Tensor) -> dict[str, float]:
