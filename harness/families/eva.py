@@ -13,7 +13,7 @@ from timm.models.eva import Eva, EvaAttention, EvaBlock
 from torch import Tensor, nn
 
 from harness.families.base import AttentionView, BlockView, UnitScale
-from harness.families.timm_vit import TimmFamily, unsupported_pool
+from harness.families.timm_vit import TimmFamily, pooling_problem
 from harness.tokens import TokenLayout
 
 _PARTS = ("q", "k", "v")
@@ -90,14 +90,8 @@ class EvaFamily(TimmFamily):
 
     @staticmethod
     def unsupported(model: Any) -> str:
-        if model.global_pool not in ("token", "map", "avg"):
-            return f"its output pools with {model.global_pool!r}, not the [CLS] token, a pool or the mean"
-        if model.attn_pool is not None:
-            problem = unsupported_pool(model.attn_pool)
-            if problem:
-                return problem
-        elif model.cls_token is None and model.global_pool != "avg":
-            return "no [CLS] token"
+        if problem := pooling_problem(model, model.cls_token is not None):
+            return problem
         if getattr(model, "rope_mixed", False):
             return "a RoPE of its own per block"
         for block in model.blocks:

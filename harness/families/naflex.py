@@ -11,7 +11,7 @@ from timm.models.naflexvit import NaFlexVit
 from timm.models.vision_transformer import Block as TimmBlock
 from torch import Tensor, nn
 
-from harness.families.timm_vit import TimmFamily, unsupported_pool
+from harness.families.timm_vit import TimmFamily, pooling_problem
 
 
 class NaFlexFamily(TimmFamily):
@@ -34,21 +34,10 @@ class NaFlexFamily(TimmFamily):
 
     @staticmethod
     def unsupported(model: Any) -> str:
-        if model.global_pool not in ("token", "map", "avg"):
-            return f"its output pools with {model.global_pool!r}, not the [CLS] token, a pool or the mean"
+        if problem := pooling_problem(model, model.has_class_token):
+            return problem
         if model.rope is not None:
             return "a rotary position embedding"
-        if model.attn_pool is not None:
-            if model.num_prefix_tokens and not model.pool_include_prefix:
-                return "an attention pool that leaves the prefix tokens out"
-            problem = unsupported_pool(model.attn_pool)
-            if problem:
-                return problem
-        elif model.global_pool == "avg":
-            if model.num_prefix_tokens and model.pool_include_prefix:
-                return "a mean that takes the prefix tokens in"
-        elif not model.has_class_token:
-            return "no [CLS] token"
         if len(set(model.embeds.patch_size)) != 1:
             return f"{'x'.join(map(str, model.embeds.patch_size))} patches"
         for block in model.blocks:

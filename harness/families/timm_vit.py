@@ -99,19 +99,8 @@ class TimmFamily(Family):
     @staticmethod
     def unsupported(model: Any) -> str:
         """What keeps the decomposition from this timm model ("" when nothing does)."""
-        if model.global_pool not in ("token", "map", "avg"):
-            return f"its output pools with {model.global_pool!r}, not the [CLS] token, a pool or the mean"
-        if model.attn_pool is not None:
-            if model.num_prefix_tokens and not model.pool_include_prefix:
-                return "an attention pool that leaves the prefix tokens out"
-            problem = unsupported_pool(model.attn_pool)
-            if problem:
-                return problem
-        elif model.global_pool == "avg":
-            if model.num_prefix_tokens and model.pool_include_prefix:
-                return "a mean that takes the prefix tokens in"
-        elif model.cls_token is None:
-            return "no [CLS] token"
+        if problem := pooling_problem(model, model.cls_token is not None):
+            return problem
         if type(model.patch_embed) is not PatchEmbed:  # a hybrid's CNN stem: its stride is no patch size
             return f"a {type(model.patch_embed).__name__} patch embedding"
         if len(set(model.patch_embed.patch_size)) != 1:
@@ -219,6 +208,24 @@ class TimmFamily(Family):
 def _width_parameter(model: Any) -> Tensor:
     """A parameter of the model's width (the mean readout's identity takes its size, device, dtype)."""
     return model.blocks[-1].attn.proj.weight[0]
+
+
+def pooling_problem(model: Any, has_cls: bool) -> str:
+    """What keeps the decomposition from a timm model's pooling ("" when nothing does): the [CLS]
+    token (which it must have), an attention pool over every token (`unsupported_pool`), or the mean
+    of the patches (`global_pool='avg'`, the prefix left out, as timm does by default). A model
+    without `pool_include_prefix` (EVA) pools every token and averages the patches."""
+    pool = model.global_pool
+    if pool not in ("token", "map", "avg"):
+        return f"its output pools with {pool!r}, not the [CLS] token, a pool or the mean"
+    if model.attn_pool is not None:
+        if model.num_prefix_tokens and not getattr(model, "pool_include_prefix", True):
+            return "an attention pool that leaves the prefix tokens out"
+        return unsupported_pool(model.attn_pool)
+    if pool == "avg":
+        takes_prefix = model.num_prefix_tokens and getattr(model, "pool_include_prefix", False)
+        return "a mean that takes the prefix tokens in" if takes_prefix else ""
+    return "" if has_cls else "no [CLS] token"
 
 
 def unsupported_pool(pool: Any) -> str:
