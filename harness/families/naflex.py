@@ -6,12 +6,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
-from timm.layers.attention import Attention as TimmAttention
 from timm.models.naflexvit import NaFlexVit
-from timm.models.vision_transformer import Block as TimmBlock
-from torch import Tensor, nn
+from torch import Tensor
 
-from harness.families.timm_vit import TimmFamily, pooling_problem
+from harness.families.timm_vit import TimmFamily, blocks_problem, pooling_problem
 
 
 class NaFlexFamily(TimmFamily):
@@ -40,12 +38,7 @@ class NaFlexFamily(TimmFamily):
             return "a rotary position embedding"
         if len(set(model.embeds.patch_size)) != 1:
             return f"{'x'.join(map(str, model.embeds.patch_size))} patches"
-        for block in model.blocks:
-            if type(block) is not TimmBlock or type(block.attn) is not TimmAttention:
-                return f"{type(block).__name__} blocks with {type(block.attn).__name__}, not pre-norm Block"
-            if not isinstance(block.attn.norm, nn.Identity) or block.attn.gate is not None:
-                return "a norm or gate between attention and its output projection"
-        return ""
+        return blocks_problem(model.blocks)
 
     def prefix(self) -> tuple[int, int]:
         return int(self.model.has_class_token), self.model.num_reg_tokens

@@ -109,12 +109,7 @@ class TimmFamily(Family):
             return "a distillation token"
         if model.num_prefix_tokens != int(model.cls_token is not None) + model.num_reg_tokens:
             return f"{model.num_prefix_tokens} prefix tokens"
-        for block in model.blocks:
-            if type(block) is not TimmBlock or type(block.attn) is not TimmAttention:
-                return f"{type(block).__name__} blocks with {type(block.attn).__name__}, not pre-norm Block"
-            if not isinstance(block.attn.norm, nn.Identity) or block.attn.gate is not None:
-                return "a norm or gate between attention and its output projection"
-        return ""
+        return blocks_problem(model.blocks)
 
     def preparation(self, processor_config: Mapping[str, Any] | None = None) -> Preprocessing:
         """As the model's pretrained config says (over timm's default where it is silent): mean/std,
@@ -208,6 +203,17 @@ class TimmFamily(Family):
 def _width_parameter(model: Any) -> Tensor:
     """A parameter of the model's width (the mean readout's identity takes its size, device, dtype)."""
     return model.blocks[-1].attn.proj.weight[0]
+
+
+def blocks_problem(blocks: Any) -> str:
+    """What keeps the decomposition from a timm model's blocks ("" when nothing does): each must be
+    timm's pre-norm `Block` with its `Attention`, nothing between the attention and its projection."""
+    for block in blocks:
+        if type(block) is not TimmBlock or type(block.attn) is not TimmAttention:
+            return f"{type(block).__name__} blocks with {type(block.attn).__name__}, not pre-norm Block"
+        if not isinstance(block.attn.norm, nn.Identity) or block.attn.gate is not None:
+            return "a norm or gate between attention and its output projection"
+    return ""
 
 
 def pooling_problem(model: Any, has_cls: bool) -> str:
