@@ -36,7 +36,7 @@ from harness.errors import (
     first_line,
     state_dict_problem,
 )
-from harness.families import Family, family_for, load_as, short_names
+from harness.families import Family, family_for, load_as, short_names, unwrapped
 from harness.info import BackboneInfo
 from harness.positions import use_original_interpolation
 from harness.processors import PROCESSOR_CONFIG
@@ -264,7 +264,11 @@ def _from_openclip(spec: str, name: str) -> torch.nn.Module:
         )
     except (RuntimeError, OSError, ValueError, KeyError) as error:
         raise UnknownBackboneError(f"{name!r}: open_clip cannot load it: {first_line(error)}") from None
-    return _checked(built.visual, name)
+    try:
+        visual, _ = unwrapped(built.visual)  # a timm tower: its trunk
+    except ValueError as error:
+        raise UnknownBackboneError(f"{name!r}: {error}") from None
+    return _checked(visual, name)
 
 
 def _timm_name(model: str) -> str:

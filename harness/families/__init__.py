@@ -22,7 +22,7 @@ from harness.families.dinov2 import Dinov2Family
 from harness.families.dinov3 import Dinov3Family
 from harness.families.eva import EvaFamily
 from harness.families.naflex import NaFlexFamily
-from harness.families.openclip import OpenCLIPFamily
+from harness.families.openclip import OpenCLIPFamily, timm_trunk
 from harness.families.siglip import SiglipFamily
 from harness.families.timm_vit import TimmFamily
 from harness.families.vit import DeiTFamily, ViTFamily
@@ -72,7 +72,11 @@ def load_as(config: PretrainedConfig) -> LoadAs:
 
 def unwrapped(model: nn.Module) -> tuple[nn.Module, nn.Linear | None]:
     """A classifier a family keeps whole (ViT's and DeiT's `...ForImageClassification`: `classifiers`)
-    as its backbone and its classifier on the [CLS] readout; any other model as it is, with None."""
+    as its backbone and its classifier on the [CLS] readout; an open_clip tower built on a timm model
+    (or the `CLIP` holding it) as that timm model (`timm_trunk`); any other model as it is, with None."""
+    trunk = timm_trunk(model)
+    if trunk is not None:
+        return trunk, None
     for family in FAMILIES:
         for model_class, inner, classifier in getattr(family, "classifiers", {}).values():
             if type(model) is model_class:

@@ -108,12 +108,6 @@ class EvaFamily(TimmFamily):
         cls = int(self.model.cls_token is not None)
         return cls, self.model.num_prefix_tokens - cls
 
-    def fixed_resolution(self) -> int | None:
-        """The training size, unless the model resizes its grid (`dynamic_img_size`)."""
-        if self.model.dynamic_img_size:
-            return None
-        return int(self.model.patch_embed.img_size[0])
-
     def view(self, block: Any) -> Any:
         attention = block.attn
         query, key, value = (_InputPart(attention, part, block.norm1) for part in range(3))

@@ -40,6 +40,9 @@ class NaFlexFamily(TimmFamily):
             return f"{'x'.join(map(str, model.embeds.patch_size))} patches"
         return blocks_problem(model.blocks)
 
+    def fixed_resolution(self) -> int | None:
+        return None  # its embedding resizes the position table to any grid
+
     def prefix(self) -> tuple[int, int]:
         return int(self.model.has_class_token), self.model.num_reg_tokens
 

@@ -181,3 +181,24 @@ class OpenCLIPFamily(Family):
 
     def encode(self, tokens: Tensor, layout: TokenLayout, patches: Tensor | None = None) -> Tensor:
         return self.tower.transformer(tokens)
+
+
+def timm_trunk(model: nn.Module) -> nn.Module | None:
+    """The timm model inside an open_clip image tower built on one (`TimmModel`: open_clip's SigLIP
+    and other timm towers), or inside a `CLIP` holding such a tower, where nothing follows it (no
+    projection, no pool of open_clip's own): the tower's output is the trunk's. None for any other
+    model.
+
+    Raises:
+        ValueError: a timm tower with a projection or pool of open_clip's own after its trunk.
+    """
+    visual: Any = cast(Any, model).visual if type(model).__name__ in _HOLDERS else model
+    if type(visual).__name__ != "TimmModel" or not type(visual).__module__.startswith("open_clip"):
+        return None
+    trunk = visual.trunk
+    if any(True for _ in visual.head.parameters()) or int(getattr(trunk, "num_classes", 0) or 0):
+        raise ValueError(
+            f"{type(model).__name__} (an open_clip timm tower with a projection or pool of its own after "
+            "its trunk) is not a supported ViT"
+        )
+    return cast(nn.Module, trunk)

@@ -145,6 +145,13 @@ class TimmFamily(Family):
             "num_cls": self.prefix()[0],
         }
 
+    def fixed_resolution(self) -> int | None:
+        """The training size, unless the model resizes its grid (`dynamic_img_size`: timm names and
+        folders are loaded with it; a model built without it reads its own size only)."""
+        if self.model.dynamic_img_size:
+            return None
+        return int(self.model.patch_embed.img_size[0])
+
     def prefix(self) -> tuple[int, int]:
         """Its [CLS] tokens (0 or 1) and registers, in that order before the patches."""
         return int(self.model.cls_token is not None), self.model.num_reg_tokens

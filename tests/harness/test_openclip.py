@@ -265,3 +265,28 @@ def test_the_command_line_runs_it_at_its_own_size_only(
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     assert results["backbone"]["family"] == "open_clip" and results["backbone"]["projection_dim"] == 16
     assert results["run"]["max_pooler_error"] < 1e-4 and "cka/projection/patch" in results["results"]
+
+
+@torch.no_grad()
+def test_an_open_clip_tower_built_on_timm_is_read_as_its_timm_trunk() -> None:
+    """open_clip's SigLIP and other timm towers (`TimmModel`): where nothing follows the trunk, the
+    image embedding is the trunk's output, read by the timm family (here: the patches' mean)."""
+    text = {"context_length": 8, "vocab_size": 50, "width": 32, "heads": 4, "layers": 1}
+    tower = {
+        "timm_model_name": "vit_tiny_patch16_224",
+        "timm_pool": "avg",
+        "timm_proj": "none",
+        "image_size": 224,
+    }
+    torch.manual_seed(0)
+    clip = open_clip.CLIP(embed_dim=192, vision_cfg=tower, text_cfg=text).eval()
+    backbone = DecomposingBackbone.from_model(clip)
+    assert (backbone.info.family, backbone.info.readout) == ("timm", "mean")
+    pixels = torch.randn(1, 3, 224, 224)
+    expected = clip.encode_image(pixels)
+    assert_close(
+        backbone(pixels)["output/full"], expected, rtol=1e-5, atol=1e-5 * expected.abs().max().item()
+    )
+    projected = open_clip.CLIP(embed_dim=16, vision_cfg=tower | {"timm_proj": "linear"}, text_cfg=text)
+    with pytest.raises(ValueError, match="a projection or pool of its own after its trunk"):
+        DecomposingBackbone.from_model(projected)
