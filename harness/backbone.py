@@ -95,7 +95,7 @@ class Extra(ABC):
 
 
 class DecomposingBackbone(nn.Module):
-    """A ViT (DINOv2, or any family of `harness.families`) that decomposes its [CLS] output.
+    """A ViT (DINOv2, or any family of `harness.families`) that decomposes its pooled output.
 
     Each call runs the model once (SDPA) with the taps the decomposition and the call's extras read,
     recomputing only the last block's [CLS] query row; what else it computes is the extras passed to
@@ -103,8 +103,9 @@ class DecomposingBackbone(nn.Module):
     it, and rebuilds its readouts, in eval mode). Gradients flow when the caller enables them.
 
     Args:
-        model: a model of a family `harness.families` knows (DINOv2, DINOv3, ViT, DeiT, CLIP, timm
-            ViT); its adapter gives the blocks, norms, keys and readouts.
+        model: a model of a family `harness.families` knows (DINOv2, DINOv3, ViT, DeiT, CLIP, SigLIP,
+            AIMv2, timm's ViT / Eva / NaFlexVit, open_clip); its adapter gives the blocks, norms, keys
+            and readout (the [CLS] row, an attention-pooling head or the patch mean).
         info: what the model is, for results.json (`from_model` infers it).
         compile_backend: run every block a pass does not read inside (all but the last and the
             tapped ones) under `torch.compile` with this backend; None: eager.
