@@ -898,3 +898,71 @@ def test_every_reader_of_a_run_folder_survives_every_hand_edit(
             if status == 2:
                 assert err.strip().splitlines()[-1].startswith("error:"), (reader, name, err)
                 assert not (Path(command[-1]) / ".complete").exists(), (reader, name)
+
+
+_OPTION_VALUES = {
+    "--backbone": ["random:tiny"], "--layers": ["1"], "--intervene": ["cls@1:zero"], "--maps": ["attention"],
+    "--register-neurons": ["1:0"], "--probe": ["split"], "--compare": ["a", "b"], "--accelerator": ["cpu"],
+    "--devices": ["2"], "--strategy": ["ddp"], "--head": ["model"], "--resolution": ["28"],
+    "--crop-ratio": ["0.5"], "--learning-rates": ["0.1"], "--val-fraction": ["0.2"],
+}  # fmt: skip
+"""A valid value for the options whose value has a form of its own; the others take one by type."""
+
+
+def _options(parse: Callable[[list[str]], Any]) -> list[Any]:
+    """Every option of an entry point's parser (its argparse actions but --help)."""
+    import argparse
+    from unittest import mock
+
+    seen: list[argparse.ArgumentParser] = []
+    real = argparse.ArgumentParser.parse_args
+
+    def parsing(self: argparse.ArgumentParser, *args: Any, **kwargs: Any) -> Any:
+        seen.append(self)
+        return real(self, *args, **kwargs)
+
+    with mock.patch.object(argparse.ArgumentParser, "parse_args", parsing):
+        parse(["--output", "o"])
+    return [action for action in seen[0]._actions if action.option_strings and action.dest != "help"]
+
+
+def _value_for(action: Any) -> list[str]:
+    """A value of `action` other than its default."""
+    name = action.option_strings[-1]
+    if name in _OPTION_VALUES:
+        return _OPTION_VALUES[name]
+    if action.nargs == 0 or (action.const is not None and action.nargs == "?"):
+        return []
+    if action.choices:
+        return [next(str(choice) for choice in action.choices if choice != action.default)]
+    if action.type is int:
+        return [str((action.default or 0) + 2)]
+    return ["3.0"] if action.type is float else ["x"]
+
+
+@pytest.mark.parametrize("entry", ["evaluate", "train_probe"])
+def test_every_option_of_every_entry_point_has_an_effect_or_a_refusal(entry: str) -> None:
+    """Issue 34, as a property: each option given alone (with a valid value other than its default)
+    either changes what the entry point hands its work function (the typed options) or is refused in
+    one line; none is parsed and dropped (`--train-split` without `--train-data` was)."""
+    from unittest import mock
+
+    module = {"evaluate": evaluate, "train_probe": train_probe}[entry]
+    work = {"evaluate": "evaluate", "train_probe": "train_probe"}[entry]
+
+    def handed(argv: list[str]) -> tuple[int, dict[str, Any]]:
+        got: dict[str, Any] = {}
+        with mock.patch.object(module, work, lambda **arguments: got.update(arguments)):
+            return module.main(argv), got
+
+    status, default = handed(["--output", "o"])
+    assert status == 0
+    options = _options(module.parse_args)
+    assert len(options) > 15
+    for action in options:
+        if action.dest == "output":
+            continue
+        argv = ["--output", "o", action.option_strings[-1], *_value_for(action)]
+        status, arguments = handed(argv)
+        changed = [name for name in arguments if repr(arguments[name]) != repr(default.get(name))]
+        assert status == 2 or changed, f"{' '.join(argv[2:])} is parsed and dropped"

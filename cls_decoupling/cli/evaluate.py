@@ -52,6 +52,10 @@ MODEL_HEAD = "model"
 """`--head model`: the backbone's own classifier on its [CLS] output (`DecomposingBackbone.classifier`)."""
 
 
+REFERENCE_LIMIT = 256
+"""Reference images by default (`--reference-limit`)."""
+
+
 @dataclass(frozen=True)
 class ProbeOptions:
     """Which probes run and their settings."""
@@ -113,10 +117,17 @@ class ProbeOptions:
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ProbeOptions:
         train = None
+        train_options = {
+            "--train-dir": args.train_dir, "--train-split": args.train_split,
+            "--train-per-class": args.train_per_class,
+        }  # fmt: skip
+        given = [option for option, value in train_options.items() if value is not None]
+        if given and args.train_data is None:
+            raise UserError(f"{', '.join(given)} choose the training images of --train-data: add it")
         if args.train_data is not None:
             evaluated = DataOptions.from_args(args)
             train = dataclasses.replace(
-                evaluated, source=args.train_data, data_dir=args.train_dir, split=args.train_split,
+                evaluated, source=args.train_data, data_dir=args.train_dir, split=args.train_split or "train",
                 download=False, limit=None, per_class=args.train_per_class,
             )  # fmt: skip
         reference = None
@@ -130,16 +141,20 @@ class ProbeOptions:
             )
         if args.reference_data in ("folder", "imagenet") and args.reference_dir is None:
             raise UserError(f"--reference-data {args.reference_data} reads a folder: add --reference-dir")
-        if args.reference_limit < 1:
+        if args.reference_limit is not None and not args.intervene and not registers:
             raise UserError(
-                f"--reference-limit counts reference images: 1 or more, got {args.reference_limit}"
+                "--reference-limit counts the images the interventions' mean / shuffle / noise and the "
+                "register-neuron search read: add --intervene or --test-time-registers"
             )
+        limit = REFERENCE_LIMIT if args.reference_limit is None else args.reference_limit
+        if limit < 1:
+            raise UserError(f"--reference-limit counts reference images: 1 or more, got {limit}")
         if args.intervene or registers:
             evaluated = DataOptions.from_args(args)
             reference = dataclasses.replace(
                 evaluated, source=args.reference_data or evaluated.source,
                 data_dir=args.reference_dir if args.reference_data else evaluated.data_dir,
-                download=False, limit=args.reference_limit, per_class=None,
+                download=False, limit=limit, per_class=None,
             )  # fmt: skip
         return cls(
             args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
@@ -327,7 +342,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="labelled training images whose output/full form the knn probe's bank (DINOv2's k-NN)",
     )
     parser.add_argument("--train-dir", type=Path, help="folder of --train-data")
-    parser.add_argument("--train-split", choices=("val", "train"), default="train", help="--train-data split")
+    parser.add_argument("--train-split", choices=("val", "train"), help="--train-data split (default: train)")
     parser.add_argument(
         "--train-per-class", type=int, help="a seeded subset of this many training images per class"
     )
@@ -410,8 +425,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--reference-dir", type=Path, help="folder of --reference-data")
     parser.add_argument(
-        "--reference-limit", type=int, default=256,
-        help="reference images, a seeded subset (default: 256)",
+        "--reference-limit", type=int,
+        help=f"reference images, a seeded subset (default: {REFERENCE_LIMIT})",
     )  # fmt: skip
     add_trainer_arguments(parser)
     return parser.parse_args(argv)
