@@ -169,5 +169,6 @@ def test_one_image_keeps_its_row_and_its_gallery_is_drawn() -> None:
     assert arrays["attribution/gallery/index"].tolist() == [7]
     run = SimpleNamespace(arrays=arrays, backbone="tiny", num_images=1)
     figure = AttributionProbe._gallery(run)  # type: ignore[arg-type]
-    assert figure is not None and sum(1 for axis in figure.axes if axis.images) == len(MAPS) + 1  # +colour keys
+    assert figure is not None
+    assert sum(1 for axis in figure.axes if axis.images) == len(MAPS) + 1  # besides the colour keys
     plt.close(figure)
