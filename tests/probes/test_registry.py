@@ -198,9 +198,9 @@ def test_the_selection_is_parsed_once_and_its_probes_say_what_each_call_computes
     assert ProbeSelection.parse("linear").reads_head
 
 
-@pytest.mark.parametrize("images", [2, 12])
+@pytest.mark.parametrize("images", [1, 2, 12])
 def test_every_probe_draws_its_figures_and_names_its_headlines(images: int) -> None:
-    """Every probe fed one batch of 2 or 12 images: its headlines name results it computed, each
+    """Every probe fed one batch of 1, 2 or 12 images: its headlines name results it computed, each
     draws its own figures (and comparison figures) from the run, rendered to PNG without error,
     under file names no other probe uses."""
     import io
@@ -241,7 +241,7 @@ def test_every_probe_draws_its_figures_and_names_its_headlines(images: int) -> N
         except InsufficientDataError:
             skipped.add(key.split("@")[0])
     few = {"oneshot", "linear", "registers", "knn", "cka_layers", "heads"}  # need more than 2 images
-    assert skipped <= few and (images == 2 or not skipped)
+    assert skipped <= few and (images <= 2 or not skipped)
 
     names = tuple(intervention.name for intervention in interventions)
 
@@ -281,7 +281,7 @@ def test_every_probe_draws_its_figures_and_names_its_headlines(images: int) -> N
             plt.close(figure)
         empty = InMemoryRun({}, {})
         assert probe.figures(empty) == {} and probe.comparison_figures([Labelled("a", empty)]) == {}
-    if images == 2:
+    if images <= 2:
         return
     assert {"knn.png", "compare_knn.png", "interventions_blocks.png"} <= set(drawn)
     shown = {name for name, _ in PROBES["interventions"].run_headlines(run) if name in results}
