@@ -198,9 +198,9 @@ def test_the_selection_is_parsed_once_and_its_probes_say_what_each_call_computes
     assert ProbeSelection.parse("linear").reads_head
 
 
-@pytest.mark.parametrize("images", [1, 2, 12])
+@pytest.mark.parametrize("images", [1, 2, 50])
 def test_every_probe_draws_its_figures_and_names_its_headlines(images: int) -> None:
-    """Every probe fed one batch of 1, 2 or 12 images: its headlines name results it computed, each
+    """Every probe fed one batch of 1, 2 or 50 images: its headlines name results it computed, each
     draws its own figures (and comparison figures) from the run, rendered to PNG without error,
     under file names no other probe uses."""
     import io
