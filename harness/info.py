@@ -49,6 +49,9 @@ class BackboneInfo:
             patch variants).
         artifact_threshold: the patches whose norm in the last block's input exceeds it are the
             `artifact` group (`harness.decomposition.ARTIFACT_GROUPS`); 0: no such split.
+        readout_heads: the heads of what reads the pooled output where they are not `num_heads` (a
+            pooling head of its own width: PE-core's 8 over 16-head blocks; the patch mean: 1); 0:
+            the blocks' heads.
     """
 
     name: str
@@ -73,6 +76,7 @@ class BackboneInfo:
     num_cls: int = 1  # 0: no [CLS] token (SigLIP)
     readout: str = "cls"  # "cls", "map" or "mean" (READOUTS)
     artifact_threshold: float = 0.0  # > 0: the patches above this norm are the artifact group
+    readout_heads: int = 0  # the pooling head's heads where not num_heads; 0: the blocks'
 
     def __post_init__(self) -> None:
         if self.readout not in READOUTS or self.num_cls not in (0, 1):
@@ -81,6 +85,11 @@ class BackboneInfo:
             raise ValueError("a model without a [CLS] token cannot be read from its [CLS] row")
         if not self.artifact_threshold >= 0:  # NaN too
             raise ValueError(f"artifact threshold {self.artifact_threshold}: give a norm above 0")
+
+    @property
+    def heads_read(self) -> int:
+        """The heads of what reads the pooled output (the last block's, or a pooling head's)."""
+        return self.readout_heads or self.num_heads
 
     @property
     def has_skip(self) -> bool:
@@ -149,7 +158,7 @@ class BackboneInfo:
         return cls(**known, preprocessing=replace(DINOV2_EVALUATION, **stored))
 
 
-_WHERE_KNOWN = ("num_classes", "mlp_size", "test_time_registers", "artifact_threshold")
+_WHERE_KNOWN = ("num_classes", "mlp_size", "test_time_registers", "artifact_threshold", "readout_heads")
 """Fields written only where they are not 0."""
 _WHERE_NOT_DEFAULT = {"num_cls": 1, "readout": "cls"}
 """Fields written only where they differ from the default (every [CLS] model's file stays as it was)."""

@@ -339,7 +339,7 @@ class AttributionProbe(Probe):
         maps = cls.maps_of(run)
         heads = [
             n
-            for n in head_map_names(range(1, run.info.num_heads + 1))
+            for n in head_map_names(range(1, run.info.heads_read + 1))
             if f"maps/{n}/rank_agreement" in run.results
         ]
         names = [*maps, *heads]

@@ -14,6 +14,7 @@ from matplotlib.patches import Rectangle
 from matplotlib.ticker import MaxNLocator
 from torch import Tensor
 
+from harness import BackboneInfo
 from harness.extras.head_terms import HeadTerms, head_prefix
 from probes.base import Headline, Probe, ProbeContext
 from probes.metrics.stats import ColumnStats
@@ -95,6 +96,17 @@ class HeadsProbe(Probe):
         ('heads/', 'heads/layer3/')
         """
         return "heads/" if block == num_layers else f"heads/layer{block}/"
+
+    @classmethod
+    def unsupported(cls, info: BackboneInfo) -> str:
+        """A readout whose heads are not the blocks' (a pooling head of its own width, the patch
+        mean's one): one head count for every block here."""
+        if info.heads_read != info.num_heads:
+            return (
+                f"reads one head count for every block, and {info.name}'s {info.readout} readout has "
+                f"{info.heads_read} heads to its blocks' {info.num_heads}"
+            )
+        return super().unsupported(info)
 
     @classmethod
     def from_context(cls, context: ProbeContext) -> HeadsProbe:

@@ -799,7 +799,7 @@ def run_one(
     interventions, skipped_interventions = applicable_interventions(
         probes.interventions, backbone, data.resolution
     )
-    maps, heads = checked_maps(probes.maps, backbone.info.num_heads, backbone.info.readout)
+    maps, heads = checked_maps(probes.maps, backbone.info.heads_read, backbone.info.readout)
     bank, train_description = None, None
     if probes.train is not None:
         bank, train_description = build_bank(backbone, probes.train, trainer_options)

@@ -191,6 +191,9 @@ class Family(ABC):
         architecture says 0): test-time registers it carries (`harness.test_time_registers`) counted
         among its registers, and recorded."""
         described = {"num_cls": 1, "readout": self.readout} | self.architecture()
+        pool = self.pool_view()
+        if pool is not None and pool.attention.num_attention_heads != described["num_heads"]:
+            described["readout_heads"] = pool.attention.num_attention_heads
         added = getattr(self.model, TEST_TIME_REGISTERS, None)
         if added is not None:
             described |= {

@@ -95,3 +95,26 @@ def test_what_eva_cannot_take_is_refused_in_one_line() -> None:
         DecomposingBackbone.from_model(tiny_eva(global_pool="max"))
     with pytest.raises(ValueError, match="no token can be added"):
         with_test_time_registers(MODELS["eva02"](), {1: [0]})
+
+
+@torch.no_grad()
+def test_a_pooling_head_of_its_own_width_is_recorded_and_its_heads_are_the_maps_heads() -> None:
+    """PE-core's pool has 8 heads over 4-head blocks (here): recorded, the head maps are the pool's
+    (its attention over the patches), and the heads probe, one head count for every block, refuses."""
+    from harness.extras import AttributionMaps
+    from probes import ProbeSelection
+
+    backbone = DecomposingBackbone.from_model(MODELS["pe_core"]())
+    info = backbone.info
+    assert (info.num_heads, info.readout_heads, info.heads_read) == (4, 8, 8)
+    assert info.as_dict()["readout_heads"] == 8
+    pixels = torch.randn(2, 3, 32, 32)
+    maps = AttributionMaps(("attention",), heads=(8,), scored=False)
+    decomposition = backbone(pixels, extras=[maps])
+    _, weights, _ = pool_reference(backbone, pixels)
+    layout = backbone.layout_for(pixels)
+    patches = weights[:, :, layout.slice("patch")].unflatten(-1, (layout.grid_height, layout.grid_width))
+    assert_close(decomposition["attribution/attention_heads"], patches, rtol=1e-5, atol=1e-7)  # all 8
+    with pytest.raises(ValueError, match="8 heads to its blocks' 4"):
+        ProbeSelection.parse("heads").for_model(info)
+    assert "heads" not in ProbeSelection.parse("all").for_model(info).names

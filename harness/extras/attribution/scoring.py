@@ -147,7 +147,7 @@ class AttributionMaps(Extra):
         return (*self.maps, *head_map_names(self.heads))
 
     def check(self, backbone: DecomposingBackbone) -> None:
-        count = backbone.info.num_heads
+        count = backbone.info.heads_read  # the heads of what reads the output (a pooling head's)
         if wrong := [head for head in self.heads if not 1 <= head <= count]:
             raise ValueError(f"this backbone has heads 1..{count}, got {wrong}")
         if backbone.info.readout != "cls" and (rows := [m for m in self.maps if MAPS[m].reads_cls_rows]):
