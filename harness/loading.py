@@ -338,7 +338,12 @@ def _created_timm(name: str, model: str, **options: Any) -> torch.nn.Module:
     """`timm.create_model(model)` with its weights, any image size; a file timm cannot read, or a model
     no family reads, is one line."""
     try:
-        built = timm.create_model(model, pretrained=True, dynamic_img_size=True, **options)
+        try:
+            built = timm.create_model(model, pretrained=True, dynamic_img_size=True, **options)
+        except TypeError as error:  # NaFlexVit resizes its positions itself: it takes no such option
+            if "dynamic_img_size" not in str(error):
+                raise
+            built = timm.create_model(model, pretrained=True, **options)
     except RuntimeError as error:
         if "state_dict" not in str(error):
             raise UnknownBackboneError(f"{name!r}: timm cannot load it: {first_line(error)}") from None

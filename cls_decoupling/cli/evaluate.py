@@ -1035,6 +1035,7 @@ def run_from_features(
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
     probes.check_own_head(info, None)  # saved features hold no classifier
     layers = earlier.run.layers
+    selection = selection.for_model(info)  # what the model cannot feed (a model without [CLS])
     request = ProbeRequest(probes, selection, info, earlier.data.resolution, layers=layers)
     built = request.build(earlier.data.class_names)
     started = time.perf_counter()

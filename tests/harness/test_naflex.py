@@ -3,6 +3,7 @@ resized to the grid) and timm's NaFlex SigLIP (an attention pool), at square and
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -91,3 +92,19 @@ def test_what_naflex_cannot_take_is_refused_in_one_line() -> None:
         DecomposingBackbone.from_model(tiny_naflex("naflexvit_base_patch16_gap", global_pool="max"))
     with pytest.raises(ValueError, match="leaves the prefix tokens out"):
         DecomposingBackbone.from_model(tiny_naflex("naflexvit_base_patch16_map"))
+
+
+def test_a_saved_naflex_folder_loads_as_timm_saves_it(tmp_path: Path) -> None:
+    """timm's hub layout (save_for_hf) of a NaFlexVit: loaded without `dynamic_img_size`, which it
+    does not take (its embedding resizes its positions itself)."""
+    from timm.models import save_for_hf
+
+    from harness import load_backbone
+
+    model = tiny_naflex()
+    save_for_hf(model, tmp_path / "radio")
+    backbone = load_backbone(str(tmp_path / "radio"))
+    pixels = torch.randn(1, 3, 48, 32)
+    with torch.no_grad():
+        expected = model.forward_head(model.forward_features(pixels), pre_logits=True)
+        assert_close(backbone(pixels)["output/full"], expected, **scaled(expected))

@@ -244,7 +244,11 @@ def test_the_command_line_runs_a_saved_siglip(
         last = err.strip().splitlines()[-1]  # after the loader's progress bar
         assert last.startswith("error:") and "Traceback" not in err, (name, err)
         assert not (tmp_path / name / "results.json").exists()
-    assert evaluate.main([*common, "--probe", "all", "--output", str(tmp_path / "run")]) == 0
+    assert (
+        evaluate.main([*common, "--probe", "all", "--save-features", "--output", str(tmp_path / "run")]) == 0
+    )
+    replayed = ["--from-features", str(tmp_path / "run"), "--output", str(tmp_path / "replayed")]
+    assert evaluate.main(replayed) == 0  # `all` without the probes that read [CLS] rows, as the run
     results = json.loads((tmp_path / "run" / "results.json").read_text())
     backbone = results["backbone"]
     assert backbone["family"] == "siglip" and backbone["readout"] == "map" and backbone["num_cls"] == 0
