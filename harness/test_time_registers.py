@@ -121,7 +121,7 @@ def with_test_time_registers(
     family = family_for(model)
     if not family.takes_extra_tokens:
         raise ValueError(
-            f"test-time registers: {family.name}'s blocks count its prefix tokens, so no token can be added"
+            f"no token can be added: {family.name}'s blocks count the prefix tokens from the start"
         )
     if getattr(model, TEST_TIME_REGISTERS, None) is not None:
         raise ValueError("the model already has test-time registers")

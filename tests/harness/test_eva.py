@@ -93,7 +93,7 @@ def test_what_eva_cannot_take_is_refused_in_one_line() -> None:
         DecomposingBackbone.from_model(tiny_eva("eva02_base_patch16_clip_224"))  # EVA-02-CLIP's sub-LN
     with pytest.raises(ValueError, match="'max'"):
         DecomposingBackbone.from_model(tiny_eva(global_pool="max"))
-    with pytest.raises(ValueError, match="no token can be added"):
+    with pytest.raises(ValueError, match="no token can be added: eva's blocks count the prefix tokens"):
         with_test_time_registers(MODELS["eva02"](), {1: [0]})
 
 
