@@ -53,6 +53,7 @@ from harness.extras.attribution import (
     AttributionMaps,
     head_map_names,
     map_names,
+    parse_maps,
 )
 from harness.heads import LinearHead
 from probes.base import Headline, Probe, ProbeContext
@@ -234,8 +235,10 @@ class AttributionProbe(Probe):
         # accuracy where the labels index the scored classes (a model's own 1000 ImageNet classes
         # need ImageNet-1k's labels; a saved head's and the bank's class names are checked)
         labelled = len(context.class_names) >= 2 if head is None else context.labels_index(head)
+        # no maps named: every map the model's readout has (those of the blocks' [CLS] rows need one)
+        maps = context.maps or parse_maps("all", readout=context.info.readout)[0]
         return cls(
-            context.seed, mean=preprocessing.mean, std=preprocessing.std, maps=context.maps,
+            context.seed, mean=preprocessing.mean, std=preprocessing.std, maps=maps,
             heads=context.heads, class_scores=class_scores_for(context, head), labelled=labelled,
         )  # fmt: skip
 

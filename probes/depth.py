@@ -38,6 +38,7 @@ class DepthProbe(ColumnStatsProbe):
     name = "depth"
     position = 100
     needs_layers = True
+    needs_cls = True  # each block's [CLS] update
 
     @staticmethod
     def result_name(layer: int, quantity: str) -> str:

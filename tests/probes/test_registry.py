@@ -290,3 +290,72 @@ def test_every_probe_draws_its_figures_and_names_its_headlines(images: int) -> N
             intervention.prefix + "cosine_to_clean",
             intervention.prefix + "knn/output/full/k20/top1",
         } <= shown
+
+
+def test_every_probe_a_pooled_model_feeds_draws_its_figures() -> None:
+    """The same on a model read by an attention-pooling head, without [CLS] (SigLIP), its patches
+    split by norm: every probe it can feed (the others are refused for it) computes and draws its
+    figures and comparison figures to PNG."""
+    import io
+    from dataclasses import dataclass, replace
+
+    import matplotlib.pyplot as plt
+
+    from harness import DecomposingBackbone, feed, merged_extras
+    from harness.extras.interventions.recording import record_reference
+    from harness.extras.interventions.reference import ReferenceStatistics
+    from probes import ProbeSelection
+    from tests.harness.test_pooled import tiny_siglip
+
+    backbone = DecomposingBackbone.from_model(tiny_siglip())
+    info = replace(backbone.info, artifact_threshold=1.0)
+    backbone = backbone.with_artifacts(1.0)
+    selection = ProbeSelection(tuple(PROBES), everything=True).for_model(info)  # every probe it can feed
+    assert {"layerwise", "cka_layers"}.isdisjoint(selection.names) and "split" in selection.names
+    bank = KnnBank(torch.randn(9, info.hidden_size), torch.arange(9) % 3, ("a", "b", "c"))
+    interventions = (Intervention(("artifact",), (2,), "zero"), Intervention(("patch",), (1,), "mean"))
+    pixels = torch.randn(12, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    reference = ReferenceStatistics(bank_size=4)
+    record_reference(backbone, pixels, torch.arange(12), interventions, reference)
+    interventions = tuple(intervention.using(reference) for intervention in interventions)
+    context = ProbeContext(info, ("a", "b", "c"), resolution=32, bank=bank, interventions=interventions,
+                           neuron_search=SEARCH)  # fmt: skip
+    built = selection.build(context)
+    extras = merged_extras(extra for probe in built.values() for extra in probe.extras())
+    decomposition = backbone(pixels, torch.arange(12), extras=extras)
+    feed(built.values(), decomposition, pixels, torch.arange(12) % 3, torch.arange(12))
+    results = {name: value for probe in built.values() for name, value in probe.compute().items()}
+    arrays = {name: value.cpu() for probe in built.values() for name, value in probe.arrays().items()}
+
+    @dataclass(frozen=True)
+    class InMemoryRun:
+        results: dict[str, float]
+        arrays: dict[str, torch.Tensor]
+        info: BackboneInfo
+        backbone: str = "siglip"
+        num_images: int = 12
+        num_classes: int = 3
+        resolution: int = 32
+        num_layers: int = 2
+        num_registers: int = 0
+        num_distillation: int = 0
+        interventions: tuple[str, ...] = ()
+
+        @property
+        def variants(self) -> tuple[str, ...]:
+            return self.info.variant_names()
+
+    @dataclass(frozen=True)
+    class Labelled:
+        label: str
+        run: InMemoryRun
+
+    run = InMemoryRun(results, arrays, info, interventions=tuple(i.name for i in interventions))
+    assert "split/artifact/mean" in results and not any(name.endswith("/skip") for name in results)
+    for name in selection.names:
+        probe = PROBES[name]
+        figures = {**probe.figures(run), **probe.comparison_figures([Labelled("a", run), Labelled("b", run)])}
+        assert figures, f"{name} drew no figure"
+        for figure in figures.values():
+            figure.savefig(io.BytesIO(), format="png", dpi=40)
+            plt.close(figure)
