@@ -14,21 +14,17 @@ from torch.testing import assert_close
 from harness import DecomposingBackbone, with_test_time_registers
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
+from tests.families import perturbed
 from tests.harness.pools import own_cls_rows, pool_reference
 
 
 def tiny_eva(name: str = "eva02_tiny_patch14_224", **options: Any) -> nn.Module:
     """A seeded random timm `Eva` (32 px, patch 8, 2 blocks of width 32, 4 heads) whose biases,
-    tokens, layer scales and pool latent are off their init."""
+    tokens and layer scales are off their init (`tests.families.perturbed`)."""
     torch.manual_seed(0)
     settings = dict(img_size=32, patch_size=8, embed_dim=32, depth=2, num_heads=4, num_classes=0,
                     dynamic_img_size=True) | options  # fmt: skip
-    model = timm.create_model(name, pretrained=False, **settings).eval()
-    with torch.no_grad():
-        for key, parameter in model.named_parameters():
-            if any(part in key for part in ("bias", "gamma", "token", "latent")):
-                parameter.add_(0.3 * torch.randn_like(parameter))
-    return model
+    return perturbed(timm.create_model(name, pretrained=False, **settings), seed=0)
 
 
 MODELS = {

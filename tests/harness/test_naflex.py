@@ -15,20 +15,16 @@ from torch.testing import assert_close
 from harness import DecomposingBackbone
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
+from tests.families import perturbed
 from tests.harness.pools import own_cls_rows, pool_reference
 
 
 def tiny_naflex(name: str = "naflexvit_base_patch16_radio_v3", **options: Any) -> nn.Module:
     """A seeded random timm `NaFlexVit` (width 32, 2 blocks, 4 heads, patch 16) whose biases, tokens,
-    layer scales and pool latent are off their init."""
+    layer scales are off their init (`tests.families.perturbed`)."""
     torch.manual_seed(0)
     settings = dict(embed_dim=32, depth=2, num_heads=4, num_classes=0) | options
-    model = timm.create_model(name, pretrained=False, **settings).eval()
-    with torch.no_grad():
-        for key, parameter in model.named_parameters():
-            if any(part in key for part in ("bias", "gamma", "token", "latent")):
-                parameter.add_(0.3 * torch.randn_like(parameter))
-    return model
+    return perturbed(timm.create_model(name, pretrained=False, **settings), seed=0)
 
 
 MODELS = {"radio_v3": tiny_naflex, "siglip": lambda: tiny_naflex("naflexvit_base_patch16_siglip")}
