@@ -182,7 +182,7 @@ class DecomposingBackbone(nn.Module):
     @property
     def read_view(self) -> HFBlock:
         """What reads the pooled output, under the decomposition's names: the last block (a [CLS]
-        readout), or the attention-pooling head (`PoolView`, a "map" readout)."""
+        readout), or the pool (`PoolView`: an attention-pooling head, "map", or the patch mean, "mean")."""
         pool = self.family.pool_view()
         return self.last_block if pool is None else pool
 
@@ -278,7 +278,7 @@ class DecomposingBackbone(nn.Module):
 
     def _core_taps(self, layout: TokenLayout) -> tuple[tuple[ClsRows] | None, LastBlock]:
         """The core's taps of a pass: the [CLS] rows (none without a [CLS] token) and the last block
-        (with the pooling head's input, for a "map" readout)."""
+        (with the pool's input, for a "map" or "mean" readout)."""
         rows = (ClsRows(self.info.num_layers),) if layout.num_cls else None
         return rows, LastBlock(self.info.num_layers, self.family.pool_view())
 
