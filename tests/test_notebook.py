@@ -21,7 +21,7 @@ def test_the_example_notebook_runs_on_random_weights() -> None:
     namespace: dict[str, object] = {}
     for number, cell in enumerate(code):
         source = "".join(cell["source"])
-        exec(compile(source, f"{NOTEBOOK.name} cell {number}", "exec"), namespace)  # noqa: S102
+        exec(compile(source, f"{NOTEBOOK.name} cell {number}", "exec"), namespace)
     plt.close("all")
     assert namespace["REAL_WEIGHTS"] is False
     assert float(namespace["decomposition"].pooler_error) < 1e-4  # type: ignore[attr-defined]
