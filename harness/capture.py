@@ -12,6 +12,7 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from harness.decomposition import applied
 from harness.families.base import PoolView
 from harness.taps import BlockParts, Tap
 from harness.tokens import TokenLayout
@@ -116,11 +117,7 @@ class LastBlock(Tap):
             raise RuntimeError("the pooling head did not run in this pass")
         tokens, attention = self.pool_input, self.pool.attention
         with torch.autocast(device_type=tokens.device.type, enabled=False):
-            keys, values = (_float(projection, tokens) for projection in (attention.k_proj, attention.v_proj))
+            keys, values = (
+                applied(projection, tokens) for projection in (attention.k_proj, attention.v_proj)
+            )
         return Capture(layout, pooled.float(), tokens, keys, values, states, self.kept[0])
-
-
-def _float(module: nn.Module, inputs: Tensor) -> Tensor:
-    """`module` on `inputs` in its parameters' dtype, returned as float32."""
-    parameter = next(module.parameters(), None)
-    return module(inputs.to(torch.float32 if parameter is None else parameter.dtype)).float()

@@ -244,8 +244,8 @@ def cls_attention(layer: HFBlock, block_input: Tensor, keys: Tensor) -> Tensor:
     if isinstance(layer, PoolView):  # the learned latent, the same for every image
         source = layer.latent.detach().float().reshape(1, -1).expand(batch, -1)
     else:
-        source = _apply(layer.norm1, block_input[:, 0])
-    query_cls = _apply(attention.q_proj, source)  # batch, hidden
+        source = applied(layer.norm1, block_input[:, 0])
+    query_cls = applied(attention.q_proj, source)  # batch, hidden
     query_cls = query_cls.view(batch, attention.num_attention_heads, 1, attention.head_dim)
     logits = (query_cls @ per_head(keys, attention.num_attention_heads).transpose(-1, -2)).squeeze(
         2
@@ -376,8 +376,8 @@ def output_bias_term(layer: HFBlock) -> Tensor:
 def output_readout(layer: HFBlock, final_norm: nn.Module | None, state: Tensor) -> Tensor:
     """final_norm(v + gamma2 * MLP(norm2(v))): a [CLS] state pushed through the rest of the block
     (without a final norm for a block other than the last)."""
-    residual = _apply(layer.layer_scale2, _apply(layer.mlp, _apply(layer.norm2, state)))
-    return state + residual if final_norm is None else _apply(final_norm, state + residual)
+    residual = applied(layer.layer_scale2, applied(layer.mlp, applied(layer.norm2, state)))
+    return state + residual if final_norm is None else applied(final_norm, state + residual)
 
 
 def decompose_block(
@@ -482,7 +482,7 @@ def projection_readout(projection: nn.Module, outputs: Mapping[str, Tensor]) -> 
     """`projection/{variant}` = P `output/{variant}` for every output variant (float32 math)."""
     names = [name for name in outputs if name.startswith("output/")]
     with torch.autocast(device_type=outputs[names[0]].device.type, enabled=False):
-        projected = _apply(projection, torch.stack([outputs[name] for name in names]))
+        projected = applied(projection, torch.stack([outputs[name] for name in names]))
     return {
         name.replace("output/", f"{PROJECTION}/", 1): row for name, row in zip(names, projected, strict=True)
     }
@@ -498,11 +498,11 @@ def highest_norm_token(layer: HFBlock, block_input: Tensor, layout: TokenLayout)
     top_norm, top = norms.max(dim=1)
     top_state = tokens[torch.arange(tokens.shape[0], device=tokens.device), top]
     other_norm = (norms.sum(dim=1) - top_norm) / max(norms.shape[1] - 1, 1)
-    values = (top + after_cls, top_norm, other_norm, top_state, _apply(layer.norm1, top_state))
+    values = (top + after_cls, top_norm, other_norm, top_state, applied(layer.norm1, top_state))
     return dict(zip(PENULTIMATE, values, strict=True))
 
 
-def _apply(module: nn.Module, inputs: Tensor) -> Tensor:
+def applied(module: nn.Module, inputs: Tensor) -> Tensor:
     """Run `module` in its parameters' dtype (float32 without any) and return float32 (exact math
     under any precision)."""
     parameter = next(module.parameters(), None)
