@@ -242,6 +242,7 @@ def load_checked_backbone(
     with its blocks compiled with `compile_backend` when one is given; and the blocks `layers`
     (`harness.parse_layers`) names for it."""
     from harness import load_backbone, parse_layers
+    from harness.extras import Depth
 
     if name is None:
         raise UserError("--backbone is required")
@@ -260,10 +261,11 @@ def load_checked_backbone(
         chosen = parse_layers(layers, backbone.info.num_layers)
     except ValueError as error:
         raise UserError(str(error)) from None
-    if chosen and not backbone.info.num_cls:
-        raise UserError(
-            f"--layers {layers}: the per-block decomposition reads the [CLS] row; {name} has none"
-        )
+    if chosen:
+        try:  # what the per-block decomposition needs of the model (a [CLS] token), before any pass
+            Depth(chosen).check(backbone)
+        except ValueError as error:
+            raise UserError(f"--layers {layers}: {error}") from None
     if compile_backend is not None:
         backbone = backbone.compiling(compile_backend)
     return backbone, chosen
