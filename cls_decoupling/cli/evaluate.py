@@ -23,7 +23,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from cls_decoupling.cli.options import (
     DataOptions,
@@ -50,6 +50,23 @@ log = logging.getLogger("evaluate")
 
 MODEL_HEAD = "model"
 """`--head model`: the backbone's own classifier on its [CLS] output (`DecomposingBackbone.classifier`)."""
+
+
+Number = TypeVar("Number", int, float)
+
+
+def check_per_backbone(option: str, what: str, values: Sequence[object], backbones: int) -> None:
+    """Refuse the values of an option given per backbone that are neither one nor one per backbone."""
+    if values and len(values) not in (1, backbones):
+        raise UserError(f"{option} takes one {what}, or one per backbone ({backbones}); got {len(values)}")
+
+
+def per_backbone(values: Sequence[Number], position: int, default: Number) -> Number:
+    """The value of an option given per backbone for the backbone at `position`: the only one, its
+    own, or `default` where the option was not given."""
+    if not values:
+        return default
+    return values[0] if len(values) == 1 else values[position]
 
 
 REFERENCE_LIMIT = 256
@@ -80,20 +97,13 @@ class ProbeOptions:
     def check_artifacts(self, backbones: int) -> None:
         """Refuse a count of thresholds that does not fit the backbones, or one that is not a norm."""
         thresholds = self.artifact_thresholds
-        if thresholds and len(thresholds) not in (1, backbones):
-            raise UserError(
-                f"--artifact-threshold takes one norm, or one per backbone ({backbones}); "
-                f"got {len(thresholds)}"
-            )
+        check_per_backbone("--artifact-threshold", "norm", thresholds, backbones)
         if any(not (math.isfinite(value) and value >= 0) for value in thresholds):
             raise UserError(f"--artifact-threshold is a norm: 0 (no split) or more, got {list(thresholds)}")
 
     def artifact_for(self, position: int) -> float:
         """The artifact threshold of the backbone at `position` (0: no split)."""
-        thresholds = self.artifact_thresholds
-        if not thresholds:
-            return 0.0
-        return thresholds[0] if len(thresholds) == 1 else thresholds[position]
+        return per_backbone(self.artifact_thresholds, position, 0.0)
 
     @property
     def own_head(self) -> bool:
@@ -191,11 +201,7 @@ class RegisterOptions:
         options that do not parse."""
         from harness.test_time_registers import parse_neurons
 
-        if self.counts and len(self.counts) not in (1, backbones):
-            raise UserError(
-                f"--test-time-registers takes one number, or one per backbone ({backbones}); "
-                f"got {len(self.counts)}"
-            )
+        check_per_backbone("--test-time-registers", "number", self.counts, backbones)
         if any(count < 0 for count in self.counts):
             raise UserError(f"--test-time-registers counts extra tokens: 0 or more, got {list(self.counts)}")
         search = [self.threshold, self.detection_block, self.max_block, self.top_k]
@@ -241,9 +247,7 @@ class RegisterOptions:
 
     def count_for(self, position: int) -> int:
         """The test-time registers of the backbone at `position` (0 without any)."""
-        if not self.counts:
-            return 0
-        return self.counts[0] if len(self.counts) == 1 else self.counts[position]
+        return per_backbone(self.counts, position, 0)
 
 
 @dataclass
