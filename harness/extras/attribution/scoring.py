@@ -16,7 +16,7 @@ curve, and `maps/explained` (batch,), the class the full output is given; `maps/
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -56,6 +56,12 @@ def head_map_names(heads: Sequence[int]) -> tuple[str, ...]:
     return tuple(f"{HEAD_MAP}{head}" for head in heads)
 
 
+def cls_row_maps(names: Iterable[str], readout: str) -> list[str]:
+    """The maps among `names` (in their order) that a model read otherwise than by its [CLS] row
+    cannot have: those that explain the blocks' [CLS] rows (`AttributionMap.reads_cls_rows`)."""
+    return [name for name in names if readout != "cls" and MAPS[name].reads_cls_rows]
+
+
 def parse_maps(
     text: str, num_heads: int | None = None, readout: str = "cls"
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
@@ -76,7 +82,7 @@ def parse_maps(
     heads: set[int] = set()
     for word in words:
         if word == "all":
-            maps |= {name for name, kind in MAPS.items() if readout == "cls" or not kind.reads_cls_rows}
+            maps |= set(MAPS) - set(cls_row_maps(MAPS, readout))
         elif word == EVERY_HEAD:
             heads |= set(range(1, (num_heads or 0) + 1))
         elif match := re.fullmatch(rf"{HEAD_MAP}(\d+)", word):
@@ -90,7 +96,7 @@ def parse_maps(
         raise ValueError("--maps names no map")
     if num_heads is not None and (wrong := sorted(h for h in heads if not 1 <= h <= num_heads)):
         raise ValueError(f"--maps: this backbone has heads 1..{num_heads}, got {wrong}")
-    if readout != "cls" and (rows := sorted(name for name in maps if MAPS[name].reads_cls_rows)):
+    if rows := sorted(cls_row_maps(maps, readout)):
         raise ValueError(
             f"--maps {', '.join(rows)}: they explain the [CLS] row of the blocks, and this model's "
             "output is read by an attention-pooling head"
@@ -150,7 +156,7 @@ class AttributionMaps(Extra):
         count = backbone.info.heads_read  # the heads of what reads the output (a pooling head's)
         if wrong := [head for head in self.heads if not 1 <= head <= count]:
             raise ValueError(f"this backbone has heads 1..{count}, got {wrong}")
-        if backbone.info.readout != "cls" and (rows := [m for m in self.maps if MAPS[m].reads_cls_rows]):
+        if rows := cls_row_maps(self.maps, backbone.info.readout):
             raise ValueError(
                 f"maps {', '.join(rows)} explain the [CLS] row of the blocks, and {backbone.info.name}'s "
                 "output is read by an attention-pooling head"
