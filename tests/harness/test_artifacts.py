@@ -16,7 +16,7 @@ from torch.testing import assert_close
 
 from harness import DecomposingBackbone
 from harness.extras import Intervention
-from tests.conftest import tiny_model
+from tests.conftest import scaled, tiny_model
 
 BRIGHT = 7  # the sequence position made huge: a patch (after [CLS] and 2 registers)
 
@@ -46,10 +46,6 @@ def last_input(backbone: DecomposingBackbone, pixels: Tensor) -> Tensor:
     finally:
         handle.remove()
     return kept[-1].float()
-
-
-def scaled(expected: Tensor) -> dict[str, float]:
-    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
 
 
 @pytest.fixture

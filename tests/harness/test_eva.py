@@ -8,12 +8,13 @@ from typing import Any
 import pytest
 import timm
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.testing import assert_close
 
 from harness import DecomposingBackbone, with_test_time_registers
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
+from tests.conftest import scaled
 from tests.families import perturbed
 from tests.harness.pools import own_cls_rows, pool_reference
 
@@ -33,10 +34,6 @@ MODELS = {
     "eva02_map": lambda: tiny_eva(global_pool="map"),
     "pe_core": lambda: tiny_eva("vit_pe_core_tiny_patch16_384"),
 }
-
-
-def scaled(expected: Tensor) -> dict[str, float]:
-    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
 
 
 @pytest.mark.parametrize("family", MODELS)

@@ -22,7 +22,7 @@ from harness.extras import Deletion, Intervention, ReferenceStatistics, parse_in
 from harness.extras.interventions import ReferenceKey
 from harness.extras.interventions.levels import model_rows, put_rows
 from harness.extras.interventions.recording import record_reference
-from tests.conftest import tiny_model
+from tests.conftest import scaled, tiny_model
 from tests.harness.test_families import tiny_clip, tiny_deit, tiny_dinov3, tiny_timm, tiny_vit
 
 FAMILIES: dict[str, Callable[[], nn.Module]] = {
@@ -33,10 +33,6 @@ FAMILIES: dict[str, Callable[[], nn.Module]] = {
     "clip": tiny_clip,
     "timm": lambda: tiny_timm(init_values=0.5, reg_tokens=4, fc_norm=True),
 }
-
-
-def scaled(expected: Tensor) -> dict[str, float]:
-    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
 
 
 def block_inputs(backbone: DecomposingBackbone, pixels: Tensor, blocks: list[int]) -> dict[int, Tensor]:

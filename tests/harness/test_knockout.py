@@ -13,7 +13,7 @@ from torch.testing import assert_close
 
 from harness import DecomposingBackbone
 from harness.extras import Deletion, Intervention
-from tests.conftest import tiny_model
+from tests.conftest import scaled, tiny_model
 
 
 def eager_model() -> nn.Module:
@@ -33,10 +33,6 @@ def eager_model() -> nn.Module:
 def pixels(request: pytest.FixtureRequest) -> Tensor:
     """Two image sizes (the position grid resized to each)."""
     return torch.randn(4, 3, *request.param, generator=torch.Generator().manual_seed(5))
-
-
-def scaled(expected: Tensor) -> dict[str, float]:
-    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
 
 
 def own_forward_knocked_out(model: nn.Module, pixels: Tensor, block: int, columns: Any) -> Tensor:

@@ -9,12 +9,13 @@ from typing import Any
 import pytest
 import timm
 import torch
-from torch import Tensor, nn
+from torch import nn
 from torch.testing import assert_close
 
 from harness import DecomposingBackbone
 from harness.decomposition import DEPTH_PREFIX
 from harness.extras import Depth
+from tests.conftest import scaled
 from tests.families import perturbed
 from tests.harness.pools import own_cls_rows, pool_reference
 
@@ -28,10 +29,6 @@ def tiny_naflex(name: str = "naflexvit_base_patch16_radio_v3", **options: Any) -
 
 
 MODELS = {"radio_v3": tiny_naflex, "siglip": lambda: tiny_naflex("naflexvit_base_patch16_siglip")}
-
-
-def scaled(expected: Tensor) -> dict[str, float]:
-    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
 
 
 @pytest.mark.parametrize("family", MODELS)

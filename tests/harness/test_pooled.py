@@ -30,6 +30,7 @@ from transformers import (
 
 from harness import DecomposingBackbone, with_test_time_registers
 from harness.extras import Intervention
+from tests.conftest import scaled
 from tests.harness.pools import pool_reference
 
 
@@ -81,10 +82,6 @@ MODELS: dict[str, Callable[[], nn.Module]] = {
     "timm": tiny_timm_map,
     "timm_cls_registers": lambda: tiny_timm_map(**WITH_PREFIX),
 }
-
-
-def scaled(expected: Tensor) -> dict[str, float]:
-    return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
 
 
 @pytest.mark.parametrize("family", MODELS)
