@@ -478,6 +478,18 @@ def multihead_view(attention: nn.MultiheadAttention, norm: nn.Module | None = No
     return AttentionView(q, k, v, OutProjection(attention.out_proj), heads, head_dim, head_dim**-0.5)
 
 
+def stated_preparation(config: Mapping[str, Any]) -> dict[str, Any]:
+    """The `Preprocessing` fields a library's own preprocessing config states (timm's pretrained
+    config, open_clip's `preprocess_cfg`): mean and std where it gives both, a bicubic or bilinear
+    interpolation; the family reads its resize rule from the rest."""
+    settings: dict[str, Any] = {}
+    if "mean" in config and "std" in config:
+        settings["mean"], settings["std"] = tuple(config["mean"]), tuple(config["std"])
+    if config.get("interpolation") in ("bicubic", "bilinear"):
+        settings["interpolation"] = config["interpolation"]
+    return settings
+
+
 MLP_OUTPUTS: tuple[str, ...] = ("fc2", "down_proj", "c_proj")
 """The names the families' MLPs give their output projection (transformers', timm's, open_clip's)."""
 

@@ -12,7 +12,7 @@ from typing import Any, ClassVar, cast
 from torch import Tensor, nn
 
 from common.preparation import Preprocessing
-from harness.families.base import BlockView, Family, GammaScale, UnitScale, multihead_view
+from harness.families.base import BlockView, Family, GammaScale, UnitScale, multihead_view, stated_preparation
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -109,11 +109,7 @@ class OpenCLIPFamily(Family):
         std, interpolation, resize mode; the crop is the resized side): "shortest" is the shorter
         side then a centre crop, "squash" the whole image to a square; else the default."""
         config = getattr(self.tower, "preprocess_cfg", None) or {}
-        settings: dict[str, Any] = {}
-        if "mean" in config and "std" in config:
-            settings["mean"], settings["std"] = tuple(config["mean"]), tuple(config["std"])
-        if config.get("interpolation") in ("bicubic", "bilinear"):
-            settings["interpolation"] = config["interpolation"]
+        settings = stated_preparation(config)
         mode = config.get("resize_mode", "shortest")
         if mode == "squash":
             settings["resize"] = "square"

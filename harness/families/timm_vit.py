@@ -14,7 +14,16 @@ from timm.models.vision_transformer import VisionTransformer
 from torch import Tensor, nn
 
 from common.preparation import IMAGENET_MEAN, IMAGENET_STD, Preprocessing
-from harness.families.base import AttentionView, BlockView, Family, GammaScale, PoolView, UnitScale, mean_view
+from harness.families.base import (
+    AttentionView,
+    BlockView,
+    Family,
+    GammaScale,
+    PoolView,
+    UnitScale,
+    mean_view,
+    stated_preparation,
+)
 from harness.tokens import TokenLayout
 
 log = logging.getLogger(__name__)
@@ -116,11 +125,7 @@ class TimmFamily(Family):
         interpolation, `crop_pct` (the resize ratio is 1 / crop_pct), `crop_mode` ("center": the
         shorter side, then the crop; "squash": a square, then the crop)."""
         config = getattr(self.model, "pretrained_cfg", None) or {}
-        settings: dict[str, Any] = {}
-        if "mean" in config and "std" in config:
-            settings["mean"], settings["std"] = tuple(config["mean"]), tuple(config["std"])
-        if config.get("interpolation") in ("bicubic", "bilinear"):
-            settings["interpolation"] = config["interpolation"]
+        settings = stated_preparation(config)
         if "crop_pct" in config:  # timm: resize the shorter side to size / crop_pct, then crop
             settings["resize_ratio"] = 1 / float(config["crop_pct"])
         mode = config.get("crop_mode", "center")
