@@ -125,6 +125,7 @@ class DecomposingBackbone(nn.Module):
         self.compiled = compile_backend
         self._compiled_forward: Callable[..., Any] | None = None
         self._views: dict[int, HFBlock] = {}  # block number -> its family's view, made once
+        self._pool = self.family.pool_view()  # what pools the output, made once (None: the [CLS] row)
 
     @classmethod
     def from_model(
@@ -183,14 +184,12 @@ class DecomposingBackbone(nn.Module):
     def read_view(self) -> HFBlock:
         """What reads the pooled output, under the decomposition's names: the last block (a [CLS]
         readout), or the pool (`PoolView`: an attention-pooling head, "map", or the patch mean, "mean")."""
-        pool = self.family.pool_view()
-        return self.last_block if pool is None else pool
+        return self.last_block if self._pool is None else self._pool
 
     @property
     def after_readout(self) -> nn.Module:
         """What follows `read_view` to the pooled output: the final norm, or what follows the head."""
-        pool = self.family.pool_view()
-        return self.family.final_norm if pool is None else pool.after
+        return self.family.final_norm if self._pool is None else self._pool.after
 
     def view(self, number: int) -> HFBlock:
         """Block `number` (1-based) under the decomposition's names, made once (not per batch)."""
@@ -280,7 +279,7 @@ class DecomposingBackbone(nn.Module):
         """The core's taps of a pass: the [CLS] rows (none without a [CLS] token) and the last block
         (with the pool's input, for a "map" or "mean" readout)."""
         rows = (ClsRows(self.info.num_layers),) if layout.num_cls else None
-        return rows, LastBlock(self.info.num_layers, self.family.pool_view())
+        return rows, LastBlock(self.info.num_layers, self._pool)
 
     def decompose(self, capture: Capture) -> Decomposition:
         """Every variant, split and per-image quantity of docs/design.md#the-decomposition from one
