@@ -105,7 +105,8 @@ class Family(ABC):
     find the patches by counting the prefix tokens from the start (EVA's RoPE)."""
     readout: str = "cls"
     """How its pooled output is read (`harness.info.READOUTS`): "cls", the final norm of the last
-    block's [CLS] row; "map", an attention-pooling head over the final-normed tokens (`pool_view`)."""
+    block's [CLS] row; "map", an attention-pooling head over the final-normed tokens; "mean", the mean
+    of the final-normed patch tokens (both through `pool_view`)."""
 
     def __init__(self, model: nn.Module) -> None:
         self.model: Any = model  # a model of one of `model_types`
@@ -203,8 +204,8 @@ class Family(ABC):
         return described
 
     def pool_view(self) -> PoolView | None:
-        """The attention-pooling head under the decomposition's names, for a "map" readout; None for
-        a [CLS] readout."""
+        """The pool under the decomposition's names: the attention-pooling head of a "map" readout,
+        the token mean of a "mean" one (`mean_view`); None for a [CLS] readout."""
         return None
 
     def pool_of(self, sequence: Tensor) -> Tensor:
