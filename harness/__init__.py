@@ -16,6 +16,8 @@ if TYPE_CHECKING:
     from harness.backbone import Call, DecomposingBackbone, Extra, ExtraResult
     from harness.capture import Capture
     from harness.decomposition import (
+        LINEAR_INPUT_CLS,
+        LINEAR_INPUT_PATCH_MEAN,
         PIXELS,
         PROJECTION,
         Decomposition,
@@ -37,6 +39,8 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
     "backbone": ("Call", "DecomposingBackbone", "Extra", "ExtraResult"),
     "capture": ("Capture",),
     "decomposition": (
+        "LINEAR_INPUT_CLS",
+        "LINEAR_INPUT_PATCH_MEAN",
         "PIXELS",
         "PROJECTION",
         "Decomposition",
@@ -59,6 +63,8 @@ _SUBMODULES: dict[str, tuple[str, ...]] = {
 __all__ = [
     "GROUPS",
     "HUB_MODELS",
+    "LINEAR_INPUT_CLS",
+    "LINEAR_INPUT_PATCH_MEAN",
     "PIXELS",
     "PROJECTION",
     "RANDOM_MODELS",

@@ -23,6 +23,7 @@ from harness.decomposition import (
     artifact_mask,
     decompose_last_block,
     highest_norm_token,
+    linear_input,
     projection_readout,
 )
 from harness.families import Family, family_for, unwrapped
@@ -299,8 +300,17 @@ class DecomposingBackbone(nn.Module):
             tensors[HIDDEN_CLS_COSINE] = nn.functional.cosine_similarity(
                 states.double(), states[:, -1:].double(), dim=-1
             ).float()
+        tensors |= self.linear_input(capture)
         pooler_error = (tensors["output/full"] - capture.pooled).abs().max()
         return Decomposition(tensors, capture.layout, pooler_error)
+
+    def linear_input(self, capture: Capture) -> dict[str, Tensor]:
+        """What DINOv2's linear classifiers read beside the [CLS] output, from `capture`
+        (`decomposition.linear_input`): the final-normed [CLS] rows of the last blocks and the
+        final-normed patch mean; nothing for a pooled model."""
+        if capture.block_output is None or capture.cls_states is None:
+            return {}
+        return linear_input(self.family.final_norm, capture.block_output, capture.cls_states, capture.layout)
 
     def pooled(self, pixel_values: Tensor, taps: Sequence[Tap] = (), replacing: bool = True) -> Tensor:
         """The model's own pass on `pixel_values` under `taps`: its pooled output, float32."""

@@ -34,6 +34,9 @@ class Capture:
             hidden), float32; None for a model without a [CLS] token.
         penultimate: the last block's input (batch, tokens, hidden): `block_input` itself for a
             [CLS] readout.
+        block_output: the last block's output (batch, tokens, hidden) for a [CLS] readout (what
+            DINOv2's linear classifiers read beside [CLS]: `decomposition.linear_input`); None for
+            a pooled model.
     """
 
     layout: TokenLayout
@@ -43,6 +46,7 @@ class Capture:
     values: Tensor
     cls_states: Tensor | None
     penultimate: Tensor
+    block_output: Tensor | None = None
 
 
 class ClsRows(Tap):
@@ -64,7 +68,7 @@ class ClsRows(Tap):
 
 
 class LastBlock(Tap):
-    """The last block's input, keys (as its softmax sees them) and values; with a `pool`, the tokens
+    """The last block's input, keys (as its softmax sees them), values and output; with a `pool`, the tokens
     that attention-pooling head reads (a pre-hook on it, `hooked`) and its keys and values, and of
     the last block its input alone."""
 
@@ -79,7 +83,7 @@ class LastBlock(Tap):
         self.kept = (
             (parts.input,)
             if self.pool is not None
-            else (parts.input, parts.read("keys"), parts.read("values"))
+            else (parts.input, parts.read("keys"), parts.read("values"), parts.output)
         )
 
     @contextlib.contextmanager
@@ -111,8 +115,8 @@ class LastBlock(Tap):
             raise RuntimeError("the last block did not run in this pass")
         states = None if rows is None else rows.states()
         if self.pool is None:
-            block_input, keys, values = self.kept
-            return Capture(layout, pooled.float(), block_input, keys, values, states, block_input)
+            block_input, keys, values, output = self.kept
+            return Capture(layout, pooled.float(), block_input, keys, values, states, block_input, output)
         if self.pool_input is None:
             raise RuntimeError("the pooling head did not run in this pass")
         tokens, attention = self.pool_input, self.pool.attention

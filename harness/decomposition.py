@@ -57,6 +57,17 @@ its sequence position (batch), its L2 norm (batch), the mean norm of the other n
 (batch), its state (batch, hidden) and that state after the last block's norm1 (batch, hidden)."""
 
 
+LINEAR_INPUT_CLS = "linear_input/cls"
+"""The final-normed [CLS] row after each of the last `LINEAR_INPUT_BLOCKS` blocks (batch, those blocks,
+hidden; fewer in a shallower model), the last one `output/full`: with `LINEAR_INPUT_PATCH_MEAN`, the
+input of DINOv2's linear classifiers (`_LinearClassifierWrapper`); [CLS] readouts only."""
+LINEAR_INPUT_PATCH_MEAN = "linear_input/patch_mean"
+"""The mean over the patches (registers and [CLS] left out) of the last block's final-normed output
+(batch, hidden); [CLS] readouts only."""
+LINEAR_INPUT_BLOCKS = 4
+"""Blocks whose final-normed [CLS] rows DINOv2's four-block linear classifiers read."""
+
+
 DEPTH_PREFIX = "depth/"
 """Per-layer entries (`--layers`): `depth/{quantity}` is (batch, chosen layers), see `depth_quantities`."""
 
@@ -500,6 +511,18 @@ def highest_norm_token(layer: HFBlock, block_input: Tensor, layout: TokenLayout)
     other_norm = (norms.sum(dim=1) - top_norm) / max(norms.shape[1] - 1, 1)
     values = (top + after_cls, top_norm, other_norm, top_state, applied(layer.norm1, top_state))
     return dict(zip(PENULTIMATE, values, strict=True))
+
+
+def linear_input(
+    final_norm: nn.Module, block_output: Tensor, cls_states: Tensor, layout: TokenLayout
+) -> dict[str, Tensor]:
+    """`LINEAR_INPUT_CLS` and `LINEAR_INPUT_PATCH_MEAN` of a [CLS] readout: DINOv2's
+    `get_intermediate_layers(norm=True)` [CLS] rows of the last blocks (`cls_states` without the
+    embeddings' row) and the mean of its patch tokens after the last block (`block_output`)."""
+    blocks = cls_states[:, 1:][:, -LINEAR_INPUT_BLOCKS:]
+    with torch.autocast(device_type=block_output.device.type, enabled=False):
+        patches = applied(final_norm, block_output[:, layout.slice("patch")])
+        return {LINEAR_INPUT_CLS: applied(final_norm, blocks), LINEAR_INPUT_PATCH_MEAN: patches.mean(dim=1)}
 
 
 def applied(module: nn.Module, inputs: Tensor) -> Tensor:

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import lightning as L  # noqa: N812
 import torch
@@ -14,9 +15,57 @@ from torch import Tensor, nn
 
 from common.errors import UserError
 
+if TYPE_CHECKING:
+    from harness.info import BackboneInfo
+
 
 class HeadMismatchError(UserError):
     """A head trained for another backbone, feature or class list than the run it is used in."""
+
+
+RELEASED_KEYS = ("weight", "bias")
+"""The keys of a linear head released with DINOv2 (the state dict of an `nn.Linear`)."""
+RELEASED_BLOCKS = (1, 4)
+"""The blocks whose [CLS] rows DINOv2's released heads read (`_linear_head.pth`, `_linear4_head.pth`)."""
+
+
+FETCH_TIMEOUT = 30.0
+"""Seconds a released head's download may wait for an answer."""
+
+
+def fetch_released_head(info: BackboneInfo, blocks: int) -> Path:
+    """The linear head on `blocks` blocks the authors released for the backbone `info` describes,
+    from torch.hub's cache (`$TORCH_HOME/hub/checkpoints`, where their hub code keeps it) or
+    downloaded there from where their hub code downloads it.
+
+    Raises:
+        UserError: a backbone its authors released no such head for, or a download that failed.
+    """
+    from harness.families import FAMILIES
+
+    families = [family for family in FAMILIES if family.name == info.family]
+    url = families[0].released_head((info.name, info.location), blocks) if families else None
+    if url is None:
+        raise UserError(
+            f"no linear head was released for {info.name!r}: the released DINOv2 backbones have them "
+            "(name one by its short name, hub id or .pth), or pass a head file"
+        )
+    cached = Path(torch.hub.get_dir()) / "checkpoints" / url.rsplit("/", 1)[1]
+    if cached.is_file():
+        return cached
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    waited = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(FETCH_TIMEOUT)
+    try:
+        torch.hub.download_url_to_file(url, str(cached), progress=False)
+    except Exception as error:  # DNS, refused, timeout, HTTP: each is one line
+        raise UserError(
+            f"cannot fetch the released head {url} ({type(error).__name__}: {error}); download it "
+            f"where it is reachable into {cached.parent}, or pass the file to --head"
+        ) from None
+    finally:
+        socket.setdefaulttimeout(waited)
+    return cached
 
 
 @dataclass(frozen=True)
@@ -32,6 +81,10 @@ class LinearHead:
         validation_top1: top-1 accuracy of that choice on the validation part.
         pos_interpolation: how the backbone resized its position grid ("hf" for heads saved before
             the choice was recorded, when every HF-loaded backbone used transformers' resize).
+        released: a linear head released with DINOv2 (`dinov2_vit*14[_reg4]_linear[4]_head.pth`, the
+            state dict of `nn.Linear((1 + blocks) * hidden, 1000)`), which reads DINOv2's linear input
+            (`blocks`) instead of the variant alone; trained by the authors, on ImageNet-1k's 1000
+            classes in their sorted order.
     """
 
     weight: Tensor
@@ -43,6 +96,25 @@ class LinearHead:
     learning_rate: float
     validation_top1: float
     pos_interpolation: str = "hf"
+    released: bool = False
+
+    def blocks(self, hidden_size: int) -> int:
+        """The [CLS] rows of the last blocks a released DINOv2 head reads (1 or 4; 0: a head on the
+        variant alone), for a backbone of `hidden_size`.
+
+        Raises:
+            HeadMismatchError: a released head whose width is no DINOv2 input of that backbone.
+        """
+        if not self.released:
+            return 0
+        width = self.weight.shape[1]
+        blocks = width // hidden_size - 1
+        if width % hidden_size or blocks not in RELEASED_BLOCKS:
+            raise HeadMismatchError(
+                f"the DINOv2 head reads {width} features, not (1 + 1) or (1 + 4) x this backbone's "
+                f"{hidden_size}: it was released for another model size"
+            )
+        return blocks
 
     def classifier(self) -> nn.Linear:
         """The head as a frozen `nn.Linear` (features -> class logits)."""
@@ -65,13 +137,24 @@ class LinearHead:
             resolution, float("nan"), float("nan"), pos_interpolation,
         )  # fmt: skip
 
+    @classmethod
+    def of_released(cls, weight: Tensor, bias: Tensor) -> LinearHead:
+        """A head released with DINOv2 (`released`): its classes are its output indices, ImageNet-1k's
+        in sorted-wnid order (labels must be given in that order, as `--data imagenet` numbers them)."""
+        return cls(
+            weight.detach().float().cpu(), bias.detach().float().cpu(), "", "output/full",
+            tuple(str(index) for index in range(weight.shape[0])), 0, float("nan"), float("nan"),
+            released=True,
+        )  # fmt: skip
+
     def save(self, path: Path) -> None:
         record = asdict(self) | {"class_names": list(self.class_names)}
         torch.save(record, path)
 
     @classmethod
     def load(cls, path: Path) -> LinearHead:
-        """The head `train_probe.py` saved at `path`, read weights-only.
+        """The head `train_probe.py` saved at `path`, or a linear head released with DINOv2 (a state
+        dict of `weight` and `bias` alone), read weights-only.
 
         Raises:
             UserError: anything else in the file (random bytes, an empty file, a bare tensor, a pickle
@@ -81,11 +164,16 @@ class LinearHead:
             record = torch.load(path, map_location="cpu", weights_only=True)
             if not isinstance(record, dict):
                 raise TypeError(f"it holds a {type(record).__name__}, not a head's record")
-            record["class_names"] = tuple(record["class_names"])
-            head = cls(**record)
+            if set(record) == set(RELEASED_KEYS):
+                head = cls.of_released(*(torch.as_tensor(record[key]) for key in RELEASED_KEYS))
+            else:
+                record["class_names"] = tuple(record["class_names"])
+                head = cls(**record)
         except Exception as error:  # what torch.load and a wrong record raise varies: each is one line
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            raise UserError(f"{path} is not a linear head saved by train_probe.py: {reason}") from None
+            raise UserError(
+                f"{path} is not a linear head saved by train_probe.py or released with DINOv2: {reason}"
+            ) from None
         weight, bias = head.weight, head.bias
         if weight.ndim != 2 or bias.shape != (weight.shape[0],) or len(head.class_names) != weight.shape[0]:
             raise UserError(f"{path}: a head of {tuple(weight.shape)} weights, {tuple(bias.shape)} bias and "

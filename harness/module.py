@@ -17,6 +17,8 @@ from common.errors import InsufficientDataError
 from harness.backbone import DecomposingBackbone, Extra
 from harness.decomposition import (
     HIDDEN_CLS_COSINE,
+    LINEAR_INPUT_CLS,
+    LINEAR_INPUT_PATCH_MEAN,
     PENULTIMATE,
     PIXELS,
     Decomposition,
@@ -211,6 +213,7 @@ def all_feature_names(info: BackboneInfo, layers: bool = False) -> tuple[str, ..
         *info.variant_names(),
         *info.split_names(),
         *((HIDDEN_CLS_COSINE,) if info.num_cls else ()),
+        *((LINEAR_INPUT_CLS, LINEAR_INPUT_PATCH_MEAN) if info.num_cls and info.readout == "cls" else ()),
         *PENULTIMATE,
         *depth,
     )

@@ -119,6 +119,12 @@ def class_scores_for(context: ProbeContext, head: LinearHead | None) -> nn.Modul
     if head is not None:
         if head.feature != "output/full":
             raise UserError(f"the head was trained on {head.feature}; the maps explain output/full")
+        if head.released:
+            raise UserError(
+                "the maps explain class scores of the [CLS] output alone, and a head released with "
+                "DINOv2 reads the patch mean too: use --head with the linear probe only, or a head "
+                "from train_probe.py"
+            )
         return head.classifier()
     if context.bank is None:
         return None

@@ -90,7 +90,8 @@ class ProbeContext:
     def linear_head(self) -> LinearHead | None:
         """The run's head: the backbone's own classifier (`own_head`), else the head saved by
         train_probe.py (`head`), checked against this run's backbone, classes (with labels),
-        resolution and position resize; None without either.
+        resolution and position resize (a head released with DINOv2: against the backbone's
+        width and depth, `check_released`); None without either.
 
         Raises:
             UserError: the file is no head; HeadMismatchError: it was trained for another run.
@@ -103,11 +104,35 @@ class ProbeContext:
 
         head = LinearHead.load(self.head)
         info = self.info
+        if head.released:
+            self.check_released(head)
+            return head
         head.check_compatible(
             info.identity, self.class_names or head.class_names, self.resolution, info.pos_interpolation,
             self.width(head.feature) if head.feature in self.variants else None,
         )  # fmt: skip
         return head
+
+    def check_released(self, head: LinearHead) -> None:
+        """Refuse a head released with DINOv2 on a backbone whose linear input it cannot be: one
+        pooled otherwise than by its [CLS] row, too shallow for its blocks, or of another width.
+
+        Raises:
+            HeadMismatchError: naming what does not fit.
+        """
+        from harness.heads import HeadMismatchError
+
+        info = self.info
+        if info.readout != "cls" or not info.num_cls:
+            raise HeadMismatchError(
+                f"a head released with DINOv2 reads the final-normed [CLS] row; {info.name} is read "
+                f"by its {info.readout} readout"
+            )
+        blocks = head.blocks(info.hidden_size)
+        if blocks > info.num_layers:
+            raise HeadMismatchError(
+                f"the DINOv2 head reads {blocks} blocks, {info.name} has {info.num_layers}"
+            )
 
     def labels_index(self, head: LinearHead) -> bool:
         """Whether the data's labels index `head`'s classes: labelled data with as many classes (a

@@ -6,10 +6,12 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, ClassVar
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
+from harness import LINEAR_INPUT_CLS, LINEAR_INPUT_PATCH_MEAN
 from harness.heads import HeadMismatchError, LinearHead
 from probes.base import FULL_OUTPUT, Probe, ProbeContext
+from probes.metrics.held_input import HeldInputAccuracy
 from probes.metrics.ridge import RidgeAccuracy
 from probes.metrics.topk import TopKAccuracy
 from probes.plotting import NameOf, accuracy_bars, accuracy_sweep, named, top_k
@@ -19,6 +21,9 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
 TOP_K = (1, 5)
+CLS_ONLY = "_clsonly"
+"""The reading of `output/full` by a released DINOv2 head with the patch mean held at its mean over
+the data (`linear/output/full_clsonly/top{k}`)."""
 
 
 class LinearProbe(Probe):
@@ -52,12 +57,13 @@ class LinearProbe(Probe):
                 context.output_variants, context.info.hidden_size, len(context.class_names), context.seed
             )
         if not context.labels_index(head):
+            whose = "the DINOv2 head" if head.released else "the model's own classifier"
             raise HeadMismatchError(
-                f"the model's own classifier has {head.weight.shape[0]} classes, the data "
-                f"{len(context.class_names)}: its accuracy needs the data's labels in its classes "
-                "(ImageNet-1k's 1000 as --data imagenet numbers them)"
+                f"{whose} has {head.weight.shape[0]} classes, the data {len(context.class_names)}: its "
+                "accuracy needs the data's labels in its classes (ImageNet-1k's 1000 as --data imagenet "
+                "numbers them)"
             )
-        return LinearHeadProbe(head, context.output_variants)
+        return LinearHeadProbe(head, context.output_variants, context.info.hidden_size)
 
     @classmethod
     def names_at(cls, k: int) -> tuple[NameOf, None]:
@@ -104,21 +110,59 @@ class RidgeProbe(LinearProbe):
 
 
 class LinearHeadProbe(LinearProbe):
-    """A head trained by train_probe.py applied to every variant (all variants in one product)."""
+    """A head applied to every variant (all variants in one product): one trained by train_probe.py
+    or the model's own reads the variant; one released with DINOv2 reads DINOv2's linear input
+    (`_LinearClassifierWrapper`), the final-normed [CLS] rows of its last blocks (the last one the
+    variant, the earlier ones the image's) joined with the image's final-normed patch mean. With such
+    a head, `output/full_clsonly` reads `output/full` with the patch mean held at its mean over the
+    data: how much of the head's accuracy comes through [CLS].
 
-    def __init__(self, head: LinearHead, variants: Sequence[str]) -> None:
+    Args:
+        head: the head.
+        variants: the `output/...` variants it reads.
+        hidden_size: the backbone's width (where the head is a released DINOv2 head).
+    """
+
+    def __init__(self, head: LinearHead, variants: Sequence[str], hidden_size: int = 0) -> None:
         super().__init__()
         self.variants = tuple(variants)
         self.classifier = head.classifier()
+        self.blocks = head.blocks(hidden_size)
         num_classes = head.weight.shape[0]
-        self.metric = TopKAccuracy(self.variants, tuple(min(k, num_classes) for k in TOP_K))
+        top_k = tuple(min(k, num_classes) for k in TOP_K)
+        self.metric = TopKAccuracy(self.variants, top_k)
+        self.held = (
+            HeldInputAccuracy(head.weight[:, -hidden_size:], top_k)
+            if self.blocks and FULL_OUTPUT in self.variants
+            else None
+        )
+
+    def head_input(self, decomposition: Mapping[str, Tensor], variant: str) -> Tensor:
+        """What the head reads for `variant` (batch, width): the variant itself, or DINOv2's linear
+        input with the variant as the last block's [CLS] row."""
+        if not self.blocks:
+            return decomposition[variant]
+        earlier = decomposition[LINEAR_INPUT_CLS][:, -self.blocks : -1].flatten(1)
+        return torch.cat([earlier, decomposition[variant], decomposition[LINEAR_INPUT_PATCH_MEAN]], dim=1)
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         dtype = self.classifier.weight.dtype
-        features = torch.stack([decomposition[variant] for variant in self.variants]).to(dtype)
-        self.metric.update(self.classifier(features), labels)
+        inputs = torch.stack([self.head_input(decomposition, variant) for variant in self.variants]).to(dtype)
+        self.metric.update(self.classifier(inputs), labels)
+        if self.held is not None:
+            full = inputs[self.variants.index(FULL_OUTPUT)]
+            width = self.held.held_weight.shape[1]
+            partial = nn.functional.linear(
+                full[:, :-width], self.classifier.weight[:, :-width], self.classifier.bias
+            )
+            self.held.update(partial, full[:, -width:], labels)
 
     def compute(self) -> dict[str, float]:
         computed = list(self.metric.compute().values())  # variants x ks, in that order
         names = [self.result_name(variant, k) for variant in self.variants for k in TOP_K]
-        return {name: value.item() for name, value in zip(names, computed, strict=True)}
+        results = {name: value.item() for name, value in zip(names, computed, strict=True)}
+        if self.held is not None:
+            held = list(self.held.compute().values())
+            names = [self.result_name(FULL_OUTPUT + CLS_ONLY, k) for k in TOP_K]
+            results |= {name: value.item() for name, value in zip(names, held, strict=True)}
+        return results

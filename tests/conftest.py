@@ -29,6 +29,14 @@ def scaled(expected: torch.Tensor) -> dict[str, float]:
     return {"rtol": 1e-5, "atol": 1e-5 * expected.abs().max().item()}
 
 
+def one_error(capsys: pytest.CaptureFixture[str]) -> str:
+    """The single `error:` line of a failed command (and no traceback)."""
+    err = capsys.readouterr().err
+    errors = [line for line in err.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Traceback" not in err, err
+    return errors[0]
+
+
 def tiny_model(
     registers: int = 0,
     swiglu: bool = False,

@@ -20,6 +20,7 @@ from cls_decoupling.cli import evaluate, train_probe
 from cls_decoupling.cli.options import run_main
 from cls_decoupling.outputs import output_lock
 from cls_decoupling.outputs.runs import COMPLETE_MARKER
+from tests.conftest import one_error
 
 TINY = ["--data", "demo", "--limit", "4", "--resolution", "56", "--num-workers", "0", "--batch-size", "2"]
 DATA_DIR = ["--data", "folder", "--data-dir"]
@@ -33,14 +34,6 @@ def finished(tmp_path_factory: pytest.TempPathFactory) -> Path:
     argv = ["--backbone", "random:tiny", *TINY, "--probe", "all", "--save-features", "--output", str(output)]
     assert evaluate.main(argv) == 0
     return output
-
-
-def one_error(capsys: pytest.CaptureFixture[str]) -> str:
-    """The single `error:` line of a failed command (and no traceback)."""
-    err = capsys.readouterr().err
-    errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and "Traceback" not in err, err
-    return errors[0]
 
 
 def copy_of(run: Path, tmp_path: Path, name: str = "copy") -> Path:

@@ -37,6 +37,7 @@ from cls_decoupling.cli.options import (
 )
 from common.errors import UserError
 from datamodules.choices import DATA_SOURCES, LABELLED_SOURCES
+from harness.choices import RELEASED_HEADS
 
 if TYPE_CHECKING:
     import torch
@@ -104,6 +105,20 @@ class ProbeOptions:
     def artifact_for(self, position: int) -> float:
         """The artifact threshold of the backbone at `position` (0: no split)."""
         return per_backbone(self.artifact_thresholds, position, 0.0)
+
+    @property
+    def released_blocks(self) -> int:
+        """`--head dinov2` / `dinov2_linear4`: the blocks of the head the authors released for the
+        backbone (fetched once it is loaded); 0 otherwise."""
+        return RELEASED_HEADS.get(str(self.head), 0) if self.head is not None else 0
+
+    def with_released_head(self, info: BackboneInfo) -> ProbeOptions:
+        """These options with `--head dinov2` resolved to the file of the backbone's released head."""
+        if not self.released_blocks:
+            return self
+        from harness.heads import fetch_released_head
+
+        return dataclasses.replace(self, head=fetch_released_head(info, self.released_blocks))
 
     @property
     def own_head(self) -> bool:
@@ -336,7 +351,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=Path,
         help="linear head from train_probe.py for --probe linear (and attribution's class scores); "
         "'model': the backbone's own classifier on its [CLS] output (an ImageNet ViT's, DeiT's [CLS] "
-        "head, a timm model's head), labels in its class order",
+        "head, a timm model's head), labels in its class order; a head released with DINOv2 "
+        "(dinov2_vit*14[_reg4]_linear[4]_head.pth), or 'dinov2' / 'dinov2_linear4' to fetch the "
+        "backbone's own (1 or 4 blocks; torch.hub's cache first)",
     )
     parser.add_argument("--episodes", type=int, default=10, help="one-shot episodes (default: 10)")
     parser.add_argument("--shots", type=int, default=1, help="one-shot support images per class (default: 1)")
@@ -629,7 +646,7 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         if not selection.reads_head:
             reading = " or ".join(name for name, probe in PROBES.items() if probe.reads_head)
             raise UserError(f"--head is read by the {reading} probe only: add one to --probe")
-        if not probes.own_head:
+        if not probes.own_head and not probes.released_blocks:
             LinearHead.load(probes.head)
     return selection
 
@@ -791,6 +808,7 @@ def run_one(
         backbone_name, data.resolution, pos_interpolation, trainer_options.compile, probes.layers
     )
     probes.check_own_head(backbone.info, backbone.classifier)
+    probes = probes.with_released_head(backbone.info)  # the file, recorded as run.head
     selection = selection.for_model(backbone.info)
     register_record = None
     if test_time_registers:
@@ -1038,6 +1056,7 @@ def run_from_features(
     if backbone_name is not None and backbone_name not in (info.name, info.identity):
         raise UserError(f"{source} holds features of {info.name!r}, not {backbone_name!r}")
     probes.check_own_head(info, None)  # saved features hold no classifier
+    probes = probes.with_released_head(info)
     layers = earlier.run.layers
     selection = selection.for_model(info)  # what the model cannot feed (a model without [CLS])
     request = ProbeRequest(probes, selection, info, earlier.data.resolution, layers=layers)

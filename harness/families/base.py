@@ -132,6 +132,13 @@ class Family(ABC):
         another family)."""
         return None
 
+    @classmethod
+    def released_head(cls, names: Sequence[str], blocks: int) -> str | None:
+        """Where the authors released a linear classifier on `blocks` blocks for the checkpoint one of
+        `names` names (a short name, hub id, `random:` name or file path), as their own hub code
+        downloads it; None where they released none (the default) or no name is theirs."""
+        return None
+
     def own_classifier(self) -> nn.Linear | None:
         """The classifier the model itself holds on its [CLS] readout (`pooled`), e.g. a timm model's
         `head`; None where it holds none (an HF classifier checkpoint's is kept by the loader:

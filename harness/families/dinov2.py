@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from torch import Tensor, nn
@@ -16,6 +17,9 @@ from transformers import (
 from common.preparation import DINOV2_EVALUATION
 from harness.families.base import Family, LoadAs
 from harness.tokens import TokenLayout
+
+RELEASED_HEADS = "https://dl.fbaipublicfiles.com/dinov2"
+"""Where DINOv2's hub code downloads its released linear heads from (`_DINOV2_BASE_URL`)."""
 
 
 class Dinov2Family(Family):
@@ -38,6 +42,22 @@ class Dinov2Family(Family):
     }
     preprocessing = DINOV2_EVALUATION
     reads_processor_config = False
+
+    @classmethod
+    def released_head(cls, names: Sequence[str], blocks: int) -> str | None:
+        """The linear head DINOv2's hub code (`hub/classifiers.py`) downloads for a released backbone
+        named by its short name, hub id, `random:` name or `.pth` (`dinov2_vits14_reg4_pretrain.pth`):
+        `{RELEASED_HEADS}/dinov2_vits14/dinov2_vits14_reg4_linear4_head.pth` for 4 blocks,
+        `..._linear_head.pth` for 1."""
+        hub_ids = {hub_id: short for short, hub_id in cls.short_names.items()}
+        for name in names:
+            stem = Path(name.removeprefix("random:")).name.removesuffix(".pth").removesuffix("_pretrain")
+            short = hub_ids.get(name) or stem.replace("_reg4", "_reg")
+            if short in cls.short_names:
+                base = short.removesuffix("_reg")
+                full = base + ("_reg4" if short.endswith("_reg") else "")
+                return f"{RELEASED_HEADS}/{base}/{full}_linear{'4' if blocks == 4 else ''}_head.pth"
+        return None
 
     @classmethod
     def load_as(cls, config: PretrainedConfig) -> LoadAs | None:

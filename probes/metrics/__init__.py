@@ -3,6 +3,7 @@ reduced across ranks, torchmetrics' keyword arguments passed through, `compute()
 
 from probes.metrics.cka import LinearCKA, SharedReferenceCKA, linear_cka
 from probes.metrics.faithfulness import Faithfulness
+from probes.metrics.held_input import HeldInputAccuracy
 from probes.metrics.high_norm import HighNormToken
 from probes.metrics.oneshot import OneShotAccuracy, oneshot_accuracy
 from probes.metrics.ridge import RidgeAccuracy, is_train_image, ridge_accuracy
@@ -13,6 +14,7 @@ from probes.metrics.topk import TopKAccuracy
 __all__ = [
     "ColumnStats",
     "Faithfulness",
+    "HeldInputAccuracy",
     "HighNormToken",
     "LinearCKA",
     "OneShotAccuracy",

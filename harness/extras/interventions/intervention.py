@@ -524,7 +524,7 @@ class Intervention(Extra):
         if clean is not None and own is not None:  # a model with a [CLS] token
             captured = replace(captured, cls_states=torch.cat([clean[:, :start], own[:, start:]], dim=1))
         if self.rebuilds_last(backbone.info.num_layers):
-            output = {"output/full": captured.pooled}
+            output = {"output/full": captured.pooled} | backbone.linear_input(captured)
             if backbone.family.projection is not None:
                 output |= projection_readout(backbone.family.projection, output)
             return ExtraResult(
