@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import re
+import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -341,6 +342,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default="all",
         help="comma list of probe names (a wrong name lists them all), or 'all' (default)",
     )
+    parser.add_argument(
+        "--recipe",
+        help="reproduce a published result: its runs (options given here override its own), then "
+        "OUT/reproduction.md, measured against published; 'list' lists the recipes",
+    )
     parser.add_argument("--output", type=Path, required=True, help="run folder to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier run in --output")
     parser.add_argument(
@@ -454,23 +460,66 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """The `cls-evaluate` command: options -> typed arguments of `evaluate`."""
+    """The `cls-evaluate` command: options -> typed arguments of `evaluate`; `--recipe NAME` runs a
+    published result's recipe (`run_recipe`)."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    finder = argparse.ArgumentParser(add_help=False)
+    finder.add_argument("--recipe")
+    found, rest = finder.parse_known_args(argv)
+    recipe = found.recipe
+    if recipe is not None:
+        return run_main(lambda: run_recipe(recipe, rest))
     args = parse_args(argv)
-    return run_main(
-        lambda: evaluate(
-            backbones=args.backbone,
-            output=args.output,
-            data=DataOptions.from_args(args),
-            probes=ProbeOptions.from_args(args),
-            trainer=TrainerOptions.from_args(args),
-            save_features=args.save_features,
-            overwrite=args.overwrite,
-            from_features=args.from_features,
-            compare=args.compare,
-            pos_interpolation=args.pos_interpolation,
-            registers=RegisterOptions.from_args(args),
-        )
+    return run_main(lambda: evaluate_args(args))
+
+
+def evaluate_args(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """`evaluate` with the parsed command line."""
+    return evaluate(
+        backbones=args.backbone,
+        output=args.output,
+        data=DataOptions.from_args(args),
+        probes=ProbeOptions.from_args(args),
+        trainer=TrainerOptions.from_args(args),
+        save_features=args.save_features,
+        overwrite=args.overwrite,
+        from_features=args.from_features,
+        compare=args.compare,
+        pos_interpolation=args.pos_interpolation,
+        registers=RegisterOptions.from_args(args),
     )
+
+
+def run_recipe(name: str, given: Sequence[str]) -> None:
+    """`--recipe NAME`: its runs (its options, then `given`, which override them), then
+    OUT/reproduction.md and OUT/figures/reproduction.png; `--recipe list` prints the recipes."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    from cls_decoupling.outputs.recipes import listing, load_recipe, write_reproduction
+
+    if name == "list":
+        print(listing())
+        return
+    recipe = load_recipe(name)
+    args = parse_args(recipe.argv(given))
+    if args.from_features is not None or args.compare is not None:
+        raise UserError("--recipe runs its backbones; it takes neither --from-features nor --compare")
+    evaluate_args(args)
+    names = list(args.backbone)
+    if len(names) == 1:
+        runs = {names[0]: args.output}
+    else:
+        counts = RegisterOptions.from_args(args).counts
+        thresholds = ProbeOptions.from_args(args).artifact_thresholds
+        labels = backbone_labels(names, [per_backbone(counts, i, 0) for i in range(len(names))],
+                                 [per_backbone(thresholds, i, 0.0) for i in range(len(names))])  # fmt: skip
+        runs = {name: args.output / label for name, label in zip(names, labels, strict=True)}
+    if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
+        rows = write_reproduction(args.output, recipe, runs)
+        held = sum(bool(row.holds) for row in rows)
+        measured = sum(row.measured is not None for row in rows)
+        log.info("recipe %s: %d of %d measured numbers within tolerance -> %s", name, held, measured,
+                 args.output / "reproduction.md")  # fmt: skip
 
 
 def evaluate(

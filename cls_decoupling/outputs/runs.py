@@ -35,6 +35,8 @@ FEATURES_FILE = "features.safetensors"
 TENSORBOARD_DIR = "tensorboard"
 REPORT_FILE = "report.md"
 FAITHFULNESS_FILE = "faithfulness.csv"
+REPRODUCTION_FILE = "reproduction.md"
+"""What a recipe run writes beside its run or comparison (`outputs.recipes`): measured against published."""
 
 
 @dataclass(frozen=True)

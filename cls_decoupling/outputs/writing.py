@@ -35,6 +35,7 @@ from cls_decoupling.outputs.runs import (
     FEATURES_FILE,
     FIGURES_DIR,
     REPORT_FILE,
+    REPRODUCTION_FILE,
     RESULTS_FILE,
     TENSORBOARD_DIR,
     Run,
@@ -55,12 +56,15 @@ RUN_FILES = (
     FAITHFULNESS_FILE,
     TENSORBOARD_DIR,
     FIGURES_DIR,
+    REPRODUCTION_FILE,
 )
 """What a run folder may hold: any of them present means the folder holds a run."""
 COMPARISON_TENSORBOARD = "comparison"
 """The comparison's TensorBoard run: `tensorboard --logdir DIR` lists it as `comparison`, beside
 each backbone's `<label>/tensorboard`."""
-COMPARISON_FILES = (COMPARISON_MARKDOWN, COMPARISON_CSV, COMPARISON_TENSORBOARD, FIGURES_DIR)
+COMPARISON_FILES = (
+    COMPARISON_MARKDOWN, COMPARISON_CSV, COMPARISON_TENSORBOARD, FIGURES_DIR, REPRODUCTION_FILE,
+)  # fmt: skip
 
 
 def check_output_dir(
