@@ -504,16 +504,8 @@ def run_recipe(name: str, given: Sequence[str]) -> None:
     args = parse_args(recipe.argv(given))
     if args.from_features is not None or args.compare is not None:
         raise UserError("--recipe runs its backbones; it takes neither --from-features nor --compare")
-    evaluate_args(args)
-    names = list(args.backbone)
-    if len(names) == 1:
-        runs = {names[0]: args.output}
-    else:
-        counts = RegisterOptions.from_args(args).counts
-        thresholds = ProbeOptions.from_args(args).artifact_thresholds
-        labels = backbone_labels(names, [per_backbone(counts, i, 0) for i in range(len(names))],
-                                 [per_backbone(thresholds, i, 0.0) for i in range(len(names))])  # fmt: skip
-        runs = {name: args.output / label for name, label in zip(names, labels, strict=True)}
+    records = evaluate_args(args)  # one per backbone, in their order
+    runs = dict(zip(args.backbone, records, strict=True))
     if rank_zero_only.rank == 0:  # type: ignore[attr-defined]
         rows = write_reproduction(args.output, recipe, runs)
         held = sum(bool(row.holds) for row in rows)

@@ -29,6 +29,8 @@ else:  # pragma: no cover - Python 3.10
 REPRODUCTION_FIGURE = "reproduction.png"
 """Its figure, in the folder's `figures/`."""
 RANDOM_PREFIX = "random:"
+Record = Mapping[str, Any]
+"""A run's results.json record (as `evaluate` returns it): `results`, `backbone.random_weights`."""
 
 
 @dataclass(frozen=True)
@@ -154,13 +156,13 @@ def listing() -> str:
     return "\n".join(lines)
 
 
-def run_of(published: str, runs: Mapping[str, Path], recipe: Recipe) -> Path | None:
-    """The run folder of the recipe's backbone `published` among `runs` (the backbone each was asked
-    with -> its folder): the run of that name, or of its `random:` stand-in; where no name matches and
-    as many backbones ran as the recipe has, the one at its position (local copies of the weights)."""
-    for name, folder in runs.items():
+def run_of(published: str, runs: Mapping[str, Record], recipe: Recipe) -> Record | None:
+    """The record of the recipe's backbone `published` among `runs` (the backbone each was asked with
+    -> its results.json record): the run of that name, or of its `random:` stand-in; where no name
+    matches and as many backbones ran as the recipe has, the one at its position (local weights)."""
+    for name, record in runs.items():
         if name.removeprefix(RANDOM_PREFIX) == published:
-            return folder
+            return record
     names = [name.removeprefix(RANDOM_PREFIX) for name in runs]
     if len(runs) == len(recipe.backbones) and not set(names) & set(recipe.backbones):
         return list(runs.values())[recipe.backbones.index(published)]
@@ -186,21 +188,14 @@ class Row:
         return None if difference is None else abs(difference) <= self.published.tolerance
 
 
-def read_run(folder: Path) -> tuple[dict[str, Any], bool]:
-    """A finished run's results and whether its weights were random."""
-    import json
-
-    record = json.loads((folder / "results.json").read_text())
-    return record["results"], bool(record["backbone"]["random_weights"])
-
-
-def reproduction(recipe: Recipe, runs: Mapping[str, Path]) -> tuple[list[Row], list[tuple[Ordering, str]]]:
+def reproduction(recipe: Recipe, runs: Mapping[str, Record]) -> tuple[list[Row], list[tuple[Ordering, str]]]:
     """Each published number against the run of its backbone (`run_of`), in the published unit; each
     ordering and whether the runs hold it ("holds", "does not hold", "not measured")."""
+    matched = {backbone: run_of(backbone, runs, recipe) for backbone in recipe.backbones}
     read = {
-        backbone: read_run(folder)
-        for backbone in recipe.backbones
-        if (folder := run_of(backbone, runs, recipe))
+        backbone: (dict(record["results"]), bool(record["backbone"]["random_weights"]))
+        for backbone, record in matched.items()
+        if record is not None
     }
     scale = 100.0 if recipe.percent else 1.0
     rows = []
@@ -295,9 +290,9 @@ def reproduction_figure(recipe: Recipe, rows: Sequence[Row]) -> Figure:
     return figure
 
 
-def write_reproduction(output: Path, recipe: Recipe, runs: Mapping[str, Path]) -> list[Row]:
-    """OUT/reproduction.md and OUT/figures/reproduction.png of the finished `runs` (each written whole
-    or not at all); its rows."""
+def write_reproduction(output: Path, recipe: Recipe, runs: Mapping[str, Record]) -> list[Row]:
+    """OUT/reproduction.md and OUT/figures/reproduction.png of the finished `runs` (the backbone each
+    was asked with -> its results.json record; each file written whole or not at all); its rows."""
     from PIL import Image
 
     from cls_decoupling.outputs.writing import render
