@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Sampler
 from common.preparation import DINOV2_EVALUATION, RESIZE_CHOICES, Preprocessing
 from datamodules.choices import DATA_SOURCES, SPLITS
 from datamodules.coco import coco_images, default_coco_root, download_coco
-from datamodules.huggingface import hf_images
+from datamodules.huggingface import check_dataset_location, hf_images
 from datamodules.imagenet import imagenet_images
 from datamodules.images import DataError, ImageFileDataset, ImageList, ImageSource, collate_images
 from datamodules.sources import demo_images, folder_images
@@ -41,7 +41,7 @@ def check_source(
         if not folder.is_dir():
             raise DataError(f"data directory {folder} does not exist or is not a directory")
     if source == "hf":
-        _require_dir(data_dir, source)
+        check_dataset_location(_require_dir(data_dir, source))
 
 
 def check_hf_options(
@@ -202,9 +202,12 @@ class ImageDataModule(L.LightningDataModule):
         return self.images.class_names
 
     def prepare_data(self) -> None:
-        """Download what `download` asks for (Lightning calls this once per node, before `setup`)."""
+        """Download what `download` asks for, and convert a Hugging Face dataset's parquet files to its
+        cache (Lightning calls this once per node, before `setup`, where every rank then reads it)."""
         if self.download:
             download_coco(self._coco_root(), self.split or SPLITS[0])
+        if self.source == "hf" and not self.streaming:
+            self._listed()
 
     def setup(self, stage: str) -> None:
         """List the files (the same list on every rank: sorted, subsets seeded) and build the dataset."""

@@ -39,6 +39,12 @@ _HUB_NAME = re.compile(r"[A-Za-z0-9][\w.-]*(/[\w.-]+)?")
 _Loaded = TypeVar("_Loaded")
 
 
+def check_dataset_location(where: Path) -> None:
+    """Refuse, before anything loads, a `--data-dir` that is neither a path here nor a dataset name."""
+    if not where.exists() and not _HUB_NAME.fullmatch(str(where)):
+        raise DataError(f"--data-dir {where} does not exist and is not a Hugging Face dataset name")
+
+
 @dataclass(frozen=True)
 class DatasetImages:
     """Rows of one split of a Hugging Face dataset, by position: an `ImageSource`.
@@ -176,10 +182,9 @@ def _opened(where: str, split: str | None, streaming: bool) -> tuple[Any, dict[s
         kind, name = "parquet", str(path.resolve())
     elif path.is_dir():
         arguments, kind, name = {"path": str(path)}, "folder", str(path.resolve())
-    elif _HUB_NAME.fullmatch(where):
-        arguments, kind, name = {"path": where}, "name", where
     else:
-        raise DataError(f"--data-dir {where} does not exist and is not a Hugging Face dataset name")
+        check_dataset_location(path)
+        arguments, kind, name = {"path": where}, "name", where
     builder = _loading(where, lambda: datasets.load_dataset_builder(**arguments))
     available = list(builder.config.data_files or builder.info.splits or ())
     chosen = _chosen_split(where, available, split) if available else split
@@ -256,8 +261,9 @@ def _existing(features: Mapping[str, Any], column: str, option: str, where: str)
 def _labels(
     values: Sequence[Any], feature: Any, column: str | None, where: str
 ) -> tuple[tuple[int, ...], tuple[str, ...]]:
-    """The labels (negative or missing: `UNLABELLED`, as `ClassLabel` marks a row without one) and
-    the class names: the `ClassLabel` names, else the indices 0 .. the largest label."""
+    """The labels (negative or missing: `UNLABELLED`, as `ClassLabel` marks a row without one; every
+    row labelled or none) and the class names: the `ClassLabel` names, else the indices 0 .. the
+    largest label."""
     if any(value is not None and not isinstance(value, int) for value in values):
         kind = type(next(v for v in values if v is not None and not isinstance(v, int))).__name__
         raise DataError(f"label column {column} of {where} holds {kind} values, not class indices")
@@ -265,6 +271,11 @@ def _labels(
     seen = [label for label in labels if label != UNLABELLED]
     if not seen:
         return labels, ()
+    if len(seen) < len(labels):  # the probes that read labels need every image's
+        raise DataError(
+            f"{len(labels) - len(seen)} of the {len(labels)} rows of {where} have no label in column "
+            f"{column} (negative or missing): choose a split whose rows are all labelled, or none"
+        )
     if _is_class_label(feature):
         return labels, tuple(feature.names)
     return labels, tuple(str(index) for index in range(max(seen) + 1))
