@@ -52,7 +52,8 @@ def check_hf_options(
     given = {"--image-column": image_column, "--label-column": label_column, "--streaming": streaming or None}
     named = [option for option, value in given.items() if value is not None]
     if named and source != "hf":
-        raise DataError(f"{', '.join(named)} read a Hugging Face dataset: add --data hf (not {source})")
+        verb = "read" if len(named) > 1 else "reads"
+        raise DataError(f"{', '.join(named)} {verb} a Hugging Face dataset: add --data hf (not {source})")
     if streaming and limit is None:
         raise DataError(
             "--streaming reads the first --limit N rows of the stream (it has no length): add --limit"

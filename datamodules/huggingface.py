@@ -146,7 +146,7 @@ def hf_images(
         origin["split_rows"] = len(dataset)
         images = dataset[image]  # lazy: a row is read when it is loaded
         values = dataset[label][:] if label else [None] * len(dataset)
-    if not images:
+    if len(images) == 0:
         raise DataError(f"split {origin['split']} of {where} has no rows")
     labels, class_names = _labels(values, features.get(label) if label else None, label, where)
     return DatasetImages(images, tuple(range(len(images))), labels, class_names, origin)
