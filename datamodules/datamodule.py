@@ -14,10 +14,11 @@ from lightning.pytorch.accelerators import CUDAAccelerator
 from torch.utils.data import DataLoader, Sampler
 
 from common.preparation import DINOV2_EVALUATION, RESIZE_CHOICES, Preprocessing
-from datamodules.choices import DATA_SOURCES
+from datamodules.choices import DATA_SOURCES, SPLITS
 from datamodules.coco import coco_images, default_coco_root, download_coco
+from datamodules.huggingface import check_dataset_location, hf_images
 from datamodules.imagenet import imagenet_images
-from datamodules.images import DataError, ImageFileDataset, ImageList, collate_images
+from datamodules.images import DataError, ImageFileDataset, ImageList, ImageSource, collate_images
 from datamodules.sources import demo_images, folder_images
 from datamodules.subsets import limit_images, per_class_images
 from datamodules.transforms import DEFAULT_RESOLUTION
@@ -25,16 +26,40 @@ from datamodules.transforms import DEFAULT_RESOLUTION
 log = logging.getLogger(__name__)
 
 
-def check_source(source: str, data_dir: Path | None, split: str = "val", download: bool = False) -> None:
+def check_source(
+    source: str, data_dir: Path | None, split: str | None = None, download: bool = False
+) -> None:
     """Refuse, before anything is listed or downloaded, options a source cannot take."""
     if source not in DATA_SOURCES:
         raise DataError(f"unknown data source {source!r}; choose from {', '.join(DATA_SOURCES)}")
     if download and source != "coco":
         raise DataError(f"--download is only for --data coco, not {source}")
+    if split is not None and source in ("coco", "imagenet") and split not in SPLITS:
+        raise DataError(f"--split {split}: {source} has the splits {', '.join(SPLITS)}")
     if source in ("folder", "imagenet"):
         folder = _require_dir(data_dir, source)
         if not folder.is_dir():
             raise DataError(f"data directory {folder} does not exist or is not a directory")
+    if source == "hf":
+        check_dataset_location(_require_dir(data_dir, source))
+
+
+def check_hf_options(
+    source: str, image_column: str | None, label_column: str | None, streaming: bool,
+    limit: int | None, per_class: int | None,
+) -> None:  # fmt: skip
+    """Refuse the options of a Hugging Face dataset without one, and what a stream cannot do."""
+    given = {"--image-column": image_column, "--label-column": label_column, "--streaming": streaming or None}
+    named = [option for option, value in given.items() if value is not None]
+    if named and source != "hf":
+        verb = "read" if len(named) > 1 else "reads"
+        raise DataError(f"{', '.join(named)} {verb} a Hugging Face dataset: add --data hf (not {source})")
+    if streaming and limit is None:
+        raise DataError(
+            "--streaming reads the first --limit N rows of the stream (it has no length): add --limit"
+        )
+    if streaming and per_class is not None:
+        raise DataError("--per-class chooses among all of a class's images, which a stream cannot: drop one")
 
 
 def list_source_images(source: str, data_dir: Path | None, split: str, coco_root: Path) -> ImageList:
@@ -81,8 +106,10 @@ class ImageDataModule(L.LightningDataModule):
 
     Args:
         source: one of `DATA_SOURCES`.
-        data_dir: the folder to read (COCO: defaults to the download cache).
-        split: "val" or "train" (COCO, ImageNet).
+        data_dir: the folder to read (COCO: defaults to the download cache; hf: a saved dataset,
+            parquet file, dataset folder or dataset name, `datamodules.huggingface.hf_images`).
+        split: "val" (default) or "train" (COCO, ImageNet); hf: the dataset's own split name (default
+            "validation" if it has one, else its only split).
         download: fetch COCO's images in `prepare_data` (resumable, checksummed).
         resolution: side of the centre crop in pixels.
         batch_size: images per batch and rank.
@@ -94,6 +121,10 @@ class ImageDataModule(L.LightningDataModule):
         seed: seed of the subsets.
         preprocessing: how images are prepared (DINOv2's evaluation by default; `prepare_for` in
             the command line sets the backbone's).
+        image_column, label_column: hf: the columns read (default: the `Image` column, the
+            `ClassLabel` column; see `hf_images`).
+        streaming: hf: read the dataset as a stream, its first `limit` rows (in its order, not a
+            seeded subset; `per_class` refused).
         resize, crop_ratio: the resize ("shorter" or "square") and the crop's share of the resized
             side, over what `preprocessing` says (`Preprocessing.chosen`; e.g. crop 1.0 for DeiT III's
             own evaluation); None: as it says.
@@ -106,7 +137,7 @@ class ImageDataModule(L.LightningDataModule):
         self,
         source: str,
         data_dir: Path | None = None,
-        split: str = "val",
+        split: str | None = None,
         download: bool = False,
         resolution: int = DEFAULT_RESOLUTION,
         batch_size: int = 32,
@@ -118,6 +149,9 @@ class ImageDataModule(L.LightningDataModule):
         preprocessing: Preprocessing = DINOV2_EVALUATION,
         resize: str | None = None,
         crop_ratio: float | None = None,
+        image_column: str | None = None,
+        label_column: str | None = None,
+        streaming: bool = False,
     ) -> None:
         super().__init__()
         if batch_size < 1 or resolution < 1:
@@ -129,9 +163,10 @@ class ImageDataModule(L.LightningDataModule):
         if seed < 0:
             raise DataError(f"--seed must be 0 or more, got {seed}")
         check_source(source, data_dir, split, download)
+        check_hf_options(source, image_column, label_column, streaming, limit, per_class)
         self.source = source
         self.data_dir = data_dir
-        self.split = split
+        self.split = split if split is not None or source == "hf" else SPLITS[0]
         self.download = download
         self.resolution = resolution
         self.batch_size = batch_size
@@ -145,7 +180,10 @@ class ImageDataModule(L.LightningDataModule):
         self.preprocessing = preprocessing
         self.resize = resize
         self.crop_ratio = crop_ratio
-        self._images: ImageList | None = None
+        self.image_column = image_column
+        self.label_column = label_column
+        self.streaming = streaming
+        self._images: ImageSource | None = None
 
     @property
     def preparation(self) -> Preprocessing:
@@ -153,8 +191,8 @@ class ImageDataModule(L.LightningDataModule):
         return self.preprocessing.chosen(self.resize, self.crop_ratio)
 
     @property
-    def images(self) -> ImageList:
-        """The files, labels and class names evaluated (listed in `setup`)."""
+    def images(self) -> ImageSource:
+        """The images, labels and class names evaluated (listed in `setup`)."""
         if self._images is None:
             raise RuntimeError("the images are listed in setup(); call prepare_data() and setup() first")
         return self._images
@@ -165,14 +203,17 @@ class ImageDataModule(L.LightningDataModule):
         return self.images.class_names
 
     def prepare_data(self) -> None:
-        """Download what `download` asks for (Lightning calls this once per node, before `setup`)."""
+        """Download what `download` asks for, and convert a Hugging Face dataset's parquet files to its
+        cache (Lightning calls this once per node, before `setup`, where every rank then reads it)."""
         if self.download:
-            download_coco(self._coco_root(), self.split)
+            download_coco(self._coco_root(), self.split or SPLITS[0])
+        if self.source == "hf" and not self.streaming:
+            self._listed()
 
     def setup(self, stage: str) -> None:
         """List the files (the same list on every rank: sorted, subsets seeded) and build the dataset."""
         if self._images is None:
-            images = list_source_images(self.source, self.data_dir, self.split, self._coco_root())
+            images = self._listed()
             if images.run_folders:
                 log.warning(
                     "left out %d run folder(s) of this tool found among the data (their figures are not "
@@ -183,9 +224,9 @@ class ImageDataModule(L.LightningDataModule):
             if self.per_class is not None:
                 images = per_class_images(images, self.per_class, self.seed)
             if self.limit is not None:
-                if self.limit > len(images.files):
+                if self.limit > len(images):
                     log.warning(
-                        "--limit %d: the data has only %d images; all are used", self.limit, len(images.files)
+                        "--limit %d: the data has only %d images; all are used", self.limit, len(images)
                     )
                 images = limit_images(images, self.limit, self.seed)
             self._images = images
@@ -210,13 +251,16 @@ class ImageDataModule(L.LightningDataModule):
         )
 
     def describe(self) -> dict[str, Any]:
-        """Data facts for results.json (`skipped_run_folders` only when some were left out)."""
+        """Data facts for results.json (`skipped_run_folders` only when some were left out; hf: the
+        split read and `hf`, the dataset, its kind, split, columns and streaming, `hf_images`)."""
         run_folders = [str(folder.resolve()) for folder in self.images.run_folders]
-        return {
+        where = self.data_dir
+        description = {
             "source": self.source,
-            "data_dir": str(self.data_dir.resolve()) if self.data_dir else None,
+            # a dataset name (hf) is no path here
+            "data_dir": None if where is None else str(where.resolve() if where.exists() else where),
             "split": self.split,
-            "files": len(self.images.files),
+            "files": len(self.images),
             **({"skipped_run_folders": run_folders} if run_folders else {}),
             "labelled": self.images.labelled,
             "num_classes": len(self.images.class_names),
@@ -230,6 +274,17 @@ class ImageDataModule(L.LightningDataModule):
             "preprocessing": dataclasses.asdict(self.preparation),
             "seed": self.seed,
         }
+        description.update(self.images.describe())  # hf: the split read, and `hf` (dataset, columns)
+        return description
+
+    def _listed(self) -> ImageSource:
+        """The source's images, before any subset (a stream: its first `limit` rows)."""
+        if self.source == "hf":
+            return hf_images(
+                str(_require_dir(self.data_dir, self.source)), self.split, self.image_column,
+                self.label_column, self.streaming, take=self.limit,
+            )  # fmt: skip
+        return list_source_images(self.source, self.data_dir, self.split or SPLITS[0], self._coco_root())
 
     def _coco_root(self) -> Path:
         return self.data_dir if self.data_dir is not None else default_coco_root()

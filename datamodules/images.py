@@ -1,4 +1,6 @@
-"""Image files as a dataset of {pixels, label, index}; unreadable files become counted skips."""
+"""Image sources as a dataset of {pixels, label, index}; images that cannot be decoded become counted
+skips. A source (`ImageSource`) is a list of images by position: the files of a folder (`ImageList`)
+or the rows of a Hugging Face dataset (`datamodules.huggingface.DatasetImages`)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import IO, Any, Protocol, TypeVar
 
 import numpy as np
 import torch
@@ -24,6 +26,47 @@ UNLABELLED = -1
 
 class DataError(UserError):
     """A data directory that is missing, empty, or in a layout the loader does not recognise."""
+
+
+_Source = TypeVar("_Source", bound="ImageSource")
+
+
+class ImageSource(Protocol):
+    """Images by position (0 .. len - 1, the dataset index), with their labels (`UNLABELLED` when
+    there are none) and class names; nothing is decoded before `load`. The subsets, the loader and
+    `ImageDataModule.describe` read a source only through this."""
+
+    @property
+    def labels(self) -> tuple[int, ...]: ...
+
+    @property
+    def class_names(self) -> tuple[str, ...]: ...
+
+    @property
+    def run_folders(self) -> tuple[Path, ...]:
+        """Run folders of this tool left out of the listing (logged and recorded)."""
+        ...
+
+    @property
+    def labelled(self) -> bool: ...
+
+    def __len__(self) -> int: ...
+
+    def subset(self: _Source, positions: Sequence[int]) -> _Source:
+        """The images at `positions`, in that order (their positions become 0, 1, ...)."""
+        ...
+
+    def load(self, position: int, min_side: int = 0) -> Image.Image:
+        """The image at `position` as 8-bit RGB (`load_rgb`); raises when it cannot be decoded."""
+        ...
+
+    def name(self, position: int) -> str:
+        """What the image at `position` is called in a skip reason and faithfulness.csv."""
+        ...
+
+    def describe(self) -> dict[str, Any]:
+        """What results.json's `data` block records of the source beyond the common keys."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -48,6 +91,9 @@ class ImageList:
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    def __len__(self) -> int:
+        return len(self.files)
+
     def subset(self, positions: Sequence[int]) -> ImageList:
         return ImageList(
             tuple(self.files[i] for i in positions),
@@ -55,6 +101,15 @@ class ImageList:
             self.class_names,
             self.run_folders,
         )
+
+    def load(self, position: int, min_side: int = 0) -> Image.Image:
+        return load_rgb(self.files[position], min_side)
+
+    def name(self, position: int) -> str:
+        return str(self.files[position])
+
+    def describe(self) -> dict[str, Any]:
+        return {}
 
 
 @dataclass(frozen=True)
@@ -106,8 +161,9 @@ def _lock_beside(folder: Path) -> bool:
     return (resolved.parent / lock_name(resolved.name)).is_file()
 
 
-def load_rgb(path: Path, min_side: int = 0) -> Image.Image:
-    """Decode an image as 8-bit RGB, with its EXIF rotation applied.
+def load_rgb(path: Path | IO[bytes], min_side: int = 0) -> Image.Image:
+    """Decode an image (a file, or its encoded bytes as a binary stream) as 8-bit RGB, with its EXIF
+    rotation applied.
 
     With `min_side`, JPEGs are decoded at the smallest DCT scale whose shorter side still covers
     it (5x faster on 2000 x 1500 photos; pixels differ slightly from a full decode followed by
@@ -120,7 +176,12 @@ def load_rgb(path: Path, min_side: int = 0) -> Image.Image:
         with Image.open(path) as image:
             if min_side and image.format == "JPEG":
                 image.draft("RGB", (min_side, min_side))
-            return _to_rgb(ImageOps.exif_transpose(image))
+            return as_rgb(image)
+
+
+def as_rgb(image: Image.Image) -> Image.Image:
+    """An opened image as 8-bit RGB, with its EXIF rotation applied (`load_rgb`'s conversions)."""
+    return _to_rgb(ImageOps.exif_transpose(image))
 
 
 def _to_rgb(image: Image.Image) -> Image.Image:
@@ -136,24 +197,24 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 
 
 class ImageFileDataset(Dataset[dict[str, Any]]):
-    """Samples `{"pixels", "label", "index"}`; a file that cannot be decoded gives `{"index", "error"}`."""
+    """Samples `{"pixels", "label", "index"}` of a source; an image that cannot be decoded gives
+    `{"index", "error"}`."""
 
     def __init__(
-        self, images: ImageList, transform: Callable[[Image.Image], Tensor], min_side: int = 0
+        self, images: ImageSource, transform: Callable[[Image.Image], Tensor], min_side: int = 0
     ) -> None:
         self.images = images
         self.transform = transform
         self.min_side = min_side
 
     def __len__(self) -> int:
-        return len(self.images.files)
+        return len(self.images)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
-        path = self.images.files[index]
         try:
-            pixels = self.transform(load_rgb(path, self.min_side))
+            pixels = self.transform(self.images.load(index, self.min_side))
         except Exception as error:  # any decoder failure is a counted skip, never a crash
-            return {"index": index, "error": f"{path}: {type(error).__name__}: {error}"}
+            return {"index": index, "error": f"{self.images.name(index)}: {type(error).__name__}: {error}"}
         return {"pixels": pixels, "label": self.images.labels[index], "index": index}
 
 

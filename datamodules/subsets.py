@@ -1,30 +1,35 @@
-"""Seeded subsets chosen from file lists, before any image is decoded."""
+"""Seeded subsets chosen from a source's labels (`ImageSource`), before any image is decoded."""
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 import numpy as np
 
-from datamodules.images import DataError, ImageList
+from datamodules.images import DataError, ImageSource
+
+_Source = TypeVar("_Source", bound=ImageSource)
 
 
-def limit_images(images: ImageList, limit: int, seed: int) -> ImageList:
+def limit_images(images: _Source, limit: int, seed: int) -> _Source:
     """`limit` images chosen with `seed`; stratified by class when labelled.
 
     Labelled: each class gets its proportional share (largest remainders break ties, then class
     order), drawn at random within the class. Positions keep dataset order.
 
     >>> from pathlib import Path
+    >>> from datamodules.images import ImageList
     >>> images = ImageList(tuple(Path(f"{i}.jpg") for i in range(6)), (0, 0, 0, 0, 1, 1), ("a", "b"))
     >>> [images.labels[i] for i in range(6) if images.files[i] in limit_images(images, 3, 0).files]
     [0, 0, 1]
     """
     if limit < 1:
         raise DataError(f"--limit must be positive, got {limit}")
-    if limit >= len(images.files):
+    if limit >= len(images):
         return images
     rng = np.random.default_rng(seed)
     if not images.labelled:
-        return images.subset(sorted(rng.choice(len(images.files), size=limit, replace=False).tolist()))
+        return images.subset(sorted(rng.choice(len(images), size=limit, replace=False).tolist()))
     labels = np.asarray(images.labels)
     classes, counts = np.unique(labels, return_counts=True)
     shares = limit * counts / counts.sum()
@@ -38,7 +43,7 @@ def limit_images(images: ImageList, limit: int, seed: int) -> ImageList:
     return images.subset(sorted(np.concatenate(chosen).tolist()))
 
 
-def per_class_images(images: ImageList, per_class: int, seed: int) -> ImageList:
+def per_class_images(images: _Source, per_class: int, seed: int) -> _Source:
     """`per_class` images of every class (all of a smaller class), chosen with `seed`."""
     if per_class < 1:
         raise DataError(f"--per-class must be positive, got {per_class}")

@@ -9,8 +9,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 
-HEAVY = frozenset({"torch", "lightning", "pytorch_lightning", "transformers", "timm"})
-"""The libraries that make a start slow (seconds each): torch, Lightning, the model libraries."""
+HEAVY = frozenset({"torch", "lightning", "pytorch_lightning", "transformers", "timm", "datasets"})
+"""The libraries that make a start slow (seconds each): torch, Lightning, the model libraries,
+Hugging Face datasets (only `--data hf` imports it)."""
 
 
 def modules_after(statements: str, expected_exit: int | None = None) -> set[str]:

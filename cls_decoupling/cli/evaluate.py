@@ -152,9 +152,9 @@ class ProbeOptions:
             raise UserError(f"{', '.join(given)} choose the training images of --train-data: add it")
         if args.train_data is not None:
             evaluated = DataOptions.from_args(args)
-            train = dataclasses.replace(
-                evaluated, source=args.train_data, data_dir=args.train_dir, split=args.train_split or "train",
-                download=False, limit=None, per_class=args.train_per_class,
+            train = evaluated.reading(
+                args.train_data, args.train_dir, split=args.train_split or "train", download=False,
+                limit=None, per_class=args.train_per_class, streaming=False,
             )  # fmt: skip
         reference = None
         if args.reference_dir is not None and args.reference_data is None:
@@ -165,7 +165,7 @@ class ProbeOptions:
                 "--reference-data chooses the images the interventions' mean / shuffle / noise and the "
                 "register-neuron search read: add --intervene or --test-time-registers"
             )
-        if args.reference_data in ("folder", "imagenet") and args.reference_dir is None:
+        if args.reference_data in ("folder", "imagenet", "hf") and args.reference_dir is None:
             raise UserError(f"--reference-data {args.reference_data} reads a folder: add --reference-dir")
         if args.reference_limit is not None and not args.intervene and not registers:
             raise UserError(
@@ -177,9 +177,9 @@ class ProbeOptions:
             raise UserError(f"--reference-limit counts reference images: 1 or more, got {limit}")
         if args.intervene or registers:
             evaluated = DataOptions.from_args(args)
-            reference = dataclasses.replace(
-                evaluated, source=args.reference_data or evaluated.source,
-                data_dir=args.reference_dir if args.reference_data else evaluated.data_dir,
+            reference = evaluated.reading(
+                args.reference_data or evaluated.source,
+                args.reference_dir if args.reference_data else evaluated.data_dir,
                 download=False, limit=limit, per_class=None,
             )  # fmt: skip
         return cls(
@@ -369,7 +369,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="labelled training images whose output/full form the knn probe's bank (DINOv2's k-NN)",
     )
     parser.add_argument("--train-dir", type=Path, help="folder of --train-data")
-    parser.add_argument("--train-split", choices=("val", "train"), help="--train-data split (default: train)")
+    parser.add_argument(
+        "--train-split", help="--train-data split (default: train; COCO / ImageNet: val or train)"
+    )
     parser.add_argument(
         "--train-per-class", type=int, help="a seeded subset of this many training images per class"
     )
@@ -927,7 +929,9 @@ def run_one(
         module.results,
     )
     if trainer.is_global_zero:
-        write_finished(output, Run(record, module.arrays), module.features, datamodule.images.files)
+        images = datamodule.images
+        names = [images.name(position) for position in range(len(images))]
+        write_finished(output, Run(record, module.arrays), module.features, names)
     return record.as_dict()
 
 
@@ -1045,7 +1049,7 @@ def run_timings(loading: float, started: float, stamps: Mapping[str, float]) -> 
 
 
 def write_finished(
-    output: Path, run: Run, features: Mapping[str, torch.Tensor] | None, files: Sequence[Path] = ()
+    output: Path, run: Run, features: Mapping[str, torch.Tensor] | None, files: Sequence[Path | str] = ()
 ) -> None:
     """Write a run folder; a full disk or a lost permission is one line (the folder stays unfinished)."""
     from cls_decoupling.outputs import run_logger, write_run

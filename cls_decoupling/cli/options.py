@@ -11,13 +11,13 @@ import os
 import sys
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from common.errors import UserError
 from common.preparation import RESIZE_CHOICES
-from datamodules.choices import DATA_SOURCES
+from datamodules.choices import DATA_SOURCES, SPLITS
 from harness.choices import POS_INTERPOLATIONS
 
 if TYPE_CHECKING:
@@ -37,7 +37,8 @@ class DataOptions:
 
     source: str = "demo"
     data_dir: Path | None = None
-    split: str = "val"
+    split: str | None = None
+    """None: the source's default (val; a Hugging Face dataset's validation split or its only one)."""
     download: bool = False
     resolution: int = 224
     batch_size: int = 32
@@ -48,6 +49,9 @@ class DataOptions:
     fast_jpeg: bool = False
     resize: str | None = None
     crop_ratio: float | None = None
+    image_column: str | None = None
+    label_column: str | None = None
+    streaming: bool = False
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> DataOptions:
@@ -67,13 +71,23 @@ class DataOptions:
             fast_jpeg=args.fast_jpeg,
             resize=args.resize,
             crop_ratio=args.crop_ratio,
+            image_column=args.image_column,
+            label_column=args.label_column,
+            streaming=args.streaming,
         )
+
+    def reading(self, source: str, data_dir: Path | None, **changes: Any) -> DataOptions:
+        """The same preparation and loader options for the images of another source (the training or
+        reference images); a Hugging Face dataset's columns and streaming only from one to another."""
+        own = {"image_column": None, "label_column": None, "streaming": False} if source != "hf" else {}
+        return replace(self, source=source, data_dir=data_dir, **{**own, **changes})
 
     @property
     def folder(self) -> Path | None:
         """The folder whose images the source reads (None for the demo photos, which ship inside
-        installed packages); COCO without `data_dir` reads the download cache."""
-        if self.source == "demo":
+        installed packages, and a Hugging Face dataset name); COCO without `data_dir` reads the download
+        cache."""
+        if self.source == "demo" or (self.source == "hf" and self.data_dir and not self.data_dir.exists()):
             return None
         if self.data_dir is None and self.source == "coco":
             from datamodules.coco import default_coco_root
@@ -181,9 +195,29 @@ def add_input_arguments(parser: argparse.ArgumentParser, several_backbones: bool
         "--data", choices=sorted(DATA_SOURCES), default="demo", help="image source (default: demo)"
     )
     parser.add_argument(
-        "--data-dir", type=Path, help="folder of the data source (COCO: default download cache)"
+        "--data-dir",
+        type=Path,
+        help="folder of the data source (COCO: default download cache); hf: a save_to_disk folder, a "
+        "parquet file, a dataset folder or a dataset name in the local Hugging Face cache",
     )
-    parser.add_argument("--split", choices=("val", "train"), default="val", help="COCO / ImageNet split")
+    parser.add_argument(
+        "--split",
+        help=f"COCO / ImageNet: {' or '.join(SPLITS)} (default {SPLITS[0]}); hf: the dataset's own split "
+        "(default: validation, else its only split)",
+    )
+    parser.add_argument(
+        "--image-column", help="hf: the image column (default: the Image column, else image or img)"
+    )
+    parser.add_argument(
+        "--label-column",
+        help="hf: the label column, class indices (default: the ClassLabel column, else an integer label or "
+        "labels column, else unlabelled)",
+    )
+    parser.add_argument(
+        "--streaming",
+        action="store_true",
+        help="hf: read the dataset as a stream, its first --limit N rows (no seeded subset, no --per-class)",
+    )
     parser.add_argument("--download", action="store_true", help="fetch COCO val2017 first (resumable)")
     parser.add_argument("--batch-size", type=int, default=32, help="images per batch and device")
     parser.add_argument("--limit", type=int, help="use a seeded subset of this many images (stratified)")

@@ -27,7 +27,11 @@ class DataRecord:
 
     source: str
     data_dir: str | None = None
-    split: str = "val"
+    split: str | None = "val"
+    """The split read (None: a saved Hugging Face dataset of one unnamed split)."""
+    hf: Mapping[str, Any] | None = None
+    """--data hf: the dataset read (its path or name), its kind (saved, parquet, folder, name), split,
+    image and label columns, streaming and the split's rows (`hf_images`; written only then)."""
     files: int = 0
     skipped_run_folders: tuple[str, ...] = ()
     """Run or comparison folders of this tool found among the data and left out of its files
@@ -72,7 +76,8 @@ class DataRecord:
         data["skipped_run_folders"] = list(self.skipped_run_folders)
         data["preprocessing"] = dict(self.preprocessing)
         data["skipped"] = [{"index": index, "reason": reason} for index, reason in self.skipped]
-        optional = ("skipped_run_folders", "resize", "crop_ratio", "train", "from_features")
+        data["hf"] = None if self.hf is None else dict(self.hf)
+        optional = ("hf", "skipped_run_folders", "resize", "crop_ratio", "train", "from_features")
         return {key: value for key, value in data.items() if key not in optional or value}
 
     @classmethod

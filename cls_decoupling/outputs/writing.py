@@ -162,7 +162,7 @@ def write_run(
     run: Run,
     features: Mapping[str, Tensor] | None,
     logger: TensorBoardLogger,
-    files: Sequence[Path] = (),
+    files: Sequence[Path | str] = (),
 ) -> None:
     """Everything a finished run writes: results.json, arrays, features, per-image faithfulness,
     figures, report.md and the TensorBoard scalars and figures; the folder's earlier run files first
@@ -197,7 +197,7 @@ def save_tensors(path: Path, tensors: Mapping[str, Tensor]) -> None:
     path.chmod(0o666 & ~umask)
 
 
-def write_faithfulness(path: Path, arrays: Mapping[str, Tensor], files: Sequence[Path]) -> None:
+def write_faithfulness(path: Path, arrays: Mapping[str, Tensor], files: Sequence[Path | str]) -> None:
     """One row per image: dataset index, file, and the cosine of patch-only to full output per readout."""
     columns = [MapsProbe.cosine_name(readout) for readout in MapsProbe.READOUTS]
     with path.open("w", newline="") as handle:
