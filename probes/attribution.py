@@ -509,8 +509,7 @@ class AttributionProbe(Probe):
             axis.legend(fontsize=8)
         axes[0, 0].set_ylabel("top-1 accuracy")
         figure.suptitle(
-            f"Pixel perturbation (Chefer et al.'s test; area = trapezoids x 100): {run_title(run)}, "
-            f"{run.num_images} images",
+            f"Pixel perturbation (Chefer et al.'s test; area = trapezoids x 100): {run_title(run)}",
             fontsize=10,
         )
         figure.tight_layout()
