@@ -29,7 +29,7 @@ images (uint8): the same images on any number of processes, drawn side by side i
 from __future__ import annotations
 
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -46,14 +46,19 @@ from harness.extras.attribution import (
     CONTROL,
     EXPLAINED,
     HEAD_ORDERS,
+    HEAD_PIXEL_ORDERS,
     MAP_ORDERS,
     MAPS,
+    PIXEL_FRACTIONS,
+    PIXEL_ORDERS,
+    PIXEL_SCORE,
     SCORE_FRACTIONS,
     SCORES,
     AttributionMaps,
     head_map_names,
     map_names,
     parse_maps,
+    pixel_area,
 )
 from harness.heads import LinearHead
 from probes.base import Headline, Probe, ProbeContext
@@ -191,6 +196,12 @@ class AttributionProbe(Probe):
         heads: the heads (1-based) whose own attention maps are scored too.
         class_scores: the class scores the maps explain and the curves follow, None without.
         labelled: whether the data has labels (the `accuracy` measure).
+        perturbations: `tokens` (patches deleted and inserted), `pixels` (Chefer et al.'s pixel test:
+            needs class scores and labels) or both.
+        pixel_fractions: shares of the pixels blacked out.
+
+    Raises:
+        ValueError: `pixels` without class scores or labels.
     """
 
     name = "attribution"
@@ -203,20 +214,34 @@ class AttributionProbe(Probe):
         self, seed: int = 0, fractions: Sequence[float] = SCORE_FRACTIONS,
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
         maps: Sequence[str] = (), heads: Sequence[int] = (), class_scores: nn.Module | None = None,
-        labelled: bool = False,
+        labelled: bool = False, perturbations: Sequence[str] = ("tokens",),
+        pixel_fractions: Sequence[float] = PIXEL_FRACTIONS,
     ) -> None:  # fmt: skip
         super().__init__()
-        self.seed, self.fractions = seed, tuple(fractions)
+        self.seed, self.fractions, self.pixel_fractions = seed, tuple(fractions), tuple(pixel_fractions)
         self.class_scores = class_scores
-        self.scoring = AttributionMaps(tuple(maps), tuple(heads), self.fractions, seed, class_scores)
+        if PIXEL_SCORE in perturbations and (class_scores is None or not labelled):
+            raise ValueError(
+                "the pixel perturbation measures top-1 accuracy against the labels: it needs class scores "
+                "and labels that index their classes"
+            )
+        self.scoring = AttributionMaps(
+            tuple(maps), tuple(heads), self.fractions, seed, class_scores,
+            perturbations=tuple(perturbations), pixel_fractions=self.pixel_fractions,
+        )  # fmt: skip
         self.maps, self.heads = self.scoring.maps, head_map_names(self.scoring.heads)
         self.map_names = self.scoring.names
+        self.scores = SCORES if "tokens" in self.scoring.perturbations else ()
+        self.pixels = PIXEL_SCORE in self.scoring.perturbations
         self.measures = MEASURES[: 1 if class_scores is None else 3 if labelled else 2]
         self.rows = AttributionRows(
             [
-                *(self.row_name(CONTROL, s, m) for s in SCORES for m in self.measures),
-                *(self.row_name(n, s, m, o) for n in self.map_names for s in SCORES
+                *(self.row_name(CONTROL, s, m) for s in self.scores for m in self.measures),
+                *(self.row_name(n, s, m, o) for n in self.map_names for s in self.scores
                   for o in self.orders(n) for m in self.measures),
+                *([self.row_name(CONTROL, PIXEL_SCORE, "accuracy")] if self.pixels else []),
+                *(self.row_name(n, PIXEL_SCORE, "accuracy", o) for n in self.map_names
+                  for o in self.pixel_orders(n) if self.pixels),
                 *(f"maps/{n}/rank_agreement" for n in self.map_names),
                 *(["full/correct"] if "accuracy" in self.measures else []),
             ]
@@ -228,6 +253,10 @@ class AttributionProbe(Probe):
     def orders(self, name: str) -> tuple[str, ...]:
         """The orders map `name` is scored in besides the shared random control."""
         return HEAD_ORDERS if name in self.heads else MAP_ORDERS
+
+    def pixel_orders(self, name: str) -> tuple[str, ...]:
+        """The orders map `name` is scored in by the pixel test besides the shared random control."""
+        return HEAD_PIXEL_ORDERS if name in self.heads else PIXEL_ORDERS
 
     @staticmethod
     def row_name(name: str, score: str, measure: str, order: str = "") -> str:
@@ -243,9 +272,20 @@ class AttributionProbe(Probe):
         labelled = len(context.class_names) >= 2 if head is None else context.labels_index(head)
         # no maps named: every map the model's readout has (those of the blocks' [CLS] rows need one)
         maps = context.maps or parse_maps("all", readout=context.info.readout)[0]
+        class_scores = class_scores_for(context, head)
+        if PIXEL_SCORE in context.perturbations and (class_scores is None or not labelled):
+            raise UserError(
+                "--perturbation pixels measures top-1 accuracy against the labels: "
+                + (
+                    "add --head (a head file, or model) or --train-data for the class scores"
+                    if class_scores is None
+                    else f"the data's labels ({len(context.class_names)} classes) do not index the "
+                    "class scores' classes"
+                )
+            )
         return cls(
-            context.seed, mean=preprocessing.mean, std=preprocessing.std, maps=maps,
-            heads=context.heads, class_scores=class_scores_for(context, head), labelled=labelled,
+            context.seed, mean=preprocessing.mean, std=preprocessing.std, maps=maps, heads=context.heads,
+            class_scores=class_scores, labelled=labelled, perturbations=context.perturbations,
         )  # fmt: skip
 
     def extras(self) -> tuple[AttributionMaps, ...]:
@@ -261,12 +301,21 @@ class AttributionProbe(Probe):
 
         rows = {
             self.row_name(CONTROL, s, m): measured(curve_name(CONTROL, s), m)
-            for s in SCORES for m in self.measures
+            for s in self.scores for m in self.measures
         }  # fmt: skip
         rows |= {
             self.row_name(n, s, m, o): measured(curve_name(n, s, o), m)
-            for n in self.map_names for s in SCORES for o in self.orders(n) for m in self.measures
+            for n in self.map_names for s in self.scores for o in self.orders(n) for m in self.measures
         }  # fmt: skip
+        if self.pixels:  # the class of each blacked-out image against the label
+            pixel_curves = {(CONTROL, ""): curve_name(CONTROL, PIXEL_SCORE)}
+            pixel_curves |= {
+                (n, o): curve_name(n, PIXEL_SCORE, o) for n in self.map_names for o in self.pixel_orders(n)
+            }
+            rows |= {
+                self.row_name(n, PIXEL_SCORE, "accuracy", o): measured(curve, "accuracy")
+                for (n, o), curve in pixel_curves.items()
+            }
         rows |= {
             f"maps/{n}/rank_agreement": decomposition[f"maps/{n}/rank_agreement"] for n in self.map_names
         }
@@ -300,7 +349,9 @@ class AttributionProbe(Probe):
 
         if "accuracy" in self.measures:
             results[FULL_ACCURACY] = float(rows["full/correct"].double().mean())
-        for score in SCORES:
+        if self.pixels:
+            results |= self._pixel_results(rows, summary)
+        for score in self.scores:
             for measure in self.measures:
                 controls = curve(f"maps/{CONTROL}/{score}/{measure}", self.row_name(CONTROL, score, measure))
                 summary(f"maps/{CONTROL}/{score}/{measure}/area", controls)
@@ -322,11 +373,35 @@ class AttributionProbe(Probe):
             summary(f"maps/{map_name}/rank_agreement", rows[f"maps/{map_name}/rank_agreement"])
         return results
 
+    def _pixel_results(
+        self, rows: Mapping[str, Tensor], summary: Callable[[str, Tensor], None]
+    ) -> dict[str, float]:
+        """Chefer et al.'s accuracy curves, `maps/{map}/pixels/{order}/{percent}` (and `/std`) and
+        `maps/random/pixels/{percent}`, and their areas (`pixel_area`, from the full images' accuracy at
+        0), `.../area` with its interval (written by `summary`)."""
+        results: dict[str, float] = {}
+        clean = rows["full/correct"].double().reshape(-1, 1)
+        curves = {f"maps/{CONTROL}/{PIXEL_SCORE}": self.row_name(CONTROL, PIXEL_SCORE, "accuracy")}
+        curves |= {
+            f"maps/{n}/{PIXEL_SCORE}/{o}": self.row_name(n, PIXEL_SCORE, "accuracy", o)
+            for n in self.map_names for o in self.pixel_orders(n)
+        }  # fmt: skip
+        for prefix, row in curves.items():
+            values = rows[row].double().reshape(-1, len(self.pixel_fractions))
+            for column, fraction in enumerate(self.pixel_fractions):
+                point = values[:, column]
+                results[f"{prefix}/{round(100 * fraction)}"] = float(point.mean())
+                results[f"{prefix}/{round(100 * fraction)}/std"] = (
+                    float(point.std()) if len(point) > 1 else 0.0
+                )
+            summary(f"{prefix}/area", pixel_area(torch.cat([clean, values], dim=1), self.pixel_fractions))
+        return results
+
     @classmethod
     def run_headlines(cls, run: RunView) -> tuple[Headline, ...]:
         """Each map's deletion gain over random deletion, in cosine and (with labels and class scores)
-        in top-1 accuracy."""
-        return tuple(
+        in top-1 accuracy; with the pixel test, each map's areas (Chefer et al.'s Table 1)."""
+        gains = tuple(
             (
                 f"maps/{name}/deletion/{measure}/gain",
                 f"deletion gain of the {name} map over random deletion, {measure} (> 0: faithful)",
@@ -335,6 +410,19 @@ class AttributionProbe(Probe):
             for name in cls.maps_of(run)
             if f"maps/{name}/deletion/{measure}/gain" in run.results
         )
+        better = {"positive": "most relevant first, lower is better",
+                  "negative": "least relevant first, higher is better"}  # fmt: skip
+        areas = tuple(
+            (
+                f"maps/{name}/{PIXEL_SCORE}/{order}/area",
+                f"pixel-perturbation area of the {name} map, {order} ({better[order]}; Chefer et al.'s "
+                "Table 1)",
+            )
+            for order in PIXEL_ORDERS
+            for name in cls.maps_of(run)
+            if f"maps/{name}/{PIXEL_SCORE}/{order}/area" in run.results
+        )
+        return gains + areas
 
     @staticmethod
     def maps_of(run: RunView) -> list[str]:
@@ -343,17 +431,26 @@ class AttributionProbe(Probe):
 
     @classmethod
     def figures(cls, run: RunView) -> dict[str, Figure]:
-        """Each map's gain over the random control (every head's below the maps), for deletion and
-        insertion, one row per measure, with 95 % intervals."""
+        """Each map's gain over the random control (every head's below the maps) and curves, for
+        deletion and insertion; the pixel test's curves; the gallery."""
         maps = cls.maps_of(run)
         heads = [
             n
             for n in head_map_names(range(1, run.info.heads_read + 1))
             if f"maps/{n}/rank_agreement" in run.results
         ]
+        figures: dict[str, Figure] = {}
+        if maps or heads:
+            if f"maps/{[*maps, *heads][0]}/deletion/cosine/gain" in run.results:
+                figures |= cls._gains(run, maps, heads)
+            figures |= named("attribution_pixels.png", cls._pixel_curves(run, maps))
+        return figures | named("attribution_gallery.png", cls._gallery(run))
+
+    @classmethod
+    def _gains(cls, run: RunView, maps: Sequence[str], heads: Sequence[str]) -> dict[str, Figure]:
+        """Each map's gain over the random control (every head's below the maps), for deletion and
+        insertion, one row per measure, with 95 % intervals; and the token curves."""
         names = [*maps, *heads]
-        if not names or f"maps/{names[0]}/deletion/cosine/gain" not in run.results:
-            return {}
         measures = [m for m in MEASURES if f"maps/{names[0]}/deletion/{m}/gain" in run.results]
         figure, axes = subplots(
             len(measures), len(SCORES), figsize=(5 * len(SCORES), (0.3 * len(names) + 1.5) * len(measures)),
@@ -380,11 +477,49 @@ class AttributionProbe(Probe):
             fontsize=10,
         )
         figure.tight_layout()
-        return (
-            named("attribution.png", figure)
-            | named("attribution_curves.png", cls._curves(run, maps, measures))
-            | named("attribution_gallery.png", cls._gallery(run))
+        return named("attribution.png", figure) | named(
+            "attribution_curves.png", cls._curves(run, maps, measures)
         )
+
+    @classmethod
+    def _pixel_curves(cls, run: RunView, maps: Sequence[str]) -> Figure | None:
+        """Chefer et al.'s test: top-1 accuracy against the share of pixels blacked out, from the full
+        images' accuracy at 0, each map in both orders (one panel each) and the random control (dashed),
+        each map's area in its label (None without the pixel test)."""
+        scored = [name for name in maps if f"maps/{name}/{PIXEL_SCORE}/positive/area" in run.results]
+        if not scored:
+            return None
+        figure, axes = subplots(1, len(PIXEL_ORDERS), figsize=(5.5 * len(PIXEL_ORDERS), 3.8), sharey=True,
+                                squeeze=False)  # fmt: skip
+        start = run.results.get(FULL_ACCURACY, np.nan)
+
+        def curve(prefix: str) -> tuple[list[int], list[float]]:
+            points = sorted(int(key.rsplit("/", 1)[1]) for key in run.results
+                            if key.startswith(prefix + "/") and key.rsplit("/", 1)[1].isdigit())  # fmt: skip
+            return [0, *points], [start, *(run.results[f"{prefix}/{point}"] for point in points)]
+
+        for axis, order in zip(axes[0], PIXEL_ORDERS, strict=True):
+            for position, name in enumerate(scored):
+                prefix = f"maps/{name}/{PIXEL_SCORE}/{order}"
+                area = run.results[f"{prefix}/area"]
+                axis.plot(*curve(prefix), "-", marker=MARKERS[position % len(MARKERS)], markersize=4,
+                          label=f"{name} ({area:.2f})", alpha=0.85)  # fmt: skip
+            control = f"maps/{CONTROL}/{PIXEL_SCORE}"
+            axis.plot(*curve(control), "--", marker="o", markersize=4, color="black",
+                      label=f"random ({run.results[f'{control}/area']:.2f})")  # fmt: skip
+            first = "most" if order == "positive" else "least"
+            axis.set_xlabel(f"pixels blacked out (%), {first} relevant first")
+            axis.set_title(
+                f"{order} ({'lower' if order == 'positive' else 'higher'} area is better)", fontsize=10
+            )
+            axis.legend(fontsize=8)
+        axes[0, 0].set_ylabel("top-1 accuracy")
+        figure.suptitle(
+            f"Pixel perturbation (Chefer et al.'s test; area = trapezoids x 100): {run_title(run)}",
+            fontsize=10,
+        )
+        figure.tight_layout()
+        return figure
 
     @classmethod
     def _curves(cls, run: RunView, maps: Sequence[str], measures: Sequence[str]) -> Figure:

@@ -61,6 +61,8 @@ class ProbeContext:
             mode reads.
         maps: the attribution maps the attribution probe scores (`--maps`; empty: every map).
         heads: the heads whose own attention maps it scores too (1-based).
+        perturbations: how it perturbs the images to score the maps (`--perturbation`): `tokens`
+            (patches removed), `pixels` (Chefer et al.'s pixel test) or both.
         only_variants: the variants a pass under an intervention reports, where it reports fewer
             than the clean pass (`variants` keeps only these); None: every variant.
         own_head: the backbone's own classifier on `output/full` (`--head model`), read instead of
@@ -82,6 +84,7 @@ class ProbeContext:
     interventions: tuple[Intervention, ...] = ()
     maps: tuple[str, ...] = ()
     heads: tuple[int, ...] = ()
+    perturbations: tuple[str, ...] = ("tokens",)
     only_variants: tuple[str, ...] | None = None
     own_head: LinearHead | None = None
     neuron_search: RegisterNeurons | None = None

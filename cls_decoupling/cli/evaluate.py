@@ -93,6 +93,8 @@ class ProbeOptions:
     """The images whose states the mean / shuffle / noise interventions read (--reference-*)."""
     maps: str | None = None
     """--maps, as written (the heads are checked once the backbone is loaded); None: every map."""
+    perturbation: str | None = None
+    """--perturbation, as written; None: the attribution probe's patches (`tokens`)."""
     artifact_thresholds: tuple[float, ...] = ()
     """--artifact-threshold: one norm for every backbone, or one per backbone (0: no split)."""
 
@@ -184,7 +186,8 @@ class ProbeOptions:
             )  # fmt: skip
         return cls(
             args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
-            tuple(args.intervene or ()), reference, args.maps, tuple(args.artifact_threshold or ()),
+            tuple(args.intervene or ()), reference, args.maps, args.perturbation,
+            tuple(args.artifact_threshold or ()),
         )  # fmt: skip
 
 
@@ -319,6 +322,7 @@ class ProbeRequest:
             self.interventions,
             self.maps,
             self.heads,
+            perturbations=checked_perturbations(options.perturbation),
             own_head=own_head,
             neuron_search=self.neuron_search,
             neuron_top_k=self.neuron_top_k,
@@ -397,6 +401,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="the attribution probe's maps, comma list: all (default), map names (attention, rollout, "
         "chefer, ...: a wrong one lists every map), heads (each head's attention map: about 4 passes "
         "per head) or attention_headN",
+    )
+    parser.add_argument(
+        "--perturbation",
+        help="how the attribution probe perturbs the images to score each map, comma list: tokens "
+        "(default: patches removed from the sequence, deletion and insertion), pixels (Chefer et al.'s "
+        "test: 10..90 %% of the pixels blacked out in the map's order, positive and negative, top-1 "
+        "accuracy against the labels; needs --head or --train-data) or tokens,pixels",
     )
     parser.add_argument(
         "--artifact-threshold",
@@ -685,6 +696,17 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
     if probes.maps is not None and "attribution" not in selection:
         raise UserError("--maps chooses the attribution probe's maps: add --probe attribution")
+    if probes.perturbation is not None:
+        if "attribution" not in selection:
+            raise UserError(
+                "--perturbation chooses how the attribution probe scores: add --probe attribution"
+            )
+        pixels = "pixels" in checked_perturbations(probes.perturbation)
+        if pixels and probes.head is None and probes.train is None:
+            raise UserError(
+                "--perturbation pixels measures the class of each image: add --head (a head file, or "
+                "model) or --train-data for the class scores"
+            )
     if probes.head is not None:
         if not selection.reads_head:
             reading = " or ".join(name for name, probe in PROBES.items() if probe.reads_head)
@@ -708,6 +730,16 @@ def intervention_blocks(text: str, num_layers: int | None) -> Intervention:
 
     try:
         return Intervention.parse(text, num_layers if num_layers is not None else 10**6)
+    except ValueError as error:
+        raise UserError(str(error)) from None
+
+
+def checked_perturbations(text: str | None) -> tuple[str, ...]:
+    """`--perturbation` read (None: `tokens`, the patches removed from the sequence)."""
+    from harness.extras.attribution import parse_perturbations
+
+    try:
+        return parse_perturbations(text or "tokens")
     except ValueError as error:
         raise UserError(str(error)) from None
 

@@ -10,7 +10,11 @@ and registers (`insertion`), orders `top` (the map's highest first) and `bottom`
 not for one head's map, `HEAD_ORDERS`); `maps/random/{score}` the random control (seeded by dataset
 index, run once for every map); with class scores `.../probability` and `.../predicted` after each
 curve, and `maps/explained` (batch,), the class the full output is given; `maps/{map}/rank_agreement`
-(batch,), Spearman's correlation with the `contribution` map.
+(batch,), Spearman's correlation with the `contribution` map. Those are the `tokens` perturbation;
+with `pixels` (Chefer et al.'s test, `harness.extras.attribution.pixels`; class scores needed)
+`maps/{map}/pixels/{order}/predicted` (batch, pixel fractions), the class of each image with the
+int(pixels x f) first pixels of the map's order blacked out, orders `positive` and `negative` (one
+head's map: `positive` only), and `maps/random/pixels/predicted`, the random control.
 """
 
 from __future__ import annotations
@@ -24,6 +28,13 @@ from torch import Tensor, nn
 
 from harness.backbone import Call, DecomposingBackbone, Extra, ExtraResult
 from harness.extras.attribution.maps import MAPS, MapCall, map_names
+from harness.extras.attribution.pixels import (
+    PIXEL_FRACTIONS,
+    PIXEL_ORDERS,
+    PIXEL_SCORE,
+    RANDOM_PIXELS,
+    pixel_perturbed_classes,
+)
 from harness.extras.deletion import DELETION_PREFIX, perturbed_outputs
 from harness.extras.scores import ClassScores, explained_classes
 from harness.taps import Tap
@@ -49,6 +60,29 @@ MAP_ORDERS: tuple[str, ...] = ("top", "bottom")
 HEAD_ORDERS: tuple[str, ...] = ("top",)
 """The orders one head's map is scored in besides the control (no reverse: it would double the passes
 of a many-headed model for a control the random one already gives)."""
+PERTURBATIONS: tuple[str, ...] = ("tokens", PIXEL_SCORE)
+"""How the maps are perturbed (`--perturbation`): patches removed from the sequence (deletion and
+insertion, `SCORES`) or pixels blacked out (Chefer et al.'s test)."""
+HEAD_PIXEL_ORDERS: tuple[str, ...] = ("positive",)
+"""The pixel orders one head's map is scored in (its most relevant pixels first, as `HEAD_ORDERS`)."""
+
+
+def parse_perturbations(text: str) -> tuple[str, ...]:
+    """`--perturbation`: `tokens`, `pixels` or both, joined by commas -> in `PERTURBATIONS` order.
+
+    >>> parse_perturbations("pixels,tokens")
+    ('tokens', 'pixels')
+
+    Raises:
+        ValueError: an unknown word, or none.
+    """
+    words = {word.strip() for word in text.split(",") if word.strip()}
+    known = ", ".join(PERTURBATIONS)
+    if unknown := sorted(words - set(PERTURBATIONS)):
+        raise ValueError(f"--perturbation: unknown {', '.join(unknown)}; choose from {known}")
+    if not words:
+        raise ValueError(f"--perturbation names none; choose from {known}")
+    return tuple(name for name in PERTURBATIONS if name in words)
 
 
 def head_map_names(heads: Sequence[int]) -> tuple[str, ...]:
@@ -125,6 +159,9 @@ class AttributionMaps(Extra):
         seed: seed of the random control's order.
         class_scores: the class scores the gradient maps explain and the curves follow.
         scored: False for the maps alone (`attribution/*`): no perturbation pass, no rank agreement.
+        perturbations: of `PERTURBATIONS`: `tokens` (deletion and insertion of patches, at `fractions`),
+            `pixels` (Chefer et al.'s pixel test, at `pixel_fractions`; needs `class_scores`).
+        pixel_fractions: shares of the pixels blacked out.
     """
 
     maps: tuple[str, ...] = ()
@@ -133,6 +170,8 @@ class AttributionMaps(Extra):
     seed: int = 0
     class_scores: ClassScores | None = None
     scored: bool = True
+    perturbations: tuple[str, ...] = ("tokens",)
+    pixel_fractions: tuple[float, ...] = PIXEL_FRACTIONS
 
     def __post_init__(self) -> None:
         chosen = self.maps or map_names()
@@ -142,6 +181,14 @@ class AttributionMaps(Extra):
         object.__setattr__(self, "heads", tuple(sorted(set(self.heads))))
         if not self.fractions or any(not 0 < f < 1 for f in self.fractions):
             raise ValueError(f"score fractions must lie in (0, 1), got {list(self.fractions)}")
+        if not self.perturbations or set(self.perturbations) - set(PERTURBATIONS):
+            raise ValueError(f"perturbations: some of {list(PERTURBATIONS)}, got {list(self.perturbations)}")
+        object.__setattr__(self, "perturbations", tuple(p for p in PERTURBATIONS if p in self.perturbations))
+        if PIXEL_SCORE in self.perturbations:
+            if self.class_scores is None:
+                raise ValueError("the pixel perturbation measures the class of each image: give class scores")
+            if not self.pixel_fractions or any(not 0 < f < 1 for f in self.pixel_fractions):
+                raise ValueError(f"pixel fractions must lie in (0, 1), got {list(self.pixel_fractions)}")
 
     @property
     def draws_random(self) -> bool:
@@ -187,8 +234,31 @@ class AttributionMaps(Extra):
         if explained is not None:
             entries[EXPLAINED] = explained
         with torch.no_grad():
-            entries |= self._curves(call, every, explained)
+            if "tokens" in self.perturbations:
+                entries |= self._curves(call, every, explained)
+            if PIXEL_SCORE in self.perturbations:
+                entries |= self._pixel_curves(call, every)
         return ExtraResult(entries)
+
+    def _pixel_curves(self, call: Call, scored: Mapping[str, Tensor]) -> dict[str, Tensor]:
+        """Every scored map's classes along Chefer et al.'s pixel test in its own orders, and the random
+        control's (run once)."""
+        class_scores = self.class_scores
+        assert class_scores is not None  # `__post_init__` refuses pixels without them
+        grid = (-1, call.capture.layout.grid_height, call.capture.layout.grid_width)
+        heads = set(head_map_names(self.heads))
+
+        def run(ranking: Tensor, orders: Sequence[str]) -> dict[str, Tensor]:
+            return pixel_perturbed_classes(
+                call, ranking.reshape(grid), self.pixel_fractions, orders, class_scores, self.seed
+            )
+
+        control = run(next(iter(scored.values())), (RANDOM_PIXELS,))  # the order ignores the map
+        curves = {f"maps/{CONTROL}/{PIXEL_SCORE}/predicted": control[RANDOM_PIXELS]}
+        for name, ranking in scored.items():
+            found = run(ranking, HEAD_PIXEL_ORDERS if name in heads else PIXEL_ORDERS)
+            curves |= {f"maps/{name}/{PIXEL_SCORE}/{order}/predicted": v for order, v in found.items()}
+        return curves
 
     def _curves(
         self, call: Call, scored: Mapping[str, Tensor], explained: Tensor | None
