@@ -9,6 +9,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import torch
+from transformers import ViTConfig, ViTForImageClassification
 
 from cls_decoupling.cli import evaluate
 from cls_decoupling.outputs.recipes import (
@@ -144,3 +146,23 @@ def test_a_recipe_runs_end_to_end_on_random_weights(tmp_path: Path) -> None:
     (run / "reproduction.md").write_text("stale")
     assert evaluate.main([*argv, "--overwrite"]) == 0
     assert (run / "reproduction.md").read_text().startswith("# Reproduction: DINOv2")
+
+
+def test_the_pixel_recipe_names_what_the_pixel_test_writes(tmp_path: Path) -> None:
+    """`--recipe chefer2021_table1` on a local random ViT classifier (matched by position): every row
+    of Table 1 it compares is measured, each the area the run's results hold."""
+    torch.manual_seed(0)
+    config = ViTConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
+                       image_size=56, patch_size=14, num_labels=3)  # fmt: skip
+    ViTForImageClassification(config).save_pretrained(tmp_path / "vit")
+    photos = tmp_path / "photos"
+    write_labelled_photos(photos, per_class=2)
+    argv = ["--recipe", "chefer2021_table1", "--backbone", str(tmp_path / "vit"), "--data", "folder",
+            "--data-dir", str(photos), "--resolution", "56", "--num-workers", "0", "--output",
+            str(tmp_path / "run")]  # fmt: skip
+    assert evaluate.main(argv) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    text = (tmp_path / "run" / "reproduction.md").read_text()
+    assert "not measured" not in text
+    for row in load_recipe("chefer2021_table1").published:
+        assert f"| `{row.result}` | {results[row.result]:.4g} | {row.value:g} |" in text
