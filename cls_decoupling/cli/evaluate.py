@@ -745,17 +745,27 @@ def checked_perturbations(text: str | None) -> tuple[str, ...]:
 
 
 def checked_maps(
-    text: str | None, num_heads: int | None, readout: str = "cls"
+    text: str | None, num_heads: int | None, readout: str = "cls", backbone: DecomposingBackbone | None = None
 ) -> tuple[tuple[str, ...], tuple[int, ...]]:
     """`--maps` read from the registry of maps: (maps, heads) for a backbone of `num_heads` heads
     read by `readout` (`num_heads` None: the syntax only); every map it can have and no head when
-    not given."""
-    from harness.extras import parse_maps
+    not given. With the `backbone`, a map whose rules do not cover it (`AttributionMap.problem`) is
+    left out of `all` (logged) and refused in one line when named."""
+    from harness.extras import MAPS, parse_maps
 
     try:
-        return parse_maps(text or "all", num_heads, readout)
+        maps, heads = parse_maps(text or "all", num_heads, readout)
     except ValueError as error:
         raise UserError(str(error)) from None
+    if backbone is None:
+        return maps, heads
+    problems = {name: problem for name in maps if (problem := MAPS[name]().problem(backbone))}
+    named = [word.strip() for word in (text or "all").split(",")]
+    for name, problem in problems.items():
+        if name in named:
+            raise UserError(f"--maps {name}: {problem}")
+        log.info("map %s left out of all: %s", name, problem)
+    return tuple(name for name in maps if name not in problems), heads
 
 
 def applicable_interventions(
@@ -896,7 +906,7 @@ def run_one(
     interventions, skipped_interventions = applicable_interventions(
         probes.interventions, backbone, data.resolution
     )
-    maps, heads = checked_maps(probes.maps, backbone.info.heads_read, backbone.info.readout)
+    maps, heads = checked_maps(probes.maps, backbone.info.heads_read, backbone.info.readout, backbone)
     bank, train_description = None, None
     if probes.train is not None:
         bank, train_description = build_bank(backbone, probes.train, trainer_options)

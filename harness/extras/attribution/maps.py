@@ -64,6 +64,11 @@ class AttributionMap(ABC):
             raise TypeError(f"two attribution maps are named {cls.name!r}")
         MAPS[cls.name] = cls
 
+    def problem(self, backbone: DecomposingBackbone) -> str | None:
+        """Why it cannot explain `backbone` (a part its rules do not cover), or None: by default none
+        (a pooled model is `reads_cls_rows`' matter)."""
+        return None
+
     def tap(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Tap | None:
         """What it reads in the clean pass (a fresh tap each call, in `MapCall.taps`); none by default."""
         return None

@@ -208,6 +208,9 @@ class AttributionMaps(Extra):
                 f"maps {', '.join(rows)} explain the [CLS] row of the blocks, and {backbone.info.name}'s "
                 "output is read by an attention-pooling head"
             )
+        for name in self.maps:
+            if problem := MAPS[name]().problem(backbone):
+                raise ValueError(f"map {name}: {problem}")
 
     def taps(self, backbone: DecomposingBackbone, layout: TokenLayout) -> Mapping[str, Tap]:
         chosen = ((name, MAPS[name]().tap(backbone, layout)) for name in self.maps)
