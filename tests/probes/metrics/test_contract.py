@@ -16,6 +16,7 @@ from harness import EvaluatedImages, FeatureStore
 from probes.metrics import (
     ColumnStats,
     Faithfulness,
+    HeldInputAccuracy,
     HighNormToken,
     LinearCKA,
     OneShotAccuracy,
@@ -45,6 +46,10 @@ EXAMPLES: dict[type[Metric], tuple[Callable[..., Metric], Callable[[], tuple[Any
     ),
     OneShotAccuracy: (lambda **kw: OneShotAccuracy(["q"], episodes=2, **kw), _labelled),
     RidgeAccuracy: (lambda **kw: RidgeAccuracy(["q"], 4, 3, **kw), _labelled),
+    HeldInputAccuracy: (
+        lambda **kw: HeldInputAccuracy(torch.ones(3, 4), (1, 2), **kw),
+        lambda: (_features(12, 3), _features(12, 4), torch.arange(12) % 3),
+    ),
     HighNormToken: (
         lambda **kw: HighNormToken(4, 6, 2, **kw),
         lambda: (torch.tensor([1, 3, 5, 2]), torch.ones(4), torch.ones(4), _features(4), _features(4)),
