@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import socket
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -14,6 +14,7 @@ from lightning.pytorch.utilities.types import OptimizerLRSchedulerConfig
 from torch import Tensor, nn
 
 from common.errors import UserError
+from harness.decomposition import LINEAR_INPUT_CLS, LINEAR_INPUT_PATCH_MEAN
 
 if TYPE_CHECKING:
     from harness.info import BackboneInfo
@@ -68,6 +69,41 @@ def fetch_released_head(info: BackboneInfo, blocks: int) -> Path:
     return cached
 
 
+def joined_input(entries: Mapping[str, Tensor], cls_row: Tensor, blocks: int) -> Tensor:
+    """DINOv2's linear input (`_LinearClassifierWrapper`) with `cls_row` (batch, hidden) as the last
+    block's final-normed [CLS]: the final-normed [CLS] of the `blocks` - 1 blocks before it, `cls_row`
+    and the patch mean, from the decomposition's `linear_input/*` entries of the same images (tiled
+    where `cls_row` holds k x batch rows, image i at rows i, batch + i, ...)."""
+    earlier = entries[LINEAR_INPUT_CLS][:, -blocks:-1].flatten(1)
+    mean = entries[LINEAR_INPUT_PATCH_MEAN]
+    repeats, rest = divmod(cls_row.shape[0], mean.shape[0])
+    if rest:
+        raise ValueError(f"{cls_row.shape[0]} rows are not a whole number of the {mean.shape[0]} images")
+    return torch.cat([earlier.repeat(repeats, 1), cls_row, mean.repeat(repeats, 1)], dim=1)
+
+
+class ReleasedScores(nn.Module):
+    """The class scores of a head released with DINOv2 on pooled [CLS] outputs, the rest of its input
+    (the earlier blocks' [CLS], the patch mean) each image's own from the call's decomposition
+    (`bind`: `harness.extras.scores.ImageBoundScores`)."""
+
+    def __init__(self, head: LinearHead, blocks: int) -> None:
+        super().__init__()
+        self.classifier, self.blocks = head.classifier(), blocks
+
+    def bind(self, decomposition: Mapping[str, Tensor]) -> Callable[[Tensor], Tensor]:
+        entries = {name: decomposition[name].detach() for name in (LINEAR_INPUT_CLS, LINEAR_INPUT_PATCH_MEAN)}
+
+        def scores(pooled: Tensor) -> Tensor:
+            inputs = joined_input(entries, pooled, self.blocks)
+            return self.classifier(inputs.to(self.classifier.weight.dtype))
+
+        return scores
+
+    def forward(self, pooled: Tensor) -> Tensor:
+        raise TypeError("a released head's class scores read each image's patch mean: bind them to a call")
+
+
 @dataclass(frozen=True)
 class LinearHead:
     """Weights (classes, dims) and bias (classes,) of a linear classifier on one feature.
@@ -115,6 +151,12 @@ class LinearHead:
                 f"{hidden_size}: it was released for another model size"
             )
         return blocks
+
+    def class_scores(self, hidden_size: int) -> nn.Module:
+        """Its class scores of pooled outputs of a backbone of `hidden_size`: its classifier, or for a
+        released DINOv2 head `ReleasedScores` (bound to each call's images)."""
+        blocks = self.blocks(hidden_size)
+        return ReleasedScores(self, blocks) if blocks else self.classifier()
 
     def classifier(self) -> nn.Linear:
         """The head as a frozen `nn.Linear` (features -> class logits)."""

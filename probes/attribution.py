@@ -119,18 +119,18 @@ def bootstrap_interval(values: Tensor, seed: int, resamples: int = BOOTSTRAP) ->
 
 def class_scores_for(context: ProbeContext, head: LinearHead | None) -> nn.Module | None:
     """The run's class scores: its head (`ProbeContext.linear_head`: a `--head` checked against the
-    run, or the model's own classifier), else its k-NN bank (whose classes must be the data's, with
-    labels), else None."""
+    run, or the model's own classifier; a released DINOv2 head's read each image's own patch mean and
+    earlier [CLS] beside the pooled output, `LinearHead.class_scores`), else its k-NN bank (whose
+    classes must be the data's, with labels), else None."""
     if head is not None:
         if head.feature != "output/full":
             raise UserError(f"the head was trained on {head.feature}; the maps explain output/full")
-        if head.released:
+        if head.released and PIXEL_SCORE in context.perturbations:
             raise UserError(
-                "the maps explain class scores of the [CLS] output alone, and a head released with "
-                "DINOv2 reads the patch mean too: use --head with the linear probe only, or a head "
-                "from train_probe.py"
+                "the pixel perturbation classifies whole perturbed images, and a head released with DINOv2 "
+                "reads the clean image's patch mean beside [CLS]: use --perturbation tokens with it"
             )
-        return head.classifier()
+        return head.class_scores(context.info.hidden_size)
     if context.bank is None:
         return None
     if context.class_names and context.bank.class_names != context.class_names:

@@ -8,8 +8,7 @@ from typing import TYPE_CHECKING, ClassVar
 import torch
 from torch import Tensor, nn
 
-from harness import LINEAR_INPUT_CLS, LINEAR_INPUT_PATCH_MEAN
-from harness.heads import HeadMismatchError, LinearHead
+from harness.heads import HeadMismatchError, LinearHead, joined_input
 from probes.base import FULL_OUTPUT, Probe, ProbeContext
 from probes.metrics.held_input import HeldInputAccuracy
 from probes.metrics.ridge import RidgeAccuracy
@@ -142,8 +141,7 @@ class LinearHeadProbe(LinearProbe):
         input with the variant as the last block's [CLS] row."""
         if not self.blocks:
             return decomposition[variant]
-        earlier = decomposition[LINEAR_INPUT_CLS][:, -self.blocks : -1].flatten(1)
-        return torch.cat([earlier, decomposition[variant], decomposition[LINEAR_INPUT_PATCH_MEAN]], dim=1)
+        return joined_input(decomposition, decomposition[variant], self.blocks)
 
     def update(self, decomposition: Mapping[str, Tensor], labels: Tensor, indices: Tensor) -> None:
         dtype = self.classifier.weight.dtype

@@ -179,13 +179,44 @@ def test_released_head_refusals(
     assert message in one_error(capsys) and not (tmp_path / "run").exists()
 
 
-def test_the_attribution_probe_refuses_a_released_head(
-    saved: dict[str, Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def test_the_attribution_probe_explains_the_released_heads_class(
+    saved: dict[str, Path], tmp_path: Path
 ) -> None:
-    """The maps explain class scores of the [CLS] output alone: a head that reads the patch mean too is
-    refused by the attribution probe in one line."""
-    file = saved["root"] / "dinov2_vits14_reg4_linear_head.pth"
-    argv = [*common_args(saved["model"], saved["val"]), "--head", str(file)]
+    """The maps explain the class the released head gives each image on DINOv2's input (its accuracy is
+    the head's on the saved features), the perturbation curves follow it with the patch mean and the
+    earlier [CLS] the clean image's; the pixel test, which classifies whole perturbed images, is
+    refused with such a head in one line."""
+    file = saved["root"] / "dinov2_vits14_reg4_linear4_head.pth"
+    argv = [*common_args(saved["model"], saved["val"]), "--head", str(file), "--maps", "attention,attnlrp"]
     argv[argv.index("linear")] = "attribution"
-    assert evaluate.main([*argv, "--output", str(tmp_path / "run")]) == 2
-    assert "reads the patch mean too" in one_error(capsys)
+    assert evaluate.main([*argv, "--save-features", "--output", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    features = load_file(str(tmp_path / "run" / "features.safetensors"))
+    state = torch.load(file, weights_only=True)
+    earlier = features["linear_input/cls"][:, :3].reshape(len(features["label"]), -1)
+    inputs = np.concatenate([earlier, features["output/full"], features["linear_input/patch_mean"]], axis=1)
+    expected = np.mean(
+        (inputs @ state["weight"].numpy().T + state["bias"].numpy()).argmax(1) == features["label"]
+    )
+    assert results["maps/full/accuracy"] == pytest.approx(expected, abs=1e-6)
+    assert 0 <= results["maps/attnlrp/deletion/probability/area/top"] <= 1
+
+
+def test_released_scores_tile_each_images_inputs() -> None:
+    """Bound to a call, a released head's class scores of k x batch pooled rows read image i's own
+    earlier [CLS] and patch mean at rows i, batch + i, ... (how the perturbation passes stack them)."""
+    torch.manual_seed(0)
+    head = LinearHead.of_released(torch.randn(3, 5 * HIDDEN), torch.randn(3))
+    entries = {
+        "linear_input/cls": torch.randn(2, 4, HIDDEN),
+        "linear_input/patch_mean": torch.randn(2, HIDDEN),
+    }
+    scores = head.class_scores(HIDDEN).bind(entries)
+    pooled = torch.randn(6, HIDDEN)  # three passes of the two images
+    for row in range(6):
+        image = row % 2
+        joined = torch.cat([entries["linear_input/cls"][image, :3].flatten(), pooled[row],
+                            entries["linear_input/patch_mean"][image]])  # fmt: skip
+        assert_close(scores(pooled)[row], joined @ head.weight.T + head.bias)
+    with pytest.raises(ValueError, match="not a whole number"):
+        scores(pooled[:5])

@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from common.hashing import uniform_hash
 from harness.backbone import Call, Extra, ExtraResult
 from harness.decomposition import ATTENTION_MAP
-from harness.extras.scores import ClassScores, class_measures, explained_classes
+from harness.extras.scores import ClassScores, bound, class_measures, explained_classes
 from harness.taps import Tap
 
 DELETION_PREFIX = "deletion/"
@@ -123,5 +123,6 @@ class Deletion(Extra):
 
     def run(self, call: Call, taps: Mapping[str, Tap]) -> ExtraResult:
         ranking = call.decomposition[ATTENTION_MAP]
-        passes = perturbed_outputs(call, ranking, self.fractions, self.seed, class_scores=self.class_scores)
+        class_scores = bound(self.class_scores, call.decomposition)  # the call's images' own inputs
+        passes = perturbed_outputs(call, ranking, self.fractions, self.seed, class_scores=class_scores)
         return ExtraResult(passes)

@@ -3,7 +3,8 @@ attribution maps): a linear head's logits, or the log of a k-NN bank's vote shar
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
@@ -32,3 +33,21 @@ def class_measures(class_scores: ClassScores, outputs: Tensor, explained: Tensor
     """Per output (n,): the probability of its `explained` class, and the class its scores rank first."""
     scores = class_scores_of(class_scores, outputs)
     return scores.softmax(dim=-1).gather(1, explained.unsqueeze(1)).squeeze(1), scores.argmax(dim=-1)
+
+
+@runtime_checkable
+class ImageBoundScores(Protocol):
+    """Class scores that read, beside the pooled output, inputs of each image of the call (a released
+    DINOv2 head: the earlier blocks' [CLS] and the patch mean): `bind` gives the call's `ClassScores`,
+    whose rows are the call's images tiled (k x batch rows, image i at rows i, batch + i, ...: how the
+    perturbation and integration passes stack them)."""
+
+    def bind(self, decomposition: Mapping[str, Tensor]) -> ClassScores: ...
+
+
+def bound(class_scores: ClassScores | None, decomposition: Mapping[str, Tensor]) -> ClassScores | None:
+    """`class_scores` for the call whose clean decomposition is `decomposition` (bound to its images
+    where they read more than the pooled output: `ImageBoundScores`)."""
+    if isinstance(class_scores, ImageBoundScores):
+        return class_scores.bind(decomposition)
+    return class_scores

@@ -36,7 +36,7 @@ from harness.extras.attribution.pixels import (
     pixel_perturbed_classes,
 )
 from harness.extras.deletion import DELETION_PREFIX, perturbed_outputs
-from harness.extras.scores import ClassScores, explained_classes
+from harness.extras.scores import ClassScores, ImageBoundScores, bound, explained_classes
 from harness.taps import Tap
 from harness.tokens import TokenLayout
 
@@ -187,6 +187,11 @@ class AttributionMaps(Extra):
         if PIXEL_SCORE in self.perturbations:
             if self.class_scores is None:
                 raise ValueError("the pixel perturbation measures the class of each image: give class scores")
+            if isinstance(self.class_scores, ImageBoundScores):
+                raise ValueError(
+                    "the pixel perturbation classifies whole perturbed images: class scores that read the "
+                    "clean image's inputs beside the pooled output (a released DINOv2 head) cannot"
+                )
             if not self.pixel_fractions or any(not 0 < f < 1 for f in self.pixel_fractions):
                 raise ValueError(f"pixel fractions must lie in (0, 1), got {list(self.pixel_fractions)}")
 
@@ -218,8 +223,9 @@ class AttributionMaps(Extra):
 
     def run(self, call: Call, taps: Mapping[str, Tap]) -> ExtraResult:
         capture = call.capture
-        explained = explained_classes(self.class_scores, capture.pooled)
-        maps_call = MapCall(call.backbone, call.pixel_values, capture, self.class_scores, explained, taps)
+        class_scores = bound(self.class_scores, call.decomposition)  # the call's images' own inputs
+        explained = explained_classes(class_scores, capture.pooled)
+        maps_call = MapCall(call.backbone, call.pixel_values, capture, class_scores, explained, taps)
         maps = {name: MAPS[name]().attribute(maps_call) for name in self.maps}
         attention = maps_call.patch_attention  # batch, heads, patches
         heads = {f"{HEAD_MAP}{head}": attention[:, head - 1] for head in self.heads}
@@ -238,7 +244,7 @@ class AttributionMaps(Extra):
             entries[EXPLAINED] = explained
         with torch.no_grad():
             if "tokens" in self.perturbations:
-                entries |= self._curves(call, every, explained)
+                entries |= self._curves(call, every, class_scores, explained)
             if PIXEL_SCORE in self.perturbations:
                 entries |= self._pixel_curves(call, every)
         return ExtraResult(entries)
@@ -264,10 +270,12 @@ class AttributionMaps(Extra):
         return curves
 
     def _curves(
-        self, call: Call, scored: Mapping[str, Tensor], explained: Tensor | None
-    ) -> dict[str, Tensor]:
+        self, call: Call, scored: Mapping[str, Tensor], class_scores: ClassScores | None,
+        explained: Tensor | None,
+    ) -> dict[str, Tensor]:  # fmt: skip
         """Every scored map's curves in its own orders, and the random control's (run once), following
-        the class each full output is given (`explained`, computed once for the call)."""
+        the class each full output is given (`explained`, computed once for the call, by `class_scores`
+        bound to it)."""
         curves: dict[str, Tensor] = {}
         heads = set(head_map_names(self.heads))
         for score in SCORES:
@@ -276,7 +284,7 @@ class AttributionMaps(Extra):
                 ranking: Tensor, orders: Sequence[str], insertion: bool = score == "insertion"
             ) -> dict[str, Tensor]:
                 return perturbed_outputs(
-                    call, ranking, self.fractions, self.seed, orders, insertion, self.class_scores, explained
+                    call, ranking, self.fractions, self.seed, orders, insertion, class_scores, explained
                 )
 
             control = run(next(iter(scored.values())), (CONTROL,))  # the order ignores the map
