@@ -38,7 +38,8 @@ from harness.tokens import TokenLayout
 class Call:
     """One call of the backbone as its extras see it: the batch, its clean pass, and the taps every
     pass an extra runs must carry (an intervention's, for the extras run under it: `under`); `indices`
-    is given whenever an extra draws (`Extra.draws_random`)."""
+    is given whenever an extra draws (`Extra.draws_random`), `labels` whenever one reads them
+    (`Extra.reads_labels`; -1 for an unlabelled image)."""
 
     backbone: DecomposingBackbone
     pixel_values: Tensor
@@ -46,6 +47,7 @@ class Call:
     capture: Capture
     decomposition: Decomposition
     under: tuple[Tap, ...] = ()
+    labels: Tensor | None = None
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,11 @@ class Extra(ABC):
     @property
     def draws_random(self) -> bool:
         """Whether it draws seeded numbers per image (a call then needs the dataset indices)."""
+        return False
+
+    @property
+    def reads_labels(self) -> bool:
+        """Whether it reads the images' labels (a call then needs them: `Call.labels`)."""
         return False
 
     @property
@@ -236,8 +243,9 @@ class DecomposingBackbone(nn.Module):
         return self.info.layout(height, width)
 
     def forward(
-        self, pixel_values: Tensor, indices: Tensor | None = None, *, extras: Sequence[Extra] = ()
-    ) -> Decomposition:
+        self, pixel_values: Tensor, indices: Tensor | None = None, *, extras: Sequence[Extra] = (),
+        labels: Tensor | None = None,
+    ) -> Decomposition:  # fmt: skip
         """The decomposition of one batch, with what each extra adds (`ExtraResult`).
 
         Args:
@@ -245,17 +253,21 @@ class DecomposingBackbone(nn.Module):
             indices: the images' dataset indices (batch,), which seed every per-image draw (random
                 orders, partners, noise); required when an extra draws any (`Extra.draws_random`).
             extras: what else to compute (`harness.extras`), each checked against the model first.
+            labels: the images' class indices (batch,; -1 unlabelled), for the extras that read them
+                (`Extra.reads_labels`: the attribution maps explaining the label's class).
         """
         for extra in extras:
             extra.check(self)
         if indices is None and (drawing := {type(e).__name__: e for e in extras if e.draws_random}):
             raise ValueError(f"{', '.join(drawing)}: seeded by dataset index, pass the images' `indices`")
+        if labels is None and (reading := [type(e).__name__ for e in extras if e.reads_labels]):
+            raise ValueError(f"{', '.join(reading)}: reads the images' classes, pass their `labels`")
         with evaluating(self.model):
             layout = self.layout_for(pixel_values)
             taps = [extra.taps(self, layout) for extra in extras]
             capture = self.capture(pixel_values, [tap for own in taps for tap in own.values()])
             decomposition = self.decompose(capture)
-            call = Call(self, pixel_values, indices, capture, decomposition)
+            call = Call(self, pixel_values, indices, capture, decomposition, labels=labels)
             results = [extra.run(call, own) for extra, own in zip(extras, taps, strict=True)]
         return joined(decomposition, results)
 

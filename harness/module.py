@@ -142,8 +142,9 @@ class HarnessModule(L.LightningModule):
         self._local_skipped.extend(batch["skipped"])
         if batch["index"].numel() == 0:
             return
-        decomposition = self.backbone(batch["pixels"], batch["index"], extras=self.extras)
-        self.record(decomposition, batch["pixels"], batch["label"], batch["index"])
+        pixels, labels, indices = batch["pixels"], batch["label"], batch["index"]
+        decomposition = self.backbone(pixels, indices, extras=self.extras, labels=labels)
+        self.record(decomposition, pixels, labels, indices)
 
     def record(self, decomposition: Decomposition, pixels: Tensor, labels: Tensor, indices: Tensor) -> None:
         """Everything one batch updates (no value is read back from the device: tests/test_no_sync.py)."""

@@ -199,9 +199,11 @@ class AttributionProbe(Probe):
         perturbations: `tokens` (patches deleted and inserted), `pixels` (Chefer et al.'s pixel test:
             needs class scores and labels) or both.
         pixel_fractions: shares of the pixels blacked out.
+        explain: the class the maps explain: `predicted` (the full image's), or `label` (each image's
+            label: needs class scores and labels that index their classes).
 
     Raises:
-        ValueError: `pixels` without class scores or labels.
+        ValueError: `pixels`, or `label`, without class scores or labels.
     """
 
     name = "attribution"
@@ -215,7 +217,7 @@ class AttributionProbe(Probe):
         mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD,
         maps: Sequence[str] = (), heads: Sequence[int] = (), class_scores: nn.Module | None = None,
         labelled: bool = False, perturbations: Sequence[str] = ("tokens",),
-        pixel_fractions: Sequence[float] = PIXEL_FRACTIONS,
+        pixel_fractions: Sequence[float] = PIXEL_FRACTIONS, explain: str = "predicted",
     ) -> None:  # fmt: skip
         super().__init__()
         self.seed, self.fractions, self.pixel_fractions = seed, tuple(fractions), tuple(pixel_fractions)
@@ -225,9 +227,14 @@ class AttributionProbe(Probe):
                 "the pixel perturbation measures top-1 accuracy against the labels: it needs class scores "
                 "and labels that index their classes"
             )
+        if explain == "label" and (class_scores is None or not labelled):
+            raise ValueError(
+                "the maps explain each image's label with class scores: they need class scores and labels "
+                "that index their classes"
+            )
         self.scoring = AttributionMaps(
             tuple(maps), tuple(heads), self.fractions, seed, class_scores,
-            perturbations=tuple(perturbations), pixel_fractions=self.pixel_fractions,
+            perturbations=tuple(perturbations), pixel_fractions=self.pixel_fractions, explain=explain,
         )  # fmt: skip
         self.maps, self.heads = self.scoring.maps, head_map_names(self.scoring.heads)
         self.map_names = self.scoring.names
@@ -273,6 +280,16 @@ class AttributionProbe(Probe):
         # no maps named: every map the model's readout has (those of the blocks' [CLS] rows need one)
         maps = context.maps or parse_maps("all", readout=context.info.readout)[0]
         class_scores = class_scores_for(context, head)
+        if context.explain == "label" and (class_scores is None or not labelled):
+            raise UserError(
+                "--explain-class label explains each image's label: "
+                + (
+                    "add --head (a head file, or model) or --train-data for the class scores"
+                    if class_scores is None
+                    else f"the data's labels ({len(context.class_names)} classes) do not index the "
+                    "class scores' classes"
+                )
+            )
         if PIXEL_SCORE in context.perturbations and (class_scores is None or not labelled):
             raise UserError(
                 "--perturbation pixels measures top-1 accuracy against the labels: "
@@ -286,6 +303,7 @@ class AttributionProbe(Probe):
         return cls(
             context.seed, mean=preprocessing.mean, std=preprocessing.std, maps=maps, heads=context.heads,
             class_scores=class_scores, labelled=labelled, perturbations=context.perturbations,
+            explain=context.explain,
         )  # fmt: skip
 
     def extras(self) -> tuple[AttributionMaps, ...]:

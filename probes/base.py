@@ -63,6 +63,8 @@ class ProbeContext:
         heads: the heads whose own attention maps it scores too (1-based).
         perturbations: how it perturbs the images to score the maps (`--perturbation`): `tokens`
             (patches removed), `pixels` (Chefer et al.'s pixel test) or both.
+        explain: the class the attribution maps explain (`--explain-class`): `predicted` (the full
+            image's, Chefer et al.'s default) or `label` (each image's).
         only_variants: the variants a pass under an intervention reports, where it reports fewer
             than the clean pass (`variants` keeps only these); None: every variant.
         own_head: the backbone's own classifier on `output/full` (`--head model`), read instead of
@@ -85,6 +87,7 @@ class ProbeContext:
     maps: tuple[str, ...] = ()
     heads: tuple[int, ...] = ()
     perturbations: tuple[str, ...] = ("tokens",)
+    explain: str = "predicted"
     only_variants: tuple[str, ...] | None = None
     own_head: LinearHead | None = None
     neuron_search: RegisterNeurons | None = None

@@ -97,6 +97,8 @@ class ProbeOptions:
     """--perturbation, as written; None: the attribution probe's patches (`tokens`)."""
     artifact_thresholds: tuple[float, ...] = ()
     """--artifact-threshold: one norm for every backbone, or one per backbone (0: no split)."""
+    explain: str | None = None
+    """--explain-class; None: the predicted class."""
 
     def check_artifacts(self, backbones: int) -> None:
         """Refuse a count of thresholds that does not fit the backbones, or one that is not a norm."""
@@ -187,7 +189,7 @@ class ProbeOptions:
         return cls(
             args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
             tuple(args.intervene or ()), reference, args.maps, args.perturbation,
-            tuple(args.artifact_threshold or ()),
+            tuple(args.artifact_threshold or ()), args.explain_class,
         )  # fmt: skip
 
 
@@ -323,6 +325,7 @@ class ProbeRequest:
             self.maps,
             self.heads,
             perturbations=checked_perturbations(options.perturbation),
+            explain=options.explain or "predicted",
             own_head=own_head,
             neuron_search=self.neuron_search,
             neuron_top_k=self.neuron_top_k,
@@ -408,6 +411,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default: patches removed from the sequence, deletion and insertion), pixels (Chefer et al.'s "
         "test: 10..90 %% of the pixels blacked out in the map's order, positive and negative, top-1 "
         "accuracy against the labels; needs --head or --train-data) or tokens,pixels",
+    )
+    parser.add_argument(
+        "--explain-class",
+        choices=("predicted", "label"),
+        help="the class the attribution probe's gradient maps explain and its curves follow: predicted "
+        "(default: the class the full image is given, Chefer et al.'s --vis-class top) or label (each "
+        "image's label, their --vis-class target; needs --head or --train-data and labels)",
     )
     parser.add_argument(
         "--artifact-threshold",
@@ -696,6 +706,16 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
     if probes.maps is not None and "attribution" not in selection:
         raise UserError("--maps chooses the attribution probe's maps: add --probe attribution")
+    if probes.explain is not None:
+        if "attribution" not in selection:
+            raise UserError(
+                "--explain-class chooses what the attribution probe explains: add --probe attribution"
+            )
+        if probes.explain == "label" and probes.head is None and probes.train is None:
+            raise UserError(
+                "--explain-class label explains each image's label among class scores: add --head (a head "
+                "file, or model) or --train-data"
+            )
     if probes.perturbation is not None:
         if "attribution" not in selection:
             raise UserError(
@@ -967,6 +987,7 @@ def run_one(
             skipped_interventions=skipped_interventions,
             reference=reference_description,
             test_time_registers=register_record,
+            explained_class=(probes.explain or "predicted") if "attribution" in request.selection else None,
         ),
         module.results,
     )

@@ -116,6 +116,7 @@ class RunSettings:
     skipped_interventions: Mapping[str, str] = field(default_factory=dict)  # name -> why (backbone pass)
     reference: Mapping[str, Any] | None = None  # backbone pass: the reference images' description
     test_time_registers: Mapping[str, Any] | None = None  # backbone pass: their count and neurons
+    explained_class: str | None = None  # backbone pass: the class the attribution maps explain (or None)
 
     BACKBONE_PASS = (
         "precision",
@@ -130,6 +131,7 @@ class RunSettings:
         "skipped_interventions",
         "reference",
         "test_time_registers",
+        "explained_class",
     )
 
     def as_dict(self, replayed: bool = False) -> dict[str, Any]:

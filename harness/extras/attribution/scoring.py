@@ -51,6 +51,8 @@ CONTROL = "random"
 """The random control's name among the maps' entries and results (`maps/random/...`)."""
 REFERENCE_MAP = "contribution"
 """The exact map every map's rank agreement is measured against."""
+EXPLAINED_CLASSES: tuple[str, ...] = ("predicted", "label")
+"""The classes the maps can explain: the one predicted for the full image, or its label."""
 SCORES: tuple[str, ...] = ("deletion", "insertion")
 """How a map is scored: its patches removed in its order (deletion), or only they kept (insertion)."""
 SCORE_FRACTIONS: tuple[float, ...] = (0.1, 0.25, 0.5, 0.75)
@@ -162,6 +164,10 @@ class AttributionMaps(Extra):
         perturbations: of `PERTURBATIONS`: `tokens` (deletion and insertion of patches, at `fractions`),
             `pixels` (Chefer et al.'s pixel test, at `pixel_fractions`; needs `class_scores`).
         pixel_fractions: shares of the pixels blacked out.
+        explain: the class the gradient maps explain and the curves follow (`EXPLAINED_CLASSES`):
+            `predicted`, the one the full image's scores rank first (Chefer et al.'s default,
+            `--vis-class top`), or `label`, the image's label (their `--vis-class target`; the
+            predicted one for an unlabelled image); needs `class_scores`.
     """
 
     maps: tuple[str, ...] = ()
@@ -172,8 +178,13 @@ class AttributionMaps(Extra):
     scored: bool = True
     perturbations: tuple[str, ...] = ("tokens",)
     pixel_fractions: tuple[float, ...] = PIXEL_FRACTIONS
+    explain: str = "predicted"
 
     def __post_init__(self) -> None:
+        if self.explain not in EXPLAINED_CLASSES:
+            raise ValueError(f"explain: one of {list(EXPLAINED_CLASSES)}, got {self.explain!r}")
+        if self.explain == "label" and self.class_scores is None:
+            raise ValueError("the maps explain the label's class with class scores: give them")
         chosen = self.maps or map_names()
         if unknown := [name for name in chosen if name not in MAPS]:
             raise ValueError(f"unknown attribution maps {unknown}; choose from {', '.join(map_names())}")
@@ -198,6 +209,10 @@ class AttributionMaps(Extra):
     @property
     def draws_random(self) -> bool:
         return self.scored
+
+    @property
+    def reads_labels(self) -> bool:
+        return self.explain == "label"
 
     @property
     def names(self) -> tuple[str, ...]:
@@ -225,6 +240,9 @@ class AttributionMaps(Extra):
         capture = call.capture
         class_scores = bound(self.class_scores, call.decomposition)  # the call's images' own inputs
         explained = explained_classes(class_scores, capture.pooled)
+        if self.explain == "label" and explained is not None and call.labels is not None:
+            labels = call.labels.to(explained.device)
+            explained = torch.where(labels >= 0, labels.long(), explained)
         maps_call = MapCall(call.backbone, call.pixel_values, capture, class_scores, explained, taps)
         maps = {name: MAPS[name]().attribute(maps_call) for name in self.maps}
         attention = maps_call.patch_attention  # batch, heads, patches
