@@ -167,16 +167,19 @@ class LinearHead:
 
     @classmethod
     def of_classifier(
-        cls, classifier: nn.Linear, backbone: str, resolution: int, pos_interpolation: str
-    ) -> LinearHead:
-        """A model's own classifier on `output/full` (`DecomposingBackbone.classifier`, `--head
-        model`) as a head of this run: its classes are its output indices ("0", "1", ...; labels must
-        be given in its order), trained by the model's authors (no learning rate or validation
-        accuracy of this tool: NaN)."""
+        cls, classifier: nn.Linear, backbone: str, resolution: int, pos_interpolation: str,
+        hidden_size: int = 0,
+    ) -> LinearHead:  # fmt: skip
+        """A model's own classifier (`DecomposingBackbone.classifier`, `--head model`) as a head of
+        this run: on `output/full`, or, twice the backbone's `hidden_size` wide, on DINOv2's one-block
+        linear input (a `Dinov2ForImageClassification`'s: `released`); its classes are its output
+        indices ("0", "1", ...; labels must be given in its order), trained by the model's authors (no
+        learning rate or validation accuracy of this tool: NaN)."""
         return cls(
             classifier.weight.detach().float().cpu().clone(), classifier.bias.detach().float().cpu().clone(),
             backbone, "output/full", tuple(str(index) for index in range(classifier.out_features)),
             resolution, float("nan"), float("nan"), pos_interpolation,
+            released=bool(hidden_size) and classifier.in_features == 2 * hidden_size,
         )  # fmt: skip
 
     @classmethod

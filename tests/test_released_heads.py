@@ -14,6 +14,7 @@ import torch
 from safetensors.numpy import load_file
 from torch import Tensor, nn
 from torch.testing import assert_close
+from transformers import Dinov2WithRegistersConfig, Dinov2WithRegistersForImageClassification
 
 import harness.families.dinov2
 from cls_decoupling.cli import evaluate
@@ -220,3 +221,26 @@ def test_released_scores_tile_each_images_inputs() -> None:
         assert_close(scores(pooled)[row], joined @ head.weight.T + head.bias)
     with pytest.raises(ValueError, match="not a whole number"):
         scores(pooled[:5])
+
+
+def test_head_model_reads_a_dinov2_classifier_as_a_released_head(
+    saved: dict[str, Path], tmp_path: Path
+) -> None:
+    """A `Dinov2ForImageClassification` checkpoint with `--head model`: its classifier reads DINOv2's
+    one-block input, so every variant's accuracy is its weights on that input from the saved features."""
+    torch.manual_seed(0)
+    config = Dinov2WithRegistersConfig(hidden_size=HIDDEN, num_hidden_layers=5, num_attention_heads=4,
+                                       intermediate_size=64, image_size=56, patch_size=14,
+                                       num_register_tokens=4, num_labels=3)  # fmt: skip
+    model = Dinov2WithRegistersForImageClassification(config)
+    model.save_pretrained(tmp_path / "classifier")
+    argv = [*common_args(tmp_path / "classifier", saved["val"]), "--head", "model", "--save-features"]
+    assert evaluate.main([*argv, "--output", str(tmp_path / "run")]) == 0
+    results = json.loads((tmp_path / "run" / "results.json").read_text())["results"]
+    features = load_file(str(tmp_path / "run" / "features.safetensors"))
+    weight, bias = model.classifier.weight.detach().numpy(), model.classifier.bias.detach().numpy()
+    for variant in ("output/full", "output/patch"):
+        inputs = np.concatenate([features[variant], features["linear_input/patch_mean"]], axis=1)
+        expected = np.mean((inputs @ weight.T + bias).argmax(1) == features["label"])
+        assert results[f"linear/{variant}/top1"] == pytest.approx(expected, abs=1e-6), variant
+    assert "linear/output/full_clsonly/top1" in results

@@ -140,8 +140,8 @@ class ProbeOptions:
                 "--head model reads the backbone's own classifier: run the backbone, not saved features"
             )
         raise UserError(
-            f"--head model: {info.name} has no classifier of its own on its [CLS] output (a DINOv2 or "
-            "CLIP classifier reads the patches too); train one with train_probe.py and pass its file"
+            f"--head model: {info.name} has no classifier of its own (a CLIP classifier reads the patches "
+            "too); train one with train_probe.py and pass its file"
         )
 
     @classmethod
@@ -309,8 +309,9 @@ class ProbeRequest:
         own_head = None  # `check_own_head` has refused --head model without a classifier
         if options.own_head and self.classifier is not None:
             own_head = LinearHead.of_classifier(
-                self.classifier, self.info.identity, self.resolution, self.info.pos_interpolation
-            )
+                self.classifier, self.info.identity, self.resolution, self.info.pos_interpolation,
+                self.info.hidden_size,
+            )  # fmt: skip
         context = ProbeContext(
             self.info,
             class_names,

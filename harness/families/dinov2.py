@@ -8,8 +8,9 @@ from typing import Any, ClassVar
 
 from torch import Tensor, nn
 from transformers import (
-    AutoModel,
+    Dinov2ForImageClassification,
     Dinov2Model,
+    Dinov2WithRegistersForImageClassification,
     Dinov2WithRegistersModel,
     PretrainedConfig,
 )
@@ -42,6 +43,14 @@ class Dinov2Family(Family):
     }
     preprocessing = DINOV2_EVALUATION
     reads_processor_config = False
+    classifiers: ClassVar[Mapping[str, tuple[type[nn.Module], str, str]]] = {
+        "Dinov2ForImageClassification": (Dinov2ForImageClassification, "dinov2", "classifier"),
+        "Dinov2WithRegistersForImageClassification": (
+            Dinov2WithRegistersForImageClassification, "dinov2_with_registers", "classifier",
+        ),
+    }  # fmt: skip
+    """A classifier checkpoint's architecture -> (its class, the backbone's attribute, its classifier's:
+    on DINOv2's one-block linear input, [CLS] and the patch mean)."""
 
     @classmethod
     def released_head(cls, names: Sequence[str], blocks: int) -> str | None:
@@ -61,11 +70,13 @@ class Dinov2Family(Family):
 
     @classmethod
     def load_as(cls, config: PretrainedConfig) -> LoadAs | None:
-        """A classifier checkpoint as its backbone: its classifier reads [CLS] beside the patch mean,
-        not the [CLS] output alone, so it is left out (no head of its own)."""
+        """A classifier checkpoint whole, its classifier kept: it reads the final-normed [CLS] joined
+        with the mean of the final-normed patch tokens (registers left out), the one-block input of
+        DINOv2's released heads, so `--head model` reads it as one (`LinearHead.of_classifier`)."""
         architecture = (getattr(config, "architectures", None) or [""])[0]
-        if architecture in ("Dinov2ForImageClassification", "Dinov2WithRegistersForImageClassification"):
-            return LoadAs(AutoModel, left_out=("classifier.",))
+        if architecture in cls.classifiers:
+            model_class, inner, classifier = cls.classifiers[architecture]
+            return LoadAs(model_class, inner=inner, classifier=classifier)
         return None
 
     def pos_interpolation(self, asked: str | None, as_released: bool) -> str:

@@ -19,11 +19,14 @@ from transformers import (
     Dinov2Config,
     Dinov2ForImageClassification,
     Dinov2Model,
+    Dinov2WithRegistersConfig,
+    Dinov2WithRegistersForImageClassification,
+    Dinov2WithRegistersModel,
     ViTConfig,
     ViTForImageClassification,
 )
 
-from harness import DecomposingBackbone, load_backbone
+from harness import DecomposingBackbone, LinearHead, load_backbone
 from tests.harness.test_loading import tiny_timm_folder
 
 SMALL = {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2, "intermediate_size": 64}
@@ -96,19 +99,34 @@ def test_a_timm_models_head_is_its_own_classifier(tmp_path: Path) -> None:
     assert from_memory.classifier is None and from_memory.info.num_classes == 0
 
 
-def test_a_dinov2_classifier_loads_as_its_backbone_without_a_head(tmp_path: Path) -> None:
-    """Dinov2ForImageClassification's classifier reads [CLS] and the patch mean: not a classifier of
-    the [CLS] output, so it is left out (not refused as a misfit), and the backbone is the same."""
+@pytest.mark.parametrize("registers", [0, 4])
+def test_a_dinov2_classifier_keeps_its_head_on_the_joined_input(registers: int, tmp_path: Path) -> None:
+    """Dinov2ForImageClassification's classifier reads [CLS] and the patch mean (registers left out):
+    kept, and read as a released DINOv2 head (`--head model`), its scores on `output/full` are the
+    checkpoint's own logits; the backbone is the same as a plain Dinov2Model's."""
     torch.manual_seed(0)
-    config = Dinov2Config(**SMALL, image_size=28, patch_size=14, num_labels=CLASSES)
-    model = with_moved_biases(Dinov2ForImageClassification(config))
+    common = {**SMALL, "image_size": 28, "patch_size": 14, "num_labels": CLASSES}
+    if registers:
+        config = Dinov2WithRegistersConfig(**common, num_register_tokens=registers)
+        model = with_moved_biases(Dinov2WithRegistersForImageClassification(config))
+        reference = Dinov2WithRegistersModel(config).eval()
+        reference.load_state_dict(model.dinov2_with_registers.state_dict())
+    else:
+        config = Dinov2Config(**common)
+        model = with_moved_biases(Dinov2ForImageClassification(config))
+        reference = Dinov2Model(config).eval()
+        reference.load_state_dict(model.dinov2.state_dict())
     model.save_pretrained(tmp_path / "dinov2")
     backbone = load_backbone(tmp_path / "dinov2")
-    assert backbone.classifier is None and backbone.info.num_classes == 0
+    assert backbone.classifier is not None and backbone.info.num_classes == CLASSES
     images = pixels(28)
-    reference = Dinov2Model(config).eval()
-    reference.load_state_dict(model.dinov2.state_dict())
     with torch.no_grad():
         expected = reference(pixel_values=images).pooler_output
-        output = backbone(images)["output/full"]
-    assert_close(output, expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+        decomposition = backbone(images)
+        logits = model.eval()(pixel_values=images).logits
+    assert_close(decomposition["output/full"], expected, rtol=1e-4, atol=1e-5 * expected.abs().max().item())
+    head = LinearHead.of_classifier(backbone.classifier, "dinov2", 28, "hf", backbone.info.hidden_size)
+    assert head.released and head.blocks(backbone.info.hidden_size) == 1
+    scores = head.class_scores(backbone.info.hidden_size).bind(decomposition)(decomposition["output/full"])
+    assert_close(scores, logits, rtol=1e-4, atol=1e-5 * logits.abs().max().item())
+    assert DecomposingBackbone.from_model(model).classifier is model.classifier  # in memory too
