@@ -116,7 +116,7 @@ class RunSettings:
     skipped_interventions: Mapping[str, str] = field(default_factory=dict)  # name -> why (backbone pass)
     reference: Mapping[str, Any] | None = None  # backbone pass: the reference images' description
     test_time_registers: Mapping[str, Any] | None = None  # backbone pass: their count and neurons
-    explained_class: str | None = None  # backbone pass: the class the attribution maps explain (or None)
+    explained_class: str | None = None  # backbone pass: what the attribution maps explain (its runs only)
 
     BACKBONE_PASS = (
         "precision",
@@ -149,6 +149,8 @@ class RunSettings:
             del data["intervention_blocks"]
         if self.test_time_registers is None:  # written only when asked
             del data["test_time_registers"]
+        if self.explained_class is None:  # written only with the attribution probe
+            del data["explained_class"]
         if self.seed is None:  # records written before it was
             del data["seed"]
         if self.timings is not None:
