@@ -39,7 +39,9 @@ output kept for the backward)."""
 def held_mib(name: str, batch: int, tokens: int, hidden: int, heads: int, blocks: int) -> float:
     """What a row keeps beside the model's pass, float32, MiB: the rollout its (batch, tokens, tokens)
     product and one block's attention; a gradient map every block's queries, keys, values and
-    attention output (4 x blocks x batch x tokens x hidden) and one block's attention; integrated
+    attention output (4 x blocks x batch x tokens x hidden) and one block's attention; AttnLRP every
+    block's attention and its re-run's graph (about 10 states of the hidden width per block, the MLP's
+    4x wide ones counted as 4); integrated
     gradients captum's batch of steps x images through the model; the scores one block's attention at
     orders x batch (the orders run together)."""
     attention = batch * heads * tokens * tokens
@@ -47,6 +49,8 @@ def held_mib(name: str, batch: int, tokens: int, hidden: int, heads: int, blocks
         count = batch * tokens * tokens + attention
     elif name.startswith(GRADIENT_MAPS):
         count = 4 * blocks * batch * tokens * hidden + attention
+    elif name.startswith("attnlrp"):  # every block's attention held, and its graph: ~10 states of hidden
+        count = blocks * (attention + 10 * batch * tokens * hidden)
     elif name.startswith("integrated_gradients"):
         count = INTEGRATION_STEPS * batch * tokens * hidden * 4 * blocks
     elif name.startswith("every map"):

@@ -119,7 +119,8 @@ class Recipe:
         Raises:
             UserError: an option of `needs` not given.
         """
-        if missing := [option for option in self.needs if option not in given]:
+        named = {argument.split("=", 1)[0] for argument in given}  # --data-dir PATH or --data-dir=PATH
+        if missing := [option for option in self.needs if option not in named]:
             raise UserError(
                 f"recipe {self.name} reads {', '.join(missing)}: add "
                 + ", ".join(f"{option} PATH" for option in missing)
