@@ -16,7 +16,6 @@ of a k-NN bank (1000 random rows, 100 classes).
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Callable
@@ -25,8 +24,7 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import median_ratio, paired_times
-from harness import load_backbone
+from bench.common import median_ratio, paired_times, seeded_batch
 from harness.extras import AttributionMaps, map_names
 from harness.extras.attribution.integrated_gradients import INTEGRATION_STEPS
 from probes.metrics.knn import KnnScores
@@ -63,19 +61,9 @@ def held_mib(name: str, batch: int, tokens: int, hidden: int, heads: int, blocks
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backbone", default="random:dinov2_vits14_reg")
-    parser.add_argument("--resolution", type=int, default=112)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    backbone = load_backbone(args.backbone)
+    batch = seeded_batch(__doc__)
+    args, backbone, pixels, indices = batch.arguments, batch.backbone, batch.pixels, batch.indices
     info = backbone.info
-    pixels = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
-    indices = torch.arange(args.batch_size)
     layout = backbone.layout_for(pixels)
     head = torch.nn.Linear(info.hidden_size, 100).requires_grad_(False)
     bank = KnnScores(torch.randn(1000, info.hidden_size), torch.arange(1000) % 100, 100)

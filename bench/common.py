@@ -3,6 +3,7 @@ every probe built for it."""
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import time
 from collections.abc import Callable
@@ -102,3 +103,28 @@ def main_per_backbone(
         print(
             bench_one(name.strip(), arguments.resolution, arguments.batch_size, arguments.repeats), flush=True
         )
+
+
+@dataclass(frozen=True)
+class SeededBatch:
+    """One backbone and a seeded batch, as the attribution benchmarks time them."""
+
+    arguments: argparse.Namespace
+    backbone: DecomposingBackbone
+    pixels: Tensor
+    indices: Tensor
+
+
+def seeded_batch(doc: str | None) -> SeededBatch:
+    """The command line of a one-backbone attribution benchmark (--backbone, --resolution, --batch-size,
+    --repeats; defaults: random ViT-S/14 with registers, 112 px, 4 images, 2 rounds) and its batch."""
+    parser = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--backbone", default="random:dinov2_vits14_reg")
+    parser.add_argument("--resolution", type=int, default=112)
+    parser.add_argument("--batch-size", type=int, default=4)
+    parser.add_argument("--repeats", type=int, default=2)
+    arguments = parser.parse_args()
+    torch.manual_seed(0)
+    backbone = load_backbone(arguments.backbone)
+    pixels = torch.randn(arguments.batch_size, 3, arguments.resolution, arguments.resolution)
+    return SeededBatch(arguments, backbone, pixels, torch.arange(arguments.batch_size))

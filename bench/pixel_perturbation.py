@@ -13,7 +13,6 @@ of 2 x batch and of batch images); both. Per map the pixel test adds 9 passes of
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from collections.abc import Callable
@@ -22,25 +21,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.common import median_ratio, paired_times
-from harness import load_backbone
+from bench.common import median_ratio, paired_times, seeded_batch
 from harness.extras import AttributionMaps
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--backbone", default="random:dinov2_vits14_reg")
-    parser.add_argument("--resolution", type=int, default=112)
-    parser.add_argument("--batch-size", type=int, default=4)
-    parser.add_argument("--repeats", type=int, default=2)
-    args = parser.parse_args()
-    torch.manual_seed(0)
-    backbone = load_backbone(args.backbone)
+    batch = seeded_batch(__doc__)
+    args, backbone, pixels, indices = batch.arguments, batch.backbone, batch.pixels, batch.indices
     info = backbone.info
-    pixels = torch.randn(args.batch_size, 3, args.resolution, args.resolution)
-    indices = torch.arange(args.batch_size)
     head = torch.nn.Linear(info.hidden_size, 1000).requires_grad_(False)
 
     def call(maps: tuple[str, ...] = ("attention",), **settings: object) -> Callable[[], object]:

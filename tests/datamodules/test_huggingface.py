@@ -22,9 +22,10 @@ from cls_decoupling.cli import evaluate
 from datamodules import UNLABELLED, DataError, ImageDataModule, folder_images
 from datamodules.huggingface import decoded, hf_images
 from datamodules.images import load_rgb
+from tests.datamodules.test_bad_files import write_awkward_folder
 
 RESOLUTION = 28
-BROKEN = ("i_zero.jpg", "j_truncated.jpg")
+BROKEN = ("i_zero.jpg", "j_truncated.jpg", "k_text.png", "l_huge.png")
 
 
 @pytest.fixture(autouse=True)
@@ -36,30 +37,10 @@ def offline(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 
 
 def write_folder(root: Path) -> None:
-    """Two class folders of awkward images (CMYK, 16-bit, palette with transparency, grayscale) and
-    two that cannot be decoded."""
-    rng = np.random.default_rng(0)
-
-    def rgb() -> np.ndarray:
-        return rng.integers(0, 255, size=(40, 56, 3), dtype=np.uint8)
-
-    cats, dogs = root / "cats", root / "dogs"
-    cats.mkdir(parents=True)
-    dogs.mkdir(parents=True)
-    Image.fromarray(rgb()).save(cats / "a_plain.jpg")
-    Image.fromarray(rgb()).convert("CMYK").save(cats / "b_cmyk.jpg")
-    Image.fromarray(rgb()).convert("L").save(cats / "c_gray.png")
-    Image.fromarray(rgb()).convert("P", palette=Image.Palette.ADAPTIVE).save(
-        cats / "d_palette.png", transparency=0
-    )
-    Image.fromarray(rng.integers(0, 65535, size=(40, 56)).astype(np.uint16)).save(cats / "e_16bit.png")
-    for index in range(3):
-        Image.fromarray(rgb()).save(dogs / f"f_plain{index}.png")
-    (dogs / BROKEN[0]).write_bytes(b"")
-    truncated = dogs / BROKEN[1]
-    Image.fromarray(rgb()).save(truncated, quality=95)
-    truncated.write_bytes(truncated.read_bytes()[:300])
-    Image.fromarray(rgb()).save(dogs / "k_after.jpg")
+    """The folder source's awkward images (`write_awkward_folder`: CMYK, RGBA, 16-bit, palette with
+    transparency, grayscale, EXIF-rotated, large) and those that cannot be decoded (empty, truncated,
+    text, a decompression bomb), in two class folders."""
+    write_awkward_folder(root)
 
 
 def features() -> datasets.Features:
@@ -172,7 +153,7 @@ def test_limit_and_per_class_choose_the_folders_images(data: dict[str, Path]) ->
 def test_a_dataset_dict_reads_the_split_asked(data: dict[str, Path]) -> None:
     assert len(hf_images(str(data["splits"]))) == 6  # validation by default
     train = hf_images(str(data["splits"]), split="train")
-    assert len(train) == 11 and train.origin["split"] == "train"
+    assert len(train) == 13 and train.origin["split"] == "train"
     with pytest.raises(DataError, match=r"has no split 'val'; its splits: train, validation$"):
         hf_images(str(data["splits"]), split="val")
     with pytest.raises(DataError, match=r"holds one dataset .* drop --split val"):
@@ -293,8 +274,9 @@ def test_a_run_over_a_saved_dataset(
         and summary["hf"]["kind"] == "saved"
         and summary["hf"]["image_column"] == "image"
     )
-    assert summary["num_images"] == 9 and summary["num_skipped"] == 2
-    assert [entry["reason"].split(":")[0] for entry in summary["skipped"]] == ["row[8]", "row[9]"]
+    assert summary["num_images"] == 9 and summary["num_skipped"] == len(BROKEN)
+    rows = [f"row[{row}]" for row in range(8, 8 + len(BROKEN))]
+    assert [entry["reason"].split(":")[0] for entry in summary["skipped"]] == rows
     capsys.readouterr()
     assert evaluate.main([*argv, "--label-column", "nope", "--output", str(tmp_path / "bad")]) == 2
     assert capsys.readouterr().err.strip().count("\n") == 0 and not (tmp_path / "bad").exists()
