@@ -133,3 +133,15 @@ def write_labelled_photos(folder: Path, per_class: int = 8) -> tuple[str, ...]:
                 folder / name / f"{i}.jpg"
             )
     return tuple(sorted(sources))
+
+
+@pytest.fixture(scope="module")
+def classifier_folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A random ViT classifier of 3 classes saved as a user would have it (`vit`) and labelled photos
+    of those 3 classes (`val`), for the attribution probe's runs with `--head model`."""
+    from tests.test_train_probe import own_classifier_model
+
+    root = tmp_path_factory.mktemp("classifier")
+    own_classifier_model(root / "vit", classes=3)
+    write_labelled_photos(root / "val", per_class=2)
+    return {"root": root, "vit": root / "vit", "val": root / "val"}

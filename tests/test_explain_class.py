@@ -17,8 +17,8 @@ from harness import DecomposingBackbone
 from harness.extras import AttributionMaps
 from harness.extras.attribution.attnlrp import _QueriesKeys, token_relevance
 from harness.extras.attribution.maps import gradient_target
-from tests.conftest import one_error, scaled, tiny_model, write_labelled_photos
-from tests.test_train_probe import common_args, own_classifier_model
+from tests.conftest import one_error, scaled, tiny_model
+from tests.test_train_probe import common_args
 
 PIXELS = torch.randn(3, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
@@ -50,15 +50,8 @@ def test_the_maps_explain_each_images_label() -> None:
         AttributionMaps(maps=("attnlrp",), explain="label")
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("explain")
-    own_classifier_model(root / "vit", classes=3)
-    write_labelled_photos(root / "val", per_class=2)
-    return {"root": root, "vit": root / "vit", "val": root / "val"}
-
-
-def test_explain_class_end_to_end(folders: dict[str, Path], tmp_path: Path) -> None:
+def test_explain_class_end_to_end(classifier_folders: dict[str, Path], tmp_path: Path) -> None:
+    folders = classifier_folders
     argv = [*common_args(folders["vit"]), "--data", "folder", "--data-dir", str(folders["val"]),
             "--probe", "attribution", "--head", "model", "--maps", "attention,chefer"]  # fmt: skip
     for explained in ("predicted", "label"):
@@ -89,12 +82,20 @@ def test_explain_class_end_to_end(folders: dict[str, Path], tmp_path: Path) -> N
     ],
 )
 def test_explain_class_refusals(
-    folders: dict[str, Path],
+    classifier_folders: dict[str, Path],
     tmp_path: Path,
     capsys: pytest.CaptureFixture[str],
     extra: list[str],
     message: str,
 ) -> None:
-    argv = [*common_args(folders["vit"]), "--data", "folder", "--data-dir", str(folders["val"]), *extra]
+    folders = classifier_folders
+    argv = [
+        *common_args(folders["vit"]),
+        "--data",
+        "folder",
+        "--data-dir",
+        str(folders["val"]),
+        *extra,
+    ]
     assert evaluate.main([*argv, "--output", str(tmp_path / "run")]) == 2
     assert message in one_error(capsys) and not (tmp_path / "run").exists()

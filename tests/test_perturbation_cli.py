@@ -11,19 +11,11 @@ import pytest
 
 from cls_decoupling.cli import evaluate
 from harness.extras.attribution import PIXEL_FRACTIONS
-from tests.conftest import write_labelled_photos
 from tests.test_train_probe import common_args, own_classifier_model
 
 
-@pytest.fixture(scope="module")
-def folders(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("pixels")
-    own_classifier_model(root / "vit", classes=3)
-    write_labelled_photos(root / "val", per_class=2)
-    return {"root": root, "vit": root / "vit", "val": root / "val"}
-
-
-def test_pixels_and_tokens_end_to_end(folders: dict[str, Path]) -> None:
+def test_pixels_and_tokens_end_to_end(classifier_folders: dict[str, Path]) -> None:
+    folders = classifier_folders
     output = folders["root"] / "run"
     argv = [*common_args(folders["vit"]), "--data", "folder", "--data-dir", str(folders["val"]),
             "--probe", "attribution", "--head", "model", "--maps", "attention,rollout",
@@ -65,8 +57,9 @@ def test_pixels_and_tokens_end_to_end(folders: dict[str, Path]) -> None:
     ids=["without the probe", "without class scores", "unknown"],
 )
 def test_refused_in_one_line_before_any_model(
-    folders: dict[str, Path], options: list[str], message: str, capsys: pytest.CaptureFixture[str]
+    classifier_folders: dict[str, Path], options: list[str], message: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    folders = classifier_folders
     output = folders["root"] / "refused"
     argv = [*common_args(folders["vit"]), "--data", "folder", "--data-dir", str(folders["val"]), *options,
             "--output", str(output)]  # fmt: skip
@@ -76,8 +69,9 @@ def test_refused_in_one_line_before_any_model(
 
 
 def test_labels_that_do_not_index_the_classifier_are_refused(
-    folders: dict[str, Path], capsys: pytest.CaptureFixture[str]
+    classifier_folders: dict[str, Path], capsys: pytest.CaptureFixture[str]
 ) -> None:
+    folders = classifier_folders
     own_classifier_model(folders["root"] / "vit5", classes=5)
     output = folders["root"] / "five"
     argv = [*common_args(folders["root"] / "vit5"), "--data", "folder", "--data-dir", str(folders["val"]),
