@@ -14,10 +14,14 @@ from transformers import ViTConfig, ViTForImageClassification
 
 from cls_decoupling.cli import evaluate
 from cls_decoupling.outputs.recipes import (
+    Published,
     Recipe,
+    Row,
     load_recipe,
+    point_labels,
     recipe_names,
     reproduction,
+    reproduction_figure,
     reproduction_markdown,
 )
 from common.errors import UserError
@@ -166,3 +170,24 @@ def test_the_pixel_recipe_names_what_the_pixel_test_writes(tmp_path: Path) -> No
     assert "not measured" not in text
     for row in load_recipe("chefer2021_table1").published:
         assert f"| `{row.result}` | {results[row.result]:.4g} | {row.value:g} |" in text
+
+
+@pytest.mark.parametrize("measured", [0, 1, 14])
+def test_the_figure_numbers_each_measured_point_and_keys_it(measured: int) -> None:
+    """None, one or many measured numbers: a numbered point each, the key beside the axes naming each
+    by backbone and what differs of its result, and how many were not measured."""
+    rows = [
+        Row(Published(f"b{i % 4}", f"intervened/model/register@all/m{i}/linear/output/full/top1" if i % 2
+                      else "linear/output/full/top1", 50.0 + i, 1.0, "s", "c"),
+            50.0 + i if i < measured else None, False)
+        for i in range(14)
+    ]  # fmt: skip
+    figure = reproduction_figure(Recipe.parse("test", RECIPE), rows)
+    axis, key = figure.axes
+    assert [text.get_text() for text in axis.texts if text.get_text().isdigit()] == [
+        str(n) for n in range(1, measured + 1)
+    ]
+    shown = key.texts[0].get_text().splitlines()
+    keyed = [f"{n}  {label}" for n, label in enumerate(point_labels(rows[:measured]), start=1)]
+    assert shown[:measured] == keyed
+    assert shown[-1] == f"{14 - measured} of 14 published numbers not measured" or measured == 14

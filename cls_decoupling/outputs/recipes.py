@@ -9,6 +9,7 @@ from __future__ import annotations
 import itertools
 import math
 import sys
+import textwrap
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -258,36 +259,65 @@ def reproduction_markdown(
     return "\n".join(lines)
 
 
+def point_labels(rows: Sequence[Row]) -> list[str]:
+    """Each measured row's label on the figure: its backbone, and what differs of its result name
+    where the rows compare several results (the common start and end left out)."""
+    results = [row.published.result for row in rows]
+    if len(set(results)) < 2:
+        return [row.published.backbone for row in rows]
+    parts = [result.split("/") for result in results]
+    start = 0
+    while all(len(p) > start + 1 and p[start] == parts[0][start] for p in parts):
+        start += 1
+    end = 0
+    while all(len(p) > start + end + 1 and p[-1 - end] == parts[0][-1 - end] for p in parts):
+        end += 1
+    return [
+        f"{row.published.backbone}: {'/'.join(p[start : len(p) - end])}"
+        for row, p in zip(rows, parts, strict=True)
+    ]
+
+
 def reproduction_figure(recipe: Recipe, rows: Sequence[Row]) -> Figure:
-    """Measured against published, one point per measured number (its tolerance as a horizontal bar),
-    with the diagonal where they agree; a figure that says so where nothing was measured."""
+    """Measured against published, one numbered point per measured number (green within tolerance, red
+    not; its tolerance as a horizontal bar) on equal axes with the diagonal where they agree, the key of
+    the numbers beside it, and how many published numbers were not measured; a figure that says so
+    where nothing was."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.0, 5.5), layout="constrained")
-    axis = figure.subplots()
+    figure = Figure(figsize=(9.0, 5.5), layout="constrained")
+    axis, key = figure.subplots(1, 2, width_ratios=(3, 2))
+    key.set_axis_off()
     unit = " (%)" if recipe.percent else ""
-    axis.set(xlabel=f"published{unit}", ylabel=f"measured{unit}", title=recipe.title)
+    figure.suptitle(textwrap.fill(f"{recipe.name}: {recipe.title}", 90), fontsize=9)
+    axis.set(xlabel=f"published{unit}", ylabel=f"measured{unit}")
     measured = [row for row in rows if row.measured is not None]
+    missing = len(rows) - len(measured)
+    notes = [f"{missing} of {len(rows)} published numbers not measured"] if missing else []
+    if any(row.random_weights for row in rows):
+        notes.append("random weights: the numbers mean nothing")
     if not measured:
         axis.text(0.5, 0.5, "nothing measured", ha="center", va="center", transform=axis.transAxes)
-        return figure
-    published = [row.published.value for row in measured]
-    values = [float(row.measured) for row in measured if row.measured is not None]
-    low, high = min(*published, *values), max(*published, *values)
-    pad = 0.05 * (high - low) or 1.0
-    axis.plot(
-        [low - pad, high + pad], [low - pad, high + pad], "k--", linewidth=1, label="measured = published"
+    else:
+        published = [row.published.value for row in measured]
+        values = [float(row.measured) for row in measured if row.measured is not None]
+        low, high = min(*published, *values), max(*published, *values)
+        pad = 0.05 * (high - low) or 1.0
+        ends = [low - pad, high + pad]
+        axis.plot(ends, ends, "k--", linewidth=1, label="measured = published")
+        axis.set_aspect("equal", adjustable="datalim")
+        colours = ["tab:green" if row.holds else "tab:red" for row in measured]
+        tolerances = [row.published.tolerance for row in measured]
+        axis.errorbar(published, values, xerr=tolerances, fmt="none", ecolor="grey", elinewidth=1, capsize=3)
+        axis.scatter(published, values, c=colours, zorder=3)
+        for number, (x, y) in enumerate(zip(published, values, strict=True), start=1):
+            axis.annotate(str(number), (x, y), fontsize=7, xytext=(4, 4), textcoords="offset points")
+        axis.legend(loc="upper left", fontsize=8)
+        labels = [f"{number}  {label}" for number, label in enumerate(point_labels(measured), start=1)]
+        notes = [*labels, "", *notes]
+    key.text(
+        0, 1, "\n".join(notes), va="top", ha="left", fontsize=7, family="monospace", transform=key.transAxes
     )
-    colours = ["tab:green" if row.holds else "tab:red" for row in measured]
-    tolerances = [row.published.tolerance for row in measured]
-    axis.errorbar(published, values, xerr=tolerances, fmt="none", ecolor="grey", elinewidth=1, capsize=3)
-    axis.scatter(published, values, c=colours, zorder=3)
-    for row, x, y in zip(measured, published, values, strict=True):
-        axis.annotate(f"{row.published.backbone}\n{row.published.result}", (x, y), fontsize=6,
-                      xytext=(4, 4), textcoords="offset points")  # fmt: skip
-    axis.legend(loc="upper left", fontsize=8)
-    if any(row.random_weights for row in rows):
-        figure.suptitle("random weights: the numbers mean nothing", color="tab:red", fontsize=9)
     return figure
 
 
