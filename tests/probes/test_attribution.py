@@ -10,6 +10,7 @@ import torch
 from harness import PIXELS
 from harness.extras.attribution import EXPLAINED, SCORES, head_map_names, map_names
 from probes.attribution import AttributionProbe, bootstrap_interval
+from probes.attribution_figures import gallery_figure
 
 FRACTIONS = (0.1, 0.25, 0.5, 0.75)
 TRAPEZOID = getattr(np, "trapezoid", None) or np.trapz  # numpy < 2 names it trapz
@@ -169,7 +170,7 @@ def test_one_image_keeps_its_row_and_its_gallery_is_drawn() -> None:
     arrays = probe.arrays()
     assert arrays["attribution/gallery/index"].tolist() == [7]
     run = SimpleNamespace(arrays=arrays, backbone="tiny", num_images=1)
-    figure = AttributionProbe._gallery(run)  # type: ignore[arg-type]
+    figure = gallery_figure(run)  # type: ignore[arg-type]
     assert figure is not None
     assert sum(1 for axis in figure.axes if axis.images) == len(MAPS) + 1  # besides the colour keys
     plt.close(figure)
