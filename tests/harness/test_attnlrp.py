@@ -1,7 +1,8 @@
-"""AttnLRP (`attnlrp`): for every family read by its [CLS] row, the rules' forward is the model's own
-(the same pooled output), and the relevance of the tokens entering block 1 sums to the explained score
-(conservation) once the biases, which take relevance of their own, are zero; gated MLPs included. The
-map is the patch tokens' relevance; a norm the rules do not cover is one line."""
+"""AttnLRP (`attnlrp`): for every family and readout ([CLS] row, attention-pooling head, token mean),
+the rules' forward is the model's own (the same pooled output), and the relevance of the tokens entering
+block 1 sums to the explained score (conservation) once the biases, which take relevance of their own,
+are zero; gated MLPs included. The map is the patch tokens' relevance; a norm the rules do not cover is
+one line."""
 
 from __future__ import annotations
 
@@ -11,26 +12,42 @@ from torch import Tensor, nn
 from torch.testing import assert_close
 
 from harness import DecomposingBackbone
+from harness.decomposition import cls_attention
 from harness.extras import AttributionMaps
 from harness.extras.attribution.attnlrp import AttnLRPMap, _QueriesKeys, linear_norm, token_relevance
 from harness.extras.attribution.maps import gradient_target
+from harness.families.base import PoolView
 from tests.conftest import scaled, tiny_model
-from tests.harness.test_family_knowledge import MODELS
+from tests.harness.test_eva import tiny_eva
+from tests.harness.test_family_knowledge import MODELS as FAMILIES
+from tests.harness.test_pooled import WITH_PREFIX, tiny_aimv2, tiny_timm_map, tiny_timm_mean
 
-CLS_READ = [name for name in MODELS if name not in ("siglip", "aimv2")]  # read by their [CLS] row
+MODELS = FAMILIES | {
+    "aimv2_native": lambda: tiny_aimv2(native=True),
+    "timm_map": tiny_timm_map,
+    "timm_map_cls_registers": lambda: tiny_timm_map(**WITH_PREFIX),
+    "timm_mean": tiny_timm_mean,
+    "timm_mean_registers": lambda: tiny_timm_mean(reg_tokens=2),
+    "eva_map": lambda: tiny_eva(global_pool="map"),
+    "pe_core": lambda: tiny_eva("vit_pe_core_tiny_patch16_384"),
+}
+"""Every family, and every readout: [CLS] rows, attention-pooling heads, the token mean."""
 PIXELS = torch.randn(2, 3, 32, 32, generator=torch.Generator().manual_seed(0))
 
 
 def relevance_of(backbone: DecomposingBackbone, pixels: Tensor, head: nn.Linear | None = None) -> tuple:
     """Every token's relevance, the rules' pooled output, the model's own and the explained score."""
     tap = _QueriesKeys(backbone.info.num_layers)
-    own = backbone.pooled(pixels, [tap])
+    capture = backbone.capture(pixels, [tap])
+    own = capture.pooled
     explained = None if head is None else head(own).argmax(dim=-1)
+    read = backbone.read_view
+    pooling = cls_attention(read, capture.block_input, capture.keys) if isinstance(read, PoolView) else None
 
     def target(pooled: Tensor) -> Tensor:
         return gradient_target(pooled, head, explained)
 
-    relevance, pooled = token_relevance(backbone, pixels, tap.kept, target)
+    relevance, pooled = token_relevance(backbone, pixels, tap.kept, target, pooling)
     return relevance, pooled, own, target(pooled).detach()
 
 
@@ -47,7 +64,7 @@ def pixels_for(backbone: DecomposingBackbone) -> Tensor:
     return torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(0))
 
 
-@pytest.mark.parametrize("family", CLS_READ)
+@pytest.mark.parametrize("family", MODELS)
 def test_the_rules_forward_is_the_models_own(family: str) -> None:
     backbone = DecomposingBackbone.from_model(MODELS[family]())
     if problem := AttnLRPMap().problem(backbone):
@@ -56,7 +73,7 @@ def test_the_rules_forward_is_the_models_own(family: str) -> None:
     assert_close(pooled, own, **scaled(own))
 
 
-@pytest.mark.parametrize("family", CLS_READ)
+@pytest.mark.parametrize("family", MODELS)
 def test_relevance_is_conserved_without_biases(family: str) -> None:
     """Sum over every token entering block 1 (and every hidden unit) = the explained score: the output's
     projection on its own direction, and a bias-free head's logit of the predicted class."""

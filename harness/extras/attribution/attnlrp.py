@@ -16,7 +16,8 @@ these families):
   its softmax saw them, RoPE included: `MapCall.attention`).
 
 Each block is run again from the family's view (x + ls1(W_o(A v(norm1 x))), then + ls2(mlp(norm2 x))),
-so the relevance of the tokens entering block 1 sums to the target minus what the biases take
+then the readout: the [CLS] row's final norm, or an attention-pooling head or the token mean on the
+final-normed tokens (`relevance_pool`, its weights held as the blocks' are), so the relevance of the tokens entering block 1 sums to the target minus what the biases take
 (conservation: exact for a model without biases, tested). The map is the patch tokens' relevance
 summed over the hidden dimension: signed.
 """
@@ -31,9 +32,9 @@ import torch
 from torch import Tensor, nn
 
 from harness.backbone import DecomposingBackbone
-from harness.decomposition import HFBlock, applied, per_head
+from harness.decomposition import HFBlock, applied, cls_attention, per_head
 from harness.extras.attribution.maps import AttributionMap, MapCall, attention_matrix
-from harness.families.base import mlp_output
+from harness.families.base import NoMLP, PoolView, mlp_output
 from harness.taps import BlockParts, Tap
 from harness.tokens import TokenLayout
 
@@ -144,10 +145,22 @@ class _QueriesKeys(Tap):
         self.kept.append((parts.read("queries").detach(), parts.read("keys").detach()))
 
 
+def relevance_pool(view: PoolView, tokens: Tensor, weights: Tensor, after: nn.Module) -> Tensor:
+    """An attention-pooling head (or the token mean) of `view` on the tokens it reads (batch, tokens,
+    hidden) under the rules, its weights `weights` (batch, heads, tokens) held constant: v = W_o(A v),
+    then v + mlp(norm2 v) (no residual, no MLP for `NoMLP`), then `after`: the pooled output."""
+    attention = view.attention
+    values = per_head(applied(attention.v_proj, tokens), attention.num_attention_heads)
+    state = applied(attention.o_proj, (weights.unsqueeze(2) @ values).flatten(1))  # batch, hidden
+    if not isinstance(view.mlp, NoMLP):
+        with _MlpRules(view.mlp).hooked():
+            state = state + applied(view.layer_scale2, applied(view.mlp, linear_norm(view.norm2, state)))
+    return linear_norm(after, state)
+
+
 class AttnLRPMap(AttributionMap):
     name = "attnlrp"
     position = 45
-    reads_cls_rows = True  # the blocks run again up to the [CLS] row's final norm
     signed = True
     description = (
         "Achtibat et al. 2024: AttnLRP relevance of each patch entering block 1 (CP-LRP in attention)"
@@ -163,6 +176,12 @@ class AttnLRPMap(AttributionMap):
                 for norm in (view.norm1, view.norm2):
                     linear_norm(norm, probe)
             linear_norm(backbone.after_readout, probe)
+            pool = backbone.read_view
+            if isinstance(pool, PoolView):  # what the head reads, and its own MLP
+                linear_norm(backbone.family.final_norm, probe)
+                linear_norm(pool.norm2, probe)
+                if not isinstance(pool.mlp, NoMLP):
+                    mlp_inputs(pool.mlp)
         except ValueError as error:
             return f"{error} ({backbone.info.name})"
         return None
@@ -173,17 +192,24 @@ class AttnLRPMap(AttributionMap):
     def attribute(self, call: MapCall) -> Tensor:
         tap = call.taps[self.name]
         assert isinstance(tap, _QueriesKeys)
-        relevance, _ = token_relevance(call.backbone, call.pixel_values, tap.kept, call.target)
+        backbone, capture = call.backbone, call.capture
+        pooling = None
+        if isinstance(backbone.read_view, PoolView):  # its weights over the tokens, held as the blocks'
+            with torch.autocast(device_type=capture.keys.device.type, enabled=False):
+                pooling = cls_attention(backbone.read_view, capture.block_input, capture.keys)
+        relevance, _ = token_relevance(backbone, call.pixel_values, tap.kept, call.target, pooling)
         return relevance[:, call.layout.slice("patch")]
 
 
 def token_relevance(
     backbone: DecomposingBackbone, pixel_values: Tensor, queries_keys: Sequence[tuple[Tensor, Tensor]],
-    target: Callable[[Tensor], Tensor],
+    target: Callable[[Tensor], Tensor], pooling: Tensor | None = None,
 ) -> tuple[Tensor, Tensor]:  # fmt: skip
     """The relevance of every token entering block 1 for `target` of the pooled output (batch, tokens),
     and the pooled output the rules' forward gives (batch, hidden: the model's own, to rounding), from
-    every block's queries and keys of the clean pass (`queries_keys`, as its softmax saw them)."""
+    every block's queries and keys of the clean pass (`queries_keys`, as its softmax saw them) and,
+    for a model pooled by a head or the token mean, that pool's weights (`pooling`, batch, heads,
+    tokens; None: the [CLS] row's final norm)."""
     device = pixel_values.device.type
     unmixed = torch.autocast(device_type=device, enabled=False)
     with torch.enable_grad(), torch.inference_mode(False), unmixed:
@@ -194,6 +220,13 @@ def token_relevance(
             view = backbone.view(number)
             weights = attention_matrix(view, queries.clone(), keys.clone())  # constants of the pass
             state = relevance_block(view, state, weights)
-        pooled = linear_norm(backbone.after_readout, state[:, 0])
+        read = backbone.read_view
+        if isinstance(read, PoolView):
+            if pooling is None:
+                raise ValueError(f"{backbone.info.name} is pooled by a head: give its weights (`pooling`)")
+            tokens_read = linear_norm(backbone.family.final_norm, state)
+            pooled = relevance_pool(read, tokens_read, pooling.clone(), backbone.after_readout)
+        else:
+            pooled = linear_norm(backbone.after_readout, state[:, 0])
         (gradient,) = torch.autograd.grad(target(pooled).sum(), [tokens])
     return (entering * gradient).sum(dim=-1).detach(), pooled.detach()
