@@ -13,13 +13,14 @@ these families):
   gets sum_i f_i (h / f_i).detach() / k over its k pre-activations f_i, the same value as h);
 - inside the attention, CP-LRP (LXT's choice for ViTs): the attention weights held constant, the
   relevance flowing through the values only. The weights are the model's own (its queries and keys as
-  its softmax saw them, RoPE included: `MapCall.attention`).
+  its softmax saw them in the clean pass, RoPE included: the map's tap).
 
 Each block is run again from the family's view (x + ls1(W_o(A v(norm1 x))), then + ls2(mlp(norm2 x))),
 then the readout: the [CLS] row's final norm, or an attention-pooling head or the token mean on the
-final-normed tokens (`relevance_pool`, its weights held as the blocks' are), so the relevance of the tokens entering block 1 sums to the target minus what the biases take
-(conservation: exact for a model without biases, tested). The map is the patch tokens' relevance
-summed over the hidden dimension: signed.
+final-normed tokens (`relevance_pool`, its weights held as the blocks' are), so the relevance of the
+tokens entering block 1 sums to the target minus what the biases take (conservation: exact for a
+model without biases, tested). The map is the patch tokens' relevance summed over the hidden
+dimension: signed.
 """
 
 from __future__ import annotations
