@@ -131,6 +131,20 @@ def test_an_earlier_run_is_not_overwritten(
         (["--intervene", "skip@last:zero"], "only the readout level"),
         (["--probe", "interventions"], "add --intervene SPEC"),
         (["--intervene", "cls@1:mean", "--reference-dir", "/tmp"], "add --reference-data"),
+        (["--intervene", "cls@1:mean", "--reference-split", "train"], "add --reference-data"),
+        (
+            [
+                "--intervene",
+                "cls@1:mean",
+                "--reference-data",
+                "imagenet",
+                "--reference-dir",
+                "/usr",
+                "--reference-split",
+                "validation",
+            ],
+            "split",
+        ),
     ],
     ids=[
         "probe",
@@ -142,6 +156,8 @@ def test_an_earlier_run_is_not_overwritten(
         "skip-level",
         "no-intervention",
         "reference-dir",
+        "reference-split",
+        "reference-split-value",
     ],
 )
 def test_bad_options_are_one_line_errors(
@@ -693,3 +709,28 @@ def test_the_bank_pass_is_a_plain_forward(
     # batched together); both of the model's blocks decomposed as they run
     evaluated = {name: calls[name] - phases["bank"][name] for name in calls}
     assert evaluated == {"encoder": 3 * (1 + 3), "depth": 3 * 2}
+
+
+def test_reference_split_chooses_the_reference_images_split() -> None:
+    """`--reference-split train` reads the reference images of `--reference-data` from that split (the
+    Sun et al. recipe averages ImageNet's training images); without it they follow the evaluated split."""
+    common = [
+        "--backbone",
+        "random:tiny",
+        "--output",
+        "o",
+        "--data",
+        "imagenet",
+        "--data-dir",
+        "/in",
+        "--intervene",
+        "cls@1:mean",
+        "--reference-data",
+        "imagenet",
+        "--reference-dir",
+        "/in",
+    ]
+    chosen = evaluate.ProbeOptions.from_args(evaluate.parse_args([*common, "--reference-split", "train"]))
+    plain = evaluate.ProbeOptions.from_args(evaluate.parse_args(common))
+    assert chosen.reference is not None and chosen.reference.split == "train"
+    assert plain.reference is not None and plain.reference.split is None  # the evaluated data's

@@ -163,6 +163,8 @@ class ProbeOptions:
         reference = None
         if args.reference_dir is not None and args.reference_data is None:
             raise UserError("--reference-dir names the folder of --reference-data: add --reference-data")
+        if args.reference_split is not None and args.reference_data is None:
+            raise UserError("--reference-split chooses the split of --reference-data: add --reference-data")
         registers = any(args.test_time_registers or ())
         if args.reference_data is not None and not args.intervene and not registers:
             raise UserError(
@@ -181,10 +183,11 @@ class ProbeOptions:
             raise UserError(f"--reference-limit counts reference images: 1 or more, got {limit}")
         if args.intervene or registers:
             evaluated = DataOptions.from_args(args)
+            split = {"split": args.reference_split} if args.reference_split is not None else {}
             reference = evaluated.reading(
                 args.reference_data or evaluated.source,
                 args.reference_dir if args.reference_data else evaluated.data_dir,
-                download=False, limit=limit, per_class=None,
+                download=False, limit=limit, per_class=None, **split,
             )  # fmt: skip
         return cls(
             args.probe, args.seed, args.episodes, args.shots, args.head, args.layers, train,
@@ -475,6 +478,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "the evaluated data)",
     )
     parser.add_argument("--reference-dir", type=Path, help="folder of --reference-data")
+    parser.add_argument(
+        "--reference-split",
+        help="--reference-data split (default: the evaluated data's; COCO / ImageNet: val or train)",
+    )
     parser.add_argument(
         "--reference-limit", type=int,
         help=f"reference images, a seeded subset (default: {REFERENCE_LIMIT})",
