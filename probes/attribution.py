@@ -108,6 +108,17 @@ def bootstrap_interval(values: Tensor, seed: int, resamples: int = BOOTSTRAP) ->
     return low, high
 
 
+def labelled_classes_asked(perturbations: Sequence[str], explain: str) -> list[str]:
+    """What of the probe's settings reads class scores and labels that index their classes, each as
+    the start of a refusal: the pixel test (accuracy against the labels), maps explaining the label."""
+    asked = (
+        (PIXEL_SCORE in perturbations, "the pixel perturbation (--perturbation pixels) measures top-1 "
+                                       "accuracy against the labels"),
+        (explain == "label", "the maps explaining each image's label (--explain-class label) read its class"),
+    )  # fmt: skip
+    return [why for needed, why in asked if needed]
+
+
 def class_scores_for(context: ProbeContext, head: LinearHead | None) -> nn.Module | None:
     """The run's class scores: its head (`ProbeContext.linear_head`: a `--head` checked against the
     run, or the model's own classifier; a released DINOv2 head's read each image's own patch mean and
@@ -213,16 +224,10 @@ class AttributionProbe(Probe):
         super().__init__()
         self.seed, self.fractions, self.pixel_fractions = seed, tuple(fractions), tuple(pixel_fractions)
         self.class_scores = class_scores
-        if PIXEL_SCORE in perturbations and (class_scores is None or not labelled):
-            raise ValueError(
-                "the pixel perturbation measures top-1 accuracy against the labels: it needs class scores "
-                "and labels that index their classes"
-            )
-        if explain == "label" and (class_scores is None or not labelled):
-            raise ValueError(
-                "the maps explain each image's label with class scores: they need class scores and labels "
-                "that index their classes"
-            )
+        if (asking := labelled_classes_asked(perturbations, explain)) and (
+            class_scores is None or not labelled
+        ):
+            raise ValueError(f"{asking[0]}: it needs class scores and labels that index their classes")
         self.scoring = AttributionMaps(
             tuple(maps), tuple(heads), self.fractions, seed, class_scores,
             perturbations=tuple(perturbations), pixel_fractions=self.pixel_fractions, explain=explain,
@@ -271,19 +276,10 @@ class AttributionProbe(Probe):
         # no maps named: every map the model's readout has (those of the blocks' [CLS] rows need one)
         maps = context.maps or parse_maps("all", readout=context.info.readout)[0]
         class_scores = class_scores_for(context, head)
-        if context.explain == "label" and (class_scores is None or not labelled):
+        asking = labelled_classes_asked(context.perturbations, context.explain)
+        if asking and (class_scores is None or not labelled):
             raise UserError(
-                "--explain-class label explains each image's label: "
-                + (
-                    "add --head (a head file, or model) or --train-data for the class scores"
-                    if class_scores is None
-                    else f"the data's labels ({len(context.class_names)} classes) do not index the "
-                    "class scores' classes"
-                )
-            )
-        if PIXEL_SCORE in context.perturbations and (class_scores is None or not labelled):
-            raise UserError(
-                "--perturbation pixels measures top-1 accuracy against the labels: "
+                f"{asking[0]}: "
                 + (
                     "add --head (a head file, or model) or --train-data for the class scores"
                     if class_scores is None

@@ -682,6 +682,7 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
     use it (readable, before any load)."""
     from harness import LinearHead, parse_layers
     from probes import PROBES, ProbeSelection
+    from probes.attribution import labelled_classes_asked
 
     try:
         parse_layers(probes.layers)
@@ -712,29 +713,20 @@ def check_probe_options(probes: ProbeOptions, replayed: RunRecord | None = None)
         probes.train.datamodule()  # its options, before any model loads
     if probes.episodes < 1 or probes.shots < 1:
         raise UserError(f"--episodes and --shots must be positive, got {probes.episodes} and {probes.shots}")
-    if probes.maps is not None and "attribution" not in selection:
-        raise UserError("--maps chooses the attribution probe's maps: add --probe attribution")
-    if probes.explain is not None:
-        if "attribution" not in selection:
-            raise UserError(
-                "--explain-class chooses what the attribution probe explains: add --probe attribution"
-            )
-        if probes.explain == "label" and probes.head is None and probes.train is None:
-            raise UserError(
-                "--explain-class label explains each image's label among class scores: add --head (a head "
-                "file, or model) or --train-data"
-            )
-    if probes.perturbation is not None:
-        if "attribution" not in selection:
-            raise UserError(
-                "--perturbation chooses how the attribution probe scores: add --probe attribution"
-            )
-        pixels = "pixels" in checked_perturbations(probes.perturbation)
-        if pixels and probes.head is None and probes.train is None:
-            raise UserError(
-                "--perturbation pixels measures the class of each image: add --head (a head file, or "
-                "model) or --train-data for the class scores"
-            )
+    attribution_options = (
+        ("--maps", probes.maps, "chooses the attribution probe's maps"),
+        ("--explain-class", probes.explain, "chooses what the attribution probe explains"),
+        ("--perturbation", probes.perturbation, "chooses how the attribution probe scores"),
+    )
+    for option, value, what in attribution_options:
+        if value is not None and "attribution" not in selection:
+            raise UserError(f"{option} {what}: add --probe attribution")
+    perturbations = checked_perturbations(probes.perturbation) if probes.perturbation else ()
+    asking = labelled_classes_asked(perturbations, probes.explain or "predicted")
+    if asking and probes.head is None and probes.train is None:
+        raise UserError(
+            f"{asking[0]}: add --head (a head file, or model) or --train-data for the class scores"
+        )
     if probes.head is not None:
         if not selection.reads_head:
             reading = " or ".join(name for name, probe in PROBES.items() if probe.reads_head)
