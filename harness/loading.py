@@ -28,7 +28,7 @@ from transformers import (
 from common.preparation import Preprocessing
 from harness.backbone import DecomposingBackbone
 from harness.checkpoints import PLAIN_FAMILY, is_plain, load_original_checkpoint
-from harness.choices import POS_INTERPOLATIONS
+from harness.choices import POS_INTERPOLATIONS, RANDOM_PREFIX
 from harness.errors import (
     BackboneUnavailableError,
     CheckpointFormatError,
@@ -60,7 +60,6 @@ model with its weights (`open_clip.create_model`), read as its image tower."""
 OPENCLIP_CONFIG = "open_clip_config.json"  # what marks a folder in open_clip's hub layout
 _OPENCLIP_WEIGHTS = ("*.safetensors", "*.bin", "*.pth")
 
-RANDOM_PREFIX = "random:"
 # (hidden, layers, heads, swiglu) of the released sizes; `tiny` is for tests and demos
 _ARCHITECTURES: dict[str, tuple[int, int, int, bool]] = {
     "tiny": (64, 2, 4, False),

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from cls_decoupling.outputs.runs import REPRODUCTION_FILE
 from common.errors import UserError
+from harness.choices import RANDOM_PREFIX
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
@@ -29,7 +30,6 @@ else:  # pragma: no cover - Python 3.10
 
 REPRODUCTION_FIGURE = "reproduction.png"
 """Its figure, in the folder's `figures/`."""
-RANDOM_PREFIX = "random:"
 Record = Mapping[str, Any]
 """A run's results.json record (as `evaluate` returns it): `results`, `backbone.random_weights`."""
 

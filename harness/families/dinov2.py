@@ -16,6 +16,7 @@ from transformers import (
 )
 
 from common.preparation import DINOV2_EVALUATION
+from harness.choices import RANDOM_PREFIX
 from harness.families.base import Family, LoadAs
 from harness.tokens import TokenLayout
 
@@ -60,7 +61,7 @@ class Dinov2Family(Family):
         `..._linear_head.pth` for 1."""
         hub_ids = {hub_id: short for short, hub_id in cls.short_names.items()}
         for name in names:
-            stem = Path(name.removeprefix("random:")).name.removesuffix(".pth").removesuffix("_pretrain")
+            stem = Path(name.removeprefix(RANDOM_PREFIX)).name.removesuffix(".pth").removesuffix("_pretrain")
             short = hub_ids.get(name) or stem.replace("_reg4", "_reg")
             if short in cls.short_names:
                 base = short.removesuffix("_reg")
