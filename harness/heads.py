@@ -175,22 +175,30 @@ class LinearHead:
         linear input (a `Dinov2ForImageClassification`'s: `released`); its classes are its output
         indices ("0", "1", ...; labels must be given in its order), trained by the model's authors (no
         learning rate or validation accuracy of this tool: NaN)."""
-        return cls(
-            classifier.weight.detach().float().cpu().clone(), classifier.bias.detach().float().cpu().clone(),
-            backbone, "output/full", tuple(str(index) for index in range(classifier.out_features)),
-            resolution, float("nan"), float("nan"), pos_interpolation,
-            released=bool(hidden_size) and classifier.in_features == 2 * hidden_size,
-        )  # fmt: skip
+        released = bool(hidden_size) and classifier.in_features == 2 * hidden_size
+        return cls._of_authors(
+            classifier.weight, classifier.bias, released, backbone, resolution, pos_interpolation
+        )
 
     @classmethod
     def of_released(cls, weight: Tensor, bias: Tensor) -> LinearHead:
         """A head released with DINOv2 (`released`): its classes are its output indices, ImageNet-1k's
         in sorted-wnid order (labels must be given in that order, as `--data imagenet` numbers them)."""
+        return cls._of_authors(weight, bias, released=True)
+
+    @classmethod
+    def _of_authors(
+        cls, weight: Tensor, bias: Tensor, released: bool, backbone: str = "", resolution: int = 0,
+        pos_interpolation: str = "hf",
+    ) -> LinearHead:  # fmt: skip
+        """Weights trained by a model's authors: classes by output index, no learning rate or
+        validation accuracy of this tool (NaN), on `output/full` (or DINOv2's input where `released`)."""
+        weight, bias = (tensor.detach().float().cpu().clone() for tensor in (weight, bias))
+        classes = tuple(str(index) for index in range(weight.shape[0]))
+        nan = float("nan")
         return cls(
-            weight.detach().float().cpu(), bias.detach().float().cpu(), "", "output/full",
-            tuple(str(index) for index in range(weight.shape[0])), 0, float("nan"), float("nan"),
-            released=True,
-        )  # fmt: skip
+            weight, bias, backbone, "output/full", classes, resolution, nan, nan, pos_interpolation, released
+        )
 
     def save(self, path: Path) -> None:
         record = asdict(self) | {"class_names": list(self.class_names)}
