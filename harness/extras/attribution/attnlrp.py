@@ -44,32 +44,41 @@ MLP_INPUTS: tuple[str, ...] = ("fc1", "up_proj", "c_fc", "gate_proj", "fc1_g", "
 with both halves: `weights_in` of DINOv2's SwiGLU, timm's `GluMlp` fc1)."""
 
 
-def linear_norm(norm: nn.Module, inputs: Tensor) -> Tensor:
-    """`norm` of `inputs` with its standard deviation (LayerNorm) or root mean square (RMSNorm) held
-    constant: the same value, the identity rule's gradient; a `Sequential` of norms in turn.
+def norm_parts(norm: nn.Module) -> list[nn.Module]:
+    """The norms `norm` applies in turn, each a LayerNorm or an RMSNorm (a `Sequential`'s parts, none
+    for `Identity`): what `linear_norm` holds the scale of.
 
     Raises:
         ValueError: a norm of another kind.
     """
     if isinstance(norm, nn.Identity):
-        return inputs
+        return []
     if isinstance(norm, nn.Sequential):
-        for part in norm:
-            inputs = linear_norm(part, inputs)
-        return inputs
-    weight, bias = getattr(norm, "weight", None), getattr(norm, "bias", None)
-    if isinstance(norm, nn.LayerNorm):
-        centred = inputs - inputs.mean(dim=-1, keepdim=True)
-        scale = (centred.pow(2).mean(dim=-1, keepdim=True) + norm.eps).sqrt().detach()
-        normed = centred / scale
-    elif "RMSNorm" in type(norm).__name__:
-        eps = getattr(norm, "variance_epsilon", None) or getattr(norm, "eps", None) or 1e-6
-        normed = inputs / (inputs.pow(2).mean(dim=-1, keepdim=True) + eps).sqrt().detach()
-    else:
-        raise ValueError(f"AttnLRP has no rule for the norm {type(norm).__name__}")
-    if weight is not None:
-        normed = normed * weight.float()
-    return normed + bias.float() if bias is not None else normed
+        return [inner for part in norm for inner in norm_parts(part)]
+    if isinstance(norm, nn.LayerNorm) or "RMSNorm" in type(norm).__name__:
+        return [norm]
+    raise ValueError(f"AttnLRP has no rule for the norm {type(norm).__name__}")
+
+
+def linear_norm(norm: nn.Module, inputs: Tensor) -> Tensor:
+    """`norm` of `inputs` with its standard deviation (LayerNorm) or root mean square (RMSNorm) held
+    constant: the same value, the identity rule's gradient; a `Sequential` of norms in turn.
+
+    Raises:
+        ValueError: a norm of another kind (`norm_parts`).
+    """
+    for part in norm_parts(norm):
+        if isinstance(part, nn.LayerNorm):
+            centred = inputs - inputs.mean(dim=-1, keepdim=True)
+            normed = centred / (centred.pow(2).mean(dim=-1, keepdim=True) + part.eps).sqrt().detach()
+        else:
+            eps = getattr(part, "variance_epsilon", None) or getattr(part, "eps", None) or 1e-6
+            normed = inputs / (inputs.pow(2).mean(dim=-1, keepdim=True) + eps).sqrt().detach()
+        weight, bias = getattr(part, "weight", None), getattr(part, "bias", None)
+        if weight is not None:
+            normed = normed * weight.float()
+        inputs = normed + bias.float() if bias is not None else normed
+    return inputs
 
 
 def mlp_inputs(mlp: nn.Module) -> tuple[list[nn.Linear], bool]:
@@ -169,18 +178,17 @@ class AttnLRPMap(AttributionMap):
 
     def problem(self, backbone: DecomposingBackbone) -> str | None:
         """A norm or MLP the rules do not cover, in any block or the readout; None where they cover all."""
-        probe = torch.zeros(1, 1, backbone.info.hidden_size)
-        try:
+        try:  # the kinds only: nothing runs (the model may sit on any device)
             for number in range(1, backbone.info.num_layers + 1):
                 view = backbone.view(number)
                 mlp_inputs(view.mlp)
                 for norm in (view.norm1, view.norm2):
-                    linear_norm(norm, probe)
-            linear_norm(backbone.after_readout, probe)
+                    norm_parts(norm)
+            norm_parts(backbone.after_readout)
             pool = backbone.read_view
             if isinstance(pool, PoolView):  # what the head reads, and its own MLP
-                linear_norm(backbone.family.final_norm, probe)
-                linear_norm(pool.norm2, probe)
+                norm_parts(backbone.family.final_norm)
+                norm_parts(pool.norm2)
                 if not isinstance(pool.mlp, NoMLP):
                     mlp_inputs(pool.mlp)
         except ValueError as error:
